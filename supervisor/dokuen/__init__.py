@@ -1,0 +1,8 @@
+"""Dokuen: Heroku's developer experience on one machine you own."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("dokuen")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0+source"

@@ -1,0 +1,276 @@
+"""One app: its processes (one slot each, all in the app's task group) and the operations
+that change them: deploy, scale, restart, stop, start, config."""
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from dokuen import releases
+from dokuen.envdir import read_envdir, write_envdir
+from dokuen.environment import process_environment, read_dotenv
+from dokuen.errors import DokuenError, NotFound
+from dokuen.formation import ProcessSpec, default_formation, expand, parse_scale
+from dokuen.logmux import LogMux
+from dokuen.names import check_config_key, not_found
+from dokuen.options import app_options
+from dokuen.ports import PortPool
+from dokuen.procfile import Procfile, read_procfile
+from dokuen.process import Clock, ProcessSlot, ProcessState, SlotConfig, Spawner
+from dokuen.settings import Settings
+from dokuen.store import AppDir
+
+log = structlog.get_logger()
+
+Say = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The daemon's shared services that every app uses."""
+
+    settings: Settings
+    ports: PortPool
+    mux: LogMux
+    spawner: Spawner
+    clock: Clock
+
+
+class App:
+    """Owns one app's slots. Every operation holds the app's lock, so they never interleave."""
+
+    def __init__(self, directory: AppDir, runtime: Runtime) -> None:
+        self.dir = directory
+        self.name = directory.name
+        self.runtime = runtime
+        self._slots: dict[str, ProcessSlot] = {}
+        self._lock = anyio.Lock()
+        self._scope = anyio.CancelScope()
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # -- the app's task --------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Hold the app's task group until cancelled; cancellation stops every process."""
+        with self._scope:
+            async with anyio.create_task_group() as task_group:
+                self._task_group = task_group
+                task_status.started()
+                await anyio.sleep_forever()
+
+    async def close(self) -> None:
+        """Stop every process, then end the app's task."""
+        async with self._lock:
+            await self._stop_slots(list(self._slots.values()))
+        self._scope.cancel()
+
+    async def restore(self) -> None:
+        """Bring the app back to its formation after the daemon started."""
+        if self.dir.stopped or releases.current_release(self.dir) is None:
+            return
+        async with self._lock:
+            await self._converge(replace=lambda _spec: False)
+
+    # -- views -----------------------------------------------------------------------
+
+    def processes(self) -> list[dict[str, Any]]:
+        return [slot.info() for slot in self._ordered_slots()]
+
+    def summary(self) -> dict[str, Any]:
+        release = releases.current_release(self.dir)
+        states = [slot.state for slot in self._slots.values()]
+        return {
+            "name": self.name,
+            "release": release.name if release else None,
+            "stopped": self.dir.stopped,
+            "formation": self.dir.read_formation(),
+            "processes": len(states),
+            "running": sum(state is ProcessState.RUNNING for state in states),
+            "crashed": sum(state is ProcessState.CRASHED for state in states),
+        }
+
+    def config(self) -> dict[str, str]:
+        return read_envdir(self.dir.env)
+
+    # -- operations ------------------------------------------------------------------
+
+    async def deploy(self, source: Path, say: Say) -> str:
+        """Make a new release from ``source`` and replace the running processes with it.
+
+        The Procfile is validated before anything that serves is touched; a bad one raises
+        ProcfileError and the running release keeps running.
+        """
+        if not source.is_dir():
+            raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
+        read_procfile(source)  # fail fast, before copying anything
+        async with self._lock:
+            await say(f"-----> Copying {source} into a new release")
+            release, staging = await anyio.to_thread.run_sync(
+                releases.stage_release, self.dir, source
+            )
+            try:
+                procfile = read_procfile(staging)  # the copy is what runs; check it too
+            except DokuenError:
+                await anyio.to_thread.run_sync(releases.discard, staging)
+                raise
+            releases.publish(self.dir, release, staging)
+            formation = default_formation(procfile, self.dir.read_formation())
+            shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
+            await say(f"-----> Procfile declares types: {', '.join(procfile.types)}")
+            self.dir.write_formation(formation)
+            releases.switch_current(self.dir, release)
+            self.dir.set_stopped(False)
+            self.runtime.mux.event(self.name, f"deploying {release.name} ({shown})")
+            await say(f"-----> Starting {release.name} with formation {shown}")
+            await self._converge(replace=lambda _spec: True)
+            pruned = await anyio.to_thread.run_sync(
+                releases.prune, self.dir, self.runtime.settings.keep_releases
+            )
+            for old in pruned:
+                log.info("release.pruned", app=self.name, release=old.name)
+            self.runtime.mux.event(self.name, f"deployed {release.name}")
+            await say(f"-----> Released {release.name}")
+            return release.name
+
+    async def scale(self, args: Iterable[str]) -> dict[str, int]:
+        """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""
+        async with self._lock:
+            procfile = self._procfile()
+            changes = parse_scale(args, procfile)
+            formation = {**self.dir.read_formation(), **changes}
+            self.dir.write_formation(formation)
+            shown = ", ".join(f"{t}={n}" for t, n in changes.items())
+            self.runtime.mux.event(self.name, f"scaled {shown}")
+            if not self.dir.stopped:
+                await self._converge(replace=lambda _spec: False)
+            return formation
+
+    async def restart(self, target: str | None) -> list[str]:
+        """Restart every process, a type's (``web``) or one (``web.2``); return their names."""
+        async with self._lock:
+            self._procfile()
+            chosen = self._select(target)
+            names = {slot.spec.name for slot in chosen}
+            self.runtime.mux.event(self.name, f"restarting {target or 'all processes'}")
+            self.dir.set_stopped(False)
+            await self._converge(replace=lambda spec: spec.name in names)
+            return sorted(names)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            self.dir.set_stopped(True)
+            self.runtime.mux.event(self.name, "stopping all processes")
+            await self._stop_slots(list(self._slots.values()))
+
+    async def start(self) -> None:
+        async with self._lock:
+            self._procfile()
+            self.dir.set_stopped(False)
+            await self._converge(replace=lambda _spec: False)
+
+    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> None:
+        """Change the config and restart the processes so they see it."""
+        for key in [*changes, *removals]:
+            check_config_key(key)
+        merged = {**self.config(), **changes}
+        for key in removals:
+            merged.pop(key, None)
+        app_options(merged, self.runtime.settings.stop_timeout)  # refuse bad options early
+        async with self._lock:
+            await anyio.to_thread.run_sync(write_envdir, self.dir.env, changes, list(removals))
+            keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
+            self.runtime.mux.event(self.name, f"config changed ({keys})")
+            if not self.dir.stopped and releases.current_release(self.dir) is not None:
+                await self._converge(replace=lambda _spec: True)
+
+    # -- the machinery ---------------------------------------------------------------
+
+    def _procfile(self) -> Procfile:
+        release = releases.current_release(self.dir)
+        if release is None:
+            raise NotFound(
+                f"app {self.name!r} has no release yet (deploy it: dokuenctl deploy {self.name} DIR)"
+            )
+        return read_procfile(release.path)
+
+    def _ordered_slots(self) -> list[ProcessSlot]:
+        return sorted(self._slots.values(), key=lambda slot: (slot.spec.type, slot.spec.index))
+
+    def _select(self, target: str | None) -> list[ProcessSlot]:
+        slots = self._ordered_slots()
+        if target is None:
+            return slots
+        if "." in target:
+            chosen = [slot for slot in slots if slot.spec.name == target]
+        else:
+            chosen = [slot for slot in slots if slot.spec.type == target]
+        if not chosen:
+            raise not_found(
+                "process", target, [s.spec.name for s in slots] + [s.spec.type for s in slots]
+            )
+        return chosen
+
+    async def _converge(self, replace: Callable[[ProcessSpec], bool]) -> None:
+        """Make the running slots match the current release and formation: stop what is
+        not wanted, is crashed, or ``replace`` picks; start what is missing."""
+        release = releases.current_release(self.dir)
+        if release is None:
+            return
+        procfile = read_procfile(release.path)
+        specs = expand(self.name, procfile, self.dir.read_formation())
+        wanted = {spec.name: spec for spec in specs}
+        config = self.config()
+        options = app_options(config, self.runtime.settings.stop_timeout)
+        defaults = read_dotenv(release.path)
+        doomed = [
+            slot
+            for name, slot in self._slots.items()
+            if wanted.get(name) != slot.spec
+            or slot.config.cwd != release.path
+            or slot.state is ProcessState.CRASHED
+            or replace(slot.spec)
+        ]
+        ports = {slot.spec.name: slot.port for slot in doomed}
+        await self._stop_slots(doomed)
+        assert self._task_group is not None
+        settings = self.runtime.settings
+        for spec in specs:
+            if spec.name in self._slots:
+                continue
+
+            def environment(port: int, spec: ProcessSpec = spec) -> dict[str, str]:
+                return process_environment(
+                    spec, port, release.path, settings.app_path, defaults, config
+                )
+
+            slot = ProcessSlot(
+                SlotConfig(spec, release.path, environment, options.stop_timeout, options.policy),
+                ports=self.runtime.ports,
+                mux=self.runtime.mux,
+                spawner=self.runtime.spawner,
+                clock=self.runtime.clock,
+                port=ports.get(spec.name),
+            )
+            self._slots[spec.name] = slot
+            try:
+                await self._task_group.start(slot.run)
+            except OSError as exc:
+                del self._slots[spec.name]
+                raise DokuenError(f"cannot start {self.name} {spec.name}: {exc}") from exc
+            except DokuenError:
+                del self._slots[spec.name]
+                raise
+
+    async def _stop_slots(self, slots: list[ProcessSlot]) -> None:
+        """Stop slots all at once (each waits out its own grace period) and forget them."""
+        async with anyio.create_task_group() as task_group:
+            for slot in slots:
+                task_group.start_soon(slot.stop)
+        for slot in slots:
+            self._slots.pop(slot.spec.name, None)

@@ -1,0 +1,1 @@
+"""The command-line edges: ``dokuend`` (the daemon) and ``dokuenctl`` (the client)."""

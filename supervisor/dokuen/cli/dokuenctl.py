@@ -1,0 +1,356 @@
+"""``dokuenctl``: drive dokuend over its control socket."""
+
+import json
+import os
+import sys
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from dokuen import __version__, control
+from dokuen.errors import DokuenError
+from dokuen.names import check_app_name, check_config_key, parse_process_name
+from dokuen.settings import home_and_socket
+
+_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
+
+
+class Client:
+    """What every command shares: the socket, and how to print."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+        self.console = Console(highlight=False)
+        self.tty = sys.stdout.isatty()
+
+    def call(
+        self, command: str, on_output: Callable[[str], None] | None = None, **args: Any
+    ) -> Any:
+        return control.request(self.socket_path, command, args, on_output or write_out)
+
+    def table(self, headers: Sequence[str], rows: list[list[str]]) -> None:
+        if self.tty:
+            table = Table(*headers, box=None, header_style="bold", pad_edge=False)
+            for row in rows:
+                table.add_row(*row)
+            self.console.print(table)
+            return
+        widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+        for row in [list(headers), *rows]:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def write_out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def duration(seconds: float | None) -> str:
+    """``42s``, ``3m07s``, ``5h02m``, ``2d04h``."""
+    if seconds is None:
+        return "-"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def app_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Validate app names on the client too, so a bad one never leaves this machine."""
+    if value is None:
+        return None
+    try:
+        return check_app_name(value)
+    except DokuenError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+class Group(click.Group):
+    """Maps DokuenError to ``error: ...`` and exit 1, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DokuenError as exc:
+            fail(str(exc))
+        except BrokenPipeError:
+            sys.stderr.close()  # `dokuenctl logs | head` is not an error
+            sys.exit(0)
+
+
+pass_client = click.make_pass_decorator(Client)
+APP = click.argument("app", callback=app_name)
+JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="dokuend's state directory (default: $DOKUEN_HOME).",
+)
+@click.version_option(__version__, prog_name="dokuenctl")
+@click.pass_context
+def main(ctx: click.Context, home: Path | None) -> None:
+    """Drive dokuend: deploy apps, scale and restart their processes, read their logs."""
+    _home, socket_path = home_and_socket(os.environ, home)
+    ctx.obj = Client(socket_path)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@main.command()
+@JSON
+@pass_client
+def status(client: Client, as_json: bool) -> None:
+    """Daemon version, uptime, apps and process counts."""
+    info = client.call("status")
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"dokuend {info['version']} (pid {info['pid']}), up {duration(info['uptime'])}")
+    click.echo(f"home       {info['home']}")
+    click.echo(f"apps       {info['apps']}")
+    click.echo(
+        f"processes  {info['running']} running, {info['crashed']} crashed, "
+        f"{info['processes']} in all"
+    )
+
+
+@main.command()
+@JSON
+@pass_client
+def apps(client: Client, as_json: bool) -> None:
+    """List apps."""
+    listing = client.call("apps")
+    if as_json:
+        print_json(listing)
+        return
+    if not listing:
+        click.echo("no apps yet (create one: dokuenctl apps:create NAME)")
+        return
+    rows = []
+    for app in listing:
+        state = "stopped" if app["stopped"] else f"{app['running']}/{app['processes']} running"
+        if app["crashed"]:
+            state += f", {app['crashed']} crashed"
+        formation = " ".join(f"{t}={n}" for t, n in app["formation"].items()) or "-"
+        rows.append([app["name"], app["release"] or "-", formation, state])
+    client.table(["APP", "RELEASE", "FORMATION", "STATE"], rows)
+
+
+@main.command("apps:create")
+@APP
+@pass_client
+def apps_create(client: Client, app: str) -> None:
+    """Create an app."""
+    client.call("apps:create", app=app)
+    click.echo(f"created {app}; deploy it with: dokuenctl deploy {app} DIR")
+
+
+@main.command("apps:destroy")
+@APP
+@click.option("--confirm", metavar="APP", help="The app's name again, to confirm.")
+@pass_client
+def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
+    """Stop an app and delete all its state."""
+    client.call("apps:destroy", app=app, confirm=confirm)
+    click.echo(f"destroyed {app}")
+
+
+@main.command()
+@APP
+@click.argument("directory", type=click.Path(path_type=Path))
+@pass_client
+def deploy(client: Client, app: str, directory: Path) -> None:
+    """Make a new release of APP from DIRECTORY and start it."""
+    result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    click.echo(f"{app} {result['release']} is running")
+
+
+def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            p["app"],
+            p["name"],
+            str(p["pid"] or "-"),
+            str(p["port"] or "-"),
+            p["state"],
+            str(p["restarts"]),
+            duration(p["uptime"]),
+            p["command"],
+        ]
+        for p in processes
+    ]
+
+
+@main.command()
+@click.argument("app", required=False, callback=app_name)
+@JSON
+@pass_client
+def ps(client: Client, app: str | None, as_json: bool) -> None:
+    """One row per process: app, name, pid, port, state, restarts, uptime."""
+    processes = client.call("ps", app=app)
+    if as_json:
+        print_json(processes)
+        return
+    if not processes:
+        click.echo("no processes running")
+        return
+    client.table(
+        ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
+        _process_rows(processes),
+    )
+
+
+@main.command("ps:scale")
+@APP
+@click.argument("changes", nargs=-1, required=True, metavar="TYPE=N...")
+@pass_client
+def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
+    """Change how many processes of each type run."""
+    formation = client.call("ps:scale", app=app, changes=list(changes))
+    click.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
+
+
+@main.command()
+@APP
+@click.argument("target", required=False, metavar="[TYPE[.N]]")
+@pass_client
+def restart(client: Client, app: str, target: str | None) -> None:
+    """Restart an app's processes: all, one type's, or one."""
+    if target is not None:
+        try:
+            parse_process_name(target)
+        except DokuenError as exc:
+            raise click.BadParameter(str(exc), param_hint="TYPE[.N]") from None
+    names = client.call("restart", app=app, target=target)
+    click.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
+
+
+@main.command()
+@APP
+@pass_client
+def stop(client: Client, app: str) -> None:
+    """Stop every process of an app (it stays stopped across daemon restarts)."""
+    client.call("stop", app=app)
+    click.echo(f"stopped {app}")
+
+
+@main.command()
+@APP
+@pass_client
+def start(client: Client, app: str) -> None:
+    """Start an app's processes at its formation."""
+    client.call("start", app=app)
+    click.echo(f"started {app}")
+
+
+class LogPrinter:
+    """Writes log text, each app[process] in its own colour on a terminal."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __call__(self, text: str) -> None:
+        if not self.client.tty:
+            write_out(text)
+            return
+        for line in text.splitlines():
+            stamp, _, rest = line.partition(" ")
+            source, sep, message = rest.partition(": ")
+            colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]
+            if source.endswith("[dokuen]"):
+                colour = "dim"
+            styled = Text.assemble((stamp + " ", "dim"), (source + sep, colour), message)
+            self.client.console.print(styled, soft_wrap=True)
+
+
+@main.command()
+@click.argument("app", required=False, callback=app_name)
+@click.option("-n", "--num", "lines", default=100, show_default=True, type=click.IntRange(0))
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--ps", "process", metavar="TYPE[.N]", help="Only this process type or process.")
+@pass_client
+def logs(client: Client, app: str | None, lines: int, follow: bool, process: str | None) -> None:
+    """The last lines of the unified log, then (with -f) new ones as they come."""
+    if process is not None:
+        try:
+            parse_process_name(process)
+        except DokuenError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ps") from None
+    try:
+        client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, ps=process)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@main.command()
+@APP
+@JSON
+@pass_client
+def config(client: Client, app: str, as_json: bool) -> None:
+    """Show an app's config vars."""
+    values = client.call("config", app=app)
+    if as_json:
+        print_json(values)
+        return
+    for key, value in sorted(values.items()):
+        click.echo(f"{key}={value}")
+
+
+@main.command("config:get")
+@APP
+@click.argument("key")
+@pass_client
+def config_get(client: Client, app: str, key: str) -> None:
+    """Print one config var's value."""
+    click.echo(client.call("config:get", app=app, key=key))
+
+
+def _pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="KEY=VALUE")
+    try:
+        return check_config_key(key), value
+    except DokuenError as exc:
+        raise click.BadParameter(str(exc), param_hint="KEY=VALUE") from None
+
+
+@main.command("config:set")
+@APP
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@pass_client
+def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
+    """Set config vars and restart the app's processes."""
+    values = dict(_pair(pair) for pair in pairs)
+    client.call("config:set", app=app, values=values)
+    click.echo(f"set {', '.join(values)} on {app}; its processes restarted")
+
+
+@main.command("config:unset")
+@APP
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@pass_client
+def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
+    """Remove config vars and restart the app's processes."""
+    client.call("config:unset", app=app, keys=list(keys))
+    click.echo(f"unset {', '.join(keys)} on {app}; its processes restarted")

@@ -1,0 +1,60 @@
+"""``dokuend``: run the daemon in the foreground.
+
+Kept free of the client's libraries (rich) so the daemon stays light.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import click
+import structlog
+
+from dokuen import __version__
+from dokuen.daemon import Daemon
+from dokuen.errors import DokuenError
+from dokuen.settings import load_settings
+
+
+def configure_logging(verbose: bool) -> None:
+    """structlog to stderr: readable on a terminal, JSON lines otherwise."""
+    renderers: list[structlog.types.Processor] = (
+        [structlog.dev.ConsoleRenderer()]
+        if sys.stderr.isatty()
+        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *renderers,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if verbose else logging.INFO
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory (default: $DOKUEN_HOME, /var/lib/dokuen as root, "
+    "else ~/.local/share/dokuen).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
+@click.version_option(__version__, prog_name="dokuend")
+def main(home: Path | None, verbose: bool) -> None:
+    """Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT."""
+    configure_logging(verbose)
+    try:
+        settings = load_settings(os.environ, home)
+        daemon = Daemon(settings)
+        anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
+    except DokuenError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)

@@ -1,0 +1,201 @@
+"""The control socket: newline-delimited JSON between dokuenctl and dokuend.
+
+A client sends one request line, ``{"command": "ps", "args": {...}}``, and reads lines back:
+any number of ``{"output": TEXT}`` (streamed output: build steps, log lines), then exactly
+one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}``.
+"""
+
+import contextlib
+import grp
+import json
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.abc import SocketAttribute
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from dokuen.errors import DaemonUnavailable, DokuenError, ProtocolError
+
+log = structlog.get_logger()
+
+MAX_REQUEST = 1 << 20
+
+
+class Output:
+    """Streams ``{"output": ...}`` lines to one client."""
+
+    def __init__(self, stream: anyio.abc.ByteSendStream) -> None:
+        self._stream = stream
+
+    async def write(self, text: str) -> None:
+        await _send(self._stream, {"output": text})
+
+
+Handler = Callable[[str, dict[str, Any], Output], Awaitable[Any]]
+
+
+async def _send(stream: anyio.abc.ByteSendStream, message: dict[str, Any]) -> None:
+    await stream.send(json.dumps(message).encode() + b"\n")
+
+
+def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """Decode one request line; raise ProtocolError for anything but a command object."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        raise ProtocolError("request is not valid JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("command"), str):
+        raise ProtocolError('request must be an object like {"command": "ps", "args": {}}')
+    args = message.get("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError("request 'args' must be an object")
+    return message["command"], args
+
+
+def peer_allowed(uid: int, socket_path: Path) -> bool:
+    """Root, our own user, or a member of the socket's group may talk to the daemon."""
+    if uid in (0, os.geteuid()):
+        return True
+    try:
+        group = os.stat(socket_path).st_gid
+        user = pwd.getpwuid(uid)
+        return group in os.getgrouplist(user.pw_name, user.pw_gid)
+    except (KeyError, OSError):
+        return False
+
+
+def _peer_uid(stream: anyio.abc.SocketStream) -> int | None:
+    if not hasattr(socket, "SO_PEERCRED"):  # not Linux: the socket's file mode guards it
+        return None
+    raw = stream.extra(SocketAttribute.raw_socket)
+    creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Remove a stale socket file; refuse when another dokuend answers on it."""
+    if not path.exists() and not path.is_symlink():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+    else:
+        raise DokuenError(f"another dokuend is already running on {path}")
+    finally:
+        probe.close()
+
+
+async def serve(
+    path: Path,
+    handler: Handler,
+    *,
+    group: str | None = None,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``path`` (mode 0600, or 0660 when ``group`` names its group) until cancelled."""
+    prepare_socket_path(path)
+    old_umask = os.umask(0o177)  # no window in which the socket is open to others
+    try:
+        listener = await anyio.create_unix_listener(path)
+    finally:
+        os.umask(old_umask)
+    if group is not None:
+        with contextlib.suppress(KeyError, PermissionError):
+            os.chown(path, -1, grp.getgrnam(group).gr_gid)
+            path.chmod(0o660)
+
+    async def session(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            await _session(stream, path, handler)
+
+    try:
+        async with listener:
+            task_status.started()
+            await listener.serve(session)
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+async def _session(stream: anyio.abc.SocketStream, path: Path, handler: Handler) -> None:
+    uid = _peer_uid(stream)
+    if uid is not None and not peer_allowed(uid, path):
+        log.warning("control.refused", uid=uid)
+        await _send(stream, {"ok": False, "error": f"user {uid} may not control this dokuend"})
+        return
+    try:
+        buffered = BufferedByteReceiveStream(stream)
+        line = await buffered.receive_until(b"\n", MAX_REQUEST)
+        command, args = parse_request(line)
+        result = await handler(command, args, Output(stream))
+    except DokuenError as exc:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await _send(stream, {"ok": False, "error": str(exc)})
+        return
+    except (anyio.IncompleteRead, anyio.DelimiterNotFound):
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await _send(stream, {"ok": False, "error": "request must be one line of JSON"})
+        return
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
+        return  # the client went away (dokuenctl logs -f ended with ^C)
+    except Exception as exc:
+        # A bug in one request must not stop the daemon and every app with it.
+        log.exception("control.request_failed")
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await _send(stream, {"ok": False, "error": f"internal error in dokuend: {exc!r}"})
+        return
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await _send(stream, {"ok": True, "result": result})
+
+
+def request(
+    path: Path, command: str, args: dict[str, Any], on_output: Callable[[str], None]
+) -> Any:
+    """Send one request (blocking, for dokuenctl); pass streamed output to ``on_output``.
+
+    Returns the result; raises DokuenError with the daemon's message when it failed, and
+    DaemonUnavailable when nothing answers on ``path``.
+    """
+    for message in _exchange(path, {"command": command, "args": args}):
+        if "output" in message:
+            on_output(message["output"])
+        elif message.get("ok"):
+            return message.get("result")
+        else:
+            raise DokuenError(str(message.get("error", "unknown error")))
+    raise DokuenError("dokuend closed the connection without an answer (see its log)")
+
+
+def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        client.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        client.close()
+        raise DaemonUnavailable(
+            f"dokuend is not running (no answer on {path}); start it with: dokuend"
+            + ("" if "DOKUEN_HOME" in os.environ else " --home DIR")
+        ) from None
+    except PermissionError:
+        client.close()
+        raise DaemonUnavailable(
+            f"permission denied on {path} (run as the dokuend user, root, or a member of "
+            "the socket's group)"
+        ) from None
+    with client, client.makefile("rb") as replies:
+        client.sendall(json.dumps(message).encode() + b"\n")
+        for line in replies:
+            yield json.loads(line)
+

@@ -1,0 +1,296 @@
+"""dokuend: owns every app, the port pool, the unified log and the control socket."""
+
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from dokuen import __version__, reaper
+from dokuen.app import App, Runtime
+from dokuen.control import Output, serve
+from dokuen.errors import DokuenError, InvalidName, ProtocolError, SettingsError
+from dokuen.logmux import LogFilter, LogMux, tail
+from dokuen.names import check_app_name, check_config_key, not_found, parse_process_name
+from dokuen.ports import PortPool
+from dokuen.process import Clock, OsSpawner, Spawner, SystemClock
+from dokuen.settings import Settings, load_settings
+from dokuen.store import Store
+
+log = structlog.get_logger()
+
+Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
+
+
+def _text(args: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = args.get(key, default)
+    if not isinstance(value, str):
+        raise ProtocolError(f"argument {key!r} must be a string")
+    return value
+
+
+class Daemon:
+    """The root of the task tree: signals and the control socket outside, apps inside."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        environ: dict[str, str] | None = None,
+        spawner: Spawner | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self._environ = dict(os.environ if environ is None else environ)
+        self.store = Store(settings.home)
+        spawner = spawner or OsSpawner(subreaper=reaper.become_subreaper())
+        self.runtime = Runtime(
+            settings=settings,
+            ports=PortPool(settings.port_range),
+            mux=LogMux(settings.log_file, settings.log_max_bytes, settings.log_keep),
+            spawner=spawner,
+            clock=clock or SystemClock(),
+        )
+        self.apps: dict[str, App] = {}
+        self.started = time.time()
+        self._apps_group: anyio.abc.TaskGroup | None = None
+        self._commands: dict[str, Command] = {
+            "status": self.status,
+            "apps": self.list_apps,
+            "apps:create": self.create_app,
+            "apps:destroy": self.destroy_app,
+            "deploy": self.deploy,
+            "ps": self.ps,
+            "ps:scale": self.scale,
+            "restart": self.restart,
+            "stop": self.stop,
+            "start": self.start,
+            "logs": self.logs,
+            "config": self.config,
+            "config:get": self.config_get,
+            "config:set": self.config_set,
+            "config:unset": self.config_unset,
+        }
+
+    # -- the task tree ---------------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        async with anyio.create_task_group() as outer:
+            # The log writer outlives everything else, so the last "stopped" lines land.
+            await outer.start(self.runtime.mux.run)
+            async with anyio.create_task_group() as root:
+                root.start_soon(self._handle_signals, root.cancel_scope)
+                await root.start(serve, self.settings.socket, self.handle)
+                async with anyio.create_task_group() as apps:
+                    self._apps_group = apps
+                    await self._restore()
+                    log.info(
+                        "daemon.ready",
+                        version=__version__,
+                        pid=os.getpid(),
+                        home=str(self.settings.home),
+                        apps=len(self.apps),
+                    )
+                    task_status.started()
+                    await anyio.sleep_forever()
+            outer.cancel_scope.cancel()
+        log.info("daemon.stopped")
+
+    async def _restore(self) -> None:
+        assert self._apps_group is not None
+        for name in self.store.app_names():
+            app = App(self.store.app(name), self.runtime)
+            await self._apps_group.start(app.run)
+            self.apps[name] = app
+        async with anyio.create_task_group() as restores:
+            for app in self.apps.values():
+                restores.start_soon(self._restore_app, app)
+
+    async def _restore_app(self, app: App) -> None:
+        try:
+            await app.restore()
+        except DokuenError as exc:
+            self.runtime.mux.event(app.name, f"could not be restored: {exc}")
+            log.error("app.restore_failed", app=app.name, error=str(exc))
+
+    async def _handle_signals(self, scope: anyio.CancelScope) -> None:
+        handlers: dict[signal.Signals, Callable[[], None]] = {
+            signal.SIGTERM: scope.cancel,
+            signal.SIGINT: scope.cancel,
+            signal.SIGHUP: self._reload,
+        }
+        with anyio.open_signal_receiver(*handlers) as signals:
+            async for signum in signals:
+                log.info("daemon.signal", signal=signal.Signals(signum).name)
+                handlers[signal.Signals(signum)]()
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the settings; a bad file is reported and the old settings stay."""
+        try:
+            settings = load_settings(self._environ, self.settings.home)
+        except SettingsError as exc:
+            log.error("daemon.reload_failed", error=str(exc))
+            return
+        self.settings = settings
+        mux, ports = self.runtime.mux, self.runtime.ports
+        mux.max_bytes, mux.keep = settings.log_max_bytes, settings.log_keep
+        ports.ports = settings.port_range
+        self.runtime = Runtime(settings, ports, mux, self.runtime.spawner, self.runtime.clock)
+        for app in self.apps.values():
+            app.runtime = self.runtime
+        log.info("daemon.reloaded", settings=repr(settings))
+
+    # -- requests --------------------------------------------------------------------
+
+    async def handle(self, command: str, args: dict[str, Any], out: Output) -> Any:
+        try:
+            handler = self._commands[command]
+        except KeyError:
+            raise not_found("command", command, self._commands) from None
+        log.info("control.request", command=command, app=args.get("app"))
+        return await handler(args, out)
+
+    def _app(self, args: dict[str, Any]) -> App:
+        name = check_app_name(_text(args, "app"))
+        try:
+            return self.apps[name]
+        except KeyError:
+            error = not_found("app", name, self.apps)
+            raise type(error)(f"{error} (create it with: dokuenctl apps:create {name})") from None
+
+    async def status(self, args: dict[str, Any], out: Output) -> Any:
+        summaries = [app.summary() for app in self.apps.values()]
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started, 1),
+            "home": str(self.settings.home),
+            "apps": len(summaries),
+            "processes": sum(s["processes"] for s in summaries),
+            "running": sum(s["running"] for s in summaries),
+            "crashed": sum(s["crashed"] for s in summaries),
+        }
+
+    async def list_apps(self, args: dict[str, Any], out: Output) -> Any:
+        return [self.apps[name].summary() for name in sorted(self.apps)]
+
+    async def create_app(self, args: dict[str, Any], out: Output) -> Any:
+        name = check_app_name(_text(args, "app"))
+        directory = await anyio.to_thread.run_sync(self.store.create, name)
+        app = App(directory, self.runtime)
+        assert self._apps_group is not None
+        await self._apps_group.start(app.run)
+        self.apps[name] = app
+        self.runtime.mux.event(name, "created")
+        return {"name": name}
+
+    async def destroy_app(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        if args.get("confirm") != app.name:
+            raise InvalidName(
+                f"destroying {app.name!r} deletes its releases and config; "
+                f"confirm with: dokuenctl apps:destroy {app.name} --confirm {app.name}"
+            )
+        await app.close()
+        del self.apps[app.name]
+        await anyio.to_thread.run_sync(self.store.destroy, app.name)
+        self.runtime.mux.event(app.name, "destroyed")
+        return {"name": app.name}
+
+    async def deploy(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        source = Path(_text(args, "dir"))
+        if not source.is_absolute():
+            raise ProtocolError("deploy needs an absolute directory path")
+        return {"release": await app.deploy(source, lambda line: out.write(line + "\n"))}
+
+    async def ps(self, args: dict[str, Any], out: Output) -> Any:
+        apps = [self._app(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
+        return [row for app in apps for row in app.processes()]
+
+    async def scale(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        changes = args.get("changes")
+        if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+            raise ProtocolError("argument 'changes' must be a list of 'TYPE=N' strings")
+        return await app.scale(changes)
+
+    async def restart(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        target = args.get("target")
+        if target is not None:
+            parse_process_name(_text(args, "target"))
+        return await app.restart(target)
+
+    async def stop(self, args: dict[str, Any], out: Output) -> Any:
+        await self._app(args).stop()
+        return None
+
+    async def start(self, args: dict[str, Any], out: Output) -> Any:
+        await self._app(args).start()
+        return None
+
+    async def config(self, args: dict[str, Any], out: Output) -> Any:
+        return self._app(args).config()
+
+    async def config_get(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        key = check_config_key(_text(args, "key"))
+        config = app.config()
+        if key not in config:
+            raise not_found("config var", key, config)
+        return config[key]
+
+    async def config_set(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        values = args.get("values")
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            raise ProtocolError("argument 'values' must be an object of strings")
+        await app.set_config(values, [])
+        return sorted(values)
+
+    async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        keys = args.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ProtocolError("argument 'keys' must be a list of strings")
+        await app.set_config({}, keys)
+        return sorted(keys)
+
+    async def logs(self, args: dict[str, Any], out: Output) -> Any:
+        """The last N lines, then (with ``follow``) every new line until the client leaves."""
+        app = self._app(args).name if args.get("app") else None
+        process_type, index = None, None
+        if args.get("ps"):
+            process_type, index = parse_process_name(_text(args, "ps"))
+        count = args.get("lines", 100)
+        if not isinstance(count, int) or count < 0:
+            raise ProtocolError("argument 'lines' must be a whole number")
+        wanted = LogFilter(app, process_type, index)
+        mux = self.runtime.mux
+        follower, fd, end = mux.follow(wanted, count)
+        try:
+            try:
+                older = await anyio.to_thread.run_sync(tail, fd, end, count, wanted)
+            finally:
+                os.close(fd)
+            recent = (older + follower.backlog).splitlines(keepends=True)
+            await out.write(b"".join(recent[-count:] if count else []).decode(errors="replace"))
+            if args.get("follow"):
+                async for batch in follower:
+                    await out.write(batch.decode(errors="replace"))
+                if follower.dropped:
+                    await out.write(
+                        "dokuen: this reader fell too far behind and was dropped; "
+                        "run 'dokuenctl logs -f' again\n"
+                    )
+        finally:
+            mux.unfollow(follower)
+        return None

@@ -1,0 +1,39 @@
+"""App config as a daemontools envdir: one file per variable, its content the value."""
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from dokuen.names import check_config_key
+
+
+def read_envdir(path: Path) -> dict[str, str]:
+    """Every variable in the envdir (a missing directory is an empty config).
+
+    As daemontools' envdir does, a single trailing newline is dropped and NUL bytes read as
+    newlines, so values written by an editor read back as typed.
+    """
+    if not path.is_dir():
+        return {}
+    config = {}
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".") or not entry.is_file():
+            continue
+        value = entry.read_text(encoding="utf-8", errors="surrogateescape")
+        config[entry.name] = value.removesuffix("\n").replace("\0", "\n")
+    return config
+
+
+def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str] = ()) -> None:
+    """Set and unset variables. Each file is replaced atomically (write, fsync, rename)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for key, value in changes.items():
+        check_config_key(key)
+        temporary = path / f".{key}.tmp"
+        with temporary.open("w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(value.replace("\n", "\0"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path / key)
+    for key in removals:
+        (path / check_config_key(key)).unlink(missing_ok=True)

@@ -1,0 +1,43 @@
+"""The environment a process gets: exactly what DESIGN.md lists, nothing of the daemon's."""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from dokuen.formation import ProcessSpec
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def read_dotenv(app_dir: Path) -> dict[str, str]:
+    """The ``.env`` defaults of an app (foreman/honcho syntax); empty when there is none."""
+    path = app_dir / ".env"
+    if not path.is_file():
+        return {}
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+
+
+def process_environment(
+    spec: ProcessSpec,
+    port: int,
+    home: Path,
+    path: str,
+    defaults: Mapping[str, str],
+    config: Mapping[str, str],
+) -> dict[str, str]:
+    """Build a process's environment.
+
+    Later layers win: ``HOME`` and ``PATH``, then the ``.env`` defaults, then the app's
+    config, then what the platform owns (``PORT``, ``DYNO``, ``PS``, ``APP``).
+    """
+    return {
+        "HOME": str(home),
+        "PATH": path,
+        **defaults,
+        **config,
+        "PORT": str(port),
+        "DYNO": spec.name,
+        "PS": spec.name,
+        "APP": spec.app,
+    }

@@ -1,0 +1,33 @@
+"""The error hierarchy. Messages name the thing and the fix; one place maps them to exit codes."""
+
+
+class DokuenError(Exception):
+    """An action failed for a reason the user can act on. dokuenctl exits 1 with the message."""
+
+
+class InvalidName(DokuenError):
+    """An app name, process type, config key or domain that does not match its grammar."""
+
+
+class ProcfileError(DokuenError):
+    """A Procfile that cannot be parsed; the message names the file and the line."""
+
+
+class NotFound(DokuenError):
+    """A named app, process or release that does not exist."""
+
+
+class Conflict(DokuenError):
+    """The request collides with existing state (an app that already exists, ...)."""
+
+
+class SettingsError(DokuenError):
+    """A daemon setting with a bad value or an unknown key."""
+
+
+class DaemonUnavailable(DokuenError):
+    """dokuenctl could not reach dokuend on its control socket."""
+
+
+class ProtocolError(DokuenError):
+    """A control-socket message that is not valid JSON or names an unknown command."""

@@ -1,0 +1,306 @@
+"""The unified log: lines in from every process, one Heroku-format stream out.
+
+The pure half frames bytes into lines (``LineFramer``) and renders them (``render``); the
+I/O half (``LogMux``) appends batches to ``dokuen.log``, rotates it by size, and fans the
+same batches out to ``logs -f`` followers without ever waiting on them.
+"""
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+MAX_LINE = 64 * 1024
+CONTINUES = b" [line continues]"
+CONTINUED = b"[continued] "
+DAEMON_SOURCE = "dokuen"
+
+
+class LineFramer:
+    """Cuts a byte stream into lines: never splits a line that fits in ``max_line`` bytes,
+    cuts longer ones into pieces marked with CONTINUES / CONTINUED, and keeps a trailing
+    partial line until more bytes or ``flush`` arrive."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._partial = b""
+        self._continuing = False
+
+    @property
+    def pending(self) -> bool:
+        """True when a partial line waits for its newline."""
+        return bool(self._partial)
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Add bytes; return the lines (without newlines) that are now complete."""
+        data = self._partial + chunk if self._partial else chunk
+        lines = data.split(b"\n")
+        partial = lines.pop()
+        if self._continuing or (
+            len(data) > self.max_line and any(len(line) > self.max_line for line in lines)
+        ):
+            lines = [piece for line in lines for piece in self._pieces(line, complete=True)]
+        if len(partial) > self.max_line:
+            keep = (len(partial) - 1) // self.max_line * self.max_line
+            lines += self._pieces(partial[:keep], complete=False)
+            partial = partial[keep:]
+        self._partial = partial
+        return lines
+
+    def flush(self) -> list[bytes]:
+        """Return the partial line as a line of its own (after a pause, or at end of file)."""
+        if not self._partial:
+            return []
+        partial, self._partial = self._partial, b""
+        return self._pieces(partial, complete=True)
+
+    def _pieces(self, line: bytes, *, complete: bool) -> list[bytes]:
+        size = self.max_line
+        chunks = [line[i : i + size] for i in range(0, len(line), size)] or [b""]
+        pieces = []
+        for number, chunk in enumerate(chunks):
+            head = CONTINUED if number or self._continuing else b""
+            tail = b"" if complete and number == len(chunks) - 1 else CONTINUES
+            pieces.append(head + chunk + tail)
+        self._continuing = not complete
+        return pieces
+
+
+def timestamp(now: float) -> str:
+    """RFC 3339 with microseconds and an explicit UTC offset, as Heroku writes it."""
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="microseconds")
+
+
+def render(stamp: str, app: str, source: str, lines: list[bytes]) -> bytes:
+    """Render lines from one source, all stamped alike, as unified-log bytes."""
+    prefix = f"{stamp} {app}[{source}]: ".encode()
+    return prefix + (b"\n" + prefix).join(lines) + b"\n"
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which lines a reader wants: one app, one process type or process, or everything."""
+
+    app: str | None = None
+    process_type: str | None = None
+    index: int | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.app is None and self.process_type is None
+
+    def matches(self, line: bytes) -> bool:
+        space = line.find(b" ")
+        bracket = line.find(b"[", space)
+        close = line.find(b"]:", bracket)
+        if space < 0 or bracket < 0 or close < 0:
+            return False
+        if self.app is not None and line[space + 1 : bracket] != self.app.encode():
+            return False
+        if self.process_type is None:
+            return True
+        source = line[bracket + 1 : close].decode(errors="replace")
+        if self.index is not None:
+            return source == f"{self.process_type}.{self.index}"
+        return source.split(".")[0] == self.process_type
+
+    def select(self, batch: bytes) -> bytes:
+        """The lines of a rendered batch that match, still newline-terminated."""
+        if self.everything:
+            return batch
+        kept = [line for line in batch.split(b"\n")[:-1] if self.matches(line)]
+        return b"".join(line + b"\n" for line in kept)
+
+
+def tail(fd: int, end: int, count: int, wanted: LogFilter, block: int = 1 << 16) -> bytes:
+    """The last ``count`` matching lines of the file before offset ``end`` (blocking I/O)."""
+    found: list[bytes] = []
+    position, carry = end, b""
+    while position > 0 and len(found) < count:
+        start = max(0, position - block)
+        data = os.pread(fd, position - start, start) + carry
+        lines = data.split(b"\n")
+        carry = lines.pop(0) if start > 0 else b""
+        found[:0] = [line for line in lines if line and wanted.matches(line)]
+        position = start
+    return b"".join(line + b"\n" for line in found[-count:]) if count else b""
+
+
+class Follower:
+    """One reader of the live stream. Never blocks the writer: when its buffer is full it is
+    dropped, and ``dropped`` says so after the remaining buffered batches are read."""
+
+    def __init__(self, wanted: LogFilter, backlog: bytes, buffer: int) -> None:
+        self.wanted = wanted
+        self.backlog = backlog
+        self.dropped = False
+        send, receive = anyio.create_memory_object_stream[bytes](buffer)
+        self._send: MemoryObjectSendStream[bytes] = send
+        self._receive: MemoryObjectReceiveStream[bytes] = receive
+
+    def offer(self, batch: bytes) -> bool:
+        """Queue a batch; False (and the follower closed) when it has fallen behind."""
+        try:
+            self._send.send_nowait(batch)
+        except anyio.WouldBlock:
+            self.dropped = True
+            self._send.close()
+            return False
+        except anyio.BrokenResourceError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+    def __aiter__(self) -> "Follower":
+        return self
+
+    async def __anext__(self) -> bytes:
+        """The next batch with at least one wanted line; stops when the stream closes."""
+        while True:
+            try:
+                batch = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise StopAsyncIteration from None
+            selected = self.wanted.select(batch)
+            if selected:
+                return selected
+
+
+class LogMux:
+    """Appends rendered lines to the unified log file and fans them out to followers.
+
+    Producers call ``write``/``event`` synchronously (so lines land in the order they were
+    stamped) and ``await backpressure()`` between reads; one writer task (``run``) writes
+    everything pending in one batch per wake-up, off the event loop.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        keep: int,
+        clock: Callable[[], float] = time.time,
+        high_water: int = 8 << 20,
+        follower_buffer: int = 1024,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.clock = clock
+        self.high_water = high_water
+        self.follower_buffer = follower_buffer
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._inflight = b""
+        self._fd = -1
+        self._size = 0
+        self._wake = anyio.Event()
+        self._drained = anyio.Event()
+        self._followers: list[Follower] = []
+
+    def write(self, app: str, source: str, lines: list[bytes]) -> None:
+        """Stamp and queue lines that one source wrote."""
+        if lines:
+            self._queue(render(timestamp(self.clock()), app, source, lines))
+
+    def event(self, app: str, message: str) -> None:
+        """Queue one of the daemon's own lifecycle lines, ``APP[dokuen]: message``."""
+        self.write(app, DAEMON_SOURCE, [message.encode()])
+
+    def _queue(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        self._wake.set()
+
+    async def backpressure(self) -> None:
+        """Wait while the writer is more than ``high_water`` bytes behind."""
+        while self._pending_bytes > self.high_water:
+            await self._drained.wait()
+
+    def follow(self, wanted: LogFilter, lines: int) -> tuple[Follower, int, int]:
+        """Register a follower that gets every batch queued from now on.
+
+        Returns the follower, a duplicate of the log's file descriptor (the caller closes
+        it) and the offset up to which the file holds lines queued before now, so that the
+        caller can read the last ``lines`` lines with ``tail`` with no gap and no overlap:
+        lines queued but not yet in the file are in ``follower.backlog``.
+        """
+        backlog = wanted.select(self._inflight + b"".join(self._pending))
+        follower = Follower(wanted, backlog, self.follower_buffer)
+        self._followers.append(follower)
+        return follower, os.dup(self._fd), self._size
+
+    def unfollow(self, follower: Follower) -> None:
+        if follower in self._followers:
+            self._followers.remove(follower)
+        follower.close()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The writer task. On cancellation it writes whatever is still pending, then closes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                await self._flush()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._flush()
+                os.close(self._fd)
+                for follower in self._followers:
+                    follower.close()
+
+    async def _flush(self) -> None:
+        while self._pending:
+            self._wake = anyio.Event()
+            self._inflight = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._drained.set()
+            self._drained = anyio.Event()
+            await anyio.to_thread.run_sync(_write_all, self._fd, self._inflight)
+            # Offset and in-flight bytes change together, on the loop, so follow() sees
+            # every line exactly once: in the file before the offset or in the backlog.
+            batch, self._inflight = self._inflight, b""
+            self._size += len(batch)
+            self._followers = [f for f in self._followers if f.offer(batch)]
+            if self._size >= self.max_bytes:
+                old = self._fd
+                self._fd = await anyio.to_thread.run_sync(self._rotate)
+                self._size = 0
+                os.close(old)
+
+    def _open(self) -> int:
+        # Read-write, so the descriptor follow() duplicates can serve tail reads too.
+        return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def _rotate(self) -> int:
+        """Shift dokuen.log.N up by one, drop the oldest, and open a fresh dokuen.log."""
+        for number in range(self.keep - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{number}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{number + 1}"))
+        if self.keep > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        return self._open()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

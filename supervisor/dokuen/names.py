@@ -1,0 +1,61 @@
+"""The grammars of names users give us: apps, process types, config keys.
+
+Everything is checked with ``re.fullmatch``: ``$`` would let a trailing newline through.
+"""
+
+import difflib
+import re
+from collections.abc import Iterable
+
+from dokuen.errors import InvalidName, NotFound
+
+APP_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]+")
+CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+PROCESS_NAME = re.compile(r"(?P<type>[A-Za-z0-9_-]+)(?:\.(?P<index>[1-9][0-9]*))?")
+
+
+def check_app_name(name: str) -> str:
+    """Return ``name`` if it is a valid app name (a lowercase DNS label).
+
+    Raises:
+        InvalidName: naming the rule, so the user can pick a name that fits.
+    """
+    if not APP_NAME.fullmatch(name):
+        raise InvalidName(
+            f"invalid app name {name!r} (use 1-63 lowercase letters, digits and '-', "
+            "starting with a letter and not ending with '-')"
+        )
+    return name
+
+
+def check_process_type(name: str) -> str:
+    """Return ``name`` if it is a valid Procfile process type, else raise InvalidName."""
+    if not PROCESS_TYPE.fullmatch(name):
+        raise InvalidName(f"invalid process type {name!r} (use letters, digits, '_' and '-')")
+    return name
+
+
+def check_config_key(key: str) -> str:
+    """Return ``key`` if it is a valid environment variable name, else raise InvalidName."""
+    if not CONFIG_KEY.fullmatch(key):
+        raise InvalidName(
+            f"invalid config key {key!r} (use letters, digits and '_', not starting with a digit)"
+        )
+    return key
+
+
+def parse_process_name(text: str) -> tuple[str, int | None]:
+    """Split ``web`` or ``web.2`` into (type, index or None); raise InvalidName otherwise."""
+    match = PROCESS_NAME.fullmatch(text)
+    if not match:
+        raise InvalidName(f"invalid process name {text!r} (use TYPE or TYPE.N, e.g. web.1)")
+    index = match["index"]
+    return match["type"], int(index) if index else None
+
+
+def not_found(kind: str, name: str, known: Iterable[str]) -> NotFound:
+    """Build a NotFound error that suggests the closest known name, if any."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return NotFound(f"no {kind} named {name!r}{hint}")

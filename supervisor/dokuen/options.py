@@ -1,0 +1,40 @@
+"""The DOKUEN_* app config vars that change how the platform treats an app's processes."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dokuen.errors import SettingsError
+from dokuen.restart import RestartPolicy, parse_restart_limit
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    stop_timeout: float
+    policy: RestartPolicy
+
+
+def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOptions:
+    """Read the options from an app's config.
+
+    ``DOKUEN_STOP_TIMEOUT``: seconds between SIGTERM and SIGKILL.
+    ``DOKUEN_RESTART_LIMIT``: fast failures in a row before a process is crashed, or
+    ``forever``.
+
+    Raises:
+        SettingsError: naming the variable and what it accepts.
+    """
+    stop_timeout = default_stop_timeout
+    if "DOKUEN_STOP_TIMEOUT" in config:
+        text = config["DOKUEN_STOP_TIMEOUT"]
+        try:
+            stop_timeout = float(text)
+        except ValueError:
+            stop_timeout = -1
+        if not 0 <= stop_timeout <= 3600:
+            raise SettingsError(
+                f"DOKUEN_STOP_TIMEOUT={text!r} is not a number of seconds from 0 to 3600"
+            )
+    policy = RestartPolicy()
+    if "DOKUEN_RESTART_LIMIT" in config:
+        policy = RestartPolicy(limit=parse_restart_limit(config["DOKUEN_RESTART_LIMIT"]))
+    return AppOptions(stop_timeout, policy)

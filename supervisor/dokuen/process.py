@@ -1,0 +1,395 @@
+"""One process slot's life: spawn, pump output into the unified log, restart with backoff,
+and stop the whole process tree."""
+
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import psutil
+import structlog
+
+from dokuen import reaper
+from dokuen.formation import ProcessSpec
+from dokuen.logmux import LineFramer, LogMux
+from dokuen.ports import PortPool
+from dokuen.restart import RestartPolicy, Run, next_delay
+
+log = structlog.get_logger()
+
+READ_SIZE = 1 << 18
+PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
+DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
+GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
+
+
+class ProcessState(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    CRASHED = "crashed"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Child(Protocol):
+    """A spawned process as a slot sees it: real, or a fake in tests."""
+
+    pid: int
+
+    async def read(self, max_bytes: int) -> bytes:
+        """Output bytes; b"" at end of file."""
+
+    async def wait(self) -> int:
+        """The exit status: the code, or minus the signal number."""
+
+    def signal_group(self, signum: int) -> None:
+        """Send a signal to the child's whole process group; no error if it is gone."""
+
+    def group_alive(self) -> bool:
+        """True while a process of the child's group still runs."""
+
+    def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
+        """Processes that came from this child and left its group (setsid)."""
+
+
+class Spawner(Protocol):
+    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+
+class OsChild:
+    """A real child: ``/bin/sh -c`` in its own session, stdout and stderr on one pipe."""
+
+    def __init__(self, process: anyio.abc.Process, spawner: "OsSpawner") -> None:
+        self._process = process
+        self._spawner = spawner
+        self.pid = process.pid
+        self._tree: list[psutil.Process] = []
+
+    async def read(self, max_bytes: int) -> bytes:
+        assert self._process.stdout is not None
+        try:
+            return await self._process.stdout.receive(max_bytes)
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return b""
+
+    async def wait(self) -> int:
+        code = await self._process.wait()
+        self._spawner.live.discard(self.pid)
+        return code
+
+    def signal_group(self, signum: int) -> None:
+        if signum == signal.SIGTERM:
+            # Remember the tree while its links are intact, to find who left the group.
+            self._tree = reaper.descendants(self.pid)
+        try:
+            # start_new_session made the child the leader of a group whose id is its pid.
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def group_alive(self) -> bool:
+        reaper.reap_strays(self._spawner.live)  # zombies we adopted still count as members
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
+        found = {p.pid: p for p in self._tree if _running(p)}
+        for orphan in reaper.orphans_of(app, dyno, self._spawner.live):
+            found.setdefault(orphan.pid, orphan)
+        return list(found.values())
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class OsSpawner:
+    """Spawns real processes and remembers which live children are ours (for the reaper)."""
+
+    def __init__(self) -> None:
+        self.live: set[int] = set()
+
+    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child:
+        process = await anyio.open_process(
+            ["/bin/sh", "-c", command],
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.live.add(process.pid)
+        return OsChild(process, self)
+
+
+def describe_exit(status: int) -> str:
+    """``exited with code 1`` or ``killed by SIGKILL``."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"exited with code {status}"
+
+
+@dataclass(frozen=True)
+class SlotConfig:
+    """What a slot needs from its app, fixed for the slot's lifetime."""
+
+    spec: ProcessSpec
+    cwd: Path
+    environment: Callable[[int], dict[str, str]]  # port -> the process's environment
+    stop_timeout: float
+    policy: RestartPolicy
+
+
+class ProcessSlot:
+    """Keeps one process of the formation running until it is stopped.
+
+    ``run`` is the slot's task (start it with ``task_group.start``: a failure to spawn the
+    first time reaches the caller); ``stop`` ends it and waits until the whole tree is gone.
+    """
+
+    def __init__(
+        self,
+        config: SlotConfig,
+        *,
+        ports: PortPool,
+        mux: LogMux,
+        spawner: Spawner,
+        clock: Clock,
+        port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = config.spec
+        self._ports = ports
+        self._mux = mux
+        self._spawner = spawner
+        self._clock = clock
+        self.port = port
+        self.state = ProcessState.STARTING
+        self.pid: int | None = None
+        self.restarts = 0
+        self.started_at: float | None = None
+        self._runs: deque[Run] = deque(maxlen=64)
+        self._scope = anyio.CancelScope()
+        self._done = anyio.Event()
+        self._reported_start = False
+
+    def info(self) -> dict[str, Any]:
+        """The slot as ``ps --json`` shows it."""
+        uptime = None
+        if self.started_at is not None and self.state is ProcessState.RUNNING:
+            uptime = round(self._clock.now() - self.started_at, 3)
+        return {
+            "app": self.spec.app,
+            "name": self.spec.name,
+            "type": self.spec.type,
+            "index": self.spec.index,
+            "command": self.spec.command,
+            "pid": self.pid,
+            "port": self.port,
+            "state": str(self.state),
+            "restarts": self.restarts,
+            "uptime": uptime,
+        }
+
+    async def stop(self) -> None:
+        """Stop the process (SIGTERM to its group, SIGKILL after the grace period) and wait."""
+        self._scope.cancel()
+        await self._done.wait()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            with self._scope:
+                await self._supervise(task_status)
+        except Exception:
+            # A bug here must not take every other app down with it: this slot ends,
+            # loudly, and the rest of the daemon carries on.
+            log.exception("process.supervisor_failed", app=self.spec.app, proc=self.spec.name)
+            self._mux.event(self.spec.app, f"{self.spec.name} supervisor failed (see dokuend's log)")
+            if not self._reported_start:
+                raise
+        finally:
+            if self.port is not None:
+                self._ports.release(self.port)
+            self.state = ProcessState.STOPPED
+            self.pid = None
+            self._done.set()
+
+    async def _supervise(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+        while True:
+            self.state = ProcessState.STARTING
+            try:
+                child = await self._spawn()
+            except (OSError, anyio.BrokenResourceError) as exc:
+                if not self._reported_start:
+                    raise
+                self._event(f"failed to start: {exc}", "process.spawn_failed", error=str(exc))
+                status = 127
+                started = exited = self._clock.now()
+            else:
+                if not self._reported_start:
+                    task_status.started()
+                    self._reported_start = True
+                started = self._clock.now()
+                status = await self._live(child)
+                exited = self._clock.now()
+            self._runs.append(Run(started, exited))
+            delay = next_delay(list(self._runs), self.config.policy)
+            if delay is None:
+                self.state = ProcessState.CRASHED
+                limit = self.config.policy.limit
+                self._event(
+                    f"{describe_exit(status)}; crashed after {limit} fast failures in a row, "
+                    f"not restarting (dokuenctl restart {self.spec.app} {self.spec.name})",
+                    "process.crashed",
+                    status=status,
+                )
+                await anyio.sleep_forever()
+                continue  # not reached: only cancellation ends a crashed slot
+            self.state = ProcessState.BACKOFF
+            self._event(
+                f"{describe_exit(status)}, restarting in {delay:g}s",
+                "process.exited",
+                status=status,
+                delay=delay,
+            )
+            self.restarts += 1
+            await self._clock.sleep(delay)
+
+    async def _spawn(self) -> Child:
+        if self.port is None:
+            self.port = self._ports.allocate()
+        elif not self._ports.is_free(self.port):
+            self._ports.release(self.port)
+            self.port = self._ports.allocate(self.port)
+        child = await self._spawner(
+            self.spec.command, self.config.environment(self.port), self.config.cwd
+        )
+        self.pid = child.pid
+        self.started_at = self._clock.now()
+        self.state = ProcessState.RUNNING
+        self._event(f"started, pid {child.pid}, port {self.port}", "process.started", pid=child.pid)
+        return child
+
+    async def _live(self, child: Child) -> int:
+        """Run one life of the process; return its exit status. On cancellation, stop it."""
+        pumped = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pump, child, pumped)
+            try:
+                status = await child.wait()
+            except anyio.get_cancelled_exc_class():
+                with anyio.CancelScope(shield=True):
+                    await self._terminate(child, pumped)
+                    tg.cancel_scope.cancel()
+                raise
+            # The main process is gone: whatever it left in its group goes too.
+            with anyio.CancelScope(shield=True):
+                await self._clean_group(child, self.config.stop_timeout)
+                with anyio.move_on_after(DRAIN_AFTER_EXIT):
+                    await pumped.wait()
+                tg.cancel_scope.cancel()
+        return status
+
+    async def _terminate(self, child: Child, pumped: anyio.Event) -> None:
+        self.state = ProcessState.STOPPING
+        grace = self.config.stop_timeout
+        deadline = self._clock.now() + grace
+        child.signal_group(signal.SIGTERM)
+        status: int | None = None
+        with anyio.move_on_after(grace):
+            status = await child.wait()
+        if status is None:
+            child.signal_group(signal.SIGKILL)
+            status = await child.wait()
+            self._event(
+                f"did not stop within {grace:g}s of SIGTERM, sent SIGKILL", "process.killed"
+            )
+        await self._clean_group(child, max(0.0, deadline - self._clock.now()))
+        with anyio.move_on_after(DRAIN_AFTER_EXIT):
+            await pumped.wait()
+        self._event(f"stopped ({describe_exit(status)})", "process.stopped", status=status)
+
+    async def _clean_group(self, child: Child, grace: float) -> None:
+        """After the main process exited: SIGTERM what is left of its group, SIGKILL it after
+        ``grace``, then kill anything that came from it and left the group."""
+        if child.group_alive():
+            child.signal_group(signal.SIGTERM)
+            with anyio.move_on_after(grace):
+                while child.group_alive():
+                    await anyio.sleep(GROUP_POLL)
+            if child.group_alive():
+                child.signal_group(signal.SIGKILL)
+                while child.group_alive():
+                    await anyio.sleep(GROUP_POLL)
+        strays = child.leftovers(self.spec.app, self.spec.name)
+        if strays:
+            killed = await anyio.to_thread.run_sync(reaper.kill_all, strays)
+            if killed:
+                self._event(
+                    f"killed {killed} process(es) it left behind outside its group",
+                    "process.leftovers_killed",
+                    count=killed,
+                )
+
+    async def _pump(self, child: Child, pumped: anyio.Event) -> None:
+        framer = LineFramer()
+        app, name, mux = self.spec.app, self.spec.name, self._mux
+        while True:
+            if framer.pending:
+                chunk = None
+                with anyio.move_on_after(PARTIAL_LINE_DELAY):
+                    chunk = await child.read(READ_SIZE)
+                if chunk is None:
+                    mux.write(app, name, framer.flush())
+                    continue
+            else:
+                chunk = await child.read(READ_SIZE)
+            if not chunk:
+                break
+            mux.write(app, name, framer.feed(chunk))
+            await mux.backpressure()
+        mux.write(app, name, framer.flush())
+        pumped.set()
+
+    def _event(self, message: str, event: str, **fields: object) -> None:
+        self._mux.event(self.spec.app, f"{self.spec.name} {message}")
+        fields = {"pid": self.pid, "port": self.port, **fields}
+        log.info(event, app=self.spec.app, proc=self.spec.name, **fields)

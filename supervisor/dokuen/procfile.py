@@ -1,0 +1,71 @@
+"""A small strict Procfile parser: text in, ``Procfile`` out, every error with file and line."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dokuen.errors import ProcfileError
+
+_LINE = re.compile(r"(?P<type>[^:]*?)\s*:(?P<command>.*)")
+_TYPE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class Procfile:
+    """Process types in file order, each with the shell command that runs it."""
+
+    commands: tuple[tuple[str, str], ...]
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.commands)
+
+    def command(self, process_type: str) -> str:
+        return dict(self.commands)[process_type]
+
+
+def parse_procfile(text: str, filename: str = "Procfile") -> Procfile:
+    """Parse Procfile text.
+
+    Lines are ``TYPE: COMMAND``; blank lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        ProcfileError: for any other line, a bad or duplicate type, an empty command, or a
+            file with no process type at all; the message starts with ``filename:line:``.
+    """
+    commands: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{filename}:{number}"
+        match = _LINE.fullmatch(line)
+        if match is None:
+            raise ProcfileError(f"{where}: expected 'TYPE: COMMAND', got {line!r}")
+        process_type, command = match["type"], match["command"].strip()
+        if not _TYPE.fullmatch(process_type):
+            raise ProcfileError(
+                f"{where}: invalid process type {process_type!r} (use letters, digits, '_' and '-')"
+            )
+        if process_type in commands:
+            raise ProcfileError(f"{where}: duplicate process type {process_type!r}")
+        if not command:
+            raise ProcfileError(f"{where}: process type {process_type!r} has an empty command")
+        commands[process_type] = command
+    if not commands:
+        raise ProcfileError(f"{filename}: no process types (add a line like 'web: ./server')")
+    return Procfile(tuple(commands.items()))
+
+
+def read_procfile(app_dir: Path) -> Procfile:
+    """Read and parse ``app_dir/Procfile``; raise ProcfileError if it is missing or bad."""
+    path = app_dir / "Procfile"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProcfileError(
+            f"no Procfile in {app_dir} (add one with a line like 'web: ./server')"
+        ) from None
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise ProcfileError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    return parse_procfile(text, str(path))

@@ -1,0 +1,96 @@
+"""The daemon's settings: one frozen object built at the edge from the environment and the
+optional ``$DOKUEN_HOME/dokuend.env`` file (re-read on SIGHUP; the environment wins)."""
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from dokuen.environment import DEFAULT_PATH
+from dokuen.errors import SettingsError
+from dokuen.ports import PortRange, parse_port_range
+
+SETTINGS_FILE = "dokuend.env"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    socket: Path
+    port_range: PortRange = PortRange(5000, 5999)
+    log_max_bytes: int = 50 << 20
+    log_keep: int = 5
+    stop_timeout: float = 10.0
+    keep_releases: int = 5
+    app_path: str = DEFAULT_PATH  # PATH given to app processes
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "logs" / "dokuen.log"
+
+
+def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], float]:
+    def parse(key: str, text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise SettingsError(f"{key}={text!r} is not a number") from None
+        if value < low:
+            raise SettingsError(f"{key}={text!r} must be at least {low:g}")
+        return value
+
+    return parse
+
+
+def _text(key: str, text: str) -> str:
+    if not text:
+        raise SettingsError(f"{key} is empty")
+    return text
+
+
+# Setting -> (Settings field, parser). DOKUEN_HOME and DOKUEN_SOCKET are read first, apart.
+_PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "DOKUEN_PORT_RANGE": ("port_range", lambda _key, text: parse_port_range(text)),
+    "DOKUEN_LOG_MAX_BYTES": ("log_max_bytes", _at_least(int, 4096)),
+    "DOKUEN_LOG_KEEP": ("log_keep", _at_least(int, 0)),
+    "DOKUEN_STOP_TIMEOUT": ("stop_timeout", _at_least(float, 0)),
+    "DOKUEN_KEEP_RELEASES": ("keep_releases", _at_least(int, 1)),
+    "DOKUEN_APP_PATH": ("app_path", _text),
+}
+KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
+
+
+def default_home(environ: Mapping[str, str]) -> Path:
+    """``/var/lib/dokuen`` for root, else ``$XDG_DATA_HOME/dokuen``."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/dokuen")
+    data = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "dokuen"
+
+
+def home_and_socket(environ: Mapping[str, str], home: Path | None = None) -> tuple[Path, Path]:
+    """Where the state and the control socket are (shared by dokuend and dokuenctl)."""
+    home = (home or Path(environ.get("DOKUEN_HOME") or default_home(environ))).absolute()
+    socket = Path(environ.get("DOKUEN_SOCKET") or home / "dokuend.sock")
+    return home, socket
+
+
+def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Settings:
+    """Build the settings; raise SettingsError naming any bad or unknown key."""
+    home, socket = home_and_socket(environ, home)
+    values: dict[str, str] = {}
+    file = home / SETTINGS_FILE
+    if file.is_file():
+        for key, value in dotenv_values(file).items():
+            if key not in KNOWN:
+                known = ", ".join(sorted(KNOWN))
+                raise SettingsError(f"{file}: unknown setting {key!r} (known: {known})")
+            values[key] = value or ""
+    values.update({key: value for key, value in environ.items() if key in _PARSERS})
+    changes = {
+        field: parse(key, values[key]) for key, (field, parse) in _PARSERS.items() if key in values
+    }
+    return dataclasses.replace(Settings(home=home, socket=socket), **changes)  # type: ignore[arg-type]

@@ -1,0 +1,129 @@
+"""Where each app's state lives on disk (DESIGN.md "Locations"), and its atomic updates.
+
+    $DOKUEN_HOME/apps/APP/
+        env/             the config, a daemontools envdir
+        formation.json   {"web": 2, "worker": 1}
+        releases/vN/     immutable releases
+        current          symlink to releases/vN, switched atomically
+        stopped          present while the app was stopped with `dokuenctl stop`
+
+Every function here is blocking file I/O: the daemon calls them off the event loop when
+they may be slow (copies, deletes).
+"""
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dokuen.errors import Conflict, SettingsError
+from dokuen.names import check_app_name
+
+
+def write_atomic(path: Path, content: str) -> None:
+    """Replace ``path`` with ``content`` so a crash leaves the old or the new file, never half."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(path)
+
+
+@dataclass(frozen=True)
+class AppDir:
+    """The paths of one app's state."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def env(self) -> Path:
+        return self.root / "env"
+
+    @property
+    def releases(self) -> Path:
+        return self.root / "releases"
+
+    @property
+    def current(self) -> Path:
+        return self.root / "current"
+
+    @property
+    def formation_file(self) -> Path:
+        return self.root / "formation.json"
+
+    @property
+    def stopped_marker(self) -> Path:
+        return self.root / "stopped"
+
+    def read_formation(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.formation_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError as exc:
+            raise SettingsError(f"{self.formation_file}: not valid JSON ({exc})") from None
+        return {str(k): int(v) for k, v in data.items()}
+
+    def write_formation(self, formation: Mapping[str, int]) -> None:
+        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n")
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_marker.exists()
+
+    def set_stopped(self, stopped: bool) -> None:
+        if stopped:
+            self.stopped_marker.touch()
+        else:
+            self.stopped_marker.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Store:
+    """All apps under ``$DOKUEN_HOME/apps``."""
+
+    home: Path
+
+    @property
+    def apps_root(self) -> Path:
+        return self.home / "apps"
+
+    def app(self, name: str) -> AppDir:
+        return AppDir(self.apps_root / check_app_name(name))
+
+    def app_names(self) -> list[str]:
+        if not self.apps_root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in self.apps_root.iterdir()
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
+
+    def create(self, name: str) -> AppDir:
+        """Make an app's directories; raise Conflict if it exists."""
+        app = self.app(name)
+        if app.root.exists():
+            raise Conflict(f"app {name!r} already exists")
+        self.apps_root.mkdir(parents=True, exist_ok=True)
+        staging = self.apps_root / f".{name}.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        (staging / "env").mkdir(parents=True)
+        (staging / "releases").mkdir()
+        staging.rename(app.root)
+        return app
+
+    def destroy(self, name: str) -> None:
+        """Remove every file of the app: renamed away first, so it vanishes at once."""
+        app = self.app(name)
+        doomed = self.apps_root / f".{name}.destroyed"
+        shutil.rmtree(doomed, ignore_errors=True)
+        app.root.rename(doomed)
+        shutil.rmtree(doomed)
