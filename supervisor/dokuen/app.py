@@ -19,8 +19,8 @@ from dokuen.logmux import LogMux
 from dokuen.names import check_config_key, not_found
 from dokuen.options import app_options
 from dokuen.ports import PortPool
-from dokuen.procfile import Procfile, read_procfile
 from dokuen.process import Clock, ProcessSlot, ProcessState, SlotConfig, Spawner
+from dokuen.procfile import Procfile, read_procfile
 from dokuen.settings import Settings
 from dokuen.store import AppDir
 
@@ -194,9 +194,8 @@ class App:
     def _procfile(self) -> Procfile:
         release = releases.current_release(self.dir)
         if release is None:
-            raise NotFound(
-                f"app {self.name!r} has no release yet (deploy it: dokuenctl deploy {self.name} DIR)"
-            )
+            hint = f"deploy it: dokuenctl deploy {self.name} DIR"
+            raise NotFound(f"app {self.name!r} has no release yet ({hint})")
         return read_procfile(release.path)
 
     def _ordered_slots(self) -> list[ProcessSlot]:

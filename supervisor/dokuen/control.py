@@ -198,4 +198,3 @@ def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
         client.sendall(json.dumps(message).encode() + b"\n")
         for line in replies:
             yield json.loads(line)
-

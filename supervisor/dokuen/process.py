@@ -1,6 +1,7 @@
 """One process slot's life: spawn, pump output into the unified log, restart with backoff,
 and stop the whole process tree."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -104,21 +105,26 @@ class OsChild:
         if signum == signal.SIGTERM:
             # Remember the tree while its links are intact, to find who left the group.
             self._tree = reaper.descendants(self.pid)
-        try:
-            # start_new_session made the child the leader of a group whose id is its pid.
+        # start_new_session made the child the leader of a group whose id is its pid.
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def group_alive(self) -> bool:
-        reaper.reap_strays(self._spawner.live)  # zombies we adopted still count as members
+        reaper.reap_strays(self._spawner.live)
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
-            pass
-        return True
+            return True
+        # The group exists, but a zombie (that init or we have yet to reap) still counts
+        # as a member: alive means some member still runs.
+        return any(reaper.in_group(p, self.pid) for p in self._candidates())
+
+    def _candidates(self) -> list[psutil.Process]:
+        if not self._spawner.subreaper:
+            return list(psutil.process_iter())
+        return [*self._tree, *reaper.descendants(os.getpid())]
 
     def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
         found = {p.pid: p for p in self._tree if _running(p)}
@@ -137,8 +143,9 @@ def _running(process: psutil.Process) -> bool:
 class OsSpawner:
     """Spawns real processes and remembers which live children are ours (for the reaper)."""
 
-    def __init__(self) -> None:
+    def __init__(self, subreaper: bool = False) -> None:
         self.live: set[int] = set()
+        self.subreaper = subreaper  # True once orphans of our processes come to us
 
     async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child:
         process = await anyio.open_process(
@@ -242,7 +249,9 @@ class ProcessSlot:
             # A bug here must not take every other app down with it: this slot ends,
             # loudly, and the rest of the daemon carries on.
             log.exception("process.supervisor_failed", app=self.spec.app, proc=self.spec.name)
-            self._mux.event(self.spec.app, f"{self.spec.name} supervisor failed (see dokuend's log)")
+            self._mux.event(
+                self.spec.app, f"{self.spec.name} supervisor failed (see dokuend's log)"
+            )
             if not self._reported_start:
                 raise
         finally:
@@ -311,41 +320,42 @@ class ProcessSlot:
     async def _live(self, child: Child) -> int:
         """Run one life of the process; return its exit status. On cancellation, stop it."""
         pumped = anyio.Event()
+        # Shielded so a stop does not cut off the last lines the process writes.
+        pump_scope = anyio.CancelScope(shield=True)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump, child, pumped)
+            tg.start_soon(self._pump, child, pump_scope, pumped)
+            status: int | None = None
             try:
                 status = await child.wait()
-            except anyio.get_cancelled_exc_class():
+            finally:
                 with anyio.CancelScope(shield=True):
-                    await self._terminate(child, pumped)
-                    tg.cancel_scope.cancel()
-                raise
-            # The main process is gone: whatever it left in its group goes too.
-            with anyio.CancelScope(shield=True):
-                await self._clean_group(child, self.config.stop_timeout)
-                with anyio.move_on_after(DRAIN_AFTER_EXIT):
-                    await pumped.wait()
-                tg.cancel_scope.cancel()
+                    if status is None:
+                        status = await self._terminate(child)
+                    else:  # it exited: whatever it left in its group goes too
+                        await self._clean_group(child, self.config.stop_timeout)
+                    with anyio.move_on_after(DRAIN_AFTER_EXIT):
+                        await pumped.wait()
+                    pump_scope.cancel()
+        assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 
-    async def _terminate(self, child: Child, pumped: anyio.Event) -> None:
+    async def _terminate(self, child: Child) -> int:
         self.state = ProcessState.STOPPING
         grace = self.config.stop_timeout
         deadline = self._clock.now() + grace
         child.signal_group(signal.SIGTERM)
-        status: int | None = None
-        with anyio.move_on_after(grace):
+        status = -signal.SIGTERM
+        with anyio.move_on_after(grace) as patience:
             status = await child.wait()
-        if status is None:
+        if patience.cancelled_caught:
             child.signal_group(signal.SIGKILL)
             status = await child.wait()
             self._event(
                 f"did not stop within {grace:g}s of SIGTERM, sent SIGKILL", "process.killed"
             )
         await self._clean_group(child, max(0.0, deadline - self._clock.now()))
-        with anyio.move_on_after(DRAIN_AFTER_EXIT):
-            await pumped.wait()
         self._event(f"stopped ({describe_exit(status)})", "process.stopped", status=status)
+        return status
 
     async def _clean_group(self, child: Child, grace: float) -> None:
         """After the main process exited: SIGTERM what is left of its group, SIGKILL it after
@@ -369,25 +379,25 @@ class ProcessSlot:
                     count=killed,
                 )
 
-    async def _pump(self, child: Child, pumped: anyio.Event) -> None:
+    async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: anyio.Event) -> None:
         framer = LineFramer()
         app, name, mux = self.spec.app, self.spec.name, self._mux
-        while True:
-            if framer.pending:
-                chunk = None
-                with anyio.move_on_after(PARTIAL_LINE_DELAY):
-                    chunk = await child.read(READ_SIZE)
-                if chunk is None:
-                    mux.write(app, name, framer.flush())
-                    continue
-            else:
-                chunk = await child.read(READ_SIZE)
-            if not chunk:
-                break
-            mux.write(app, name, framer.feed(chunk))
-            await mux.backpressure()
-        mux.write(app, name, framer.flush())
-        pumped.set()
+        try:
+            with scope:
+                while chunk := await self._read(child, framer):
+                    mux.write(app, name, framer.feed(chunk))
+                    await mux.backpressure()
+        finally:
+            mux.write(app, name, framer.flush())
+            pumped.set()
+
+    async def _read(self, child: Child, framer: LineFramer) -> bytes:
+        """The next chunk; a partial line that waits too long for its newline is written."""
+        while framer.pending:
+            with anyio.move_on_after(PARTIAL_LINE_DELAY):
+                return await child.read(READ_SIZE)
+            self._mux.write(self.spec.app, self.spec.name, framer.flush())
+        return await child.read(READ_SIZE)
 
     def _event(self, message: str, event: str, **fields: object) -> None:
         self._mux.event(self.spec.app, f"{self.spec.name} {message}")

@@ -14,13 +14,14 @@ from dokuen.errors import SettingsError
 from dokuen.ports import PortRange, parse_port_range
 
 SETTINGS_FILE = "dokuend.env"
+DEFAULT_PORTS = PortRange(5000, 5999)
 
 
 @dataclass(frozen=True)
 class Settings:
     home: Path
     socket: Path
-    port_range: PortRange = PortRange(5000, 5999)
+    port_range: PortRange = DEFAULT_PORTS
     log_max_bytes: int = 50 << 20
     log_keep: int = 5
     stop_timeout: float = 10.0
