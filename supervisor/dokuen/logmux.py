@@ -271,17 +271,21 @@ class LogMux:
             self._pending_bytes = 0
             self._drained.set()
             self._drained = anyio.Event()
-            await anyio.to_thread.run_sync(_write_all, self._fd, self._inflight)
-            # Offset and in-flight bytes change together, on the loop, so follow() sees
-            # every line exactly once: in the file before the offset or in the backlog.
-            batch, self._inflight = self._inflight, b""
-            self._size += len(batch)
-            self._followers = [f for f in self._followers if f.offer(batch)]
-            if self._size >= self.max_bytes:
-                old = self._fd
-                self._fd = await anyio.to_thread.run_sync(self._rotate)
-                self._size = 0
-                os.close(old)
+            with anyio.CancelScope(shield=True):  # off the queue now: it must land
+                await self._append(self._inflight)
+
+    async def _append(self, batch: bytes) -> None:
+        await anyio.to_thread.run_sync(_write_all, self._fd, batch)
+        # Offset and in-flight bytes change together, on the loop, so follow() sees every
+        # line exactly once: in the file before the offset, or in the backlog.
+        self._inflight = b""
+        self._size += len(batch)
+        self._followers = [f for f in self._followers if f.offer(batch)]
+        if self._size >= self.max_bytes:
+            old = self._fd
+            self._fd = await anyio.to_thread.run_sync(self._rotate)
+            self._size = 0
+            os.close(old)
 
     def _open(self) -> int:
         # Read-write, so the descriptor follow() duplicates can serve tail reads too.

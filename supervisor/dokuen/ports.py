@@ -57,7 +57,12 @@ def choose_port(
     """Pick a port: ``preferred`` when it is in range, not taken and free; otherwise the first
     free one scanning from ``cursor`` round the range (so a port just released is the last to
     be handed out again). None when every port is taken or busy."""
-    if preferred in ports and preferred not in taken and is_free(preferred):
+    if (
+        preferred is not None
+        and preferred in ports
+        and preferred not in taken
+        and is_free(preferred)
+    ):
         return preferred
     size = len(ports)
     for step in range(size):
