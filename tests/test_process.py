@@ -71,7 +71,9 @@ class FakeSpawner:
         self.spawned = anyio.Event()
 
     async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> FakeChild:
-        child = FakeChild(1000 + len(self.children), self.output, self.exit_status, self.ignore_term)
+        child = FakeChild(
+            1000 + len(self.children), self.output, self.exit_status, self.ignore_term
+        )
         self.children.append(child)
         self.envs.append(dict(env))
         self.spawned.set()

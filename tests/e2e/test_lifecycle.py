@@ -1,0 +1,245 @@
+"""The supervisor's promises, end to end: real processes under the installed dokuend."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.e2e.conftest import (
+    BIN,
+    Dokuen,
+    get_json,
+    leftover_processes,
+    wait_for,
+    write_app,
+)
+
+WEB = "web: python3 envserver.py\n"
+
+
+def test_deploy_runs_every_type_with_exactly_its_environment(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    source = write_app(
+        apps_dir / "blog",
+        WEB + "worker: exec sleep 1000\n",
+        {".env": "GREETING=from-dotenv\nOVERRIDDEN=dotenv\n"},
+    )
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", "OVERRIDDEN=config", "SECRET=s3")
+    deploy = dokuen.ctl("deploy", "blog", str(source))
+    assert "-----> Released v1" in deploy.stdout
+    rows = wait_for(lambda: dokuen.running("blog", 2), "web.1 and worker.1 running")
+    assert [row["name"] for row in rows] == ["web.1", "worker.1"]
+    assert len({row["port"] for row in rows}) == 2
+    web = rows[0]
+    env = wait_for(lambda: _try_get(web["port"]), "web.1 to answer")
+    release = dokuen.home / "apps" / "blog" / "releases" / "v1"
+    assert env["PORT"] == str(web["port"])
+    assert env["DYNO"] == env["PS"] == "web.1"
+    assert env["APP"] == "blog"
+    assert env["HOME"] == str(release)
+    assert env["GREETING"] == "from-dotenv"
+    assert env["OVERRIDDEN"] == "config"
+    assert env["SECRET"] == "s3"
+    assert "CANARY_FROM_THE_DAEMON" not in env
+    assert "DOKUEN_HOME" not in env
+    # A copy: editing the source after the deploy changes nothing that runs.
+    (source / "envserver.py").write_text("raise SystemExit(3)\n")
+    assert (release / "envserver.py").read_text() != "raise SystemExit(3)\n"
+
+
+def _try_get(port: int) -> dict[str, str] | None:
+    try:
+        result: dict[str, str] = get_json(port)
+    except OSError:
+        return None
+    return result
+
+
+def test_scale_up_and_down(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
+    wait_for(lambda: dokuen.running("blog", 1), "web.1")
+    assert dokuen.ctl("ps:scale", "blog", "web=3").stdout.strip() == "blog: web=3"
+    rows = wait_for(lambda: dokuen.running("blog", 3), "three web processes")
+    for row in rows:
+        env = wait_for(lambda row=row: _try_get(row["port"]), f"{row['name']} to answer")
+        assert env["DYNO"] == row["name"]
+    survivor = rows[0]["pid"]
+    dokuen.ctl("ps:scale", "blog", "web=1")
+    rows = wait_for(lambda: dokuen.running("blog", 1), "one web process")
+    assert rows[0]["pid"] == survivor
+    assert not any(psutil.pid_exists(row["pid"]) for row in rows[1:])
+
+
+def test_kill_9_brings_the_process_back_on_its_port(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
+    (before,) = wait_for(lambda: dokuen.running("blog", 1), "web.1")
+    os.kill(before["pid"], signal.SIGKILL)
+    (after,) = wait_for(
+        lambda: [r for r in dokuen.ps("blog") if r["pid"] != before["pid"] and r["pid"]],
+        "a new web.1",
+    )
+    assert after["port"] == before["port"]
+    assert after["restarts"] == 1
+    assert f"blog[dokuen]: web.1 killed by SIGKILL, restarting in" in dokuen.log()
+    wait_for(lambda: _try_get(after["port"]), "the new web.1 to answer")
+
+
+def test_a_crash_loop_backs_off_then_stays_crashed(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.ctl("apps:create", "flaky")
+    dokuen.ctl("config:set", "flaky", "DOKUEN_RESTART_LIMIT=4")
+    dokuen.ctl("deploy", "flaky", str(write_app(apps_dir / "flaky", "web: echo boom; exit 3\n")))
+    wait_for(lambda: dokuen.ps("flaky")[0]["state"] == "crashed", "web.1 to be crashed")
+    log = dokuen.log()
+    delays = [line.rsplit(" ", 1)[-1] for line in log.splitlines() if "restarting in" in line]
+    assert delays == ["0.1s", "0.2s", "0.4s"]
+    assert "web.1 exited with code 3; crashed after 4 fast failures in a row" in log
+    assert log.count("flaky[web.1]: boom") == 4
+    assert "crashed" in dokuen.ctl("ps", "flaky").stdout
+    # It stays down, costing nothing, until asked.
+    time.sleep(0.5)
+    assert log.count("flaky[web.1]: boom") == dokuen.log().count("flaky[web.1]: boom")
+    dokuen.ctl("restart", "flaky")
+    wait_for(lambda: dokuen.log().count("flaky[web.1]: boom") > 4, "a fresh attempt")
+
+
+def test_a_config_change_reaches_the_restarted_process(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
+    (before,) = wait_for(lambda: dokuen.running("blog", 1), "web.1")
+    dokuen.ctl("config:set", "blog", "GREETING=hello world", "EMPTY=")
+    (after,) = wait_for(
+        lambda: [r for r in (dokuen.running("blog", 1) or []) if r["pid"] != before["pid"]],
+        "web.1 restarted",
+    )
+    env = wait_for(lambda: _try_get(after["port"]), "web.1 to answer")
+    assert env["GREETING"] == "hello world"
+    assert env["EMPTY"] == ""
+    assert dokuen.ctl("config:get", "blog", "GREETING").stdout == "hello world\n"
+    assert (dokuen.home / "apps/blog/env/GREETING").read_text() == "hello world"
+    dokuen.ctl("config:unset", "blog", "GREETING")
+    assert "GREETING" not in dokuen.ctl("config", "blog").stdout
+
+
+def test_logs_tail_filter_and_follow(dokuen: Dokuen, apps_dir: Path) -> None:
+    counter = "import itertools, time\nfor i in itertools.count():\n    print('tick', i, flush=True)\n    time.sleep(0.05)\n"
+    source = write_app(
+        apps_dir / "blog",
+        "worker: python3 counter.py\nclock: exec sleep 1000\n",
+        {"counter.py": counter},
+    )
+    dokuen.deploy("blog", source)
+    wait_for(lambda: "blog[worker.1]: tick 5" in dokuen.log(), "six ticks")
+    tail = dokuen.ctl("logs", "blog", "-n", "3", "--ps", "worker").stdout.splitlines()
+    assert len(tail) == 3
+    assert all(" blog[worker.1]: tick " in line for line in tail)
+    numbers = [int(line.rsplit(" ", 1)[1]) for line in tail]
+    assert numbers == sorted(numbers) and numbers[2] - numbers[0] == 2
+    everything = dokuen.ctl("logs", "-n", "1000").stdout
+    assert "blog[dokuen]: worker.1 started" in everything
+    with subprocess.Popen(
+        [str(BIN / "dokuenctl"), "logs", "blog", "-f", "-n", "0", "--ps", "worker.1"],
+        env=dokuen.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as follower:
+        assert follower.stdout is not None
+        lines = [follower.stdout.readline() for _ in range(3)]
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(10) == 0
+    seen = [int(line.rsplit(" ", 1)[1]) for line in lines]
+    assert seen == list(range(seen[0], seen[0] + 3))
+    assert seen[0] > numbers[2]
+
+
+def test_a_stop_leaves_no_grandchild_behind(dokuen: Dokuen, apps_dir: Path) -> None:
+    marker = f"{os.getpid() % 1000 + 7000}"
+    script = (
+        "trap '' TERM\n"
+        f"sleep 1{marker} &\n"  # a grandchild in the group
+        f"setsid sleep 2{marker} &\n"  # one that left the group
+        f"sh -c 'trap \"\" TERM; exec sleep 3{marker}' &\n"  # one that ignores SIGTERM too
+        "wait\n"
+    )
+    dokuen.ctl("apps:create", "tree")
+    dokuen.ctl("config:set", "tree", "DOKUEN_STOP_TIMEOUT=1")
+    dokuen.ctl(
+        "deploy",
+        "tree",
+        str(write_app(apps_dir / "tree", "web: exec sh tree.sh\n", {"tree.sh": script})),
+    )
+    wait_for(lambda: len(leftover_processes(marker)) == 3, "the three sleeps")
+    started = time.monotonic()
+    dokuen.ctl("stop", "tree")
+    took = time.monotonic() - started
+    assert leftover_processes(marker) == []
+    assert dokuen.ps("tree") == []
+    assert took < 10
+    assert "web.1 did not stop within 1s of SIGTERM, sent SIGKILL" in dokuen.log()
+
+
+def test_sigterm_stops_everything_and_a_restart_restores_the_formation(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB + "worker: exec sleep 1000\n"))
+    dokuen.ctl("ps:scale", "blog", "web=2")
+    dokuen.deploy("paused", write_app(apps_dir / "paused", "web: exec sleep 1000\n"))
+    dokuen.ctl("stop", "paused")
+    rows = wait_for(lambda: dokuen.running("blog", 3), "web=2 worker=1")
+    assert dokuen.terminate() == 0
+    assert not any(psutil.pid_exists(row["pid"]) for row in rows)
+    assert not dokuen.home.joinpath("dokuend.sock").exists()
+    dokuen.start()
+    restored = wait_for(lambda: dokuen.running("blog", 3), "the formation to come back")
+    assert [row["name"] for row in restored] == ["web.1", "web.2", "worker.1"]
+    assert dokuen.ps("paused") == []
+    assert {row["port"] for row in restored} == {row["port"] for row in rows}
+
+
+def test_200000_lines_from_one_process_all_arrive_in_order(dokuen: Dokuen, apps_dir: Path) -> None:
+    writer = (
+        "import sys\n"
+        "out = sys.stdout\n"
+        "for i in range(200000):\n"
+        "    out.write(f'line {i:06d} ' + 'x' * 80 + '\\n')\n"
+        "out.flush()\n"
+        "import time; time.sleep(1000)\n"
+    )
+    dokuen.deploy(
+        "flood", write_app(apps_dir / "flood", "web: python3 writer.py\n", {"writer.py": writer})
+    )
+    wait_for(lambda: "line 199999" in dokuen.log(), "the last line", timeout=60)
+    lines = [line for line in dokuen.log().splitlines() if " flood[web.1]: " in line]
+    assert len(lines) == 200000
+    expected_tail = " " + "x" * 80
+    for number, line in enumerate(lines):
+        message = line.split(" flood[web.1]: ", 1)[1]
+        assert message == f"line {number:06d}{expected_tail}", line
+
+
+def test_output_without_newlines_is_cut_into_marked_pieces(dokuen: Dokuen, apps_dir: Path) -> None:
+    flood = (
+        "import sys, time\nsys.stdout.write('y' * 300000)\nsys.stdout.flush()\ntime.sleep(1000)\n"
+    )
+    dokuen.deploy(
+        "nolines", write_app(apps_dir / "nolines", "web: python3 flood.py\n", {"flood.py": flood})
+    )
+    wait_for(
+        lambda: (
+            sum(l.count("y") for l in dokuen.log().splitlines() if "nolines[web.1]" in l) == 300000
+        ),
+        "all 300000 bytes",
+    )
+    pieces = [line for line in dokuen.log().splitlines() if "nolines[web.1]: " in line]
+    assert len(pieces) == 5
+    for piece in pieces:
+        message = piece.split("nolines[web.1]: ", 1)[1]
+        text = message.removeprefix("[continued] ").removesuffix(" [line continues]")
+        assert set(text) == {"y"}
+        assert len(message.encode()) <= 64 * 1024 + 40
+    assert pieces[0].endswith(" [line continues]")
+    assert "[continued] " in pieces[-1] and not pieces[-1].endswith("[line continues]")
+    assert dokuen.ctl("status").returncode == 0
