@@ -1,0 +1,193 @@
+"""Bad input gets one clear error, the right exit code, and what was running keeps running."""
+
+import json
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
+
+
+@pytest.fixture
+def serving(dokuen: Dokuen, apps_dir: Path) -> int:
+    """The app 'blog' running v1; returns web.1's pid."""
+    dokuen.deploy("blog", write_app(apps_dir / "blog", "web: exec sleep 1000\n"))
+    (row,) = wait_for(lambda: dokuen.running("blog", 1), "web.1")
+    pid: int = row["pid"]
+    return pid
+
+
+def still_serving(dokuen: Dokuen, pid: int) -> None:
+    (row,) = dokuen.ps("blog")
+    assert (row["pid"], row["state"]) == (pid, "running")
+    releases = sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir())
+    assert releases == ["v1"]
+
+
+@pytest.mark.parametrize(
+    ("procfile", "message"),
+    [
+        (
+            "web: exec sleep 1000\nthis is not a process line\n",
+            "Procfile:2: expected 'TYPE: COMMAND'",
+        ),
+        ("web worker: ./run\n", "Procfile:1: invalid process type 'web worker'"),
+        ("web: a\nweb: b\n", "Procfile:2: duplicate process type 'web'"),
+        ("web:\n", "Procfile:1: process type 'web' has an empty command"),
+        ("# nothing here\n", "no process types"),
+    ],
+)
+def test_a_bad_procfile_is_refused_and_the_release_keeps_running(
+    dokuen: Dokuen, apps_dir: Path, serving: int, procfile: str, message: str
+) -> None:
+    source = write_app(apps_dir / "bad", procfile)
+    result = dokuen.ctl("deploy", "blog", str(source), check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    still_serving(dokuen, serving)
+
+
+def test_no_procfile_and_a_missing_directory(dokuen: Dokuen, tmp_path: Path, serving: int) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = dokuen.ctl("deploy", "blog", str(empty), check=False)
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"error: no Procfile in {empty} (add one with a line like 'web: ./server')\n",
+    )
+    missing = dokuen.ctl("deploy", "blog", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 1
+    assert "no directory" in missing.stderr
+    still_serving(dokuen, serving)
+
+
+@pytest.mark.parametrize("name", ["../x", "Blog", "a b", "x" * 70, "blog\n", "-blog", ""])
+def test_an_app_name_that_is_not_a_dns_label_never_touches_the_disk(
+    dokuen: Dokuen, name: str
+) -> None:
+    result = dokuen.ctl("apps:create", "--", name, check=False)
+    assert result.returncode == 2
+    assert "invalid app name" in result.stderr
+    apps = dokuen.home / "apps"
+    assert not apps.exists() or list(apps.iterdir()) == []
+    assert not (dokuen.home.parent / "x").exists()
+
+
+def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(dokuen: Dokuen) -> None:
+    reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "../../etc"}})
+    assert reply == [{"ok": False, "error": reply[0]["error"]}]
+    assert "invalid app name '../../etc'" in reply[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nosuch=1"], "unknown process type 'nosuch' (the Procfile has: web)"),
+        (["web=-1"], "invalid count '-1'"),
+        (["web=lots"], "invalid count 'lots'"),
+        (["web"], "invalid scale 'web' (use TYPE=N"),
+    ],
+)
+def test_a_bad_scale_is_refused(
+    dokuen: Dokuen, serving: int, args: list[str], message: str
+) -> None:
+    result = dokuen.ctl("ps:scale", "blog", *args, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr
+    still_serving(dokuen, serving)
+
+
+@pytest.mark.parametrize("pair", ["1ABC=x", "A-B=x", "A B=x", "=x", "NOEQUALS"])
+def test_a_bad_config_key_is_refused(dokuen: Dokuen, serving: int, pair: str) -> None:
+    result = dokuen.ctl("config:set", "blog", pair, check=False)
+    assert result.returncode == 2
+    assert "KEY=VALUE" in result.stderr
+    assert dokuen.ctl("config", "blog").stdout == ""
+    still_serving(dokuen, serving)
+
+
+def test_a_bad_app_option_is_refused_before_anything_restarts(dokuen: Dokuen, serving: int) -> None:
+    result = dokuen.ctl("config:set", "blog", "DOKUEN_STOP_TIMEOUT=soon", check=False)
+    assert result.returncode == 1
+    assert "DOKUEN_STOP_TIMEOUT='soon' is not a number of seconds" in result.stderr
+    still_serving(dokuen, serving)
+
+
+def test_an_unknown_app_suggests_the_near_one(dokuen: Dokuen, serving: int) -> None:
+    result = dokuen.ctl("restart", "blgo", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no app named 'blgo'; did you mean 'blog'?")
+
+
+def test_destroy_needs_the_name_again(dokuen: Dokuen, serving: int) -> None:
+    result = dokuen.ctl("apps:destroy", "blog", check=False)
+    assert result.returncode == 1
+    assert "--confirm blog" in result.stderr
+    still_serving(dokuen, serving)
+    dokuen.ctl("apps:destroy", "blog", "--confirm", "blog")
+    assert not (dokuen.home / "apps" / "blog").exists()
+    assert dokuen.ps() == []
+
+
+def raw_request(
+    dokuen: Dokuen, message: object, raw: bytes | None = None
+) -> list[dict[str, object]]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(str(dokuen.home / "dokuend.sock"))
+        client.sendall(raw if raw is not None else json.dumps(message).encode() + b"\n")
+        client.shutdown(socket.SHUT_WR)
+        with client.makefile("rb") as replies:
+            return [json.loads(line) for line in replies]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"this is not json\n", "request is not valid JSON"),
+        (b'["ps"]\n', "request must be an object"),
+        (b'{"command": "explode"}\n', "no command named 'explode'"),
+        (b'{"command": "ps", "args": []}\n', "request 'args' must be an object"),
+        (b'{"command": "ps:scale", "args": {"app": "blog", "changes": "web=2"}}\n', "list"),
+        (b"no newline at all", "request must be one line of JSON"),
+    ],
+)
+def test_a_bad_request_on_the_socket_gets_an_error_and_the_daemon_lives(
+    dokuen: Dokuen, serving: int, raw: bytes, message: str
+) -> None:
+    (reply,) = raw_request(dokuen, None, raw)
+    assert reply["ok"] is False
+    assert message in str(reply["error"])
+    still_serving(dokuen, serving)
+
+
+def test_when_dokuend_is_not_running_dokuenctl_says_how_to_start_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(BIN / "dokuenctl"), "ps"],
+        env={"DOKUEN_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: dokuend is not running (no answer on {tmp_path}/dokuend.sock); "
+        "start it with: dokuend\n"
+    )
+
+
+def test_a_second_dokuend_on_the_same_home_refuses_to_start(dokuen: Dokuen) -> None:
+    result = subprocess.run(
+        [str(BIN / "dokuend")], env=dokuen.env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert "another dokuend is already running" in result.stderr
+    assert dokuen.ctl("status").returncode == 0
+
+
+def test_unknown_command_and_usage_errors_exit_2(dokuen: Dokuen) -> None:
+    assert dokuen.ctl("frobnicate", check=False).returncode == 2
+    assert dokuen.ctl("ps:scale", check=False).returncode == 2
+    assert dokuen.ctl("logs", "--ps", "web.0", check=False).returncode == 2
