@@ -283,8 +283,9 @@ class Daemon:
                 older = await anyio.to_thread.run_sync(tail, fd, end, count, wanted)
             finally:
                 os.close(fd)
-            recent = (older + follower.backlog).splitlines(keepends=True)
-            await out.write(b"".join(recent[-count:] if count else []).decode(errors="replace"))
+            # Split on newlines only: a bare "\r" (a progress bar) is part of its line.
+            recent = (older + follower.backlog).split(b"\n")[:-1][-count:] if count else []
+            await out.write("".join(line.decode(errors="replace") + "\n" for line in recent))
             if args.get("follow"):
                 async for batch in follower:
                     await out.write(batch.decode(errors="replace"))

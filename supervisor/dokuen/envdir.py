@@ -4,6 +4,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from dokuen.errors import InvalidName
 from dokuen.names import check_config_key
 
 
@@ -26,9 +27,14 @@ def read_envdir(path: Path) -> dict[str, str]:
 
 def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str] = ()) -> None:
     """Set and unset variables. Each file is replaced atomically (write, fsync, rename)."""
-    path.mkdir(parents=True, exist_ok=True)
     for key, value in changes.items():
         check_config_key(key)
+        if "\0" in value:
+            raise InvalidName(
+                f"the value of {key} contains a NUL byte, which no environment can hold"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    for key, value in changes.items():
         temporary = path / f".{key}.tmp"
         with temporary.open("w", encoding="utf-8", errors="surrogateescape") as handle:
             handle.write(value.replace("\n", "\0"))

@@ -15,7 +15,9 @@ def read_dotenv(app_dir: Path) -> dict[str, str]:
     path = app_dir / ".env"
     if not path.is_file():
         return {}
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+    # No interpolation: python-dotenv would fill ${VAR} from the daemon's own environment.
+    values = dotenv_values(path, interpolate=False)
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def process_environment(

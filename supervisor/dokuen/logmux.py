@@ -7,6 +7,7 @@ same batches out to ``logs -f`` followers without ever waiting on them.
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 MAX_LINE = 64 * 1024
 CONTINUES = b" [line continues]"
@@ -133,43 +133,49 @@ def tail(fd: int, end: int, count: int, wanted: LogFilter, block: int = 1 << 16)
 
 
 class Follower:
-    """One reader of the live stream. Never blocks the writer: when its buffer is full it is
-    dropped, and ``dropped`` says so after the remaining buffered batches are read."""
+    """One reader of the live stream. Never blocks the writer: when more than ``limit`` bytes
+    wait for it, it is dropped, and ``dropped`` says so once it has read what was queued."""
 
-    def __init__(self, wanted: LogFilter, backlog: bytes, buffer: int) -> None:
+    def __init__(self, wanted: LogFilter, backlog: bytes, limit: int) -> None:
         self.wanted = wanted
         self.backlog = backlog
         self.dropped = False
-        send, receive = anyio.create_memory_object_stream[bytes](buffer)
-        self._send: MemoryObjectSendStream[bytes] = send
-        self._receive: MemoryObjectReceiveStream[bytes] = receive
+        self._limit = limit
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._closed = False
+        self._ready = anyio.Event()
 
     def offer(self, batch: bytes) -> bool:
         """Queue a batch; False (and the follower closed) when it has fallen behind."""
-        try:
-            self._send.send_nowait(batch)
-        except anyio.WouldBlock:
+        if self._closed:
+            return False
+        if self._queued + len(batch) > self._limit:
             self.dropped = True
-            self._send.close()
+            self.close()
             return False
-        except anyio.BrokenResourceError:
-            return False
+        self._queue.append(batch)
+        self._queued += len(batch)
+        self._ready.set()
         return True
 
     def close(self) -> None:
-        self._send.close()
-        self._receive.close()
+        self._closed = True
+        self._ready.set()
 
     def __aiter__(self) -> "Follower":
         return self
 
     async def __anext__(self) -> bytes:
-        """The next batch with at least one wanted line; stops when the stream closes."""
+        """The next batch with at least one wanted line; stops once closed and drained."""
         while True:
-            try:
-                batch = await self._receive.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                raise StopAsyncIteration from None
+            while not self._queue:
+                if self._closed:
+                    raise StopAsyncIteration
+                await self._ready.wait()
+                self._ready = anyio.Event()
+            batch = self._queue.popleft()
+            self._queued -= len(batch)
             selected = self.wanted.select(batch)
             if selected:
                 return selected
@@ -190,14 +196,14 @@ class LogMux:
         keep: int,
         clock: Callable[[], float] = time.time,
         high_water: int = 8 << 20,
-        follower_buffer: int = 1024,
+        follower_limit: int = 16 << 20,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
         self.clock = clock
         self.high_water = high_water
-        self.follower_buffer = follower_buffer
+        self.follower_limit = follower_limit
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._inflight = b""
@@ -235,7 +241,7 @@ class LogMux:
         lines queued but not yet in the file are in ``follower.backlog``.
         """
         backlog = wanted.select(self._inflight + b"".join(self._pending))
-        follower = Follower(wanted, backlog, self.follower_buffer)
+        follower = Follower(wanted, backlog, self.follower_limit)
         self._followers.append(follower)
         return follower, os.dup(self._fd), self._size
 

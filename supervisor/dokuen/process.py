@@ -211,7 +211,9 @@ class ProcessSlot:
         self.pid: int | None = None
         self.restarts = 0
         self.started_at: float | None = None
-        self._runs: deque[Run] = deque(maxlen=64)
+        # Enough history for the policy's decisions: its limit, and the doubling that has
+        # long reached max_delay well before 64 runs.
+        self._runs: deque[Run] = deque(maxlen=max(64, (config.policy.limit or 0) + 1))
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
         self._reported_start = False

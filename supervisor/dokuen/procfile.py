@@ -34,7 +34,9 @@ def parse_procfile(text: str, filename: str = "Procfile") -> Procfile:
             file with no process type at all; the message starts with ``filename:line:``.
     """
     commands: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Only "\n" ends a line (strip() drops the "\r" of CRLF): splitlines() would also cut at
+    # form feeds, U+2028 and the like, splitting a command and misnumbering later lines.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -61,11 +63,16 @@ def read_procfile(app_dir: Path) -> Procfile:
     """Read and parse ``app_dir/Procfile``; raise ProcfileError if it is missing or bad."""
     path = app_dir / "Procfile"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ProcfileError(
             f"no Procfile in {app_dir} (add one with a line like 'web: ./server')"
         ) from None
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
+    except IsADirectoryError as exc:
         raise ProcfileError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ProcfileError(f"{path}:{line}: cannot read it as UTF-8 text ({exc})") from None
     return parse_procfile(text, str(path))

@@ -57,7 +57,9 @@ def next_delay(history: Sequence[Run], policy: RestartPolicy) -> float | None:
         return None
     if streak == 1 and fast == 0:
         return 0.0
-    return float(min(policy.max_delay, policy.first_delay * 2 ** (streak - 1)))
+    # A bounded exponent: 2 ** 1024 does not convert to a float, and a streak that long
+    # (limit=None, or runs that are slow but short of reset_after) is at max_delay anyway.
+    return float(min(policy.max_delay, policy.first_delay * 2.0 ** min(streak - 1, 1000)))
 
 
 def parse_restart_limit(text: str) -> int | None:

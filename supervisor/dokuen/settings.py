@@ -2,6 +2,7 @@
 optional ``$DOKUEN_HOME/dokuend.env`` file (re-read on SIGHUP; the environment wins)."""
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], 
             value = kind(text)
         except ValueError:
             raise SettingsError(f"{key}={text!r} is not a number") from None
+        if not value < math.inf:  # float() also accepts 'nan' and 'inf'
+            raise SettingsError(f"{key}={text!r} is not a finite number")
         if value < low:
             raise SettingsError(f"{key}={text!r} must be at least {low:g}")
         return value
@@ -86,8 +89,12 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
     file = home / SETTINGS_FILE
     if file.is_file():
         for key, value in dotenv_values(file).items():
-            if key not in KNOWN:
-                known = ", ".join(sorted(KNOWN))
+            if key not in _PARSERS:
+                if key in KNOWN:  # the file lives in the home: it cannot move it
+                    raise SettingsError(
+                        f"{file}: {key} cannot be set here (use the environment or --home)"
+                    )
+                known = ", ".join(sorted(_PARSERS))
                 raise SettingsError(f"{file}: unknown setting {key!r} (known: {known})")
             values[key] = value or ""
     values.update({key: value for key, value in environ.items() if key in _PARSERS})

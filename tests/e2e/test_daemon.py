@@ -1,0 +1,114 @@
+"""The daemon itself: its socket, its settings, its log file and its slow readers."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
+
+
+def test_the_control_socket_is_private_and_status_answers(dokuen: Dokuen) -> None:
+    mode = stat.S_IMODE(os.stat(dokuen.home / "dokuend.sock").st_mode)
+    assert mode == 0o600
+    status = json.loads(dokuen.ctl("status", "--json").stdout)
+    assert status["apps"] == 0
+    assert status["home"] == str(dokuen.home)
+    assert dokuen.ctl("status").stdout.startswith(f"dokuend {status['version']} (pid ")
+
+
+def test_the_daemon_logs_its_own_events_as_json_off_a_terminal(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    dokuen.deploy("blog", write_app(apps_dir / "blog", "web: exec sleep 1000\n"))
+    wait_for(lambda: dokuen.running("blog", 1), "web.1")
+    events = [json.loads(line) for line in dokuen.daemon_stderr().splitlines()]
+    started = [e for e in events if e["event"] == "process.started"]
+    assert started[0]["app"] == "blog"
+    assert started[0]["proc"] == "web.1"
+    assert isinstance(started[0]["pid"], int)
+
+
+def test_sighup_rereads_the_settings_file_and_the_log_rotates_by_size(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    (dokuen.home / "dokuend.env").write_text("DOKUEN_LOG_MAX_BYTES=20000\nDOKUEN_LOG_KEEP=2\n")
+    assert dokuen.process is not None
+    dokuen.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "daemon.reloaded" in dokuen.daemon_stderr(), "the reload")
+    writer = """
+        import sys, time
+        for i in range(3000):
+            print(f"line {i:05d}", "z" * 60)
+        sys.stdout.flush()
+        time.sleep(1000)
+    """
+    dokuen.deploy("chatty", write_app(apps_dir / "chatty", "web: python3 w.py\n", {"w.py": writer}))
+    logs = dokuen.home / "logs"
+    wait_for((logs / "dokuen.log.2").exists, "two rotations")
+    wait_for(lambda: "line 02999" in _read_all(logs), "the last line")
+    names = sorted(p.name for p in logs.iterdir())
+    assert names == ["dokuen.log", "dokuen.log.1", "dokuen.log.2"]  # keep 2: older ones went
+    for name in ("dokuen.log.1", "dokuen.log.2"):
+        assert (logs / name).stat().st_size >= 20000
+    # Rotation happens between whole lines: every kept line is intact and in order.
+    kept = "".join((logs / name).read_text() for name in reversed(names))
+    numbers = [
+        int(line.split("line ")[1][:5]) for line in kept.splitlines() if "chatty[web.1]" in line
+    ]
+    assert numbers == list(range(numbers[0], 3000))
+
+
+def _read_all(directory: Path) -> str:
+    """Every log file's text; a file rotated away while we look is simply skipped."""
+    texts = []
+    for path in directory.iterdir():
+        try:
+            texts.append(path.read_text())
+        except FileNotFoundError:
+            continue
+    return "".join(texts)
+
+
+def test_a_bad_settings_file_on_sighup_keeps_the_old_settings(dokuen: Dokuen) -> None:
+    (dokuen.home / "dokuend.env").write_text("DOKUEN_NO_SUCH_THING=1\n")
+    assert dokuen.process is not None
+    dokuen.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "daemon.reload_failed" in dokuen.daemon_stderr(), "the failed reload")
+    assert "unknown setting 'DOKUEN_NO_SUCH_THING'" in dokuen.daemon_stderr()
+    assert dokuen.ctl("status").returncode == 0
+
+
+def test_a_stuck_follower_is_dropped_and_never_slows_the_log(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    with subprocess.Popen(
+        [str(BIN / "dokuenctl"), "logs", "-f", "-n", "0"],
+        env=dokuen.env,
+        stdout=subprocess.PIPE,
+    ) as follower:
+        wait_for(lambda: '"command": "logs"' in dokuen.daemon_stderr(), "the follower")
+        follower.send_signal(signal.SIGSTOP)  # it reads nothing from now on
+        try:
+            writer = """
+                import sys, time
+                for i in range(300000):
+                    print(f"line {i:06d}", "q" * 90)
+                sys.stdout.flush()
+                time.sleep(1000)
+            """
+            dokuen.deploy(
+                "flood", write_app(apps_dir / "flood", "web: python3 w.py\n", {"w.py": writer})
+            )
+            wait_for(lambda: "line 299999" in dokuen.log(), "every line in the file", timeout=60)
+        finally:
+            follower.send_signal(signal.SIGCONT)
+        assert follower.stdout is not None
+        output = follower.stdout.read()
+        assert follower.wait(10) == 0
+    assert output.endswith(
+        b"dokuen: this reader fell too far behind and was dropped; run 'dokuenctl logs -f' again\n"
+    )
+    assert sum(1 for line in dokuen.log().splitlines() if " flood[web.1]: " in line) == 300000

@@ -1,0 +1,315 @@
+"""Table tests for the pure half of the unified log: framing, rendering, filtering, tail."""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dokuen.logmux import CONTINUED, CONTINUES, MAX_LINE, LineFramer, LogFilter, render, tail
+from dokuen.logmux import timestamp as stamp_of
+
+C, D = CONTINUES, CONTINUED  # " [line continues]" ends a cut piece, "[continued] " starts the next
+SMALL = 8
+
+
+def frame(chunks: list[bytes], max_line: int = SMALL) -> list[list[bytes]]:
+    """The lines each feed returns, then what flush returns."""
+    framer = LineFramer(max_line)
+    return [framer.feed(chunk) for chunk in chunks] + [framer.flush()]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        pytest.param([b"a\nbc\n"], [[b"a", b"bc"], []], id="lines"),
+        pytest.param([b""], [[], []], id="nothing"),
+        pytest.param([b"\n"], [[b""], []], id="one-empty-line"),
+        pytest.param([b"a\n\n\nb\n"], [[b"a", b"", b"", b"b"], []], id="empty-lines-kept"),
+        pytest.param([b"ab", b"c\nd"], [[], [b"abc"], [b"d"]], id="partial-until-newline"),
+        pytest.param([b"ab", b"", b"c"], [[], [], [], [b"abc"]], id="flush-returns-partial"),
+        pytest.param([b"a\r\n"], [[b"a\r"], []], id="carriage-return-is-data"),
+        pytest.param([b"12345678\n"], [[b"12345678"], []], id="max-line-fits"),
+        pytest.param([b"1234", b"5678\n"], [[], [b"12345678"], []], id="max-line-fits-in-parts"),
+        pytest.param([b"12345678"], [[], [b"12345678"]], id="max-line-partial-fits"),
+        pytest.param([b"123456789\n"], [[b"12345678" + C, D + b"9"], []], id="one-over-max-line"),
+        pytest.param(
+            [b"abcdefghijklmnop\n"],
+            [[b"abcdefgh" + C, D + b"ijklmnop"], []],
+            id="twice-max-line",
+        ),
+        pytest.param(
+            [b"abcdefghijklmnopqrst\n"],
+            [[b"abcdefgh" + C, D + b"ijklmnop" + C, D + b"qrst"], []],
+            id="three-pieces",
+        ),
+        pytest.param(
+            [b"a\n123456789\nb\n"],
+            [[b"a", b"12345678" + C, D + b"9", b"b"], []],
+            id="long-line-between-short-ones",
+        ),
+        pytest.param(
+            [b"12345", b"6789", b"abcdefgh", b"\n"],
+            [[], [b"12345678" + C], [D + b"9abcdefg" + C], [D + b"h"], []],
+            id="long-partial-emitted-as-it-grows",
+        ),
+        pytest.param(
+            [b"123456789", b"\nnext\n"],
+            [[b"12345678" + C], [D + b"9", b"next"], []],
+            id="only-the-continued-line-is-marked",
+        ),
+        pytest.param(
+            [b"123456789abc"],
+            [[b"12345678" + C], [D + b"9abc"]],
+            id="flush-ends-a-continued-line",
+        ),
+        pytest.param(
+            [b"12345678", b"9"],
+            [[], [b"12345678" + C], [D + b"9"]],
+            id="partial-at-max-line-then-more",
+        ),
+    ],
+)
+def test_line_framer(chunks: list[bytes], expected: list[list[bytes]]) -> None:
+    assert frame(chunks) == expected
+
+
+def test_line_framer_pending() -> None:
+    framer = LineFramer(SMALL)
+    assert not framer.pending
+    framer.feed(b"a\nb")
+    assert framer.pending
+    assert framer.flush() == [b"b"]
+    assert not framer.pending
+    assert framer.flush() == []
+
+
+def test_line_framer_default_max_line_is_64_kib() -> None:
+    assert MAX_LINE == 64 * 1024
+    line = b"x" * MAX_LINE
+    assert LineFramer().feed(line + b"\n") == [line]
+    assert LineFramer().feed(line + b"y\n") == [line + C, D + b"y"]
+
+
+STREAMS = [
+    b"a\nbb\n\nccc\n",
+    b"123456789\nshort\n" + b"x" * 30 + b"\n\n",
+    b"".join(bytes([65 + n % 26]) * n + b"\n" for n in range(40)),
+    b"tail without newline " * 3,
+]
+
+
+def chunked(data: bytes, size: int) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 8, 9, 17, 1000])
+def test_line_framer_chunking_does_not_matter(stream: bytes, size: int) -> None:
+    framer = LineFramer(SMALL)
+    lines = [line for chunk in chunked(stream, size) for line in framer.feed(chunk)]
+    lines += framer.flush()
+    at_once = frame([stream])
+    assert lines == at_once[0] + at_once[1]
+
+
+def unframe(pieces: list[bytes]) -> list[bytes]:
+    """Join cut pieces back into the lines they came from."""
+    lines: list[bytes] = []
+    joining = False
+    for piece in pieces:
+        body = piece.removeprefix(D) if joining else piece
+        continues = body.endswith(C)
+        body = body.removesuffix(C)
+        if joining:
+            lines[-1] += body
+        else:
+            lines.append(body)
+        joining = continues
+    return lines
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+@pytest.mark.parametrize("size", [1, 5, 1000])
+def test_line_framer_pieces_are_bounded_and_lossless(stream: bytes, size: int) -> None:
+    framer = LineFramer(SMALL)
+    pieces = [piece for chunk in chunked(stream, size) for piece in framer.feed(chunk)]
+    pieces += framer.flush()
+    assert all(len(piece) <= SMALL + len(C) + len(D) for piece in pieces)
+    assert all(b"\n" not in piece for piece in pieces)
+    assert unframe(pieces) == stream.removesuffix(b"\n").split(b"\n")
+
+
+@pytest.mark.parametrize(
+    ("now", "text"),
+    [
+        (1795633650.123456, "2026-11-25T19:07:30.123456+00:00"),
+        (1795633650.2, "2026-11-25T19:07:30.200000+00:00"),
+        (1795633650, "2026-11-25T19:07:30.000000+00:00"),
+        (0.0, "1970-01-01T00:00:00.000000+00:00"),
+        (951782400.5, "2000-02-29T00:00:00.500000+00:00"),
+    ],
+)
+def test_timestamp(now: float, text: str) -> None:
+    assert stamp_of(now) == text
+
+
+STAMP = "2026-11-25T19:07:30.123456+00:00"
+
+
+@pytest.mark.parametrize(
+    ("app", "source", "lines", "rendered"),
+    [
+        ("blog", "web.1", [b"hello"], f"{STAMP} blog[web.1]: hello\n".encode()),
+        (
+            "blog",
+            "worker.2",
+            [b"a", b"", b"c"],
+            (
+                f"{STAMP} blog[worker.2]: a\n{STAMP} blog[worker.2]: \n{STAMP} blog[worker.2]: c\n"
+            ).encode(),
+        ),
+        (
+            "blog",
+            "dokuen",
+            [b"web.1 exited with code 1, restarting in 0.5s"],
+            f"{STAMP} blog[dokuen]: web.1 exited with code 1, restarting in 0.5s\n".encode(),
+        ),
+        ("blog", "web.1", [b"caf\xe9"], f"{STAMP} blog[web.1]: ".encode() + b"caf\xe9\n"),
+    ],
+)
+def test_render(app: str, source: str, lines: list[bytes], rendered: bytes) -> None:
+    assert render(STAMP, app, source, lines) == rendered
+
+
+def line(app: str, source: str, message: str = "hello") -> bytes:
+    return render(STAMP, app, source, [message.encode()]).rstrip(b"\n")
+
+
+BLOG_WEB_1 = line("blog", "web.1")
+BLOG_WEB_2 = line("blog", "web.2")
+BLOG_WEB_10 = line("blog", "web.10")
+BLOG_WORKER = line("blog", "worker.1")
+BLOG_WEBHOOK = line("blog", "webhook.1")
+BLOG_DAEMON = line("blog", "dokuen", "web.1 exited with code 1, restarting in 0.5s")
+BLOGGER_WEB = line("blogger", "web.1")
+SHOP_WEB = line("shop", "web.1")
+SHOP_FAKE = line("shop", "web.1", "blog[web.1]: not blog's line")
+ALL = [
+    BLOG_WEB_1,
+    BLOG_WEB_2,
+    BLOG_WEB_10,
+    BLOG_WORKER,
+    BLOG_WEBHOOK,
+    BLOG_DAEMON,
+    BLOGGER_WEB,
+    SHOP_WEB,
+    SHOP_FAKE,
+]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "kept"),
+    [
+        pytest.param(LogFilter(), ALL, id="everything"),
+        pytest.param(
+            LogFilter("blog"),
+            [BLOG_WEB_1, BLOG_WEB_2, BLOG_WEB_10, BLOG_WORKER, BLOG_WEBHOOK, BLOG_DAEMON],
+            id="app-includes-daemon-lines",
+        ),
+        pytest.param(LogFilter("shop"), [SHOP_WEB, SHOP_FAKE], id="app-not-message"),
+        pytest.param(LogFilter("nosuch"), [], id="unknown-app"),
+        pytest.param(LogFilter("blog", "web"), [BLOG_WEB_1, BLOG_WEB_2, BLOG_WEB_10], id="type"),
+        pytest.param(LogFilter("blog", "web", 1), [BLOG_WEB_1], id="type-and-index"),
+        pytest.param(LogFilter("blog", "web", 10), [BLOG_WEB_10], id="two-digit-index"),
+        pytest.param(LogFilter("blog", "web", 3), [], id="index-not-running"),
+        pytest.param(LogFilter("blog", "worker"), [BLOG_WORKER], id="other-type"),
+        pytest.param(
+            LogFilter(None, "web", 1),
+            [BLOG_WEB_1, BLOGGER_WEB, SHOP_WEB, SHOP_FAKE],
+            id="process-in-every-app",
+        ),
+    ],
+)
+def test_log_filter(wanted: LogFilter, kept: list[bytes]) -> None:
+    assert [line for line in ALL if wanted.matches(line)] == kept
+    batch = b"".join(line + b"\n" for line in ALL)
+    assert wanted.select(batch) == b"".join(line + b"\n" for line in kept)
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"no-space-here", b"stamp but no brackets", b"stamp app[web.1 no close", b"x y]: z["],
+)
+def test_log_filter_refuses_lines_that_are_not_log_lines(garbage: bytes) -> None:
+    assert not LogFilter("blog").matches(garbage)
+    assert not LogFilter(None, "web").matches(garbage)
+
+
+def test_log_filter_select_empty_batch() -> None:
+    assert LogFilter("blog").select(b"") == b""
+    assert LogFilter().select(b"") == b""
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """A unified log of 50 lines alternating blog[web.1] and shop[web.1]: (fd, size)."""
+    path = tmp_path / "dokuen.log"
+    path.write_bytes(
+        b"".join(
+            render(STAMP, "blog" if n % 2 == 0 else "shop", "web.1", [f"line {n}".encode()])
+            for n in range(50)
+        )
+    )
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, path.stat().st_size
+    os.close(fd)
+
+
+def messages(text: bytes) -> list[str]:
+    return [line.split(b"]: ", 1)[1].decode() for line in text.splitlines()]
+
+
+@pytest.mark.parametrize("block", [1 << 16, 200, 97, 10, 1])
+@pytest.mark.parametrize(
+    ("count", "wanted", "expected"),
+    [
+        pytest.param(3, LogFilter(), [47, 48, 49], id="last-3"),
+        pytest.param(1, LogFilter(), [49], id="last-1"),
+        pytest.param(0, LogFilter(), [], id="count-0"),
+        pytest.param(3, LogFilter("blog"), [44, 46, 48], id="last-3-matching"),
+        pytest.param(2, LogFilter("shop", "web", 1), [47, 49], id="last-2-of-a-process"),
+        pytest.param(100, LogFilter(), list(range(50)), id="more-than-there-are"),
+        pytest.param(100, LogFilter("blog"), list(range(0, 50, 2)), id="all-matching"),
+        pytest.param(5, LogFilter("nosuch"), [], id="none-matching"),
+    ],
+)
+def test_tail(
+    log_file: tuple[int, int], block: int, count: int, wanted: LogFilter, expected: list[int]
+) -> None:
+    fd, size = log_file
+    result = tail(fd, size, count, wanted, block=block)
+    assert messages(result) == [f"line {n}" for n in expected]
+    assert result == b"" or result.endswith(b"\n")
+
+
+def test_tail_stops_at_end(log_file: tuple[int, int]) -> None:
+    fd, size = log_file
+    whole = os.pread(fd, size, 0)
+    end = whole.index(b"line 10\n") + len(b"line 10\n")
+    assert messages(tail(fd, end, 2, LogFilter(), block=64)) == ["line 9", "line 10"]
+    assert tail(fd, 0, 5, LogFilter()) == b""
+
+
+def test_tail_of_a_file_bigger_than_the_default_block(tmp_path: Path) -> None:
+    path = tmp_path / "dokuen.log"
+    lines = [
+        render(STAMP, "blog", "web.1", [f"{n:05} ".encode() + b"x" * 200]) for n in range(2000)
+    ]
+    path.write_bytes(b"".join(lines))
+    assert path.stat().st_size > 4 * (1 << 16)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert tail(fd, path.stat().st_size, 1500, LogFilter("blog")) == b"".join(lines[-1500:])
+    finally:
+        os.close(fd)

@@ -1,0 +1,206 @@
+"""Table tests for the daemon's settings: defaults, the environment, dokuend.env."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dokuen.environment import DEFAULT_PATH
+from dokuen.errors import SettingsError
+from dokuen.ports import PortRange
+from dokuen.settings import SETTINGS_FILE, Settings, default_home, home_and_socket, load_settings
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings({}, tmp_path)
+    assert settings == Settings(
+        home=tmp_path,
+        socket=tmp_path / "dokuend.sock",
+        port_range=PortRange(5000, 5999),
+        log_max_bytes=50 * 1024 * 1024,
+        log_keep=5,
+        stop_timeout=10.0,
+        keep_releases=5,
+        app_path=DEFAULT_PATH,
+    )
+    assert settings.log_file == tmp_path / "logs" / "dokuen.log"
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "field", "value"),
+    [
+        ("DOKUEN_PORT_RANGE", "6000-6099", "port_range", PortRange(6000, 6099)),
+        ("DOKUEN_PORT_RANGE", " 6000 - 6099 ", "port_range", PortRange(6000, 6099)),
+        ("DOKUEN_LOG_MAX_BYTES", "4096", "log_max_bytes", 4096),
+        ("DOKUEN_LOG_MAX_BYTES", "104857600", "log_max_bytes", 100 << 20),
+        ("DOKUEN_LOG_KEEP", "0", "log_keep", 0),
+        ("DOKUEN_LOG_KEEP", "12", "log_keep", 12),
+        ("DOKUEN_STOP_TIMEOUT", "0", "stop_timeout", 0.0),
+        ("DOKUEN_STOP_TIMEOUT", "2.5", "stop_timeout", 2.5),
+        ("DOKUEN_STOP_TIMEOUT", "0.05", "stop_timeout", 0.05),
+        ("DOKUEN_KEEP_RELEASES", "1", "keep_releases", 1),
+        ("DOKUEN_KEEP_RELEASES", "20", "keep_releases", 20),
+        ("DOKUEN_APP_PATH", "/opt/bin:/usr/bin", "app_path", "/opt/bin:/usr/bin"),
+    ],
+)
+def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value: object) -> None:
+    settings = load_settings({key: text}, tmp_path)
+    assert getattr(settings, field) == value
+    assert type(getattr(settings, field)) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "message"),
+    [
+        ("DOKUEN_PORT_RANGE", "5000", "DOKUEN_PORT_RANGE='5000' is not a range like 5000-5999"),
+        ("DOKUEN_PORT_RANGE", "", "DOKUEN_PORT_RANGE='' is not a range"),
+        ("DOKUEN_LOG_MAX_BYTES", "big", "DOKUEN_LOG_MAX_BYTES='big' is not a number"),
+        ("DOKUEN_LOG_MAX_BYTES", "1.5", "DOKUEN_LOG_MAX_BYTES='1.5' is not a number"),
+        ("DOKUEN_LOG_MAX_BYTES", "4095", "DOKUEN_LOG_MAX_BYTES='4095' must be at least 4096"),
+        ("DOKUEN_LOG_KEEP", "-1", "DOKUEN_LOG_KEEP='-1' must be at least 0"),
+        ("DOKUEN_LOG_KEEP", "", "DOKUEN_LOG_KEEP='' is not a number"),
+        ("DOKUEN_STOP_TIMEOUT", "soon", "DOKUEN_STOP_TIMEOUT='soon' is not a number"),
+        ("DOKUEN_STOP_TIMEOUT", "-0.5", "DOKUEN_STOP_TIMEOUT='-0.5' must be at least 0"),
+        ("DOKUEN_STOP_TIMEOUT", "nan", "DOKUEN_STOP_TIMEOUT='nan' is not a finite number"),
+        ("DOKUEN_STOP_TIMEOUT", "inf", "DOKUEN_STOP_TIMEOUT='inf' is not a finite number"),
+        ("DOKUEN_STOP_TIMEOUT", "-inf", "DOKUEN_STOP_TIMEOUT='-inf' must be at least 0"),
+        ("DOKUEN_KEEP_RELEASES", "0", "DOKUEN_KEEP_RELEASES='0' must be at least 1"),
+        ("DOKUEN_APP_PATH", "", "DOKUEN_APP_PATH is empty"),
+    ],
+)
+def test_bad_environment(tmp_path: Path, key: str, text: str, message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({key: text}, tmp_path)
+    assert str(info.value).startswith(message)
+
+
+def test_other_environment_variables_are_ignored(tmp_path: Path) -> None:
+    environ = {"PATH": "/nowhere", "HOME": "/root", "LOG_KEEP": "x", "dokuen_log_keep": "x"}
+    assert load_settings(environ, tmp_path) == load_settings({}, tmp_path)
+
+
+def write_settings_file(home: Path, text: str) -> Path:
+    path = home / SETTINGS_FILE
+    path.write_text(text)
+    return path
+
+
+def test_settings_file(tmp_path: Path) -> None:
+    write_settings_file(
+        tmp_path,
+        "# dokuend settings\n"
+        "DOKUEN_PORT_RANGE=7000-7010\n"
+        "export DOKUEN_LOG_KEEP=2\n"
+        "DOKUEN_STOP_TIMEOUT='3.5'\n"
+        'DOKUEN_APP_PATH="/opt/bin:/bin"\n',
+    )
+    settings = load_settings({}, tmp_path)
+    assert settings.port_range == PortRange(7000, 7010)
+    assert settings.log_keep == 2
+    assert settings.stop_timeout == 3.5
+    assert settings.app_path == "/opt/bin:/bin"
+    assert settings.keep_releases == 5  # not in the file: default
+
+
+def test_environment_wins_over_settings_file(tmp_path: Path) -> None:
+    write_settings_file(tmp_path, "DOKUEN_LOG_KEEP=2\nDOKUEN_KEEP_RELEASES=not-a-number\n")
+    settings = load_settings({"DOKUEN_LOG_KEEP": "7", "DOKUEN_KEEP_RELEASES": "3"}, tmp_path)
+    assert (settings.log_keep, settings.keep_releases) == (7, 3)
+
+
+def test_settings_file_in_dokuen_home(tmp_path: Path) -> None:
+    write_settings_file(tmp_path, "DOKUEN_LOG_KEEP=9\n")
+    assert load_settings({"DOKUEN_HOME": str(tmp_path)}).log_keep == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("DOKUEN_LOG_KEPP=2\n", "unknown setting 'DOKUEN_LOG_KEPP'", id="typo"),
+        pytest.param("PATH=/bin\n", "unknown setting 'PATH'", id="not-a-setting"),
+        pytest.param("DOKUEN_LOG_KEEP\n", "DOKUEN_LOG_KEEP='' is not a number", id="no-value"),
+        pytest.param("DOKUEN_LOG_KEEP=two\n", "DOKUEN_LOG_KEEP='two' is not a number", id="bad"),
+        pytest.param(
+            "DOKUEN_PORT_RANGE=80-90\n", "DOKUEN_PORT_RANGE='80-90' must satisfy", id="bad-range"
+        ),
+    ],
+)
+def test_bad_settings_file(tmp_path: Path, text: str, message: str) -> None:
+    write_settings_file(tmp_path, text)
+    with pytest.raises(SettingsError) as info:
+        load_settings({}, tmp_path)
+    assert message in str(info.value)
+
+
+def test_unknown_setting_names_the_file_and_the_known_ones(tmp_path: Path) -> None:
+    path = write_settings_file(tmp_path, "DOKUEN_LOG_KEEP=1\nDOKUEN_NOPE=1\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings({"DOKUEN_NOPE": "ignored in the environment"}, tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: unknown setting 'DOKUEN_NOPE' (known: ")
+    assert "DOKUEN_LOG_KEEP" in message
+    assert "DOKUEN_PORT_RANGE" in message
+
+
+def test_settings_file_directory_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / SETTINGS_FILE).mkdir()
+    assert load_settings({}, tmp_path) == Settings(home=tmp_path, socket=tmp_path / "dokuend.sock")
+
+
+@pytest.mark.parametrize(
+    ("environ", "home", "expected_home", "expected_socket"),
+    [
+        pytest.param({}, "given", "given", "given/dokuend.sock", id="given-home"),
+        pytest.param(
+            {"DOKUEN_HOME": "env"}, "given", "given", "given/dokuend.sock", id="given-beats-env"
+        ),
+        pytest.param({"DOKUEN_HOME": "env"}, None, "env", "env/dokuend.sock", id="env-home"),
+        pytest.param(
+            {"DOKUEN_HOME": "env", "DOKUEN_SOCKET": "/run/d.sock"},
+            None,
+            "env",
+            "/run/d.sock",
+            id="socket-override",
+        ),
+        pytest.param(
+            {"DOKUEN_HOME": "env", "DOKUEN_SOCKET": ""},
+            None,
+            "env",
+            "env/dokuend.sock",
+            id="empty-socket-is-unset",
+        ),
+    ],
+)
+def test_home_and_socket(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    home: str | None,
+    expected_home: str,
+    expected_socket: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative homes are made absolute against the cwd
+    got_home, got_socket = home_and_socket(environ, None if home is None else Path(home))
+    assert got_home == tmp_path / expected_home
+    assert got_socket == tmp_path / expected_socket
+
+
+@pytest.mark.parametrize(
+    ("euid", "environ", "expected"),
+    [
+        pytest.param(0, {"XDG_DATA_HOME": "/xdg"}, "/var/lib/dokuen", id="root"),
+        pytest.param(1000, {"XDG_DATA_HOME": "/xdg"}, "/xdg/dokuen", id="user-xdg"),
+        pytest.param(1000, {}, "HOME/.local/share/dokuen", id="user-default"),
+        pytest.param(1000, {"XDG_DATA_HOME": ""}, "HOME/.local/share/dokuen", id="user-empty-xdg"),
+    ],
+)
+def test_default_home(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    euid: int,
+    environ: dict[str, str],
+    expected: str,
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_home(environ) == Path(expected.replace("HOME", str(tmp_path)))
