@@ -104,3 +104,9 @@ def test_invalid_key_unset(tmp_path: Path, key: str) -> None:
     with pytest.raises(InvalidName):
         write_envdir(tmp_path / "env", {}, [key])
     assert (tmp_path / "SECRET").read_text() == "keep me"
+
+
+def test_a_nul_byte_in_a_value_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    with pytest.raises(InvalidName, match="NUL byte"):
+        write_envdir(tmp_path / "env", {"GOOD": "1", "BAD": "a\0b"})
+    assert read_envdir(tmp_path / "env") == {}

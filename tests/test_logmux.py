@@ -1,12 +1,23 @@
-"""Table tests for the pure half of the unified log: framing, rendering, filtering, tail."""
+"""The unified log: table tests for framing, rendering, filtering and tail, then the writer
+(LogMux) against a real file: batching, rotation, followers."""
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from dokuen.logmux import CONTINUED, CONTINUES, MAX_LINE, LineFramer, LogFilter, render, tail
+from dokuen.logmux import (
+    CONTINUED,
+    CONTINUES,
+    MAX_LINE,
+    LineFramer,
+    LogFilter,
+    LogMux,
+    render,
+    tail,
+)
 from dokuen.logmux import timestamp as stamp_of
 
 C, D = CONTINUES, CONTINUED  # " [line continues]" ends a cut piece, "[continued] " starts the next
@@ -313,3 +324,112 @@ def test_tail_of_a_file_bigger_than_the_default_block(tmp_path: Path) -> None:
         assert tail(fd, path.stat().st_size, 1500, LogFilter("blog")) == b"".join(lines[-1500:])
     finally:
         os.close(fd)
+
+
+# -- the writer ---------------------------------------------------------------------------
+
+
+def fixed_clock() -> float:
+    return 1_795_000_000.0
+
+
+@pytest.mark.anyio
+async def test_writer_appends_in_order_and_flushes_on_cancel(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=2, clock=fixed_clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        for i in range(1000):
+            mux.write("blog", "web.1", [f"line {i}".encode()])
+        mux.event("blog", "web.1 exited with code 1, restarting in 0.1s")
+        tg.cancel_scope.cancel()  # pending lines still land
+    lines = (tmp_path / "dokuen.log").read_text().splitlines()
+    assert len(lines) == 1001
+    assert lines[0] == f"{stamp_of(fixed_clock())} blog[web.1]: line 0"
+    assert lines[999].endswith("blog[web.1]: line 999")
+    assert lines[1000].endswith("blog[dokuen]: web.1 exited with code 1, restarting in 0.1s")
+
+
+@pytest.mark.anyio
+async def test_writer_rotates_by_size_and_keeps_n_files(tmp_path: Path) -> None:
+    path = tmp_path / "dokuen.log"
+    mux = LogMux(path, max_bytes=1000, keep=2, clock=fixed_clock, high_water=0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        for i in range(60):
+            mux.write("blog", "web.1", [f"{i:04d}".encode() + b"x" * 40])
+            await mux.backpressure()  # the writer takes each line as a batch of its own
+        tg.cancel_scope.cancel()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dokuen.log",
+        "dokuen.log.1",
+        "dokuen.log.2",
+    ]
+    kept = [
+        line
+        for name in ("dokuen.log.2", "dokuen.log.1", "dokuen.log")
+        for line in (tmp_path / name).read_text().splitlines()
+    ]
+    numbers = [int(line.split(": ")[1][:4]) for line in kept]
+    assert numbers == list(range(numbers[0], 60))
+    assert numbers[0] > 0  # the oldest file was deleted
+    assert (tmp_path / "dokuen.log.1").stat().st_size >= 1000
+
+
+@pytest.mark.anyio
+async def test_follow_sees_every_line_once_across_file_and_backlog(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1)
+    everything = LogFilter()
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        for i in range(500):
+            mux.write("blog", "web.1", [f"{i}".encode()])
+        await anyio.sleep(0)  # some of it written, some of it still pending
+        follower, fd, end = mux.follow(everything, 10_000)
+        for i in range(500, 1000):
+            mux.write("blog", "web.1", [f"{i}".encode()])
+        older = tail(fd, end, 10_000, everything)
+        os.close(fd)
+        seen = (older + follower.backlog).decode().splitlines()
+        async for batch in follower:
+            seen += batch.decode().splitlines()
+            if seen[-1].endswith(": 999"):
+                break
+        mux.unfollow(follower)
+        tg.cancel_scope.cancel()
+    assert [int(line.rsplit(" ", 1)[1]) for line in seen] == list(range(1000))
+
+
+@pytest.mark.anyio
+async def test_a_follower_that_does_not_read_is_dropped_not_waited_for(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1, follower_limit=10_000)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        stuck, fd, _end = mux.follow(LogFilter(), 0)
+        os.close(fd)
+        for i in range(2000):
+            mux.write("blog", "web.1", [f"line {i} ".encode() + b"y" * 50])
+            await anyio.sleep(0)
+        with anyio.fail_after(5):
+            while "line 1999 " not in (tmp_path / "dokuen.log").read_text():
+                await anyio.sleep(0.01)
+        assert stuck.dropped
+        received = [batch async for batch in stuck]  # what it had queued, then the end
+        assert 0 < sum(len(b) for b in received) <= 10_000
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_filtered_follower_gets_only_its_lines(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        follower, fd, _end = mux.follow(LogFilter("blog", "worker", None), 0)
+        os.close(fd)
+        mux.write("blog", "web.1", [b"no"])
+        mux.write("shop", "worker.1", [b"no"])
+        mux.write("blog", "worker.2", [b"yes"])
+        with anyio.fail_after(5):
+            batch = await follower.__anext__()
+        assert batch.decode().endswith(" blog[worker.2]: yes\n")
+        mux.unfollow(follower)
+        tg.cancel_scope.cancel()

@@ -136,9 +136,10 @@ class Follower:
     """One reader of the live stream. Never blocks the writer: when more than ``limit`` bytes
     wait for it, it is dropped, and ``dropped`` says so once it has read what was queued."""
 
-    def __init__(self, wanted: LogFilter, backlog: bytes, limit: int) -> None:
+    def __init__(self, wanted: LogFilter, backlog: bytes, start: int, limit: int) -> None:
         self.wanted = wanted
         self.backlog = backlog
+        self.start = start  # position in the stream of the first byte it wants
         self.dropped = False
         self._limit = limit
         self._queue: deque[bytes] = deque()
@@ -146,10 +147,15 @@ class Follower:
         self._closed = False
         self._ready = anyio.Event()
 
-    def offer(self, batch: bytes) -> bool:
-        """Queue a batch; False (and the follower closed) when it has fallen behind."""
+    def offer(self, batch: bytes, position: int) -> bool:
+        """Queue the part of a batch (that starts at ``position`` in the stream) from the
+        follower's start on; False (and the follower closed) when it has fallen behind."""
         if self._closed:
             return False
+        if position < self.start:  # queued before it joined: that part is in its backlog
+            batch = batch[self.start - position :]
+            if not batch:
+                return True
         if self._queued + len(batch) > self._limit:
             self.dropped = True
             self.close()
@@ -207,6 +213,8 @@ class LogMux:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._inflight = b""
+        self._written = 0  # stream positions: bytes ever written, and ever queued
+        self._queued = 0
         self._fd = -1
         self._size = 0
         self._wake = anyio.Event()
@@ -225,6 +233,7 @@ class LogMux:
     def _queue(self, data: bytes) -> None:
         self._pending.append(data)
         self._pending_bytes += len(data)
+        self._queued += len(data)
         self._wake.set()
 
     async def backpressure(self) -> None:
@@ -241,7 +250,7 @@ class LogMux:
         lines queued but not yet in the file are in ``follower.backlog``.
         """
         backlog = wanted.select(self._inflight + b"".join(self._pending))
-        follower = Follower(wanted, backlog, self.follower_limit)
+        follower = Follower(wanted, backlog, self._queued, self.follower_limit)
         self._followers.append(follower)
         return follower, os.dup(self._fd), self._size
 
@@ -286,7 +295,8 @@ class LogMux:
         # line exactly once: in the file before the offset, or in the backlog.
         self._inflight = b""
         self._size += len(batch)
-        self._followers = [f for f in self._followers if f.offer(batch)]
+        position, self._written = self._written, self._written + len(batch)
+        self._followers = [f for f in self._followers if f.offer(batch, position)]
         if self._size >= self.max_bytes:
             old = self._fd
             self._fd = await anyio.to_thread.run_sync(self._rotate)
