@@ -124,7 +124,11 @@ class OsChild:
     def _candidates(self) -> list[psutil.Process]:
         if not self._spawner.subreaper:
             return list(psutil.process_iter())
-        return [*self._tree, *reaper.descendants(os.getpid())]
+        found = list(self._tree)
+        for pid in reaper.adopted(self._spawner.live):
+            with contextlib.suppress(psutil.Error):
+                found += [psutil.Process(pid), *reaper.descendants(pid)]
+        return found
 
     def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
         found = {p.pid: p for p in self._tree if _running(p)}
