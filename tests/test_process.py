@@ -56,6 +56,9 @@ class FakeChild:
     def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
         return []
 
+    async def aclose(self) -> None:
+        pass
+
 
 class FakeSpawner:
     """Hands out FakeChild objects; each exits at once with ``exit_status`` unless None."""

@@ -18,8 +18,9 @@ from dokuen.errors import DokuenError, InvalidName, ProtocolError, SettingsError
 from dokuen.logmux import LogFilter, LogMux, tail
 from dokuen.names import check_app_name, check_config_key, not_found, parse_process_name
 from dokuen.ports import PortPool
-from dokuen.process import Clock, OsSpawner, Spawner, SystemClock
+from dokuen.process import Clock, Spawner, SystemClock
 from dokuen.settings import Settings, load_settings
+from dokuen.spawn import OsSpawner
 from dokuen.store import Store
 
 log = structlog.get_logger()

@@ -10,7 +10,7 @@ from dokuen.procfile import Procfile
 
 # Heroku runs `release` once per deploy, never as a long-running process.
 ONE_OFF_TYPES = frozenset({"release"})
-MAX_SCALE = 100
+MAX_SCALE = 500  # per type; each process also needs a port from DOKUEN_PORT_RANGE
 _SCALE = re.compile(r"(?P<type>[^=]+)=(?P<count>.*)")
 
 

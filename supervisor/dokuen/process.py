@@ -1,10 +1,7 @@
 """One process slot's life: spawn, pump output into the unified log, restart with backoff,
 and stop the whole process tree."""
 
-import contextlib
-import os
 import signal
-import subprocess
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -61,6 +58,9 @@ class Child(Protocol):
     def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
         """Processes that came from this child and left its group (setsid)."""
 
+    async def aclose(self) -> None:
+        """Release the output pipe (after the last read, or when a leftover holds it)."""
+
 
 class Spawner(Protocol):
     async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child: ...
@@ -78,91 +78,6 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
-
-
-class OsChild:
-    """A real child: ``/bin/sh -c`` in its own session, stdout and stderr on one pipe."""
-
-    def __init__(self, process: anyio.abc.Process, spawner: "OsSpawner") -> None:
-        self._process = process
-        self._spawner = spawner
-        self.pid = process.pid
-        self._tree: list[psutil.Process] = []
-
-    async def read(self, max_bytes: int) -> bytes:
-        assert self._process.stdout is not None
-        try:
-            return await self._process.stdout.receive(max_bytes)
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return b""
-
-    async def wait(self) -> int:
-        code = await self._process.wait()
-        self._spawner.live.discard(self.pid)
-        return code
-
-    def signal_group(self, signum: int) -> None:
-        if signum == signal.SIGTERM:
-            # Remember the tree while its links are intact, to find who left the group.
-            self._tree = reaper.descendants(self.pid)
-        # start_new_session made the child the leader of a group whose id is its pid.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signum)
-
-    def group_alive(self) -> bool:
-        reaper.reap_strays(self._spawner.live)
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        # The group exists, but a zombie (that init or we have yet to reap) still counts
-        # as a member: alive means some member still runs.
-        return any(reaper.in_group(p, self.pid) for p in self._candidates())
-
-    def _candidates(self) -> list[psutil.Process]:
-        if not self._spawner.subreaper:
-            return list(psutil.process_iter())
-        found = list(self._tree)
-        for pid in reaper.adopted(self._spawner.live):
-            with contextlib.suppress(psutil.Error):
-                found += [psutil.Process(pid), *reaper.descendants(pid)]
-        return found
-
-    def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
-        found = {p.pid: p for p in self._tree if _running(p)}
-        for orphan in reaper.orphans_of(app, dyno, self._spawner.live):
-            found.setdefault(orphan.pid, orphan)
-        return list(found.values())
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-class OsSpawner:
-    """Spawns real processes and remembers which live children are ours (for the reaper)."""
-
-    def __init__(self, subreaper: bool = False) -> None:
-        self.live: set[int] = set()
-        self.subreaper = subreaper  # True once orphans of our processes come to us
-
-    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child:
-        process = await anyio.open_process(
-            ["/bin/sh", "-c", command],
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.live.add(process.pid)
-        return OsChild(process, self)
 
 
 def describe_exit(status: int) -> str:
@@ -342,6 +257,8 @@ class ProcessSlot:
                     with anyio.move_on_after(DRAIN_AFTER_EXIT):
                         await pumped.wait()
                     pump_scope.cancel()
+                    await pumped.wait()
+                    await child.aclose()
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 

@@ -1,0 +1,92 @@
+"""Real children through OsSpawner, in both of its ways: Popen and a pidfd (Linux), and the
+event loop's own subprocess support (elsewhere)."""
+
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from dokuen.spawn import HAVE_PIDFD, OsSpawner
+
+pytestmark = pytest.mark.anyio
+
+WAYS = [
+    pytest.param(True, id="pidfd", marks=pytest.mark.skipif(not HAVE_PIDFD, reason="no pidfd")),
+    pytest.param(False, id="event-loop"),
+]
+ENV = {"PATH": "/usr/bin:/bin", "ONLY_THIS": "yes"}
+
+
+async def read_all(child: object) -> bytes:
+    chunks = []
+    while chunk := await child.read(65536):  # type: ignore[attr-defined]
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("use_pidfd", WAYS)
+async def test_output_exit_code_and_exactly_the_environment(
+    use_pidfd: bool, tmp_path: Path
+) -> None:
+    spawner = OsSpawner(use_pidfd=use_pidfd)
+    child = await spawner(
+        "echo out; echo err >&2; env | grep -v '^PWD=' | sort; exit 3", ENV, tmp_path
+    )
+    assert child.pid in spawner.live
+    with anyio.fail_after(10):
+        output = await read_all(child)
+        assert await child.wait() == 3
+    await child.aclose()
+    lines = output.decode().splitlines()
+    assert lines[:2] == ["out", "err"]
+    assert [line for line in lines[2:] if not line.startswith(("SHLVL=", "_="))] == [
+        "ONLY_THIS=yes",
+        "PATH=/usr/bin:/bin",
+    ]
+    assert child.pid not in spawner.live
+
+
+@pytest.mark.parametrize("use_pidfd", WAYS)
+async def test_a_signal_reaches_the_whole_group(use_pidfd: bool, tmp_path: Path) -> None:
+    spawner = OsSpawner(use_pidfd=use_pidfd)
+    child = await spawner("sleep 1000 & exec sleep 1001", ENV, tmp_path)
+    with anyio.fail_after(10):
+        while not child.group_alive():
+            await anyio.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)  # only the main process
+        assert await child.wait() == -signal.SIGKILL
+        assert child.group_alive()  # its background sleep is still in the group
+        child.signal_group(signal.SIGTERM)
+        while child.group_alive():
+            await anyio.sleep(0.01)
+    await child.aclose()
+
+
+@pytest.mark.parametrize("use_pidfd", WAYS)
+async def test_a_bad_working_directory_fails_the_spawn(use_pidfd: bool, tmp_path: Path) -> None:
+    spawner = OsSpawner(use_pidfd=use_pidfd)
+    with pytest.raises(FileNotFoundError):
+        await spawner("true", ENV, tmp_path / "nowhere")
+    assert spawner.live == set()
+
+
+@pytest.mark.parametrize("use_pidfd", WAYS)
+async def test_leftovers_finds_what_left_the_group(use_pidfd: bool, tmp_path: Path) -> None:
+    marker = str(4000 + os.getpid() % 1000)
+    spawner = OsSpawner(use_pidfd=use_pidfd)
+    child = await spawner(f"setsid sleep 1{marker} & exec sleep 2{marker}", ENV, tmp_path)
+    try:
+        with anyio.fail_after(10):
+            while not psutil.Process(child.pid).children():
+                await anyio.sleep(0.01)
+            child.signal_group(signal.SIGTERM)
+            assert await child.wait() == -signal.SIGTERM
+        left = child.leftovers("app", "web.1")
+        assert [" ".join(p.cmdline()) for p in left] == [f"sleep 1{marker}"]
+    finally:
+        for process in child.leftovers("app", "web.1"):
+            process.kill()
+        await child.aclose()
