@@ -1,5 +1,6 @@
 """dokuend: owns every app, the port pool, the unified log and the control socket."""
 
+import contextlib
 import os
 import signal
 import time
@@ -212,7 +213,13 @@ class Daemon:
         source = Path(_text(args, "dir"))
         if not source.is_absolute():
             raise ProtocolError("deploy needs an absolute directory path")
-        return {"release": await app.deploy(source, lambda line: out.write(line + "\n"))}
+
+        async def say(line: str) -> None:
+            # A requester that went away (Ctrl-C) must not stop a deploy half-way.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await out.write(line + "\n")
+
+        return {"release": await app.deploy(source, say)}
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self._app(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
