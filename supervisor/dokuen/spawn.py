@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypedDict
 
 import anyio
 import anyio.abc
@@ -134,8 +135,16 @@ class LoopChild(_OsChild):
         return code
 
     async def aclose(self) -> None:
-        assert self._process.stdout is not None
-        await self._process.stdout.aclose()
+        await self._process.aclose()  # its streams, and the transport with them
+
+
+class _Options(TypedDict):
+    env: dict[str, str]
+    cwd: Path
+    stdin: int
+    stdout: int
+    stderr: int
+    start_new_session: bool
 
 
 class OsSpawner:
@@ -152,29 +161,19 @@ class OsSpawner:
         self, command: str, env: Mapping[str, str], cwd: Path
     ) -> "PidfdChild | LoopChild":
         argv = ["/bin/sh", "-c", command]
+        options = _Options(
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         child: PidfdChild | LoopChild
         if self.use_pidfd:
             # vfork+exec returns in about half a millisecond: cheaper than a thread hop.
-            process = subprocess.Popen(  # noqa: ASYNC220
-                argv,
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            child = PidfdChild(process, self)
+            child = PidfdChild(subprocess.Popen(argv, **options), self)  # noqa: ASYNC220
         else:
-            loop_process = await anyio.open_process(
-                argv,
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            child = LoopChild(loop_process, self)
+            child = LoopChild(await anyio.open_process(argv, **options), self)
         self.live.add(child.pid)
         return child
