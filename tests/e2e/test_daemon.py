@@ -5,7 +5,10 @@ import os
 import signal
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
 
@@ -112,3 +115,51 @@ def test_a_stuck_follower_is_dropped_and_never_slows_the_log(
         b"dokuen: this reader fell too far behind and was dropped; run 'dokuenctl logs -f' again\n"
     )
     assert sum(1 for line in dokuen.log().splitlines() if " flood[web.1]: " in line) == 300000
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+    reason="needs root (to act as another user) and a python3 that user can run",
+)
+def test_another_user_is_refused_by_its_credentials_not_just_the_file_mode(
+    dokuen: Dokuen,
+) -> None:
+    # A socket in a directory others may enter, with a mode as if it were set wrong: the
+    # credentials check must still refuse them.
+    public = Path(tempfile.mkdtemp(prefix="dokuen-sock-"))
+    public.chmod(0o755)
+    socket_path = public / "dokuend.sock"
+    dokuen.terminate()
+    dokuen.extra_env["DOKUEN_SOCKET"] = str(socket_path)
+    dokuen.start()
+    socket_path.chmod(0o666)
+    probe = (
+        "import json, socket, sys\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.connect(sys.argv[1])\n"
+        's.sendall(b\'{"command": "status"}\\n\')\n'
+        "print(s.makefile().readline(), end='')\n"
+    )
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            probe,
+            str(socket_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert json.loads(result.stdout) == {
+        "ok": False,
+        "error": "user 65534 may not control this dokuend",
+    }
+    assert dokuen.ctl("status").returncode == 0  # its owner still may
+    assert dokuen.terminate() == 0
+    public.rmdir()  # the daemon removed its socket on the way out
