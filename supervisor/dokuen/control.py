@@ -130,34 +130,28 @@ async def serve(
 
 
 async def _session(stream: anyio.abc.SocketStream, path: Path, handler: Handler) -> None:
-    uid = _peer_uid(stream)
-    if uid is not None and not peer_allowed(uid, path):
-        log.warning("control.refused", uid=uid)
-        await _send(stream, {"ok": False, "error": f"user {uid} may not control this dokuend"})
-        return
     try:
-        buffered = BufferedByteReceiveStream(stream)
-        line = await buffered.receive_until(b"\n", MAX_REQUEST)
+        # The request is read before the peer is checked, so that even a refused client
+        # gets its answer instead of a broken pipe.
+        line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_REQUEST)
+        uid = _peer_uid(stream)
+        if uid is not None and not peer_allowed(uid, path):
+            log.warning("control.refused", uid=uid)
+            raise DokuenError(f"user {uid} may not control this dokuend")
         command, args = parse_request(line)
-        result = await handler(command, args, Output(stream))
+        reply = {"ok": True, "result": await handler(command, args, Output(stream))}
     except DokuenError as exc:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await _send(stream, {"ok": False, "error": str(exc)})
-        return
+        reply = {"ok": False, "error": str(exc)}
     except (anyio.IncompleteRead, anyio.DelimiterNotFound):
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await _send(stream, {"ok": False, "error": "request must be one line of JSON"})
-        return
+        reply = {"ok": False, "error": "request must be one line of JSON"}
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
         return  # the client went away (dokuenctl logs -f ended with ^C)
     except Exception as exc:
         # A bug in one request must not stop the daemon and every app with it.
         log.exception("control.request_failed")
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await _send(stream, {"ok": False, "error": f"internal error in dokuend: {exc!r}"})
-        return
+        reply = {"ok": False, "error": f"internal error in dokuend: {exc!r}"}
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-        await _send(stream, {"ok": True, "result": result})
+        await _send(stream, reply)
 
 
 def request(
