@@ -189,6 +189,17 @@ def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "the socket's group)"
         ) from None
     with client, client.makefile("rb") as replies:
-        client.sendall(json.dumps(message).encode() + b"\n")
-        for line in replies:
+        # Socket errors become DokuenError here, so that a broken pipe on our own stdout
+        # (`dokuenctl logs | head`) is never mistaken for the daemon going away.
+        try:
+            client.sendall(json.dumps(message).encode() + b"\n")
+        except OSError as exc:
+            raise DaemonUnavailable(f"lost the connection to dokuend ({exc})") from None
+        while True:
+            try:
+                line = replies.readline()
+            except OSError as exc:
+                raise DaemonUnavailable(f"lost the connection to dokuend ({exc})") from None
+            if not line:
+                return
             yield json.loads(line)
