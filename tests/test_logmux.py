@@ -433,3 +433,18 @@ async def test_a_filtered_follower_gets_only_its_lines(tmp_path: Path) -> None:
         assert batch.decode().endswith(" blog[worker.2]: yes\n")
         mux.unfollow(follower)
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_one_big_batch_rotates_at_the_first_line_end_past_the_size(tmp_path: Path) -> None:
+    path = tmp_path / "dokuen.log"
+    mux = LogMux(path, max_bytes=1000, keep=3, clock=fixed_clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        mux.write("blog", "web.1", [f"{i:04d}".encode() + b"x" * 40 for i in range(60)])
+        tg.cancel_scope.cancel()  # the writer takes all sixty lines as one batch
+    line = len(f"{stamp_of(fixed_clock())} blog[web.1]: 0000".encode()) + 40 + 1
+    for name in ("dokuen.log.1", "dokuen.log.2", "dokuen.log.3"):
+        size = (tmp_path / name).stat().st_size
+        assert 1000 <= size < 1000 + line
+        assert size % line == 0  # whole lines only

@@ -1,8 +1,5 @@
 """Dokuen: Heroku's developer experience on one machine you own."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("dokuen")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+source"
+# The one place the version is written (pyproject.toml reads it from here); a literal,
+# because asking importlib.metadata costs dokuenctl 30 ms at every start.
+__version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""The control socket: newline-delimited JSON between dokuenctl and dokuend.
+"""The control socket, dokuend's side: newline-delimited JSON between dokuenctl and dokuend
+(the client's side is client.py).
 
 A client sends one request line, ``{"command": "ps", "args": {...}}``, and reads lines back:
 any number of ``{"output": TEXT}`` (streamed output: build steps, log lines), then exactly
@@ -12,7 +13,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dokuen.errors import DaemonUnavailable, DokuenError, ProtocolError
+from dokuen.errors import DokuenError, ProtocolError
 
 log = structlog.get_logger()
 
@@ -152,54 +153,3 @@ async def _session(stream: anyio.abc.SocketStream, path: Path, handler: Handler)
         reply = {"ok": False, "error": f"internal error in dokuend: {exc!r}"}
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
         await _send(stream, reply)
-
-
-def request(
-    path: Path, command: str, args: dict[str, Any], on_output: Callable[[str], None]
-) -> Any:
-    """Send one request (blocking, for dokuenctl); pass streamed output to ``on_output``.
-
-    Returns the result; raises DokuenError with the daemon's message when it failed, and
-    DaemonUnavailable when nothing answers on ``path``.
-    """
-    for message in _exchange(path, {"command": command, "args": args}):
-        if "output" in message:
-            on_output(message["output"])
-        elif message.get("ok"):
-            return message.get("result")
-        else:
-            raise DokuenError(str(message.get("error", "unknown error")))
-    raise DokuenError("dokuend closed the connection without an answer (see its log)")
-
-
-def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        client.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
-        client.close()
-        raise DaemonUnavailable(
-            f"dokuend is not running (no answer on {path}); start it with: dokuend"
-            + ("" if "DOKUEN_HOME" in os.environ else " --home DIR")
-        ) from None
-    except PermissionError:
-        client.close()
-        raise DaemonUnavailable(
-            f"permission denied on {path} (run as the dokuend user, root, or a member of "
-            "the socket's group)"
-        ) from None
-    with client, client.makefile("rb") as replies:
-        # Socket errors become DokuenError here, so that a broken pipe on our own stdout
-        # (`dokuenctl logs | head`) is never mistaken for the daemon going away.
-        try:
-            client.sendall(json.dumps(message).encode() + b"\n")
-        except OSError as exc:
-            raise DaemonUnavailable(f"lost the connection to dokuend ({exc})") from None
-        while True:
-            try:
-                line = replies.readline()
-            except OSError as exc:
-                raise DaemonUnavailable(f"lost the connection to dokuend ({exc})") from None
-            if not line:
-                return
-            yield json.loads(line)

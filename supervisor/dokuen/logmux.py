@@ -290,18 +290,23 @@ class LogMux:
                 await self._append(self._inflight)
 
     async def _append(self, batch: bytes) -> None:
-        await anyio.to_thread.run_sync(_write_all, self._fd, batch)
-        # Offset and in-flight bytes change together, on the loop, so follow() sees every
-        # line exactly once: in the file before the offset, or in the backlog.
-        self._inflight = b""
-        self._size += len(batch)
-        position, self._written = self._written, self._written + len(batch)
-        self._followers = [f for f in self._followers if f.offer(batch, position)]
-        if self._size >= self.max_bytes:
-            old = self._fd
-            self._fd = await anyio.to_thread.run_sync(self._rotate)
-            self._size = 0
-            os.close(old)
+        """Write a batch, rotating at the first line end past ``max_bytes``."""
+        while batch:
+            room = self.max_bytes - self._size
+            cut = len(batch) if len(batch) <= room else batch.find(b"\n", max(room - 1, 0)) + 1
+            part, batch = batch[: cut or len(batch)], batch[cut or len(batch) :]
+            await anyio.to_thread.run_sync(_write_all, self._fd, part)
+            # Offset and unwritten bytes change together, on the loop, so follow() sees
+            # every line exactly once: in the file before the offset, or in the backlog.
+            self._inflight = batch
+            self._size += len(part)
+            position, self._written = self._written, self._written + len(part)
+            self._followers = [f for f in self._followers if f.offer(part, position)]
+            if self._size >= self.max_bytes:
+                old = self._fd
+                self._fd = await anyio.to_thread.run_sync(self._rotate)
+                self._size = 0
+                os.close(old)
 
     def _open(self) -> int:
         # Read-write, so the descriptor follow() duplicates can serve tail reads too.

@@ -1,22 +1,23 @@
 """``dokuenctl``: drive dokuend over its control socket."""
 
+import functools
 import json
 import os
 import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from dokuen import __version__, control
+from dokuen import __version__, client
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_config_key, parse_process_name
 from dokuen.settings import home_and_socket
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 
@@ -26,16 +27,25 @@ class Client:
 
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
-        self.console = Console(highlight=False)
         self.tty = sys.stdout.isatty()
+
+    @functools.cached_property
+    def console(self) -> "Console":
+        # rich only on a terminal, where its tables and colours show: imported on first
+        # use, it costs nothing to scripts and pipes.
+        from rich.console import Console  # noqa: PLC0415
+
+        return Console(highlight=False)
 
     def call(
         self, command: str, on_output: Callable[[str], None] | None = None, **args: Any
     ) -> Any:
-        return control.request(self.socket_path, command, args, on_output or write_out)
+        return client.request(self.socket_path, command, args, on_output or write_out)
 
     def table(self, headers: Sequence[str], rows: list[list[str]]) -> None:
         if self.tty:
+            from rich.table import Table  # noqa: PLC0415
+
             table = Table(*headers, box=None, header_style="bold", pad_edge=False)
             for row in rows:
                 table.add_row(*row)
@@ -273,6 +283,8 @@ class LogPrinter:
         if not self.client.tty:
             write_out(text)
             return
+        from rich.text import Text  # noqa: PLC0415
+
         for line in text.splitlines():
             stamp, _, rest = line.partition(" ")
             source, sep, message = rest.partition(": ")
