@@ -254,3 +254,32 @@ async def test_info_reports_what_ps_shows(tmp_path: Path) -> None:
         }
         await slot.stop()
         tg.cancel_scope.cancel()
+
+
+async def test_no_free_port_on_a_restart_is_a_failed_start_not_a_dead_slot(
+    tmp_path: Path,
+) -> None:
+    free = {"port": True}
+    ports = PortPool(PortRange(20000, 20000), is_free=lambda _port: free["port"])
+    spawner, clock = FakeSpawner(), FakeClock()
+    forever = RestartPolicy(limit=None)  # virtual time runs fast: never give up meanwhile
+    slot, mux = make_slot(tmp_path, spawner, clock, forever, ports=ports)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(slot.run)
+        free["port"] = False  # something else took it while the process ran
+        spawner.children[0].exit(1)
+        with anyio.fail_after(5):
+            while len(clock.sleeps) < 2:
+                await anyio.sleep(0.001)
+        assert len(spawner.children) == 1  # no start without a port
+        free["port"] = True
+        with anyio.fail_after(5):
+            while len(spawner.children) < 2:
+                await anyio.sleep(0.001)
+        assert slot.state is ProcessState.RUNNING
+        assert spawner.envs[1]["PORT"] == "20000"
+        await slot.stop()
+        tg.cancel_scope.cancel()
+    log = (tmp_path / "dokuen.log").read_text()
+    assert "web.1 failed to start: no free port in 20000-20000" in log

@@ -16,6 +16,7 @@ import psutil
 import structlog
 
 from dokuen import reaper
+from dokuen.errors import DokuenError
 from dokuen.formation import ProcessSpec
 from dokuen.logmux import LineFramer, LogMux
 from dokuen.ports import PortPool
@@ -187,7 +188,7 @@ class ProcessSlot:
             self.state = ProcessState.STARTING
             try:
                 child = await self._spawn()
-            except (OSError, anyio.BrokenResourceError) as exc:
+            except (OSError, DokuenError) as exc:  # no /bin/sh, no cwd, no free port
                 if not self._reported_start:
                     raise
                 self._event(f"failed to start: {exc}", "process.spawn_failed", error=str(exc))
