@@ -1,0 +1,144 @@
+"""nginx rendering: golden files for every rendered config, each also passed by `nginx -t`,
+and the strict grammars that keep anything unchecked out of those files."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dokuen.errors import InvalidName, SettingsError
+from dokuen.nginx import (
+    Managed,
+    Site,
+    check_body_size,
+    check_domain,
+    listen_directive,
+    render_main,
+    render_site,
+)
+
+GOLDEN = Path(__file__).parent / "golden"
+PREFIX = Path("/srv/dokuen/nginx")
+
+
+def golden(name: str, text: str) -> None:
+    """Compare with tests/golden/NAME. A missing file is written: read it, then commit it."""
+    path = GOLDEN / name
+    if not path.exists():
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; delete it to accept the new text"
+
+
+@pytest.mark.parametrize(
+    ("name", "site"),
+    [
+        ("site-two-web.conf", Site("blog", ("blog.localhost", "blog.example.com"), (5001, 5003))),
+        ("site-no-web.conf", Site("shop", ("shop.localhost",), ())),
+        ("site-body-size.conf", Site("files", ("files.home.example",), (5010,), "512m")),
+    ],
+)
+def test_site_files(name: str, site: Site) -> None:
+    golden(name, render_site(site, "8080"))
+
+
+def test_main_file() -> None:
+    golden("nginx.conf", render_main(Managed(PREFIX, "127.0.0.1:8080")))
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_accepts_everything_rendered(tmp_path: Path) -> None:
+    managed = Managed(tmp_path, "127.0.0.1:8080")
+    for directory in ("apps", "logs", "temp"):
+        (tmp_path / directory).mkdir()
+    managed.config.write_text(render_main(managed))
+    sites = [
+        Site("blog", ("blog.localhost", "blog.example.com"), (5001, 5003)),
+        Site("shop", ("shop.localhost",), ()),
+        Site("files", ("files.home.example",), (5010,), "512m"),
+    ]
+    for site in sites:
+        (managed.sites / f"{site.app}.conf").write_text(render_site(site, managed.listen))
+    result = subprocess.run(
+        ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(managed.config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blog.example.com",
+        "localhost",
+        "a.b",
+        "1password.example",
+        "x" * 63 + ".com",
+        "a." * 126 + "b",
+    ],
+)
+def test_good_domains(name: str) -> None:
+    assert check_domain(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "blog example.com",
+        "blog.example.com;",
+        "blog.example.com{",
+        "}",
+        "blog.example.com\n",
+        "*.example.com",
+        "Blog.example.com",
+        "-blog.example.com",
+        "blog-.example.com",
+        "blog..example.com",
+        ".example.com",
+        "example.com.",
+        "x" * 64 + ".com",
+        "a." * 126 + "bc",  # 254 characters
+        "",
+        "blog.example.com$host",
+        "bl\u00f6g.example.com",
+    ],
+)
+def test_bad_domains_are_refused_not_escaped(name: str) -> None:
+    with pytest.raises(InvalidName, match="invalid domain"):
+        check_domain(name)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("10m", True),
+        ("512k", True),
+        ("1G", True),
+        ("0", True),
+        ("10 m", False),
+        ("10m;", False),
+        ("-1", False),
+        ("", False),
+    ],
+)
+def test_body_sizes(text: str, ok: bool) -> None:
+    if ok:
+        assert check_body_size(text) == text
+    else:
+        with pytest.raises(SettingsError, match="DOKUEN_CLIENT_MAX_BODY_SIZE"):
+            check_body_size(text)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [(None, "8080"), ("127.0.0.1", "127.0.0.1:8080"), ("::1", "[::1]:8080")],
+)
+def test_listen_directive(address: str | None, expected: str) -> None:
+    assert listen_directive(address, 8080) == expected
+
+
+def test_listen_refuses_a_host_name() -> None:
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        listen_directive("localhost; evil", 8080)
