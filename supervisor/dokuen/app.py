@@ -17,6 +17,7 @@ from dokuen.errors import DokuenError, NotFound
 from dokuen.formation import ProcessSpec, default_formation, expand, parse_scale
 from dokuen.logmux import LogMux
 from dokuen.names import check_config_key, not_found
+from dokuen.nginx import DEFAULT_BODY_SIZE, Site, check_body_size, check_domain
 from dokuen.options import app_options
 from dokuen.ports import PortPool
 from dokuen.process import Clock, ProcessSlot, ProcessState, SlotConfig, Spawner
@@ -38,6 +39,11 @@ class Runtime:
     mux: LogMux
     spawner: Spawner
     clock: Clock
+    proxy_changed: Callable[[], None] = lambda: None  # a web process came, went or moved
+
+
+def _nothing() -> None:
+    pass
 
 
 class App:
@@ -97,6 +103,27 @@ class App:
 
     def config(self) -> dict[str, str]:
         return read_envdir(self.dir.env)
+
+    def hosts(self) -> list[str]:
+        """``APP.DOKUEN_DOMAIN`` first, then the app's own domains."""
+        # Checked again on the way out: the file may have been edited by hand.
+        extra = [check_domain(domain) for domain in self.dir.read_domains()]
+        return [f"{self.name}.{self.runtime.settings.domain}", *extra]
+
+    def site(self) -> Site:
+        """The app as nginx sees it: its host names and its running web processes."""
+        ports = tuple(
+            slot.port
+            for slot in self._ordered_slots()
+            if slot.spec.type == "web" and slot.state is ProcessState.RUNNING and slot.port
+        )
+        size = self.config().get("DOKUEN_CLIENT_MAX_BODY_SIZE", DEFAULT_BODY_SIZE)
+        return Site(self.name, tuple(self.hosts()), ports, check_body_size(size))
+
+    async def set_domains(self, domains: list[str]) -> None:
+        async with self._lock:
+            self.dir.write_domains(domains)
+            self.runtime.proxy_changed()
 
     # -- operations ------------------------------------------------------------------
 
@@ -255,6 +282,7 @@ class App:
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=ports.get(spec.name),
+                on_change=self.runtime.proxy_changed if spec.type == "web" else _nothing,
             )
             self._slots[spec.name] = slot
             try:

@@ -1,6 +1,7 @@
 """dokuend: owns every app, the port pool, the unified log and the control socket."""
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -15,11 +16,13 @@ import structlog
 from dokuen import __version__, reaper
 from dokuen.app import App, Runtime
 from dokuen.control import Output, serve
-from dokuen.errors import DokuenError, InvalidName, ProtocolError, SettingsError
+from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError, SettingsError
 from dokuen.logmux import LogFilter, LogMux, tail
 from dokuen.names import check_app_name, check_config_key, not_found, parse_process_name
+from dokuen.nginx import Managed, check_domain, listen_directive
 from dokuen.ports import PortPool
 from dokuen.process import Clock, Spawner, SystemClock
+from dokuen.proxy import ManagedNginx, find_nginx
 from dokuen.settings import Settings, load_settings
 from dokuen.spawn import OsSpawner
 from dokuen.store import Store
@@ -60,6 +63,9 @@ class Daemon:
         )
         self.apps: dict[str, App] = {}
         self.started = time.time()
+        self.proxy, self.proxy_problem = self._make_proxy(spawner)
+        if self.proxy is not None:
+            self.runtime = dataclasses.replace(self.runtime, proxy_changed=self.proxy.changed)
         self._apps_group: anyio.abc.TaskGroup | None = None
         self._commands: dict[str, Command] = {
             "status": self.status,
@@ -77,7 +83,32 @@ class Daemon:
             "config:get": self.config_get,
             "config:set": self.config_set,
             "config:unset": self.config_unset,
+            "domains": self.domains,
+            "domains:add": self.domains_add,
+            "domains:remove": self.domains_remove,
         }
+
+    def _make_proxy(self, spawner: Spawner) -> tuple[ManagedNginx | None, str | None]:
+        """The managed nginx, or None (with the reason when nginx was asked for)."""
+        settings = self.settings
+        if settings.nginx == "off":
+            return None, None
+        binary = settings.nginx_binary or find_nginx()
+        if binary is None or not isinstance(spawner, OsSpawner):
+            if settings.nginx == "auto":
+                return None, None
+            problem = "nginx is not installed (apt install nginx); running with DOKUEN_NGINX=off"
+            log.warning("nginx.missing", problem=problem)
+            return None, problem
+        port = settings.listen_port
+        managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
+        sites = lambda: [app.site() for app in self.apps.values()]  # noqa: E731
+        return ManagedNginx(managed, port, binary, sites, spawner, self.runtime.mux), None
+
+    async def _sync_proxy(self) -> None:
+        """Wait until nginx shows the current state; raise if it refused the new config."""
+        if self.proxy is not None:
+            await self.proxy.sync()
 
     # -- the task tree ---------------------------------------------------------------
 
@@ -92,6 +123,8 @@ class Daemon:
             async with anyio.create_task_group() as root:
                 root.start_soon(self._handle_signals, root.cancel_scope)
                 await root.start(serve, self.settings.socket, self.handle)
+                if self.proxy is not None:
+                    await root.start(self.proxy.run)
                 async with anyio.create_task_group() as apps:
                     self._apps_group = apps
                     await self._restore()
@@ -116,6 +149,10 @@ class Daemon:
         async with anyio.create_task_group() as restores:
             for app in self.apps.values():
                 restores.start_soon(self._restore_app, app)
+        try:
+            await self._sync_proxy()
+        except DokuenError as exc:
+            log.error("nginx.restore_failed", error=str(exc))
 
     async def _restore_app(self, app: App) -> None:
         try:
@@ -146,7 +183,7 @@ class Daemon:
         mux, ports = self.runtime.mux, self.runtime.ports
         mux.max_bytes, mux.keep = settings.log_max_bytes, settings.log_keep
         ports.ports = settings.port_range
-        self.runtime = Runtime(settings, ports, mux, self.runtime.spawner, self.runtime.clock)
+        self.runtime = dataclasses.replace(self.runtime, settings=settings)
         for app in self.apps.values():
             app.runtime = self.runtime
         log.info("daemon.reloaded", settings=repr(settings))
@@ -180,10 +217,33 @@ class Daemon:
             "processes": sum(s["processes"] for s in summaries),
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
+            "nginx": self._nginx_status(),
+            "urls": {app.name: self._url(app) for app in self.apps.values()},
         }
 
+    def _nginx_status(self) -> dict[str, Any]:
+        if self.proxy is None:
+            return {"mode": "off", "problem": self.proxy_problem}
+        return {
+            "mode": "managed",
+            "listen": self.proxy.managed.listen,
+            "pid": self.proxy.master_pid,
+            "problem": self.proxy.problem,
+        }
+
+    def _url(self, app: App) -> str | None:
+        """Where the app answers: through nginx, or (off) its first web process's port."""
+        if self.proxy is None:
+            ports = app.site().ports
+            return f"http://127.0.0.1:{ports[0]}/" if ports else None
+        port = self.settings.listen_port
+        return f"http://{app.hosts()[0]}{'' if port == 80 else f':{port}'}/"
+
     async def list_apps(self, args: dict[str, Any], out: Output) -> Any:
-        return [self.apps[name].summary() for name in sorted(self.apps)]
+        return [
+            {**self.apps[name].summary(), "url": self._url(self.apps[name])}
+            for name in sorted(self.apps)
+        ]
 
     async def create_app(self, args: dict[str, Any], out: Output) -> Any:
         name = check_app_name(_text(args, "app"))
@@ -193,6 +253,8 @@ class Daemon:
         await self._apps_group.start(app.run)
         self.apps[name] = app
         self.runtime.mux.event(name, "created")
+        self.runtime.proxy_changed()
+        await self._sync_proxy()
         return {"name": name}
 
     async def destroy_app(self, args: dict[str, Any], out: Output) -> Any:
@@ -206,6 +268,8 @@ class Daemon:
         del self.apps[app.name]
         await anyio.to_thread.run_sync(self.store.destroy, app.name)
         self.runtime.mux.event(app.name, "destroyed")
+        self.runtime.proxy_changed()
+        await self._sync_proxy()
         return {"name": app.name}
 
     async def deploy(self, args: dict[str, Any], out: Output) -> Any:
@@ -219,7 +283,9 @@ class Daemon:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await out.write(line + "\n")
 
-        return {"release": await app.deploy(source, say)}
+        release = await app.deploy(source, say)
+        await self._sync_proxy()
+        return {"release": release}
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self._app(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
@@ -230,21 +296,27 @@ class Daemon:
         changes = args.get("changes")
         if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
             raise ProtocolError("argument 'changes' must be a list of 'TYPE=N' strings")
-        return await app.scale(changes)
+        formation = await app.scale(changes)
+        await self._sync_proxy()
+        return formation
 
     async def restart(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
         target = args.get("target")
         if target is not None:
             parse_process_name(_text(args, "target"))
-        return await app.restart(target)
+        names = await app.restart(target)
+        await self._sync_proxy()
+        return names
 
     async def stop(self, args: dict[str, Any], out: Output) -> Any:
         await self._app(args).stop()
+        await self._sync_proxy()
         return None
 
     async def start(self, args: dict[str, Any], out: Output) -> Any:
         await self._app(args).start()
+        await self._sync_proxy()
         return None
 
     async def config(self, args: dict[str, Any], out: Output) -> Any:
@@ -305,3 +377,26 @@ class Daemon:
         finally:
             mux.unfollow(follower)
         return None
+
+    async def domains(self, args: dict[str, Any], out: Output) -> Any:
+        return self._app(args).hosts()
+
+    async def domains_add(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        domain = check_domain(_text(args, "domain"))
+        for other in self.apps.values():
+            if domain in other.hosts():
+                raise Conflict(f"domain {domain!r} already belongs to app {other.name!r}")
+        await app.set_domains([*app.dir.read_domains(), domain])
+        await self._sync_proxy()
+        return app.hosts()
+
+    async def domains_remove(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        domain = check_domain(_text(args, "domain"))
+        domains = app.dir.read_domains()
+        if domain not in domains:
+            raise not_found("domain", domain, domains)
+        await app.set_domains([d for d in domains if d != domain])
+        await self._sync_proxy()
+        return app.hosts()

@@ -105,6 +105,7 @@ class Managed:
 
     prefix: Path
     listen: str
+    sites_dir: Path | None = None  # where the app files are; default PREFIX/apps
 
     @property
     def config(self) -> Path:
@@ -112,7 +113,7 @@ class Managed:
 
     @property
     def sites(self) -> Path:
-        return self.prefix / "apps"
+        return self.sites_dir or self.prefix / "apps"
 
     @property
     def pid_file(self) -> Path:

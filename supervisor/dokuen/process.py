@@ -119,7 +119,10 @@ class ProcessSlot:
         spawner: Spawner,
         clock: Clock,
         port: int | None = None,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_change = on_change  # told of every state change (nginx's map follows them)
+        self._state = ProcessState.STARTING
         self.config = config
         self.spec = config.spec
         self._ports = ports
@@ -127,7 +130,6 @@ class ProcessSlot:
         self._spawner = spawner
         self._clock = clock
         self.port = port
-        self.state = ProcessState.STARTING
         self.pid: int | None = None
         self.restarts = 0
         self.started_at: float | None = None
@@ -137,6 +139,16 @@ class ProcessSlot:
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
         self._reported_start = False
+
+    @property
+    def state(self) -> ProcessState:
+        return self._state
+
+    @state.setter
+    def state(self, state: ProcessState) -> None:
+        if state is not self._state:
+            self._state = state
+            self._on_change()
 
     def info(self) -> dict[str, Any]:
         """The slot as ``ps --json`` shows it."""

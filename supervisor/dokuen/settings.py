@@ -2,6 +2,7 @@
 optional ``$DOKUEN_HOME/dokuend.env`` file (re-read on SIGHUP; the environment wins)."""
 
 import dataclasses
+import ipaddress
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -12,6 +13,7 @@ from dotenv import dotenv_values
 
 from dokuen.environment import DEFAULT_PATH
 from dokuen.errors import SettingsError
+from dokuen.nginx import check_domain
 from dokuen.ports import PortRange, parse_port_range
 
 SETTINGS_FILE = "dokuend.env"
@@ -28,6 +30,17 @@ class Settings:
     stop_timeout: float = 10.0
     keep_releases: int = 5
     app_path: str = DEFAULT_PATH  # PATH given to app processes
+    nginx: str = "auto"  # managed or off; auto: managed when nginx is installed
+    nginx_binary: str | None = None  # default: nginx from PATH or /usr/sbin
+    http_port: int | None = None  # default: 80 as root, else 8080
+    http_addr: str | None = None  # default: every address
+    domain: str = "localhost"
+
+    @property
+    def listen_port(self) -> int:
+        if self.http_port is not None:
+            return self.http_port
+        return 80 if os.geteuid() == 0 else 8080
 
     @property
     def log_file(self) -> Path:
@@ -49,6 +62,28 @@ def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], 
     return parse
 
 
+NGINX_MODES = ("auto", "managed", "off")  # "system" (a system nginx's includes) comes later
+
+
+def _choice(key: str, text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise SettingsError(f"{key}={text!r} is not one of {', '.join(choices)}")
+    return text
+
+
+def _port(key: str, text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise SettingsError(f"{key}={text!r} is not a TCP port (1-65535)")
+    return int(text)
+
+
+def _address(key: str, text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise SettingsError(f"{key}={text!r} is not an IP address like 127.0.0.1") from None
+
+
 def _text(key: str, text: str) -> str:
     if not text:
         raise SettingsError(f"{key} is empty")
@@ -63,6 +98,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_STOP_TIMEOUT": ("stop_timeout", _at_least(float, 0)),
     "DOKUEN_KEEP_RELEASES": ("keep_releases", _at_least(int, 1)),
     "DOKUEN_APP_PATH": ("app_path", _text),
+    "DOKUEN_NGINX": ("nginx", lambda key, text: _choice(key, text, NGINX_MODES)),
+    "DOKUEN_NGINX_BINARY": ("nginx_binary", _text),
+    "DOKUEN_HTTP_PORT": ("http_port", _port),
+    "DOKUEN_HTTP_ADDR": ("http_addr", _address),
+    "DOKUEN_DOMAIN": ("domain", lambda _key, text: check_domain(text)),
 }
 KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
 

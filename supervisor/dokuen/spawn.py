@@ -8,6 +8,7 @@ loop like any readable file. Elsewhere the loop's subprocess support does both.
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -177,3 +178,15 @@ class OsSpawner:
             child = LoopChild(await anyio.open_process(argv, **options), self)
         self.live.add(child.pid)
         return child
+
+    async def run(self, argv: list[str], cwd: Path) -> tuple[int, bytes]:
+        """Run a short helper command (``nginx -t``) to its end: its status and output.
+
+        Through this spawner, not the event loop's own, so the reaper knows it is ours."""
+        child = await self(f"exec {shlex.join(argv)}", {"PATH": os.defpath}, cwd)
+        chunks = []
+        while chunk := await child.read(1 << 16):
+            chunks.append(chunk)
+        status = await child.wait()
+        await child.aclose()
+        return status, b"".join(chunks)

@@ -75,6 +75,20 @@ class AppDir:
         write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n")
 
     @property
+    def domains_file(self) -> Path:
+        return self.root / "domains"
+
+    def read_domains(self) -> list[str]:
+        """The app's extra host names, one a line (checked when they were added)."""
+        try:
+            return self.domains_file.read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            return []
+
+    def write_domains(self, domains: list[str]) -> None:
+        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains))
+
+    @property
     def stopped(self) -> bool:
         return self.stopped_marker.exists()
 

@@ -70,6 +70,7 @@ class Dokuen:
             "DOKUEN_HOME": str(self.home),
             "DOKUEN_PORT_RANGE": f"{self.ports[0]}-{self.ports[1]}",
             "CANARY_FROM_THE_DAEMON": "must-not-leak",
+            "DOKUEN_NGINX": "off",  # tests of nginx turn it on, on a port of their own
             **self.extra_env,
         }
 

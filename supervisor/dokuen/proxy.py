@@ -1,0 +1,192 @@
+"""nginx in front of every app, the I/O half: dokuend's own nginx master (managed mode) or a
+system nginx's included files (system mode), kept in step with the running web processes.
+
+Changes are coalesced: every ``changed()`` that arrives while an apply is pending costs one
+render, one ``nginx -t`` of the whole new tree and one reload. A tree that fails the check
+never replaces the live files; the error reaches the log and whoever awaits ``sync()``.
+"""
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+import structlog
+
+from dokuen.errors import DokuenError
+from dokuen.logmux import LogMux
+from dokuen.nginx import Managed, Site, render_main, render_site
+from dokuen.ports import port_is_free
+from dokuen.process import describe_exit
+from dokuen.spawn import LoopChild, OsSpawner, PidfdChild
+
+log = structlog.get_logger()
+
+COALESCE = 0.02  # seconds to gather changes that arrive together into one reload
+NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified log
+MAX_RESTART_DELAY = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def find_nginx() -> str | None:
+    """The nginx binary: on PATH, or where Debian puts it (not on a non-root user's PATH)."""
+    return shutil.which("nginx") or next(
+        (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)),
+        None,
+    )
+
+
+class ManagedNginx:
+    """Runs one nginx master under ``$DOKUEN_HOME/nginx`` and keeps its app files current."""
+
+    def __init__(
+        self,
+        managed: Managed,
+        port: int,
+        binary: str,
+        sites: Callable[[], list[Site]],
+        spawner: OsSpawner,
+        mux: LogMux,
+    ) -> None:
+        self.managed = managed
+        self.port = port
+        self.binary = binary
+        self._sites = sites
+        self._spawner = spawner
+        self._mux = mux
+        self._dirty = anyio.Event()
+        self._requested = 0
+        self._applied = 0
+        self._error: DokuenError | None = None
+        self._error_generation = -1
+        self._done = anyio.Event()
+        self._live: dict[str, str] = {}
+        self.master_pid: int | None = None
+        self.problem: str | None = None  # shown by `status` while nginx is not serving
+
+    # -- what the daemon calls -------------------------------------------------------
+
+    def changed(self) -> None:
+        """Something that nginx shows changed (a web process came or went, a domain)."""
+        self._requested += 1
+        self._dirty.set()
+
+    async def sync(self) -> None:
+        """Wait until every change so far is applied; raise DokuenError if nginx refused it."""
+        generation = self._requested
+        while self._applied < generation:
+            await self._done.wait()
+        if self._error is not None and self._error_generation >= generation:
+            raise self._error
+
+    # -- the task --------------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        for directory in ("apps", "logs", "temp"):
+            (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
+        self.managed.config.write_text(render_main(self.managed))
+        await self._apply(reload=False)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._supervise_master)
+            task_status.started()
+            while True:
+                await self._dirty.wait()
+                await anyio.sleep(COALESCE)
+                self._dirty = anyio.Event()
+                generation = self._requested
+                try:
+                    await self._apply(reload=True)
+                except DokuenError as exc:
+                    log.error("nginx.apply_failed", error=str(exc))
+                    self._mux.event(NGINX_APP, f"config not applied: {exc}")
+                    self._error, self._error_generation = exc, generation
+                self._applied = generation
+                self._done.set()
+                self._done = anyio.Event()
+
+    async def _apply(self, *, reload: bool) -> None:
+        texts = {site.app: render_site(site, self.managed.listen) for site in self._sites()}
+        if texts == self._live and self._live:
+            return
+        staging = self.managed.prefix / "apps.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for app, text in texts.items():
+            (staging / f"{app}.conf").write_text(text)
+        test_config = self.managed.prefix / "nginx.test.conf"
+        test_config.write_text(
+            render_main(Managed(self.managed.prefix, self.managed.listen, staging))
+        )
+        status, output = await self._spawner.run(
+            [self.binary, "-t", "-q", "-p", str(self.managed.prefix), "-c", str(test_config)],
+            self.managed.prefix,
+        )
+        if status != 0:
+            message = output.decode(errors="replace").strip().splitlines()
+            raise DokuenError(f"nginx -t refused the new config: {' '.join(message[-2:])}")
+        old = self.managed.prefix / "apps.old"
+        shutil.rmtree(old, ignore_errors=True)
+        self.managed.sites.rename(old)
+        staging.rename(self.managed.sites)
+        shutil.rmtree(old, ignore_errors=True)
+        self._live = texts
+        if reload and self.master_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.master_pid, signal.SIGHUP)
+            self._mux.event(NGINX_APP, f"reloaded ({len(texts)} apps)")
+
+    async def _supervise_master(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep the nginx master running; restart it (with backoff) if it dies."""
+        delay = 0.5
+        argv = [self.binary, "-p", str(self.managed.prefix), "-c", str(self.managed.config)]
+        while True:
+            if not port_is_free(self.port):
+                self.problem = (
+                    f"port {self.port} is already in use, so nginx cannot listen "
+                    "(free it, or set DOKUEN_HTTP_PORT)"
+                )
+            else:
+                child = await self._spawner(
+                    f"exec {shlex.join(argv)}", {"PATH": os.defpath}, self.managed.prefix
+                )
+                self.master_pid, self.problem = child.pid, None
+                self._mux.event(NGINX_APP, f"master started, pid {child.pid}, port {self.port}")
+                task_status.started()
+                task_status = anyio.TASK_STATUS_IGNORED
+                output = b""
+                try:
+                    while chunk := await child.read(1 << 16):
+                        output = (output + chunk)[-4096:]
+                    status = await child.wait()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_master(child)
+                self.master_pid = None
+                last = output.decode(errors="replace").strip().splitlines()[-1:] or [""]
+                self.problem = f"nginx {describe_exit(status)}: {last[0]}".rstrip(": ")
+            self._mux.event(NGINX_APP, f"{self.problem}; retrying in {delay:g}s")
+            log.error("nginx.down", problem=self.problem, retry=delay)
+            task_status.started()
+            task_status = anyio.TASK_STATUS_IGNORED
+            await anyio.sleep(delay)
+            delay = min(MAX_RESTART_DELAY, delay * 2)
+
+    async def _stop_master(self, child: "PidfdChild | LoopChild") -> None:
+        """SIGQUIT (finish requests), SIGTERM after the timeout; a no-op if it has exited."""
+        if child.group_alive():
+            child.signal_group(signal.SIGQUIT)
+            with anyio.move_on_after(STOP_TIMEOUT) as patience:
+                await child.wait()
+            if patience.cancelled_caught:
+                child.signal_group(signal.SIGTERM)
+                await child.wait()
+        await child.wait()
+        await child.aclose()
