@@ -94,6 +94,8 @@ class Daemon:
         if settings.nginx == "off":
             return None, None
         binary = settings.nginx_binary or find_nginx()
+        if binary is not None and not os.access(binary, os.X_OK):
+            binary = None
         if binary is None or not isinstance(spawner, OsSpawner):
             if settings.nginx == "auto":
                 return None, None

@@ -54,7 +54,7 @@ class Child(Protocol):
         """Send a signal to the child's whole process group; no error if it is gone."""
 
     def group_alive(self) -> bool:
-        """True while a process of the child's group still runs."""
+        """After the child itself exited: True while another process of its group runs."""
 
     def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
         """Processes that came from this child and left its group (setsid)."""

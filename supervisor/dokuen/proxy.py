@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from dokuen import reaper
 from dokuen.errors import DokuenError
 from dokuen.logmux import LogMux
 from dokuen.nginx import Managed, Site, render_main, render_site
@@ -30,6 +31,8 @@ COALESCE = 0.02  # seconds to gather changes that arrive together into one reloa
 NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified log
 MAX_RESTART_DELAY = 30.0
 STOP_TIMEOUT = 10.0
+RELOAD_TIMEOUT = 5.0
+RELOAD_SETTLE = 1.0  # at most this long for old workers to go before sync() returns
 
 
 def find_nginx() -> str | None:
@@ -137,9 +140,23 @@ class ManagedNginx:
         shutil.rmtree(old, ignore_errors=True)
         self._live = texts
         if reload and self.master_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.master_pid, signal.SIGHUP)
+            await self._reload(self.master_pid)
             self._mux.event(NGINX_APP, f"reloaded ({len(texts)} apps)")
+
+    async def _reload(self, master: int) -> None:
+        """SIGHUP the master, then wait until workers with the new config run: only then do
+        requests see it (old workers finish their requests and quit on their own)."""
+        old_workers = reaper.children(master)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(master, signal.SIGHUP)
+        with anyio.move_on_after(RELOAD_TIMEOUT):
+            while not reaper.children(master) - old_workers:
+                await anyio.sleep(0.005)
+        # Old workers accept no new connection once they quit, which is at once unless a
+        # request is still in flight; wait for that, but not for a slow request.
+        with anyio.move_on_after(RELOAD_SETTLE):
+            while reaper.children(master) & old_workers:
+                await anyio.sleep(0.005)
 
     async def _supervise_master(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -180,13 +197,11 @@ class ManagedNginx:
             delay = min(MAX_RESTART_DELAY, delay * 2)
 
     async def _stop_master(self, child: "PidfdChild | LoopChild") -> None:
-        """SIGQUIT (finish requests), SIGTERM after the timeout; a no-op if it has exited."""
-        if child.group_alive():
-            child.signal_group(signal.SIGQUIT)
-            with anyio.move_on_after(STOP_TIMEOUT) as patience:
-                await child.wait()
-            if patience.cancelled_caught:
-                child.signal_group(signal.SIGTERM)
-                await child.wait()
-        await child.wait()
+        """Fast shutdown (SIGTERM), SIGKILL after the timeout; quick when it already exited."""
+        child.signal_group(signal.SIGTERM)
+        with anyio.move_on_after(STOP_TIMEOUT) as patience:
+            await child.wait()
+        if patience.cancelled_caught:
+            child.signal_group(signal.SIGKILL)
+            await child.wait()
         await child.aclose()

@@ -4,6 +4,7 @@ the installed dokuenctl."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,14 @@ class Dokuen:
         if not (self.home / "apps" / app).exists():
             self.ctl("apps:create", app)
         return self.ctl("deploy", app, str(directory))
+
+
+def find_nginx_binary() -> str | None:
+    """Debian's nginx, wherever it is (not on a non-root PATH)."""
+    for path in (shutil.which("nginx"), "/usr/sbin/nginx"):
+        if path and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def free_port_block(size: int = 40) -> tuple[int, int]:

@@ -14,6 +14,7 @@ import click
 from dokuen import __version__, client
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_config_key, parse_process_name
+from dokuen.nginx import check_domain
 from dokuen.settings import home_and_socket
 
 if TYPE_CHECKING:
@@ -142,6 +143,16 @@ def status(client: Client, as_json: bool) -> None:
         f"processes  {info['running']} running, {info['crashed']} crashed, "
         f"{info['processes']} in all"
     )
+    nginx = info["nginx"]
+    if nginx["mode"] == "managed":
+        where = f"managed, listening on {nginx['listen']}"
+        click.echo(f"nginx      {where}" + (f", pid {nginx['pid']}" if nginx["pid"] else ""))
+    else:
+        click.echo("nginx      off (apps answer on their own ports)")
+    if nginx["problem"]:
+        click.echo(f"warning: {nginx['problem']}", err=True)
+    for app, url in sorted(info["urls"].items()):
+        click.echo(f"{app:<10} {url or '(no web process running)'}")
 
 
 @main.command()
@@ -162,8 +173,8 @@ def apps(client: Client, as_json: bool) -> None:
         if app["crashed"]:
             state += f", {app['crashed']} crashed"
         formation = " ".join(f"{t}={n}" for t, n in app["formation"].items()) or "-"
-        rows.append([app["name"], app["release"] or "-", formation, state])
-    client.table(["APP", "RELEASE", "FORMATION", "STATE"], rows)
+        rows.append([app["name"], app["release"] or "-", formation, state, app["url"] or "-"])
+    client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
 
 
 @main.command("apps:create")
@@ -366,3 +377,39 @@ def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
     """Remove config vars and restart the app's processes."""
     client.call("config:unset", app=app, keys=list(keys))
     click.echo(f"unset {', '.join(keys)} on {app}; its processes restarted")
+
+
+def _domain(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    try:
+        return check_domain(value)
+    except DokuenError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@APP
+@pass_client
+def domains(client: Client, app: str) -> None:
+    """The host names an app answers on: APP.DOKUEN_DOMAIN, then its own."""
+    for host in client.call("domains", app=app):
+        click.echo(host)
+
+
+@main.command("domains:add")
+@APP
+@click.argument("domain", callback=_domain)
+@pass_client
+def domains_add(client: Client, app: str, domain: str) -> None:
+    """Let an app answer on another host name too."""
+    client.call("domains:add", app=app, domain=domain)
+    click.echo(f"{app} now answers on {domain}")
+
+
+@main.command("domains:remove")
+@APP
+@click.argument("domain", callback=_domain)
+@pass_client
+def domains_remove(client: Client, app: str, domain: str) -> None:
+    """Stop an app answering on one of its host names."""
+    client.call("domains:remove", app=app, domain=domain)
+    click.echo(f"{app} no longer answers on {domain}")

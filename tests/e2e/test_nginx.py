@@ -1,0 +1,226 @@
+"""nginx in front of every app, end to end: dokuend's own nginx master on a loopback port."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Dokuen, free_port_block, find_nginx_binary, wait_for, write_app
+
+NGINX = find_nginx_binary()
+pytestmark = pytest.mark.skipif(
+    NGINX is None, reason="nginx is not installed (bin/setup installs it)"
+)
+WEB = "web: python3 envserver.py\n"
+
+
+def get(port: int, host: str, path: str = "/") -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def env_via(port: int, host: str) -> dict[str, Any] | None:
+    try:
+        status, body = get(port, host)
+    except OSError:
+        return None
+    return json.loads(body) if status == 200 else None
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[Dokuen]:
+    http_port = free_port_block(1)[0]
+    daemon = Dokuen(
+        home=tmp_path / "home",
+        ports=free_port_block(),
+        extra_env={
+            "DOKUEN_NGINX": "managed",
+            "DOKUEN_HTTP_PORT": str(http_port),
+            "DOKUEN_HTTP_ADDR": "127.0.0.1",
+        },
+    )
+    daemon.start()
+    yield daemon
+    if daemon.process is not None:
+        daemon.terminate()
+
+
+def http_port(dokuen: Dokuen) -> int:
+    return int(dokuen.extra_env["DOKUEN_HTTP_PORT"])
+
+
+def test_two_apps_on_two_subdomains_and_404_for_an_unknown_host(
+    proxied: Dokuen, apps_dir: Path
+) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.deploy("shop", write_app(apps_dir / "shop", WEB))
+    blog = wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    shop = wait_for(lambda: env_via(port, "shop.localhost"), "shop through nginx")
+    assert (blog["APP"], shop["APP"]) == ("blog", "shop")
+    assert get(port, "nope.localhost") == (404, "no app answers on this host\n")
+    proxied.ctl("apps:create", "empty")
+    assert get(port, "empty.localhost") == (503, "empty has no running web process\n"), (
+        proxied.log()
+    )
+    status = json.loads(proxied.ctl("status", "--json").stdout)
+    assert status["urls"]["blog"] == f"http://blog.localhost:{port}/"
+    assert status["nginx"]["mode"] == "managed"
+    assert status["nginx"]["problem"] is None
+
+
+def test_scale_web_to_three_and_all_three_answer(proxied: Dokuen, apps_dir: Path) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.ctl("ps:scale", "blog", "web=3")
+    wait_for(lambda: proxied.running("blog", 3), "three web processes")
+    seen: set[str] = set()
+
+    def all_three() -> bool:
+        env = env_via(port, "blog.localhost")
+        if env:
+            seen.add(env["DYNO"])
+        return seen == {"web.1", "web.2", "web.3"}
+
+    wait_for(all_three, "answers from web.1, web.2 and web.3")
+    proxied.ctl("ps:scale", "blog", "web=1")
+    wait_for(lambda: proxied.running("blog", 1), "one web process")
+    for _ in range(10):
+        env = env_via(port, "blog.localhost")
+        assert env is not None
+        assert env["DYNO"] == "web.1"
+
+
+def test_domains_are_added_removed_and_strictly_checked(proxied: Dokuen, apps_dir: Path) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.deploy("shop", write_app(apps_dir / "shop", WEB))
+    assert proxied.ctl("domains:add", "blog", "notes.home.example").returncode == 0
+    assert proxied.ctl("domains", "blog").stdout == "blog.localhost\nnotes.home.example\n"
+    env = wait_for(lambda: env_via(port, "notes.home.example"), "the new domain")
+    assert env["APP"] == "blog"
+    taken = proxied.ctl("domains:add", "shop", "notes.home.example", check=False)
+    assert taken.returncode == 1
+    assert "domain 'notes.home.example' already belongs to app 'blog'" in taken.stderr
+    for bad in ["a b.example", "x;y", "x{", "evil.example\nserver", "*.example.com", "x" * 254]:
+        result = proxied.ctl("domains:add", "blog", bad, check=False)
+        assert result.returncode == 2, bad
+        assert "invalid domain" in result.stderr
+    conf = (proxied.home / "nginx/apps/blog.conf").read_text()
+    assert "server_name blog.localhost notes.home.example;" in conf
+    proxied.ctl("domains:remove", "blog", "notes.home.example")
+    wait_for(lambda: get(port, "notes.home.example")[0] == 404, "the domain to be gone")
+
+
+def test_nginx_killed_under_the_daemon_comes_back_with_the_map(
+    proxied: Dokuen, apps_dir: Path
+) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    master = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"]
+    os.killpg(master, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"] not in (None, master)
+        ),
+        "a new nginx master",
+    )
+    assert wait_for(lambda: env_via(port, "blog.localhost"), "blog again")["APP"] == "blog"
+    assert "nginx[dokuen]: nginx killed by SIGKILL" in proxied.log()
+
+
+def test_a_config_that_fails_nginx_t_leaves_the_live_config(tmp_path: Path, apps_dir: Path) -> None:
+    assert NGINX is not None
+    refuse = tmp_path / "refuse"
+    wrapper = tmp_path / "nginx-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -t ] && [ -e {refuse} ]; then echo "nginx: [emerg] refused" >&2; exit 1; fi\n'
+        f'exec {NGINX} "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    port = free_port_block(1)[0]
+    daemon = Dokuen(
+        home=tmp_path / "home",
+        ports=free_port_block(),
+        extra_env={
+            "DOKUEN_NGINX": "managed",
+            "DOKUEN_NGINX_BINARY": str(wrapper),
+            "DOKUEN_HTTP_PORT": str(port),
+            "DOKUEN_HTTP_ADDR": "127.0.0.1",
+        },
+    )
+    daemon.start()
+    try:
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+        live = (daemon.home / "nginx/apps/blog.conf").read_text()
+        refuse.touch()
+        result = daemon.ctl("domains:add", "blog", "notes.home.example", check=False)
+        assert result.returncode == 1
+        assert "nginx -t refused the new config: nginx: [emerg] refused" in result.stderr
+        assert (daemon.home / "nginx/apps/blog.conf").read_text() == live
+        assert env_via(port, "blog.localhost") is not None
+        assert get(port, "notes.home.example")[0] == 404
+        assert "nginx[dokuen]: config not applied" in daemon.log()
+    finally:
+        daemon.terminate()
+
+
+def test_nginx_not_installed_falls_back_to_off_with_a_warning(
+    tmp_path: Path, apps_dir: Path
+) -> None:
+    daemon = Dokuen(
+        home=tmp_path / "home",
+        ports=free_port_block(),
+        extra_env={"DOKUEN_NGINX": "managed", "DOKUEN_NGINX_BINARY": str(tmp_path / "none")},
+    )
+    daemon.start()
+    try:
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        (row,) = wait_for(lambda: daemon.running("blog", 1), "web.1")
+        status = daemon.ctl("status")
+        assert "nginx      off" in status.stdout
+        assert "warning: nginx is not installed (apt install nginx)" in status.stderr
+        assert f"blog       http://127.0.0.1:{row['port']}/" in status.stdout
+    finally:
+        daemon.terminate()
+
+
+def test_the_http_port_already_taken_is_a_clear_problem(tmp_path: Path, apps_dir: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        daemon = Dokuen(
+            home=tmp_path / "home",
+            ports=free_port_block(),
+            extra_env={
+                "DOKUEN_NGINX": "managed",
+                "DOKUEN_HTTP_PORT": str(port),
+                "DOKUEN_HTTP_ADDR": "127.0.0.1",
+            },
+        )
+        daemon.start()
+        try:
+            status = daemon.ctl("status")
+            assert (
+                f"warning: port {port} is already in use, so nginx cannot listen" in status.stderr
+            )
+            daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+            wait_for(lambda: daemon.running("blog", 1), "web.1 runs all the same")
+        finally:
+            daemon.terminate()
