@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Dokuen, free_port_block, find_nginx_binary, wait_for, write_app
+from tests.e2e.conftest import Dokuen, find_nginx_binary, free_port_block, wait_for, write_app
 
 NGINX = find_nginx_binary()
 pytestmark = pytest.mark.skipif(
