@@ -448,3 +448,18 @@ async def test_one_big_batch_rotates_at_the_first_line_end_past_the_size(tmp_pat
         size = (tmp_path / name).stat().st_size
         assert 1000 <= size < 1000 + line
         assert size % line == 0  # whole lines only
+
+
+@pytest.mark.anyio
+async def test_a_log_that_cannot_be_written_loses_lines_not_the_daemon() -> None:
+    mux = LogMux(Path("/dev/full"), max_bytes=1 << 30, keep=1)  # every write: ENOSPC
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        follower, fd, _end = mux.follow(LogFilter(), 0)
+        os.close(fd)
+        mux.write("blog", "web.1", [b"still flowing"])
+        with anyio.fail_after(5):
+            batch = await follower.__anext__()
+        assert batch.endswith(b" blog[web.1]: still flowing\n")
+        assert mux.lost == len(batch)
+        tg.cancel_scope.cancel()

@@ -29,6 +29,7 @@ from dokuen.store import Store
 
 log = structlog.get_logger()
 
+REAP_INTERVAL = 5.0
 Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
 
 
@@ -123,8 +124,11 @@ class Daemon:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
             async with anyio.create_task_group() as root:
-                root.start_soon(self._handle_signals, root.cancel_scope)
+                # Signals are handled outside `root`, so a second SIGTERM or ^C while the
+                # apps stop finds a handler, not the default action that would kill us.
+                outer.start_soon(self._handle_signals, root.cancel_scope)
                 await root.start(serve, self.settings.socket, self.handle)
+                root.start_soon(self._reap_orphans)
                 if self.proxy is not None:
                     await root.start(self.proxy.run)
                 async with anyio.create_task_group() as apps:
@@ -164,15 +168,31 @@ class Daemon:
             log.error("app.restore_failed", app=app.name, error=str(exc))
 
     async def _handle_signals(self, scope: anyio.CancelScope) -> None:
+        def stop() -> None:
+            if scope.cancel_called:
+                log.info("daemon.already_stopping")
+            scope.cancel()
+
         handlers: dict[signal.Signals, Callable[[], None]] = {
-            signal.SIGTERM: scope.cancel,
-            signal.SIGINT: scope.cancel,
+            signal.SIGTERM: stop,
+            signal.SIGINT: stop,
             signal.SIGHUP: self._reload,
         }
         with anyio.open_signal_receiver(*handlers) as signals:
             async for signum in signals:
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
                 handlers[signal.Signals(signum)]()
+
+    async def _reap_orphans(self) -> None:
+        """Reap orphans we adopted as subreaper that died while their process lives on
+        (a `(cmd &)` in a loop). uvloop keeps SIGCHLD for itself, so this looks every few
+        seconds: one read of /proc/self/task/*/children, nothing when there is none."""
+        spawner = self.runtime.spawner
+        if not isinstance(spawner, OsSpawner) or not spawner.subreaper:
+            return
+        while True:
+            await anyio.sleep(REAP_INTERVAL)
+            reaper.reap_strays(spawner.live)
 
     def _reload(self) -> None:
         """SIGHUP: re-read the settings; a bad file is reported and the old settings stay."""

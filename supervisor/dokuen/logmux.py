@@ -15,6 +15,9 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import structlog
+
+log = structlog.get_logger()
 
 MAX_LINE = 64 * 1024
 CONTINUES = b" [line continues]"
@@ -220,6 +223,7 @@ class LogMux:
         self._wake = anyio.Event()
         self._drained = anyio.Event()
         self._followers: list[Follower] = []
+        self.lost = 0  # bytes that could not be written to the file
 
     def write(self, app: str, source: str, lines: list[bytes]) -> None:
         """Stamp and queue lines that one source wrote."""
@@ -295,7 +299,13 @@ class LogMux:
             room = self.max_bytes - self._size
             cut = len(batch) if len(batch) <= room else batch.find(b"\n", max(room - 1, 0)) + 1
             part, batch = batch[: cut or len(batch)], batch[cut or len(batch) :]
-            await anyio.to_thread.run_sync(_write_all, self._fd, part)
+            try:
+                await anyio.to_thread.run_sync(_write_all, self._fd, part)
+            except OSError as exc:
+                # A full disk must not take the apps down with the log: the lines are lost
+                # (and counted), the stream goes on, followers still get them.
+                self.lost += len(part)
+                log.error("log.write_failed", error=str(exc), lost_bytes=self.lost)
             # Offset and unwritten bytes change together, on the loop, so follow() sees
             # every line exactly once: in the file before the offset, or in the backlog.
             self._inflight = batch
@@ -303,10 +313,13 @@ class LogMux:
             position, self._written = self._written, self._written + len(part)
             self._followers = [f for f in self._followers if f.offer(part, position)]
             if self._size >= self.max_bytes:
-                old = self._fd
-                self._fd = await anyio.to_thread.run_sync(self._rotate)
-                self._size = 0
-                os.close(old)
+                try:
+                    fd = await anyio.to_thread.run_sync(self._rotate)
+                except OSError as exc:
+                    log.error("log.rotate_failed", error=str(exc))
+                    continue  # keep writing to the file we have
+                os.close(self._fd)
+                self._fd, self._size = fd, 0
 
     def _open(self) -> int:
         # Read-write, so the descriptor follow() duplicates can serve tail reads too.

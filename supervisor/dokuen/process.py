@@ -180,19 +180,19 @@ class ProcessSlot:
             with self._scope:
                 await self._supervise(task_status)
         except Exception:
+            if not self._reported_start:
+                raise  # the first spawn failed: the caller reports it
             # A bug here must not take every other app down with it: this slot ends,
             # loudly, and the rest of the daemon carries on.
             log.exception("process.supervisor_failed", app=self.spec.app, proc=self.spec.name)
             self._mux.event(
                 self.spec.app, f"{self.spec.name} supervisor failed (see dokuend's log)"
             )
-            if not self._reported_start:
-                raise
         finally:
             if self.port is not None:
                 self._ports.release(self.port)
             self.state = ProcessState.STOPPED
-            self.pid = None
+            self.pid = self.port = None
             self._done.set()
 
     async def _supervise(self, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -214,9 +214,13 @@ class ProcessSlot:
                 status = await self._live(child)
                 exited = self._clock.now()
             self._runs.append(Run(started, exited))
+            self.pid = None
             delay = next_delay(list(self._runs), self.config.policy)
             if delay is None:
                 self.state = ProcessState.CRASHED
+                if self.port is not None:  # it may stay down for good: free its port
+                    self._ports.release(self.port)
+                    self.port = None
                 limit = self.config.policy.limit
                 self._event(
                     f"{describe_exit(status)}; crashed after {limit} fast failures in a row, "
@@ -237,10 +241,13 @@ class ProcessSlot:
             await self._clock.sleep(delay)
 
     async def _spawn(self) -> Child:
-        if self.port is None:
-            self.port = self._ports.allocate()
-        elif not self._ports.is_free(self.port):
-            self._ports.release(self.port)
+        if self.port is not None and self.port in self._ports.taken:
+            if self._ports.is_free(self.port):
+                pass  # ours, and nothing else took it: the same port again
+            else:
+                self._ports.release(self.port)
+                self.port = self._ports.allocate(self.port)
+        else:  # first start, or a port handed over by the slot this one replaces
             self.port = self._ports.allocate(self.port)
         child = await self._spawner(
             self.spec.command, self.config.environment(self.port), self.config.cwd
@@ -263,6 +270,7 @@ class ProcessSlot:
                 status = await child.wait()
             finally:
                 with anyio.CancelScope(shield=True):
+                    stopping = status is None
                     if status is None:
                         status = await self._terminate(child)
                     else:  # it exited: whatever it left in its group goes too
@@ -272,6 +280,10 @@ class ProcessSlot:
                     pump_scope.cancel()
                     await pumped.wait()
                     await child.aclose()
+                    if stopping:  # after its last lines, not before them
+                        self._event(
+                            f"stopped ({describe_exit(status)})", "process.stopped", status=status
+                        )
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 
@@ -290,7 +302,6 @@ class ProcessSlot:
                 f"did not stop within {grace:g}s of SIGTERM, sent SIGKILL", "process.killed"
             )
         await self._clean_group(child, max(0.0, deadline - self._clock.now()))
-        self._event(f"stopped ({describe_exit(status)})", "process.stopped", status=status)
         return status
 
     async def _clean_group(self, child: Child, grace: float) -> None:
