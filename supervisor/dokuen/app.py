@@ -1,7 +1,8 @@
 """One app: its processes (one slot each, all in the app's task group) and the operations
 that change them: deploy, scale, restart, stop, start, config."""
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class App:
         self.runtime = runtime
         self._slots: dict[str, ProcessSlot] = {}
         self._lock = anyio.Lock()
+        self._closed = False
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -71,16 +73,25 @@ class App:
                 await anyio.sleep_forever()
 
     async def close(self) -> None:
-        """Stop every process, then end the app's task."""
-        async with self._lock:
+        """Stop every process, then end the app's task; later operations raise NotFound."""
+        async with self._exclusive():
+            self._closed = True
             await self._stop_slots(list(self._slots.values()))
         self._scope.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """Hold the app's lock; refuse when the app was destroyed while we waited for it."""
+        async with self._lock:
+            if self._closed:
+                raise NotFound(f"app {self.name!r} was destroyed")
+            yield
 
     async def restore(self) -> None:
         """Bring the app back to its formation after the daemon started."""
         if self.dir.stopped or releases.current_release(self.dir) is None:
             return
-        async with self._lock:
+        async with self._exclusive():
             await self._converge(replace=lambda _spec: False)
 
     # -- views -----------------------------------------------------------------------
@@ -117,11 +128,16 @@ class App:
             for slot in self._ordered_slots()
             if slot.spec.type == "web" and slot.state is ProcessState.RUNNING and slot.port
         )
-        size = self.config().get("DOKUEN_CLIENT_MAX_BODY_SIZE", DEFAULT_BODY_SIZE)
-        return Site(self.name, tuple(self.hosts()), ports, check_body_size(size))
+        try:
+            size = check_body_size(
+                self.config().get("DOKUEN_CLIENT_MAX_BODY_SIZE", DEFAULT_BODY_SIZE)
+            )
+        except DokuenError:  # refused at config:set; a hand-edited env dir gets the default
+            size = DEFAULT_BODY_SIZE
+        return Site(self.name, tuple(self.hosts()), ports, size)
 
     async def set_domains(self, domains: list[str]) -> None:
-        async with self._lock:
+        async with self._exclusive():
             self.dir.write_domains(domains)
             self.runtime.proxy_changed()
 
@@ -136,7 +152,7 @@ class App:
         if not source.is_dir():
             raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
         read_procfile(source)  # fail fast, before copying anything
-        async with self._lock:
+        async with self._exclusive():
             await say(f"-----> Copying {source} into a new release")
             release, staging = await anyio.to_thread.run_sync(
                 releases.stage_release, self.dir, source
@@ -167,7 +183,7 @@ class App:
 
     async def scale(self, args: Iterable[str]) -> dict[str, int]:
         """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""
-        async with self._lock:
+        async with self._exclusive():
             procfile = self._procfile()
             changes = parse_scale(args, procfile)
             formation = {**self.dir.read_formation(), **changes}
@@ -180,7 +196,7 @@ class App:
 
     async def restart(self, target: str | None) -> list[str]:
         """Restart every process, a type's (``web``) or one (``web.2``); return their names."""
-        async with self._lock:
+        async with self._exclusive():
             self._procfile()
             chosen = self._select(target)
             names = {slot.spec.name for slot in chosen}
@@ -190,13 +206,13 @@ class App:
             return sorted(names)
 
     async def stop(self) -> None:
-        async with self._lock:
+        async with self._exclusive():
             self.dir.set_stopped(True)
             self.runtime.mux.event(self.name, "stopping all processes")
             await self._stop_slots(list(self._slots.values()))
 
     async def start(self) -> None:
-        async with self._lock:
+        async with self._exclusive():
             self._procfile()
             self.dir.set_stopped(False)
             await self._converge(replace=lambda _spec: False)
@@ -209,7 +225,7 @@ class App:
         for key in removals:
             merged.pop(key, None)
         app_options(merged, self.runtime.settings.stop_timeout)  # refuse bad options early
-        async with self._lock:
+        async with self._exclusive():
             await anyio.to_thread.run_sync(write_envdir, self.dir.env, changes, list(removals))
             keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
             self.runtime.mux.event(self.name, f"config changed ({keys})")
@@ -287,12 +303,12 @@ class App:
             self._slots[spec.name] = slot
             try:
                 await self._task_group.start(slot.run)
-            except OSError as exc:
-                del self._slots[spec.name]
-                raise DokuenError(f"cannot start {self.name} {spec.name}: {exc}") from exc
             except DokuenError:
                 del self._slots[spec.name]
                 raise
+            except Exception as exc:  # no /bin/sh, a bad cwd, an environment Popen refuses
+                del self._slots[spec.name]
+                raise DokuenError(f"cannot start {self.name} {spec.name}: {exc}") from exc
 
     async def _stop_slots(self, slots: list[ProcessSlot]) -> None:
         """Stop slots all at once (each waits out its own grace period) and forget them."""

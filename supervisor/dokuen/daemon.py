@@ -19,7 +19,7 @@ from dokuen.control import Output, serve
 from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError, SettingsError
 from dokuen.logmux import LogFilter, LogMux, tail
 from dokuen.names import check_app_name, check_config_key, not_found, parse_process_name
-from dokuen.nginx import Managed, check_domain, listen_directive
+from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
 from dokuen.process import Clock, Spawner, SystemClock
 from dokuen.proxy import ManagedNginx, find_nginx
@@ -105,8 +105,18 @@ class Daemon:
             return None, problem
         port = settings.listen_port
         managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
-        sites = lambda: [app.site() for app in self.apps.values()]  # noqa: E731
-        return ManagedNginx(managed, port, binary, sites, spawner, self.runtime.mux), None
+        return ManagedNginx(managed, port, binary, self._sites, spawner, self.runtime.mux), None
+
+    def _sites(self) -> list[Site]:
+        """Every app nginx should show; an app whose files were hand-edited into something
+        invalid is left out (and said so), not allowed to block the others."""
+        sites = []
+        for app in self.apps.values():
+            try:
+                sites.append(app.site())
+            except DokuenError as exc:
+                self.runtime.mux.event(app.name, f"left out of nginx: {exc}")
+        return sites
 
     async def _sync_proxy(self) -> None:
         """Wait until nginx shows the current state; raise if it refused the new config."""
@@ -163,9 +173,9 @@ class Daemon:
     async def _restore_app(self, app: App) -> None:
         try:
             await app.restore()
-        except DokuenError as exc:
+        except Exception as exc:  # one app's bad files must not keep the others down
             self.runtime.mux.event(app.name, f"could not be restored: {exc}")
-            log.error("app.restore_failed", app=app.name, error=str(exc))
+            log.exception("app.restore_failed", app=app.name)
 
     async def _handle_signals(self, scope: anyio.CancelScope) -> None:
         def stop() -> None:
@@ -255,6 +265,12 @@ class Daemon:
 
     def _url(self, app: App) -> str | None:
         """Where the app answers: through nginx, or (off) its first web process's port."""
+        try:
+            return self._app_url(app)
+        except DokuenError:  # a hand-edited bad file: status still answers for the rest
+            return None
+
+    def _app_url(self, app: App) -> str | None:
         if self.proxy is None:
             ports = app.site().ports
             return f"http://127.0.0.1:{ports[0]}/" if ports else None
@@ -286,8 +302,8 @@ class Daemon:
                 f"destroying {app.name!r} deletes its releases and config; "
                 f"confirm with: dokuenctl apps:destroy {app.name} --confirm {app.name}"
             )
+        del self.apps[app.name]  # new requests for it fail from now on
         await app.close()
-        del self.apps[app.name]
         await anyio.to_thread.run_sync(self.store.destroy, app.name)
         self.runtime.mux.event(app.name, "destroyed")
         self.runtime.proxy_changed()

@@ -20,6 +20,7 @@ def read_envdir(path: Path) -> dict[str, str]:
     for entry in sorted(path.iterdir()):
         if entry.name.startswith(".") or not entry.is_file():
             continue
+        check_config_key(entry.name)  # a file added by hand with a bad name is refused
         value = entry.read_text(encoding="utf-8", errors="surrogateescape")
         config[entry.name] = value.removesuffix("\n").replace("\0", "\n")
     return config
@@ -33,6 +34,10 @@ def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str]
             raise InvalidName(
                 f"the value of {key} contains a NUL byte, which no environment can hold"
             )
+        try:
+            value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise InvalidName(f"the value of {key} is not valid text") from None
     path.mkdir(parents=True, exist_ok=True)
     for key, value in changes.items():
         temporary = path / f".{key}.tmp"

@@ -128,7 +128,11 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
     values: dict[str, str] = {}
     file = home / SETTINGS_FILE
     if file.is_file():
-        for key, value in dotenv_values(file).items():
+        try:
+            pairs = dotenv_values(file, interpolate=False)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{file}: cannot read it ({exc})") from None
+        for key, value in pairs.items():
             if key not in _PARSERS:
                 if key in KNOWN:  # the file lives in the home: it cannot move it
                     raise SettingsError(

@@ -69,7 +69,13 @@ class AppDir:
             return {}
         except ValueError as exc:
             raise SettingsError(f"{self.formation_file}: not valid JSON ({exc})") from None
-        return {str(k): int(v) for k, v in data.items()}
+        if not isinstance(data, dict) or not all(
+            isinstance(count, int) and count >= 0 for count in data.values()
+        ):
+            raise SettingsError(
+                f'{self.formation_file}: expected counts like {{"web": 2}} (fix or delete it)'
+            )
+        return {str(process_type): count for process_type, count in data.items()}
 
     def write_formation(self, formation: Mapping[str, int]) -> None:
         write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n")

@@ -141,9 +141,16 @@ class Dokuen:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def deploy(self, app: str, directory: Path) -> subprocess.CompletedProcess[str]:
+        """Create the app if needed and deploy it; fail the test if that fails."""
+        result = self.deploy_result(app, directory)
+        if result.returncode != 0:
+            pytest.fail(f"deploy {app} failed:\n{result.stderr}")
+        return result
+
+    def deploy_result(self, app: str, directory: Path) -> subprocess.CompletedProcess[str]:
         if not (self.home / "apps" / app).exists():
             self.ctl("apps:create", app)
-        return self.ctl("deploy", app, str(directory))
+        return self.ctl("deploy", app, str(directory), check=False)
 
 
 def find_nginx_binary() -> str | None:

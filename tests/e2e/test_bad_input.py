@@ -109,6 +109,46 @@ def test_a_bad_config_key_is_refused(dokuen: Dokuen, serving: int, pair: str) ->
     still_serving(dokuen, serving)
 
 
+@pytest.mark.parametrize(
+    "command", [["config:get", "blog", "bad-key"], ["config:unset", "blog", "1BAD"]]
+)
+def test_a_bad_key_is_a_usage_error_everywhere(
+    dokuen: Dokuen, serving: int, command: list[str]
+) -> None:
+    result = dokuen.ctl(*command, check=False)
+    assert result.returncode == 2
+    assert "invalid config key" in result.stderr
+
+
+def test_never_two_processes_on_one_port(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.terminate()
+    dokuen.ports = (dokuen.ports[0], dokuen.ports[0] + 1)  # room for two processes
+    dokuen.start()
+    web = "web: exec sleep 1000\n"
+    dokuen.deploy("pa", write_app(apps_dir / "pa", web))
+    wait_for(lambda: dokuen.running("pa", 1), "pa")
+    dokuen.ctl("restart", "pa")  # hands its port to its replacement
+    dokuen.deploy("pb", write_app(apps_dir / "pb", web))
+    wait_for(lambda: dokuen.running("pb", 1), "pb")
+    third = dokuen.deploy_result("pc", write_app(apps_dir / "pc", web))
+    assert third.returncode == 1
+    assert f"no free port in {dokuen.ports[0]}-{dokuen.ports[1]}" in third.stderr
+    ports = [row["port"] for row in dokuen.ps() if row["port"]]
+    assert len(ports) == len(set(ports)) == 2
+
+
+def test_a_hand_edited_bad_file_keeps_only_that_app_down(dokuen: Dokuen, apps_dir: Path) -> None:
+    web = "web: exec sleep 1000\n"
+    dokuen.deploy("good", write_app(apps_dir / "good", web))
+    dokuen.deploy("bad", write_app(apps_dir / "bad", web))
+    dokuen.terminate()
+    (dokuen.home / "apps/bad/env/A=B").write_text("x")
+    dokuen.start()
+    wait_for(lambda: dokuen.running("good", 1), "the good app")
+    assert dokuen.ps("bad") == []
+    assert "bad[dokuen]: could not be restored: invalid config key 'A=B'" in dokuen.log()
+
+
 def test_a_bad_app_option_is_refused_before_anything_restarts(dokuen: Dokuen, serving: int) -> None:
     result = dokuen.ctl("config:set", "blog", "DOKUEN_STOP_TIMEOUT=soon", check=False)
     assert result.returncode == 1

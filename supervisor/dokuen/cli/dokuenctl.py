@@ -339,9 +339,19 @@ def config(client: Client, app: str, as_json: bool) -> None:
         click.echo(f"{key}={value}")
 
 
+def _keys(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+    """Check config keys here too, so that a bad one is a usage error (exit 2) everywhere."""
+    try:
+        for key in [value] if isinstance(value, str) else value:
+            check_config_key(key)
+    except DokuenError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @main.command("config:get")
 @APP
-@click.argument("key")
+@click.argument("key", callback=_keys)
 @pass_client
 def config_get(client: Client, app: str, key: str) -> None:
     """Print one config var's value."""
@@ -371,7 +381,7 @@ def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
 
 @main.command("config:unset")
 @APP
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...")
+@click.argument("keys", nargs=-1, required=True, metavar="KEY...", callback=_keys)
 @pass_client
 def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
     """Remove config vars and restart the app's processes."""
