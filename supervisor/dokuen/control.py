@@ -33,11 +33,17 @@ MAX_REQUEST = 1 << 20
 class Output:
     """Streams ``{"output": ...}`` lines to one client."""
 
-    def __init__(self, stream: anyio.abc.ByteSendStream) -> None:
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self._stream = stream
 
     async def write(self, text: str) -> None:
         await _send(self._stream, {"output": text})
+
+    async def wait_closed(self) -> None:
+        """Return when the client hangs up (it sends nothing after its request)."""
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+            while await self._stream.receive():
+                pass
 
 
 Handler = Callable[[str, dict[str, Any], Output], Awaitable[Any]]

@@ -40,6 +40,11 @@ def _text(args: dict[str, Any], key: str, default: str | None = None) -> str:
     return value
 
 
+async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+    await event()
+    scope.cancel()
+
+
 class Daemon:
     """The root of the task tree: signals and the control socket outside, apps inside."""
 
@@ -405,13 +410,18 @@ class Daemon:
             recent = (older + follower.backlog).split(b"\n")[:-1][-count:] if count else []
             await out.write("".join(line.decode(errors="replace") + "\n" for line in recent))
             if args.get("follow"):
-                async for batch in follower:
-                    await out.write(batch.decode(errors="replace"))
-                if follower.dropped:
-                    await out.write(
-                        "dokuen: this reader fell too far behind and was dropped; "
-                        "run 'dokuenctl logs -f' again\n"
-                    )
+                async with anyio.create_task_group() as tg:
+                    # A client that leaves is noticed at once, not at the next line it
+                    # wanted (which, for a quiet app, may never come).
+                    tg.start_soon(_cancel_when, out.wait_closed, tg.cancel_scope)
+                    async for batch in follower:
+                        await out.write(batch.decode(errors="replace"))
+                    if follower.dropped:
+                        await out.write(
+                            "dokuen: this reader fell too far behind and was dropped; "
+                            "run 'dokuenctl logs -f' again\n"
+                        )
+                    tg.cancel_scope.cancel()
         finally:
             mux.unfollow(follower)
         return None

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
@@ -164,3 +165,23 @@ def test_another_user_is_refused_by_its_credentials_not_just_the_file_mode(
     assert dokuen.ctl("status").returncode == 0  # its owner still may
     assert dokuen.terminate() == 0
     public.rmdir()  # the daemon removed its socket on the way out
+
+
+def test_a_follower_that_leaves_is_forgotten_at_once(dokuen: Dokuen) -> None:
+    assert dokuen.process is not None
+    daemon = psutil.Process(dokuen.process.pid)
+    before = len(daemon.net_connections(kind="unix"))
+    dokuen.ctl("apps:create", "quiet")
+    followers = [
+        subprocess.Popen(
+            [str(BIN / "dokuenctl"), "logs", "quiet", "-f"],
+            env=dokuen.env,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(5)
+    ]
+    wait_for(lambda: len(daemon.net_connections(kind="unix")) >= before + 5, "five followers")
+    for follower in followers:
+        follower.kill()
+        follower.wait()
+    wait_for(lambda: len(daemon.net_connections(kind="unix")) <= before, "their sockets to close")
