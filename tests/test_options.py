@@ -3,6 +3,7 @@
 import pytest
 
 from dokuen.errors import SettingsError
+from dokuen.health import HealthCheck
 from dokuen.options import AppOptions, app_options
 from dokuen.restart import RestartPolicy
 
@@ -10,8 +11,8 @@ DEFAULT_STOP = 10.0
 
 
 def test_defaults() -> None:
-    assert app_options({}, DEFAULT_STOP) == AppOptions(DEFAULT_STOP, RestartPolicy())
-    assert app_options({"OTHER": "x"}, 2.5) == AppOptions(2.5, RestartPolicy())
+    assert app_options({}, DEFAULT_STOP) == AppOptions(DEFAULT_STOP, RestartPolicy(), TCP_60)
+    assert app_options({"OTHER": "x"}, 2.5) == AppOptions(2.5, RestartPolicy(), TCP_60)
 
 
 @pytest.mark.parametrize(
@@ -61,4 +62,38 @@ def test_restart_limit_errors(text: str) -> None:
 
 def test_both() -> None:
     config = {"DOKUEN_STOP_TIMEOUT": "1.5", "DOKUEN_RESTART_LIMIT": "forever", "WEB": "x"}
-    assert app_options(config, DEFAULT_STOP) == AppOptions(1.5, RestartPolicy(limit=None))
+    assert app_options(config, DEFAULT_STOP) == AppOptions(1.5, RestartPolicy(limit=None), TCP_60)
+
+
+TCP_60 = HealthCheck(None, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"DOKUEN_HEALTHCHECK_PATH": "/health"}, HealthCheck("/health", 60.0)),
+        ({"DOKUEN_BOOT_TIMEOUT": "2.5"}, HealthCheck(None, 2.5)),
+        (
+            {"DOKUEN_HEALTHCHECK_PATH": "/up?full=1", "DOKUEN_BOOT_TIMEOUT": "5"},
+            HealthCheck("/up?full=1", 5.0),
+        ),
+    ],
+)
+def test_health_options(config: dict[str, str], expected: HealthCheck) -> None:
+    assert app_options(config, DEFAULT_STOP).health == expected
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"DOKUEN_HEALTHCHECK_PATH": "health"},
+        {"DOKUEN_HEALTHCHECK_PATH": "/a b"},
+        {"DOKUEN_HEALTHCHECK_PATH": "/x\r\nHost: evil"},
+        {"DOKUEN_BOOT_TIMEOUT": "0"},
+        {"DOKUEN_BOOT_TIMEOUT": "soon"},
+        {"DOKUEN_BOOT_TIMEOUT": "nan"},
+    ],
+)
+def test_bad_health_options_are_refused(config: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=r"DOKUEN_(HEALTHCHECK_PATH|BOOT_TIMEOUT)="):
+        app_options(config, DEFAULT_STOP)

@@ -41,6 +41,8 @@ class Runtime:
     spawner: Spawner
     clock: Clock
     proxy_changed: Callable[[], None] = lambda: None  # a web process came, went or moved
+    proxy_sync: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint  # nginx caught up
+    proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
 
 
 def _nothing() -> None:
@@ -166,12 +168,25 @@ class App:
             formation = default_formation(procfile, self.dir.read_formation())
             shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
             await say(f"-----> Procfile declares types: {', '.join(procfile.types)}")
+            previous, previous_formation = (
+                releases.current_release(self.dir),
+                self.dir.read_formation(),
+            )
             self.dir.write_formation(formation)
             releases.switch_current(self.dir, release)
             self.dir.set_stopped(False)
             self.runtime.mux.event(self.name, f"deploying {release.name} ({shown})")
             await say(f"-----> Starting {release.name} with formation {shown}")
-            await self._converge(replace=lambda _spec: True)
+            try:
+                await self._converge(replace=lambda _spec: True)
+            except DokuenError as exc:
+                if previous is not None:  # the old release is what serves: point back at it
+                    releases.switch_current(self.dir, previous)
+                    self.dir.write_formation(previous_formation)
+                    with contextlib.suppress(DokuenError):  # and run whatever of it stopped
+                        await self._converge(replace=lambda _spec: False)
+                self.runtime.mux.event(self.name, f"deploy of {release.name} failed: {exc}")
+                raise DokuenError(f"deploy of {release.name} failed: {exc}") from None
             pruned = await anyio.to_thread.run_sync(
                 releases.prune, self.dir, self.runtime.settings.keep_releases
             )
@@ -226,11 +241,21 @@ class App:
             merged.pop(key, None)
         app_options(merged, self.runtime.settings.stop_timeout)  # refuse bad options early
         async with self._exclusive():
+            before = self.config()
             await anyio.to_thread.run_sync(write_envdir, self.dir.env, changes, list(removals))
             keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
             self.runtime.mux.event(self.name, f"config changed ({keys})")
-            if not self.dir.stopped and releases.current_release(self.dir) is not None:
+            if self.dir.stopped or releases.current_release(self.dir) is None:
+                return
+            try:
                 await self._converge(replace=lambda _spec: True)
+            except DokuenError:
+                # The old processes, with the old config, are what serves: keep it so.
+                restore = {key: before[key] for key in [*changes, *removals] if key in before}
+                gone = [key for key in [*changes, *removals] if key not in before]
+                await anyio.to_thread.run_sync(write_envdir, self.dir.env, restore, gone)
+                self.runtime.mux.event(self.name, f"config change ({keys}) undone")
+                raise
 
     # -- the machinery ---------------------------------------------------------------
 
@@ -260,16 +285,20 @@ class App:
 
     async def _converge(self, replace: Callable[[ProcessSpec], bool]) -> None:
         """Make the running slots match the current release and formation: stop what is
-        not wanted, is crashed, or ``replace`` picks; start what is missing."""
+        not wanted, is crashed, or ``replace`` picks; start what is missing.
+
+        Behind nginx, a serving web process that ``replace`` picks is swapped instead: its
+        replacement starts beside it on a new port, and only once every replacement passes
+        its health check does nginx switch to them and the old ones stop. If one fails, the
+        new ones stop, the old ones keep serving, and DokuenError says why.
+        """
         release = releases.current_release(self.dir)
         if release is None:
             return
         procfile = read_procfile(release.path)
         specs = expand(self.name, procfile, self.dir.read_formation())
         wanted = {spec.name: spec for spec in specs}
-        config = self.config()
-        options = app_options(config, self.runtime.settings.stop_timeout)
-        defaults = read_dotenv(release.path)
+        make = self._slot_maker(release.path)
         doomed = [
             slot
             for name, slot in self._slots.items()
@@ -278,37 +307,91 @@ class App:
             or slot.state is ProcessState.CRASHED
             or replace(slot.spec)
         ]
-        ports = {slot.spec.name: slot.port for slot in doomed}
-        await self._stop_slots(doomed)
-        assert self._task_group is not None
-        settings = self.runtime.settings
+        swapped = [
+            slot
+            for slot in doomed
+            if self.runtime.proxied
+            and slot.spec.type == "web"
+            and slot.spec.name in wanted
+            and slot.state is ProcessState.RUNNING
+        ]
+        stopped = [slot for slot in doomed if slot not in swapped]
+        ports = {slot.spec.name: slot.port for slot in stopped}
+        await self._stop_slots(stopped)
+        if swapped:
+            await self._swap(swapped, [make(wanted[old.spec.name], None) for old in swapped])
         for spec in specs:
-            if spec.name in self._slots:
-                continue
+            if spec.name not in self._slots:
+                slot = make(spec, ports.get(spec.name))
+                self._slots[spec.name] = slot
+                try:
+                    await self._start(slot)
+                except DokuenError:
+                    del self._slots[spec.name]
+                    raise
 
-            def environment(port: int, spec: ProcessSpec = spec) -> dict[str, str]:
-                return process_environment(
-                    spec, port, release.path, settings.app_path, defaults, config
-                )
+    def _slot_maker(self, release: Path) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
+        config = self.config()
+        options = app_options(config, self.runtime.settings.stop_timeout)
+        defaults = read_dotenv(release)
+        app_path = self.runtime.settings.app_path
 
-            slot = ProcessSlot(
-                SlotConfig(spec, release.path, environment, options.stop_timeout, options.policy),
+        def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
+            def environment(port: int) -> dict[str, str]:
+                return process_environment(spec, port, release, app_path, defaults, config)
+
+            web = spec.type == "web"
+            health = options.health if web and self.runtime.proxied else None
+            return ProcessSlot(
+                SlotConfig(
+                    spec, release, environment, options.stop_timeout, options.policy, health
+                ),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
-                port=ports.get(spec.name),
-                on_change=self.runtime.proxy_changed if spec.type == "web" else _nothing,
+                port=port,
+                on_change=self.runtime.proxy_changed if web else _nothing,
             )
-            self._slots[spec.name] = slot
-            try:
-                await self._task_group.start(slot.run)
-            except DokuenError:
-                del self._slots[spec.name]
-                raise
-            except Exception as exc:  # no /bin/sh, a bad cwd, an environment Popen refuses
-                del self._slots[spec.name]
-                raise DokuenError(f"cannot start {self.name} {spec.name}: {exc}") from exc
+
+        return make
+
+    async def _start(self, slot: ProcessSlot) -> None:
+        assert self._task_group is not None
+        try:
+            await self._task_group.start(slot.run)
+        except DokuenError:
+            raise
+        except Exception as exc:  # no /bin/sh, a bad cwd, an environment Popen refuses
+            raise DokuenError(f"cannot start {self.name} {slot.spec.name}: {exc}") from exc
+
+    async def _swap(self, old: list[ProcessSlot], new: list[ProcessSlot]) -> None:
+        """Zero downtime: start ``new`` beside ``old``, switch nginx once all pass, stop old."""
+        started: list[ProcessSlot] = []
+        try:
+            for slot in new:
+                await self._start(slot)
+                started.append(slot)
+            for slot in new:
+                await slot.settled.wait()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._stop_slots(started)
+            raise
+        failed = [slot for slot in new if slot.failure]
+        if failed:
+            await self._stop_slots(new)
+            first = failed[0]
+            last = "".join(f"\n    {line}" for line in first.recent) or " (none)"
+            raise DokuenError(
+                f"{first.spec.name} of the new processes {first.failure}; the old ones keep "
+                f"serving. Its last lines:{last}"
+            )
+        for slot in new:
+            self._slots[slot.spec.name] = slot
+        self.runtime.proxy_changed()
+        await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        await self._stop_slots(old)
 
     async def _stop_slots(self, slots: list[ProcessSlot]) -> None:
         """Stop slots all at once (each waits out its own grace period) and forget them."""
@@ -316,4 +399,5 @@ class App:
             for slot in slots:
                 task_group.start_soon(slot.stop)
         for slot in slots:
-            self._slots.pop(slot.spec.name, None)
+            if self._slots.get(slot.spec.name) is slot:  # its replacement may hold the name
+                del self._slots[slot.spec.name]

@@ -71,7 +71,12 @@ class Daemon:
         self.started = time.time()
         self.proxy, self.proxy_problem = self._make_proxy(spawner)
         if self.proxy is not None:
-            self.runtime = dataclasses.replace(self.runtime, proxy_changed=self.proxy.changed)
+            self.runtime = dataclasses.replace(
+                self.runtime,
+                proxy_changed=self.proxy.changed,
+                proxy_sync=self.proxy.sync,
+                proxied=True,
+            )
         self._apps_group: anyio.abc.TaskGroup | None = None
         self._commands: dict[str, Command] = {
             "status": self.status,

@@ -4,13 +4,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dokuen.errors import SettingsError
+from dokuen.health import HealthCheck, check_path
 from dokuen.restart import RestartPolicy, parse_restart_limit
+
+DEFAULT_BOOT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
 class AppOptions:
     stop_timeout: float
     policy: RestartPolicy
+    health: HealthCheck
 
 
 def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOptions:
@@ -19,6 +23,8 @@ def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOp
     ``DOKUEN_STOP_TIMEOUT``: seconds between SIGTERM and SIGKILL.
     ``DOKUEN_RESTART_LIMIT``: fast failures in a row before a process is crashed, or
     ``forever``.
+    ``DOKUEN_HEALTHCHECK_PATH``, ``DOKUEN_BOOT_TIMEOUT``: how a new web process shows it
+    serves (an HTTP GET answering 2xx/3xx, else a TCP connect) and how long it has.
 
     Raises:
         SettingsError: naming the variable and what it accepts.
@@ -37,4 +43,17 @@ def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOp
     policy = RestartPolicy()
     if "DOKUEN_RESTART_LIMIT" in config:
         policy = RestartPolicy(limit=parse_restart_limit(config["DOKUEN_RESTART_LIMIT"]))
-    return AppOptions(stop_timeout, policy)
+    boot_timeout = DEFAULT_BOOT_TIMEOUT
+    if "DOKUEN_BOOT_TIMEOUT" in config:
+        text = config["DOKUEN_BOOT_TIMEOUT"]
+        try:
+            boot_timeout = float(text)
+        except ValueError:
+            boot_timeout = -1
+        if not 0 < boot_timeout <= 3600:
+            raise SettingsError(
+                f"DOKUEN_BOOT_TIMEOUT={text!r} is not a number of seconds from 0 to 3600"
+            )
+    path = config.get("DOKUEN_HEALTHCHECK_PATH")
+    health = HealthCheck(check_path(path) if path else None, boot_timeout)
+    return AppOptions(stop_timeout, policy, health)

@@ -18,6 +18,7 @@ import structlog
 from dokuen import reaper
 from dokuen.errors import DokuenError
 from dokuen.formation import ProcessSpec
+from dokuen.health import HealthCheck, probe
 from dokuen.logmux import LineFramer, LogMux
 from dokuen.ports import PortPool
 from dokuen.restart import RestartPolicy, Run, next_delay
@@ -28,6 +29,7 @@ READ_SIZE = 1 << 18
 PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
 GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
+HEALTH_POLL = 0.05  # seconds between health probes of a new process
 
 
 class ProcessState(StrEnum):
@@ -101,6 +103,7 @@ class SlotConfig:
     environment: Callable[[int], dict[str, str]]  # port -> the process's environment
     stop_timeout: float
     policy: RestartPolicy
+    health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
 
 
 class ProcessSlot:
@@ -138,6 +141,10 @@ class ProcessSlot:
         self._runs: deque[Run] = deque(maxlen=max(64, (config.policy.limit or 0) + 1))
         self._scope = anyio.CancelScope()
         self._done = anyio.Event()
+        # Set once the first life passed its health check (or failed it: see `failure`).
+        self.settled = anyio.Event()
+        self.failure: str | None = None
+        self.recent: deque[str] = deque(maxlen=10)  # its last lines, for failure reports
         self._reported_start = False
 
     @property
@@ -215,6 +222,8 @@ class ProcessSlot:
                 exited = self._clock.now()
             self._runs.append(Run(started, exited))
             self.pid = None
+            if self.config.health is not None and not self.settled.is_set():
+                self._fail(f"{describe_exit(status)} before it answered")
             delay = next_delay(list(self._runs), self.config.policy)
             if delay is None:
                 self.state = ProcessState.CRASHED
@@ -254,7 +263,7 @@ class ProcessSlot:
         )
         self.pid = child.pid
         self.started_at = self._clock.now()
-        self.state = ProcessState.RUNNING
+        self.state = ProcessState.RUNNING if self.config.health is None else ProcessState.STARTING
         self._event(f"started, pid {child.pid}, port {self.port}", "process.started", pid=child.pid)
         return child
 
@@ -265,6 +274,8 @@ class ProcessSlot:
         pump_scope = anyio.CancelScope(shield=True)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pump, child, pump_scope, pumped)
+            if self.config.health is not None:
+                tg.start_soon(self._check_health, self.config.health)
             status: int | None = None
             try:
                 status = await child.wait()
@@ -326,13 +337,36 @@ class ProcessSlot:
                     count=killed,
                 )
 
+    async def _check_health(self, health: HealthCheck) -> None:
+        """Probe the new process until it answers (then it is RUNNING: nginx may send it
+        requests) or its boot timeout passes."""
+        assert self.port is not None
+        with anyio.move_on_after(health.timeout):
+            while not await probe(self.port, health.path):
+                await anyio.sleep(HEALTH_POLL)
+            self.state = ProcessState.RUNNING
+            self._event(f"answers {health.describe()} on port {self.port}", "process.healthy")
+            self.settled.set()
+            return
+        self._fail(
+            f"did not answer {health.describe()} on port {self.port} within {health.timeout:g}s"
+        )
+
+    def _fail(self, reason: str) -> None:
+        if not self.settled.is_set():
+            self.failure = reason
+            self._event(f"failed its health check: {reason}", "process.unhealthy")
+            self.settled.set()
+
     async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: anyio.Event) -> None:
         framer = LineFramer()
         app, name, mux = self.spec.app, self.spec.name, self._mux
         try:
             with scope:
                 while chunk := await self._read(child, framer):
-                    mux.write(app, name, framer.feed(chunk))
+                    lines = framer.feed(chunk)
+                    self.recent.extend(line.decode(errors="replace") for line in lines[-10:])
+                    mux.write(app, name, lines)
                     await mux.backpressure()
         finally:
             mux.write(app, name, framer.flush())

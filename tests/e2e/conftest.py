@@ -162,9 +162,12 @@ def find_nginx_binary() -> str | None:
 
 
 def free_port_block(size: int = 40) -> tuple[int, int]:
-    """A block of ports nothing listens on, away from the default 5000-5999."""
+    """A block of ports nothing listens on, below the kernel's ephemeral range (a port in it
+    may be taken at any moment by some outgoing connection) and away from 5000-5999."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    top = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
     for _ in range(100):
-        first = random.randrange(20000, 60000 - size)
+        first = random.randrange(10000, top - size)
         listening = {
             c.laddr.port
             for c in psutil.net_connections("tcp")

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -224,3 +225,81 @@ def test_the_http_port_already_taken_is_a_clear_problem(tmp_path: Path, apps_dir
             wait_for(lambda: daemon.running("blog", 1), "web.1 runs all the same")
         finally:
             daemon.terminate()
+
+
+class Load:
+    """A client loop sending requests through nginx until stopped, counting every answer."""
+
+    def __init__(self, port: int, host: str) -> None:
+        self.port, self.host = port, host
+        self.releases: list[str] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status, body = get(self.port, self.host)
+            except OSError as exc:
+                self.failures.append(repr(exc))
+                continue
+            if status != 200:
+                self.failures.append(f"{status} {body[:80]}")
+            else:
+                self.releases.append(Path(json.loads(body)["HOME"]).name)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        wait_for(lambda: len(self.releases) > 5, "the load to get answers")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_restart_and_deploy_under_load_drop_no_request(proxied: Dokuen, apps_dir: Path) -> None:
+    port = http_port(proxied)
+    source = write_app(apps_dir / "blog", WEB)
+    proxied.deploy("blog", source)
+    proxied.ctl("ps:scale", "blog", "web=2")
+    wait_for(lambda: proxied.running("blog", 2), "two web processes")
+    with Load(port, "blog.localhost") as load:
+        before = proxied.ps("blog")
+        proxied.ctl("restart", "blog")
+        after = proxied.ps("blog")
+        assert {row["pid"] for row in before}.isdisjoint(row["pid"] for row in after)
+        proxied.ctl("deploy", "blog", str(source))  # v2
+        wait_for(lambda: load.releases[-1] == "v2", "answers from v2")
+        served_after_deploy = len(load.releases)
+        wait_for(lambda: len(load.releases) > served_after_deploy + 20, "more answers")
+    assert load.failures == []
+    assert load.releases[0] == "v1"
+    # During a reload nginx's old and new workers both accept for a moment, so v1 and v2
+    # may alternate briefly; after the deploy returned, only v2 answers.
+    assert set(load.releases[served_after_deploy:]) == {"v2"}
+
+
+def test_a_deploy_that_never_opens_its_port_fails_and_the_old_release_serves(
+    proxied: Dokuen, apps_dir: Path
+) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.ctl("config:set", "blog", "DOKUEN_BOOT_TIMEOUT=1.5")
+    broken = write_app(apps_dir / "broken", "web: echo starting up; exec sleep 1000\n")
+    with Load(port, "blog.localhost") as load:
+        result = proxied.ctl("deploy", "blog", str(broken), check=False)
+        served = len(load.releases)
+        wait_for(lambda: len(load.releases) > served + 20, "answers after the failed deploy")
+    assert result.returncode == 1
+    assert "deploy of v2 failed: web.1 of the new processes did not answer a TCP connect" in (
+        result.stderr
+    )
+    assert (
+        "within 1.5s; the old ones keep serving. Its last lines:\n    starting up" in result.stderr
+    )
+    assert load.failures == []
+    assert set(load.releases) == {"v1"}
+    current = (proxied.home / "apps/blog/current").readlink()
+    assert current.name == "v1"  # the pointer went back to what serves
