@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from dokuen.errors import SettingsError
 from dokuen.health import HealthCheck, check_path
+from dokuen.nginx import check_body_size
 from dokuen.restart import RestartPolicy, parse_restart_limit
 
 DEFAULT_BOOT_TIMEOUT = 60.0
@@ -54,6 +55,8 @@ def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOp
             raise SettingsError(
                 f"DOKUEN_BOOT_TIMEOUT={text!r} is not a number of seconds from 0 to 3600"
             )
+    if "DOKUEN_CLIENT_MAX_BODY_SIZE" in config:
+        check_body_size(config["DOKUEN_CLIENT_MAX_BODY_SIZE"])
     path = config.get("DOKUEN_HEALTHCHECK_PATH")
     health = HealthCheck(check_path(path) if path else None, boot_timeout)
     return AppOptions(stop_timeout, policy, health)
