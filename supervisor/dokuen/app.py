@@ -3,6 +3,7 @@ that change them: deploy, scale, restart, stop, start, config."""
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class Runtime:
     proxy_changed: Callable[[], None] = lambda: None  # a web process came, went or moved
     proxy_sync: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint  # nginx caught up
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
+    proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
 
 
 def _nothing() -> None:
@@ -320,15 +322,21 @@ class App:
         await self._stop_slots(stopped)
         if swapped:
             await self._swap(swapped, [make(wanted[old.spec.name], None) for old in swapped])
-        for spec in specs:
-            if spec.name not in self._slots:
-                slot = make(spec, ports.get(spec.name))
-                self._slots[spec.name] = slot
-                try:
-                    await self._start(slot)
-                except DokuenError:
-                    del self._slots[spec.name]
-                    raise
+        async with self.runtime.proxy_batch():  # new web processes: one nginx reload
+            fresh = []
+            for spec in specs:
+                if spec.name not in self._slots:
+                    slot = make(spec, ports.get(spec.name))
+                    self._slots[spec.name] = slot
+                    try:
+                        await self._start(slot)
+                    except DokuenError:
+                        del self._slots[spec.name]
+                        raise
+                    fresh.append(slot)
+            for slot in fresh:
+                if slot.config.health is not None:
+                    await slot.settled.wait()
 
     def _slot_maker(self, release: Path) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()

@@ -75,6 +75,7 @@ class Daemon:
                 self.runtime,
                 proxy_changed=self.proxy.changed,
                 proxy_sync=self.proxy.sync,
+                proxy_batch=self.proxy.batch,
                 proxied=True,
             )
         self._apps_group: anyio.abc.TaskGroup | None = None
@@ -172,7 +173,7 @@ class Daemon:
             app = App(self.store.app(name), self.runtime)
             await self._apps_group.start(app.run)
             self.apps[name] = app
-        async with anyio.create_task_group() as restores:
+        async with self.runtime.proxy_batch(), anyio.create_task_group() as restores:
             for app in self.apps.values():
                 restores.start_soon(self._restore_app, app)
         try:

@@ -303,3 +303,31 @@ def test_a_deploy_that_never_opens_its_port_fails_and_the_old_release_serves(
     assert set(load.releases) == {"v1"}
     current = (proxied.home / "apps/blog/current").readlink()
     assert current.name == "v1"  # the pointer went back to what serves
+
+
+def test_changes_that_arrive_together_cost_one_reload(proxied: Dokuen, apps_dir: Path) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    reloads = proxied.log().count("nginx[dokuen]: reloaded")
+    proxied.ctl("ps:scale", "blog", "web=10")
+    assert proxied.log().count("nginx[dokuen]: reloaded") == reloads + 1
+    conf = (proxied.home / "nginx/apps/blog.conf").read_text()
+    assert conf.count("server 127.0.0.1:") == 10
+    # A boot with several apps: one reload for all of them, after every one is up.
+    for name in ("shop", "wiki", "notes"):
+        proxied.deploy(name, write_app(apps_dir / name, WEB))
+    assert proxied.terminate() == 0
+    proxied.start()
+    wait_for(lambda: proxied.running("blog", 10), "blog's ten web processes")
+
+    def since_boot() -> str:
+        return proxied.log().rsplit("nginx[dokuen]: master started", 1)[1]
+
+    wait_for(lambda: "nginx[dokuen]: reloaded" in since_boot(), "the boot's reload")
+    wait_for(lambda: env_via(port, "notes.localhost"), "the last app through nginx")
+    boot = since_boot()
+    assert boot.count("nginx[dokuen]: reloaded (4 apps)") == 1
+    assert boot.count("nginx[dokuen]: reloaded") == 1
+    for name in ("blog", "shop", "wiki", "notes"):
+        assert env_via(port, f"{name}.localhost") is not None

@@ -1,0 +1,545 @@
+"""Benchmark dokuend's managed nginx in front of an app (issue 3).
+
+Run it from the repository root::
+
+    python bench/proxy.py            # the full run (about 1.5 minutes)
+    python bench/proxy.py --quick    # short durations, 3 restarts: a smoke run
+
+It starts a fresh dokuend (DOKUEN_NGINX=managed) in a temporary directory, deploys a tiny
+asyncio HTTP app whose answers carry its pid, and measures:
+
+1. requests/s and median latency through nginx against straight to the app's port, with
+   the same client (wrk if it is installed, else a Python keep-alive client) and the same
+   connections;
+2. failed requests (non-200 answers and connection errors) under continuous load through
+   nginx during back-to-back ``dokuenctl restart bench`` with web=2;
+3. the time from issuing ``dokuenctl restart bench`` until answers come from the new
+   processes (the first one, and the point after which no old process answers).
+
+dokuend is stopped with SIGTERM to its pid. Results go to ``bench/results/proxy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+DOKUEND = BIN / "dokuend"
+DOKUENCTL = BIN / "dokuenctl"
+RESULTS = ROOT / "bench" / "results" / "proxy.json"
+APP = "bench"
+HOST = f"{APP}.localhost"
+
+SERVER_PY = r"""
+import asyncio, os
+
+BODY = ("pid=%d ppid=%d\n" % (os.getpid(), os.getppid())).encode()
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+    + str(len(BODY)).encode() + b"\r\n\r\n" + BODY
+)
+
+
+async def handle(reader, writer):
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(RESPONSE)
+            if b"connection: close" in head.lower():
+                break
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        pass
+    finally:
+        writer.close()
+
+
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(os.environ["PORT"]))
+    async with server:
+        await server.serve_forever()
+
+
+asyncio.run(main())
+"""
+
+
+KEEPALIVE_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed."""
+
+
+# --- dokuend ------------------------------------------------------------------------------
+
+
+@dataclass
+class Daemon:
+    home: Path
+    http_port: int
+    port_range: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DOKUEN_HOME=str(self.home),
+            DOKUEN_PORT_RANGE=self.port_range,
+            DOKUEN_NGINX="managed",
+            DOKUEN_HTTP_PORT=str(self.http_port),
+            DOKUEN_HTTP_ADDR="127.0.0.1",
+        )
+        return env
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = (self.home.parent / "dokuend.out").open("wb")
+        self.proc = subprocess.Popen(
+            [str(DOKUEND)], env=self.env(), stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"dokuend exited with {self.proc.returncode}")
+            if self.ctl("status", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise BenchError("dokuend did not answer within 15 s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            print(f"dokuend (pid {self.proc.pid}) did not stop in 20 s: SIGKILL")
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(DOKUENCTL), *args], env=self.env(), capture_output=True, text=True, check=False
+        )
+        if check and result.returncode != 0:
+            raise BenchError(f"dokuenctl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def web(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = json.loads(self.ctl("ps", APP, "--json").stdout)
+        return [r for r in rows if str(r.get("name", "")).startswith("web")]
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise BenchError(f"timed out waiting for {what}")
+
+
+def get_once(port: int, host: str | None) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/", headers={"Host": host} if host else {})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def serving(port: int, host: str | None) -> bool:
+    try:
+        return get_once(port, host)[0] == 200
+    except OSError:
+        return False
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+# --- workload 1: throughput ---------------------------------------------------------------
+
+
+def to_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if match is None:
+        raise BenchError(f"cannot read wrk latency {text!r}")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match.group(2)]
+    return float(match.group(1)) * scale
+
+
+def run_wrk(port: int, host: str | None, conns: int, seconds: float) -> dict[str, Any]:
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    cmd = [wrk, f"-t{min(2, conns)}", f"-c{conns}", f"-d{seconds:g}s", "--latency"]
+    if host:
+        cmd += ["-H", f"Host: {host}"]
+    out = subprocess.run(
+        [*cmd, f"http://127.0.0.1:{port}/"], capture_output=True, text=True, check=True
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE)
+    total = re.search(r"(\d+) requests in", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if rps is None or p50 is None or p99 is None or total is None:
+        raise BenchError(f"cannot read wrk output:\n{out}")
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": to_ms(p50.group(1)),
+        "p99_ms": to_ms(p99.group(1)),
+        "requests": int(total.group(1)),
+        "errors": (int(bad.group(1)) if bad else 0)
+        + (sum(int(g) for g in sock.groups()) if sock else 0),
+    }
+
+
+def run_python_client(port: int, host: str | None, conns: int, seconds: float) -> dict[str, Any]:
+    """Fallback load generator: ``conns`` threads, one keep-alive connection each."""
+    latencies: list[list[float]] = [[] for _ in range(conns)]
+    errors = [0] * conns
+    stop_at = time.monotonic() + seconds
+
+    def worker(i: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        headers = {"Host": host} if host else {}
+        while (start := time.monotonic()) < stop_at:
+            try:
+                conn.request("GET", "/", headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    errors[i] += 1
+            except (OSError, http.client.HTTPException):
+                errors[i] += 1
+                conn.close()
+                continue
+            latencies[i].append(time.monotonic() - start)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(conns)]
+    begin = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - begin
+    flat = sorted(x for lst in latencies for x in lst)
+    return {
+        "rps": len(flat) / elapsed,
+        "p50_ms": statistics.median(flat) * 1000,
+        "p99_ms": flat[int(len(flat) * 0.99)] * 1000,
+        "requests": len(flat),
+        "errors": sum(errors),
+    }
+
+
+# --- workloads 2 and 3: restarts under load -----------------------------------------------
+
+
+@dataclass
+class Load:
+    """Threads sending GETs through nginx on keep-alive connections, recording every answer."""
+
+    port: int
+    conns: int
+    keepalive: bool = True
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ok: int = 0
+    non_200: int = 0
+    conn_errors: int = 0
+    keepalive_closed: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    # (monotonic time the answer arrived, pid in the body), appended by every thread
+    answers: list[tuple[float, int]] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+
+    def worker(self) -> None:
+        headers = {"Host": HOST} if self.keepalive else {"Host": HOST, "Connection": "close"}
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        used = 0  # answers read on this connection
+        retrying = False
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", "/", headers=headers)
+                resp = conn.getresponse()
+                body = resp.read().decode(errors="replace")
+                now = time.monotonic()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                reused = used > 0
+                used = 0
+                with self.lock:
+                    if reused and not retrying and isinstance(exc, KEEPALIVE_CLOSED):
+                        # The server closed an idle keep-alive connection as the request
+                        # went out (nginx's old worker after a reload). Clients retry such a
+                        # request on a new connection (RFC 9110 9.2.2); so does this one.
+                        self.keepalive_closed += 1
+                        retrying = True
+                        continue
+                    self.conn_errors += 1
+                    kind = type(exc).__name__
+                    self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                retrying = False
+                continue
+            retrying = False
+            used += 1
+            if not self.keepalive or resp.will_close:
+                conn.close()
+                used = 0
+            with self.lock:
+                if resp.status != 200:
+                    self.non_200 += 1
+                    kind = f"HTTP {resp.status}"
+                    self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+                    continue
+                self.ok += 1
+                # dokuend runs the Procfile command through sh: ps shows sh's pid, the ppid
+                match = re.match(r"pid=(\d+) ppid=(\d+)", body)
+                if match:
+                    self.answers.append((now, int(match.group(2))))
+        conn.close()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Load]:
+        self.threads = [threading.Thread(target=self.worker) for _ in range(self.conns)]
+        for t in self.threads:
+            t.start()
+        try:
+            yield self
+        finally:
+            self.stop.set()
+            for t in self.threads:
+                t.join()
+
+    def since(self, t0: float) -> list[tuple[float, int]]:
+        with self.lock:
+            return [a for a in self.answers if a[0] >= t0]
+
+
+def load_stats(load: Load) -> dict[str, Any]:
+    return {
+        "connections": load.conns,
+        "keepalive": load.keepalive,
+        "requests_ok": load.ok,
+        "non_200": load.non_200,
+        "connection_errors": load.conn_errors,
+        "failed": load.non_200 + load.conn_errors,
+        "keepalive_closed_retried": load.keepalive_closed,
+        "error_kinds": load.error_kinds,
+    }
+
+
+def restarts(daemon: Daemon, http_port: int, count: int) -> dict[str, Any]:
+    daemon.ctl("ps:scale", APP, "web=2")
+    wait_for(
+        lambda: len([r for r in daemon.web() if r.get("state") == "running"]) == 2,
+        30,
+        "web=2 to run",
+    )
+    # keep-alive connections (the timings come from these) and new-connection-per-request
+    keep = Load(http_port, 3, keepalive=True)
+    fresh = Load(http_port, 2, keepalive=False)
+    first_new: list[float] = []
+    all_new: list[float] = []
+    command: list[float] = []
+    with keep.running(), fresh.running():
+        wait_for(
+            lambda: len({p for _, p in keep.since(time.monotonic() - 0.5)}) == 2,
+            30,
+            "both web processes to answer through nginx",
+        )
+        for i in range(count):
+            old = {int(r["pid"]) for r in daemon.web()}
+
+            def done(old: set[int] = old) -> bool:
+                rows = daemon.web()
+                running = {int(r["pid"]) for r in rows if r.get("state") == "running"}
+                return len(rows) == 2 and len(running) == 2 and running.isdisjoint(old)
+
+            t0 = time.monotonic()
+            daemon.ctl("restart", APP)
+            t_cmd = time.monotonic()
+            wait_for(done, 60, f"restart {i + 1} to finish")
+            time.sleep(0.3)
+            answers = keep.since(t0)
+            new_times = [t for t, p in answers if p not in old]
+            old_times = [t for t, p in answers if p in old]
+            if not new_times:
+                raise BenchError(f"restart {i + 1}: no answer from a new process")
+            first_new.append(min(new_times) - t0)
+            all_new.append((max(old_times) if old_times else min(new_times)) - t0)
+            command.append(t_cmd - t0)
+            print(
+                f"  restart {i + 1}: command {command[-1] * 1000:.0f} ms, first new answer "
+                f"{first_new[-1] * 1000:.0f} ms, last old answer {all_new[-1] * 1000:.0f} ms"
+            )
+    return {
+        "restarts": count,
+        "keepalive": load_stats(keep),
+        "new_connection_per_request": load_stats(fresh),
+        "failed": keep.non_200 + keep.conn_errors + fresh.non_200 + fresh.conn_errors,
+        "failed_without_retry": keep.non_200
+        + keep.conn_errors
+        + keep.keepalive_closed
+        + fresh.non_200
+        + fresh.conn_errors,
+        "first_new_answer_ms": [round(x * 1000, 1) for x in first_new],
+        "last_old_answer_ms": [round(x * 1000, 1) for x in all_new],
+        "command_ms": [round(x * 1000, 1) for x in command],
+        "median_first_new_answer_ms": round(statistics.median(first_new) * 1000, 1),
+        "median_last_old_answer_ms": round(statistics.median(all_new) * 1000, 1),
+        "median_command_ms": round(statistics.median(command) * 1000, 1),
+    }
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": (nginx.stderr or nginx.stdout).strip(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 3 restarts")
+    parser.add_argument("--http-port", type=int, default=21500)
+    parser.add_argument("--port-range", default="21000-21099")
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    args = parser.parse_args()
+    seconds = 2.0 if args.quick else 10.0
+    count = 3 if args.quick else 10
+    if not port_free(args.http_port):
+        raise BenchError(f"port {args.http_port} is in use")
+
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    client = "wrk" if use_wrk else "python"
+    load = run_wrk if use_wrk else run_python_client
+
+    tmp = Path(tempfile.mkdtemp(prefix="dokuen-proxy-bench-"))
+    app_dir = tmp / "app"
+    app_dir.mkdir()
+    (app_dir / "Procfile").write_text("web: python3 server.py\n")
+    (app_dir / "server.py").write_text(SERVER_PY)
+    daemon = Daemon(tmp / "home", args.http_port, args.port_range)
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": machine(),
+        "client": client,
+    }
+    try:
+        daemon.start()
+        daemon.ctl("apps:create", APP)
+        daemon.ctl("deploy", APP, str(app_dir))
+        wait_for(lambda: any(r.get("state") == "running" for r in daemon.web()), 30, "web")
+        app_port = int(daemon.web()[0]["port"])
+        wait_for(lambda: serving(app_port, None), 30, "the app to answer")
+        wait_for(lambda: serving(args.http_port, HOST), 30, "nginx to answer")
+
+        print(f"(1) throughput: {client}, {args.connections} connections, {seconds:g} s each")
+        load(args.http_port, HOST, args.connections, 1.0)  # warm-up
+        direct = load(app_port, None, args.connections, seconds)
+        print(f"  direct:  {direct['rps']:,.0f} req/s, median {direct['p50_ms']:.3f} ms")
+        proxied = load(args.http_port, HOST, args.connections, seconds)
+        print(f"  nginx:   {proxied['rps']:,.0f} req/s, median {proxied['p50_ms']:.3f} ms")
+        ratio = proxied["rps"] / direct["rps"]
+        print(f"  ratio nginx/direct: {ratio:.2f}")
+        results["throughput"] = {
+            "seconds": seconds,
+            "connections": args.connections,
+            "direct": direct,
+            "nginx": proxied,
+            "rps_ratio": round(ratio, 3),
+            "p50_ratio": round(proxied["p50_ms"] / direct["p50_ms"], 3),
+        }
+
+        print(
+            f"(2)+(3) {count} restarts under load (web=2; 3 keep-alive connections and 2 with "
+            "a new connection per request, Python client)"
+        )
+        r = restarts(daemon, args.http_port, count)
+        results["restarts"] = r
+        for name in ("keepalive", "new_connection_per_request"):
+            st = r[name]
+            print(
+                f"  {name}: {st['failed']} failed of {st['failed'] + st['requests_ok']} "
+                f"(non-200 {st['non_200']}, connection errors {st['connection_errors']}"
+                f"{', ' + str(st['error_kinds']) if st['error_kinds'] else ''}); keep-alive "
+                f"connection closed by nginx and retried: {st['keepalive_closed_retried']}"
+            )
+        print(
+            f"  failed requests: {r['failed']} (counting the retried ones as failures: "
+            f"{r['failed_without_retry']})"
+        )
+        print(
+            f"  median: command {r['median_command_ms']} ms, first new answer "
+            f"{r['median_first_new_answer_ms']} ms, last old answer "
+            f"{r['median_last_old_answer_ms']} ms"
+        )
+    finally:
+        daemon.stop()
+        log = tmp / "dokuend.out"
+        if log.exists():
+            results["dokuend_log_tail"] = log.read_text(errors="replace").splitlines()[-20:]
+        shutil.rmtree(tmp, ignore_errors=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {RESULTS.relative_to(ROOT)}")
+    return 1 if results["restarts"]["failed"] else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
