@@ -1,5 +1,6 @@
 """The DOKUEN_* app config vars that change how the platform treats an app's processes."""
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,33 +31,27 @@ def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOp
     Raises:
         SettingsError: naming the variable and what it accepts.
     """
-    stop_timeout = default_stop_timeout
-    if "DOKUEN_STOP_TIMEOUT" in config:
-        text = config["DOKUEN_STOP_TIMEOUT"]
-        try:
-            stop_timeout = float(text)
-        except ValueError:
-            stop_timeout = -1
-        if not 0 <= stop_timeout <= 3600:
-            raise SettingsError(
-                f"DOKUEN_STOP_TIMEOUT={text!r} is not a number of seconds from 0 to 3600"
-            )
+    stop_timeout = _seconds(config, "DOKUEN_STOP_TIMEOUT", default_stop_timeout, zero_ok=True)
     policy = RestartPolicy()
     if "DOKUEN_RESTART_LIMIT" in config:
         policy = RestartPolicy(limit=parse_restart_limit(config["DOKUEN_RESTART_LIMIT"]))
-    boot_timeout = DEFAULT_BOOT_TIMEOUT
-    if "DOKUEN_BOOT_TIMEOUT" in config:
-        text = config["DOKUEN_BOOT_TIMEOUT"]
-        try:
-            boot_timeout = float(text)
-        except ValueError:
-            boot_timeout = -1
-        if not 0 < boot_timeout <= 3600:
-            raise SettingsError(
-                f"DOKUEN_BOOT_TIMEOUT={text!r} is not a number of seconds from 0 to 3600"
-            )
+    boot_timeout = _seconds(config, "DOKUEN_BOOT_TIMEOUT", DEFAULT_BOOT_TIMEOUT, zero_ok=False)
     if "DOKUEN_CLIENT_MAX_BODY_SIZE" in config:
         check_body_size(config["DOKUEN_CLIENT_MAX_BODY_SIZE"])
     path = config.get("DOKUEN_HEALTHCHECK_PATH")
     health = HealthCheck(check_path(path) if path else None, boot_timeout)
     return AppOptions(stop_timeout, policy, health)
+
+
+def _seconds(config: Mapping[str, str], key: str, default: float, *, zero_ok: bool) -> float:
+    """A number of seconds up to an hour (from 0 when ``zero_ok``, else above it)."""
+    if key not in config:
+        return default
+    text = config[key]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value >= 0 if zero_ok else value > 0) or not value <= 3600:
+        raise SettingsError(f"{key}={text!r} is not a number of seconds from 0 to 3600")
+    return value
