@@ -9,7 +9,7 @@ import anyio
 import psutil
 import pytest
 
-from dokuen.spawn import HAVE_PIDFD, OsSpawner
+from dokuen.spawn import HAVE_PIDFD, OsSpawner, exec_form
 
 pytestmark = pytest.mark.anyio
 
@@ -91,4 +91,42 @@ async def test_leftovers_finds_what_left_the_group(use_pidfd: bool, tmp_path: Pa
     finally:
         for process in child.leftovers("app", "web.1"):
             process.kill()
+        await child.aclose()
+
+
+@pytest.mark.parametrize(
+    ("command", "run_as"),
+    [
+        ("python3 web.py", "exec python3 web.py"),
+        ("gunicorn app:app --bind 127.0.0.1:$PORT", "exec gunicorn app:app --bind 127.0.0.1:$PORT"),
+        ("./bin/server 'a b'", "exec ./bin/server 'a b'"),
+        ("exec sleep 1", "exec sleep 1"),
+        ("echo boom; exit 3", "echo boom; exit 3"),
+        ("cd web && npm start", "cd web && npm start"),
+        ("server > out.log", "server > out.log"),
+        ("a | b", "a | b"),
+        ("FOO=bar server", "FOO=bar server"),
+        ("while true; do x; done", "while true; do x; done"),
+        ("export X=1", "export X=1"),
+        (". ./env.sh", ". ./env.sh"),
+        ("(cd x)", "(cd x)"),
+        ("server\nother", "server\nother"),
+    ],
+)
+def test_exec_form(command: str, run_as: str) -> None:
+    assert exec_form(command) == run_as
+
+
+async def test_a_plain_command_is_the_process_itself(tmp_path: Path) -> None:
+    spawner = OsSpawner()
+    child = await spawner("sleep 1000", ENV, tmp_path)
+    try:
+        with anyio.fail_after(10):  # the shell execs it: same pid, no child
+            while psutil.Process(child.pid).name() != "sleep":
+                await anyio.sleep(0.01)
+        assert psutil.Process(child.pid).children() == []
+    finally:
+        child.signal_group(signal.SIGKILL)
+        with anyio.fail_after(10):
+            assert await child.wait() == -signal.SIGKILL
         await child.aclose()

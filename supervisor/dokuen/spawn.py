@@ -8,6 +8,7 @@ loop like any readable file. Elsewhere the loop's subprocess support does both.
 
 import contextlib
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -22,6 +23,22 @@ import psutil
 from dokuen import reaper
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
+# What keeps a command from being run with `exec`: shell syntax that needs the shell to
+# stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
+_COMPOUND = re.compile(r"[;&|<>()`\n]")
+_NOT_A_PROGRAM = re.compile(
+    r"\s*(?:[A-Za-z_][A-Za-z0-9_]*=|(?:exec|if|for|while|until|case|function|cd|export|set"
+    r"|trap|ulimit|umask|source|eval|\.|\{|!|\[\[)(?:\s|$))"
+)
+
+
+def exec_form(command: str) -> str:
+    """``exec COMMAND`` when the command is one plain program, so that the shell becomes it:
+    its pid is the app's, signals reach it, its exit status is the app's. Anything with
+    shell syntax is left to the shell as written."""
+    if _COMPOUND.search(command) or _NOT_A_PROGRAM.match(command):
+        return command
+    return f"exec {command}"
 
 
 class _OsChild:
@@ -161,7 +178,7 @@ class OsSpawner:
     async def __call__(
         self, command: str, env: Mapping[str, str], cwd: Path
     ) -> "PidfdChild | LoopChild":
-        argv = ["/bin/sh", "-c", command]
+        argv = ["/bin/sh", "-c", exec_form(command)]
         options = _Options(
             env=dict(env),
             cwd=cwd,
