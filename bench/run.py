@@ -16,6 +16,7 @@ docs/benchmarks.md describes the workloads and the targets.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import json
@@ -225,7 +226,7 @@ class Proc:
     log: Path | None = None  # where a per-process log goes (count 1 only)
 
 
-class System:
+class System(abc.ABC):
     """One process supervisor under test. ``prepare`` brings its daemon up with the
     processes configured but not started, ``start``/``stop`` are the timed commands,
     ``shutdown`` ends the daemon and anything it left behind."""
@@ -246,11 +247,13 @@ class System:
     def prepare(self, procs: list[Proc], grace: int) -> None:
         self.procs, self.grace = procs, grace
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start every configured process (the timed command)."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop every process (the timed command)."""
 
     def running_by_status(self) -> int | None:
         """How many processes the system itself says are running, when it is cheap to ask."""
