@@ -16,6 +16,7 @@ from dokuen.nginx import (
     listen_directive,
     render_main,
     render_site,
+    render_system_include,
 )
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -44,6 +45,10 @@ def test_site_files(name: str, site: Site) -> None:
 
 def test_main_file() -> None:
     golden("nginx.conf", render_main(Managed(PREFIX, "127.0.0.1:8080")))
+
+
+def test_system_include_file() -> None:
+    golden("dokuen-http.conf", render_system_include(Managed(PREFIX, "80")))
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")

@@ -116,7 +116,9 @@ class Daemon:
             return None, problem
         port = settings.listen_port
         managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
-        return ManagedNginx(managed, port, binary, self._sites, spawner, self.runtime.mux), None
+        system = settings.nginx == "system"
+        proxy = ManagedNginx(managed, port, binary, self._sites, spawner, self.runtime.mux, system)
+        return proxy, None
 
     def _sites(self) -> list[Site]:
         """Every app nginx should show; an app whose files were hand-edited into something
@@ -268,7 +270,7 @@ class Daemon:
         if self.proxy is None:
             return {"mode": "off", "problem": self.proxy_problem}
         return {
-            "mode": "managed",
+            "mode": "system" if self.proxy.system else "managed",
             "listen": self.proxy.managed.listen,
             "pid": self.proxy.master_pid,
             "problem": self.proxy.problem,

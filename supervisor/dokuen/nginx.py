@@ -158,6 +158,16 @@ http {{
 """
 
 
+def render_system_include(managed: Managed) -> str:
+    """For a system nginx (``DOKUEN_NGINX=system``): the one file its ``http`` block
+    includes, which brings in the map the app files use and every app file."""
+    return f"""{GENERATED}# Include it inside the http {{ }} block of the system's nginx.conf:
+#     include {managed.prefix}/dokuen-http.conf;
+{render_connection_map()}
+include {managed.sites}/*.conf;
+"""
+
+
 def render_connection_map() -> str:
     """Websockets get ``Connection: upgrade``; everything else an empty Connection header,
     so that the upstream keepalive connections are reused."""

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -20,7 +21,13 @@ import structlog
 from dokuen import reaper
 from dokuen.errors import DokuenError
 from dokuen.logmux import LogMux
-from dokuen.nginx import Managed, Site, render_main, render_site
+from dokuen.nginx import (
+    Managed,
+    Site,
+    render_main,
+    render_site,
+    render_system_include,
+)
 from dokuen.ports import port_is_free
 from dokuen.process import describe_exit
 from dokuen.spawn import LoopChild, OsSpawner, PidfdChild
@@ -32,7 +39,9 @@ NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified lo
 MAX_RESTART_DELAY = 30.0
 STOP_TIMEOUT = 10.0
 RELOAD_TIMEOUT = 5.0
-RELOAD_SETTLE = 1.0  # at most this long for old workers to go before sync() returns
+RELOAD_SETTLE = 1.0
+# The system's master is not ours to watch: give its reload a moment before sync() returns.
+SYSTEM_RELOAD_SETTLE = 0.2  # at most this long for old workers to go before sync() returns
 
 
 def find_nginx() -> str | None:
@@ -44,7 +53,9 @@ def find_nginx() -> str | None:
 
 
 class ManagedNginx:
-    """Runs one nginx master under ``$DOKUEN_HOME/nginx`` and keeps its app files current."""
+    """Keeps nginx's app files current under ``$DOKUEN_HOME/nginx``: for its own master,
+    which it runs and restarts (managed), or for the system's nginx (``system=True``),
+    which includes ``dokuen-http.conf`` and is reloaded with ``nginx -s reload``."""
 
     def __init__(
         self,
@@ -54,7 +65,9 @@ class ManagedNginx:
         sites: Callable[[], list[Site]],
         spawner: OsSpawner,
         mux: LogMux,
+        system: bool = False,
     ) -> None:
+        self.system = system
         self.managed = managed
         self.port = port
         self.binary = binary
@@ -108,10 +121,16 @@ class ManagedNginx:
     ) -> None:
         for directory in ("apps", "logs", "temp"):
             (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
-        self.managed.config.write_text(render_main(self.managed))
-        await self._apply(reload=False)
+        if self.system:
+            include = self.managed.prefix / "dokuen-http.conf"
+            include.write_text(render_system_include(self.managed))
+            self.changed()  # the first apply reloads the system's nginx
+        else:
+            self.managed.config.write_text(render_main(self.managed))
+            await self._apply(reload=False)
         async with anyio.create_task_group() as tg:
-            await tg.start(self._supervise_master)
+            if not self.system:
+                await tg.start(self._supervise_master)
             task_status.started()
             while True:
                 await self._dirty.wait()
@@ -139,6 +158,11 @@ class ManagedNginx:
         staging.mkdir()
         for app, text in texts.items():
             (staging / f"{app}.conf").write_text(text)
+        if self.system:
+            await self._apply_system(staging)
+            self._live = texts
+            self._mux.event(NGINX_APP, f"system nginx reloaded ({len(texts)} apps)")
+            return
         test_config = self.managed.prefix / "nginx.test.conf"
         test_config.write_text(
             render_main(Managed(self.managed.prefix, self.managed.listen, staging))
@@ -159,6 +183,28 @@ class ManagedNginx:
         if reload and self.master_pid is not None:
             await self._reload(self.master_pid)
             self._mux.event(NGINX_APP, f"reloaded ({len(texts)} apps)")
+
+    async def _apply_system(self, staging: Path) -> None:
+        """The system's nginx reads the live directory, so the new files go in first; if
+        ``nginx -t`` (the system's whole config) refuses them, the old ones go back."""
+        old = self.managed.prefix / "apps.old"
+        shutil.rmtree(old, ignore_errors=True)
+        self.managed.sites.rename(old)
+        staging.rename(self.managed.sites)
+        status, output = await self._spawner.run([self.binary, "-t", "-q"], self.managed.prefix)
+        if status != 0:
+            shutil.rmtree(self.managed.sites)
+            old.rename(self.managed.sites)
+            message = output.decode(errors="replace").strip().splitlines()
+            raise DokuenError(f"nginx -t refused the new config: {' '.join(message[-2:])}")
+        shutil.rmtree(old, ignore_errors=True)
+        status, output = await self._spawner.run([self.binary, "-s", "reload"], self.managed.prefix)
+        if status != 0:
+            message = output.decode(errors="replace").strip().splitlines()
+            self.problem = f"nginx -s reload failed: {' '.join(message[-2:])}"
+            raise DokuenError(f"{self.problem} (is the system's nginx running?)")
+        self.problem = None
+        await anyio.sleep(SYSTEM_RELOAD_SETTLE)
 
     async def _reload(self, master: int) -> None:
         """SIGHUP the master, then wait until workers with the new config run: only then do

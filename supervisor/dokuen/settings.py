@@ -30,7 +30,7 @@ class Settings:
     stop_timeout: float = 10.0
     keep_releases: int = 5
     app_path: str = DEFAULT_PATH  # PATH given to app processes
-    nginx: str = "auto"  # managed or off; auto: managed when nginx is installed
+    nginx: str = "auto"  # managed, system or off; auto: managed when nginx is installed
     nginx_binary: str | None = None  # default: nginx from PATH or /usr/sbin
     http_port: int | None = None  # default: 80 as root, else 8080
     http_addr: str | None = None  # default: every address
@@ -62,7 +62,7 @@ def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], 
     return parse
 
 
-NGINX_MODES = ("auto", "managed", "off")  # "system" (a system nginx's includes) comes later
+NGINX_MODES = ("auto", "managed", "system", "off")
 
 
 def _choice(key: str, text: str, choices: tuple[str, ...]) -> str:

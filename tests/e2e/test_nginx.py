@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -331,3 +332,49 @@ def test_changes_that_arrive_together_cost_one_reload(proxied: Dokuen, apps_dir:
     assert boot.count("nginx[dokuen]: reloaded") == 1
     for name in ("blog", "shop", "wiki", "notes"):
         assert env_via(port, f"{name}.localhost") is not None
+
+
+def test_system_mode_writes_files_a_system_nginx_includes(tmp_path: Path, apps_dir: Path) -> None:
+    """A stand-in for the system's nginx: its own nginx.conf with the one include line the
+    README shows, and an `nginx` wrapper that points -t and -s reload at it."""
+    assert NGINX is not None
+    port = free_port_block(1)[0]
+    home = tmp_path / "home"
+    system = tmp_path / "system-nginx"
+    for directory in ("logs", "temp"):
+        (system / directory).mkdir(parents=True)
+    (system / "nginx.conf").write_text(
+        f"pid {system}/nginx.pid;\nerror_log {system}/logs/error.log;\n"
+        "events {}\nhttp {\n"
+        f"    client_body_temp_path {system}/temp; proxy_temp_path {system}/temp;\n"
+        f"    server {{ listen 127.0.0.1:{port} default_server; return 404; }}\n"
+        f"    include {home}/nginx/dokuen-http.conf;\n}}\n"
+    )
+    wrapper = tmp_path / "nginx"
+    wrapper.write_text(f'#!/bin/sh\nexec {NGINX} -p {system} -c {system}/nginx.conf "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    daemon = Dokuen(
+        home=home,
+        ports=free_port_block(),
+        extra_env={
+            "DOKUEN_NGINX": "system",
+            "DOKUEN_NGINX_BINARY": str(wrapper),
+            "DOKUEN_HTTP_PORT": str(port),
+            "DOKUEN_HTTP_ADDR": "127.0.0.1",
+        },
+    )
+    daemon.start()
+    try:
+        wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
+        subprocess.run([str(wrapper)], check=True)  # the system's nginx starts (daemonizes)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        env = wait_for(lambda: env_via(port, "blog.localhost"), "blog through the system nginx")
+        assert env["APP"] == "blog"
+        status = daemon.ctl("status")
+        assert f"nginx      system, listening on 127.0.0.1:{port}" in status.stdout
+        assert "system nginx reloaded" in daemon.log()
+    finally:
+        daemon.terminate()
+        pid_file = system / "nginx.pid"
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGQUIT)

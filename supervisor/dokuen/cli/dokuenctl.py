@@ -144,8 +144,8 @@ def status(client: Client, as_json: bool) -> None:
         f"{info['processes']} in all"
     )
     nginx = info["nginx"]
-    if nginx["mode"] == "managed":
-        where = f"managed, listening on {nginx['listen']}"
+    if nginx["mode"] in ("managed", "system"):
+        where = f"{nginx['mode']}, listening on {nginx['listen']}"
         click.echo(f"nginx      {where}" + (f", pid {nginx['pid']}" if nginx["pid"] else ""))
     else:
         click.echo("nginx      off (apps answer on their own ports)")
