@@ -340,7 +340,7 @@ class Daemon:
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self._app(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
-        return [row for app in apps for row in app.processes()]
+        return [{**row, "url": self._url(app)} for app in apps for row in app.processes()]
 
     async def scale(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)

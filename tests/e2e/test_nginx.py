@@ -79,6 +79,8 @@ def test_two_apps_on_two_subdomains_and_404_for_an_unknown_host(
     )
     status = json.loads(proxied.ctl("status", "--json").stdout)
     assert status["urls"]["blog"] == f"http://blog.localhost:{port}/"
+    assert proxied.ps("blog")[0]["url"] == f"http://blog.localhost:{port}/"
+    assert f"blog: http://blog.localhost:{port}/" in proxied.ctl("ps").stdout
     assert status["nginx"]["mode"] == "managed"
     assert status["nginx"]["problem"] is None
 

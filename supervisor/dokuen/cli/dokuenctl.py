@@ -239,6 +239,9 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
         ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
         _process_rows(processes),
     )
+    urls = {row["app"]: row["url"] for row in processes if row.get("url")}
+    for name, url in urls.items():
+        click.echo(f"{name}: {url}")
 
 
 @main.command("ps:scale")
