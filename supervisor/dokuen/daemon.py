@@ -22,7 +22,7 @@ from dokuen.names import check_app_name, check_config_key, not_found, parse_proc
 from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
 from dokuen.process import Clock, Spawner, SystemClock
-from dokuen.proxy import ManagedNginx, find_nginx
+from dokuen.proxy import NginxProxy, find_nginx
 from dokuen.settings import Settings, load_settings
 from dokuen.spawn import OsSpawner
 from dokuen.store import Store
@@ -100,7 +100,7 @@ class Daemon:
             "domains:remove": self.domains_remove,
         }
 
-    def _make_proxy(self, spawner: Spawner) -> tuple[ManagedNginx | None, str | None]:
+    def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
         """The managed nginx, or None (with the reason when nginx was asked for)."""
         settings = self.settings
         if settings.nginx == "off":
@@ -117,7 +117,7 @@ class Daemon:
         port = settings.listen_port
         managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
         system = settings.nginx == "system"
-        proxy = ManagedNginx(managed, port, binary, self._sites, spawner, self.runtime.mux, system)
+        proxy = NginxProxy(managed, port, binary, self._sites, spawner, self.runtime.mux, system)
         return proxy, None
 
     def _sites(self) -> list[Site]:

@@ -39,9 +39,9 @@ NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified lo
 MAX_RESTART_DELAY = 30.0
 STOP_TIMEOUT = 10.0
 RELOAD_TIMEOUT = 5.0
-RELOAD_SETTLE = 1.0
+RELOAD_SETTLE = 1.0  # at most this long for old workers to go before sync() returns
 # The system's master is not ours to watch: give its reload a moment before sync() returns.
-SYSTEM_RELOAD_SETTLE = 0.2  # at most this long for old workers to go before sync() returns
+SYSTEM_RELOAD_SETTLE = 0.2
 
 
 def find_nginx() -> str | None:
@@ -52,7 +52,7 @@ def find_nginx() -> str | None:
     )
 
 
-class ManagedNginx:
+class NginxProxy:
     """Keeps nginx's app files current under ``$DOKUEN_HOME/nginx``: for its own master,
     which it runs and restarts (managed), or for the system's nginx (``system=True``),
     which includes ``dokuen-http.conf`` and is reloaded with ``nginx -s reload``."""
