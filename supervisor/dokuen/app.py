@@ -5,6 +5,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import structlog
 from dokuen import releases
 from dokuen.envdir import read_envdir, write_envdir
 from dokuen.environment import process_environment, read_dotenv
-from dokuen.errors import DokuenError, NotFound
+from dokuen.errors import Conflict, DokuenError, NotFound
 from dokuen.formation import ProcessSpec, default_formation, expand, parse_scale
 from dokuen.logmux import LogMux
 from dokuen.names import check_config_key, not_found
@@ -167,28 +168,8 @@ class App:
                 await anyio.to_thread.run_sync(releases.discard, staging)
                 raise
             releases.publish(self.dir, release, staging)
-            formation = default_formation(procfile, self.dir.read_formation())
-            shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
             await say(f"-----> Procfile declares types: {', '.join(procfile.types)}")
-            previous, previous_formation = (
-                releases.current_release(self.dir),
-                self.dir.read_formation(),
-            )
-            self.dir.write_formation(formation)
-            releases.switch_current(self.dir, release)
-            self.dir.set_stopped(False)
-            self.runtime.mux.event(self.name, f"deploying {release.name} ({shown})")
-            await say(f"-----> Starting {release.name} with formation {shown}")
-            try:
-                await self._converge(replace=lambda _spec: True)
-            except DokuenError as exc:
-                if previous is not None:  # the old release is what serves: point back at it
-                    releases.switch_current(self.dir, previous)
-                    self.dir.write_formation(previous_formation)
-                    with contextlib.suppress(DokuenError):  # and run whatever of it stopped
-                        await self._converge(replace=lambda _spec: False)
-                self.runtime.mux.event(self.name, f"deploy of {release.name} failed: {exc}")
-                raise DokuenError(f"deploy of {release.name} failed: {exc}") from None
+            await self._switch_to(release, "deploy", say)
             pruned = await anyio.to_thread.run_sync(
                 releases.prune, self.dir, self.runtime.settings.keep_releases
             )
@@ -197,6 +178,65 @@ class App:
             self.runtime.mux.event(self.name, f"deployed {release.name}")
             await say(f"-----> Released {release.name}")
             return release.name
+
+    async def rollback(self, target: str | None, say: Say) -> str:
+        """Run an earlier release again (the one before the current, or ``vN``): no build,
+        the same zero-downtime switch as a deploy."""
+        async with self._exclusive():
+            current = releases.current_release(self.dir)
+            known = releases.list_releases(self.dir)
+            if target is None:
+                earlier = [r for r in known if current is None or r.version < current.version]
+                if not earlier:
+                    raise NotFound(f"app {self.name!r} has no release before the current one")
+                release = earlier[-1]
+            else:
+                matches = [r for r in known if r.name == target]
+                if not matches:
+                    raise not_found("release", target, [r.name for r in known])
+                release = matches[0]
+            if release == current:
+                raise Conflict(f"{release.name} is already the current release of {self.name}")
+            await self._switch_to(release, "rollback", say)
+            await say(f"-----> Rolled back to {release.name}")
+            return release.name
+
+    async def _switch_to(self, release: releases.Release, verb: str, say: Say) -> None:
+        """Make ``release`` current and run it. If its processes cannot start (or fail their
+        health checks), the previous release stays current and keeps serving."""
+        procfile = read_procfile(release.path)
+        formation = default_formation(procfile, self.dir.read_formation())
+        shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
+        previous, previous_formation = releases.current_release(self.dir), self.dir.read_formation()
+        self.dir.write_formation(formation)
+        releases.switch_current(self.dir, release)
+        self.dir.set_stopped(False)
+        self.runtime.mux.event(self.name, f"{verb}: starting {release.name} ({shown})")
+        await say(f"-----> Starting {release.name} with formation {shown}")
+        try:
+            await self._converge(replace=lambda _spec: True)
+        except DokuenError as exc:
+            if previous is not None:  # the old release is what serves: point back at it
+                releases.switch_current(self.dir, previous)
+                self.dir.write_formation(previous_formation)
+                with contextlib.suppress(DokuenError):  # and run whatever of it stopped
+                    await self._converge(replace=lambda _spec: False)
+            self.runtime.mux.event(self.name, f"{verb} of {release.name} failed: {exc}")
+            raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
+
+    def release_list(self) -> list[dict[str, Any]]:
+        """Every kept release, newest first, with when it was made and which is current."""
+        current = releases.current_release(self.dir)
+        return [
+            {
+                "version": release.name,
+                "created": datetime.fromtimestamp(release.path.stat().st_mtime, UTC).isoformat(
+                    timespec="seconds"
+                ),
+                "current": release == current,
+            }
+            for release in reversed(releases.list_releases(self.dir))
+        ]
 
     async def scale(self, args: Iterable[str]) -> dict[str, int]:
         """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""

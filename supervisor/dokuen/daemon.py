@@ -3,6 +3,7 @@
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,17 @@ def _text(args: dict[str, Any], key: str, default: str | None = None) -> str:
     if not isinstance(value, str):
         raise ProtocolError(f"argument {key!r} must be a string")
     return value
+
+
+def _speaker(out: Output) -> Callable[[str], Awaitable[None]]:
+    """Progress lines for the requester. One that went away (Ctrl-C) must not stop a
+    deploy half-way, so a closed connection is ignored."""
+
+    async def say(line: str) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await out.write(line + "\n")
+
+    return say
 
 
 async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
@@ -95,6 +107,8 @@ class Daemon:
             "config:get": self.config_get,
             "config:set": self.config_set,
             "config:unset": self.config_unset,
+            "releases": self.releases,
+            "rollback": self.rollback,
             "domains": self.domains,
             "domains:add": self.domains_add,
             "domains:remove": self.domains_remove,
@@ -328,13 +342,19 @@ class Daemon:
         source = Path(_text(args, "dir"))
         if not source.is_absolute():
             raise ProtocolError("deploy needs an absolute directory path")
+        release = await app.deploy(source, _speaker(out))
+        await self._sync_proxy()
+        return {"release": release}
 
-        async def say(line: str) -> None:
-            # A requester that went away (Ctrl-C) must not stop a deploy half-way.
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                await out.write(line + "\n")
+    async def releases(self, args: dict[str, Any], out: Output) -> Any:
+        return self._app(args).release_list()
 
-        release = await app.deploy(source, say)
+    async def rollback(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        target = args.get("release")
+        if target is not None and not re.fullmatch(r"v[1-9][0-9]{0,8}", _text(args, "release")):
+            raise InvalidName(f"invalid release {target!r} (use vN, e.g. v3)")
+        release = await app.rollback(target, _speaker(out))
         await self._sync_proxy()
         return {"release": release}
 

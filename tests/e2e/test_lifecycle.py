@@ -1,5 +1,6 @@
 """The supervisor's promises, end to end: real processes under the installed dokuend."""
 
+import json
 import os
 import signal
 import subprocess
@@ -250,3 +251,28 @@ def test_output_without_newlines_is_cut_into_marked_pieces(dokuen: Dokuen, apps_
     assert "[continued] " in pieces[-1]
     assert not pieces[-1].endswith("[line continues]")
     assert dokuen.ctl("status").returncode == 0
+
+
+def test_releases_and_rollback_without_a_build(dokuen: Dokuen, apps_dir: Path) -> None:
+    source = write_app(apps_dir / "blog", WEB)
+    dokuen.deploy("blog", source)
+    (source / "Procfile").write_text(WEB + "worker: exec sleep 1000\n")
+    dokuen.deploy("blog", source)
+    wait_for(lambda: dokuen.running("blog", 2), "v2: web and worker")
+    listing = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert [(r["version"], r["current"]) for r in listing] == [("v2", True), ("v1", False)]
+    assert "v2       " in dokuen.ctl("releases", "blog").stdout
+    result = dokuen.ctl("rollback", "blog")
+    assert "-----> Rolled back to v1" in result.stdout
+    (row,) = wait_for(lambda: dokuen.running("blog", 1), "v1: web only")
+    env = wait_for(lambda: _try_get(row["port"]), "v1 to answer")
+    assert Path(env["HOME"]).name == "v1"
+    assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == ["v1", "v2"]
+    missing = dokuen.ctl("rollback", "blog", "v9", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("error: no release named 'v9'")
+    same = dokuen.ctl("rollback", "blog", "v1", check=False)
+    assert same.returncode == 1
+    assert "v1 is already the current release of blog" in same.stderr
+    dokuen.ctl("rollback", "blog", "v2")
+    wait_for(lambda: dokuen.running("blog", 2), "v2 again")

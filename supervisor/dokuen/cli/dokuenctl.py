@@ -206,6 +206,30 @@ def deploy(client: Client, app: str, directory: Path) -> None:
     click.echo(f"{app} {result['release']} is running")
 
 
+@main.command()
+@APP
+@JSON
+@pass_client
+def releases(client: Client, app: str, as_json: bool) -> None:
+    """An app's kept releases, newest first."""
+    listing = client.call("releases", app=app)
+    if as_json:
+        print_json(listing)
+        return
+    rows = [[r["version"], r["created"], "current" if r["current"] else ""] for r in listing]
+    client.table(["RELEASE", "CREATED", ""], rows)
+
+
+@main.command()
+@APP
+@click.argument("release", required=False, metavar="[vN]")
+@pass_client
+def rollback(client: Client, app: str, release: str | None) -> None:
+    """Run an earlier release again (default: the one before the current), no build."""
+    result = client.call("rollback", app=app, release=release)
+    click.echo(f"{app} {result['release']} is running")
+
+
 def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
     return [
         [
