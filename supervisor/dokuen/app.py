@@ -2,6 +2,7 @@
 that change them: deploy, scale, restart, stop, start, config."""
 
 import contextlib
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from dokuen.names import check_config_key, not_found
 from dokuen.nginx import DEFAULT_BODY_SIZE, Site, check_body_size, check_domain
 from dokuen.options import app_options
 from dokuen.ports import PortPool
-from dokuen.process import Clock, ProcessSlot, ProcessState, SlotConfig, Spawner
+from dokuen.process import (
+    Clock,
+    ProcessSlot,
+    ProcessState,
+    SlotConfig,
+    Spawner,
+    describe_exit,
+)
 from dokuen.procfile import Procfile, read_procfile
 from dokuen.settings import Settings
 from dokuen.store import AppDir
@@ -62,6 +70,7 @@ class App:
         self._slots: dict[str, ProcessSlot] = {}
         self._lock = anyio.Lock()
         self._closed = False
+        self._runs = 0  # one-off processes started, to number them run.N
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -223,6 +232,47 @@ class App:
                     await self._converge(replace=lambda _spec: False)
             self.runtime.mux.event(self.name, f"{verb} of {release.name} failed: {exc}")
             raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
+
+    async def run_once(self, command: str, say: Say, hung_up: Callable[[], Awaitable[None]]) -> int:
+        """A one-off process (``run.N``) in the current release and environment: its output
+        goes to ``say``, its exit status is returned (128+N for signal N, as a shell does).
+        If the requester hangs up, the process and its group are killed."""
+        release = releases.current_release(self.dir)
+        if release is None:
+            raise NotFound(f"app {self.name!r} has no release yet (deploy it first)")
+        self._runs += 1
+        spec = ProcessSpec(self.name, "run", self._runs, command)
+        config = self.config()
+        port = self.runtime.ports.allocate()
+        env = process_environment(
+            spec,
+            port,
+            release.path,
+            self.runtime.settings.app_path,
+            read_dotenv(release.path),
+            config,
+        )
+        mux = self.runtime.mux
+        try:
+            child = await self.runtime.spawner(command, env, release.path)
+            mux.event(self.name, f"{spec.name} started for one command, pid {child.pid}")
+            status = -signal.SIGKILL
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    await hung_up()
+                    child.signal_group(signal.SIGKILL)
+
+                tg.start_soon(watch)
+                while chunk := await child.read(1 << 16):
+                    await say(chunk.decode(errors="replace"))
+                status = await child.wait()
+                tg.cancel_scope.cancel()
+            await child.aclose()
+        finally:
+            self.runtime.ports.release(port)
+        mux.event(self.name, f"{spec.name} {describe_exit(status)}")
+        return status if status >= 0 else 128 - status
 
     def release_list(self) -> list[dict[str, Any]]:
         """Every kept release, newest first, with when it was made and which is current."""

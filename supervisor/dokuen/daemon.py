@@ -41,13 +41,13 @@ def _text(args: dict[str, Any], key: str, default: str | None = None) -> str:
     return value
 
 
-def _speaker(out: Output) -> Callable[[str], Awaitable[None]]:
-    """Progress lines for the requester. One that went away (Ctrl-C) must not stop a
-    deploy half-way, so a closed connection is ignored."""
+def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
+    """Output for the requester, each piece followed by ``end``. One that went away
+    (Ctrl-C) must not stop a deploy half-way, so a closed connection is ignored."""
 
-    async def say(line: str) -> None:
+    async def say(text: str) -> None:
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await out.write(line + "\n")
+            await out.write(text + end)
 
     return say
 
@@ -107,6 +107,7 @@ class Daemon:
             "config:get": self.config_get,
             "config:set": self.config_set,
             "config:unset": self.config_unset,
+            "run": self.run_once,
             "releases": self.releases,
             "rollback": self.rollback,
             "domains": self.domains,
@@ -345,6 +346,13 @@ class Daemon:
         release = await app.deploy(source, _speaker(out))
         await self._sync_proxy()
         return {"release": release}
+
+    async def run_once(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._app(args)
+        command = _text(args, "line")
+        if not command.strip():
+            raise InvalidName("nothing to run (give a command, e.g. dokuenctl run blog env)")
+        return {"status": await app.run_once(command, _speaker(out, end=""), out.wait_closed)}
 
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return self._app(args).release_list()

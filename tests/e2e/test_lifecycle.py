@@ -276,3 +276,30 @@ def test_releases_and_rollback_without_a_build(dokuen: Dokuen, apps_dir: Path) -
     assert "v1 is already the current release of blog" in same.stderr
     dokuen.ctl("rollback", "blog", "v2")
     wait_for(lambda: dokuen.running("blog", 2), "v2 again")
+
+
+def test_run_a_one_off_command_in_the_release(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", "GREETING=hi")
+    dokuen.ctl("deploy", "blog", str(write_app(apps_dir / "blog", WEB, {"data.txt": "42\n"})))
+    result = dokuen.ctl("run", "blog", "echo $GREETING $DYNO; cat data.txt; exit 7", check=False)
+    assert result.returncode == 7
+    assert result.stdout == "hi run.1\n42\n"
+    assert dokuen.ctl("run", "blog", "python3", "-c", "print('a b')").stdout == "a b\n"
+    killed = dokuen.ctl("run", "blog", "kill -TERM $$", check=False)
+    assert killed.returncode == 128 + signal.SIGTERM
+    assert "blog[dokuen]: run.1 exited with code 7" in dokuen.log()
+    assert dokuen.ctl("run", "nope", "true", check=False).returncode == 1
+
+
+def test_a_one_off_command_dies_with_its_requester(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
+    marker = f"{os.getpid() % 1000 + 3000}"
+    with subprocess.Popen(
+        [str(BIN / "dokuenctl"), "run", "blog", f"sleep 4{marker}"],
+        env=dokuen.env,
+        stdout=subprocess.DEVNULL,
+    ) as client:
+        wait_for(lambda: leftover_processes(f"sleep 4{marker}"), "the one-off process")
+        client.kill()
+    wait_for(lambda: not leftover_processes(f"sleep 4{marker}"), "the one-off process to go")

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shlex
 import sys
 import zlib
 from collections.abc import Callable, Sequence
@@ -204,6 +205,20 @@ def deploy(client: Client, app: str, directory: Path) -> None:
     """Make a new release of APP from DIRECTORY and start it."""
     result = client.call("deploy", app=app, dir=str(directory.absolute()))
     click.echo(f"{app} {result['release']} is running")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@APP
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_client
+def run(client: Client, app: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND once in the app's current release and environment; exit with its code."""
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    try:
+        result = client.call("run", app=app, line=line)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result["status"])
 
 
 @main.command()
