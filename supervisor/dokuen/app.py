@@ -178,6 +178,8 @@ class App:
                 raise
             releases.publish(self.dir, release, staging)
             await say(f"-----> Procfile declares types: {', '.join(procfile.types)}")
+            if "release" in procfile.types:
+                await self._release_phase(release, procfile.command("release"), say)
             await self._switch_to(release, "deploy", say)
             pruned = await anyio.to_thread.run_sync(
                 releases.prune, self.dir, self.runtime.settings.keep_releases
@@ -209,6 +211,24 @@ class App:
             await self._switch_to(release, "rollback", say)
             await say(f"-----> Rolled back to {release.name}")
             return release.name
+
+    async def _release_phase(self, release: releases.Release, command: str, say: Say) -> None:
+        """Heroku's release phase: the ``release`` command runs once in the new release,
+        before any of its processes start; if it fails, nothing of it ever serves."""
+        await say(f"-----> Running release command: {command}")
+        spec = ProcessSpec(self.name, "release", 1, command)
+
+        async def indented(text: str) -> None:
+            await say("".join(f"       {line}\n" for line in text.splitlines()).rstrip("\n"))
+
+        status = await self._one_off(spec, release.path, indented, anyio.sleep_forever)
+        if status != 0:
+            await anyio.to_thread.run_sync(releases.discard, release.path)
+            self.runtime.mux.event(self.name, f"release command of {release.name} failed")
+            raise DokuenError(
+                f"the release command of {release.name} exited with code {status}; "
+                "nothing was changed, the running release keeps serving"
+            )
 
     async def _switch_to(self, release: releases.Release, verb: str, say: Say) -> None:
         """Make ``release`` current and run it. If its processes cannot start (or fail their
@@ -242,19 +262,20 @@ class App:
             raise NotFound(f"app {self.name!r} has no release yet (deploy it first)")
         self._runs += 1
         spec = ProcessSpec(self.name, "run", self._runs, command)
-        config = self.config()
+        return await self._one_off(spec, release.path, say, hung_up)
+
+    async def _one_off(
+        self, spec: ProcessSpec, release: Path, say: Say, hung_up: Callable[[], Awaitable[None]]
+    ) -> int:
+        """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
         port = self.runtime.ports.allocate()
+        app_path = self.runtime.settings.app_path
         env = process_environment(
-            spec,
-            port,
-            release.path,
-            self.runtime.settings.app_path,
-            read_dotenv(release.path),
-            config,
+            spec, port, release, app_path, read_dotenv(release), self.config()
         )
         mux = self.runtime.mux
         try:
-            child = await self.runtime.spawner(command, env, release.path)
+            child = await self.runtime.spawner(spec.command, env, release)
             mux.event(self.name, f"{spec.name} started for one command, pid {child.pid}")
             status = -signal.SIGKILL
             async with anyio.create_task_group() as tg:

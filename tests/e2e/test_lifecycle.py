@@ -303,3 +303,24 @@ def test_a_one_off_command_dies_with_its_requester(dokuen: Dokuen, apps_dir: Pat
         wait_for(lambda: leftover_processes(f"sleep 4{marker}"), "the one-off process")
         client.kill()
     wait_for(lambda: not leftover_processes(f"sleep 4{marker}"), "the one-off process to go")
+
+
+def test_the_release_command_runs_once_before_the_new_processes(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    good = write_app(apps_dir / "good", "release: echo migrating; touch migrated\n" + WEB)
+    result = dokuen.deploy("blog", good)
+    assert "-----> Running release command: echo migrating; touch migrated" in result.stdout
+    assert "       migrating" in result.stdout
+    (row,) = wait_for(lambda: dokuen.running("blog", 1), "web.1, and no release process")
+    assert row["name"] == "web.1"
+    assert (dokuen.home / "apps/blog/releases/v1/migrated").exists()
+    bad = write_app(apps_dir / "bad", "release: echo cannot migrate; exit 3\n" + WEB)
+    failed = dokuen.ctl("deploy", "blog", str(bad), check=False)
+    assert failed.returncode == 1
+    assert "the release command of v2 exited with code 3" in failed.stderr
+    assert "       cannot migrate" in failed.stdout
+    assert dokuen.ps("blog")[0]["pid"] == row["pid"]  # v1 never stopped
+    assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
+        "v1"
+    ]
