@@ -275,7 +275,7 @@ class ProcessSlot:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._pump, child, pump_scope, pumped)
             if self.config.health is not None:
-                tg.start_soon(self._check_health, self.config.health)
+                tg.start_soon(self._check_health, self.config.health, child)
             status: int | None = None
             try:
                 status = await child.wait()
@@ -337,9 +337,10 @@ class ProcessSlot:
                     count=killed,
                 )
 
-    async def _check_health(self, health: HealthCheck) -> None:
+    async def _check_health(self, health: HealthCheck, child: Child) -> None:
         """Probe the new process until it answers (then it is RUNNING: nginx may send it
-        requests) or its boot timeout passes."""
+        requests) or its boot timeout passes: then, as Heroku does on a boot timeout, it
+        is killed, and restarted with backoff like any process that exits."""
         assert self.port is not None
         with anyio.move_on_after(health.timeout):
             while not await probe(self.port, health.path):
@@ -348,9 +349,14 @@ class ProcessSlot:
             self._event(f"answers {health.describe()} on port {self.port}", "process.healthy")
             self.settled.set()
             return
-        self._fail(
+        reason = (
             f"did not answer {health.describe()} on port {self.port} within {health.timeout:g}s"
         )
+        if self.settled.is_set():  # a later life: nobody waits on it, so say it here
+            self._event(f"{reason}, killing it", "process.boot_timeout")
+        else:
+            self._fail(reason)
+        child.signal_group(signal.SIGKILL)
 
     def _fail(self, reason: str) -> None:
         if not self.settled.is_set():

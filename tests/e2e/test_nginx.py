@@ -380,3 +380,18 @@ def test_system_mode_writes_files_a_system_nginx_includes(tmp_path: Path, apps_d
         pid_file = system / "nginx.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGQUIT)
+
+
+def test_a_web_process_that_never_answers_is_killed_and_retried(
+    proxied: Dokuen, apps_dir: Path
+) -> None:
+    proxied.ctl("apps:create", "mute")
+    proxied.ctl("config:set", "mute", "DOKUEN_BOOT_TIMEOUT=0.5")
+    proxied.ctl("deploy", "mute", str(write_app(apps_dir / "mute", "web: exec sleep 1000\n")))
+    wait_for(lambda: proxied.ps("mute")[0]["restarts"] >= 2, "two boot timeouts")
+    log = proxied.log()
+    assert "mute[dokuen]: web.1 failed its health check: did not answer a TCP connect" in log
+    assert "within 0.5s, killing it" in log
+    assert "mute[dokuen]: web.1 killed by SIGKILL, restarting in" in log
+    assert proxied.ps("mute")[0]["state"] in ("starting", "backoff")
+    assert get(http_port(proxied), "mute.localhost")[0] == 503  # never in the upstream
