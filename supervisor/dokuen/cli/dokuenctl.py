@@ -82,14 +82,26 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
-def app_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Validate app names on the client too, so a bad one never leaves this machine."""
-    if value is None:
-        return None
-    try:
-        return check_app_name(value)
-    except DokuenError as exc:
-        raise click.BadParameter(str(exc)) from None
+Callback = Callable[[click.Context, click.Parameter, Any], Any]
+
+
+def checked(check: Callable[[str], object]) -> Callback:
+    """A click callback that checks a value (or each of several) with a grammar of
+    names.py or nginx.py here too: a bad name never leaves this machine, and it is a usage
+    error (exit 2) wherever it is given."""
+
+    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        try:
+            for each in [] if value is None else [value] if isinstance(value, str) else value:
+                check(each)
+        except DokuenError as exc:
+            raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
+
+
+app_name = checked(check_app_name)
 
 
 class Group(click.Group):
@@ -295,15 +307,12 @@ def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
 
 @main.command()
 @APP
-@click.argument("target", required=False, metavar="[TYPE[.N]]")
+@click.argument(
+    "target", required=False, metavar="[TYPE[.N]]", callback=checked(parse_process_name)
+)
 @pass_client
 def restart(client: Client, app: str, target: str | None) -> None:
     """Restart an app's processes: all, one type's, or one."""
-    if target is not None:
-        try:
-            parse_process_name(target)
-        except DokuenError as exc:
-            raise click.BadParameter(str(exc), param_hint="TYPE[.N]") from None
     names = client.call("restart", app=app, target=target)
     click.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
 
@@ -352,15 +361,16 @@ class LogPrinter:
 @click.argument("app", required=False, callback=app_name)
 @click.option("-n", "--num", "lines", default=100, show_default=True, type=click.IntRange(0))
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
-@click.option("--ps", "process", metavar="TYPE[.N]", help="Only this process type or process.")
+@click.option(
+    "--ps",
+    "process",
+    metavar="TYPE[.N]",
+    callback=checked(parse_process_name),
+    help="Only this process type or process.",
+)
 @pass_client
 def logs(client: Client, app: str | None, lines: int, follow: bool, process: str | None) -> None:
     """The last lines of the unified log, then (with -f) new ones as they come."""
-    if process is not None:
-        try:
-            parse_process_name(process)
-        except DokuenError as exc:
-            raise click.BadParameter(str(exc), param_hint="--ps") from None
     try:
         client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, ps=process)
     except KeyboardInterrupt:
@@ -381,19 +391,9 @@ def config(client: Client, app: str, as_json: bool) -> None:
         click.echo(f"{key}={value}")
 
 
-def _keys(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-    """Check config keys here too, so that a bad one is a usage error (exit 2) everywhere."""
-    try:
-        for key in [value] if isinstance(value, str) else value:
-            check_config_key(key)
-    except DokuenError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
-
-
 @main.command("config:get")
 @APP
-@click.argument("key", callback=_keys)
+@click.argument("key", callback=checked(check_config_key))
 @pass_client
 def config_get(client: Client, app: str, key: str) -> None:
     """Print one config var's value."""
@@ -423,19 +423,14 @@ def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
 
 @main.command("config:unset")
 @APP
-@click.argument("keys", nargs=-1, required=True, metavar="KEY...", callback=_keys)
+@click.argument(
+    "keys", nargs=-1, required=True, metavar="KEY...", callback=checked(check_config_key)
+)
 @pass_client
 def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
     """Remove config vars and restart the app's processes."""
     client.call("config:unset", app=app, keys=list(keys))
     click.echo(f"unset {', '.join(keys)} on {app}; its processes restarted")
-
-
-def _domain(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    try:
-        return check_domain(value)
-    except DokuenError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @main.command()
@@ -449,7 +444,7 @@ def domains(client: Client, app: str) -> None:
 
 @main.command("domains:add")
 @APP
-@click.argument("domain", callback=_domain)
+@click.argument("domain", callback=checked(check_domain))
 @pass_client
 def domains_add(client: Client, app: str, domain: str) -> None:
     """Let an app answer on another host name too."""
@@ -459,7 +454,7 @@ def domains_add(client: Client, app: str, domain: str) -> None:
 
 @main.command("domains:remove")
 @APP
-@click.argument("domain", callback=_domain)
+@click.argument("domain", callback=checked(check_domain))
 @pass_client
 def domains_remove(client: Client, app: str, domain: str) -> None:
     """Stop an app answering on one of its host names."""
