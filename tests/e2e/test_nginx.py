@@ -1,5 +1,6 @@
 """nginx in front of every app, end to end: dokuend's own nginx master on a loopback port."""
 
+import contextlib
 import http.client
 import json
 import os
@@ -41,22 +42,32 @@ def env_via(port: int, host: str) -> dict[str, Any] | None:
     return json.loads(body) if status == 200 else None
 
 
-@pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[Dokuen]:
-    http_port = free_port_block(1)[0]
+@contextlib.contextmanager
+def nginx_dokuen(home: Path, port: int | None = None, **settings: str) -> Iterator[Dokuen]:
+    """A running dokuend with nginx in front on 127.0.0.1:PORT (a free one by default),
+    with any other settings given; stopped at the end."""
     daemon = Dokuen(
-        home=tmp_path / "home",
+        home=home,
         ports=free_port_block(),
         extra_env={
             "DOKUEN_NGINX": "managed",
-            "DOKUEN_HTTP_PORT": str(http_port),
+            "DOKUEN_HTTP_PORT": str(port or free_port_block(1)[0]),
             "DOKUEN_HTTP_ADDR": "127.0.0.1",
+            **settings,
         },
     )
     daemon.start()
-    yield daemon
-    if daemon.process is not None:
-        daemon.terminate()
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None:
+            daemon.terminate()
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[Dokuen]:
+    with nginx_dokuen(tmp_path / "home") as daemon:
+        yield daemon
 
 
 def http_port(dokuen: Dokuen) -> int:
@@ -156,19 +167,8 @@ def test_a_config_that_fails_nginx_t_leaves_the_live_config(tmp_path: Path, apps
         f'exec {NGINX} "$@"\n'
     )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    port = free_port_block(1)[0]
-    daemon = Dokuen(
-        home=tmp_path / "home",
-        ports=free_port_block(),
-        extra_env={
-            "DOKUEN_NGINX": "managed",
-            "DOKUEN_NGINX_BINARY": str(wrapper),
-            "DOKUEN_HTTP_PORT": str(port),
-            "DOKUEN_HTTP_ADDR": "127.0.0.1",
-        },
-    )
-    daemon.start()
-    try:
+    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon:
+        port = http_port(daemon)
         daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
         wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
         live = (daemon.home / "nginx/apps/blog.conf").read_text()
@@ -180,28 +180,18 @@ def test_a_config_that_fails_nginx_t_leaves_the_live_config(tmp_path: Path, apps
         assert env_via(port, "blog.localhost") is not None
         assert get(port, "notes.home.example")[0] == 404
         assert "nginx[dokuen]: config not applied" in daemon.log()
-    finally:
-        daemon.terminate()
 
 
 def test_nginx_not_installed_falls_back_to_off_with_a_warning(
     tmp_path: Path, apps_dir: Path
 ) -> None:
-    daemon = Dokuen(
-        home=tmp_path / "home",
-        ports=free_port_block(),
-        extra_env={"DOKUEN_NGINX": "managed", "DOKUEN_NGINX_BINARY": str(tmp_path / "none")},
-    )
-    daemon.start()
-    try:
+    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=str(tmp_path / "none")) as daemon:
         daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
         (row,) = wait_for(lambda: daemon.running("blog", 1), "web.1")
         status = daemon.ctl("status")
         assert "nginx      off" in status.stdout
         assert "warning: nginx is not installed (apt install nginx)" in status.stderr
         assert f"blog       http://127.0.0.1:{row['port']}/" in status.stdout
-    finally:
-        daemon.terminate()
 
 
 def test_the_http_port_already_taken_is_a_clear_problem(tmp_path: Path, apps_dir: Path) -> None:
@@ -209,25 +199,13 @@ def test_the_http_port_already_taken_is_a_clear_problem(tmp_path: Path, apps_dir
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        daemon = Dokuen(
-            home=tmp_path / "home",
-            ports=free_port_block(),
-            extra_env={
-                "DOKUEN_NGINX": "managed",
-                "DOKUEN_HTTP_PORT": str(port),
-                "DOKUEN_HTTP_ADDR": "127.0.0.1",
-            },
-        )
-        daemon.start()
-        try:
+        with nginx_dokuen(tmp_path / "home", port) as daemon:
             status = daemon.ctl("status")
             assert (
                 f"warning: port {port} is already in use, so nginx cannot listen" in status.stderr
             )
             daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
             wait_for(lambda: daemon.running("blog", 1), "web.1 runs all the same")
-        finally:
-            daemon.terminate()
 
 
 class Load:
@@ -355,28 +333,19 @@ def test_system_mode_writes_files_a_system_nginx_includes(tmp_path: Path, apps_d
     wrapper = tmp_path / "nginx"
     wrapper.write_text(f'#!/bin/sh\nexec {NGINX} -p {system} -c {system}/nginx.conf "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    daemon = Dokuen(
-        home=home,
-        ports=free_port_block(),
-        extra_env={
-            "DOKUEN_NGINX": "system",
-            "DOKUEN_NGINX_BINARY": str(wrapper),
-            "DOKUEN_HTTP_PORT": str(port),
-            "DOKUEN_HTTP_ADDR": "127.0.0.1",
-        },
-    )
-    daemon.start()
     try:
-        wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
-        subprocess.run([str(wrapper)], check=True)  # the system's nginx starts (daemonizes)
-        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
-        env = wait_for(lambda: env_via(port, "blog.localhost"), "blog through the system nginx")
-        assert env["APP"] == "blog"
-        status = daemon.ctl("status")
-        assert f"nginx      system, listening on 127.0.0.1:{port}" in status.stdout
-        assert "system nginx reloaded" in daemon.log()
+        with nginx_dokuen(
+            home, port, DOKUEN_NGINX="system", DOKUEN_NGINX_BINARY=str(wrapper)
+        ) as daemon:
+            wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
+            subprocess.run([str(wrapper)], check=True)  # the system's nginx starts (forks)
+            daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+            env = wait_for(lambda: env_via(port, "blog.localhost"), "blog via the system nginx")
+            assert env["APP"] == "blog"
+            status = daemon.ctl("status")
+            assert f"nginx      system, listening on 127.0.0.1:{port}" in status.stdout
+            assert "system nginx reloaded" in daemon.log()
     finally:
-        daemon.terminate()
         pid_file = system / "nginx.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGQUIT)
