@@ -115,10 +115,6 @@ class Managed:
     def sites(self) -> Path:
         return self.sites_dir or self.prefix / "apps"
 
-    @property
-    def pid_file(self) -> Path:
-        return self.prefix / "nginx.pid"
-
 
 def render_main(managed: Managed) -> str:
     """nginx.conf for the managed master: in the foreground, everything under the prefix,
