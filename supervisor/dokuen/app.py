@@ -3,6 +3,7 @@ that change them: deploy, scale, restart, stop, start, config."""
 
 import contextlib
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import anyio.abc
 import structlog
 
 from dokuen import releases
+from dokuen.build import Builder, Job, Limits
 from dokuen.envdir import read_envdir, write_envdir
 from dokuen.environment import process_environment, read_dotenv
 from dokuen.errors import Conflict, DokuenError, NotFound
@@ -54,6 +56,36 @@ class Runtime:
     proxy_sync: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint  # nginx caught up
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
+    builder: Builder | None = None  # None: a daemon of fakes, which cannot build
+
+
+def _process_types(build_dir: Path, defaults: Mapping[str, str]) -> Procfile:
+    """The release's process types: the Procfile's, then the buildpacks' defaults for types
+    the Procfile lacks (Heroku's rule)."""
+    own = read_procfile(build_dir).commands if (build_dir / "Procfile").exists() else ()
+    types = dict(own)
+    for name, command in defaults.items():
+        types.setdefault(name, command)
+    if not types:
+        raise DokuenError(
+            "the app declares no process types: add a Procfile with a line like 'web: ./server'"
+        )
+    return Procfile(tuple(types.items()))
+
+
+def _defaults(release: releases.Release) -> dict[str, str]:
+    """Config defaults of a release: its buildpacks', then its ``.env`` (config vars win)."""
+    buildpacks = release.record().get("buildpack_config") or {}
+    return {**buildpacks, **read_dotenv(release.path)}
+
+
+def _keep_log(directory: AppDir, release: releases.Release, text: str) -> None:
+    """The last build's output, kept in the app's build dir and (when it made a release)
+    with the release."""
+    directory.root.mkdir(parents=True, exist_ok=True)
+    (directory.root / "last-build.log").write_text(text, encoding="utf-8")
+    if release.record_file.exists():
+        release.log_file.write_text(text, encoding="utf-8")
 
 
 def _nothing() -> None:
@@ -69,6 +101,7 @@ class App:
         self.runtime = runtime
         self._slots: dict[str, ProcessSlot] = {}
         self._lock = anyio.Lock()
+        self._building = anyio.Lock()  # one build at a time; other operations go on
         self._closed = False
         self._runs = 0  # one-off processes started, to number them run.N
         self._scope = anyio.CancelScope()
@@ -157,27 +190,23 @@ class App:
 
     # -- operations ------------------------------------------------------------------
 
-    async def deploy(self, source: Path, say: Say) -> str:
-        """Make a new release from ``source`` and replace the running processes with it.
+    async def deploy(self, source: Path, say: Say, commit: str | None = None) -> str:
+        """Build a new release from ``source`` and replace the running processes with it.
 
-        The Procfile is validated before anything that serves is touched; a bad one raises
-        ProcfileError and the running release keeps running.
+        The build runs beside the serving release (other operations on the app go on); one
+        build at a time per app. A bad Procfile, a failed build or a failed release command
+        raise DokuenError, and the running release keeps running.
         """
         if not source.is_dir():
             raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
-        read_procfile(source)  # fail fast, before copying anything
+        if (source / "Procfile").exists():
+            read_procfile(source)  # fail fast, before copying or building anything
+        async with self._building:
+            if self._closed:
+                raise NotFound(f"app {self.name!r} was destroyed")
+            release = await self._build(source, say, commit)
         async with self._exclusive():
-            await say(f"-----> Copying {source} into a new release")
-            release, staging = await anyio.to_thread.run_sync(
-                releases.stage_release, self.dir, source
-            )
-            try:
-                procfile = read_procfile(staging)  # the copy is what runs; check it too
-            except DokuenError:
-                await anyio.to_thread.run_sync(releases.discard, staging)
-                raise
-            releases.publish(self.dir, release, staging)
-            await say(f"-----> Procfile declares types: {', '.join(procfile.types)}")
+            procfile = release.procfile()
             if "release" in procfile.types:
                 await self._release_phase(release, procfile.command("release"), say)
             await self._switch_to(release, "deploy", say)
@@ -189,6 +218,66 @@ class App:
             self.runtime.mux.event(self.name, f"deployed {release.name}")
             await say(f"-----> Released {release.name}")
             return release.name
+
+    async def _build(self, source: Path, say: Say, commit: str | None) -> releases.Release:
+        """Copy ``source`` into the next release's directory, build it there and record it.
+        Every line the build writes goes to ``say`` and to the build log."""
+        if self.runtime.builder is None:
+            raise DokuenError("this dokuend cannot build (it runs without real processes)")
+        settings = self.runtime.settings
+        release = await anyio.to_thread.run_sync(releases.start_release, self.dir, source)
+        self.runtime.mux.event(self.name, f"build of {release.name} started")
+        transcript: list[str] = []
+
+        async def tee(text: str) -> None:
+            transcript.append(text)
+            await say(text.rstrip("\n"))
+
+        began = time.monotonic()
+        config = self.config()
+        try:
+            await tee(f"-----> Building {self.name} {release.name} from {commit or source}\n")
+            limits = Limits(
+                settings.build_timeout,
+                settings.build_memory_mib,
+                settings.build_processes,
+                settings.build_account,
+            )
+            job = Job(
+                self.name,
+                release.path,
+                self.dir.cache,
+                self.dir.workspace,
+                config,
+                commit,
+                settings.app_path,
+                limits,
+            )
+            outcome = await self.runtime.builder.build(job, tee)
+            procfile = _process_types(release.path, outcome.release.process_types)
+            await tee(f"-----> Procfile declares types -> {', '.join(procfile.types)}\n")
+            record = {
+                "version": release.version,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "source": str(source),
+                "commit": commit,
+                "buildpacks": list(outcome.buildpacks),
+                "process_types": dict(procfile.commands),
+                "buildpack_config": dict(outcome.release.config_vars),
+                "config": config,
+                "build_seconds": round(time.monotonic() - began, 2),
+            }
+            await anyio.to_thread.run_sync(releases.finish_release, release, record)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(releases.discard, release)
+                self.runtime.mux.event(self.name, f"build of {release.name} failed: {exc}")
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(_keep_log, self.dir, release, "".join(transcript))
+        self.runtime.mux.event(self.name, f"build of {release.name} succeeded")
+        return release
 
     async def rollback(self, target: str | None, say: Say) -> str:
         """Run an earlier release again (the one before the current, or ``vN``): no build,
@@ -204,7 +293,15 @@ class App:
             else:
                 matches = [r for r in known if r.name == target]
                 if not matches:
-                    raise not_found("release", target, [r.name for r in known])
+                    error = not_found("release", target, [r.name for r in known])
+                    newest = known[-1].version if known else 0
+                    if int(target[1:]) < newest:
+                        keep = self.runtime.settings.keep_releases
+                        raise NotFound(
+                            f"{error}; {target} was pruned: only the last {keep} releases "
+                            "are kept (DOKUEN_KEEP_RELEASES)"
+                        )
+                    raise error
                 release = matches[0]
             if release == current:
                 raise Conflict(f"{release.name} is already the current release of {self.name}")
@@ -221,9 +318,9 @@ class App:
         async def indented(text: str) -> None:
             await say("".join(f"       {line}\n" for line in text.splitlines()).rstrip("\n"))
 
-        status = await self._one_off(spec, release.path, indented, anyio.sleep_forever)
+        status = await self._one_off(spec, release, indented, anyio.sleep_forever)
         if status != 0:
-            await anyio.to_thread.run_sync(releases.discard, release.path)
+            await anyio.to_thread.run_sync(releases.discard, release)
             self.runtime.mux.event(self.name, f"release command of {release.name} failed")
             raise DokuenError(
                 f"the release command of {release.name} exited with code {status}; "
@@ -233,7 +330,7 @@ class App:
     async def _switch_to(self, release: releases.Release, verb: str, say: Say) -> None:
         """Make ``release`` current and run it. If its processes cannot start (or fail their
         health checks), the previous release stays current and keeps serving."""
-        procfile = read_procfile(release.path)
+        procfile = release.procfile()
         formation = default_formation(procfile, self.dir.read_formation())
         shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
         previous, previous_formation = releases.current_release(self.dir), self.dir.read_formation()
@@ -262,20 +359,24 @@ class App:
             raise NotFound(f"app {self.name!r} has no release yet (deploy it first)")
         self._runs += 1
         spec = ProcessSpec(self.name, "run", self._runs, command)
-        return await self._one_off(spec, release.path, say, hung_up)
+        return await self._one_off(spec, release, say, hung_up)
 
     async def _one_off(
-        self, spec: ProcessSpec, release: Path, say: Say, hung_up: Callable[[], Awaitable[None]]
+        self,
+        spec: ProcessSpec,
+        release: releases.Release,
+        say: Say,
+        hung_up: Callable[[], Awaitable[None]],
     ) -> int:
         """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
         port = self.runtime.ports.allocate()
         app_path = self.runtime.settings.app_path
         env = process_environment(
-            spec, port, release, app_path, read_dotenv(release), self.config()
+            spec, port, release.path, app_path, _defaults(release), self.config()
         )
         mux = self.runtime.mux
         try:
-            child = await self.runtime.spawner(spec.command, env, release)
+            child = await self.runtime.spawner(spec.command, env, release.path)
             mux.event(self.name, f"{spec.name} started for one command, pid {child.pid}")
             status = -signal.SIGKILL
             async with anyio.create_task_group() as tg:
@@ -296,18 +397,22 @@ class App:
         return status if status >= 0 else 128 - status
 
     def release_list(self) -> list[dict[str, Any]]:
-        """Every kept release, newest first, with when it was made and which is current."""
+        """Every kept release, newest first: when and from what it was made, which is current."""
         current = releases.current_release(self.dir)
-        return [
-            {
-                "version": release.name,
-                "created": datetime.fromtimestamp(release.path.stat().st_mtime, UTC).isoformat(
-                    timespec="seconds"
-                ),
-                "current": release == current,
-            }
-            for release in reversed(releases.list_releases(self.dir))
-        ]
+        rows = []
+        for release in reversed(releases.list_releases(self.dir)):
+            record = release.record()
+            rows.append(
+                {
+                    "version": release.name,
+                    "created": record.get("created"),
+                    "commit": record.get("commit"),
+                    "buildpacks": record.get("buildpacks", []),
+                    "process_types": sorted(record.get("process_types") or {}),
+                    "current": release == current,
+                }
+            )
+        return rows
 
     async def scale(self, args: Iterable[str]) -> dict[str, int]:
         """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""
@@ -377,7 +482,7 @@ class App:
         if release is None:
             hint = f"deploy it: dokuenctl deploy {self.name} DIR"
             raise NotFound(f"app {self.name!r} has no release yet ({hint})")
-        return read_procfile(release.path)
+        return release.procfile()
 
     def _ordered_slots(self) -> list[ProcessSlot]:
         return sorted(self._slots.values(), key=lambda slot: (slot.spec.type, slot.spec.index))
@@ -408,10 +513,10 @@ class App:
         release = releases.current_release(self.dir)
         if release is None:
             return
-        procfile = read_procfile(release.path)
+        procfile = release.procfile()
         specs = expand(self.name, procfile, self.dir.read_formation())
         wanted = {spec.name: spec for spec in specs}
-        make = self._slot_maker(release.path)
+        make = self._slot_maker(release)
         doomed = [
             slot
             for name, slot in self._slots.items()
@@ -449,21 +554,23 @@ class App:
                 if slot.config.health is not None:
                     await slot.settled.wait()
 
-    def _slot_maker(self, release: Path) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
+    def _slot_maker(
+        self, release: releases.Release
+    ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
-        defaults = read_dotenv(release)
+        defaults = _defaults(release)
         app_path = self.runtime.settings.app_path
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
             def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, release, app_path, defaults, config)
+                return process_environment(spec, port, release.path, app_path, defaults, config)
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
             return ProcessSlot(
                 SlotConfig(
-                    spec, release, environment, options.stop_timeout, options.policy, health
+                    spec, release.path, environment, options.stop_timeout, options.policy, health
                 ),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,

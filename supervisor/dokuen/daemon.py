@@ -16,6 +16,7 @@ import structlog
 
 from dokuen import __version__, reaper
 from dokuen.app import App, Runtime
+from dokuen.build import Builder
 from dokuen.control import Output, serve
 from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError, SettingsError
 from dokuen.logmux import LogFilter, LogMux, tail
@@ -78,6 +79,7 @@ class Daemon:
             mux=LogMux(settings.log_file, settings.log_max_bytes, settings.log_keep),
             spawner=spawner,
             clock=clock or SystemClock(),
+            builder=Builder(spawner) if isinstance(spawner, OsSpawner) else None,
         )
         self.apps: dict[str, App] = {}
         self.started = time.time()
@@ -343,7 +345,10 @@ class Daemon:
         source = Path(_text(args, "dir"))
         if not source.is_absolute():
             raise ProtocolError("deploy needs an absolute directory path")
-        release = await app.deploy(source, _speaker(out))
+        commit = args.get("commit")
+        if commit is not None and not re.fullmatch(r"[0-9a-f]{40}", _text(args, "commit")):
+            raise ProtocolError("argument 'commit' must be a full 40-hex commit id")
+        release = await app.deploy(source, _speaker(out), commit)
         await self._sync_proxy()
         return {"release": release}
 

@@ -1,12 +1,25 @@
-"""Immutable releases: ``releases/vN`` directories and the ``current`` pointer."""
+"""Immutable releases: ``releases/vN`` directories, their records, and the ``current`` pointer.
 
+    releases/vN/        the built app (the slug): processes run here, HOME points here
+    releases/vN.json    its record: process types, config snapshot, commit, buildpacks, time
+    releases/vN.log     its build output
+
+A build happens in ``vN/`` itself (so paths a buildpack writes stay true); the release
+exists once its record is written, last and atomically. A ``vN/`` without a record is a
+build that failed or was cut short, and the next build starts over in it.
+"""
+
+import json
 import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dokuen.store import AppDir
+from dokuen.errors import DokuenError
+from dokuen.procfile import Procfile
+from dokuen.store import AppDir, write_atomic
 
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 # What a copy of a working tree leaves out: version control, not the app.
@@ -22,6 +35,33 @@ class Release:
     def name(self) -> str:
         return f"v{self.version}"
 
+    @property
+    def record_file(self) -> Path:
+        return self.path.with_name(f"{self.name}.json")
+
+    @property
+    def log_file(self) -> Path:
+        return self.path.with_name(f"{self.name}.log")
+
+    def record(self) -> dict[str, Any]:
+        """What was recorded when the release was made (``make_record``)."""
+        try:
+            data = json.loads(self.record_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DokuenError(
+                f"{self.record_file}: cannot read the release record ({exc})"
+            ) from None
+        if not isinstance(data, dict):
+            raise DokuenError(f"{self.record_file}: not a release record")
+        return data
+
+    def procfile(self) -> Procfile:
+        """The release's process types (its Procfile's and the buildpacks' defaults)."""
+        types = self.record().get("process_types")
+        if not isinstance(types, dict) or not types:
+            raise DokuenError(f"{self.record_file}: the release has no process types")
+        return Procfile(tuple((str(k), str(v)) for k, v in types.items()))
+
 
 def list_releases(app: AppDir) -> list[Release]:
     """Every complete release of the app, oldest first."""
@@ -31,7 +71,9 @@ def list_releases(app: AppDir) -> list[Release]:
     for entry in app.releases.iterdir():
         match = _VERSION.fullmatch(entry.name)
         if match and entry.is_dir():
-            found.append(Release(int(match[1]), entry))
+            release = Release(int(match[1]), entry)
+            if release.record_file.is_file():
+                found.append(release)
     return sorted(found, key=lambda release: release.version)
 
 
@@ -47,27 +89,33 @@ def current_release(app: AppDir) -> Release | None:
     return Release(int(match[1]), app.releases / Path(target).name)
 
 
-def stage_release(app: AppDir, source: Path) -> tuple[Release, Path]:
-    """Copy ``source`` into a staging directory for the next release.
+def start_release(app: AppDir, source: Path) -> Release:
+    """Copy ``source`` into the directory of the next release, where it will be built.
 
-    Returns the release it will become and the staging path; ``publish`` makes it real.
-    Later edits to ``source`` change nothing in the release.
+    Later edits to ``source`` change nothing in the release. Until ``finish_release``, the
+    release is not listed and nothing runs from it.
     """
     existing = list_releases(app)
     version = existing[-1].version + 1 if existing else 1
-    staging = app.releases / f".v{version}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, symlinks=True, ignore=_IGNORED)
-    return Release(version, app.releases / f"v{version}"), staging
+    release = Release(version, app.releases / f"v{version}")
+    discard(release)  # what a cut-short build left
+    app.releases.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, release.path, symlinks=True, ignore=_IGNORED)
+    return release
 
 
-def publish(app: AppDir, release: Release, staging: Path) -> None:
-    """Turn a staged copy into the release (a rename: complete or absent, never half)."""
-    staging.rename(release.path)
+def finish_release(release: Release, record: dict[str, Any]) -> None:
+    """Make the built release real: its record is written last, atomically. The record may
+    hold config values, so only dokuend's user can read it."""
+    write_atomic(release.record_file, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.chmod(release.record_file, 0o600)
 
 
-def discard(staging: Path) -> None:
-    shutil.rmtree(staging, ignore_errors=True)
+def discard(release: Release) -> None:
+    """Remove a release's directory, record and build log."""
+    release.record_file.unlink(missing_ok=True)
+    shutil.rmtree(release.path, ignore_errors=True)
+    release.log_file.unlink(missing_ok=True)
 
 
 def switch_current(app: AppDir, release: Release) -> None:
@@ -84,5 +132,5 @@ def prune(app: AppDir, keep: int) -> list[Release]:
     releases = list_releases(app)
     doomed = [r for r in releases[: max(0, len(releases) - keep)] if r != current]
     for release in doomed:
-        shutil.rmtree(release.path, ignore_errors=True)
+        discard(release)
     return doomed

@@ -5,6 +5,8 @@ import dataclasses
 import ipaddress
 import math
 import os
+import pwd
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,18 @@ class Settings:
     http_port: int | None = None  # default: 80 as root, else 8080
     http_addr: str | None = None  # default: every address
     domain: str = "localhost"
+    build_timeout: float = 900.0
+    build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
+    build_processes: int = 512
+    build_user: str | None = None  # default: nobody when dokuend runs as root, else none
+
+    @property
+    def build_account(self) -> str | None:
+        """Who builds run as: none of their own (dokuend's user) unless dokuend is root, which
+        never runs an app's build code itself. ``DOKUEN_BUILD_USER=root`` insists."""
+        if self.build_user is not None:
+            return None if self.build_user == "root" and os.geteuid() == 0 else self.build_user
+        return "nobody" if os.geteuid() == 0 else None
 
     @property
     def listen_port(self) -> int:
@@ -84,6 +98,16 @@ def _address(key: str, text: str) -> str:
         raise SettingsError(f"{key}={text!r} is not an IP address like 127.0.0.1") from None
 
 
+def _user(key: str, text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", text):
+        raise SettingsError(f"{key}={text!r} is not a user name")
+    try:
+        pwd.getpwnam(text)
+    except KeyError:
+        raise SettingsError(f"{key}={text!r}: no such user (create it, or pick another)") from None
+    return text
+
+
 def _text(key: str, text: str) -> str:
     if not text:
         raise SettingsError(f"{key} is empty")
@@ -103,6 +127,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_HTTP_PORT": ("http_port", _port),
     "DOKUEN_HTTP_ADDR": ("http_addr", _address),
     "DOKUEN_DOMAIN": ("domain", lambda _key, text: check_domain(text)),
+    "DOKUEN_BUILD_TIMEOUT": ("build_timeout", _at_least(float, 1)),
+    "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
+    "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
+    "DOKUEN_BUILD_USER": ("build_user", _user),
 }
 KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
 

@@ -8,6 +8,7 @@ loop like any readable file. Elsewhere the loop's subprocess support does both.
 
 import contextlib
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -39,6 +40,17 @@ def exec_form(command: str) -> str:
     if _COMPOUND.search(command) or _NOT_A_PROGRAM.match(command):
         return command
     return f"exec {command}"
+
+
+# What a buildpack leaves for run time (the buildpack API): sourced before the command.
+_PROFILE = 'for f in "$HOME"/.profile.d/*.sh "$HOME"/.profile; do [ -f "$f" ] && . "$f"; done; '
+
+
+def with_profile(command: str, cwd: Path) -> str:
+    """The command, after the release's ``.profile.d/*.sh`` and ``.profile`` when it has them."""
+    if (cwd / ".profile").is_file() or any((cwd / ".profile.d").glob("*.sh")):
+        return _PROFILE + exec_form(command)
+    return exec_form(command)
 
 
 class _OsChild:
@@ -163,6 +175,9 @@ class _Options(TypedDict):
     stdout: int
     stderr: int
     start_new_session: bool
+    user: str | None
+    group: int | None
+    extra_groups: list[int] | None
 
 
 class OsSpawner:
@@ -176,9 +191,17 @@ class OsSpawner:
         self.use_pidfd = use_pidfd
 
     async def __call__(
-        self, command: str, env: Mapping[str, str], cwd: Path
+        self,
+        command: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        user: str | None = None,
+        profile: bool = True,
     ) -> "PidfdChild | LoopChild":
-        argv = ["/bin/sh", "-c", exec_form(command)]
+        """Start ``command``; with ``profile``, after what the release's buildpacks left to
+        source (``with_profile``); as ``user`` (and its group, no others) when given."""
+        argv = ["/bin/sh", "-c", with_profile(command, cwd) if profile else exec_form(command)]
         options = _Options(
             env=dict(env),
             cwd=cwd,
@@ -186,6 +209,9 @@ class OsSpawner:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            user=user,
+            group=None if user is None else pwd.getpwnam(user).pw_gid,
+            extra_groups=None if user is None else [],
         )
         child: PidfdChild | LoopChild
         if self.use_pidfd:
@@ -200,7 +226,7 @@ class OsSpawner:
         """Run a short helper command (``nginx -t``) to its end: its status and output.
 
         Through this spawner, not the event loop's own, so the reaper knows it is ours."""
-        child = await self(f"exec {shlex.join(argv)}", {"PATH": os.defpath}, cwd)
+        child = await self(f"exec {shlex.join(argv)}", {"PATH": os.defpath}, cwd, profile=False)
         chunks = []
         while chunk := await child.read(1 << 16):
             chunks.append(chunk)

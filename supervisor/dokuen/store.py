@@ -4,7 +4,9 @@
         env/             the config, a daemontools envdir
         formation.json   {"web": 2, "worker": 1}
         releases/vN/     immutable releases
+        releases/vN.json the record of each (releases.py)
         current          symlink to releases/vN, switched atomically
+        cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
 
 Every function here is blocking file I/O: the daemon calls them off the event loop when
@@ -53,6 +55,16 @@ class AppDir:
     @property
     def current(self) -> Path:
         return self.root / "current"
+
+    @property
+    def cache(self) -> Path:
+        """The build cache, kept from one build to the next."""
+        return self.root / "cache"
+
+    @property
+    def workspace(self) -> Path:
+        """A build's scratch space: its ENV_DIR, HOME and fetched buildpacks."""
+        return self.root / "build"
 
     @property
     def formation_file(self) -> Path:

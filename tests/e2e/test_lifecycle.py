@@ -267,7 +267,14 @@ def test_releases_and_rollback_without_a_build(dokuen: Dokuen, apps_dir: Path) -
     (row,) = wait_for(lambda: dokuen.running("blog", 1), "v1: web only")
     env = wait_for(lambda: _try_get(row["port"]), "v1 to answer")
     assert Path(env["HOME"]).name == "v1"
-    assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == ["v1", "v2"]
+    assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == [
+        "v1",
+        "v1.json",
+        "v1.log",
+        "v2",
+        "v2.json",
+        "v2.log",
+    ]
     missing = dokuen.ctl("rollback", "blog", "v9", check=False)
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: no release named 'v9'")

@@ -243,8 +243,18 @@ def releases(client: Client, app: str, as_json: bool) -> None:
     if as_json:
         print_json(listing)
         return
-    rows = [[r["version"], r["created"], "current" if r["current"] else ""] for r in listing]
-    client.table(["RELEASE", "CREATED", ""], rows)
+    rows = [
+        [
+            r["version"],
+            r["created"] or "-",
+            (r["commit"] or "-")[:8],
+            ", ".join(r["buildpacks"]) or "-",
+            " ".join(r["process_types"]),
+            "current" if r["current"] else "",
+        ]
+        for r in listing
+    ]
+    client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
 
 
 @main.command()

@@ -1,0 +1,322 @@
+"""Running a build: the buildpacks' ``bin/detect``, ``bin/compile`` and ``bin/release`` against
+the build directory, each an isolated subprocess.
+
+Isolation: every step runs in its own session with the environment of
+``buildpack.build_environment`` and nothing else, under a memory limit (RLIMIT_DATA, per
+process) and a process limit (RLIMIT_NPROC), as the build user when dokuend runs as root.
+One deadline covers the whole build; when it passes, the running step's process group and
+every process below it are killed.
+"""
+
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import psutil
+
+from dokuen import reaper
+from dokuen.buildpack import (
+    BUNDLED,
+    BuildError,
+    ReleaseInfo,
+    Source,
+    build_environment,
+    merge_release,
+    parse_buildpacks_file,
+    parse_release,
+    parse_source,
+)
+from dokuen.envdir import write_envdir
+from dokuen.resources import shipped
+from dokuen.spawn import OsSpawner
+
+Say = Callable[[str], Awaitable[None]]
+# Limits are set by bash's ulimit (present on Linux and macOS), then the step is exec'ed.
+# The values are passed as arguments, never written into the script.
+_LIMITED = 'ulimit -d "$1" && ulimit -u "$2" && shift 2 && exec "$@"'
+# A later buildpack's compile sees what earlier ones exported (the buildpack API's `export`).
+_WITH_EXPORTS = 'while [ "$1" != -- ]; do . "$1" || exit 1; shift; done; shift; exec "$@"'
+_OUTPUT_LIMIT = 1 << 20  # of detect and release output kept for parsing
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float  # seconds for the whole build
+    memory_mib: int  # per process
+    processes: int
+    user: str | None = None  # run the build as this user (when dokuend is root)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One build: the source already copied into ``build_dir`` (where the app will run)."""
+
+    app: str
+    build_dir: Path
+    cache_dir: Path  # kept between builds of the app
+    workspace: Path  # emptied for each build: ENV_DIR, the build's HOME, fetched buildpacks
+    config: Mapping[str, str]
+    commit: str | None
+    path: str  # the build's PATH
+    limits: Limits
+
+
+@dataclass(frozen=True)
+class Outcome:
+    buildpacks: tuple[str, ...]  # as their bin/detect named them ("Python")
+    release: ReleaseInfo
+
+
+@dataclass(frozen=True)
+class _Pack:
+    source: Source
+    path: Path
+
+    def program(self, name: str) -> Path:
+        program = self.path / "bin" / name
+        if not program.is_file():
+            raise BuildError(f"buildpack {self.source.text}: it has no bin/{name}")
+        if not program.stat().st_mode & stat.S_IXUSR:
+            raise BuildError(
+                f"buildpack {self.source.text}: bin/{name} is not executable "
+                f"(chmod +x bin/{name} in the buildpack)"
+            )
+        return program
+
+
+class Builder:
+    def __init__(self, spawner: OsSpawner) -> None:
+        self.spawner = spawner
+
+    async def build(self, job: Job, say: Say) -> Outcome:
+        """Build ``job.build_dir`` in place; return what the buildpacks said.
+
+        Raises BuildError when no buildpack applies, one fails, or the time runs out.
+        """
+        await anyio.to_thread.run_sync(_prepare, job)
+        with anyio.move_on_after(job.limits.timeout) as scope:
+            outcome = await self._run_buildpacks(job, say)
+        if scope.cancelled_caught:
+            raise BuildError(
+                f"the build took longer than {job.limits.timeout:g} s (DOKUEN_BUILD_TIMEOUT) "
+                "and was killed with every process it started"
+            )
+        await anyio.to_thread.run_sync(_finish, job)
+        return outcome
+
+    # -- the steps -------------------------------------------------------------------
+
+    async def _run_buildpacks(self, job: Job, say: Say) -> Outcome:
+        packs = await self._choose(job, say)
+        names = []
+        exports: list[Path] = []
+        env_dir, cache = job.workspace / "env", job.cache_dir
+        for pack in packs:
+            names.append(await self._detect(pack, job, explicit=True))
+            compile_ = [str(pack.program("compile")), str(job.build_dir), str(cache), str(env_dir)]
+            status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
+            if status != 0:
+                raise BuildError(
+                    f"buildpack {names[-1]} failed to compile the app (its bin/compile exited "
+                    f"with {_describe(status)}){_limits_hint(job.limits, status)}"
+                )
+            if (pack.path / "export").is_file():
+                exports.append(pack.path / "export")
+        infos = []
+        for pack, name in zip(packs, names, strict=True):
+            if (pack.path / "bin" / "release").exists():
+                status, text = await self._step(
+                    job, [str(pack.program("release")), str(job.build_dir)]
+                )
+                if status != 0:
+                    raise BuildError(f"buildpack {name}: bin/release exited with {status}")
+                infos.append(parse_release(text, f"buildpack {name}: bin/release"))
+        return Outcome(tuple(names), merge_release(infos))
+
+    async def _choose(self, job: Job, say: Say) -> list[_Pack]:
+        """The app's buildpacks: ``BUILDPACK_URL``, else its ``.buildpacks`` file, else the
+        first bundled buildpack whose bin/detect says yes."""
+        if "BUILDPACK_URL" in job.config:
+            sources = [parse_source(job.config["BUILDPACK_URL"], "BUILDPACK_URL")]
+        elif (job.build_dir / ".buildpacks").is_file():
+            text = (job.build_dir / ".buildpacks").read_text(encoding="utf-8", errors="replace")
+            sources = parse_buildpacks_file(text)
+        else:
+            for name in BUNDLED:
+                pack = _Pack(Source(name), shipped("buildpacks") / name)
+                if await self._detect(pack, job, explicit=False):
+                    return [pack]
+            raise BuildError(
+                "no buildpack applies to this app. Tried: python (requirements.txt, "
+                "pyproject.toml or setup.py), node (package.json), static (index.html without "
+                "a Procfile), procfile (a Procfile). Add one of those files, or name a "
+                "buildpack with: dokuenctl config:set APP BUILDPACK_URL=URL"
+            )
+        return [await self._fetch(source, index, job, say) for index, source in enumerate(sources)]
+
+    async def _fetch(self, source: Source, index: int, job: Job, say: Say) -> _Pack:
+        if source.bundled:
+            return _Pack(source, shipped("buildpacks") / source.text)
+        if source.local is not None:
+            if not (source.local / "bin").is_dir():
+                raise BuildError(
+                    f"buildpack {source.text}: no such buildpack directory (it needs a bin/ "
+                    "with detect and compile)"
+                )
+            return _Pack(source, source.local)
+        url, ref = source.git
+        target = job.workspace / "buildpacks" / str(index)
+        await say(f"-----> Fetching buildpack {source.text}")
+        argv = ["git", "clone", "--quiet", "--depth", "1"]
+        argv += [*(["--branch", ref] if ref else []), "--", url, str(target)]
+        status, text = await self._step(job, argv, extra={"GIT_TERMINAL_PROMPT": "0"})
+        if status != 0:
+            raise BuildError(f"cannot fetch buildpack {source.text}: {text.strip()[-500:]}")
+        return _Pack(source, target)
+
+    async def _detect(self, pack: _Pack, job: Job, *, explicit: bool) -> str:
+        """The name bin/detect prints, or "" when it says no (an error when ``explicit``)."""
+        status, text = await self._step(job, [str(pack.program("detect")), str(job.build_dir)])
+        if status == 0:
+            return text.strip().splitlines()[0] if text.strip() else pack.source.text
+        if explicit:
+            raise BuildError(
+                f"buildpack {pack.source.text} does not apply to this app (its bin/detect "
+                f"exited with {status}{': ' + text.strip()[-300:] if text.strip() else ''})"
+            )
+        return ""
+
+    async def _step(
+        self,
+        job: Job,
+        argv: list[str],
+        say: Say | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run one build program to its end: its exit status and (without ``say``, which
+        gets it live instead) its output. Cancelled, it kills its whole tree."""
+        env = {**build_environment(job.path, job.workspace / "home", job.commit), **(extra or {})}
+        limited = ["bash", "-c", _LIMITED, "dokuen-build", *_ulimits(job.limits), *argv]
+        try:
+            child = await self.spawner(
+                f"exec {shlex.join(limited)}",
+                env,
+                job.build_dir,
+                user=job.limits.user,
+                profile=False,
+            )
+        except OSError as exc:
+            who = f" as user {job.limits.user}" if job.limits.user else ""
+            raise BuildError(
+                f"cannot start the build{who}: {exc} (the build user must be able to reach "
+                f"{job.build_dir}; make its parents traversable or set DOKUEN_BUILD_USER)"
+            ) from None
+        kept: list[str] = []
+        try:
+            while chunk := await child.read(1 << 16):
+                text = chunk.decode(errors="replace")
+                if say is not None:
+                    await say(text)
+                elif sum(map(len, kept)) < _OUTPUT_LIMIT:
+                    kept.append(text)
+            return await child.wait(), "".join(kept)
+        finally:
+            with anyio.CancelScope(shield=True):
+                tree = reaper.descendants(child.pid)
+                child.signal_group(signal.SIGKILL)
+                await anyio.to_thread.run_sync(reaper.kill_all, tree)
+                await child.wait()
+                await child.aclose()
+
+
+def _ulimits(limits: Limits) -> list[str]:
+    """RLIMIT_DATA in KiB and RLIMIT_NPROC. NPROC counts every process of the user: with no
+    build user of its own, the build gets its allowance on top of what runs now."""
+    processes = limits.processes
+    if limits.user is None and os.geteuid() != 0:
+        mine = os.getuid()
+        processes += sum(1 for p in psutil.process_iter(["uids"]) if p.info["uids"].real == mine)
+    return [str(limits.memory_mib * 1024), str(processes)]
+
+
+def _limits_hint(limits: Limits, status: int) -> str:
+    if status in (-signal.SIGKILL, -signal.SIGSEGV, 137):
+        return (
+            f" (it may have hit the build's memory limit of {limits.memory_mib} MiB a process: "
+            "DOKUEN_BUILD_MEMORY)"
+        )
+    return ""
+
+
+def _prepare(job: Job) -> None:
+    """A fresh workspace: ENV_DIR with the config, the build's HOME; the build's directories
+    handed to the build user."""
+    shutil.rmtree(job.workspace, ignore_errors=True)
+    (job.workspace / "home").mkdir(parents=True)
+    (job.workspace / "buildpacks").mkdir()
+    write_envdir(job.workspace / "env", job.config)
+    job.cache_dir.mkdir(parents=True, exist_ok=True)
+    if job.limits.user is not None:
+        account = _account(job.limits.user)
+        for top in (job.workspace, job.cache_dir, job.build_dir, shipped("buildpacks")):
+            _check_reachable(top, account)
+        for top in (job.workspace, job.cache_dir, job.build_dir):
+            _chown_tree(top, account.pw_uid, account.pw_gid)
+
+
+def _finish(job: Job) -> None:
+    """The build is done: the release belongs to dokuend again, so no later build (of this
+    or another app, as the same build user) can change it."""
+    shutil.rmtree(job.workspace / "env", ignore_errors=True)
+    if job.limits.user is not None:
+        _chown_tree(job.build_dir, os.getuid(), os.getgid())
+
+
+def _sourcing(exports: list[Path]) -> list[str]:
+    if not exports:
+        return []
+    return ["bash", "-c", _WITH_EXPORTS, "dokuen-build", *map(str, exports), "--"]
+
+
+def _describe(status: int) -> str:
+    return f"signal {-status}" if status < 0 else f"code {status}"
+
+
+def _account(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user)
+    except KeyError:
+        raise BuildError(
+            f"build user {user!r} does not exist (create it, or set DOKUEN_BUILD_USER)"
+        ) from None
+
+
+def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
+    """Raise BuildError when the build user cannot pass through a parent of ``path``."""
+    for parent in reversed(path.parents):
+        info = parent.stat()
+        if info.st_uid == account.pw_uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == account.pw_gid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
+            raise BuildError(
+                f"the build user {account.pw_name} cannot reach {path}: {parent} is mode "
+                f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_USER)"
+            )
+
+
+def _chown_tree(top: Path, uid: int, gid: int) -> None:
+    os.chown(top, uid, gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(top):
+        for name in [*dirs, *files]:
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
