@@ -228,10 +228,15 @@ class App:
         release = await anyio.to_thread.run_sync(releases.start_release, self.dir, source)
         self.runtime.mux.event(self.name, f"build of {release.name} started")
         transcript: list[str] = []
+        partial = [""]  # the start of a line still to come
 
         async def tee(text: str) -> None:
+            """To the log as it comes; to ``say`` a whole line at a time (output arrives in
+            pieces that may cut a line)."""
             transcript.append(text)
-            await say(text.rstrip("\n"))
+            *lines, partial[0] = (partial[0] + text).split("\n")
+            for line in lines:
+                await say(line)
 
         began = time.monotonic()
         config = self.config()
@@ -254,6 +259,7 @@ class App:
                 limits,
             )
             outcome = await self.runtime.builder.build(job, tee)
+            await tee("\n" if partial[0] else "")
             procfile = _process_types(release.path, outcome.release.process_types)
             await tee(f"-----> Procfile declares types -> {', '.join(procfile.types)}\n")
             record = {
@@ -269,6 +275,9 @@ class App:
             }
             await anyio.to_thread.run_sync(releases.finish_release, release, record)
         except BaseException as exc:
+            if partial[0]:
+                await say(partial[0])
+            transcript.append(f" !     {exc}\n")
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(releases.discard, release)
                 self.runtime.mux.event(self.name, f"build of {release.name} failed: {exc}")

@@ -120,6 +120,7 @@ class Builder:
         env_dir, cache = job.workspace / "env", job.cache_dir
         for pack in packs:
             names.append(await self._detect(pack, job, explicit=True))
+            await say(f"-----> {names[-1]} app detected\n")
             compile_ = [str(pack.program("compile")), str(job.build_dir), str(cache), str(env_dir)]
             status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
             if status != 0:

@@ -1,0 +1,285 @@
+"""Builds end to end: the installed dokuend runs real buildpacks (written by each test) in
+isolated subprocesses, and only a complete build becomes a release."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    ENVSERVER,
+    Dokuen,
+    free_port_block,
+    get_json,
+    leftover_processes,
+    wait_for,
+    write_app,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def buildpack(
+    directory: Path, compile_: str, *, detect: str = "echo Test", release: str = ""
+) -> Path:
+    """Write a buildpack whose bin/ scripts run the given shell text."""
+    scripts = {"detect": detect, "compile": compile_, "release": release or "echo '--- {}'"}
+    (directory / "bin").mkdir(parents=True)
+    for name, body in scripts.items():
+        program = directory / "bin" / name
+        program.write_text("#!/bin/sh\nset -e\n" + textwrap.dedent(body))
+        program.chmod(0o755)
+    return directory
+
+
+def restarted(dokuen: Dokuen, **env: str) -> Dokuen:
+    dokuen.terminate()
+    dokuen.extra_env.update(env)
+    dokuen.start()
+    return dokuen
+
+
+def web_app(directory: Path, **files: str) -> Path:
+    return write_app(directory, "web: python3 envserver.py\n", files)
+
+
+def test_a_build_sees_config_only_through_env_dir(dokuen: Dokuen, tmp_path: Path) -> None:
+    pack = buildpack(
+        tmp_path / "bp",
+        """
+        env > "$1/build-env"
+        ls "$3" > "$1/env-dir"
+        cat "$3/SECRET" > "$1/secret-from-env-dir"
+        echo "-----> Compiled by the test buildpack"
+        """,
+    )
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}", "SECRET=s3cret")
+    result = dokuen.deploy("blog", web_app(tmp_path / "src"))
+    assert "-----> Compiled by the test buildpack" in result.stdout
+    release = dokuen.home / "apps/blog/releases/v1"
+    names = {line.split("=", 1)[0] for line in (release / "build-env").read_text().splitlines()}
+    assert names <= {"PATH", "HOME", "STACK", "SOURCE_VERSION", "PWD", "SHLVL", "_", "OLDPWD"}
+    build_env = (release / "build-env").read_text()
+    assert "STACK=dokuen-1\n" in build_env
+    assert f"HOME={dokuen.home}/apps/blog/build/home\n" in build_env
+    assert "s3cret" not in build_env
+    assert "CANARY_FROM_THE_DAEMON" not in build_env
+    assert (release / "env-dir").read_text().split() == ["BUILDPACK_URL", "SECRET"]
+    assert (release / "secret-from-env-dir").read_text() == "s3cret"
+    # The config left with the build: ENV_DIR is not kept once the build is done.
+    assert not (dokuen.home / "apps/blog/build/env").exists()
+
+
+def test_buildpacks_run_in_order_and_their_results_reach_the_processes(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    first = buildpack(
+        tmp_path / "first",
+        """
+        echo 'export FROM_FIRST=exported' > "$(dirname "$0")/../export"
+        mkdir -p "$1/.profile.d"
+        echo 'export FROM_PROFILE="set at start by .profile.d"' > "$1/.profile.d/first.sh"
+        """,
+        detect="echo First",
+        release="""
+        cat <<'YAML'
+        ---
+        config_vars:
+          FROM_RELEASE: default
+          SHADOWED: from-buildpack
+        default_process_types:
+          web: python3 envserver.py
+          worker: exec sleep 1000
+        YAML
+        """,
+    )
+    second = buildpack(
+        tmp_path / "second",
+        'echo "-----> second sees FROM_FIRST=$FROM_FIRST"',
+        detect="echo Second",
+    )
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(ENVSERVER, source / "envserver.py")
+    (source / ".buildpacks").write_text(f"{first}\n# a comment\n{second}\n")
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", "SHADOWED=from-config")
+    result = dokuen.deploy("blog", source)
+    assert "-----> second sees FROM_FIRST=exported" in result.stdout
+    rows = wait_for(lambda: dokuen.running("blog", 2), "web and worker from bin/release")
+    web = next(row for row in rows if row["name"] == "web.1")
+    env = get_json(web["port"])
+    assert env["FROM_PROFILE"] == "set at start by .profile.d"
+    assert (env["FROM_RELEASE"], env["SHADOWED"]) == ("default", "from-config")
+    (release,) = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert release["buildpacks"] == ["First", "Second"]
+    assert release["process_types"] == ["web", "worker"]
+
+
+def test_failed_builds_change_nothing_that_serves(dokuen: Dokuen, tmp_path: Path) -> None:
+    dokuen.deploy("blog", web_app(tmp_path / "good"))
+    failing = buildpack(
+        tmp_path / "failing", 'echo "compiling..."; echo " !     no way" >&2; exit 3'
+    )
+    unexecutable = buildpack(tmp_path / "unexecutable", "true")
+    (unexecutable / "bin/compile").chmod(0o644)
+    cases = {
+        str(failing): "failed to compile the app (its bin/compile exited with code 3)",
+        str(unexecutable): "bin/compile is not executable (chmod +x bin/compile",
+        str(tmp_path / "nowhere"): "no such buildpack directory",
+        "-oProxyCommand=touch /tmp/x": "is not a buildpack",
+        f"file://{tmp_path}/no-such-repo.git": "cannot fetch buildpack",
+    }
+    for url, message in cases.items():
+        dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={url}")  # restarts v1
+        (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1 serving")
+        result = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
+        assert result.returncode == 1, url
+        assert message in result.stderr, result.stderr
+        assert [row["pid"] for row in dokuen.ps("blog")] == [serving["pid"]]
+    failed = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
+    assert " !     no way" not in failed.stdout  # the last attempt was the missing repo
+    releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert [r["version"] for r in releases] == ["v1"]
+    assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == [
+        "v1",
+        "v1.json",
+        "v1.log",
+    ]
+    assert "cannot fetch buildpack" in (dokuen.home / "apps/blog/last-build.log").read_text()
+
+
+def test_a_buildpack_from_a_git_url_at_a_tag(dokuen: Dokuen, tmp_path: Path) -> None:
+    pack = buildpack(tmp_path / "bp", 'echo "-----> built by the tagged buildpack"')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(pack)]
+    subprocess.run(["git", "init", "-q", str(pack)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "bp"], check=True)
+    subprocess.run([*git, "tag", "v1"], check=True)
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL=file://{pack}#v1")
+    result = dokuen.deploy("blog", web_app(tmp_path / "src"))
+    assert f"-----> Fetching buildpack file://{pack}#v1" in result.stdout
+    assert "-----> built by the tagged buildpack" in result.stdout
+
+
+def test_a_build_past_its_time_limit_is_killed_with_its_whole_tree(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    restarted(dokuen, DOKUEN_BUILD_TIMEOUT="2")
+    marker = f"98{os.getpid() % 1000:03d}7"
+    pack = buildpack(
+        tmp_path / "slow",
+        f"""
+        sleep {marker} &
+        setsid sleep {marker} &
+        echo "-----> compiling forever"
+        sleep {marker}
+        """,
+    )
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    result = dokuen.ctl("deploy", "blog", str(web_app(tmp_path / "src")), check=False)
+    assert result.returncode == 1
+    assert "-----> compiling forever" in result.stdout
+    assert "longer than 2 s (DOKUEN_BUILD_TIMEOUT) and was killed" in result.stderr
+    wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build's tree to be gone", 5)
+    assert dokuen.ctl("releases", "blog", "--json").stdout.strip() == "[]"
+
+
+def test_a_build_that_fills_its_memory_limit_fails(dokuen: Dokuen, tmp_path: Path) -> None:
+    restarted(dokuen, DOKUEN_BUILD_MEMORY="128")
+    pack = buildpack(tmp_path / "hungry", "python3 -c 'bytearray(512 << 20)'")
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    result = dokuen.ctl("deploy", "blog", str(web_app(tmp_path / "src")), check=False)
+    assert result.returncode == 1
+    assert "MemoryError" in result.stdout
+    assert "failed to compile the app" in result.stderr
+
+
+def test_two_builds_of_one_app_never_interleave(dokuen: Dokuen, tmp_path: Path) -> None:
+    pack = buildpack(
+        tmp_path / "bp", 'echo "start $$" >> "$2/trace"; sleep 0.5; echo "end $$" >> "$2/trace"'
+    )
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    source = web_app(tmp_path / "src")
+    results: list[int] = []
+
+    def deploy() -> None:
+        results.append(dokuen.ctl("deploy", "blog", str(source), check=False).returncode)
+
+    threads = [threading.Thread(target=deploy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [0, 0]
+    trace = (dokuen.home / "apps/blog/cache/trace").read_text().split("\n")
+    words = [line.split()[0] for line in trace if line]
+    assert words == ["start", "end", "start", "end"]
+    assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
+        "v2",
+        "v1",
+    ]
+
+
+def test_releases_record_their_build_and_pruned_ones_cannot_come_back(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    restarted(dokuen, DOKUEN_KEEP_RELEASES="2")
+    source = web_app(tmp_path / "src")
+    for _ in range(3):
+        dokuen.deploy("blog", source)
+    listing = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert [(r["version"], r["current"]) for r in listing] == [("v3", True), ("v2", False)]
+    assert listing[0]["buildpacks"] == ["Procfile"]
+    log = (dokuen.home / "apps/blog/releases/v3.log").read_text()
+    assert "-----> Building blog v3 from" in log
+    result = dokuen.ctl("rollback", "blog", "v1", check=False)
+    assert result.returncode == 1
+    assert "v1 was pruned: only the last 2 releases are kept (DOKUEN_KEEP_RELEASES)" in (
+        result.stderr
+    )
+    table = dokuen.ctl("releases", "blog").stdout.splitlines()
+    assert table[0].split() == ["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES"]
+    assert table[1].split()[0] == "v3"
+    assert table[1].split()[-1] == "current"
+
+
+@pytest.fixture
+def open_home() -> Iterator[Path]:
+    """A DOKUEN_HOME the build user can reach (pytest's temporary directories are 0700)."""
+    top = Path(tempfile.mkdtemp(prefix="dokuen-build-user-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to a build user")
+def test_as_root_builds_run_as_an_unprivileged_user(open_home: Path) -> None:
+    daemon = Dokuen(home=open_home / "home", ports=free_port_block())
+    daemon.extra_env["DOKUEN_BUILD_USER"] = "nobody"
+    daemon.start()
+    try:
+        pack = buildpack(
+            open_home / "bp", 'echo "-----> building as uid $(id -u)"; touch "$1/made"'
+        )
+        daemon.ctl("apps:create", "blog")
+        daemon.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+        result = daemon.deploy("blog", web_app(open_home / "src"))
+        assert "-----> building as uid 65534" in result.stdout
+        made = daemon.home / "apps/blog/releases/v1/made"
+        assert made.stat().st_uid == 0  # handed back: no later build can change the release
+        wait_for(lambda: daemon.running("blog", 1), "the app built by nobody")
+    finally:
+        daemon.terminate()
