@@ -186,7 +186,7 @@ class Builder:
         """The name bin/detect prints, or "" when it says no (an error when ``explicit``)."""
         status, text = await self._step(job, [str(pack.program("detect")), str(job.build_dir)])
         if status == 0:
-            return text.strip().splitlines()[0] if text.strip() else pack.source.text
+            return text.strip().splitlines()[0][:60] if text.strip() else pack.source.text
         if explicit:
             raise BuildError(
                 f"buildpack {pack.source.text} does not apply to this app (its bin/detect "
@@ -220,6 +220,7 @@ class Builder:
                 f"{job.build_dir}; make its parents traversable or set DOKUEN_BUILD_USER)"
             ) from None
         kept: list[str] = []
+        status: int | None = None
         try:
             while chunk := await child.read(1 << 16):
                 text = chunk.decode(errors="replace")
@@ -227,10 +228,13 @@ class Builder:
                     await say(text)
                 elif sum(map(len, kept)) < _OUTPUT_LIMIT:
                     kept.append(text)
-            return await child.wait(), "".join(kept)
+            status = await child.wait()
+            return status, "".join(kept)
         finally:
             with anyio.CancelScope(shield=True):
-                tree = reaper.descendants(child.pid)
+                # Cut short: the step and everything below it, even what left its group.
+                # Done: what it left running in its group (a step leaves nothing behind).
+                tree = reaper.descendants(child.pid) if status is None else []
                 child.signal_group(signal.SIGKILL)
                 await anyio.to_thread.run_sync(reaper.kill_all, tree)
                 await child.wait()
