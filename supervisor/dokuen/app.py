@@ -261,7 +261,7 @@ class App:
             outcome = await self.runtime.builder.build(job, tee)
             await tee("\n" if partial[0] else "")
             procfile = _process_types(release.path, outcome.release.process_types)
-            await tee(f"-----> Procfile declares types -> {', '.join(procfile.types)}\n")
+            await tee(f"-----> Process types -> {', '.join(procfile.types)}\n")
             record = {
                 "version": release.version,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),

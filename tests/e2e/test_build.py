@@ -8,6 +8,8 @@ import subprocess
 import tempfile
 import textwrap
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +285,33 @@ def test_as_root_builds_run_as_an_unprivileged_user(open_home: Path) -> None:
         wait_for(lambda: daemon.running("blog", 1), "the app built by nobody")
     finally:
         daemon.terminate()
+
+
+def test_a_python_app_with_a_requirement_builds_and_runs(dokuen: Dokuen, tmp_path: Path) -> None:
+    source = web_app(tmp_path / "src", **{"requirements.txt": "six==1.17.0\n"})
+    (source / "Procfile").write_text("web: python -c 'import six' && exec python envserver.py\n")
+    result = dokuen.deploy("blog", source)
+    assert "-----> Python app detected" in result.stdout
+    (web,) = wait_for(lambda: dokuen.running("blog", 1), "the python app")
+    env = get_json(web["port"])
+    assert env["PATH"].startswith(f"{dokuen.home}/apps/blog/releases/v1/.venv/bin:")
+    # A rebuild reuses the build cache: same result, no new download.
+    again = dokuen.deploy("blog", source)
+    assert "-----> Python app detected" in again.stdout
+    wait_for(lambda: dokuen.running("blog", 1), "the rebuilt python app")
+
+
+def test_a_static_site_needs_no_procfile(dokuen: Dokuen, tmp_path: Path) -> None:
+    source = tmp_path / "site"
+    source.mkdir()
+    (source / "index.html").write_text("<h1>home page</h1>\n")
+    (source / ".env").write_text("SECRET=hidden\n")
+    result = dokuen.deploy("site", source)
+    assert "-----> Static HTML app detected" in result.stdout
+    (web,) = wait_for(lambda: dokuen.running("site", 1), "the static site")
+    with urllib.request.urlopen(f"http://127.0.0.1:{web['port']}/", timeout=5) as page:
+        assert page.read() == b"<h1>home page</h1>\n"
+    with pytest.raises(urllib.error.HTTPError) as hidden:
+        urllib.request.urlopen(f"http://127.0.0.1:{web['port']}/.env", timeout=5)
+    hidden.value.close()
+    assert hidden.value.code == 404
