@@ -1,0 +1,263 @@
+"""Benchmark git push deploys and rollbacks (issue 4).
+
+Run it from the repository root::
+
+    python bench/deploy.py            # 5 pushes of each app, 5 rollbacks
+    python bench/deploy.py --quick    # 2 of each: a smoke run
+
+It starts a fresh dokuend (managed nginx when installed, else none) in a temporary
+directory and measures, from the start of ``git push`` to the first answer of the new
+release (through nginx when it runs), each push changing the answer:
+
+1. a Procfile-only app (target: under 3 s);
+2. a python app with one dependency (six) on a warm build cache (the first, cold push is
+   reported apart);
+3. ``dokuenctl rollback`` to the previous release until its answer comes back (target:
+   under 2 s).
+
+No peer runs here: piku and dokku need a whole machine of their own (dokku a docker
+daemon), so the targets of the issue are the yardstick. Results go to
+``bench/results/deploy.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+RESULTS = ROOT / "bench" / "results" / "deploy.json"
+TARGETS = {"procfile": 3.0, "rollback": 2.0}
+
+SERVER_PY = """\
+import http.server, os, pathlib
+BODY = pathlib.Path("version.txt").read_bytes()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed."""
+
+
+@dataclass
+class Daemon:
+    home: Path
+    http_port: int
+    nginx: bool
+    proc: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DOKUEN_HOME": str(self.home),
+            "DOKUEN_PORT_RANGE": "21100-21199",
+            "DOKUEN_NGINX": "managed" if self.nginx else "off",
+            "DOKUEN_HTTP_PORT": str(self.http_port),
+            "DOKUEN_HTTP_ADDR": "127.0.0.1",
+            # The temporary directory is private to root: builds run as dokuend's user.
+            **({"DOKUEN_BUILD_USER": "root"} if os.geteuid() == 0 else {}),
+        }
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True)
+        log = (self.home.parent / "dokuend.out").open("wb")
+        self.proc = subprocess.Popen([str(BIN / "dokuend")], env=self.env(), stderr=log)
+        wait_for(lambda: self.ctl("status", check=False).returncode == 0, 15, "dokuend")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=30)
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "dokuenctl"), *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise BenchError(f"dokuenctl {' '.join(args)}: {result.stderr.strip()}")
+        return result
+
+    def url(self, app: str) -> tuple[int, str | None]:
+        """Where the app answers: nginx with its Host, or its first web port."""
+        if self.nginx:
+            return self.http_port, f"{app}.localhost"
+        rows = json.loads(self.ctl("ps", app, "--json").stdout)
+        return int(rows[0]["port"]), None
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise BenchError(f"timed out waiting for {what}")
+
+
+def answer(daemon: Daemon, app: str) -> str | None:
+    try:
+        port, host = daemon.url(app)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        connection.request("GET", "/", headers={"Host": host} if host else {})
+        response = connection.getresponse()
+        body = response.read().decode()
+        connection.close()
+    except (OSError, ValueError, IndexError, json.JSONDecodeError):
+        return None
+    return body if response.status == 200 else None
+
+
+class Repo:
+    """A working copy whose pushes go to the app's repository in DOKUEN_HOME."""
+
+    def __init__(self, path: Path, remote: Path, files: dict[str, str]) -> None:
+        self.path, self.remote = path, remote
+        path.mkdir()
+        for name, text in files.items():
+            (path / name).write_text(text)
+        self.git("init", "-q", "-b", "main")
+
+    def git(self, *args: str) -> str:
+        result = subprocess.run(
+            ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", *args],
+            cwd=self.path,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"git {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result.stdout + result.stderr
+
+    def push(self, daemon: Daemon, app: str, version: str) -> float:
+        """Commit a new answer, push it, and return the seconds until it is served."""
+        (self.path / "version.txt").write_text(version)
+        self.git("add", "-A")
+        self.git("commit", "-qm", version)
+        began = time.monotonic()
+        self.git("push", "-q", str(self.remote), "main")
+        wait_for(lambda: answer(daemon, app) == version, 60, f"{app} to answer {version}")
+        return time.monotonic() - began
+
+
+def summary(seconds: list[float], target: float | None) -> dict[str, Any]:
+    median = statistics.median(seconds)
+    result: dict[str, Any] = {
+        "runs": [round(s, 3) for s in seconds],
+        "median": round(median, 3),
+        "max": round(max(seconds), 3),
+    }
+    if target is not None:
+        result["target"] = target
+        result["median_over_target"] = round(median / target, 3)
+    return result
+
+
+def show(name: str, stats: dict[str, Any]) -> None:
+    line = f"  {name:<26} median {stats['median']:.2f} s, max {stats['max']:.2f} s"
+    if "target" in stats:
+        verdict = "meets" if stats["max"] < stats["target"] else "MISSES"
+        line += f" ({stats['median_over_target']:.2f}x the {stats['target']:g} s target: {verdict})"
+    print(line)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="2 pushes and rollbacks each")
+    args = parser.parse_args()
+    runs = 2 if args.quick else 5
+    nginx = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+    tmp = Path(tempfile.mkdtemp(prefix="dokuen-deploy-bench-"))
+    daemon = Daemon(tmp / "home", free_port(), nginx)
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "cores": os.cpu_count(),
+        "nginx": nginx,
+    }
+    try:
+        daemon.start()
+        print(f"dokuend with nginx {'managed' if nginx else 'off'}; {runs} runs each")
+        for app in ("plain", "py"):
+            daemon.ctl("apps:create", app)
+        remote = daemon.home / "apps"
+        plain = Repo(
+            tmp / "plain",
+            remote / "plain/repo.git",
+            {"Procfile": "web: python3 server.py\n", "server.py": SERVER_PY},
+        )
+        pushes = [plain.push(daemon, "plain", f"plain {n}") for n in range(runs + 1)]
+        results["procfile"] = summary(pushes[1:], TARGETS["procfile"])
+        results["procfile_first_push"] = round(pushes[0], 3)
+        python = Repo(
+            tmp / "py",
+            remote / "py/repo.git",
+            {
+                "Procfile": "web: python server.py\n",
+                "server.py": "import six\n" + SERVER_PY,
+                "requirements.txt": "six==1.17.0\n",
+            },
+        )
+        cold = python.push(daemon, "py", "py 0")
+        warm = [python.push(daemon, "py", f"py {n}") for n in range(1, runs + 1)]
+        results["python_cold"] = round(cold, 3)
+        results["python_warm"] = summary(warm, None)
+        rollbacks = []
+        for n in range(runs):
+            before = answer(daemon, "plain")
+            began = time.monotonic()
+            daemon.ctl("rollback", "plain")
+            wait_for(lambda b=before: answer(daemon, "plain") not in (None, b), 30, "rollback")
+            rollbacks.append(time.monotonic() - began)
+            del n
+        results["rollback"] = summary(rollbacks, TARGETS["rollback"])
+    finally:
+        daemon.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("git push to the new release answering:")
+    show("Procfile-only app", results["procfile"])
+    print(f"  {'python app, cold cache':<26} {results['python_cold']:.2f} s (first push)")
+    show("python app, warm cache", results["python_warm"])
+    print("dokuenctl rollback to the previous release answering:")
+    show("rollback", results["rollback"])
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {RESULTS.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
