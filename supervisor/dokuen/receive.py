@@ -85,7 +85,9 @@ def plan_push(updates: list[RefUpdate], deploy: str) -> Plan:
     notes = []
     chosen = None
     for update in updates:
-        if update.ref != deploy:
+        if update.ref != deploy and update.deleted:
+            notes.append(f"-----> Deleted {short_ref(update.ref)}")
+        elif update.ref != deploy:
             notes.append(
                 f"-----> Pushed to {short_ref(update.ref)}; only {short_ref(deploy)} deploys "
                 "(set DEPLOY_BRANCH to change it)"

@@ -126,6 +126,7 @@ def export_commit(repo: Path, commit: str, destination: Path) -> None:
         DokuenError: git could not read the commit, or the tree holds something the
         filter refuses (named).
     """
+    short = commit[:7]
     archive = subprocess.Popen(
         ["git", "archive", "--format=tar", check_object_id(commit)],
         cwd=repo,
@@ -133,16 +134,21 @@ def export_commit(repo: Path, commit: str, destination: Path) -> None:
         stderr=subprocess.PIPE,
     )
     assert archive.stdout is not None
+    assert archive.stderr is not None
+    problem = None
     try:
         with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
             tar.extractall(destination, filter="data")
     except tarfile.FilterError as exc:
-        archive.kill()
-        raise DokuenError(f"commit {commit[:7]} cannot be deployed: {exc}") from None
+        problem = f"commit {short} cannot be deployed: {exc}"
     except tarfile.TarError as exc:
-        archive.kill()
-        raise DokuenError(f"cannot unpack commit {commit[:7]}: {exc}") from None
+        problem = f"cannot unpack commit {short}: {exc}"
     finally:
-        _, errors = archive.communicate()
-    if archive.returncode != 0:
-        raise DokuenError(f"git archive {commit[:7]} failed: {errors.decode().strip()}")
+        archive.stdout.close()  # a git still writing ends on SIGPIPE
+        errors = archive.stderr.read().decode(errors="replace").strip()
+        archive.stderr.close()
+        archive.wait()
+    if archive.returncode > 0:  # git's own failure explains more than an empty tar does
+        raise DokuenError(f"git archive {short} failed: {errors}")
+    if problem is not None:
+        raise DokuenError(problem)
