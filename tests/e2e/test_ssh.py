@@ -204,6 +204,11 @@ def test_an_ssh_key_runs_dokuenctl_and_nothing_else(
     assert {e["key"] for e in refusals} == {KEY}
     assert f"rm -rf {canary}" in [e["command"] for e in refusals]
 
+    # A key may add another one, its file on stdin.
+    other = keygen(tmp_path / "other")
+    added = authorized.ssh("dokuenctl ssh-keys:add ci -", stdin=other.read_text())
+    assert added.stdout == f"added ssh key ci (ssh-ed25519 {fingerprint(other)})\n"
+
     dokuen.ctl("ssh-keys:remove", KEY)
     gone = authorized.ssh("dokuenctl apps")
     assert gone.returncode == 255

@@ -531,7 +531,12 @@ def git_hook(client: Client) -> None:
     def request(command: str, args: dict[str, Any], on_output: Callable[[str], None]) -> Any:
         return client.call(command, on_output, **args)
 
-    receive(Path.cwd(), sys.stdin.read(), request, write_out)
+    try:
+        receive(Path.cwd(), sys.stdin.read(), request, write_out)
+    except BrokenPipeError:
+        # git went away mid-push. Not the usual exit 0 for a closed pipe: a hook that
+        # exits 0 accepts the push.
+        sys.exit(1)
 
 
 @main.command("ssh-serve", hidden=True)
