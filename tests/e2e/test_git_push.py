@@ -135,6 +135,7 @@ def test_a_push_and_a_deploy_at_once_take_turns(dokuen: Dokuen, tmp_path: Path) 
     push = work.start_push(str(repo_of(dokuen, "blog")), "main")
     wait_for(order.exists, "the push's release phase to begin")
     other = Work.create(tmp_path / "deployed", WEB + slow("deploy"))
+    assert order.read_text() == "begin push\n"  # the deploy below is asked for mid-push
     deploy = dokuen.ctl("deploy", "blog", str(other.path))
     _out, err = push.communicate(timeout=60)
     assert push.returncode == 0, err
@@ -161,7 +162,7 @@ def test_two_pushes_at_once_to_one_app_take_turns_and_the_second_is_told_why(
     for name in ("first", "second"):
         subprocess.run(["git", "clone", "-q", repo, str(tmp_path / name)], check=True)
         clone = Work(tmp_path / name)
-        release = f"release: echo {name} >> {order}; sleep 0.5\n"
+        release = f"release: echo {name} >> {order}; sleep 1\n"
         clone.commit(name, {"Procfile": WEB + release})
         clones.append(clone)
     first = clones[0].start_push(repo, "main")
