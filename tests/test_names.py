@@ -7,6 +7,7 @@ from dokuen.names import (
     check_app_name,
     check_config_key,
     check_process_type,
+    check_ssh_key_name,
     not_found,
     parse_process_name,
 )
@@ -125,3 +126,17 @@ def test_not_found(kind: str, name: str, known: list[str], message: str) -> None
     error = not_found(kind, name, iter(known))
     assert isinstance(error, NotFound)
     assert str(error) == message
+
+
+@pytest.mark.parametrize("name", ["alice", "alice@laptop", "ci-deploy.2", "7", "a_b", "a" * 64])
+def test_check_ssh_key_name_accepts(name: str) -> None:
+    assert check_ssh_key_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "-alice", "@x", ".x", "a b", 'a"b', "a,b", "a\n", "a/b", "a" * 65, "é", "a;rm"],
+)
+def test_check_ssh_key_name_refuses(name: str) -> None:
+    with pytest.raises(InvalidName, match=r"^invalid ssh key name "):
+        check_ssh_key_name(name)

@@ -5,6 +5,7 @@ import dataclasses
 import os
 import re
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,20 +15,34 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen import __version__, reaper
+from dokuen import __version__, reaper, repo, sshkeys
 from dokuen.app import App, Runtime
 from dokuen.build import Builder
 from dokuen.control import Output, serve
-from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError, SettingsError
+from dokuen.entrypoint import Entrypoint, find_dokuenctl
+from dokuen.errors import (
+    Conflict,
+    DokuenError,
+    InvalidKey,
+    InvalidName,
+    ProtocolError,
+    SettingsError,
+)
 from dokuen.logmux import LogFilter, LogMux, tail
-from dokuen.names import check_app_name, check_config_key, not_found, parse_process_name
+from dokuen.names import (
+    check_app_name,
+    check_config_key,
+    check_ssh_key_name,
+    not_found,
+    parse_process_name,
+)
 from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
 from dokuen.process import Clock, Spawner, SystemClock
 from dokuen.proxy import NginxProxy, find_nginx
 from dokuen.settings import Settings, load_settings
 from dokuen.spawn import OsSpawner
-from dokuen.store import Store
+from dokuen.store import AppDir, Store
 
 log = structlog.get_logger()
 
@@ -68,8 +83,14 @@ class Daemon:
         environ: dict[str, str] | None = None,
         spawner: Spawner | None = None,
         clock: Clock | None = None,
+        dokuenctl: Path | None = None,
     ) -> None:
+        """``dokuenctl`` is what git hooks and ssh keys run (default: the one installed
+        beside this program)."""
         self.settings = settings
+        self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
+        self._creating = anyio.Lock()  # one apps:create (or first push) at a time
+        self._keys_lock = anyio.Lock()
         self._environ = dict(os.environ if environ is None else environ)
         self.store = Store(settings.home)
         spawner = spawner or OsSpawner(subreaper=reaper.become_subreaper())
@@ -115,6 +136,11 @@ class Daemon:
             "domains": self.domains,
             "domains:add": self.domains_add,
             "domains:remove": self.domains_remove,
+            "ssh-keys": self.ssh_keys,
+            "ssh-keys:add": self.ssh_keys_add,
+            "ssh-keys:remove": self.ssh_keys_remove,
+            "ssh:audit": self.ssh_audit,
+            "git:repo": self.git_repo,
         }
 
     def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
@@ -188,6 +214,7 @@ class Daemon:
 
     async def _restore(self) -> None:
         assert self._apps_group is not None
+        await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():
             app = App(self.store.app(name), self.runtime)
             await self._apps_group.start(app.run)
@@ -199,6 +226,24 @@ class Daemon:
             await self._sync_proxy()
         except DokuenError as exc:
             log.error("nginx.restore_failed", error=str(exc))
+
+    def _refresh_entrypoints(self) -> None:
+        """Give every app its repository (apps made before there were any get one now) and
+        write the hooks and authorized_keys again for the dokuenctl installed now."""
+        try:
+            entrypoint = self._entrypoint()
+            hook = repo.render_hook(entrypoint)
+            if sshkeys.refresh(self._authorized_keys, entrypoint):
+                log.info("ssh_keys.refreshed", file=str(self._authorized_keys))
+        except DokuenError as exc:
+            log.error("git.unavailable", error=str(exc))
+            return
+        for name in self.store.app_names():
+            try:
+                if repo.ensure_repo(self.store.app(name).repo, hook):
+                    log.info("git.repo_created", app=name)
+            except DokuenError as exc:
+                log.error("git.repo_failed", app=name, error=str(exc))
 
     async def _restore_app(self, app: App) -> None:
         try:
@@ -315,15 +360,26 @@ class Daemon:
 
     async def create_app(self, args: dict[str, Any], out: Output) -> Any:
         name = check_app_name(_text(args, "app"))
-        directory = await anyio.to_thread.run_sync(self.store.create, name)
+        async with self._creating:
+            await self._create(name, "created")
+        return {"name": name}
+
+    async def _create(self, name: str, event: str) -> App:
+        """Make the app, its repository included; hold ``_creating`` around the call."""
+        hook = repo.render_hook(self._entrypoint())  # before anything touches the disk
+
+        def prepare(directory: AppDir) -> None:
+            repo.ensure_repo(directory.repo, hook)
+
+        directory = await anyio.to_thread.run_sync(self.store.create, name, prepare)
         app = App(directory, self.runtime)
         assert self._apps_group is not None
         await self._apps_group.start(app.run)
         self.apps[name] = app
-        self.runtime.mux.event(name, "created")
+        self.runtime.mux.event(name, event)
         self.runtime.proxy_changed()
         await self._sync_proxy()
-        return {"name": name}
+        return app
 
     async def destroy_app(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
@@ -489,3 +545,75 @@ class Daemon:
         await app.set_domains([d for d in domains if d != domain])
         await self._sync_proxy()
         return app.hosts()
+
+    # -- git push and ssh keys ---------------------------------------------------------
+
+    def _entrypoint(self) -> Entrypoint:
+        """What git hooks and ssh keys run; raises SettingsError when it cannot be written."""
+        if self._dokuenctl is None:
+            raise SettingsError(
+                "cannot find dokuenctl beside dokuend or on PATH; git hooks and ssh keys run "
+                "it (reinstall dokuen)"
+            )
+        return Entrypoint(self._dokuenctl, self.settings.socket.absolute())
+
+    @property
+    def _authorized_keys(self) -> Path:
+        return self.settings.home / ".ssh" / "authorized_keys"
+
+    async def git_repo(self, args: dict[str, Any], out: Output) -> Any:
+        """The app's repository for ``git-receive-pack`` (made now if it is missing); with
+        ``create``, the app too when there is none yet: the first push creates it."""
+        name = check_app_name(_text(args, "app"))
+        key = check_ssh_key_name(_text(args, "key")) if "key" in args else None
+        created = False
+        async with self._creating:
+            if name not in self.apps and args.get("create") is True:
+                await self._create(name, f"created by a push over ssh (key {key})")
+                created = True
+        app = self._app(args)
+        hook = repo.render_hook(self._entrypoint())
+        if await anyio.to_thread.run_sync(repo.ensure_repo, app.dir.repo, hook):
+            log.info("git.repo_created", app=name)
+        if key is not None:
+            self.runtime.mux.event(name, f"push over ssh by key {key}")
+        return {"path": str(app.dir.repo), "created": created}
+
+    async def ssh_keys(self, args: dict[str, Any], out: Output) -> Any:
+        content = await anyio.to_thread.run_sync(sshkeys.load, self._authorized_keys)
+        return {
+            "keys": [key.info() for key in content.keys],
+            "others": len(content.others),
+            "file": str(self._authorized_keys),
+        }
+
+    async def ssh_keys_add(self, args: dict[str, Any], out: Output) -> Any:
+        name = check_ssh_key_name(_text(args, "name"))
+        text = _text(args, "key")
+        if len(text) > sshkeys.MAX_KEY_TEXT:
+            raise InvalidKey(f"{len(text)} bytes is too long for a public key file")
+        new = sshkeys.AuthorizedKey(name, sshkeys.parse_public_key(text))
+        entrypoint = self._entrypoint()
+        await anyio.to_thread.run_sync(sshkeys.fingerprint_with_ssh_keygen, new.key)
+        async with self._keys_lock:
+            await anyio.to_thread.run_sync(sshkeys.add, self._authorized_keys, entrypoint, new)
+        log.info("ssh_key.added", **new.info())
+        return new.info()
+
+    async def ssh_keys_remove(self, args: dict[str, Any], out: Output) -> Any:
+        name = check_ssh_key_name(_text(args, "name"))
+        entrypoint = self._entrypoint()
+        async with self._keys_lock:
+            await anyio.to_thread.run_sync(sshkeys.remove, self._authorized_keys, entrypoint, name)
+        log.info("ssh_key.removed", name=name)
+        return {"name": name}
+
+    async def ssh_audit(self, args: dict[str, Any], out: Output) -> Any:
+        """Log what an ssh key asked for (its forced command reports it before it acts)."""
+        key = check_ssh_key_name(_text(args, "key"))
+        command = _text(args, "line")[:1000]
+        if args.get("allowed") is True:
+            log.info("ssh.command", key=key, command=command)
+        else:
+            log.warning("ssh.refused", key=key, command=command, reason=args.get("reason"))
+        return None

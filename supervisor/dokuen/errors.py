@@ -21,6 +21,15 @@ class Conflict(DokuenError):
     """The request collides with existing state (an app that already exists, ...)."""
 
 
+class InvalidKey(DokuenError):
+    """An ssh key file that does not hold exactly one public key."""
+
+
+class Refused(DokuenError):
+    """A request its caller may not make: an ssh key asking for something beyond its forced
+    command, a push that would delete the deploy branch."""
+
+
 class SettingsError(DokuenError):
     """A daemon setting with a bad value or an unknown key."""
 

@@ -1,4 +1,4 @@
-"""The grammars of names users give us: apps, process types, config keys.
+"""The grammars of names users give us: apps, process types, config keys, ssh key names.
 
 Everything is checked with ``re.fullmatch``: ``$`` would let a trailing newline through.
 """
@@ -13,6 +13,8 @@ APP_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]+")
 CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROCESS_NAME = re.compile(r"(?P<type>[A-Za-z0-9_-]+)(?:\.(?P<index>[1-9][0-9]*))?")
+# Written unquoted into authorized_keys (a forced command's argument and the key's comment).
+SSH_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def check_app_name(name: str) -> str:
@@ -43,6 +45,16 @@ def check_config_key(key: str) -> str:
             f"invalid config key {key!r} (use letters, digits and '_', not starting with a digit)"
         )
     return key
+
+
+def check_ssh_key_name(name: str) -> str:
+    """Return ``name`` if it is a valid name for an authorized ssh key, else raise InvalidName."""
+    if not SSH_KEY_NAME.fullmatch(name):
+        raise InvalidName(
+            f"invalid ssh key name {name!r} (use up to 64 letters, digits, '.', '_', '@' and "
+            "'-', starting with a letter or digit, e.g. alice@laptop)"
+        )
+    return name
 
 
 def parse_process_name(text: str) -> tuple[str, int | None]:

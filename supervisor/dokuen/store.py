@@ -8,6 +8,7 @@
         current          symlink to releases/vN, switched atomically
         cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
+        repo.git/        the bare git repository pushes go to (repo.py)
 
 Every function here is blocking file I/O: the daemon calls them off the event loop when
 they may be slow (copies, deletes).
@@ -16,7 +17,7 @@ they may be slow (copies, deletes).
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,15 @@ from dokuen.errors import Conflict, SettingsError
 from dokuen.names import check_app_name
 
 
-def write_atomic(path: Path, content: str) -> None:
-    """Replace ``path`` with ``content`` so a crash leaves the old or the new file, never half."""
+def write_atomic(path: Path, content: str, mode: int | None = None) -> None:
+    """Replace ``path`` with ``content`` so a crash leaves the old or the new file, never half.
+
+    With ``mode``, the file has that mode before it holds a byte of ``content``.
+    """
     temporary = path.with_name(f".{path.name}.tmp")
     with temporary.open("w", encoding="utf-8") as handle:
+        if mode is not None:
+            os.fchmod(handle.fileno(), mode)
         handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())
@@ -69,6 +75,10 @@ class AppDir:
     @property
     def formation_file(self) -> Path:
         return self.root / "formation.json"
+
+    @property
+    def repo(self) -> Path:
+        return self.root / "repo.git"
 
     @property
     def stopped_marker(self) -> Path:
@@ -139,8 +149,12 @@ class Store:
             if entry.is_dir() and not entry.name.startswith(".")
         )
 
-    def create(self, name: str) -> AppDir:
-        """Make an app's directories; raise Conflict if it exists."""
+    def create(self, name: str, prepare: Callable[[AppDir], None] | None = None) -> AppDir:
+        """Make an app's directories; raise Conflict if it exists.
+
+        ``prepare`` fills in the rest (its git repository) before the app appears, so an app
+        is there whole or not at all.
+        """
         app = self.app(name)
         if app.root.exists():
             raise Conflict(f"app {name!r} already exists")
@@ -149,6 +163,8 @@ class Store:
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "env").mkdir(parents=True)
         (staging / "releases").mkdir()
+        if prepare is not None:
+            prepare(AppDir(staging))
         staging.rename(app.root)
         return app
 

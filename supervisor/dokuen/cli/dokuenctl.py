@@ -1,22 +1,25 @@
 """``dokuenctl``: drive dokuend over its control socket."""
 
+import contextlib
 import functools
 import json
 import os
 import shlex
+import signal
 import sys
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 
 import click
 
 from dokuen import __version__, client
 from dokuen.errors import DokuenError
-from dokuen.names import check_app_name, check_config_key, parse_process_name
+from dokuen.names import check_app_name, check_config_key, check_ssh_key_name, parse_process_name
 from dokuen.nginx import check_domain
 from dokuen.settings import home_and_socket
+from dokuen.sshcommand import Ctl, parse_ssh_command
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -128,12 +131,17 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     type=click.Path(file_okay=False, path_type=Path),
     help="dokuend's state directory (default: $DOKUEN_HOME).",
 )
+@click.option(
+    "--socket",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="dokuend's control socket (default: $DOKUEN_SOCKET, else HOME/dokuend.sock).",
+)
 @click.version_option(__version__, prog_name="dokuenctl")
 @click.pass_context
-def main(ctx: click.Context, home: Path | None) -> None:
+def main(ctx: click.Context, home: Path | None, socket: Path | None) -> None:
     """Drive dokuend: deploy apps, scale and restart their processes, read their logs."""
     _home, socket_path = home_and_socket(os.environ, home)
-    ctx.obj = Client(socket_path)
+    ctx.obj = Client(socket.absolute() if socket else socket_path)
 
 
 def print_json(value: Any) -> None:
@@ -470,3 +478,98 @@ def domains_remove(client: Client, app: str, domain: str) -> None:
     """Stop an app answering on one of its host names."""
     client.call("domains:remove", app=app, domain=domain)
     click.echo(f"{app} no longer answers on {domain}")
+
+
+@main.command("ssh-keys")
+@JSON
+@pass_client
+def ssh_keys(client: Client, as_json: bool) -> None:
+    """The ssh keys that may git push (and run dokuenctl) over ssh."""
+    listing = client.call("ssh-keys")
+    if as_json:
+        print_json(listing["keys"])
+        return
+    if not listing["keys"]:
+        click.echo("no ssh keys yet (add one: dokuenctl ssh-keys:add NAME ~/.ssh/id_ed25519.pub)")
+    else:
+        rows = [[k["name"], k["type"], k["fingerprint"]] for k in listing["keys"]]
+        client.table(["NAME", "TYPE", "FINGERPRINT"], rows)
+    if listing["others"]:
+        click.echo(
+            f"note: {listing['file']} also has {listing['others']} line(s) dokuen did not "
+            "write; they are kept as they are",
+            err=True,
+        )
+
+
+@main.command("ssh-keys:add")
+@click.argument("name", callback=checked(check_ssh_key_name))
+@click.argument("keyfile", type=click.File("rb"))
+@pass_client
+def ssh_keys_add(client: Client, name: str, keyfile: BinaryIO) -> None:
+    """Let the public key in KEYFILE (- for stdin) git push and run dokuenctl over ssh."""
+    from dokuen.sshkeys import MAX_KEY_TEXT  # noqa: PLC0415 (hashlib and co. only here)
+
+    text = keyfile.read(MAX_KEY_TEXT + 1).decode(errors="replace")
+    added = client.call("ssh-keys:add", name=name, key=text)
+    click.echo(f"added ssh key {name} ({added['type']} {added['fingerprint']})")
+
+
+@main.command("ssh-keys:remove")
+@click.argument("name", callback=checked(check_ssh_key_name))
+@pass_client
+def ssh_keys_remove(client: Client, name: str) -> None:
+    """Take an ssh key's access away."""
+    client.call("ssh-keys:remove", name=name)
+    click.echo(f"removed ssh key {name}")
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    # SIGTERM/SIGHUP (the pusher went away) become an exit, so `finally` blocks clean up.
+    sys.exit(128 + signum)
+
+
+@main.command("git-hook", hidden=True)
+@pass_client
+def git_hook(client: Client) -> None:
+    """The pre-receive hook of every app's repository (git runs it in the repository)."""
+    from dokuen.receive import receive  # noqa: PLC0415 (tarfile and co. only here)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+
+    def request(command: str, args: dict[str, Any], on_output: Callable[[str], None]) -> Any:
+        return client.call(command, on_output, **args)
+
+    try:
+        receive(Path.cwd(), sys.stdin.read(), request, write_out)
+    except BrokenPipeError:
+        # git went away mid-push. Not the usual exit 0 for a closed pipe: a hook that
+        # exits 0 accepts the push.
+        sys.exit(1)
+
+
+@main.command("ssh-serve", hidden=True)
+@click.argument("key", callback=checked(check_ssh_key_name))
+@pass_client
+def ssh_serve(client: Client, key: str) -> None:
+    """The forced command of every authorized ssh key: run what SSH_ORIGINAL_COMMAND asks
+    for when the key may (sshcommand.py), and refuse everything else."""
+    asked = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+    try:
+        wanted = parse_ssh_command(asked)
+    except DokuenError as exc:
+        with contextlib.suppress(DokuenError):  # the refusal matters more than its log line
+            client.call("ssh:audit", key=key, line=asked, allowed=False, reason=str(exc))
+        raise
+    client.call("ssh:audit", key=key, line=asked, allowed=True)
+    if isinstance(wanted, Ctl):
+        main.main(["--socket", str(client.socket_path), *wanted.args], prog_name="dokuenctl")
+        return
+    found = client.call("git:repo", app=wanted.app, create=True, key=key)
+    if found["created"]:
+        click.echo(f"-----> Created app {wanted.app} on its first push", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The ssh session becomes git's: an argv list, no shell, the path from dokuend.
+    os.execvp("git", ["git", "receive-pack", found["path"]])  # noqa: S606

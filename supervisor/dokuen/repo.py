@@ -1,0 +1,154 @@
+"""Each app's bare git repository, ``$DOKUEN_HOME/apps/APP/repo.git``: making it, its
+pre-receive hook, and the git commands the hook needs (receive.py is what a push does).
+
+Blocking subprocess and file I/O: the daemon calls these off its event loop. git always gets
+an argv list, never a shell, and nothing a user pushed (refs, commit text) is ever written
+into the hook: the hook is the same script for every app.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+from dokuen.entrypoint import Entrypoint
+from dokuen.errors import DokuenError, InvalidName, SettingsError
+from dokuen.names import check_app_name
+from dokuen.store import write_atomic
+
+REPO_DIR = "repo.git"
+DEFAULT_BRANCH = "main"
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")  # SHA-1 or SHA-256 repositories
+
+HOOK = """\
+#!/bin/sh
+# Written by dokuend, and written again whenever it starts: a push to the app's deploy
+# branch builds and deploys it, and a failed deploy rejects the push.
+exec {command}
+"""
+
+
+def render_hook(entrypoint: Entrypoint) -> str:
+    """The pre-receive hook: the same static script for every app (the app is known from
+    the repository's path). Raises SettingsError for paths that are not plain."""
+    return HOOK.format(command=entrypoint.command("git-hook"))
+
+
+def ensure_repo(path: Path, hook: str) -> bool:
+    """Make ``path`` a bare repository (default branch main) unless it is one, and make its
+    pre-receive hook ``hook``. Returns True when the repository was created.
+
+    Raises:
+        SettingsError: git is missing, or ``path`` is something else.
+    """
+    created = False
+    if not (path / "HEAD").is_file():
+        if path.exists():
+            raise SettingsError(f"{path} exists but is not a git repository (move it away)")
+        staging = path.with_name(f".{path.name}.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        _init_bare(staging)
+        staging.rename(path)
+        created = True
+    hooks = path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    pre_receive = hooks / "pre-receive"
+    try:
+        written = pre_receive.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        written = None
+    if written != hook or not os.access(pre_receive, os.X_OK):
+        write_atomic(pre_receive, hook, mode=0o755)
+    return created
+
+
+def _init_bare(path: Path) -> None:
+    # No templates: no sample hooks, nothing but what a bare repository needs. git's own
+    # variables in our environment (a daemon started from a hook) must not steer it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    argv = ["git", "init", "--bare", "--quiet", "--template=", f"--initial-branch={DEFAULT_BRANCH}"]
+    try:
+        done = subprocess.run(
+            [*argv, str(path)], env=env, capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        raise SettingsError("git is not installed (apt install git)") from None
+    if done.returncode != 0:
+        raise SettingsError(f"git init {path} failed: {done.stderr.strip()}")
+
+
+def app_of_repo(path: Path) -> str:
+    """The app whose repository ``path`` is (``.../apps/APP/repo.git``).
+
+    Raises:
+        InvalidName: ``path`` is not an app's repository, or APP is not a valid app name.
+    """
+    if path.name != REPO_DIR or path.parent.parent.name != "apps":
+        raise InvalidName(f"{path} is not an app's repository (expected .../apps/APP/repo.git)")
+    return check_app_name(path.parent.name)
+
+
+def check_object_id(text: str) -> str:
+    """Return ``text`` if it is a full commit id (so it can never be read as an option)."""
+    if not OBJECT_ID.fullmatch(text):
+        raise InvalidName(f"not a full commit id: {text!r}")
+    return text
+
+
+# What the hook runs. It inherits the hook's environment on purpose: during pre-receive the
+# pushed objects are still in git's quarantine directory, which only GIT_OBJECT_DIRECTORY
+# and GIT_ALTERNATE_OBJECT_DIRECTORIES (set by git for the hook) make visible.
+
+
+def ref_value(repo: Path, ref: str) -> str | None:
+    """The commit ``ref`` points at now, or None when it does not exist."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", ref],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() or None
+
+
+def export_commit(repo: Path, commit: str, destination: Path) -> None:
+    """Write the tree of ``commit`` into the empty directory ``destination``.
+
+    ``git archive`` streams a tar that tarfile's ``data`` filter unpacks: nothing lands
+    outside ``destination`` (no absolute paths, no ``..``, no links out of it, no devices).
+
+    Raises:
+        DokuenError: git could not read the commit, or the tree holds something the
+        filter refuses (named).
+    """
+    short = commit[:7]
+    archive = subprocess.Popen(
+        ["git", "archive", "--format=tar", check_object_id(commit)],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert archive.stdout is not None
+    assert archive.stderr is not None
+    problem = None
+    try:
+        with tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(destination, filter="data")
+    except tarfile.FilterError as exc:
+        problem = f"commit {short} cannot be deployed: {exc}"
+    except tarfile.TarError as exc:
+        problem = f"cannot unpack commit {short}: {exc}"
+    finally:
+        archive.stdout.close()  # a git still writing ends on SIGPIPE
+        errors = archive.stderr.read().decode(errors="replace").strip()
+        archive.stderr.close()
+        archive.wait()
+    if archive.returncode > 0:  # git's own failure explains more than an empty tar does
+        raise DokuenError(f"git archive {short} failed: {errors}")
+    if problem is not None:
+        raise DokuenError(problem)

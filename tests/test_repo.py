@@ -1,0 +1,135 @@
+"""An app's bare repository with real git: making it, its hook, and exporting a commit."""
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dokuen.entrypoint import Entrypoint
+from dokuen.errors import DokuenError, InvalidName, SettingsError
+from dokuen.repo import app_of_repo, ensure_repo, export_commit, ref_value, render_hook
+from tests.test_nginx import golden
+
+ENTRY = Entrypoint(Path("/usr/bin/dokuenctl"), Path("/var/lib/dokuen/dokuend.sock"))
+GIT_ENV = {
+    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    "HOME": "/nonexistent",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_hook_is_one_static_script() -> None:
+    golden("pre-receive", render_hook(ENTRY))
+
+
+def test_ensure_repo_makes_a_bare_repository_once_and_keeps_its_hook_current(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "apps" / "blog" / "repo.git"
+    path.parent.mkdir(parents=True)
+    assert ensure_repo(path, "#!/bin/sh\nexit 0\n") is True
+    assert git(path, "rev-parse", "--is-bare-repository") == "true"
+    assert git(path, "symbolic-ref", "HEAD") == "refs/heads/main"
+    hook = path / "hooks" / "pre-receive"
+    assert stat.S_IMODE(hook.stat().st_mode) == 0o755
+    assert not list((path / "hooks").glob("*.sample"))
+    assert ensure_repo(path, "#!/bin/sh\nexit 1\n") is False  # exists: only the hook changes
+    assert hook.read_text() == "#!/bin/sh\nexit 1\n"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["repo.git"]
+
+
+def test_ensure_repo_refuses_a_path_that_is_something_else(tmp_path: Path) -> None:
+    (tmp_path / "repo.git").mkdir()
+    with pytest.raises(SettingsError, match="exists but is not a git repository"):
+        ensure_repo(tmp_path / "repo.git", "#!/bin/sh\n")
+
+
+@pytest.mark.parametrize(
+    ("path", "app"),
+    [("/var/lib/dokuen/apps/blog/repo.git", "blog"), ("/h/apps/a-1/repo.git", "a-1")],
+)
+def test_app_of_repo(path: str, app: str) -> None:
+    assert app_of_repo(Path(path)) == app
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/h/apps/Blog/repo.git", "/h/apps/blog/other.git", "/h/blog/repo.git", "/repo.git"],
+)
+def test_app_of_repo_refuses_other_paths(path: str) -> None:
+    with pytest.raises(InvalidName):
+        app_of_repo(Path(path))
+
+
+@pytest.fixture
+def pushed(tmp_path: Path) -> tuple[Path, Path]:
+    """A bare repository and a work tree whose commits are pushed into it."""
+    bare = tmp_path / "repo.git"
+    ensure_repo(bare, "#!/bin/sh\nexit 0\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    return bare, work
+
+
+def commit_and_push(bare: Path, work: Path) -> str:
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "c")
+    git(work, "push", "-q", str(bare), "HEAD:refs/heads/main")
+    return git(work, "rev-parse", "HEAD")
+
+
+def test_export_commit_writes_the_tree_with_modes_and_links(pushed: tuple[Path, Path]) -> None:
+    bare, work = pushed
+    (work / "Procfile").write_text("web: ./run\n")
+    (work / "run").write_text("#!/bin/sh\n")
+    (work / "run").chmod(0o755)
+    (work / "lib").mkdir()
+    (work / "lib" / "a.txt").write_text("a")
+    (work / "link").symlink_to("lib/a.txt")
+    commit = commit_and_push(bare, work)
+    assert ref_value(bare, "refs/heads/main") == commit
+    assert ref_value(bare, "refs/heads/nope") is None
+    out = bare.parent / "out"
+    out.mkdir()
+    export_commit(bare, commit, out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "Procfile",
+        "lib",
+        "lib/a.txt",
+        "link",
+        "run",
+    ]
+    assert os.access(out / "run", os.X_OK)
+    assert (out / "link").read_text() == "a"
+
+
+def test_export_commit_refuses_a_link_out_of_the_tree(pushed: tuple[Path, Path]) -> None:
+    bare, work = pushed
+    (work / "passwd").symlink_to("/etc/passwd")
+    commit = commit_and_push(bare, work)
+    out = bare.parent / "out"
+    out.mkdir()
+    with pytest.raises(DokuenError, match=f"^commit {commit[:7]} cannot be deployed: .*passwd"):
+        export_commit(bare, commit, out)
+
+
+def test_export_commit_refuses_an_unknown_or_malformed_commit(pushed: tuple[Path, Path]) -> None:
+    bare, _work = pushed
+    with pytest.raises(DokuenError, match="git archive 1111111 failed"):
+        export_commit(bare, "1" * 40, bare.parent)
+    with pytest.raises(InvalidName, match="not a full commit id"):
+        export_commit(bare, "--output=/tmp/x", bare.parent)

@@ -1,0 +1,152 @@
+"""authorized_keys, the pure part: reading one public key, fingerprints, and the file's lines."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from dokuen.entrypoint import Entrypoint
+from dokuen.errors import Conflict, InvalidKey, NotFound, SettingsError
+from dokuen.sshkeys import (
+    HEADER,
+    AuthorizedKey,
+    AuthorizedKeys,
+    PublicKey,
+    fingerprint_with_ssh_keygen,
+    parse,
+    parse_public_key,
+    render,
+    render_line,
+)
+
+ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIJ9569Tc5zEw6HdcRm7Wa6He4ahD6Fqfs4+DN0tkUhR5"
+ED25519_FINGERPRINT = "SHA256:Ifu4j+6AlXTRuKC1YebvriQQlxubn/hCpN01X7GGGi0"
+ECDSA = (
+    "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBPimnpU3trSEc/W8x51BcTNEi4LSVxpDI1Zo"
+    "sATg6J3fUpxEpKETXj8MWKvTUgPaXM9TYE5eULHRG6WLhI03K5I="
+)
+ECDSA_FINGERPRINT = "SHA256:izudZo59EBrI7lhxi+9lhoaMby3/Os87MElOPW3NZ3M"
+ENTRY = Entrypoint(Path("/usr/bin/dokuenctl"), Path("/var/lib/dokuen/dokuend.sock"))
+ALICE = AuthorizedKey("alice", PublicKey("ssh-ed25519", ED25519))
+ALICE_LINE = (
+    'command="/usr/bin/dokuenctl --socket /var/lib/dokuen/dokuend.sock ssh-serve alice",'
+    f"restrict ssh-ed25519 {ED25519} alice"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"ssh-ed25519 {ED25519} alice@laptop\n", PublicKey("ssh-ed25519", ED25519)),
+        (f"ssh-ed25519 {ED25519}", PublicKey("ssh-ed25519", ED25519)),
+        (f"\n# my key\n  ssh-ed25519 {ED25519} a b c  \n\n", PublicKey("ssh-ed25519", ED25519)),
+        (f"ecdsa-sha2-nistp256 {ECDSA} root@vm\n", PublicKey("ecdsa-sha2-nistp256", ECDSA)),
+    ],
+)
+def test_parse_public_key_reads_one_key_and_drops_its_comment(
+    text: str, expected: PublicKey
+) -> None:
+    assert parse_public_key(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n",
+            "that is a private key: give its public half",
+            id="private-openssh",
+        ),
+        pytest.param(
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n",
+            "that is a private key",
+            id="private-pem",
+        ),
+        pytest.param("", "no public key in it", id="empty"),
+        pytest.param("# only a comment\n\n", "no public key in it", id="comment"),
+        pytest.param(
+            f"ssh-ed25519 {ED25519} a\necdsa-sha2-nistp256 {ECDSA} b\n",
+            "it holds 2 lines; give one public key",
+            id="two-keys",
+        ),
+        pytest.param("hello world\n", "not a public key: it starts with 'hello'", id="garbage"),
+        pytest.param(
+            f'command="x" ssh-ed25519 {ED25519} a\n',
+            "an authorized_keys line with options",
+            id="options",
+        ),
+        pytest.param(
+            f"restrict ssh-ed25519 {ED25519} a\n",
+            "an authorized_keys line with options",
+            id="restrict",
+        ),
+        pytest.param("ssh-ed25519\n", "the ssh-ed25519 key's data is damaged", id="no-data"),
+        pytest.param("ssh-ed25519 !!!!\n", "key's data is damaged", id="not-base64"),
+        pytest.param(f"ssh-rsa {ED25519}\n", "the ssh-rsa key's data is damaged", id="wrong-type"),
+        pytest.param("ssh-dss AAAAB3NzaC1kc3M=\n", "not a key type", id="dsa"),
+        pytest.param(
+            "---- BEGIN SSH2 PUBLIC KEY ----\nAAAA\n---- END SSH2 PUBLIC KEY ----\n",
+            "convert it with ssh-keygen -i",
+            id="rfc4716",
+        ),
+    ],
+)
+def test_parse_public_key_refuses_with_a_reason(text: str, message: str) -> None:
+    with pytest.raises(InvalidKey, match=re.escape(message)):
+        parse_public_key(text)
+
+
+def test_fingerprints_match_ssh_keygen() -> None:
+    assert PublicKey("ssh-ed25519", ED25519).fingerprint == ED25519_FINGERPRINT
+    assert PublicKey("ecdsa-sha2-nistp256", ECDSA).fingerprint == ECDSA_FINGERPRINT
+    assert fingerprint_with_ssh_keygen(PublicKey("ssh-ed25519", ED25519)) == ED25519_FINGERPRINT
+
+
+def test_ssh_keygen_refuses_key_data_that_only_starts_right() -> None:
+    damaged = PublicKey("ssh-ed25519", ED25519[:-12] + "AAAA")
+    with pytest.raises(InvalidKey, match=r"^ssh-keygen cannot read the key"):
+        fingerprint_with_ssh_keygen(damaged)
+
+
+def test_a_managed_line_forces_the_command_and_names_the_key() -> None:
+    assert render_line(ENTRY, ALICE) == ALICE_LINE
+
+
+def test_unplain_paths_are_refused_not_quoted() -> None:
+    spaced = Entrypoint(Path("/opt/my apps/dokuenctl"), ENTRY.socket)
+    with pytest.raises(SettingsError, match="must be absolute and use only"):
+        render_line(spaced, ALICE)
+    quoted = Entrypoint(ENTRY.dokuenctl, Path('/var/lib/"x/dokuend.sock'))
+    with pytest.raises(SettingsError):
+        render_line(quoted, ALICE)
+
+
+def test_the_file_round_trips_and_keeps_lines_it_did_not_write() -> None:
+    foreign = f"ssh-ed25519 {ED25519[:-4]}AAAA admin@box"
+    bob = AuthorizedKey("bob", PublicKey("ecdsa-sha2-nistp256", ECDSA))
+    content = AuthorizedKeys((ALICE,), (foreign,)).add(bob)
+    text = render(ENTRY, content)
+    assert text == HEADER + f"{foreign}\n{ALICE_LINE}\n" + render_line(ENTRY, bob) + "\n"
+    assert parse(text) == content
+    # A reinstall moved dokuenctl: the same keys, written for the new path.
+    moved = Entrypoint(Path("/opt/dokuen/bin/dokuenctl"), ENTRY.socket)
+    assert parse(render(moved, parse(text))) == content
+    assert parse(text).remove("alice") == AuthorizedKeys((bob,), (foreign,))
+
+
+def test_a_line_that_only_looks_managed_is_kept_as_it_is() -> None:
+    other = f'command="/bin/sh",restrict ssh-ed25519 {ED25519} alice'
+    assert parse(other) == AuthorizedKeys((), (other,))
+
+
+def test_duplicate_names_and_keys_are_refused() -> None:
+    keys = AuthorizedKeys((ALICE,))
+    with pytest.raises(Conflict, match=r"^there is already an ssh key named 'alice'"):
+        keys.add(AuthorizedKey("alice", PublicKey("ecdsa-sha2-nistp256", ECDSA)))
+    with pytest.raises(Conflict, match=r"^that key is already authorized, as 'alice'"):
+        keys.add(AuthorizedKey("alice2", ALICE.key))
+    foreign = AuthorizedKeys((), (f"ssh-ed25519 {ED25519} admin",))
+    with pytest.raises(Conflict, match="on a line dokuen did not write"):
+        foreign.add(ALICE)
+    with pytest.raises(NotFound, match=r"^no ssh key named 'alic'; did you mean 'alice'"):
+        keys.remove("alic")
