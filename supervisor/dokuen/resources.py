@@ -19,4 +19,6 @@ def shipped(name: str) -> Path:
     for candidate in (_PACKAGE / name, _PACKAGE.parents[1] / name):
         if candidate.is_dir():
             return candidate
-    raise NotFound(f"{name}/ is missing from this Dokuen install (reinstall it: pip install dokuen)")
+    raise NotFound(
+        f"{name}/ is missing from this Dokuen install (reinstall it: pip install dokuen)"
+    )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from dokuen import __version__, client
+from dokuen.cli.service import service_install, service_uninstall
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_config_key, parse_process_name
 from dokuen.nginx import check_domain
@@ -151,6 +152,7 @@ def status(client: Client, as_json: bool) -> None:
         return
     click.echo(f"dokuend {info['version']} (pid {info['pid']}), up {duration(info['uptime'])}")
     click.echo(f"home       {info['home']}")
+    click.echo(f"service    {_service_line(info.get('service'))}")
     click.echo(f"apps       {info['apps']}")
     click.echo(
         f"processes  {info['running']} running, {info['crashed']} crashed, "
@@ -166,6 +168,18 @@ def status(client: Client, as_json: bool) -> None:
         click.echo(f"warning: {nginx['problem']}", err=True)
     for app, url in sorted(info["urls"].items()):
         click.echo(f"{app:<10} {url or '(no web process running)'}")
+
+
+def _service_line(service: dict[str, Any] | None) -> str:
+    """``systemd (sd_notify, watchdog pings every 15s)``, or ``none (started by hand)``."""
+    if not service or service["manager"] == "none":
+        return "none (started by hand)"
+    notes = []
+    if service["notify"]:
+        notes.append("sd_notify")
+    if service["watchdog"]:
+        notes.append(f"watchdog pings every {service['watchdog']:g}s")
+    return str(service["manager"]) + (f" ({', '.join(notes)})" if notes else "")
 
 
 @main.command()
@@ -460,3 +474,7 @@ def domains_remove(client: Client, app: str, domain: str) -> None:
     """Stop an app answering on one of its host names."""
     client.call("domains:remove", app=app, domain=domain)
     click.echo(f"{app} no longer answers on {domain}")
+
+
+main.add_command(service_install)
+main.add_command(service_uninstall)
