@@ -127,3 +127,22 @@ def test_uninstalling_keeps_the_state_unless_purged() -> None:
         Account("dokuen", ("userdel", "dokuen"), create=False),
     ]
     assert uninstall_steps(PER_USER, purge=True)[-1] == Removal(PER_USER.home, tree=True)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+@pytest.mark.parametrize(("caps", "port"), [(True, "80"), (False, "8080")])
+def test_the_units_capability_makes_port_80_the_default(caps: bool, port: str) -> None:
+    # As the unit runs it: an unprivileged user with CAP_NET_BIND_SERVICE, ambient.
+    grant = ["--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"] if caps else []
+    code = "from dokuen.settings import load_settings; print(load_settings({}).listen_port)"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *grant]
+    result = subprocess.run(
+        [*nobody, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent"},
+    )
+    assert result.stdout.strip() == port, result.stderr

@@ -58,7 +58,11 @@ def service_install(
 @click.command("service:uninstall")
 @KIND_SYSTEMD
 @KIND_LAUNCHD
-@click.option("--purge", is_flag=True, help="Delete the state too: every app, release and log.")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Delete the state too (every app, release and log) and the dokuen user.",
+)
 @PER_USER
 @UNIT_DIR
 def service_uninstall(kind: str | None, purge: bool, per_user: bool, unit_dir: Path | None) -> None:
