@@ -17,7 +17,7 @@ from dokuen.cli.service import service_install, service_uninstall
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_config_key, parse_process_name
 from dokuen.nginx import check_domain
-from dokuen.settings import home_and_socket
+from dokuen.service.account import client_socket
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -133,8 +133,7 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def main(ctx: click.Context, home: Path | None) -> None:
     """Drive dokuend: deploy apps, scale and restart their processes, read their logs."""
-    _home, socket_path = home_and_socket(os.environ, home)
-    ctx.obj = Client(socket_path)
+    ctx.obj = Client(client_socket(os.environ, home))
 
 
 def print_json(value: Any) -> None:
