@@ -55,9 +55,15 @@ def test_a_failure_can_be_a_warning_or_nothing() -> None:
     assert said == ["warning: false failed (exit 1): no message"]
 
 
-def test_a_missing_tool_says_what_this_machine_lacks() -> None:
-    with pytest.raises(ServiceError, match="launchctl is not installed: this machine has no"):
-        run([Command(("launchctl", "bootstrap", "system", "/x.plist"))])
+def test_a_missing_tool_stops_it_before_anything_is_done(tmp_path: Path) -> None:
+    steps: list[Step] = [
+        Directory(tmp_path / "state"),
+        File(tmp_path / "x.plist", ""),
+        Command(("dokuen-no-such-tool", "bootstrap")),
+    ]
+    with pytest.raises(ServiceError, match="dokuen-no-such-tool is not installed: install it"):
+        run(steps)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_account_that_is_already_as_wanted_runs_nothing() -> None:

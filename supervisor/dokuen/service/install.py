@@ -173,7 +173,12 @@ def _running_hint(service: Service) -> str:
 
 def execute(steps: list[Step], say: Say, environ: Mapping[str, str]) -> None:
     """Carry out ``steps`` in order, saying what each did. Raises ServiceError at the first
-    step that fails (with OnFailure.ERROR)."""
+    step that fails (with OnFailure.ERROR), or before the first one when a tool that a
+    step needs is not installed (launchctl on Linux, say)."""
+    for step in steps:
+        if isinstance(step, Command | Account) and _tool(step.argv[0], environ) is None:
+            tool = step.argv[0]
+            raise ServiceError(f"{tool} is not installed: {_MISSING_TOOL.get(tool, 'install it')}")
     for step in steps:
         match step:
             case File(path, content, mode):
@@ -225,11 +230,14 @@ _MISSING_TOOL = {
 _NO_SYSTEMD = ("not been booted with systemd", "Failed to connect to bus", "Host is down")
 
 
+def _tool(name: str, environ: Mapping[str, str]) -> str | None:
+    return shutil.which(name, path=f"{environ.get('PATH', '')}:{_SYSTEM_BIN}")
+
+
 def _run(argv: tuple[str, ...], on_failure: OnFailure, say: Say, env: Mapping[str, str]) -> bool:
     """Run one command; True when it succeeded. A failure raises ServiceError, is said as
     a warning, or is ignored, as ``on_failure`` asks."""
-    search = f"{env.get('PATH', '')}:{_SYSTEM_BIN}"
-    tool = shutil.which(argv[0], path=search)
+    tool = _tool(argv[0], env)
     if tool is None:
         problem = f"{argv[0]} is not installed: {_MISSING_TOOL.get(argv[0], 'install it')}"
     else:
@@ -245,7 +253,7 @@ def _run(argv: tuple[str, ...], on_failure: OnFailure, say: Say, env: Mapping[st
             said = " ".join((result.stderr or result.stdout).split()) or "no message"
             problem = f"{shlex.join(argv)} failed (exit {result.returncode}): {said}"
             if argv[0] == "systemctl" and any(sign in said for sign in _NO_SYSTEMD):
-                problem += " (systemd is not running on this machine: start dokuend by hand)"
+                problem += " (systemd is not running on this machine)"
     if on_failure is OnFailure.ERROR:
         raise ServiceError(problem)
     if on_failure is OnFailure.WARN:
