@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import signal
@@ -40,6 +41,8 @@ from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
 from dokuen.process import Clock, Spawner, SystemClock
 from dokuen.proxy import NginxProxy, find_nginx
+from dokuen.service.account import socket_group
+from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
 from dokuen.spawn import OsSpawner
 from dokuen.store import AppDir, Store
@@ -84,6 +87,7 @@ class Daemon:
         spawner: Spawner | None = None,
         clock: Clock | None = None,
         dokuenctl: Path | None = None,
+        service: ServiceManager | None = None,
     ) -> None:
         """``dokuenctl`` is what git hooks and ssh keys run (default: the one installed
         beside this program)."""
@@ -91,6 +95,7 @@ class Daemon:
         self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
         self._creating = anyio.Lock()  # one apps:create (or first push) at a time
         self._keys_lock = anyio.Lock()
+        self.service = service or ServiceManager()
         self._environ = dict(os.environ if environ is None else environ)
         self.store = Store(settings.home)
         spawner = spawner or OsSpawner(subreaper=reaper.become_subreaper())
@@ -189,11 +194,14 @@ class Daemon:
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
+            # Outside `root`: the pings go on while the apps stop, until the very end.
+            outer.start_soon(self.service.keep_alive)
             async with anyio.create_task_group() as root:
                 # Signals are handled outside `root`, so a second SIGTERM or ^C while the
                 # apps stop finds a handler, not the default action that would kill us.
                 outer.start_soon(self._handle_signals, root.cancel_scope)
-                await root.start(serve, self.settings.socket, self.handle)
+                listen = functools.partial(serve, group=socket_group())
+                await root.start(listen, self.settings.socket, self.handle)
                 root.start_soon(self._reap_orphans)
                 if self.proxy is not None:
                     await root.start(self.proxy.run)
@@ -207,6 +215,8 @@ class Daemon:
                         home=str(self.settings.home),
                         apps=len(self.apps),
                     )
+                    self.service.ready(self._status_line())
+                    root.start_soon(self.service.report_status, self._status_line)
                     task_status.started()
                     await anyio.sleep_forever()
             outer.cancel_scope.cancel()
@@ -256,6 +266,8 @@ class Daemon:
         def stop() -> None:
             if scope.cancel_called:
                 log.info("daemon.already_stopping")
+            else:
+                self.service.stopping()
             scope.cancel()
 
         handlers: dict[signal.Signals, Callable[[], None]] = {
@@ -281,6 +293,13 @@ class Daemon:
 
     def _reload(self) -> None:
         """SIGHUP: re-read the settings; a bad file is reported and the old settings stay."""
+        self.service.reloading()
+        try:
+            self._reload_settings()
+        finally:
+            self.service.ready(self._status_line())
+
+    def _reload_settings(self) -> None:
         try:
             settings = load_settings(self._environ, self.settings.home)
         except SettingsError as exc:
@@ -313,6 +332,14 @@ class Daemon:
             error = not_found("app", name, self.apps)
             raise type(error)(f"{error} (create it with: dokuenctl apps:create {name})") from None
 
+    def _status_line(self) -> str:
+        """The service manager's STATUS: ``3 apps, 7/8 processes running``."""
+        summaries = [app.summary() for app in self.apps.values()]
+        running = sum(s["running"] for s in summaries)
+        processes = sum(s["processes"] for s in summaries)
+        apps = "1 app" if len(summaries) == 1 else f"{len(summaries)} apps"
+        return f"{apps}, {running}/{processes} processes running"
+
     async def status(self, args: dict[str, Any], out: Output) -> Any:
         summaries = [app.summary() for app in self.apps.values()]
         return {
@@ -325,6 +352,7 @@ class Daemon:
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
             "nginx": self._nginx_status(),
+            "service": self.service.info(),
             "urls": {app.name: self._url(app) for app in self.apps.values()},
         }
 

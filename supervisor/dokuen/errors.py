@@ -40,3 +40,7 @@ class DaemonUnavailable(DokuenError):
 
 class ProtocolError(DokuenError):
     """A control-socket message that is not valid JSON or names an unknown command."""
+
+
+class ServiceError(DokuenError):
+    """Installing or removing the system service failed, or a value cannot go into it."""

@@ -2,6 +2,7 @@
 optional ``$DOKUEN_HOME/dokuend.env`` file (re-read on SIGHUP; the environment wins)."""
 
 import dataclasses
+import functools
 import ipaddress
 import math
 import os
@@ -34,7 +35,7 @@ class Settings:
     app_path: str = DEFAULT_PATH  # PATH given to app processes
     nginx: str = "auto"  # managed, system or off; auto: managed when nginx is installed
     nginx_binary: str | None = None  # default: nginx from PATH or /usr/sbin
-    http_port: int | None = None  # default: 80 as root, else 8080
+    http_port: int | None = None  # default: 80 when it may bind it (see below), else 8080
     http_addr: str | None = None  # default: every address
     domain: str = "localhost"
     build_timeout: float = 900.0
@@ -54,11 +55,30 @@ class Settings:
     def listen_port(self) -> int:
         if self.http_port is not None:
             return self.http_port
-        return 80 if os.geteuid() == 0 else 8080
+        return 80 if may_bind_low_ports() else 8080
 
     @property
     def log_file(self) -> Path:
         return self.home / "logs" / "dokuen.log"
+
+
+CAP_NET_BIND_SERVICE = 10
+
+
+@functools.cache
+def may_bind_low_ports() -> bool:
+    """Root, or a process with CAP_NET_BIND_SERVICE (the systemd unit runs dokuend as the
+    dokuen user with it, so its nginx can listen on port 80)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> CAP_NET_BIND_SERVICE & 1)
+    return False
 
 
 def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], float]:

@@ -60,6 +60,9 @@ class Dokuen:
     home: Path
     ports: tuple[int, int]
     extra_env: dict[str, str] = field(default_factory=dict)
+    # What runs dokuend, given its path as the last argument: a shell that sets
+    # WATCHDOG_PID=$$ and execs it, as systemd would.
+    launcher: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     stderr_path: Path | None = None
 
@@ -87,7 +90,7 @@ class Dokuen:
         self.home.mkdir(parents=True, exist_ok=True)
         with self.stderr_path.open("wb") as stderr:
             self.process = subprocess.Popen(
-                [str(BIN / "dokuend")], env=self.env, stdout=stderr, stderr=stderr
+                [*self.launcher, str(BIN / "dokuend")], env=self.env, stdout=stderr, stderr=stderr
             )
         wait_for(
             lambda: self.ctl("status", check=False).returncode == 0 or self._died(),

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from dokuen import __version__, client
+from dokuen.cli.service import service_install, service_uninstall
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_config_key, check_ssh_key_name, parse_process_name
 from dokuen.nginx import check_domain
-from dokuen.settings import home_and_socket
+from dokuen.service.account import client_socket
 from dokuen.sshcommand import Ctl, parse_ssh_command
 
 if TYPE_CHECKING:
@@ -140,8 +141,7 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, socket: Path | None) -> None:
     """Drive dokuend: deploy apps, scale and restart their processes, read their logs."""
-    _home, socket_path = home_and_socket(os.environ, home)
-    ctx.obj = Client(socket.absolute() if socket else socket_path)
+    ctx.obj = Client(socket.absolute() if socket else client_socket(os.environ, home))
 
 
 def print_json(value: Any) -> None:
@@ -159,6 +159,7 @@ def status(client: Client, as_json: bool) -> None:
         return
     click.echo(f"dokuend {info['version']} (pid {info['pid']}), up {duration(info['uptime'])}")
     click.echo(f"home       {info['home']}")
+    click.echo(f"service    {_service_line(info.get('service'))}")
     click.echo(f"apps       {info['apps']}")
     click.echo(
         f"processes  {info['running']} running, {info['crashed']} crashed, "
@@ -174,6 +175,18 @@ def status(client: Client, as_json: bool) -> None:
         click.echo(f"warning: {nginx['problem']}", err=True)
     for app, url in sorted(info["urls"].items()):
         click.echo(f"{app:<10} {url or '(no web process running)'}")
+
+
+def _service_line(service: dict[str, Any] | None) -> str:
+    """``systemd (sd_notify, watchdog pings every 15s)``, or ``none (started by hand)``."""
+    if not service or service["manager"] == "none":
+        return "none (started by hand)"
+    notes = []
+    if service["notify"]:
+        notes.append("sd_notify")
+    if service["watchdog"]:
+        notes.append(f"watchdog pings every {service['watchdog']:g}s")
+    return str(service["manager"]) + (f" ({', '.join(notes)})" if notes else "")
 
 
 @main.command()
@@ -573,3 +586,7 @@ def ssh_serve(client: Client, key: str) -> None:
     sys.stderr.flush()
     # The ssh session becomes git's: an argv list, no shell, the path from dokuend.
     os.execvp("git", ["git", "receive-pack", found["path"]])  # noqa: S606
+
+
+main.add_command(service_install)
+main.add_command(service_uninstall)

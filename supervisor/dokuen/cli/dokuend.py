@@ -21,6 +21,7 @@ import structlog
 from dokuen import __version__
 from dokuen.daemon import Daemon
 from dokuen.errors import DokuenError
+from dokuen.service.manager import ServiceManager
 from dokuen.settings import load_settings
 
 
@@ -58,8 +59,11 @@ def main(home: Path | None, verbose: bool) -> None:
     """Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT."""
     configure_logging(verbose)
     try:
+        # First: it takes NOTIFY_SOCKET and the like out of os.environ, before anything
+        # (the daemon's copy of its environment, a child) can see them.
+        service = ServiceManager.from_environ(os.environ)
         settings = load_settings(os.environ, home)
-        daemon = Daemon(settings)
+        daemon = Daemon(settings, service=service)
         anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
     except DokuenError as exc:
         click.echo(f"error: {exc}", err=True)

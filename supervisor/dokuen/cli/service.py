@@ -1,0 +1,74 @@
+"""``dokuenctl service:install`` and ``service:uninstall``: dokuend as the system service.
+
+They work without dokuend running: they talk to systemd or launchd, not to the daemon.
+"""
+
+import os
+from pathlib import Path
+
+import click
+
+from dokuen.service import install
+
+KIND_SYSTEMD = click.option(
+    "--systemd", "kind", flag_value=install.SYSTEMD, help="A systemd unit (the default on Linux)."
+)
+KIND_LAUNCHD = click.option(
+    "--launchd", "kind", flag_value=install.LAUNCHD, help="A launchd job (the default on macOS)."
+)
+PER_USER = click.option(
+    "--user",
+    "per_user",
+    is_flag=True,
+    help="A service of your own user (systemd user unit, LaunchAgent): no root needed.",
+)
+# Where the unit or plist goes, for tests and packagers: the default is where the service
+# manager reads it.
+UNIT_DIR = click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), hidden=True)
+
+
+def _say(text: str) -> None:
+    click.echo(text, err=text.startswith("warning: "))
+
+
+@click.command("service:install")
+@KIND_SYSTEMD
+@KIND_LAUNCHD
+@click.option(
+    "--print", "print_only", is_flag=True, help="Print the unit or plist; change nothing."
+)
+@PER_USER
+@UNIT_DIR
+def service_install(
+    kind: str | None, print_only: bool, per_user: bool, unit_dir: Path | None
+) -> None:
+    """Install dokuend as the system service, enable it and start it.
+
+    Under systemd it runs as the dokuen user (created if missing) with its state in
+    /var/lib/dokuen; under launchd as a LaunchDaemon. Every app comes back at its formation
+    whenever the service starts.
+    """
+    service = install.describe(kind or install.default_kind(), per_user, unit_dir, os.environ)
+    if print_only:
+        click.echo(install.render_service(service), nl=False)
+        return
+    install.install(service, os.environ, _say)
+
+
+@click.command("service:uninstall")
+@KIND_SYSTEMD
+@KIND_LAUNCHD
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Delete the state too (every app, release and log) and the dokuen user.",
+)
+@PER_USER
+@UNIT_DIR
+def service_uninstall(kind: str | None, purge: bool, per_user: bool, unit_dir: Path | None) -> None:
+    """Stop dokuend (and so every app), disable it and remove its unit or plist.
+
+    The state (apps, releases, config, logs) is kept unless --purge.
+    """
+    service = install.describe(kind or install.default_kind(), per_user, unit_dir, os.environ)
+    install.uninstall(service, purge, os.environ, _say)
