@@ -204,3 +204,26 @@ def test_default_home(
     monkeypatch.setattr(os, "geteuid", lambda: euid)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert default_home(environ) == Path(expected.replace("HOME", str(tmp_path)))
+
+
+def test_backup_target_and_aws_variables_from_file_and_environment(tmp_path: Path) -> None:
+    (tmp_path / SETTINGS_FILE).write_text(
+        "DOKUEN_BACKUP_URL=s3://backups/dokuen\n"
+        "DOKUEN_BACKUP_ENDPOINT_URL=http://127.0.0.1:9000\n"
+        "AWS_ACCESS_KEY_ID=from-file\n"
+        "AWS_SECRET_ACCESS_KEY=very-secret\n"
+    )
+    settings = load_settings({"AWS_ACCESS_KEY_ID": "from-env", "AWS_PROFILE": "x"}, tmp_path)
+    assert settings.backup_url == "s3://backups/dokuen"
+    assert settings.backup_environ == {
+        "AWS_ACCESS_KEY_ID": "from-env",
+        "AWS_SECRET_ACCESS_KEY": "very-secret",
+        "DOKUEN_BACKUP_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
+    assert "very-secret" not in repr(settings)
+    assert load_settings({}, tmp_path / "none").backup_url is None
+
+
+def test_a_backup_endpoint_must_be_a_url(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="is not a URL like https://s3"):
+        load_settings({"DOKUEN_BACKUP_ENDPOINT_URL": "minio:9000"}, tmp_path)

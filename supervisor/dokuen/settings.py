@@ -42,6 +42,18 @@ class Settings:
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
     build_user: str | None = None  # default: nobody when dokuend runs as root, else none
+    backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (storage.py)
+    backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
+    # The AWS variables (AWS_KEYS) for an S3 target: secrets, so never in a repr or a log.
+    aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+    @property
+    def backup_environ(self) -> dict[str, str]:
+        """What the backup target is opened with (storage.open_storage)."""
+        environ = dict(self.aws)
+        if self.backup_endpoint_url:
+            environ["DOKUEN_BACKUP_ENDPOINT_URL"] = self.backup_endpoint_url
+        return environ
 
     @property
     def build_account(self) -> str | None:
@@ -128,6 +140,12 @@ def _user(key: str, text: str) -> str:
     return text
 
 
+def _url(key: str, text: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+/?", text):
+        raise SettingsError(f"{key}={text!r} is not a URL like https://s3.example.com")
+    return text
+
+
 def _text(key: str, text: str) -> str:
     if not text:
         raise SettingsError(f"{key} is empty")
@@ -151,8 +169,22 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
     "DOKUEN_BUILD_USER": ("build_user", _user),
+    "DOKUEN_BACKUP_URL": ("backup_url", _text),
+    "DOKUEN_BACKUP_ENDPOINT_URL": ("backup_endpoint_url", _url),
 }
 KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
+# The usual AWS variables, for an S3 backup target: taken as they are from dokuend.env or the
+# environment, and never shown (Settings.aws is left out of its repr).
+AWS_KEYS = frozenset(
+    {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ENDPOINT_URL",
+    }
+)
 
 
 def default_home(environ: Mapping[str, str]) -> Path:
@@ -174,6 +206,7 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
     """Build the settings; raise SettingsError naming any bad or unknown key."""
     home, socket = home_and_socket(environ, home)
     values: dict[str, str] = {}
+    aws: dict[str, str] = {}
     file = home / SETTINGS_FILE
     if file.is_file():
         try:
@@ -181,6 +214,9 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
         except (OSError, UnicodeDecodeError) as exc:
             raise SettingsError(f"{file}: cannot read it ({exc})") from None
         for key, value in pairs.items():
+            if key in AWS_KEYS:
+                aws[key] = value or ""
+                continue
             if key not in _PARSERS:
                 if key in KNOWN:  # the file lives in the home: it cannot move it
                     raise SettingsError(
@@ -190,7 +226,9 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
                 raise SettingsError(f"{file}: unknown setting {key!r} (known: {known})")
             values[key] = value or ""
     values.update({key: value for key, value in environ.items() if key in _PARSERS})
-    changes = {
+    aws.update({key: value for key, value in environ.items() if key in AWS_KEYS})
+    changes: dict[str, object] = {"aws": aws}
+    changes |= {
         field: parse(key, values[key]) for key, (field, parse) in _PARSERS.items() if key in values
     }
     return dataclasses.replace(Settings(home=home, socket=socket), **changes)  # type: ignore[arg-type]
