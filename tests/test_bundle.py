@@ -21,7 +21,7 @@ def repository(tmp_path: Path) -> tuple[Path, str]:
     """An app's bare repository with main and a tag pushed into it; and main's commit."""
     bare = tmp_path / "apps" / "blog" / "repo.git"
     bare.parent.mkdir(parents=True)
-    ensure_repo(bare, "#!/bin/sh\nexit 0\n")
+    ensure_repo(bare, {"pre-receive": "#!/bin/sh\nexit 0\n"})
     work = tmp_path / "work"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")
@@ -75,7 +75,7 @@ def test_an_empty_repository_has_nothing_to_bundle(
     target: DirectoryStorage, tmp_path: Path
 ) -> None:
     bare = tmp_path / "repo.git"
-    ensure_repo(bare, "#!/bin/sh\n")
+    ensure_repo(bare, {})
     with pytest.raises(NotFound, match="nothing was pushed to blog yet"):
         capture_bundle(target, "blog", bare, "refs/heads/main", tmp_path / "tmp", NOW)
     assert target.keys("") == []

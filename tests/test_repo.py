@@ -9,7 +9,14 @@ import pytest
 
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import DokuenError, InvalidName, SettingsError
-from dokuen.repo import app_of_repo, ensure_repo, export_commit, ref_value, render_hook
+from dokuen.repo import (
+    app_of_repo,
+    ensure_repo,
+    export_commit,
+    ref_value,
+    render_hook,
+    render_hooks,
+)
 from tests.test_nginx import golden
 
 ENTRY = Entrypoint(Path("/usr/bin/dokuenctl"), Path("/var/lib/dokuen/dokuend.sock"))
@@ -35,18 +42,27 @@ def test_the_hook_is_one_static_script() -> None:
     golden("pre-receive", render_hook(ENTRY))
 
 
+def test_every_hook_is_a_static_script() -> None:
+    hooks = render_hooks(ENTRY)
+    assert sorted(hooks) == ["post-receive", "pre-receive"]
+    for name, script in hooks.items():
+        golden(name, script)
+
+
 def test_ensure_repo_makes_a_bare_repository_once_and_keeps_its_hook_current(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "apps" / "blog" / "repo.git"
     path.parent.mkdir(parents=True)
-    assert ensure_repo(path, "#!/bin/sh\nexit 0\n") is True
+    assert ensure_repo(path, {"pre-receive": "#!/bin/sh\nexit 0\n"}) is True
     assert git(path, "rev-parse", "--is-bare-repository") == "true"
     assert git(path, "symbolic-ref", "HEAD") == "refs/heads/main"
     hook = path / "hooks" / "pre-receive"
     assert stat.S_IMODE(hook.stat().st_mode) == 0o755
     assert not list((path / "hooks").glob("*.sample"))
-    assert ensure_repo(path, "#!/bin/sh\nexit 1\n") is False  # exists: only the hook changes
+    assert (
+        ensure_repo(path, {"pre-receive": "#!/bin/sh\nexit 1\n"}) is False
+    )  # exists: only the hook changes
     assert hook.read_text() == "#!/bin/sh\nexit 1\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["repo.git"]
 
@@ -54,7 +70,7 @@ def test_ensure_repo_makes_a_bare_repository_once_and_keeps_its_hook_current(
 def test_ensure_repo_refuses_a_path_that_is_something_else(tmp_path: Path) -> None:
     (tmp_path / "repo.git").mkdir()
     with pytest.raises(SettingsError, match="exists but is not a git repository"):
-        ensure_repo(tmp_path / "repo.git", "#!/bin/sh\n")
+        ensure_repo(tmp_path / "repo.git", {"pre-receive": "#!/bin/sh\n"})
 
 
 @pytest.mark.parametrize(
@@ -78,7 +94,7 @@ def test_app_of_repo_refuses_other_paths(path: str) -> None:
 def pushed(tmp_path: Path) -> tuple[Path, Path]:
     """A bare repository and a work tree whose commits are pushed into it."""
     bare = tmp_path / "repo.git"
-    ensure_repo(bare, "#!/bin/sh\nexit 0\n")
+    ensure_repo(bare, {"pre-receive": "#!/bin/sh\nexit 0\n"})
     work = tmp_path / "work"
     work.mkdir()
     git(work, "init", "-q", "-b", "main")

@@ -213,3 +213,17 @@ def test_local_zone_from_tz() -> None:
     assert local_zone({"TZ": "Europe/Berlin"}) == ZoneInfo("Europe/Berlin")
     assert local_zone({"TZ": ":America/New_York"}) == ZoneInfo("America/New_York")
     assert local_zone({"TZ": "Not/AZone"}) is not None
+
+
+def test_times_in_a_zone_read_from_a_file_are_written(tmp_path: Path) -> None:
+    """/etc/localtime may be a copy, not a link: its zone has no name and cannot be
+    deep-copied, and must still be written."""
+    berlin = Path("/usr/share/zoneinfo/Europe/Berlin")
+    if not berlin.exists():
+        pytest.skip("no system time zone files")
+    with berlin.open("rb") as handle:
+        zone = ZoneInfo.from_file(handle)
+    moment = datetime(2026, 11, 25, 3, 0, tzinfo=zone)
+    write_schedule(tmp_path, make_schedule("@daily", moment))
+    write_status(tmp_path, BackupStatus(1, RunRecord(moment, ok=True, id="x"), None))
+    assert read_status(tmp_path).scheduled == RunRecord(moment, ok=True, id="x")

@@ -7,6 +7,7 @@ protocol).
 import json
 import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,31 @@ def request(
     """Send one request (blocking, for dokuenctl); pass streamed output to ``on_output``.
 
     Returns the result; raises DokuenError with the daemon's message when it failed, and
-    DaemonUnavailable when nothing answers on ``path``.
+    DaemonUnavailable when nothing answers on ``path``. The daemon's warnings (a failed
+    scheduled backup) go to stderr, each once per process.
     """
     for message in _exchange(path, {"command": command, "args": args}):
         if "output" in message:
             on_output(message["output"])
-        elif message.get("ok"):
+            continue
+        warn(message.get("warnings") or [])
+        if message.get("ok"):
             return message.get("result")
-        else:
-            raise DokuenError(str(message.get("error", "unknown error")))
+        raise DokuenError(str(message.get("error", "unknown error")))
     raise DokuenError("dokuend closed the connection without an answer (see its log)")
+
+
+_warned: set[str] = set()
+
+
+def warn(warnings: list[str]) -> None:
+    """Print each of the daemon's warnings on stderr, once per process (a command that
+    makes several requests says it once)."""
+    for text in warnings:
+        if isinstance(text, str) and text not in _warned:
+            _warned.add(text)
+            sys.stderr.write(f"warning: {text}\n")
+            sys.stderr.flush()
 
 
 def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:

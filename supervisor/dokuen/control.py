@@ -3,7 +3,9 @@
 
 A client sends one request line, ``{"command": "ps", "args": {...}}``, and reads lines back:
 any number of ``{"output": TEXT}`` (streamed output: build steps, log lines), then exactly
-one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}``.
+one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}``. That last one
+also carries ``"warnings": [TEXT, ...]`` while something needs a person's attention (a
+scheduled backup failed): every dokuenctl command prints them on stderr.
 """
 
 import contextlib
@@ -47,6 +49,7 @@ class Output:
 
 
 Handler = Callable[[str, dict[str, Any], Output], Awaitable[Any]]
+Warnings = Callable[[], list[str]]
 
 
 async def _send(stream: anyio.abc.ByteSendStream, message: dict[str, Any]) -> None:
@@ -109,9 +112,11 @@ async def serve(
     handler: Handler,
     *,
     group: str | None = None,
+    warnings: Warnings = list,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on ``path`` (mode 0600, or 0660 when ``group`` names its group) until cancelled."""
+    """Listen on ``path`` (mode 0600, or 0660 when ``group`` names its group) until cancelled;
+    ``warnings`` gives what every reply warns about."""
     prepare_socket_path(path)
     old_umask = os.umask(0o177)  # no window in which the socket is open to others
     try:
@@ -125,7 +130,7 @@ async def serve(
 
     async def session(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            await _session(stream, path, handler)
+            await _session(stream, path, handler, warnings)
 
     try:
         async with listener:
@@ -136,7 +141,9 @@ async def serve(
             path.unlink()
 
 
-async def _session(stream: anyio.abc.SocketStream, path: Path, handler: Handler) -> None:
+async def _session(
+    stream: anyio.abc.SocketStream, path: Path, handler: Handler, warnings: Warnings
+) -> None:
     try:
         # The request is read before the peer is checked, so that even a refused client
         # gets its answer instead of a broken pipe.
@@ -157,5 +164,7 @@ async def _session(stream: anyio.abc.SocketStream, path: Path, handler: Handler)
         # A bug in one request must not stop the daemon and every app with it.
         log.exception("control.request_failed")
         reply = {"ok": False, "error": f"internal error in dokuend: {exc!r}"}
+    if notes := warnings():
+        reply["warnings"] = notes
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
         await _send(stream, reply)

@@ -1,5 +1,6 @@
 """Each app's bare git repository, ``$DOKUEN_HOME/apps/APP/repo.git``: making it, its
-pre-receive hook, and the git commands the hook needs (receive.py is what a push does).
+hooks, and the git commands the hooks need (receive.py is what a push does; after it has
+landed, the post-receive hook asks dokuend for a bundle of the repository, bundle.py).
 
 Blocking subprocess and file I/O: the daemon calls these off its event loop. git always gets
 an argv list, never a shell, and nothing a user pushed (refs, commit text) is ever written
@@ -11,6 +12,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from dokuen.entrypoint import Entrypoint
@@ -28,6 +30,12 @@ HOOK = """\
 # branch builds and deploys it, and a failed deploy rejects the push.
 exec {command}
 """
+POST_HOOK = """\
+#!/bin/sh
+# Written by dokuend, and written again whenever it starts: once a push has landed, a
+# bundle of the repository goes to the backup target (DOKUEN_BACKUP_URL), if there is one.
+exec {command}
+"""
 
 
 def render_hook(entrypoint: Entrypoint) -> str:
@@ -36,9 +44,17 @@ def render_hook(entrypoint: Entrypoint) -> str:
     return HOOK.format(command=entrypoint.command("git-hook"))
 
 
-def ensure_repo(path: Path, hook: str) -> bool:
+def render_hooks(entrypoint: Entrypoint) -> dict[str, str]:
+    """Every hook of an app's repository by name, each as static as ``render_hook``'s."""
+    return {
+        "pre-receive": render_hook(entrypoint),
+        "post-receive": POST_HOOK.format(command=entrypoint.command("git-post-receive")),
+    }
+
+
+def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
     """Make ``path`` a bare repository (default branch main) unless it is one, and make its
-    pre-receive hook ``hook``. Returns True when the repository was created.
+    ``hooks`` (name -> script). Returns True when the repository was created.
 
     Raises:
         SettingsError: git is missing, or ``path`` is something else.
@@ -52,15 +68,15 @@ def ensure_repo(path: Path, hook: str) -> bool:
         _init_bare(staging)
         staging.rename(path)
         created = True
-    hooks = path / "hooks"
-    hooks.mkdir(exist_ok=True)
-    pre_receive = hooks / "pre-receive"
-    try:
-        written = pre_receive.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        written = None
-    if written != hook or not os.access(pre_receive, os.X_OK):
-        write_atomic(pre_receive, hook, mode=0o755)
+    (path / "hooks").mkdir(exist_ok=True)
+    for name, script in hooks.items():
+        hook = path / "hooks" / name
+        try:
+            written = hook.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            written = None
+        if written != script or not os.access(hook, os.X_OK):
+            write_atomic(hook, script, mode=0o755)
     return created
 
 

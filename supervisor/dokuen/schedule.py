@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -224,8 +224,17 @@ def warnings(app: str, status: BackupStatus) -> list[str]:
 # -- the files -----------------------------------------------------------------------------
 
 
+# Field by field, not dataclasses.asdict: that deep-copies the datetimes, and a zone read
+# from /etc/localtime cannot be copied.
+
+
 def _schedule_json(schedule: Schedule) -> str:
-    data = {**asdict(schedule), "since": schedule.since.isoformat()}
+    data = {
+        "cron": schedule.cron,
+        "since": schedule.since.isoformat(),
+        "keep": schedule.keep,
+        "verify_every": schedule.verify_every,
+    }
     return json.dumps(data, indent=2) + "\n"
 
 
@@ -242,7 +251,15 @@ def _record(data: Any) -> RunRecord | None:
 
 
 def _record_json(record: RunRecord | None) -> dict[str, Any] | None:
-    return None if record is None else {**asdict(record), "at": record.at.isoformat()}
+    if record is None:
+        return None
+    return {
+        "at": record.at.isoformat(),
+        "ok": record.ok,
+        "error": record.error,
+        "id": record.id,
+        "verified": record.verified,
+    }
 
 
 def read_schedule(app_root: Path) -> Schedule | None:
@@ -315,18 +332,14 @@ def local_zone(environ: dict[str, str] | None = None) -> tzinfo:
     if name:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
             return ZoneInfo(name)
-    with contextlib.suppress(OSError, ValueError), open("/etc/localtime", "rb") as handle:
-        return ZoneInfo.from_file(handle, key=_zone_key())
-    return UTC
-
-
-def _zone_key() -> str | None:
-    """``Europe/Berlin`` from /etc/localtime's link target, for display only."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, ZoneInfoNotFoundError, ValueError):
+        # /etc/localtime links to .../zoneinfo/Europe/Berlin on Debian and macOS alike.
         target = os.readlink("/etc/localtime")
         if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    return None
+            return ZoneInfo(target.split("zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError, ValueError), open("/etc/localtime", "rb") as handle:
+        return ZoneInfo.from_file(handle)  # a copy, not a link: nameless, but right
+    return UTC
 
 
 def zone_name(zone: tzinfo) -> str:

@@ -175,6 +175,19 @@ def status(client: Client, as_json: bool) -> None:
         click.echo(f"warning: {nginx['problem']}", err=True)
     for app, url in sorted(info["urls"].items()):
         click.echo(f"{app:<10} {url or '(no web process running)'}")
+    _backups_lines(info.get("backups"))
+
+
+def _backups_lines(backups: dict[str, Any] | None) -> None:
+    """``backups  file:///srv/backups, 2 apps on a schedule`` and a line per failure."""
+    if not backups:
+        return
+    scheduled = len(backups["scheduled"])
+    where = backups["target"] or "no target (set DOKUEN_BACKUP_URL)"
+    on = "1 app" if scheduled == 1 else f"{scheduled} apps"
+    click.echo(f"backups    {where}, {on} on a schedule")
+    for failure in backups["failing"]:
+        click.echo(f"backups    FAILING: {failure}")
 
 
 def _service_line(service: dict[str, Any] | None) -> str:
@@ -586,6 +599,124 @@ def ssh_serve(client: Client, key: str) -> None:
     sys.stderr.flush()
     # The ssh session becomes git's: an argv list, no shell, the path from dokuend.
     os.execvp("git", ["git", "receive-pack", found["path"]])  # noqa: S606
+
+
+@main.command("git-post-receive", hidden=True)
+@pass_client
+def git_post_receive(client: Client) -> None:
+    """The post-receive hook of every app's repository: the push has landed; store a bundle
+    of the repository in the backup target. A failure is told, never an error: git could
+    not undo the push anyway."""
+    from dokuen.repo import app_of_repo  # noqa: PLC0415 (tarfile and co. only here)
+
+    sys.stdin.read()  # the ref updates: a bundle holds every ref, whichever moved
+    try:
+        stored = client.call("backups:capture-repo", app=app_of_repo(Path.cwd()), push=True)
+    except DokuenError as exc:
+        click.echo(f"warning: the push landed, but its backup failed: {exc}", err=True)
+        return
+    for result in stored:
+        click.echo(f"-----> Backed up the repository: {result['key']}")
+
+
+def capture_repo(client: Client, app: str | None, every: bool, verify: bool) -> list[Any]:
+    """Bundle one app's repository, or every app's, into the backup target; print a line
+    for each; return the results (``backups:capture --repo`` and ``--all`` call this)."""
+    if (app is None) == (not every):
+        raise click.UsageError("give an APP or --all, not both")
+    results: list[Any] = client.call("backups:capture-repo", app=app, all=every, verify=verify)
+    for result in results:
+        if result["ok"]:
+            checked = ", verified by a restore" if result.get("verified") else ""
+            click.echo(f"{result['app']}: stored {result['key']}{checked}")
+        elif result["ok"] is None:
+            click.echo(f"{result['app']}: skipped, {result['error']}")
+        else:
+            click.echo(f"{result['app']}: FAILED: {result['error']}", err=True)
+    return results
+
+
+@main.command("backups:capture-repo")
+@click.argument("app", required=False, callback=app_name)
+@click.option("--all", "every", is_flag=True, help="Every app's repository.")
+@click.option("--verify", is_flag=True, help="Restore each bundle from the target to check it.")
+@pass_client
+def backups_capture_repo(client: Client, app: str | None, every: bool, verify: bool) -> None:
+    """Store a git bundle of APP's repository (or of every app's) in DOKUEN_BACKUP_URL."""
+    results = capture_repo(client, app, every, verify)
+    if any(result["ok"] is False for result in results):
+        sys.exit(1)
+
+
+def _cron(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from dokuen.schedule import check_cron  # noqa: PLC0415 (croniter only here)
+
+    try:
+        return check_cron(value)
+    except DokuenError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _run_line(record: dict[str, Any] | None, what: str) -> str:
+    if record is None:
+        return f"{what:<12}never"
+    if not record["ok"]:
+        return f"{what:<12}{record['at']}: FAILED: {record['error']}"
+    checked = ", verified by a restore" if record["verified"] else ""
+    return f"{what:<12}{record['at']}: stored {record['id']}{checked}"
+
+
+@main.command("backups:schedule")
+@APP
+@click.argument("cron", required=False, callback=_cron, metavar='["MIN HOUR DAY MONTH WEEKDAY"]')
+@click.option("--keep", type=click.IntRange(1), metavar="N", help="Keep the N newest of each kind.")
+@click.option(
+    "--verify-every",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Restore-check every Nth scheduled backup (default: each one).",
+)
+@click.option("--off", is_flag=True, help="Stop backing APP up on a schedule.")
+@JSON
+@pass_client
+def backups_schedule(
+    client: Client,
+    app: str,
+    cron: str | None,
+    keep: int | None,
+    verify_every: int | None,
+    off: bool,
+    as_json: bool,
+) -> None:
+    """Back APP up on a cron schedule ("0 3 * * *": 03:00 every day, in this machine's time
+    zone); without one, show its schedule and last backups."""
+    if off and (cron or keep or verify_every):
+        raise click.UsageError("--off takes no schedule")
+    if cron is None and (keep or verify_every):
+        raise click.UsageError(f'give the schedule too: backups:schedule {app} "0 3 * * *"')
+    args: dict[str, Any] = {"app": app, "off": off}
+    if cron is not None:
+        args |= {"cron": cron, "keep": keep, "verify_every": verify_every or 1}
+    info = client.call("backups:schedule", **args)
+    if as_json:
+        print_json(info)
+        return
+    schedule = info["schedule"]
+    if schedule is None:
+        click.echo(f"{app}: no backup schedule" + (" (removed)" if off else ""))
+    else:
+        keeping = f"keeping the {schedule['keep']} newest" if schedule["keep"] else "keeping all"
+        every = schedule["verify_every"]
+        checking = "verifying each one" if every == 1 else f"verifying every {every}th"
+        click.echo(
+            f'{app}: backups at "{schedule["cron"]}" ({schedule["zone"]}), {keeping}, {checking}'
+        )
+        click.echo(f"{'next run':<12}{schedule['next_run']}")
+    click.echo(f"{'target':<12}{info['target'] or 'none: set DOKUEN_BACKUP_URL in dokuend.env'}")
+    click.echo(_run_line(info["scheduled"], "last run"))
+    click.echo(_run_line(info["bundle"], "last bundle"))
 
 
 main.add_command(service_install)
