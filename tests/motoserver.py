@@ -37,10 +37,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server(log: Path) -> Iterator[MotoServer]:
-    """Start ``python -m moto.server`` on a free loopback port; stop it on exit."""
+def moto_server(log: Path, **settings: str) -> Iterator[MotoServer]:
+    """Start ``python -m moto.server`` on a free loopback port (with moto's ``settings`` in
+    its environment); stop it on exit."""
     port = free_port()
-    env = {**os.environ, **CREDENTIALS}
+    env = {**os.environ, **CREDENTIALS, **settings}
     with log.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

@@ -132,6 +132,17 @@ def test_a_missing_bucket_is_named_and_no_secret_is_shown(
         assert CREDENTIALS["AWS_ACCESS_KEY_ID"] not in str(caught.value)
 
 
+def test_refused_credentials_are_named_and_not_shown(tmp_path: Path) -> None:
+    # moto's server with its IAM checks on: it knows no access key at all.
+    with moto_server(tmp_path / "moto.log", INITIAL_NO_AUTH_ACTION_COUNT="0") as strict:
+        store = S3Storage("s3://bucket/x", "bucket", "x", strict.environ, attempts=1)
+        with pytest.raises(StorageError, match="access denied while trying to list") as caught:
+            store.keys("")
+    assert "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY" in str(caught.value)
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in str(caught.value)
+    assert CREDENTIALS["AWS_ACCESS_KEY_ID"] not in str(caught.value)
+
+
 def test_an_endpoint_that_does_not_answer_is_named(tmp_path: Path) -> None:
     endpoint = f"http://user:hunter2@127.0.0.1:{free_port()}"
     environ = {**CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
