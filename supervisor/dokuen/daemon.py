@@ -389,8 +389,8 @@ class Daemon:
     async def create_app(self, args: dict[str, Any], out: Output) -> Any:
         name = check_app_name(_text(args, "app"))
         async with self._creating:
-            await self._create(name, "created")
-        return {"name": name}
+            app = await self._create(name, "created")
+        return {"name": name, "repo": str(app.dir.repo)}
 
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""

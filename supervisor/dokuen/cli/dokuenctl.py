@@ -216,8 +216,9 @@ def apps(client: Client, as_json: bool) -> None:
 @pass_client
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
-    client.call("apps:create", app=app)
-    click.echo(f"created {app}; deploy it with: dokuenctl deploy {app} DIR")
+    created = client.call("apps:create", app=app)
+    click.echo(f"created {app}; deploy it with: git push {created['repo']} main")
+    click.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
 
 
 @main.command("apps:destroy")
