@@ -197,6 +197,16 @@ def test_a_build_past_its_time_limit_is_killed_with_its_whole_tree(
     assert dokuen.ctl("releases", "blog", "--json").stdout.strip() == "[]"
 
 
+def test_a_daemon_a_build_leaves_behind_is_killed(dokuen: Dokuen, tmp_path: Path) -> None:
+    marker = f"97{os.getpid() % 1000:03d}3"
+    # Double-forked: its parent is gone at once, so only the build's HOME still names it.
+    pack = buildpack(tmp_path / "leaky", f"(setsid sleep {marker} >/dev/null 2>&1 &)")
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    dokuen.deploy("blog", web_app(tmp_path / "src"))
+    wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build's daemon to be gone", 5)
+
+
 def test_a_build_that_fills_its_memory_limit_fails(dokuen: Dokuen, tmp_path: Path) -> None:
     restarted(dokuen, DOKUEN_BUILD_MEMORY="128")
     pack = buildpack(tmp_path / "hungry", "python3 -c 'bytearray(512 << 20)'")
