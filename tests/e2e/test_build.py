@@ -200,7 +200,8 @@ def test_a_build_past_its_time_limit_is_killed_with_its_whole_tree(
 def test_a_daemon_a_build_leaves_behind_is_killed(dokuen: Dokuen, tmp_path: Path) -> None:
     marker = f"97{os.getpid() % 1000:03d}3"
     # Double-forked: its parent is gone at once, so only the build's HOME still names it.
-    pack = buildpack(tmp_path / "leaky", f"(setsid sleep {marker} >/dev/null 2>&1 &)")
+    # (The pause lets it leave the step's process group, which is killed when the step ends.)
+    pack = buildpack(tmp_path / "leaky", f"(setsid sleep {marker} >/dev/null 2>&1 &); sleep 0.3")
     dokuen.ctl("apps:create", "blog")
     dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
     dokuen.deploy("blog", web_app(tmp_path / "src"))
