@@ -335,6 +335,23 @@ class App:
             )
         return rows
 
+    def build_log(self, target: str | None) -> str:
+        """The build output of release ``vN`` (default: the current one)."""
+        known = releases.list_releases(self.dir)
+        if target is None:
+            release = releases.current_release(self.dir)
+            if release is None:
+                raise NotFound(f"app {self.name!r} has no release yet")
+        else:
+            matches = [r for r in known if r.name == target]
+            if not matches:
+                raise not_found("release", target, [r.name for r in known])
+            release = matches[0]
+        try:
+            return release.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise NotFound(f"{release.name} of {self.name} has no build log") from None
+
     async def scale(self, args: Iterable[str]) -> dict[str, int]:
         """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""
         async with self._exclusive():

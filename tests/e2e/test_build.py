@@ -258,6 +258,10 @@ def test_releases_record_their_build_and_pruned_ones_cannot_come_back(
     assert listing[0]["buildpacks"] == ["Procfile"]
     log = (dokuen.home / "apps/blog/releases/v3.log").read_text()
     assert "-----> Building blog v3 from" in log
+    assert dokuen.ctl("releases:output", "blog").stdout == log
+    assert "-----> Building blog v2 from" in dokuen.ctl("releases:output", "blog", "v2").stdout
+    gone = dokuen.ctl("releases:output", "blog", "v1", check=False)
+    assert (gone.returncode, gone.stderr) == (1, "error: no release named 'v1'\n")
     result = dokuen.ctl("rollback", "blog", "v1", check=False)
     assert result.returncode == 1
     assert "v1 was pruned: only the last 2 releases are kept (DOKUEN_KEEP_RELEASES)" in (

@@ -279,6 +279,15 @@ def releases(client: Client, app: str, as_json: bool) -> None:
     client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
 
 
+@main.command("releases:output")
+@APP
+@click.argument("release", required=False, metavar="[vN]")
+@pass_client
+def releases_output(client: Client, app: str, release: str | None) -> None:
+    """The build output of a release (default: the current one)."""
+    click.echo(client.call("releases:output", app=app, release=release), nl=False)
+
+
 @main.command()
 @APP
 @click.argument("release", required=False, metavar="[vN]")
