@@ -3,11 +3,9 @@ that change them: deploy, scale, restart, stop, start, config."""
 
 import contextlib
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,9 @@ import anyio.abc
 import structlog
 
 from dokuen import releases
-from dokuen.build import Builder, Job, Limits
+from dokuen.build import Builder
 from dokuen.envdir import read_envdir, write_envdir
-from dokuen.environment import process_environment, read_dotenv
+from dokuen.environment import process_environment
 from dokuen.errors import Conflict, DokuenError, NotFound
 from dokuen.formation import ProcessSpec, default_formation, expand, parse_scale
 from dokuen.logmux import LogMux
@@ -36,6 +34,7 @@ from dokuen.process import (
 )
 from dokuen.procfile import Procfile, read_procfile
 from dokuen.settings import Settings
+from dokuen.slug import make_release
 from dokuen.store import AppDir
 
 log = structlog.get_logger()
@@ -57,35 +56,6 @@ class Runtime:
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
-
-
-def _process_types(build_dir: Path, defaults: Mapping[str, str]) -> Procfile:
-    """The release's process types: the Procfile's, then the buildpacks' defaults for types
-    the Procfile lacks (Heroku's rule)."""
-    own = read_procfile(build_dir).commands if (build_dir / "Procfile").exists() else ()
-    types = dict(own)
-    for name, command in defaults.items():
-        types.setdefault(name, command)
-    if not types:
-        raise DokuenError(
-            "the app declares no process types: add a Procfile with a line like 'web: ./server'"
-        )
-    return Procfile(tuple(types.items()))
-
-
-def _defaults(release: releases.Release) -> dict[str, str]:
-    """Config defaults of a release: its buildpacks', then its ``.env`` (config vars win)."""
-    buildpacks = release.record().get("buildpack_config") or {}
-    return {**buildpacks, **read_dotenv(release.path)}
-
-
-def _keep_log(directory: AppDir, release: releases.Release, text: str) -> None:
-    """The last build's output, kept in the app's build dir and (when it made a release)
-    with the release."""
-    directory.root.mkdir(parents=True, exist_ok=True)
-    (directory.root / "last-build.log").write_text(text, encoding="utf-8")
-    if release.record_file.exists():
-        release.log_file.write_text(text, encoding="utf-8")
 
 
 def _nothing() -> None:
@@ -204,7 +174,18 @@ class App:
         async with self._building:
             if self._closed:
                 raise NotFound(f"app {self.name!r} was destroyed")
-            release = await self._build(source, say, commit)
+            if self.runtime.builder is None:
+                raise DokuenError("this dokuend cannot build (it runs without real processes)")
+            release = await make_release(
+                self.runtime.builder,
+                self.dir,
+                self.runtime.settings,
+                self.config(),
+                source,
+                commit,
+                say,
+                self.runtime.mux,
+            )
         async with self._exclusive():
             procfile = release.procfile()
             if "release" in procfile.types:
@@ -218,75 +199,6 @@ class App:
             self.runtime.mux.event(self.name, f"deployed {release.name}")
             await say(f"-----> Released {release.name}")
             return release.name
-
-    async def _build(self, source: Path, say: Say, commit: str | None) -> releases.Release:
-        """Copy ``source`` into the next release's directory, build it there and record it.
-        Every line the build writes goes to ``say`` and to the build log."""
-        if self.runtime.builder is None:
-            raise DokuenError("this dokuend cannot build (it runs without real processes)")
-        settings = self.runtime.settings
-        release = await anyio.to_thread.run_sync(releases.start_release, self.dir, source)
-        self.runtime.mux.event(self.name, f"build of {release.name} started")
-        transcript: list[str] = []
-        partial = [""]  # the start of a line still to come
-
-        async def tee(text: str) -> None:
-            """To the log as it comes; to ``say`` a whole line at a time (output arrives in
-            pieces that may cut a line)."""
-            transcript.append(text)
-            *lines, partial[0] = (partial[0] + text).split("\n")
-            for line in lines:
-                await say(line)
-
-        began = time.monotonic()
-        config = self.config()
-        try:
-            await tee(f"-----> Building {self.name} {release.name} from {commit or source}\n")
-            limits = Limits(
-                settings.build_timeout,
-                settings.build_memory_mib,
-                settings.build_processes,
-                settings.build_account,
-            )
-            job = Job(
-                self.name,
-                release.path,
-                self.dir.cache,
-                self.dir.workspace,
-                config,
-                commit,
-                settings.app_path,
-                limits,
-            )
-            outcome = await self.runtime.builder.build(job, tee)
-            await tee("\n" if partial[0] else "")
-            procfile = _process_types(release.path, outcome.release.process_types)
-            await tee(f"-----> Process types -> {', '.join(procfile.types)}\n")
-            record = {
-                "version": release.version,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "source": str(source),
-                "commit": commit,
-                "buildpacks": list(outcome.buildpacks),
-                "process_types": dict(procfile.commands),
-                "buildpack_config": dict(outcome.release.config_vars),
-                "config": config,
-                "build_seconds": round(time.monotonic() - began, 2),
-            }
-            await anyio.to_thread.run_sync(releases.finish_release, release, record)
-        except BaseException as exc:
-            if partial[0]:
-                await say(partial[0])
-            transcript.append(f" !     {exc}\n")
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(releases.discard, release)
-                self.runtime.mux.event(self.name, f"build of {release.name} failed: {exc}")
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(_keep_log, self.dir, release, "".join(transcript))
-        self.runtime.mux.event(self.name, f"build of {release.name} succeeded")
-        return release
 
     async def rollback(self, target: str | None, say: Say) -> str:
         """Run an earlier release again (the one before the current, or ``vN``): no build,
@@ -381,7 +293,7 @@ class App:
         port = self.runtime.ports.allocate()
         app_path = self.runtime.settings.app_path
         env = process_environment(
-            spec, port, release.path, app_path, _defaults(release), self.config()
+            spec, port, release.path, app_path, release.defaults(), self.config()
         )
         mux = self.runtime.mux
         try:
@@ -422,6 +334,23 @@ class App:
                 }
             )
         return rows
+
+    def build_log(self, target: str | None) -> str:
+        """The build output of release ``vN`` (default: the current one)."""
+        known = releases.list_releases(self.dir)
+        if target is None:
+            release = releases.current_release(self.dir)
+            if release is None:
+                raise NotFound(f"app {self.name!r} has no release yet")
+        else:
+            matches = [r for r in known if r.name == target]
+            if not matches:
+                raise not_found("release", target, [r.name for r in known])
+            release = matches[0]
+        try:
+            return release.log_file.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            raise NotFound(f"{release.name} of {self.name} has no build log") from None
 
     async def scale(self, args: Iterable[str]) -> dict[str, int]:
         """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""
@@ -568,7 +497,7 @@ class App:
     ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
-        defaults = _defaults(release)
+        defaults = release.defaults()
         app_path = self.runtime.settings.app_path
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:

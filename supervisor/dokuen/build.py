@@ -8,6 +8,7 @@ One deadline covers the whole build; when it passes, the running step's process 
 every process below it are killed.
 """
 
+import contextlib
 import os
 import pwd
 import shlex
@@ -236,9 +237,21 @@ class Builder:
                 # Done: what it left running in its group (a step leaves nothing behind).
                 tree = reaper.descendants(child.pid) if status is None else []
                 child.signal_group(signal.SIGKILL)
+                tree += self._strays(env["HOME"])
                 await anyio.to_thread.run_sync(reaper.kill_all, tree)
                 await child.wait()
                 await child.aclose()
+
+    def _strays(self, home: str) -> list[psutil.Process]:
+        """Daemons a step left behind that we adopted as subreaper (their parent exited):
+        known by the build's own HOME in their environment."""
+        found = []
+        for pid in reaper.adopted(self.spawner.live):
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                if process.environ().get("HOME") == home:
+                    found.append(process)
+        return found
 
 
 def _ulimits(limits: Limits) -> list[str]:

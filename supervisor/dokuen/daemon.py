@@ -76,6 +76,11 @@ def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
     return say
 
 
+def _check_release_name(name: str) -> None:
+    if not re.fullmatch(r"v[1-9][0-9]{0,8}", name):
+        raise InvalidName(f"invalid release {name!r} (use vN, e.g. v3)")
+
+
 async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
     await event()
     scope.cancel()
@@ -147,6 +152,7 @@ class Daemon:
             "config:unset": self.config_unset,
             "run": self.run_once,
             "releases": self.releases,
+            "releases:output": self.release_output,
             "rollback": self.rollback,
             "domains": self.domains,
             "domains:add": self.domains_add,
@@ -409,8 +415,8 @@ class Daemon:
     async def create_app(self, args: dict[str, Any], out: Output) -> Any:
         name = check_app_name(_text(args, "app"))
         async with self._creating:
-            await self._create(name, "created")
-        return {"name": name}
+            app = await self._create(name, "created")
+        return {"name": name, "repo": str(app.dir.repo)}
 
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""
@@ -467,11 +473,17 @@ class Daemon:
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return self._app(args).release_list()
 
+    async def release_output(self, args: dict[str, Any], out: Output) -> Any:
+        target = args.get("release")
+        if target is not None:
+            _check_release_name(_text(args, "release"))
+        return await anyio.to_thread.run_sync(self._app(args).build_log, target)
+
     async def rollback(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
         target = args.get("release")
-        if target is not None and not re.fullmatch(r"v[1-9][0-9]{0,8}", _text(args, "release")):
-            raise InvalidName(f"invalid release {target!r} (use vN, e.g. v3)")
+        if target is not None:
+            _check_release_name(_text(args, "release"))
         release = await app.rollback(target, _speaker(out))
         await self._sync_proxy()
         return {"release": release}

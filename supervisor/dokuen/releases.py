@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dokuen.environment import read_dotenv
 from dokuen.errors import DokuenError
 from dokuen.procfile import Procfile
 from dokuen.store import AppDir, write_atomic
@@ -54,6 +55,12 @@ class Release:
         if not isinstance(data, dict):
             raise DokuenError(f"{self.record_file}: not a release record")
         return data
+
+    def defaults(self) -> dict[str, str]:
+        """Config defaults of the release: its buildpacks', then its ``.env`` (config vars,
+        layered on top by the caller, win)."""
+        buildpacks = self.record().get("buildpack_config") or {}
+        return {**buildpacks, **read_dotenv(self.path)}
 
     def procfile(self) -> Procfile:
         """The release's process types (its Procfile's and the buildpacks' defaults)."""

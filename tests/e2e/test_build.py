@@ -197,6 +197,17 @@ def test_a_build_past_its_time_limit_is_killed_with_its_whole_tree(
     assert dokuen.ctl("releases", "blog", "--json").stdout.strip() == "[]"
 
 
+def test_a_daemon_a_build_leaves_behind_is_killed(dokuen: Dokuen, tmp_path: Path) -> None:
+    marker = f"97{os.getpid() % 1000:03d}3"
+    # Double-forked: its parent is gone at once, so only the build's HOME still names it.
+    # (The pause lets it leave the step's process group, which is killed when the step ends.)
+    pack = buildpack(tmp_path / "leaky", f"(setsid sleep {marker} >/dev/null 2>&1 &); sleep 0.3")
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    dokuen.deploy("blog", web_app(tmp_path / "src"))
+    wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build's daemon to be gone", 5)
+
+
 def test_a_build_that_fills_its_memory_limit_fails(dokuen: Dokuen, tmp_path: Path) -> None:
     restarted(dokuen, DOKUEN_BUILD_MEMORY="128")
     pack = buildpack(tmp_path / "hungry", "python3 -c 'bytearray(512 << 20)'")
@@ -247,6 +258,10 @@ def test_releases_record_their_build_and_pruned_ones_cannot_come_back(
     assert listing[0]["buildpacks"] == ["Procfile"]
     log = (dokuen.home / "apps/blog/releases/v3.log").read_text()
     assert "-----> Building blog v3 from" in log
+    assert dokuen.ctl("releases:output", "blog").stdout == log
+    assert "-----> Building blog v2 from" in dokuen.ctl("releases:output", "blog", "v2").stdout
+    gone = dokuen.ctl("releases:output", "blog", "v1", check=False)
+    assert (gone.returncode, gone.stderr) == (1, "error: no release named 'v1'\n")
     result = dokuen.ctl("rollback", "blog", "v1", check=False)
     assert result.returncode == 1
     assert "v1 was pruned: only the last 2 releases are kept (DOKUEN_KEEP_RELEASES)" in (

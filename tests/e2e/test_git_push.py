@@ -86,6 +86,36 @@ def test_a_failed_deploy_rejects_the_push_and_the_old_release_keeps_serving(
     assert list((dokuen.home / "tmp").iterdir()) == []
 
 
+def test_a_failing_buildpack_rejects_the_push_and_a_good_one_records_the_commit(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    dokuen.ctl("apps:create", "blog")
+    repo = str(repo_of(dokuen, "blog"))
+    work = Work.create(tmp_path / "blog", WEB)
+    assert work.push(repo, "main").returncode == 0
+    (first,) = wait_for(lambda: dokuen.running("blog", 1), "v1 running")
+    (v1,) = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert v1["commit"] == work.head()
+    pack = tmp_path / "failing"
+    (pack / "bin").mkdir(parents=True)
+    for name, body in {
+        "detect": "echo Failing",
+        "compile": "echo ' !     no luck'; exit 1",
+    }.items():
+        (pack / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
+        (pack / "bin" / name).chmod(0o755)
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    (first,) = wait_for(lambda: dokuen.running("blog", 1), "v1 restarted with the config")
+    work.commit("more", {"README": "more\n"})
+    push = work.push(repo, "main")
+    assert push.returncode == 1
+    lines = remote_lines(push.stderr)
+    assert " !     no luck" in lines
+    assert any("buildpack Failing failed to compile the app" in line for line in lines)
+    assert [row["pid"] for row in dokuen.ps("blog")] == [first["pid"]]
+    assert release_names(dokuen, "blog") == ["v1"]
+
+
 def release_names(dokuen: Dokuen, app: str) -> list[str]:
     """The app's releases, newest first."""
     return [r["version"] for r in json.loads(dokuen.ctl("releases", app, "--json").stdout)]

@@ -2,7 +2,6 @@
 daemon tells it."""
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -51,15 +50,6 @@ def test_started_by_hand_it_tells_nobody() -> None:
     assert service.info() == {"manager": "none", "notify": False, "watchdog": None}
     service.ready("0 apps")  # no socket: nothing happens
     service.stopping()
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(path)
-        sock.settimeout(5)
-        yield sock, path
 
 
 def test_ready_reloading_stopping(receiver: tuple[socket.socket, str]) -> None:

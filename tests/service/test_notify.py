@@ -2,7 +2,6 @@
 a real datagram socket."""
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,15 +64,6 @@ def test_the_watchdog_pings_at_half_its_period(
     environ: dict[str, str], interval: float | None
 ) -> None:
     assert watchdog_interval(environ, 4242) == interval
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(path)
-        sock.settimeout(5)
-        yield sock, path
 
 
 def test_the_sender_sends_one_datagram_per_message(receiver: tuple[socket.socket, str]) -> None:

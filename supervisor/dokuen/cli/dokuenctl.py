@@ -229,8 +229,9 @@ def apps(client: Client, as_json: bool) -> None:
 @pass_client
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
-    client.call("apps:create", app=app)
-    click.echo(f"created {app}; deploy it with: dokuenctl deploy {app} DIR")
+    created = client.call("apps:create", app=app)
+    click.echo(f"created {app}; deploy it with: git push {created['repo']} main")
+    click.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
 
 
 @main.command("apps:destroy")
@@ -289,6 +290,15 @@ def releases(client: Client, app: str, as_json: bool) -> None:
         for r in listing
     ]
     client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
+
+
+@main.command("releases:output")
+@APP
+@click.argument("release", required=False, metavar="[vN]")
+@pass_client
+def releases_output(client: Client, app: str, release: str | None) -> None:
+    """The build output of a release (default: the current one)."""
+    click.echo(client.call("releases:output", app=app, release=release), nl=False)
 
 
 @main.command()

@@ -1,0 +1,136 @@
+"""Making a release from source: copy it into the next release's directory, build it there
+with the buildpacks, record what came out. The slug is Heroku's word for the built app."""
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from dokuen import releases
+from dokuen.build import Builder, Job, Limits
+from dokuen.errors import DokuenError
+from dokuen.logmux import LogMux
+from dokuen.procfile import Procfile, read_procfile
+from dokuen.settings import Settings
+from dokuen.store import AppDir
+
+Say = Callable[[str], Awaitable[None]]
+
+
+class Transcript:
+    """A build's output: kept whole for the build log, passed on a whole line at a time
+    (a build writes in pieces that may cut a line)."""
+
+    def __init__(self, say: Say) -> None:
+        self._say = say
+        self._pieces: list[str] = []
+        self._partial = ""  # the start of a line still to come
+
+    async def write(self, text: str) -> None:
+        self._pieces.append(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            await self._say(line)
+
+    def keep(self, text: str) -> None:
+        """For the build log only."""
+        self._pieces.append(text)
+
+    async def end_line(self) -> None:
+        if self._partial:
+            await self.write("\n")
+
+    @property
+    def text(self) -> str:
+        return "".join(self._pieces)
+
+
+def process_types(build_dir: Path, defaults: Mapping[str, str]) -> Procfile:
+    """The release's process types: the Procfile's, then the buildpacks' defaults for types
+    the Procfile lacks (Heroku's rule). Raises DokuenError when there is none at all."""
+    own = read_procfile(build_dir).commands if (build_dir / "Procfile").exists() else ()
+    types = dict(own)
+    for name, command in defaults.items():
+        types.setdefault(name, command)
+    if not types:
+        raise DokuenError(
+            "the app declares no process types: add a Procfile with a line like 'web: ./server'"
+        )
+    return Procfile(tuple(types.items()))
+
+
+def _keep_log(directory: AppDir, release: releases.Release, text: str) -> None:
+    """The last build's output, kept beside the app's state and (when it made a release)
+    with the release."""
+    directory.root.mkdir(parents=True, exist_ok=True)
+    (directory.root / "last-build.log").write_text(text, encoding="utf-8")
+    if release.record_file.exists():
+        release.log_file.write_text(text, encoding="utf-8")
+
+
+async def make_release(
+    builder: Builder,
+    directory: AppDir,
+    settings: Settings,
+    config: Mapping[str, str],
+    source: Path,
+    commit: str | None,
+    say: Say,
+    mux: LogMux,
+) -> releases.Release:
+    """Build ``source`` into the app's next release and record it; every line of the build
+    goes to ``say`` and to the build log. A build that fails for any reason leaves no
+    release behind and raises."""
+    app = directory.name
+    release = await anyio.to_thread.run_sync(releases.start_release, directory, source)
+    mux.event(app, f"build of {release.name} started")
+    transcript = Transcript(say)
+    began = time.monotonic()
+    try:
+        await transcript.write(f"-----> Building {app} {release.name} from {commit or source}\n")
+        limits = Limits(
+            settings.build_timeout,
+            settings.build_memory_mib,
+            settings.build_processes,
+            settings.build_account,
+        )
+        job = Job(
+            app,
+            release.path,
+            directory.cache,
+            directory.workspace,
+            config,
+            commit,
+            settings.app_path,
+            limits,
+        )
+        outcome = await builder.build(job, transcript.write)
+        await transcript.end_line()
+        procfile = process_types(release.path, outcome.release.process_types)
+        await transcript.write(f"-----> Process types -> {', '.join(procfile.types)}\n")
+        record = {
+            "version": release.version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": str(source),
+            "commit": commit,
+            "buildpacks": list(outcome.buildpacks),
+            "process_types": dict(procfile.commands),
+            "buildpack_config": dict(outcome.release.config_vars),
+            "config": dict(config),
+            "build_seconds": round(time.monotonic() - began, 2),
+        }
+        await anyio.to_thread.run_sync(releases.finish_release, release, record)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await transcript.end_line()
+            transcript.keep(f" !     {exc}\n")  # the requester gets it as the error
+            await anyio.to_thread.run_sync(releases.discard, release)
+            mux.event(app, f"build of {release.name} failed: {exc}")
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_keep_log, directory, release, transcript.text)
+    mux.event(app, f"build of {release.name} succeeded")
+    return release

@@ -1,0 +1,40 @@
+"""The pure parts of making a release: whole lines out of pieces, and process types."""
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from dokuen.errors import DokuenError
+from dokuen.slug import Transcript, process_types
+
+
+def test_a_transcript_passes_on_whole_lines_and_keeps_everything() -> None:
+    said: list[str] = []
+
+    async def say(line: str) -> None:
+        said.append(line)
+
+    async def main() -> Transcript:
+        transcript = Transcript(say)
+        for piece in ["-----> Ins", "talling\n       a\n       b", "c\r50%\r100%"]:
+            await transcript.write(piece)
+        assert said == ["-----> Installing", "       a"]
+        await transcript.end_line()
+        await transcript.end_line()  # nothing more to end
+        transcript.keep(" !     failed\n")
+        return transcript
+
+    transcript = anyio.run(main)
+    assert said == ["-----> Installing", "       a", "       bc\r50%\r100%"]
+    assert transcript.text == ("-----> Installing\n       a\n       bc\r50%\r100%\n !     failed\n")
+
+
+def test_the_procfile_wins_and_buildpack_types_fill_in(tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text("web: ./serve\n")
+    types = process_types(tmp_path, {"web": "npm start", "worker": "node worker.js"})
+    assert types.commands == (("web", "./serve"), ("worker", "node worker.js"))
+    (tmp_path / "Procfile").unlink()
+    assert process_types(tmp_path, {"web": "npm start"}).commands == (("web", "npm start"),)
+    with pytest.raises(DokuenError, match="declares no process types: add a Procfile"):
+        process_types(tmp_path, {})
