@@ -16,19 +16,23 @@ from dokuen.errors import DaemonUnavailable, DokuenError
 
 
 def request(
-    path: Path, command: str, args: dict[str, Any], on_output: Callable[[str], None]
+    path: Path,
+    command: str,
+    args: dict[str, Any],
+    on_output: Callable[[str], None],
+    on_warnings: Callable[[list[str]], None] | None = None,
 ) -> Any:
     """Send one request (blocking, for dokuenctl); pass streamed output to ``on_output``.
 
     Returns the result; raises DokuenError with the daemon's message when it failed, and
     DaemonUnavailable when nothing answers on ``path``. The daemon's warnings (a failed
-    scheduled backup) go to stderr, each once per process.
+    scheduled backup) go to ``on_warnings``, by default to stderr, each once per process.
     """
     for message in _exchange(path, {"command": command, "args": args}):
         if "output" in message:
             on_output(message["output"])
             continue
-        warn(message.get("warnings") or [])
+        (on_warnings or warn)(message.get("warnings") or [])
         if message.get("ok"):
             return message.get("result")
         raise DokuenError(str(message.get("error", "unknown error")))

@@ -34,6 +34,7 @@ class Client:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
         self.tty = sys.stdout.isatty()
+        self.warn = True  # print the daemon's warnings (a failed backup) on stderr
 
     @functools.cached_property
     def console(self) -> "Console":
@@ -46,7 +47,8 @@ class Client:
     def call(
         self, command: str, on_output: Callable[[str], None] | None = None, **args: Any
     ) -> Any:
-        return client.request(self.socket_path, command, args, on_output or write_out)
+        on_warnings = None if self.warn else _ignore
+        return client.request(self.socket_path, command, args, on_output or write_out, on_warnings)
 
     def table(self, headers: Sequence[str], rows: list[list[str]]) -> None:
         if self.tty:
@@ -60,6 +62,10 @@ class Client:
         widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
         for row in [list(headers), *rows]:
             click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _ignore(_warnings: list[str]) -> None:
+    pass
 
 
 def write_out(text: str) -> None:
@@ -620,6 +626,7 @@ def git_post_receive(client: Client) -> None:
     from dokuen.repo import app_of_repo  # noqa: PLC0415 (tarfile and co. only here)
 
     sys.stdin.read()  # the ref updates: a bundle holds every ref, whichever moved
+    client.warn = False  # the pre-receive hook said them; a failure here is said below
     try:
         stored = client.call("backups:capture-repo", app=app_of_repo(Path.cwd()), push=True)
     except DokuenError as exc:
@@ -680,7 +687,7 @@ def _run_line(record: dict[str, Any] | None, what: str) -> str:
 
 @main.command("backups:schedule")
 @APP
-@click.argument("cron", required=False, callback=_cron, metavar='["MIN HOUR DAY MONTH WEEKDAY"]')
+@click.argument("cron", required=False, callback=_cron, metavar="[CRON]")
 @click.option("--keep", type=click.IntRange(1), metavar="N", help="Keep the N newest of each kind.")
 @click.option(
     "--verify-every",
