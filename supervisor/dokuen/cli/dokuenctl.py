@@ -688,7 +688,12 @@ def _run_line(record: dict[str, Any] | None, what: str) -> str:
 @main.command("backups:schedule")
 @APP
 @click.argument("cron", required=False, callback=_cron, metavar="[CRON]")
-@click.option("--keep", type=click.IntRange(1), metavar="N", help="Keep the N newest of each kind.")
+@click.option(
+    "--keep",
+    type=click.IntRange(1),
+    metavar="N",
+    help="Keep the N newest database dumps and repository bundles; delete older ones.",
+)
 @click.option(
     "--verify-every",
     type=click.IntRange(1),
