@@ -298,7 +298,7 @@ def write_schedule(app_root: Path, schedule: Schedule | None) -> None:
 
 def read_status(app_root: Path) -> BackupStatus:
     """The app's backup status; a missing or unreadable file is a fresh start."""
-    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         data = json.loads((app_root / STATUS_FILE).read_text(encoding="utf-8"))
         return BackupStatus(
             runs=int(data.get("runs", 0)),

@@ -6,7 +6,6 @@ A failure is loud: a line in the unified log, the app's ``backup-status.json``, 
 warning that every dokuenctl command prints until a later backup succeeds.
 """
 
-import contextlib
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime, tzinfo
@@ -101,7 +100,7 @@ class BackupScheduler:
             self.statuses[app] = read_status(root)
             try:
                 schedule = read_schedule(root)
-            except DokuenError as exc:
+            except (DokuenError, OSError) as exc:
                 self._event(app, f"backup schedule ignored: {exc}")
                 continue
             if schedule is not None:
@@ -202,8 +201,12 @@ class BackupScheduler:
         return doomed
 
     async def _save(self, app: str, status: BackupStatus) -> None:
-        with contextlib.suppress(FileNotFoundError):  # the app was destroyed meanwhile
+        try:
             await anyio.to_thread.run_sync(write_status, self.store.app(app).root, status)
+        except FileNotFoundError:
+            pass  # the app was destroyed meanwhile
+        except OSError as exc:  # a full disk must not stop the scheduler: it is said, kept here
+            log.error("backup.status_unwritten", app=app, error=str(exc))
         self.statuses[app] = status
 
     # -- what the daemon asks of it ----------------------------------------------------------
