@@ -38,3 +38,23 @@ def test_the_procfile_wins_and_buildpack_types_fill_in(tmp_path: Path) -> None:
     assert process_types(tmp_path, {"web": "npm start"}).commands == (("web", "npm start"),)
     with pytest.raises(DokuenError, match="declares no process types: add a Procfile"):
         process_types(tmp_path, {})
+
+
+def test_a_transcript_cuts_endless_lines_and_caps_the_log() -> None:
+    said: list[str] = []
+
+    async def say(line: str) -> None:
+        said.append(line)
+
+    async def main() -> Transcript:
+        transcript = Transcript(say)
+        for _ in range(200):  # 12.8 MiB without a newline
+            await transcript.write("a" * (64 << 10))
+        await transcript.end_line()
+        return transcript
+
+    transcript = anyio.run(main)
+    assert len(said) == 200
+    assert {len(line) for line in said} == {Transcript.LINE_LIMIT}
+    assert transcript.text.endswith("\n[the build log stops here: it is cut at 8 MiB]\n")
+    assert len(transcript.text) < Transcript.LOG_LIMIT + 100

@@ -1,6 +1,7 @@
 """One app: its processes (one slot each, all in the app's task group) and the operations
 that change them: deploy, scale, restart, stop, start, config."""
 
+import codecs
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -307,8 +308,9 @@ class App:
                     child.signal_group(signal.SIGKILL)
 
                 tg.start_soon(watch)
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
                 while chunk := await child.read(1 << 16):
-                    await say(chunk.decode(errors="replace"))
+                    await say(decoder.decode(chunk))
                 status = await child.wait()
                 tg.cancel_scope.cancel()
             await child.aclose()

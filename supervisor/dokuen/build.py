@@ -8,6 +8,7 @@ One deadline covers the whole build; when it passes, the running step's process 
 every process below it are killed.
 """
 
+import codecs
 import contextlib
 import os
 import pwd
@@ -222,9 +223,11 @@ class Builder:
             ) from None
         kept: list[str] = []
         status: int | None = None
+        # Incremental: a character cut in two by a read is decoded whole.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
             while chunk := await child.read(1 << 16):
-                text = chunk.decode(errors="replace")
+                text = decoder.decode(chunk)
                 if say is not None:
                     await say(text)
                 elif sum(map(len, kept)) < _OUTPUT_LIMIT:

@@ -14,29 +14,41 @@ from dokuen.errors import DokuenError
 from dokuen.logmux import LogMux
 from dokuen.procfile import Procfile, read_procfile
 from dokuen.settings import Settings
-from dokuen.store import AppDir
+from dokuen.store import AppDir, write_atomic
 
 Say = Callable[[str], Awaitable[None]]
 
 
 class Transcript:
-    """A build's output: kept whole for the build log, passed on a whole line at a time
-    (a build writes in pieces that may cut a line)."""
+    """A build's output: passed on a whole line at a time (a build writes in pieces that may
+    cut a line), and kept for the build log up to ``LOG_LIMIT``. A line longer than
+    ``LINE_LIMIT`` is passed on in pieces, so no output costs more than its own size."""
+
+    LINE_LIMIT = 64 << 10
+    LOG_LIMIT = 8 << 20
 
     def __init__(self, say: Say) -> None:
         self._say = say
         self._pieces: list[str] = []
+        self._kept = 0
         self._partial = ""  # the start of a line still to come
 
     async def write(self, text: str) -> None:
-        self._pieces.append(text)
+        self.keep(text)
         *lines, self._partial = (self._partial + text).split("\n")
+        while len(self._partial) > self.LINE_LIMIT:
+            lines.append(self._partial[: self.LINE_LIMIT])
+            self._partial = self._partial[self.LINE_LIMIT :]
         for line in lines:
             await self._say(line)
 
     def keep(self, text: str) -> None:
         """For the build log only."""
-        self._pieces.append(text)
+        if self._kept < self.LOG_LIMIT:
+            self._pieces.append(text[: self.LOG_LIMIT - self._kept])
+            self._kept += len(self._pieces[-1])
+            if self._kept >= self.LOG_LIMIT:
+                self._pieces.append("\n[the build log stops here: it is cut at 8 MiB]\n")
 
     async def end_line(self) -> None:
         if self._partial:
@@ -64,10 +76,11 @@ def process_types(build_dir: Path, defaults: Mapping[str, str]) -> Procfile:
 def _keep_log(directory: AppDir, release: releases.Release, text: str) -> None:
     """The last build's output, kept beside the app's state and (when it made a release)
     with the release."""
-    directory.root.mkdir(parents=True, exist_ok=True)
-    (directory.root / "last-build.log").write_text(text, encoding="utf-8")
+    if not directory.root.is_dir():  # the app was destroyed meanwhile: nothing to keep
+        return
+    write_atomic(directory.root / "last-build.log", text, mode=0o600)
     if release.record_file.exists():
-        release.log_file.write_text(text, encoding="utf-8")
+        write_atomic(release.log_file, text, mode=0o600)
 
 
 async def make_release(
