@@ -78,7 +78,7 @@ class Daemon:
             "DOKUEN_HTTP_PORT": str(self.http_port),
             "DOKUEN_HTTP_ADDR": "127.0.0.1",
             # The temporary directory is private to root: builds run as dokuend's user.
-            **({"DOKUEN_BUILD_USER": "root"} if os.geteuid() == 0 else {}),
+            **({"DOKUEN_BUILD_UIDS": "off"} if os.geteuid() == 0 else {}),
         }
 
     def start(self) -> None:

@@ -41,6 +41,10 @@ def test_defaults(tmp_path: Path) -> None:
         ("DOKUEN_KEEP_RELEASES", "1", "keep_releases", 1),
         ("DOKUEN_KEEP_RELEASES", "20", "keep_releases", 20),
         ("DOKUEN_APP_PATH", "/opt/bin:/usr/bin", "app_path", "/opt/bin:/usr/bin"),
+        ("DOKUEN_BUILD_TIMEOUT", "60", "build_timeout", 60.0),
+        ("DOKUEN_BUILD_MEMORY", "512", "build_memory_mib", 512),
+        ("DOKUEN_BUILD_PROCESSES", "64", "build_processes", 64),
+        ("DOKUEN_BUILD_UIDS", "3000000-3000099", "build_uids", (3000000, 3000099)),
     ],
 )
 def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value: object) -> None:
@@ -66,6 +70,12 @@ def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value
         ("DOKUEN_STOP_TIMEOUT", "-inf", "DOKUEN_STOP_TIMEOUT='-inf' must be at least 0"),
         ("DOKUEN_KEEP_RELEASES", "0", "DOKUEN_KEEP_RELEASES='0' must be at least 1"),
         ("DOKUEN_APP_PATH", "", "DOKUEN_APP_PATH is empty"),
+        ("DOKUEN_BUILD_TIMEOUT", "0.5", "DOKUEN_BUILD_TIMEOUT='0.5' must be at least 1"),
+        ("DOKUEN_BUILD_MEMORY", "32", "DOKUEN_BUILD_MEMORY='32' must be at least 64"),
+        ("DOKUEN_BUILD_UIDS", "nobody", "DOKUEN_BUILD_UIDS='nobody' is not a range of unused"),
+        ("DOKUEN_BUILD_UIDS", "0-99", "DOKUEN_BUILD_UIDS='0-99' is not a range of unused"),
+        ("DOKUEN_BUILD_UIDS", "5000-4000", "DOKUEN_BUILD_UIDS='5000-4000' is not a range"),
+        ("DOKUEN_BUILD_UIDS", "4294967295-4294967295", "DOKUEN_BUILD_UIDS='4294967295"),
     ],
 )
 def test_bad_environment(tmp_path: Path, key: str, text: str, message: str) -> None:
@@ -227,3 +237,8 @@ def test_backup_target_and_aws_variables_from_file_and_environment(tmp_path: Pat
 def test_a_backup_endpoint_must_be_a_url(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="is not a URL like https://s3"):
         load_settings({"DOKUEN_BACKUP_ENDPOINT_URL": "minio:9000"}, tmp_path)
+
+
+def test_builds_as_dokuends_own_user(tmp_path: Path) -> None:
+    assert load_settings({"DOKUEN_BUILD_UIDS": "off"}, tmp_path).build_uids is None
+    assert not load_settings({"DOKUEN_BUILD_UIDS": "off"}, tmp_path).isolated_builds

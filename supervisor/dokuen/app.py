@@ -16,7 +16,7 @@ import structlog
 
 from dokuen import releases
 from dokuen.build import Builder
-from dokuen.envdir import read_envdir, write_envdir
+from dokuen.envdir import protect, read_envdir, write_envdir
 from dokuen.environment import process_environment
 from dokuen.errors import Conflict, DokuenError, NotFound
 from dokuen.formation import ProcessSpec, default_formation, expand, parse_scale
@@ -107,6 +107,7 @@ class App:
 
     async def restore(self) -> None:
         """Bring the app back to its formation after the daemon started."""
+        await anyio.to_thread.run_sync(protect, self.dir.env)  # made by an older dokuend
         if self.dir.stopped or releases.current_release(self.dir) is None:
             return
         async with self._exclusive():

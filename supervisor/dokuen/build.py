@@ -11,7 +11,6 @@ every process below it are killed.
 import codecs
 import contextlib
 import os
-import pwd
 import shlex
 import shutil
 import signal
@@ -53,7 +52,7 @@ class Limits:
     timeout: float  # seconds for the whole build
     memory_mib: int  # per process
     processes: int
-    user: str | None = None  # run the build as this user (when dokuend is root)
+    user: int | None = None  # run the build as this uid (and gid), the app's own (when root)
 
 
 @dataclass(frozen=True)
@@ -103,8 +102,13 @@ class Builder:
         Raises BuildError when no buildpack applies, one fails, or the time runs out.
         """
         await anyio.to_thread.run_sync(_prepare, job)
-        with anyio.move_on_after(job.limits.timeout) as scope:
-            outcome = await self._run_buildpacks(job, say)
+        try:
+            with anyio.move_on_after(job.limits.timeout) as scope:
+                outcome = await self._run_buildpacks(job, say)
+        finally:
+            if job.limits.user is not None:  # the uid is the app's builds' alone: none may stay
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_kill_uid, job.limits.user)
         if scope.cancelled_caught:
             raise BuildError(
                 f"the build took longer than {job.limits.timeout:g} s (DOKUEN_BUILD_TIMEOUT) "
@@ -216,10 +220,10 @@ class Builder:
                 profile=False,
             )
         except OSError as exc:
-            who = f" as user {job.limits.user}" if job.limits.user else ""
+            who = f" as uid {job.limits.user}" if job.limits.user is not None else ""
             raise BuildError(
                 f"cannot start the build{who}: {exc} (the build user must be able to reach "
-                f"{job.build_dir}; make its parents traversable or set DOKUEN_BUILD_USER)"
+                f"{job.build_dir}; make its parents traversable or set DOKUEN_BUILD_UIDS=off)"
             ) from None
         kept: list[str] = []
         status: int | None = None
@@ -285,11 +289,10 @@ def _prepare(job: Job) -> None:
     write_envdir(job.workspace / "env", job.config)
     job.cache_dir.mkdir(parents=True, exist_ok=True)
     if job.limits.user is not None:
-        account = _account(job.limits.user)
         for top in (job.workspace, job.cache_dir, job.build_dir, shipped("buildpacks")):
-            _check_reachable(top, account)
+            _check_reachable(top, job.limits.user)
         for top in (job.workspace, job.cache_dir, job.build_dir):
-            _chown_tree(top, account.pw_uid, account.pw_gid)
+            _chown_tree(top, job.limits.user, job.limits.user)
 
 
 def _finish(job: Job) -> None:
@@ -298,6 +301,12 @@ def _finish(job: Job) -> None:
     shutil.rmtree(job.workspace / "env", ignore_errors=True)
     if job.limits.user is not None:
         _chown_tree(job.build_dir, os.getuid(), os.getgid())
+
+
+def _kill_uid(uid: int) -> None:
+    """Kill every process that runs as ``uid``, wherever it went (a new session, a new
+    HOME, a parent that exited)."""
+    reaper.kill_all([p for p in psutil.process_iter(["uids"]) if uid in (p.info["uids"] or ())])
 
 
 def _sourcing(exports: list[Path]) -> list[str]:
@@ -310,29 +319,21 @@ def _describe(status: int) -> str:
     return f"signal {-status}" if status < 0 else f"code {status}"
 
 
-def _account(user: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(user)
-    except KeyError:
-        raise BuildError(
-            f"build user {user!r} does not exist (create it, or set DOKUEN_BUILD_USER)"
-        ) from None
-
-
-def _check_reachable(path: Path, account: pwd.struct_passwd) -> None:
-    """Raise BuildError when the build user cannot pass through a parent of ``path``."""
+def _check_reachable(path: Path, uid: int) -> None:
+    """Raise BuildError when the build's uid (its gid is the same number) cannot pass
+    through a parent of ``path``."""
     for parent in reversed(path.parents):
         info = parent.stat()
-        if info.st_uid == account.pw_uid:
+        if info.st_uid == uid:
             allowed = info.st_mode & stat.S_IXUSR
-        elif info.st_gid == account.pw_gid:
+        elif info.st_gid == uid:
             allowed = info.st_mode & stat.S_IXGRP
         else:
             allowed = info.st_mode & stat.S_IXOTH
         if not allowed:
             raise BuildError(
-                f"the build user {account.pw_name} cannot reach {path}: {parent} is mode "
-                f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_USER)"
+                f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
+                f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"
             )
 
 

@@ -26,6 +26,12 @@ def read_envdir(path: Path) -> dict[str, str]:
     return config
 
 
+def protect(path: Path) -> None:
+    """Make the envdir (config holds secrets) reachable by its owner alone."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str] = ()) -> None:
     """Set and unset variables. Each file is replaced atomically (write, fsync, rename)."""
     for key, value in changes.items():
@@ -38,10 +44,11 @@ def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str]
             value.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
             raise InvalidName(f"the value of {key} is not valid text") from None
-    path.mkdir(parents=True, exist_ok=True)
+    protect(path)
     for key, value in changes.items():
         temporary = path / f".{key}.tmp"
         with temporary.open("w", encoding="utf-8", errors="surrogateescape") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(value.replace("\n", "\0"))
             handle.flush()
             os.fsync(handle.fileno())

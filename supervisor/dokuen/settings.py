@@ -6,7 +6,6 @@ import functools
 import ipaddress
 import math
 import os
-import pwd
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,9 @@ from dokuen.ports import PortRange, parse_port_range
 
 SETTINGS_FILE = "dokuend.env"
 DEFAULT_PORTS = PortRange(5000, 5999)
+# Far from login users (1000+), Debian's reserved ids (60000-65535) and the subordinate ids
+# containers are given (100000 and up, 65536 a user).
+DEFAULT_BUILD_UIDS = (2100000000, 2100065535)
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class Settings:
     build_timeout: float = 900.0
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
-    build_user: str | None = None  # default: nobody when dokuend runs as root, else none
+    build_uids: tuple[int, int] | None = DEFAULT_BUILD_UIDS  # None: builds as dokuend's user
     backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (storage.py)
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
     # The AWS variables (AWS_KEYS) for an S3 target: secrets, so never in a repr or a log.
@@ -56,12 +58,10 @@ class Settings:
         return environ
 
     @property
-    def build_account(self) -> str | None:
-        """Who builds run as: none of their own (dokuend's user) unless dokuend is root, which
-        never runs an app's build code itself. ``DOKUEN_BUILD_USER=root`` insists."""
-        if self.build_user is not None:
-            return None if self.build_user == "root" and os.geteuid() == 0 else self.build_user
-        return "nobody" if os.geteuid() == 0 else None
+    def isolated_builds(self) -> bool:
+        """Root never runs an app's build code as itself: each app builds as a uid of its
+        own from ``DOKUEN_BUILD_UIDS`` (``off``: as root after all)."""
+        return self.build_uids is not None and os.geteuid() == 0
 
     @property
     def listen_port(self) -> int:
@@ -130,14 +130,15 @@ def _address(key: str, text: str) -> str:
         raise SettingsError(f"{key}={text!r} is not an IP address like 127.0.0.1") from None
 
 
-def _user(key: str, text: str) -> str:
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", text):
-        raise SettingsError(f"{key}={text!r} is not a user name")
-    try:
-        pwd.getpwnam(text)
-    except KeyError:
-        raise SettingsError(f"{key}={text!r}: no such user (create it, or pick another)") from None
-    return text
+def _uid_range(key: str, text: str) -> tuple[int, int] | None:
+    if text == "off":
+        return None
+    match = re.fullmatch(r"([0-9]{4,10})-([0-9]{4,10})", text)
+    if match is None or not 1000 <= int(match[1]) <= int(match[2]) < 2**32 - 2:
+        raise SettingsError(
+            f"{key}={text!r} is not a range of unused uids like 2100000000-2100065535 (or off)"
+        )
+    return int(match[1]), int(match[2])
 
 
 def _url(key: str, text: str) -> str:
@@ -168,7 +169,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_TIMEOUT": ("build_timeout", _at_least(float, 1)),
     "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
-    "DOKUEN_BUILD_USER": ("build_user", _user),
+    "DOKUEN_BUILD_UIDS": ("build_uids", _uid_range),
     "DOKUEN_BACKUP_URL": ("backup_url", _text),
     "DOKUEN_BACKUP_ENDPOINT_URL": ("backup_endpoint_url", _url),
 }

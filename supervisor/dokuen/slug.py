@@ -14,7 +14,7 @@ from dokuen.errors import DokuenError
 from dokuen.logmux import LogMux
 from dokuen.procfile import Procfile, read_procfile
 from dokuen.settings import Settings
-from dokuen.store import AppDir, write_atomic
+from dokuen.store import AppDir, Store, write_atomic
 
 Say = Callable[[str], Awaitable[None]]
 
@@ -103,11 +103,12 @@ async def make_release(
     began = time.monotonic()
     try:
         await transcript.write(f"-----> Building {app} {release.name} from {commit or source}\n")
+        uid = None
+        if settings.isolated_builds and settings.build_uids is not None:
+            store = Store(settings.home)
+            uid = await anyio.to_thread.run_sync(store.build_uid, app, *settings.build_uids)
         limits = Limits(
-            settings.build_timeout,
-            settings.build_memory_mib,
-            settings.build_processes,
-            settings.build_account,
+            settings.build_timeout, settings.build_memory_mib, settings.build_processes, uid
         )
         job = Job(
             app,

@@ -8,7 +8,6 @@ loop like any readable file. Elsewhere the loop's subprocess support does both.
 
 import contextlib
 import os
-import pwd
 import re
 import shlex
 import signal
@@ -175,7 +174,7 @@ class _Options(TypedDict):
     stdout: int
     stderr: int
     start_new_session: bool
-    user: str | None
+    user: int | None
     group: int | None
     extra_groups: list[int] | None
 
@@ -196,11 +195,11 @@ class OsSpawner:
         env: Mapping[str, str],
         cwd: Path,
         *,
-        user: str | None = None,
+        user: int | None = None,
         profile: bool = True,
     ) -> "PidfdChild | LoopChild":
         """Start ``command``; with ``profile``, after what the release's buildpacks left to
-        source (``with_profile``); as ``user`` (and its group, no others) when given."""
+        source (``with_profile``); as uid ``user`` (gid the same number, no other groups)."""
         argv = ["/bin/sh", "-c", with_profile(command, cwd) if profile else exec_form(command)]
         options = _Options(
             env=dict(env),
@@ -210,7 +209,7 @@ class OsSpawner:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             user=user,
-            group=None if user is None else pwd.getpwnam(user).pw_gid,
+            group=user,
             extra_groups=None if user is None else [],
         )
         child: PidfdChild | LoopChild

@@ -14,6 +14,7 @@ Every function here is blocking file I/O: the daemon calls them off the event lo
 they may be slow (copies, deletes).
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -79,6 +80,10 @@ class AppDir:
     @property
     def repo(self) -> Path:
         return self.root / "repo.git"
+
+    @property
+    def build_uid_file(self) -> Path:
+        return self.root / "build-uid"
 
     @property
     def stopped_marker(self) -> Path:
@@ -161,16 +166,45 @@ class Store:
         self.apps_root.mkdir(parents=True, exist_ok=True)
         staging = self.apps_root / f".{name}.new"
         shutil.rmtree(staging, ignore_errors=True)
-        (staging / "env").mkdir(parents=True)
+        (staging / "env").mkdir(mode=0o700, parents=True)
         (staging / "releases").mkdir()
         if prepare is not None:
             prepare(AppDir(staging))
         staging.rename(app.root)
         return app
 
-    def destroy(self, name: str) -> None:
-        """Remove every file of the app: renamed away first, so it vanishes at once."""
+    @property
+    def build_uids(self) -> Path:
+        """One file per uid given to an app's builds, holding the app's name."""
+        return self.home / "build-uids"
+
+    def build_uid(self, name: str, first: int, last: int) -> int:
+        """The uid the app's builds run as: given on its first build, and its alone (the
+        file for the uid is made with O_EXCL, so two apps never get the same one)."""
         app = self.app(name)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            return int(app.build_uid_file.read_text(encoding="ascii"))
+        self.build_uids.mkdir(mode=0o700, exist_ok=True)
+        for uid in range(first, last + 1):
+            try:
+                claim = os.open(self.build_uids / str(uid), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            except FileExistsError:
+                continue
+            with os.fdopen(claim, "w", encoding="utf-8") as handle:
+                handle.write(f"{name}\n")
+            write_atomic(app.build_uid_file, f"{uid}\n")
+            return uid
+        raise Conflict(f"every build uid in {first}-{last} is taken (widen DOKUEN_BUILD_UIDS)")
+
+    def destroy(self, name: str) -> None:
+        """Remove every file of the app: renamed away first, so it vanishes at once. Its
+        build uid is free again."""
+        app = self.app(name)
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            uid = int(app.build_uid_file.read_text(encoding="ascii"))
+            claim = self.build_uids / str(uid)
+            if claim.read_text(encoding="utf-8").strip() == name:
+                claim.unlink()
         doomed = self.apps_root / f".{name}.destroyed"
         shutil.rmtree(doomed, ignore_errors=True)
         app.root.rename(doomed)

@@ -77,7 +77,7 @@ class Dokuen:
             "DOKUEN_NGINX": "off",  # tests of nginx turn it on, on a port of their own
             # pytest's temporary directories are private to root: builds run as root here,
             # except in the test of the build user.
-            **({"DOKUEN_BUILD_USER": "root"} if os.geteuid() == 0 else {}),
+            **({"DOKUEN_BUILD_UIDS": "off"} if os.geteuid() == 0 else {}),
             **self.extra_env,
         }
 

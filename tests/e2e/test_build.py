@@ -4,6 +4,7 @@ isolated subprocesses, and only a complete build becomes a release."""
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import textwrap
@@ -283,21 +284,42 @@ def open_home() -> Iterator[Path]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to a build user")
-def test_as_root_builds_run_as_an_unprivileged_user(open_home: Path) -> None:
+def test_as_root_each_app_builds_as_a_uid_of_its_own(open_home: Path) -> None:
     daemon = Dokuen(home=open_home / "home", ports=free_port_block())
-    daemon.extra_env["DOKUEN_BUILD_USER"] = "nobody"
+    daemon.extra_env["DOKUEN_BUILD_UIDS"] = "2100001000-2100001009"
     daemon.start()
+    marker = f"96{os.getpid() % 1000:03d}1"
     try:
         pack = buildpack(
-            open_home / "bp", 'echo "-----> building as uid $(id -u)"; touch "$1/made"'
+            open_home / "bp",
+            f"""
+            echo "-----> building as uid $(id -u) gid $(id -g) groups $(id -G)"
+            touch "$1/made"
+            cat "{daemon.home}/apps/victim/env/SECRET" || echo "-----> no secret for me"
+            setsid env HOME=/ sleep {marker} >/dev/null 2>&1 &
+            """,
         )
-        daemon.ctl("apps:create", "blog")
-        daemon.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
-        result = daemon.deploy("blog", web_app(open_home / "src"))
-        assert "-----> building as uid 65534" in result.stdout
-        made = daemon.home / "apps/blog/releases/v1/made"
-        assert made.stat().st_uid == 0  # handed back: no later build can change the release
-        wait_for(lambda: daemon.running("blog", 1), "the app built by nobody")
+        for app in ("victim", "spy"):
+            daemon.ctl("apps:create", app)
+            daemon.ctl("config:set", app, f"BUILDPACK_URL={pack}", "SECRET=hunter2")
+        victim = daemon.deploy("victim", web_app(open_home / "src"))
+        spy = daemon.deploy("spy", web_app(open_home / "src"))
+        uid = 2100001000
+        assert f"-----> building as uid {uid} gid {uid} groups {uid}" in victim.stdout
+        assert f"-----> building as uid {uid + 1} gid {uid + 1} groups {uid + 1}" in spy.stdout
+        assert "hunter2" not in victim.stdout + spy.stdout
+        assert "-----> no secret for me" in spy.stdout
+        # Handed back to root: no later build can change a release.
+        assert (daemon.home / "apps/victim/releases/v1/made").stat().st_uid == 0
+        assert (daemon.home / "apps/victim/cache").stat().st_uid == uid
+        env = daemon.home / "apps/victim/env"
+        assert stat.S_IMODE(env.stat().st_mode) == 0o700
+        assert stat.S_IMODE((env / "SECRET").stat().st_mode) == 0o600
+        # Whatever a build started is gone with it, even with another HOME in a new session.
+        assert not leftover_processes(f"sleep {marker}")
+        wait_for(lambda: daemon.running("victim", 1), "the app built by its own uid")
+        daemon.ctl("apps:destroy", "spy", "--confirm", "spy")
+        assert sorted(p.name for p in (daemon.home / "build-uids").iterdir()) == [str(uid)]
     finally:
         daemon.terminate()
 
