@@ -59,6 +59,11 @@ class Runtime:
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
 
 
+async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+    await event()
+    scope.cancel()
+
+
 def _nothing() -> None:
     pass
 
@@ -73,6 +78,7 @@ class App:
         self._slots: dict[str, ProcessSlot] = {}
         self._lock = anyio.Lock()
         self._building = anyio.Lock()  # one build at a time; other operations go on
+        self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
         self._closed = False
         self._runs = 0  # one-off processes started, to number them run.N
         self._scope = anyio.CancelScope()
@@ -92,6 +98,10 @@ class App:
 
     async def close(self) -> None:
         """Stop every process, then end the app's task; later operations raise NotFound."""
+        for deploy in self._preparing:  # builds and release phases under way are called off
+            deploy.cancel()
+        async with self._building:  # and have cleaned up after themselves
+            pass
         async with self._exclusive():
             self._closed = True
             await self._stop_slots(list(self._slots.values()))
@@ -162,24 +172,82 @@ class App:
 
     # -- operations ------------------------------------------------------------------
 
-    async def deploy(self, source: Path, say: Say, commit: str | None = None) -> str:
+    async def deploy(
+        self,
+        source: Path,
+        say: Say,
+        commit: str | None = None,
+        hung_up: Callable[[], Awaitable[None]] = anyio.sleep_forever,
+    ) -> str:
         """Build a new release from ``source`` and replace the running processes with it.
 
         The build runs beside the serving release (other operations on the app go on); one
         build at a time per app. A bad Procfile, a failed build or a failed release command
-        raise DokuenError, and the running release keeps running.
+        raise DokuenError, and the running release keeps running. Until the switch begins,
+        the deploy is called off when the requester hangs up (``hung_up`` returns: a git push
+        that was interrupted must not go live) or the app is destroyed.
         """
         if not source.is_dir():
             raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
         if (source / "Procfile").exists():
             read_procfile(source)  # fail fast, before copying or building anything
+        if self.runtime.builder is None:
+            raise DokuenError("this dokuend cannot build (it runs without real processes)")
+        builder = self.runtime.builder
+        with anyio.CancelScope() as preparing:
+            self._preparing.add(preparing)
+            try:
+                release = await self._prepare(builder, source, commit, say, hung_up, preparing)
+            finally:
+                self._preparing.discard(preparing)
+        if preparing.cancelled_caught:
+            self.runtime.mux.event(self.name, "deploy called off before it went live")
+            raise DokuenError(
+                f"the deploy of {self.name} was called off before it went live (the app was "
+                "destroyed, or the push or command was interrupted); the running release "
+                "keeps serving"
+            )
+        async with self._exclusive():
+            await self._switch_to(release, "deploy", say)
+            pruned = await anyio.to_thread.run_sync(
+                releases.prune, self.dir, self.runtime.settings.keep_releases
+            )
+            for old in pruned:
+                log.info("release.pruned", app=self.name, release=old.name)
+            self.runtime.mux.event(self.name, f"deployed {release.name}")
+            await say(f"-----> Released {release.name}")
+            return release.name
+
+    async def _prepare(
+        self,
+        builder: Builder,
+        source: Path,
+        commit: str | None,
+        say: Say,
+        hung_up: Callable[[], Awaitable[None]],
+        scope: anyio.CancelScope,
+    ) -> releases.Release:
+        """Build the release and run its release phase; a hang-up cancels ``scope``."""
+        failure: DokuenError | None = None
+        async with anyio.create_task_group() as watchers:
+            watchers.start_soon(_cancel_when, hung_up, scope)
+            try:
+                release = await self._build_and_release(builder, source, commit, say)
+            except DokuenError as exc:  # raised below: a task group would wrap it in a group
+                failure = exc
+            watchers.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return release
+
+    async def _build_and_release(
+        self, builder: Builder, source: Path, commit: str | None, say: Say
+    ) -> releases.Release:
         async with self._building:
             if self._closed:
                 raise NotFound(f"app {self.name!r} was destroyed")
-            if self.runtime.builder is None:
-                raise DokuenError("this dokuend cannot build (it runs without real processes)")
             release = await make_release(
-                self.runtime.builder,
+                builder,
                 self.dir,
                 self.runtime.settings,
                 self.config(),
@@ -192,15 +260,7 @@ class App:
             procfile = release.procfile()
             if "release" in procfile.types:
                 await self._release_phase(release, procfile.command("release"), say)
-            await self._switch_to(release, "deploy", say)
-            pruned = await anyio.to_thread.run_sync(
-                releases.prune, self.dir, self.runtime.settings.keep_releases
-            )
-            for old in pruned:
-                log.info("release.pruned", app=self.name, release=old.name)
-            self.runtime.mux.event(self.name, f"deployed {release.name}")
-            await say(f"-----> Released {release.name}")
-            return release.name
+        return release
 
     async def rollback(self, target: str | None, say: Say) -> str:
         """Run an earlier release again (the one before the current, or ``vN``): no build,
@@ -241,10 +301,22 @@ class App:
         async def indented(text: str) -> None:
             await say("".join(f"       {line}\n" for line in text.splitlines()).rstrip("\n"))
 
-        status = await self._one_off(spec, release, indented, anyio.sleep_forever)
+        limit = self.runtime.settings.build_timeout
+        status: int | None = None
+        try:
+            with anyio.move_on_after(limit):
+                status = await self._one_off(spec, release, indented, anyio.sleep_forever)
+        finally:
+            if status != 0:  # failed, too slow, or cancelled: the release never happened
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(releases.discard, release)
+                    self.runtime.mux.event(self.name, f"release command of {release.name} failed")
+        if status is None:
+            raise DokuenError(
+                f"the release command of {release.name} took longer than {limit:g} s "
+                "(DOKUEN_BUILD_TIMEOUT) and was killed; the running release keeps serving"
+            )
         if status != 0:
-            await anyio.to_thread.run_sync(releases.discard, release)
-            self.runtime.mux.event(self.name, f"release command of {release.name} failed")
             raise DokuenError(
                 f"the release command of {release.name} exited with code {status}; "
                 "nothing was changed, the running release keeps serving"
@@ -302,19 +374,24 @@ class App:
             child = await self.runtime.spawner(spec.command, env, release.path)
             mux.event(self.name, f"{spec.name} started for one command, pid {child.pid}")
             status = -signal.SIGKILL
-            async with anyio.create_task_group() as tg:
+            try:
+                async with anyio.create_task_group() as tg:
 
-                async def watch() -> None:
-                    await hung_up()
+                    async def watch() -> None:
+                        await hung_up()
+                        child.signal_group(signal.SIGKILL)
+
+                    tg.start_soon(watch)
+                    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                    while chunk := await child.read(1 << 16):
+                        await say(decoder.decode(chunk))
+                    status = await child.wait()
+                    tg.cancel_scope.cancel()
+            finally:  # cancelled (a deadline, the daemon stopping): the command goes too
+                with anyio.CancelScope(shield=True):
                     child.signal_group(signal.SIGKILL)
-
-                tg.start_soon(watch)
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                while chunk := await child.read(1 << 16):
-                    await say(decoder.decode(chunk))
-                status = await child.wait()
-                tg.cancel_scope.cancel()
-            await child.aclose()
+                    await child.wait()
+                    await child.aclose()
         finally:
             self.runtime.ports.release(port)
         mux.event(self.name, f"{spec.name} {describe_exit(status)}")

@@ -459,7 +459,7 @@ class Daemon:
         commit = args.get("commit")
         if commit is not None and not re.fullmatch(r"[0-9a-f]{40}", _text(args, "commit")):
             raise ProtocolError("argument 'commit' must be a full 40-hex commit id")
-        release = await app.deploy(source, _speaker(out), commit)
+        release = await app.deploy(source, _speaker(out), commit, out.wait_closed)
         await self._sync_proxy()
         return {"release": release}
 

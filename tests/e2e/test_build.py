@@ -4,6 +4,7 @@ isolated subprocesses, and only a complete build becomes a release."""
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import (
+    BIN,
     ENVSERVER,
     Dokuen,
     free_port_block,
@@ -352,3 +354,61 @@ def test_a_static_site_needs_no_procfile(dokuen: Dokuen, tmp_path: Path) -> None
         urllib.request.urlopen(f"http://127.0.0.1:{web['port']}/.env", timeout=5)
     hidden.value.close()
     assert hidden.value.code == 404
+
+
+def slow_deploy(dokuen: Dokuen, tmp_path: Path, marker: str) -> subprocess.Popen[str]:
+    """Start a deploy whose compile runs ``sleep MARKER``; return once the build is under way."""
+    pack = buildpack(tmp_path / "slow", f'echo "-----> compiling"; sleep {marker}')
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    wait_for(lambda: dokuen.running("blog", 1), "v1 restarted with the config")
+    deploy = subprocess.Popen(
+        [str(BIN / "dokuenctl"), "deploy", "blog", str(web_app(tmp_path / "src2"))],
+        env=dokuen.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: leftover_processes(f"sleep {marker}"), "the build to be under way")
+    return deploy
+
+
+def test_an_interrupted_deploy_never_goes_live(dokuen: Dokuen, tmp_path: Path) -> None:
+    dokuen.deploy("blog", web_app(tmp_path / "src"))
+    marker = f"95{os.getpid() % 1000:03d}1"
+    deploy = slow_deploy(dokuen, tmp_path, marker)
+    (serving,) = dokuen.ps("blog")
+    deploy.send_signal(signal.SIGINT)  # as a pusher's Ctrl-C reaches the hook
+    deploy.communicate(timeout=30)
+    wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build to be killed", 10)
+    wait_for(lambda: "called off before it went live" in dokuen.log(), "the deploy called off")
+    assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
+        "v1"
+    ]
+    assert [row["pid"] for row in dokuen.ps("blog")] == [serving["pid"]]
+
+
+def test_destroying_an_app_calls_off_its_build(dokuen: Dokuen, tmp_path: Path) -> None:
+    dokuen.deploy("blog", web_app(tmp_path / "src"))
+    marker = f"95{os.getpid() % 1000:03d}2"
+    deploy = slow_deploy(dokuen, tmp_path, marker)
+    dokuen.ctl("apps:destroy", "blog", "--confirm", "blog")
+    _, stderr = deploy.communicate(timeout=30)
+    assert deploy.returncode == 1
+    assert "error: the deploy of blog was called off before it went live" in stderr
+    assert not leftover_processes(f"sleep {marker}")
+    assert not (dokuen.home / "apps/blog").exists()
+    dokuen.ctl("apps:create", "blog")  # the name is free again
+
+
+def test_a_release_command_past_the_time_limit_is_killed(dokuen: Dokuen, tmp_path: Path) -> None:
+    restarted(dokuen, DOKUEN_BUILD_TIMEOUT="2")
+    marker = f"95{os.getpid() % 1000:03d}3"
+    source = write_app(tmp_path / "src", f"web: python3 envserver.py\nrelease: sleep {marker}\n")
+    result = dokuen.deploy_result("blog", source)
+    assert result.returncode == 1
+    assert "the release command of v1 took longer than 2 s (DOKUEN_BUILD_TIMEOUT)" in (
+        result.stderr
+    )
+    assert not leftover_processes(f"sleep {marker}")
+    assert dokuen.ctl("releases", "blog", "--json").stdout.strip() == "[]"
+    assert dokuen.ps("blog") == []
