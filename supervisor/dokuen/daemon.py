@@ -674,7 +674,8 @@ class Daemon:
         key = check_ssh_key_name(_text(args, "key"))
         command = _text(args, "line")[:1000]
         if args.get("allowed") is True:
-            log.info("ssh.command", key=key, command=command)
+            # Three words at most (dokuenctl config:set blog): the rest may be secrets.
+            log.info("ssh.command", key=key, command=" ".join(command.split()[:3]))
         else:
             log.warning("ssh.refused", key=key, command=command, reason=args.get("reason"))
         return None

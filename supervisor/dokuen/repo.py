@@ -52,6 +52,9 @@ def render_hooks(entrypoint: Entrypoint) -> dict[str, str]:
     }
 
 
+EXPORT_AS_COMMITTED = "* -export-ignore -export-subst\n"
+
+
 def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
     """Make ``path`` a bare repository (default branch main) unless it is one, and make its
     ``hooks`` (name -> script). Returns True when the repository was created.
@@ -68,6 +71,11 @@ def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
         _init_bare(staging)
         staging.rename(path)
         created = True
+    # A deploy is the commit's tree as committed: .gitattributes must not leave files out
+    # (export-ignore) or rewrite them (export-subst) on the way out of `git archive`.
+    (path / "info").mkdir(exist_ok=True)
+    if not (path / "info" / "attributes").is_file():
+        write_atomic(path / "info" / "attributes", EXPORT_AS_COMMITTED)
     (path / "hooks").mkdir(exist_ok=True)
     for name, script in hooks.items():
         hook = path / "hooks" / name

@@ -116,6 +116,25 @@ def test_a_failing_buildpack_rejects_the_push_and_a_good_one_records_the_commit(
     assert release_names(dokuen, "blog") == ["v1"]
 
 
+def test_a_push_deploys_the_tree_as_committed_whatever_gitattributes_says(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    dokuen.ctl("apps:create", "blog")
+    work = Work.create(tmp_path / "blog", WEB)
+    work.commit(
+        "attributes",
+        {
+            ".gitattributes": "kept.txt export-ignore\nversion.txt export-subst\n",
+            "version.txt": "v=$Format:%H$\n",
+            "kept.txt": "kept\n",
+        },
+    )
+    assert work.push(str(repo_of(dokuen, "blog")), "main").returncode == 0
+    release = dokuen.home / "apps/blog/releases/v1"
+    assert (release / "kept.txt").read_text() == "kept\n"
+    assert (release / "version.txt").read_text() == "v=$Format:%H$\n"
+
+
 def release_names(dokuen: Dokuen, app: str) -> list[str]:
     """The app's releases, newest first."""
     return [r["version"] for r in json.loads(dokuen.ctl("releases", app, "--json").stdout)]

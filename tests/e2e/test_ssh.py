@@ -163,6 +163,12 @@ def test_an_ssh_key_runs_dokuenctl_and_nothing_else(
     quoted = authorized.ssh("dokuenctl config:set blog 'GREETING=hello world; id'")
     assert quoted.returncode == 0, quoted.stderr
     assert dokuen.ctl("config:get", "blog", "GREETING").stdout == "hello world; id\n"
+    secret = authorized.ssh("dokuenctl config:set blog STRIPE_KEY=sk_live_s3cret")
+    assert secret.returncode == 0, secret.stderr
+    assert "sk_live_s3cret" not in dokuen.daemon_stderr()  # the audit line keeps 3 words
+    assert "dokuenctl config:set blog" in [
+        e["command"] for e in daemon_events(dokuen, "ssh.command")
+    ]
 
     canary = tmp_path / "canary"
     canary.mkdir()
