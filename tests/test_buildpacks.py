@@ -307,7 +307,9 @@ def test_static_web_process_serves_the_files(static_site: str) -> None:
     assert fetch(f"{static_site}/docs/guide.html") == (200, b"guide")
 
 
-@pytest.mark.parametrize("path", ["/.env", "/.profile.d/", "/%2eenv", "/docs/"])
+@pytest.mark.parametrize(
+    "path", ["/.env", "/.profile.d/", "/%2eenv", "/docs/", "//.env", "/docs/../.env?x=1"]
+)
 def test_static_web_process_hides_dotfiles_and_listings(static_site: str, path: str) -> None:
     assert fetch(f"{static_site}{path}")[0] == 404
 

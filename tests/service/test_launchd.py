@@ -62,7 +62,7 @@ def test_plistlib_reads_it_with_the_keys_launchd_needs(job: Job) -> None:
 
 def test_installing_unloads_an_earlier_job_then_loads_this_one() -> None:
     assert install_steps(DAEMON, "text") == [
-        Directory(STATE_DIR, 0o750),
+        Directory(STATE_DIR, 0o711),
         File(DAEMON_DIR / f"{LABEL}.plist", "text"),
         Command(("launchctl", "bootout", f"system/{LABEL}"), OnFailure.IGNORE),
         Command(("launchctl", "enable", f"system/{LABEL}")),

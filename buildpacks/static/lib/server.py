@@ -12,7 +12,6 @@ import http.server
 import io
 import os
 import sys
-import urllib.parse
 from typing import BinaryIO
 
 
@@ -20,8 +19,10 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
     """Files only: dotfiles and directory listings answer 404."""
 
     def send_head(self) -> io.BytesIO | BinaryIO | None:
-        path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-        if any(segment.startswith(".") for segment in path.split("/")):
+        # The file the request maps to, as http.server itself finds it: parsing the URL here
+        # instead would read "//.env" as a host name on Pythons before 3.11.1.
+        relative = os.path.relpath(self.translate_path(self.path), self.directory)
+        if relative != "." and any(part.startswith(".") for part in relative.split(os.sep)):
             self.send_error(http.HTTPStatus.NOT_FOUND)
             return None
         return super().send_head()

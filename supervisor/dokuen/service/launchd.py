@@ -66,7 +66,8 @@ def install_steps(job: Job, text: str) -> list[Step]:
     ``enable`` clears a ``disable`` left by an earlier ``launchctl disable``; ``bootstrap``
     loads the job and RunAtLoad starts it."""
     return [
-        Directory(job.home, 0o750 if job.domain == "system" else 0o700),
+        # 0711: root's builds run as each app's own uid and must pass through it.
+        Directory(job.home, 0o711 if job.domain == "system" else 0o700),
         File(job.path, text),
         Command(("launchctl", "bootout", job.target), OnFailure.IGNORE),
         Command(("launchctl", "enable", job.target)),
