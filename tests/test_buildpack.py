@@ -119,3 +119,10 @@ def test_the_build_environment_holds_only_what_the_api_names() -> None:
         "SOURCE_VERSION": "",
     }
     assert build_environment("/bin", Path("/h"), "ab" * 20)["SOURCE_VERSION"] == "ab" * 20
+
+
+def test_a_git_urls_password_is_never_shown() -> None:
+    source = parse_source("https://ci:t0ken@git.example.com/bp.git#v2", "BUILDPACK_URL")
+    assert source.shown == "https://ci:***@git.example.com/bp.git#v2"
+    assert source.git == ("https://ci:t0ken@git.example.com/bp.git", "v2")
+    assert parse_source("/srv/bp", "x").shown == "/srv/bp"

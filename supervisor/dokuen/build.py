@@ -83,10 +83,10 @@ class _Pack:
     def program(self, name: str) -> Path:
         program = self.path / "bin" / name
         if not program.is_file():
-            raise BuildError(f"buildpack {self.source.text}: it has no bin/{name}")
+            raise BuildError(f"buildpack {self.source.shown}: it has no bin/{name}")
         if not program.stat().st_mode & stat.S_IXUSR:
             raise BuildError(
-                f"buildpack {self.source.text}: bin/{name} is not executable "
+                f"buildpack {self.source.shown}: bin/{name} is not executable "
                 f"(chmod +x bin/{name} in the buildpack)"
             )
         return program
@@ -180,22 +180,23 @@ class Builder:
             return _Pack(source, source.local)
         url, ref = source.git
         target = job.workspace / "buildpacks" / str(index)
-        await say(f"-----> Fetching buildpack {source.text}")
+        await say(f"-----> Fetching buildpack {source.shown}")
         argv = ["git", "clone", "--quiet", "--depth", "1"]
         argv += [*(["--branch", ref] if ref else []), "--", url, str(target)]
         status, text = await self._step(job, argv, extra={"GIT_TERMINAL_PROMPT": "0"})
         if status != 0:
-            raise BuildError(f"cannot fetch buildpack {source.text}: {text.strip()[-500:]}")
+            error = text.strip()[-500:].replace(url, Source(url).shown)
+            raise BuildError(f"cannot fetch buildpack {source.shown}: {error}")
         return _Pack(source, target)
 
     async def _detect(self, pack: _Pack, job: Job, *, explicit: bool) -> str:
         """The name bin/detect prints, or "" when it says no (an error when ``explicit``)."""
         status, text = await self._step(job, [str(pack.program("detect")), str(job.build_dir)])
         if status == 0:
-            return text.strip().splitlines()[0][:60] if text.strip() else pack.source.text
+            return text.strip().splitlines()[0][:60] if text.strip() else pack.source.shown
         if explicit:
             raise BuildError(
-                f"buildpack {pack.source.text} does not apply to this app (its bin/detect "
+                f"buildpack {pack.source.shown} does not apply to this app (its bin/detect "
                 f"exited with {status}{': ' + text.strip()[-300:] if text.strip() else ''})"
             )
         return ""

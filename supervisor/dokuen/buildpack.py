@@ -42,6 +42,11 @@ class Source:
         return Path(self.text) if self.text.startswith("/") else None
 
     @property
+    def shown(self) -> str:
+        """The reference as it may be printed: a git URL's password is left out."""
+        return re.sub(r"(://[^/@:\s]*):[^/@\s]*@", r"\1:***@", self.text)
+
+    @property
     def git(self) -> tuple[str, str | None]:
         url, _, ref = self.text.partition("#")
         return url, ref or None

@@ -457,8 +457,10 @@ class Daemon:
         if not source.is_absolute():
             raise ProtocolError("deploy needs an absolute directory path")
         commit = args.get("commit")
-        if commit is not None and not re.fullmatch(r"[0-9a-f]{40}", _text(args, "commit")):
-            raise ProtocolError("argument 'commit' must be a full 40-hex commit id")
+        if commit is not None and not re.fullmatch(
+            r"[0-9a-f]{40}|[0-9a-f]{64}", _text(args, "commit")
+        ):
+            raise ProtocolError("argument 'commit' must be a full commit id (SHA-1 or SHA-256)")
         release = await app.deploy(source, _speaker(out), commit, out.wait_closed)
         await self._sync_proxy()
         return {"release": release}
