@@ -9,11 +9,12 @@ import os
 import pwd
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
 
+from dokuen.conninfo import parse_url
 from dokuen.environment import DEFAULT_PATH
 from dokuen.errors import SettingsError
 from dokuen.nginx import check_domain
@@ -42,6 +43,12 @@ class Settings:
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
     build_user: str | None = None  # default: nobody when dokuend runs as root, else none
+    postgres: str = "auto"  # managed, external or off; auto: managed when it is installed
+    postgres_url: str | None = field(default=None, repr=False)  # external: holds a password
+    postgres_port: int = 5433  # the managed cluster's port on 127.0.0.1
+    postgres_bin: str | None = None  # default: the newest /usr/lib/postgresql/*/bin, or PATH
+    postgres_user: str | None = None  # default: postgres (else nobody) when dokuend is root
+    backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix
 
     @property
     def build_account(self) -> str | None:
@@ -97,6 +104,7 @@ def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], 
 
 
 NGINX_MODES = ("auto", "managed", "system", "off")
+POSTGRES_MODES = ("auto", "managed", "external", "off")
 
 
 def _choice(key: str, text: str, choices: tuple[str, ...]) -> str:
@@ -134,6 +142,11 @@ def _text(key: str, text: str) -> str:
     return text
 
 
+def _postgres_url(key: str, text: str) -> str:
+    parse_url(text, key)  # its errors never quote the URL: it holds a password
+    return text
+
+
 # Setting -> (Settings field, parser). DOKUEN_HOME and DOKUEN_SOCKET are read first, apart.
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_PORT_RANGE": ("port_range", lambda _key, text: parse_port_range(text)),
@@ -151,6 +164,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
     "DOKUEN_BUILD_USER": ("build_user", _user),
+    "DOKUEN_POSTGRES": ("postgres", lambda key, text: _choice(key, text, POSTGRES_MODES)),
+    "DOKUEN_POSTGRES_URL": ("postgres_url", _postgres_url),
+    "DOKUEN_POSTGRES_PORT": ("postgres_port", _port),
+    "DOKUEN_POSTGRES_BIN": ("postgres_bin", _text),
+    "DOKUEN_POSTGRES_USER": ("postgres_user", _user),
+    "DOKUEN_BACKUP_URL": ("backup_url", _text),
 }
 KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
 
@@ -193,4 +212,11 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
     changes = {
         field: parse(key, values[key]) for key, (field, parse) in _PARSERS.items() if key in values
     }
-    return dataclasses.replace(Settings(home=home, socket=socket), **changes)  # type: ignore[arg-type]
+    settings = dataclasses.replace(Settings(home=home, socket=socket), **changes)  # type: ignore[arg-type]
+    if settings.postgres == "external" and settings.postgres_url is None:
+        raise SettingsError(
+            "DOKUEN_POSTGRES=external needs DOKUEN_POSTGRES_URL "
+            "(postgres://ADMIN:PASSWORD@HOST:PORT/postgres, a role that may create roles "
+            "and databases)"
+        )
+    return settings
