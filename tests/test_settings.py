@@ -41,6 +41,18 @@ def test_defaults(tmp_path: Path) -> None:
         ("DOKUEN_KEEP_RELEASES", "1", "keep_releases", 1),
         ("DOKUEN_KEEP_RELEASES", "20", "keep_releases", 20),
         ("DOKUEN_APP_PATH", "/opt/bin:/usr/bin", "app_path", "/opt/bin:/usr/bin"),
+        ("DOKUEN_POSTGRES", "managed", "postgres", "managed"),
+        ("DOKUEN_POSTGRES", "off", "postgres", "off"),
+        ("DOKUEN_POSTGRES_PORT", "6543", "postgres_port", 6543),
+        (
+            "DOKUEN_POSTGRES_BIN",
+            "/usr/lib/postgresql/16/bin",
+            "postgres_bin",
+            "/usr/lib/postgresql/16/bin",
+        ),
+        ("DOKUEN_POSTGRES_USER", "nobody", "postgres_user", "nobody"),
+        ("DOKUEN_POSTGRES_URL", "postgres://a:b@db/x", "postgres_url", "postgres://a:b@db/x"),
+        ("DOKUEN_BACKUP_URL", "file:///srv/backups", "backup_url", "file:///srv/backups"),
     ],
 )
 def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value: object) -> None:
@@ -66,12 +78,32 @@ def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value
         ("DOKUEN_STOP_TIMEOUT", "-inf", "DOKUEN_STOP_TIMEOUT='-inf' must be at least 0"),
         ("DOKUEN_KEEP_RELEASES", "0", "DOKUEN_KEEP_RELEASES='0' must be at least 1"),
         ("DOKUEN_APP_PATH", "", "DOKUEN_APP_PATH is empty"),
+        ("DOKUEN_POSTGRES", "system", "DOKUEN_POSTGRES='system' is not one of auto, managed,"),
+        ("DOKUEN_POSTGRES_PORT", "0", "DOKUEN_POSTGRES_PORT='0' is not a TCP port"),
+        ("DOKUEN_POSTGRES_USER", "no-such-user-x", "DOKUEN_POSTGRES_USER='no-such-user-x': no"),
+        ("DOKUEN_POSTGRES_URL", "mysql://a:b@c/d", "DOKUEN_POSTGRES_URL must be a URL like"),
+        ("DOKUEN_BACKUP_URL", "", "DOKUEN_BACKUP_URL is empty"),
     ],
 )
 def test_bad_environment(tmp_path: Path, key: str, text: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({key: text}, tmp_path)
     assert str(info.value).startswith(message)
+
+
+def test_the_postgres_password_is_never_shown(tmp_path: Path) -> None:
+    url = "postgres://admin:hunter2@db.example/postgres"
+    settings = load_settings({"DOKUEN_POSTGRES": "external", "DOKUEN_POSTGRES_URL": url}, tmp_path)
+    assert settings.postgres_url == url
+    assert "hunter2" not in repr(settings)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"DOKUEN_POSTGRES_URL": url + "?password=hunter2"}, tmp_path)
+    assert "hunter2" not in str(info.value)
+
+
+def test_external_postgres_needs_its_url(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="DOKUEN_POSTGRES=external needs DOKUEN_POSTGRES_URL"):
+        load_settings({"DOKUEN_POSTGRES": "external"}, tmp_path)
 
 
 def test_other_environment_variables_are_ignored(tmp_path: Path) -> None:

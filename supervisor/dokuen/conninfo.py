@@ -6,7 +6,6 @@ environment variables, never argv: a password there shows in ``ps``) and to apps
 Passwords are secrets: ``repr`` leaves them out and no error message quotes a URL.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
@@ -123,11 +122,3 @@ def parse_url(url: str, name: str = "DOKUEN_POSTGRES_URL") -> ConnInfo:
         extra=tuple(extra),
     )
 
-
-def redact(text: str, secrets: Mapping[str, str]) -> str:
-    """``text`` with each secret value replaced by its name, for messages from tools that
-    may echo what they were given."""
-    for label, secret in secrets.items():
-        if secret:
-            text = text.replace(secret, label)
-    return text

@@ -78,12 +78,15 @@ class Database:
 def read_record(directory: AppDir) -> Database | None:
     """The app's database, or None when it has none."""
     try:
-        data = json.loads(directory.database_file.read_text(encoding="utf-8"))
-        record = Database(**data)
-        check_identifier(record.name)
+        text = directory.database_file.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except (ValueError, TypeError) as exc:
+    try:
+        record = Database(**json.loads(text))
+        check_identifier(record.name)
+        if not all(isinstance(value, str) for value in asdict(record).values()):
+            raise ValueError("a value is not text")
+    except (ValueError, TypeError, SettingsError) as exc:
         raise SettingsError(f"{directory.database_file}: not a database record ({exc})") from None
     return record
 
