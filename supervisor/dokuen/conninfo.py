@@ -121,4 +121,3 @@ def parse_url(url: str, name: str = "DOKUEN_POSTGRES_URL") -> ConnInfo:
         password=unquote(parts.password or ""),
         extra=tuple(extra),
     )
-

@@ -178,7 +178,11 @@ class Tools:
 
 
 def _last_lines(text: str, count: int = 3) -> str:
-    return " ".join(line.strip() for line in text.strip().splitlines()[-count:])
+    """What a PostgreSQL tool said went wrong: its ``error:`` and ``detail:`` lines (its
+    last lines if it wrote none)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    said = [line for line in lines if ": error: " in line or ": detail: " in line]
+    return " ".join(said[:count] or lines[-count:])
 
 
 class Backups:
