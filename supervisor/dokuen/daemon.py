@@ -151,10 +151,10 @@ class Daemon:
         }
         mux = self.runtime.mux
         self.postgres = Postgres(settings, spawner, mux)
-        databases = DatabaseCommands(
+        self.databases = DatabaseCommands(
             self.postgres, lambda: self.settings, self._app, mux, spawner, self._environ
         )
-        self._commands.update(databases.handlers())
+        self._commands.update(self.databases.handlers())
 
     def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
         """The managed nginx, or None (with the reason when nginx was asked for)."""
@@ -227,6 +227,7 @@ class Daemon:
                 await root.start(self.proxy.run)
             async with anyio.create_task_group() as apps:
                 self._apps_group = apps
+                await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
                 log.info(
                     "daemon.ready",

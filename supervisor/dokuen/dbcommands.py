@@ -18,7 +18,7 @@ from dokuen.app import App
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Output
 from dokuen.database import Database
-from dokuen.dumps import BackupError, Backups, Tools, summary
+from dokuen.dumps import BackupError, Backups, Manifest, Tools, summary
 from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, ProtocolError, Refused
 from dokuen.logmux import LogMux
 from dokuen.names import check_app_name, check_backup_id
@@ -202,7 +202,16 @@ class DatabaseCommands:
             return check_app_name(str(args.get("app")))
 
     async def capture(self, args: dict[str, Any], out: Output) -> Any:
-        app = self._find_app(args)
+        return summary(await self.capture_backup(self._find_app(args)), None)
+
+    async def capture_backup(self, app: App) -> Manifest:
+        """Take a backup of ``app``'s database now (what a schedule calls too).
+
+        Raises:
+            Conflict: another database operation of the app is under way.
+            DokuenError: no database, no target, or the dump or its upload failed (then
+                nothing was stored).
+        """
         backups = self._backups()
         async with self._exclusive(app.name, "capturing a backup"):
             record, login = await self._login(app)
@@ -214,7 +223,7 @@ class DatabaseCommands:
                 self._mux.event(app.name, f"backup failed: {exc}")
                 raise
             self._mux.event(app.name, f"backup {manifest.id} captured ({manifest.size} bytes)")
-        return summary(manifest, None)
+        return manifest
 
     async def restore(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find_app(args)

@@ -174,6 +174,7 @@ class ManagedCluster:
         self.accepting = False
         self.problem: str | None = None
         self.version: str | None = None
+        self.last_error: str | None = None  # why the last try to connect failed
         self._recent: deque[str] = deque(maxlen=20)
 
     def admin(self) -> ConnInfo:
@@ -349,7 +350,8 @@ class ManagedCluster:
                     cursor = await conn.execute("SHOW server_version")
                     row = await cursor.fetchone()
                 break
-            except DokuenError:
+            except DokuenError as exc:
+                self.last_error = str(exc)
                 await anyio.sleep(READY_POLL)
         self.version = str(row[0]).split()[0] if row else None  # 15.18, not its packager's
         self.accepting = True
@@ -440,19 +442,26 @@ class Postgres:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Hold the cluster's task until cancelled; start a cluster that exists already
-        and wait (a while) until it accepts connections, so apps find it at boot."""
+        """Hold the cluster's task until cancelled (cancellation stops it); start a cluster
+        that exists already."""
         async with anyio.create_task_group() as group:
             self._group = group
             cluster = self._cluster
             if cluster is not None and cluster.paths.initialized:
                 with contextlib.suppress(PostgresUnavailable):
                     await self._start()
-                    with anyio.move_on_after(READY_TIMEOUT):
-                        while not cluster.accepting and cluster.pid is not None:
-                            await anyio.sleep(READY_POLL)
             task_status.started()
             await anyio.sleep_forever()
+
+    async def settle(self) -> None:
+        """Wait (a while) until a cluster that is starting accepts connections or fails,
+        so that apps find it at boot."""
+        cluster = self._cluster
+        if cluster is None or not self._running:
+            return
+        with anyio.move_on_after(READY_TIMEOUT):
+            while not cluster.accepting and not (cluster.pid is None and cluster.problem):
+                await anyio.sleep(READY_POLL)
 
     async def _start(self) -> None:
         assert self._cluster is not None
@@ -501,9 +510,9 @@ class Postgres:
                     break  # waiting out its backoff: it is down, say why now
                 await anyio.sleep(READY_POLL)
         if not cluster.accepting:
+            why = cluster.problem or f"it does not accept connections ({cluster.last_error})"
             raise PostgresUnavailable(
-                f"PostgreSQL is not running: {cluster.problem or 'it did not accept connections'}"
-                f" (see: dokuenctl logs {POSTGRES_APP})"
+                f"PostgreSQL is not running: {why} (see: dokuenctl logs {POSTGRES_APP})"
             )
         return await anyio.to_thread.run_sync(cluster.admin)
 

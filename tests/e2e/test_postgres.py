@@ -227,6 +227,12 @@ def test_another_apps_backup_needs_force_and_apps_keep_to_their_databases(
     # Its backups outlive it.
     assert len(cluster.listing("source")) == 1
 
+    daemon.ctl("apps:create", "own")
+    daemon.ctl("config:set", "own", "DATABASE_URL=postgres://me@db.example/own")
+    refused = daemon.ctl("pg:create", "own", check=False)
+    assert refused.returncode == 1
+    assert "own already has a DATABASE_URL (unset it first" in refused.stderr
+
 
 def test_a_target_that_is_missing_or_refuses_writes_stores_nothing(cluster: Cluster) -> None:
     daemon = cluster.daemon
@@ -297,11 +303,12 @@ def test_one_capture_at_a_time_and_a_server_that_stops_mid_dump(cluster: Cluster
     assert not (cluster.backups / "busy").exists()
 
     # dokuend starts it again, and the next capture works.
-    wait_for(
-        lambda: cluster.postgres()["state"] == "running" and cluster.postgres()["pid"] != pid,
-        "PostgreSQL started again",
-        timeout=30,
-    )
+
+    def started_again() -> bool:
+        status = cluster.postgres()
+        return status["state"] == "running" and status["pid"] not in (None, pid)
+
+    wait_for(started_again, "PostgreSQL started again", timeout=30)
     daemon.ctl("backups:capture", "busy")
     (backup,) = cluster.listing("busy")
     assert backup["tables"] == {"public.t": 1000}
@@ -326,6 +333,40 @@ def test_the_cluster_starts_with_dokuend_and_stops_with_it(cluster: Cluster) -> 
         assert psutil.Process(status["pid"]).username() == "postgres"
     text = daemon.ctl("status").stdout
     assert f"postgres   managed, running, 127.0.0.1:{cluster.port}, pid {status['pid']}" in text
+
+
+def test_an_external_server_named_by_its_url(cluster: Cluster, tmp_path: Path) -> None:
+    """A second dokuend uses the first one's cluster as its external server."""
+    password = (cluster.daemon.home / "postgres" / "superuser.password").read_text().strip()
+    target = tmp_path / "backups"
+    target.mkdir()
+    daemon = Dokuen(
+        home=tmp_path / "home",
+        ports=free_port_block(),
+        extra_env={
+            "DOKUEN_POSTGRES": "external",
+            "DOKUEN_POSTGRES_URL": f"postgres://dokuen:{password}@127.0.0.1:{cluster.port}/",
+            "DOKUEN_BACKUP_URL": f"file://{target}",
+        },
+    )
+    daemon.start()
+    try:
+        status = daemon.ctl("status")
+        assert f"postgres   external, 127.0.0.1:{cluster.port}\n" in status.stdout
+        daemon.ctl("apps:create", "ext")
+        daemon.ctl("pg:create", "ext")
+        url = daemon.ctl("config:get", "ext", "DATABASE_URL").stdout.strip()
+        assert url.endswith(f"@127.0.0.1:{cluster.port}/app_ext")
+        sql(url, "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2)")
+        daemon.ctl("backups:capture", "ext")
+        daemon.ctl("backups:verify", "ext")
+        daemon.ctl("pg:destroy", "ext", "--confirm", "ext")
+        with pytest.raises(psycopg.OperationalError):
+            sql(url, "SELECT 1")
+    finally:
+        daemon.terminate()
+    assert password not in daemon.log()
+    assert password not in daemon.daemon_stderr()
 
 
 def test_without_postgresql_the_message_names_the_package(tmp_path: Path) -> None:
