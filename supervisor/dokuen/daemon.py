@@ -40,9 +40,9 @@ from dokuen.names import (
 )
 from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
-from dokuen.postgres import Postgres
+from dokuen.postgres import POSTGRES_APP, Postgres
 from dokuen.process import Clock, Spawner, SystemClock
-from dokuen.proxy import NginxProxy, find_nginx
+from dokuen.proxy import NGINX_APP, NginxProxy, find_nginx
 from dokuen.service.account import socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
@@ -542,7 +542,11 @@ class Daemon:
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:
         """The last N lines, then (with ``follow``) every new line until the client leaves."""
-        app = self._app(args).name if args.get("app") else None
+        name = args.get("app")
+        if name in (NGINX_APP, POSTGRES_APP) and name not in self.apps:
+            app: str | None = name  # the servers dokuend runs have lines of their own
+        else:
+            app = self._app(args).name if name else None
         process_type, index = None, None
         if args.get("ps"):
             process_type, index = parse_process_name(_text(args, "ps"))

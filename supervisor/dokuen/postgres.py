@@ -56,6 +56,12 @@ MAX_RESTART_DELAY = 30.0
 SOCKET_PATH_MAX = 107  # sun_path on Linux, less its terminating NUL
 SERVER_TOOLS = ("initdb", "postgres")
 CLIENT_TOOLS = ("pg_dump", "pg_restore", "psql")
+# Lines of the server's log that say why it stopped: its errors, but not those it sends
+# to sessions (our own probes while it starts, the sessions a shutdown ends).
+_SERVER_FAILURE = re.compile(
+    r"\b(?:FATAL|PANIC):  (?!the database system is (?:starting up|shutting down)"
+    r"|terminating connection due to administrator command)"
+)
 
 
 class PostgresUnavailable(DokuenError):
@@ -175,6 +181,8 @@ class ManagedCluster:
         self.problem: str | None = None
         self.version: str | None = None
         self.last_error: str | None = None  # why the last try to connect failed
+        self.attempts = 0  # lives begun
+        self._retry = anyio.Event()
         self._recent: deque[str] = deque(maxlen=20)
 
     def admin(self) -> ConnInfo:
@@ -207,8 +215,19 @@ class ManagedCluster:
                 delay = 0.5  # it ran a good while: this is a new failure, not a loop
             self._mux.event(POSTGRES_APP, f"{self.problem}; restarting in {delay:g}s")
             log.error("postgres.down", problem=self.problem, retry=delay)
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):
+                await self._retry.wait()  # or sooner, when a request wants it
+            self._retry = anyio.Event()
             delay = min(MAX_RESTART_DELAY, delay * 2)
+
+    def retry_now(self) -> None:
+        """Cut short the wait before the next start (the port may be free by now)."""
+        self._retry.set()
+
+    @property
+    def down(self) -> bool:
+        """Between two tries to start it, after one failed."""
+        return self.pid is None and self.problem is not None
 
     def _prepare(self) -> None:
         """Directories with the right owners; refuse paths PostgreSQL cannot use."""
@@ -273,6 +292,8 @@ class ManagedCluster:
     async def _life(self) -> str:
         """Run the postmaster once; return why it ended. Cancelled: stop it (fast)."""
         self.accepting = False
+        self.attempts += 1
+        self.problem = None
         await self._stop_stale()
         if not port_is_free(self.port):
             return (
@@ -322,7 +343,8 @@ class ManagedCluster:
                         self._mux.event(POSTGRES_APP, f"stopped ({describe_exit(status)})")
             tg.cancel_scope.cancel()
         assert status is not None  # from wait() or, on a stop, from _shutdown()
-        last = " / ".join(list(self._recent)[-2:])
+        said = [line for line in self._recent if _SERVER_FAILURE.search(line)]
+        last = " / ".join(said[-2:])
         return f"PostgreSQL {describe_exit(status)}" + (f": {last}" if last else "")
 
     async def _pump(
@@ -460,7 +482,7 @@ class Postgres:
         if cluster is None or not self._running:
             return
         with anyio.move_on_after(READY_TIMEOUT):
-            while not cluster.accepting and not (cluster.pid is None and cluster.problem):
+            while not cluster.accepting and not cluster.down:
                 await anyio.sleep(READY_POLL)
 
     async def _start(self) -> None:
@@ -504,10 +526,15 @@ class Postgres:
         if cluster is None:
             raise PostgresUnavailable(self._why_off())
         await self._start()
+        tried: int | None = None
         with anyio.move_on_after(READY_TIMEOUT):
             while not cluster.accepting:
-                if cluster.pid is None and cluster.problem is not None:
-                    break  # waiting out its backoff: it is down, say why now
+                if cluster.down:
+                    if tried is not None and cluster.attempts > tried:
+                        break  # it was tried again for us, and failed again: say why
+                    if tried is None:
+                        tried = cluster.attempts
+                        cluster.retry_now()
                 await anyio.sleep(READY_POLL)
         if not cluster.accepting:
             why = cluster.problem or f"it does not accept connections ({cluster.last_error})"
@@ -557,7 +584,7 @@ class Postgres:
             elif not self._running:
                 state = "not started" if cluster.paths.initialized else "not created yet"
             else:
-                state = "starting" if cluster.pid is not None else "down"
+                state = "down" if cluster.down else "starting"
             info.update(
                 state=state,
                 pid=cluster.pid,

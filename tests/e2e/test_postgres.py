@@ -331,6 +331,7 @@ def test_the_cluster_starts_with_dokuend_and_stops_with_it(cluster: Cluster) -> 
     assert sql(url, "SELECT n FROM t") == [(7,)]
     if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as the postgres user
         assert psutil.Process(status["pid"]).username() == "postgres"
+    assert "database system is ready to accept connections" in daemon.ctl("logs", "postgres").stdout
     text = daemon.ctl("status").stdout
     assert f"postgres   managed, running, 127.0.0.1:{cluster.port}, pid {status['pid']}" in text
 
@@ -403,3 +404,44 @@ def test_without_postgresql_the_message_names_the_package(tmp_path: Path) -> Non
             assert not (daemon.home / "postgres").exists()
         finally:
             daemon.terminate()
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+def test_a_dokuend_that_is_not_root_runs_its_cluster_as_itself() -> None:
+    """As under the systemd unit (the dokuen user): no user switch, no chown."""
+    top = Path(tempfile.mkdtemp(prefix="dokuen-pg-user-"))
+    top.chmod(0o755)
+    nobody = 65534
+    for directory in (top / "home", top / "backups"):
+        directory.mkdir()
+        os.chown(directory, nobody, nobody)
+    daemon = Dokuen(
+        home=top / "home",
+        ports=free_port_block(),
+        extra_env={
+            "DOKUEN_POSTGRES": "managed",
+            "DOKUEN_POSTGRES_PORT": str(free_port_block(1)[0]),
+            "DOKUEN_BACKUP_URL": f"file://{top / 'backups'}",
+        },
+        launcher=("setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"),
+    )
+    daemon.start()
+    try:
+        daemon.ctl("apps:create", "mine")
+        daemon.ctl("pg:create", "mine")
+        url = daemon.ctl("config:get", "mine", "DATABASE_URL").stdout.strip()
+        sql(url, "CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
+        daemon.ctl("backups:capture", "mine")
+        daemon.ctl("backups:verify", "mine")
+        pid = json.loads(daemon.ctl("status", "--json").stdout)["postgres"]["pid"]
+        assert psutil.Process(pid).uids().real == nobody
+        assert (daemon.home / "postgres" / "data").stat().st_uid == nobody
+        (dump,) = (top / "backups" / "mine" / "db").glob("*.dump")
+        assert dump.stat().st_uid == nobody
+        assert dump.stat().st_mode & 0o777 == 0o600
+    finally:
+        assert daemon.terminate() == 0
+        assert leftover_processes(str(daemon.home / "postgres" / "data")) == []
+        shutil.rmtree(top)
