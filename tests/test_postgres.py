@@ -1,15 +1,15 @@
 """Where PostgreSQL comes from: the mode DOKUEN_POSTGRES comes to, its programs, and the
 messages that name the package to install."""
 
-import os
-import pwd
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from dokuen.postgres import choose_mode, find_bindir, has_server, not_installed, unreachable_parent
+from dokuen.cluster import PostgresUnavailable
+from dokuen.logmux import LogMux
+from dokuen.postgres import Postgres, choose_mode, find_bindir, has_server, not_installed
+from dokuen.settings import load_settings
+from dokuen.spawn import OsSpawner
 
 
 @pytest.mark.parametrize(
@@ -60,17 +60,35 @@ def test_missing_postgresql_names_the_debian_package(tmp_path: Path) -> None:
     assert "apt install postgresql-client" in message
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs another user to look through")
-def test_unreachable_parent() -> None:
-    nobody = pwd.getpwnam("nobody")
-    top = Path(tempfile.mkdtemp(prefix="dokuen-reach-"))  # pytest's own are closed to others
-    try:
-        top.chmod(0o755)
-        closed = top / "closed"
-        (closed / "inner").mkdir(parents=True)
-        closed.chmod(0o700)
-        assert unreachable_parent(closed / "inner" / "run", nobody) == closed
-        closed.chmod(0o711)  # passing through is enough
-        assert unreachable_parent(closed / "inner" / "run", nobody) is None
-    finally:
-        shutil.rmtree(top)
+def daemon_postgres(tmp_path: Path, **environ: str) -> Postgres:
+    settings = load_settings(environ, tmp_path)
+    return Postgres(settings, OsSpawner(), LogMux(tmp_path / "log", 1 << 20, 1))
+
+
+@pytest.mark.anyio
+async def test_what_each_mode_answers_without_a_server(tmp_path: Path) -> None:
+    empty = fake_bindir(tmp_path / "empty")
+    off = daemon_postgres(tmp_path, DOKUEN_POSTGRES="off")
+    with pytest.raises(PostgresUnavailable, match=r"PostgreSQL is off \(DOKUEN_POSTGRES=off\)"):
+        await off.admin()
+    assert off.status() == {"mode": "off", "problem": None, "reason": None}
+
+    auto = daemon_postgres(tmp_path, DOKUEN_POSTGRES_BIN=str(empty))
+    assert auto.status()["mode"] == "off"
+    assert "apt install postgresql" in auto.status()["reason"]
+    assert auto.status()["problem"] is None  # off is what auto chose: nothing to fix
+
+    managed = daemon_postgres(tmp_path, DOKUEN_POSTGRES="managed", DOKUEN_POSTGRES_BIN=str(empty))
+    with pytest.raises(PostgresUnavailable, match=r"apt install postgresql\)"):
+        await managed.admin()
+    assert "apt install postgresql" in managed.status()["problem"]
+
+    url = "postgres://admin:hunter2@db.example:6543/postgres?sslmode=require"
+    external = daemon_postgres(tmp_path, DOKUEN_POSTGRES_URL=url, DOKUEN_POSTGRES_BIN=str(empty))
+    assert external.status() == {"mode": "external", "problem": None, "server": "db.example:6543"}
+    admin = await external.admin()
+    assert (admin.user, admin.password, admin.dbname) == ("admin", "hunter2", "postgres")
+    app = external.public("app_blog", "pw", "app_blog")
+    assert app.url() == "postgres://app_blog:pw@db.example:6543/app_blog?sslmode=require"
+    with pytest.raises(PostgresUnavailable, match=r"apt install postgresql-client\)"):
+        external.tool("pg_dump")

@@ -19,6 +19,7 @@ import structlog
 from dokuen import __version__, reaper, repo, sshkeys
 from dokuen.app import App, Runtime
 from dokuen.build import Builder
+from dokuen.cluster import POSTGRES_APP
 from dokuen.control import Output, serve
 from dokuen.dbcommands import DatabaseCommands
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
@@ -40,7 +41,7 @@ from dokuen.names import (
 )
 from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
-from dokuen.postgres import POSTGRES_APP, Postgres
+from dokuen.postgres import Postgres
 from dokuen.process import Clock, Spawner, SystemClock
 from dokuen.proxy import NGINX_APP, NginxProxy, find_nginx
 from dokuen.service.account import socket_group

@@ -15,6 +15,7 @@ import anyio
 
 from dokuen import database, releases
 from dokuen.app import App
+from dokuen.cluster import PostgresUnavailable
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Output
 from dokuen.database import Database
@@ -22,7 +23,7 @@ from dokuen.dumps import BackupError, Backups, Manifest, Tools, summary
 from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, ProtocolError, Refused
 from dokuen.logmux import LogMux
 from dokuen.names import check_app_name, check_backup_id
-from dokuen.postgres import Postgres, PostgresUnavailable
+from dokuen.postgres import Postgres
 from dokuen.settings import Settings
 from dokuen.spawn import OsSpawner
 from dokuen.storage import open_storage
