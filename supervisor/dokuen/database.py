@@ -180,6 +180,20 @@ async def destroy(admin: ConnInfo, name: str) -> None:
         await conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+async def end_sessions(admin: ConnInfo, name: str) -> int:
+    """End every session on database ``name`` (before a restore: one that holds a table in
+    an open transaction would keep it waiting for ever); returns how many."""
+    async with connect(admin) as conn:
+        ended = await (
+            await conn.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [check_identifier(name)],
+            )
+        ).fetchone()
+    return int(ended[0]) if ended else 0
+
+
 async def create_scratch(admin: ConnInfo, owner: str) -> str:
     """An empty database owned by ``owner`` for a verification; returns its name."""
     from psycopg import sql  # noqa: PLC0415

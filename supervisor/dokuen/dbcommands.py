@@ -247,8 +247,16 @@ class DatabaseCommands:
         async with self._exclusive(app.name, f"restoring backup {manifest.id}"):
             record, login = await self._login(app)
             self._mux.event(app.name, f"restoring backup {manifest.id} of {manifest.app}")
+
+            async def end_sessions() -> None:
+                """One that holds a table in an open transaction would keep the restore
+                waiting for ever (the app's processes restart after it anyway)."""
+                ended = await database.end_sessions(await self.postgres.admin(), record.name)
+                if ended:
+                    self._mux.event(app.name, f"ended {ended} session(s) of {record.name}")
+
             try:
-                await backups.restore(manifest, login)
+                await backups.restore(manifest, login, before=end_sessions)
             except DokuenError as exc:
                 self._mux.event(app.name, f"restore of {manifest.id} failed: {exc}")
                 raise

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -341,16 +341,23 @@ class Backups:
 
     # -- restore and verify ------------------------------------------------------------
 
-    async def restore(self, manifest: Manifest, login: ConnInfo) -> None:
+    async def restore(
+        self,
+        manifest: Manifest,
+        login: ConnInfo,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         """Restore the backup into the database ``login`` reaches, in one transaction:
         its tables are replaced, or (on any error) nothing changes. Objects made after
-        the backup stay.
+        the backup stay. ``before`` runs once the dump is here and checked, just before.
 
         Raises ChecksumMismatch or BackupError; the database is then as it was."""
         with self.tools.scratch() as work:
             dump = work / "backup.dump"
             await anyio.to_thread.run_sync(self.fetch, manifest, dump)
             await self._check_archive(dump)
+            if before is not None:
+                await before()
             await self._pg_restore(dump, login, clean=True)
 
     async def verify(self, manifest: Manifest, admin: ConnInfo, login: ConnInfo) -> Verification:

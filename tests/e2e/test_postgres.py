@@ -138,8 +138,16 @@ def test_an_app_reads_its_database_and_a_restore_brings_old_rows_back(cluster: C
     refused = daemon.ctl("backups:restore", "blog", check=False)
     assert refused.returncode == 1
     assert "confirm with: dokuenctl backups:restore blog [ID] --confirm blog" in refused.stderr
+    # A session in a transaction that read the table (and holds it) would block the
+    # restore: the restore ends it.
+    holder = psycopg.connect(url)
+    holder.execute("SELECT count(*) FROM posts")
     restored = daemon.ctl("backups:restore", "blog", backup["id"], "--confirm", "blog")
     assert f"restored backup {backup['id']} of blog into blog" in restored.stdout
+    assert "ended 1 session(s) of app_blog" in daemon.log()
+    with pytest.raises(psycopg.OperationalError):
+        holder.execute("SELECT 1")
+    holder.close()
     assert sql(url, "SELECT id, title FROM posts ORDER BY id") == [
         (1, "first"),
         (2, "second"),
