@@ -150,6 +150,9 @@ class ManagedCluster:
                 self.problem = await self._life()
             except (DokuenError, OSError) as exc:
                 self.problem = f"cannot start PostgreSQL: {exc}"
+            except Exception as exc:  # a bug here must not stop the daemon and its apps
+                log.exception("postgres.failed")
+                self.problem = f"internal error in dokuend: {exc!r}"
             if time.monotonic() - began > MAX_RESTART_DELAY:
                 delay = 0.5  # it ran a good while: this is a new failure, not a loop
             self._mux.event(POSTGRES_APP, f"{self.problem}; restarting in {delay:g}s")

@@ -200,6 +200,19 @@ async def create_scratch(admin: ConnInfo, owner: str) -> str:
 
     name = scratch_name()
     async with connect(admin) as conn:
+        # One a verification left when dokuend died: its app verifies one at a time, so
+        # any of the owner's is left over.
+        leftovers = await (
+            await conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'dokuen\\_verify\\_%%' "
+                "AND datdba = (SELECT oid FROM pg_roles WHERE rolname = %s)",
+                [check_identifier(owner)],
+            )
+        ).fetchall()
+        for (leftover,) in leftovers:
+            await conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(leftover))
+            )
         await conn.execute(
             sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(name), sql.Identifier(check_identifier(owner))

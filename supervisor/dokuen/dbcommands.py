@@ -24,6 +24,7 @@ from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, Protocol
 from dokuen.logmux import LogMux
 from dokuen.names import check_app_name, check_backup_id
 from dokuen.postgres import Postgres
+from dokuen.process import Spawner
 from dokuen.settings import Settings
 from dokuen.spawn import OsSpawner
 from dokuen.storage import open_storage
@@ -48,7 +49,7 @@ class DatabaseCommands:
         settings: Callable[[], Settings],
         find_app: Callable[[dict[str, Any]], App],
         mux: LogMux,
-        spawner: object,
+        spawner: Spawner,
         environ: Mapping[str, str],
     ) -> None:
         self.postgres = postgres

@@ -65,6 +65,10 @@ class Cluster:
         assert f"created database app_{app} for {app}" in created.stdout
         return self.daemon.ctl("config:get", app, "DATABASE_URL").stdout.strip()
 
+    def admin_url(self) -> str:
+        password = (self.daemon.home / "postgres" / "superuser.password").read_text().strip()
+        return f"postgres://dokuen:{password}@127.0.0.1:{self.port}/postgres"
+
     def listing(self, app: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = json.loads(self.daemon.ctl("backups", app, "--json").stdout)
         return found
@@ -175,6 +179,8 @@ def test_verify_restores_into_a_scratch_database_and_refuses_a_corrupt_backup(
     sql(url, "CREATE TABLE notes (body text); CREATE TABLE tags (name text)")
     sql(url, "INSERT INTO notes SELECT md5(g::text) FROM generate_series(1, 500) g")
     daemon.ctl("backups:capture", "notes")
+    # What a verification leaves when dokuend dies mid-way goes at the next one.
+    sql(cluster.admin_url(), "CREATE DATABASE dokuen_verify_left_over OWNER app_notes")
     verified = daemon.ctl("backups:verify", "notes")
     assert "is good: its checksum, its archive and the rows of its 2 tables match" in (
         verified.stdout
@@ -346,7 +352,8 @@ def test_the_cluster_starts_with_dokuend_and_stops_with_it(cluster: Cluster) -> 
 
 def test_an_external_server_named_by_its_url(cluster: Cluster, tmp_path: Path) -> None:
     """A second dokuend uses the first one's cluster as its external server."""
-    password = (cluster.daemon.home / "postgres" / "superuser.password").read_text().strip()
+    admin_url = cluster.admin_url()
+    password = admin_url.split(":")[2].split("@")[0]
     target = tmp_path / "backups"
     target.mkdir()
     daemon = Dokuen(
@@ -354,7 +361,7 @@ def test_an_external_server_named_by_its_url(cluster: Cluster, tmp_path: Path) -
         ports=free_port_block(),
         extra_env={
             "DOKUEN_POSTGRES": "external",
-            "DOKUEN_POSTGRES_URL": f"postgres://dokuen:{password}@127.0.0.1:{cluster.port}/",
+            "DOKUEN_POSTGRES_URL": admin_url,
             "DOKUEN_BACKUP_URL": f"file://{target}",
         },
     )
