@@ -45,6 +45,17 @@ def test_defaults(tmp_path: Path) -> None:
         ("DOKUEN_BUILD_MEMORY", "512", "build_memory_mib", 512),
         ("DOKUEN_BUILD_PROCESSES", "64", "build_processes", 64),
         ("DOKUEN_BUILD_UIDS", "3000000-3000099", "build_uids", (3000000, 3000099)),
+        ("DOKUEN_POSTGRES", "managed", "postgres", "managed"),
+        ("DOKUEN_POSTGRES", "off", "postgres", "off"),
+        ("DOKUEN_POSTGRES_PORT", "6543", "postgres_port", 6543),
+        (
+            "DOKUEN_POSTGRES_BIN",
+            "/usr/lib/postgresql/16/bin",
+            "postgres_bin",
+            "/usr/lib/postgresql/16/bin",
+        ),
+        ("DOKUEN_POSTGRES_USER", "nobody", "postgres_user", "nobody"),
+        ("DOKUEN_POSTGRES_URL", "postgres://a:b@db/x", "postgres_url", "postgres://a:b@db/x"),
     ],
 )
 def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value: object) -> None:
@@ -76,12 +87,32 @@ def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value
         ("DOKUEN_BUILD_UIDS", "0-99", "DOKUEN_BUILD_UIDS='0-99' is not a range of unused"),
         ("DOKUEN_BUILD_UIDS", "5000-4000", "DOKUEN_BUILD_UIDS='5000-4000' is not a range"),
         ("DOKUEN_BUILD_UIDS", "4294967295-4294967295", "DOKUEN_BUILD_UIDS='4294967295"),
+        ("DOKUEN_POSTGRES", "system", "DOKUEN_POSTGRES='system' is not one of auto, managed,"),
+        ("DOKUEN_POSTGRES_PORT", "0", "DOKUEN_POSTGRES_PORT='0' is not a TCP port"),
+        ("DOKUEN_POSTGRES_USER", "no-such-user-x", "DOKUEN_POSTGRES_USER='no-such-user-x': no"),
+        ("DOKUEN_POSTGRES_URL", "mysql://a:b@c/d", "DOKUEN_POSTGRES_URL must be a URL like"),
+        ("DOKUEN_BACKUP_URL", "", "DOKUEN_BACKUP_URL is empty"),
     ],
 )
 def test_bad_environment(tmp_path: Path, key: str, text: str, message: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings({key: text}, tmp_path)
     assert str(info.value).startswith(message)
+
+
+def test_the_postgres_password_is_never_shown(tmp_path: Path) -> None:
+    url = "postgres://admin:hunter2@db.example/postgres"
+    settings = load_settings({"DOKUEN_POSTGRES": "external", "DOKUEN_POSTGRES_URL": url}, tmp_path)
+    assert settings.postgres_url == url
+    assert "hunter2" not in repr(settings)
+    with pytest.raises(SettingsError) as info:
+        load_settings({"DOKUEN_POSTGRES_URL": url + "?password=hunter2"}, tmp_path)
+    assert "hunter2" not in str(info.value)
+
+
+def test_external_postgres_needs_its_url(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="DOKUEN_POSTGRES=external needs DOKUEN_POSTGRES_URL"):
+        load_settings({"DOKUEN_POSTGRES": "external"}, tmp_path)
 
 
 def test_other_environment_variables_are_ignored(tmp_path: Path) -> None:

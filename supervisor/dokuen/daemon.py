@@ -19,7 +19,9 @@ import structlog
 from dokuen import __version__, bundle, reaper, repo, sshkeys
 from dokuen.app import App, Runtime
 from dokuen.build import Builder
+from dokuen.cluster import POSTGRES_APP
 from dokuen.control import Output, serve
+from dokuen.dbcommands import DatabaseCommands
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
     Conflict,
@@ -40,8 +42,9 @@ from dokuen.names import (
 )
 from dokuen.nginx import Managed, Site, check_domain, listen_directive
 from dokuen.ports import PortPool
+from dokuen.postgres import Postgres
 from dokuen.process import Clock, Spawner, SystemClock
-from dokuen.proxy import NginxProxy, find_nginx
+from dokuen.proxy import NGINX_APP, NginxProxy, find_nginx
 from dokuen.receive import deploy_ref
 from dokuen.schedule import BackupResult, RunRecord, make_schedule
 from dokuen.scheduler import BackupScheduler
@@ -165,6 +168,12 @@ class Daemon:
             "backups:schedule": self.backups_schedule,
             "backups:capture-repo": self.backups_capture_repo,
         }
+        mux = self.runtime.mux
+        self.postgres = Postgres(settings, spawner, mux)
+        self.databases = DatabaseCommands(
+            self.postgres, lambda: self.settings, self._app, mux, spawner, self._environ
+        )
+        self._commands.update(self.databases.handlers())
 
     def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
         """The managed nginx, or None (with the reason when nginx was asked for)."""
@@ -214,34 +223,43 @@ class Daemon:
             await outer.start(self.runtime.mux.run)
             # Outside `root`: the pings go on while the apps stop, until the very end.
             outer.start_soon(self.service.keep_alive)
-            async with anyio.create_task_group() as root:
-                # Signals are handled outside `root`, so a second SIGTERM or ^C while the
-                # apps stop finds a handler, not the default action that would kill us.
-                outer.start_soon(self._handle_signals, root.cancel_scope)
-                listen = functools.partial(
-                    serve, group=socket_group(), warnings=self.backups.warnings
-                )
-                await root.start(listen, self.settings.socket, self.handle)
-                root.start_soon(self._reap_orphans)
-                if self.proxy is not None:
-                    await root.start(self.proxy.run)
-                async with anyio.create_task_group() as apps:
-                    self._apps_group = apps
-                    await self._restore()
-                    await root.start(self.backups.run)
-                    log.info(
-                        "daemon.ready",
-                        version=__version__,
-                        pid=os.getpid(),
-                        home=str(self.settings.home),
-                        apps=len(self.apps),
-                    )
-                    self.service.ready(self._status_line())
-                    root.start_soon(self.service.report_status, self._status_line)
-                    task_status.started()
-                    await anyio.sleep_forever()
+            # Outside `root` too: PostgreSQL starts before the apps and stops after them.
+            async with anyio.create_task_group() as services:
+                await services.start(self.postgres.run)
+                await self._run_root(outer, task_status)
+                services.cancel_scope.cancel()
             outer.cancel_scope.cancel()
         log.info("daemon.stopped")
+
+    async def _run_root(
+        self, outer: anyio.abc.TaskGroup, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """The control socket and the apps, until SIGTERM/SIGINT cancels them."""
+        async with anyio.create_task_group() as root:
+            # Signals are handled outside `root`, so a second SIGTERM or ^C while the
+            # apps stop finds a handler, not the default action that would kill us.
+            outer.start_soon(self._handle_signals, root.cancel_scope)
+            listen = functools.partial(serve, group=socket_group(), warnings=self.backups.warnings)
+            await root.start(listen, self.settings.socket, self.handle)
+            root.start_soon(self._reap_orphans)
+            if self.proxy is not None:
+                await root.start(self.proxy.run)
+            async with anyio.create_task_group() as apps:
+                self._apps_group = apps
+                await self.postgres.settle()  # apps that connect at boot find it up
+                await self._restore()
+                await root.start(self.backups.run)
+                log.info(
+                    "daemon.ready",
+                    version=__version__,
+                    pid=os.getpid(),
+                    home=str(self.settings.home),
+                    apps=len(self.apps),
+                )
+                self.service.ready(self._status_line())
+                root.start_soon(self.service.report_status, self._status_line)
+                task_status.started()
+                await anyio.sleep_forever()
 
     async def _restore(self) -> None:
         assert self._apps_group is not None
@@ -373,6 +391,7 @@ class Daemon:
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
             "nginx": self._nginx_status(),
+            "postgres": self.postgres.status(),
             "service": self.service.info(),
             "urls": {app.name: self._url(app) for app in self.apps.values()},
             "backups": {
@@ -441,6 +460,12 @@ class Daemon:
             raise InvalidName(
                 f"destroying {app.name!r} deletes its releases and config; "
                 f"confirm with: dokuenctl apps:destroy {app.name} --confirm {app.name}"
+            )
+        if app.dir.database_file.exists():
+            raise Conflict(
+                f"{app.name} has a PostgreSQL database; destroy it first (after a last "
+                f"dokuenctl backups:capture {app.name}, maybe): dokuenctl pg:destroy "
+                f"{app.name} --confirm {app.name}"
             )
         del self.apps[app.name]  # new requests for it fail from now on
         self.backups.forget(app.name)
@@ -551,7 +576,11 @@ class Daemon:
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:
         """The last N lines, then (with ``follow``) every new line until the client leaves."""
-        app = self._app(args).name if args.get("app") else None
+        name = args.get("app")
+        if name in (NGINX_APP, POSTGRES_APP) and name not in self.apps:
+            app: str | None = name  # the servers dokuend runs have lines of their own
+        else:
+            app = self._app(args).name if name else None
         process_type, index = None, None
         if args.get("ps"):
             process_type, index = parse_process_name(_text(args, "ps"))

@@ -15,6 +15,7 @@ CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 PROCESS_NAME = re.compile(r"(?P<type>[A-Za-z0-9_-]+)(?:\.(?P<index>[1-9][0-9]*))?")
 # Written unquoted into authorized_keys (a forced command's argument and the key's comment).
 SSH_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+BACKUP_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # the UTC time it was taken
 
 
 def check_app_name(name: str) -> str:
@@ -55,6 +56,15 @@ def check_ssh_key_name(name: str) -> str:
             "'-', starting with a letter or digit, e.g. alice@laptop)"
         )
     return name
+
+
+def check_backup_id(text: str) -> str:
+    """Return ``text`` if it is a backup id (``20261125T224400Z``), else raise InvalidName."""
+    if not BACKUP_ID.fullmatch(text):
+        raise InvalidName(
+            f"invalid backup id {text!r} (like 20261125T224400Z; list them: dokuenctl backups APP)"
+        )
+    return text
 
 
 def parse_process_name(text: str) -> tuple[str, int | None]:

@@ -6,13 +6,15 @@ import functools
 import ipaddress
 import math
 import os
+import pwd
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import dotenv_values
 
+from dokuen.conninfo import parse_url
 from dokuen.environment import DEFAULT_PATH
 from dokuen.errors import SettingsError
 from dokuen.nginx import check_domain
@@ -48,6 +50,11 @@ class Settings:
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
     # The AWS variables (AWS_KEYS) for an S3 target: secrets, so never in a repr or a log.
     aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
+    postgres: str = "auto"  # managed, external or off; auto: managed when it is installed
+    postgres_url: str | None = field(default=None, repr=False)  # external: holds a password
+    postgres_port: int = 5433  # the managed cluster's port on 127.0.0.1
+    postgres_bin: str | None = None  # default: the newest /usr/lib/postgresql/*/bin, or PATH
+    postgres_user: str | None = None  # default: postgres (else nobody) when dokuend is root
 
     @property
     def backup_environ(self) -> dict[str, str]:
@@ -109,6 +116,7 @@ def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], 
 
 
 NGINX_MODES = ("auto", "managed", "system", "off")
+POSTGRES_MODES = ("auto", "managed", "external", "off")
 
 
 def _choice(key: str, text: str, choices: tuple[str, ...]) -> str:
@@ -128,6 +136,16 @@ def _address(key: str, text: str) -> str:
         return str(ipaddress.ip_address(text))
     except ValueError:
         raise SettingsError(f"{key}={text!r} is not an IP address like 127.0.0.1") from None
+
+
+def _user(key: str, text: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", text):
+        raise SettingsError(f"{key}={text!r} is not a user name")
+    try:
+        pwd.getpwnam(text)
+    except KeyError:
+        raise SettingsError(f"{key}={text!r}: no such user (create it, or pick another)") from None
+    return text
 
 
 def _uid_range(key: str, text: str) -> tuple[int, int] | None:
@@ -153,6 +171,11 @@ def _text(key: str, text: str) -> str:
     return text
 
 
+def _postgres_url(key: str, text: str) -> str:
+    parse_url(text, key)  # its errors never quote the URL: it holds a password
+    return text
+
+
 # Setting -> (Settings field, parser). DOKUEN_HOME and DOKUEN_SOCKET are read first, apart.
 _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_PORT_RANGE": ("port_range", lambda _key, text: parse_port_range(text)),
@@ -172,6 +195,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_UIDS": ("build_uids", _uid_range),
     "DOKUEN_BACKUP_URL": ("backup_url", _text),
     "DOKUEN_BACKUP_ENDPOINT_URL": ("backup_endpoint_url", _url),
+    "DOKUEN_POSTGRES": ("postgres", lambda key, text: _choice(key, text, POSTGRES_MODES)),
+    "DOKUEN_POSTGRES_URL": ("postgres_url", _postgres_url),
+    "DOKUEN_POSTGRES_PORT": ("postgres_port", _port),
+    "DOKUEN_POSTGRES_BIN": ("postgres_bin", _text),
+    "DOKUEN_POSTGRES_USER": ("postgres_user", _user),
 }
 KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
 # The usual AWS variables, for an S3 backup target: taken as they are from dokuend.env or the
@@ -232,4 +260,11 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
     changes |= {
         field: parse(key, values[key]) for key, (field, parse) in _PARSERS.items() if key in values
     }
-    return dataclasses.replace(Settings(home=home, socket=socket), **changes)  # type: ignore[arg-type]
+    settings = dataclasses.replace(Settings(home=home, socket=socket), **changes)  # type: ignore[arg-type]
+    if settings.postgres == "external" and settings.postgres_url is None:
+        raise SettingsError(
+            "DOKUEN_POSTGRES=external needs DOKUEN_POSTGRES_URL "
+            "(postgres://ADMIN:PASSWORD@HOST:PORT/postgres, a role that may create roles "
+            "and databases)"
+        )
+    return settings

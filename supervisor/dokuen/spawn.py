@@ -8,8 +8,8 @@ loop like any readable file. Elsewhere the loop's subprocess support does both.
 
 import contextlib
 import os
+import pwd
 import re
-import shlex
 import signal
 import subprocess
 from collections.abc import Mapping
@@ -174,7 +174,7 @@ class _Options(TypedDict):
     stdout: int
     stderr: int
     start_new_session: bool
-    user: int | None
+    user: str | int | None
     group: int | None
     extra_groups: list[int] | None
 
@@ -201,6 +201,15 @@ class OsSpawner:
         """Start ``command``; with ``profile``, after what the release's buildpacks left to
         source (``with_profile``); as uid ``user`` (gid the same number, no other groups)."""
         argv = ["/bin/sh", "-c", with_profile(command, cwd) if profile else exec_form(command)]
+        return await self.exec(argv, env, cwd, user=user)
+
+    async def exec(
+        self, argv: list[str], env: Mapping[str, str], cwd: Path, *, user: str | int | None = None
+    ) -> "PidfdChild | LoopChild":
+        """Start the program ``argv`` itself, no shell between (what it is given, names and
+        all, is never parsed by one); the rest as for a command. ``user`` is a user name
+        (with its own group) or a uid (with the gid of the same number), no other groups."""
+        group = user if not isinstance(user, str) else pwd.getpwnam(user).pw_gid
         options = _Options(
             env=dict(env),
             cwd=cwd,
@@ -209,7 +218,7 @@ class OsSpawner:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             user=user,
-            group=user,
+            group=group,
             extra_groups=None if user is None else [],
         )
         child: PidfdChild | LoopChild
@@ -221,14 +230,31 @@ class OsSpawner:
         self.live.add(child.pid)
         return child
 
-    async def run(self, argv: list[str], cwd: Path) -> tuple[int, bytes]:
-        """Run a short helper command (``nginx -t``) to its end: its status and output.
+    async def run(
+        self,
+        argv: list[str],
+        cwd: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        user: str | int | None = None,
+    ) -> tuple[int, bytes]:
+        """Run a helper program (``nginx -t``, ``pg_dump``) to its end: its status and output.
 
-        Through this spawner, not the event loop's own, so the reaper knows it is ours."""
-        child = await self(f"exec {shlex.join(argv)}", {"PATH": os.defpath}, cwd, profile=False)
+        Through this spawner, not the event loop's own, so the reaper knows it is ours. If
+        the caller is cancelled, the program's group is killed and reaped before this returns.
+        """
+        child = await self.exec(argv, {"PATH": os.defpath} if env is None else env, cwd, user=user)
         chunks = []
-        while chunk := await child.read(1 << 16):
-            chunks.append(chunk)
-        status = await child.wait()
-        await child.aclose()
+        done = False
+        try:
+            while chunk := await child.read(1 << 16):
+                chunks.append(chunk)
+            status = await child.wait()
+            done = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                if not done:
+                    child.signal_group(signal.SIGKILL)
+                    await child.wait()
+                await child.aclose()
         return status, b"".join(chunks)

@@ -74,6 +74,7 @@ class DirectoryStorage:
             temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
             try:
                 with source.open("rb") as reader, temporary.open("wb") as writer:
+                    os.fchmod(writer.fileno(), 0o600)  # a database's dump: for dokuend only
                     shutil.copyfileobj(reader, writer, _CHUNK)
                     writer.flush()
                     os.fsync(writer.fileno())

@@ -9,6 +9,7 @@
         cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
         repo.git/        the bare git repository pushes go to (repo.py)
+        database.json    its PostgreSQL database and role, with the role's password (0600)
 
 Every function here is blocking file I/O: the daemon calls them off the event loop when
 they may be slow (copies, deletes).
@@ -84,6 +85,10 @@ class AppDir:
     @property
     def build_uid_file(self) -> Path:
         return self.root / "build-uid"
+
+    @property
+    def database_file(self) -> Path:
+        return self.root / "database.json"
 
     @property
     def stopped_marker(self) -> Path:

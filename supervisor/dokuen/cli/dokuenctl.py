@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from dokuen import __version__, client
+from dokuen.cli.databases import COMMANDS as DATABASE_COMMANDS
 from dokuen.cli.service import service_install, service_uninstall
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_config_key, check_ssh_key_name, parse_process_name
@@ -179,6 +180,10 @@ def status(client: Client, as_json: bool) -> None:
         click.echo("nginx      off (apps answer on their own ports)")
     if nginx["problem"]:
         click.echo(f"warning: {nginx['problem']}", err=True)
+    postgres = info.get("postgres") or {"mode": "off", "problem": None}
+    click.echo(f"postgres   {_postgres_line(postgres)}")
+    if postgres["problem"]:
+        click.echo(f"warning: {postgres['problem']}", err=True)
     for app, url in sorted(info["urls"].items()):
         click.echo(f"{app:<10} {url or '(no web process running)'}")
     _backups_lines(info.get("backups"))
@@ -194,6 +199,20 @@ def _backups_lines(backups: dict[str, Any] | None) -> None:
     click.echo(f"backups    {where}, {on} on a schedule")
     for failure in backups["failing"]:
         click.echo(f"backups    FAILING: {failure}")
+
+
+def _postgres_line(postgres: dict[str, Any]) -> str:
+    """``managed, running on 127.0.0.1:5433, pid 42 (PostgreSQL 15.18)``."""
+    if postgres["mode"] == "external":
+        return f"external, {postgres['server']}"
+    if postgres["mode"] != "managed":
+        return "off" + (f" ({postgres['reason']})" if postgres.get("reason") else "")
+    if "state" not in postgres:  # managed, but not installed
+        return "managed, not installed"
+    line = f"managed, {postgres['state']}, {postgres['listen']}"
+    if postgres["pid"]:
+        line += f", pid {postgres['pid']}"
+    return line + (f" (PostgreSQL {postgres['version']})" if postgres["version"] else "")
 
 
 def _service_line(service: dict[str, Any] | None) -> str:
@@ -743,3 +762,5 @@ def backups_schedule(
 
 main.add_command(service_install)
 main.add_command(service_uninstall)
+for command in DATABASE_COMMANDS:
+    main.add_command(command)

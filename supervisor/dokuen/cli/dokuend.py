@@ -30,7 +30,14 @@ def configure_logging(verbose: bool) -> None:
     renderers: list[structlog.types.Processor] = (
         [structlog.dev.ConsoleRenderer()]
         if sys.stderr.isatty()
-        else [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        else [
+            # No local variables in tracebacks: they hold secrets (an app's config, the
+            # PGPASSWORD given to pg_dump), and this log is not a place for them.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
+            structlog.processors.JSONRenderer(),
+        ]
     )
     structlog.configure(
         processors=[

@@ -1,0 +1,426 @@
+"""Database backups in a backup target (storage.py): capture, list, restore, verify, fetch.
+
+A backup of app ``blog`` taken at 2026-11-25 22:44:00 UTC is three objects:
+
+    blog/db/20261125T224400Z.dump           pg_dump's custom format (compressed)
+    blog/db/20261125T224400Z.json           its manifest, written last
+    blog/db/20261125T224400Z.verified.json  the result of its last verification
+
+A backup exists once its manifest does: the dump goes up first, so a listed backup always
+has its dump, and a capture that fails leaves nothing listed. The manifest holds the dump's
+size and SHA-256 (checked before any restore) and each table's row count in the dump's
+snapshot (checked by a verification, which restores into a scratch database).
+"""
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from dokuen import __version__
+from dokuen.conninfo import ConnInfo
+from dokuen.database import connect, create_scratch, drop_scratch, row_counts
+from dokuen.errors import DokuenError, NotFound
+from dokuen.names import check_app_name, check_backup_id
+from dokuen.spawn import OsSpawner
+from dokuen.storage import Storage, StorageError, sha256_of
+
+MANIFEST_FORMAT = 1
+_MANIFEST_KEYS = re.compile(r"(?P<id>[0-9]{8}T[0-9]{6}Z)\.json")
+
+
+class BackupError(DokuenError):
+    """A capture, restore or verification failed; nothing half-done is left as a backup."""
+
+
+class ChecksumMismatch(BackupError):
+    """A dump whose bytes are not the ones its manifest describes."""
+
+
+def new_id(now: datetime) -> str:
+    """``20261125T224400Z``: the UTC time, to the second (sorts as it reads)."""
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def dump_key(app: str, backup_id: str) -> str:
+    return f"{check_app_name(app)}/db/{check_backup_id(backup_id)}.dump"
+
+
+def manifest_key(app: str, backup_id: str) -> str:
+    return f"{check_app_name(app)}/db/{check_backup_id(backup_id)}.json"
+
+
+def verified_key(app: str, backup_id: str) -> str:
+    return f"{check_app_name(app)}/db/{check_backup_id(backup_id)}.verified.json"
+
+
+def backup_ids(keys: list[str], app: str) -> list[str]:
+    """The ids of complete backups (those with a manifest) among ``keys``, oldest first."""
+    prefix = f"{app}/db/"
+    found = []
+    for key in keys:
+        match = key.startswith(prefix) and _MANIFEST_KEYS.fullmatch(key.removeprefix(prefix))
+        if match:
+            found.append(match["id"])
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    app: str
+    id: str
+    created: str  # ISO 8601, UTC
+    release: str | None  # the app's release when it was taken
+    database: str
+    size: int
+    sha256: str
+    server_version: str
+    pg_dump_version: str
+    tables: dict[str, int] = field(default_factory=dict)  # "schema.table": rows
+    format: int = MANIFEST_FORMAT
+    dokuen_version: str = __version__
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, key: str) -> "Manifest":
+        """Raises BackupError naming ``key`` when it is not a manifest we can read."""
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+                raise ValueError("unknown format")
+            known = {f.name for f in fields(cls)}  # later versions may add fields
+            manifest = cls(**{key: value for key, value in data.items() if key in known})
+            check_app_name(manifest.app)
+            check_backup_id(manifest.id)
+            if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256):
+                raise ValueError("bad sha256")
+            if not all(isinstance(v, int) for v in manifest.tables.values()):
+                raise ValueError("bad row counts")
+        except (ValueError, TypeError, DokuenError) as exc:
+            raise BackupError(f"{key} is not a backup manifest dokuen can read ({exc})") from None
+        return manifest
+
+
+@dataclass(frozen=True)
+class Verification:
+    id: str
+    ok: bool
+    checked: str  # ISO 8601, UTC
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Verification | None":
+        with contextlib.suppress(ValueError, TypeError):
+            return cls(**json.loads(text))
+        return None
+
+
+def compare_tables(expected: dict[str, int], found: dict[str, int]) -> list[str]:
+    """What differs between the manifest's row counts and a restored database's."""
+    problems = []
+    for table in sorted(expected.keys() - found.keys()):
+        problems.append(f"table {table} is missing")
+    for table in sorted(found.keys() - expected.keys()):
+        problems.append(f"table {table} is not in the manifest")
+    for table in sorted(expected.keys() & found.keys()):
+        if expected[table] != found[table]:
+            problems.append(
+                f"table {table} has {found[table]} rows, the manifest says {expected[table]}"
+            )
+    return problems
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Tools:
+    """pg_dump and pg_restore, run through the daemon's spawner: an argv list (no shell),
+    the login in ``PG*`` variables (no password in argv)."""
+
+    pg_dump: str
+    pg_restore: str
+    spawner: OsSpawner
+    workspace: Path  # $DOKUEN_HOME/tmp: dumps on their way in and out
+
+    async def run(self, argv: list[str], login: ConnInfo | None = None) -> tuple[int, str]:
+        env = {"PATH": os.defpath, "LC_ALL": "C", **(login.environ() if login else {})}
+        self.workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status, output = await self.spawner.run(argv, self.workspace, env=env)
+        return status, output.decode(errors="replace")
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Path]:
+        """A private directory for one operation, removed with what it holds."""
+        self.workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix="backup-", dir=self.workspace))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _last_lines(text: str, count: int = 3) -> str:
+    """What a PostgreSQL tool said went wrong: its ``error:`` and ``detail:`` lines (its
+    last lines if it wrote none)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    said = [line for line in lines if ": error: " in line or ": detail: " in line]
+    return " ".join(said[:count] or lines[-count:])
+
+
+class Backups:
+    """The backups of every app in one target."""
+
+    def __init__(self, storage: Storage, tools: Tools) -> None:
+        self.storage = storage
+        self.tools = tools
+
+    # -- capture -----------------------------------------------------------------------
+
+    async def capture(self, app: str, release: str | None, login: ConnInfo) -> Manifest:
+        """Dump the database ``login`` reaches and store it with its manifest.
+
+        The row counts come from the dump's own snapshot: a transaction exports it, pg_dump
+        dumps it, and the same transaction counts each table.
+
+        Raises:
+            StorageError: the target cannot be listed or written (before or after the dump).
+            BackupError: pg_dump failed (the server stopped, ...); nothing was stored.
+        """
+        backup_id = await self._fresh_id(app)
+        version = await self._pg_dump_version()
+        with self.tools.scratch() as work:
+            dump = work / f"{backup_id}.dump"
+            async with connect(login) as conn:
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                row = await (
+                    await conn.execute(
+                        "SELECT pg_export_snapshot(), current_setting('server_version')"
+                    )
+                ).fetchone()
+                assert row is not None
+                snapshot, server_version = str(row[0]), str(row[1]).split()[0]
+                argv = [
+                    self.tools.pg_dump,
+                    "--format=custom",
+                    "--no-password",
+                    f"--snapshot={snapshot}",
+                    f"--file={dump}",
+                ]
+                status, output = await self.tools.run(argv, login)
+                if status != 0:
+                    raise BackupError(
+                        f"the dump of {app}'s database failed (pg_dump exited with code "
+                        f"{status}): {_last_lines(output)}; nothing was stored"
+                    )
+                tables = await row_counts(conn)
+                await conn.execute("COMMIT")
+            size = dump.stat().st_size
+            digest = await anyio.to_thread.run_sync(sha256_of, dump)
+            manifest = Manifest(
+                app=app,
+                id=backup_id,
+                created=_now(),
+                release=release,
+                database=login.dbname,
+                size=size,
+                sha256=digest,
+                server_version=server_version,
+                pg_dump_version=version,
+                tables=tables,
+            )
+            await anyio.to_thread.run_sync(self._store, manifest, dump, work)
+        return manifest
+
+    async def _fresh_id(self, app: str) -> str:
+        """An id no backup of ``app`` has (one a second). Listing first also proves the
+        target is there before anything is dumped."""
+        taken = await anyio.to_thread.run_sync(self.storage.keys, f"{app}/db/")
+        while True:
+            backup_id = new_id(datetime.now(UTC))
+            if dump_key(app, backup_id) not in taken and manifest_key(app, backup_id) not in taken:
+                return backup_id
+            await anyio.sleep(1.0 - time.time() % 1.0)
+
+    async def _pg_dump_version(self) -> str:
+        status, output = await self.tools.run([self.tools.pg_dump, "--version"])
+        if status != 0:
+            raise BackupError(f"{self.tools.pg_dump} --version failed: {_last_lines(output)}")
+        match = re.search(r"\(PostgreSQL\) (\S+)", output)
+        return match[1] if match else output.strip()
+
+    def _store(self, manifest: Manifest, dump: Path, work: Path) -> None:
+        """The dump, then the manifest that makes it a backup; neither if either fails."""
+        self.storage.put(dump_key(manifest.app, manifest.id), dump, manifest.sha256)
+        try:
+            record = work / "manifest.json"
+            record.write_text(manifest.to_json(), encoding="utf-8")
+            self.storage.put(manifest_key(manifest.app, manifest.id), record, sha256_of(record))
+        except BaseException:
+            with contextlib.suppress(StorageError, OSError):
+                self.storage.delete(dump_key(manifest.app, manifest.id))
+            raise
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def listing(self, app: str) -> list[tuple[Manifest, Verification | None]]:
+        """Every complete backup of ``app``, oldest first, with its last verification."""
+        return await anyio.to_thread.run_sync(self._list, app)
+
+    def _list(self, app: str) -> list[tuple[Manifest, Verification | None]]:
+        keys = self.storage.keys(f"{app}/db/")
+        found = []
+        for backup_id in backup_ids(keys, app):
+            manifest = self._manifest(app, backup_id)
+            verification = None
+            if verified_key(app, backup_id) in keys:
+                verification = Verification.from_json(self._text(verified_key(app, backup_id)))
+            found.append((manifest, verification))
+        return found
+
+    async def manifest(self, app: str, backup_id: str | None) -> Manifest:
+        """The manifest of backup ``backup_id`` of ``app`` (its newest when None).
+
+        Raises NotFound naming the backups there are."""
+        return await anyio.to_thread.run_sync(self._find, app, backup_id)
+
+    def _find(self, app: str, backup_id: str | None) -> Manifest:
+        ids = backup_ids(self.storage.keys(f"{app}/db/"), app)
+        if backup_id is None:
+            if not ids:
+                raise NotFound(
+                    f"{app} has no backups in {self.storage.url} (take one: dokuenctl "
+                    f"backups:capture {app})"
+                )
+            backup_id = ids[-1]
+        elif backup_id not in ids:
+            known = ", ".join(ids[-5:]) or "none"
+            raise NotFound(f"{app} has no backup {backup_id} (its latest: {known})")
+        return self._manifest(app, backup_id)
+
+    def _manifest(self, app: str, backup_id: str) -> Manifest:
+        key = manifest_key(app, backup_id)
+        return Manifest.from_json(self._text(key), key)
+
+    def _text(self, key: str) -> str:
+        with self.tools.scratch() as work:
+            self.storage.get(key, work / "object")
+            return (work / "object").read_text(encoding="utf-8", errors="replace")
+
+    def fetch(self, manifest: Manifest, destination: Path) -> None:
+        """Copy the backup's dump to ``destination`` (blocking) and check it whole.
+
+        Raises ChecksumMismatch when its bytes are not the ones the manifest describes."""
+        key = dump_key(manifest.app, manifest.id)
+        self.storage.get(key, destination)
+        digest = sha256_of(destination)
+        if digest != manifest.sha256:
+            size = destination.stat().st_size
+            raise ChecksumMismatch(
+                f"backup {manifest.id} of {manifest.app} is corrupt: checksum mismatch, its "
+                f"dump's SHA-256 is {digest[:16]}... ({size} bytes) but its manifest says "
+                f"{manifest.sha256[:16]}... ({manifest.size} bytes); it was not used"
+            )
+
+    # -- restore and verify ------------------------------------------------------------
+
+    async def restore(
+        self,
+        manifest: Manifest,
+        login: ConnInfo,
+        before: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Restore the backup into the database ``login`` reaches, in one transaction:
+        its tables are replaced, or (on any error) nothing changes. Objects made after
+        the backup stay. ``before`` runs once the dump is here and checked, just before.
+
+        Raises ChecksumMismatch or BackupError; the database is then as it was."""
+        with self.tools.scratch() as work:
+            dump = work / "backup.dump"
+            await anyio.to_thread.run_sync(self.fetch, manifest, dump)
+            await self._check_archive(dump)
+            if before is not None:
+                await before()
+            await self._pg_restore(dump, login, clean=True)
+
+    async def verify(self, manifest: Manifest, admin: ConnInfo, login: ConnInfo) -> Verification:
+        """Check a backup for real and record the result beside it: its checksum, that
+        pg_restore can read it, and that restored into a scratch database (owned by
+        ``login``'s role, dropped again whatever happens) every table has the rows the
+        manifest says."""
+        began = time.monotonic()
+        problems: list[str] = []
+        with self.tools.scratch() as work:
+            dump = work / "backup.dump"
+            try:
+                await anyio.to_thread.run_sync(self.fetch, manifest, dump)
+                await self._check_archive(dump)
+                scratch = await create_scratch(admin, login.user)
+                try:
+                    await self._pg_restore(dump, login.database(scratch), clean=False)
+                    async with connect(login.database(scratch)) as conn:
+                        found = await row_counts(conn)
+                    problems = compare_tables(manifest.tables, found)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await drop_scratch(admin, scratch)
+            except BackupError as exc:
+                problems = [str(exc)]
+            result = Verification(
+                manifest.id, not problems, _now(), round(time.monotonic() - began, 2), problems
+            )
+            record = work / "verified.json"
+            record.write_text(result.to_json(), encoding="utf-8")
+            key = verified_key(manifest.app, manifest.id)
+            await anyio.to_thread.run_sync(self.storage.put, key, record, sha256_of(record))
+        return result
+
+    async def _check_archive(self, dump: Path) -> None:
+        status, output = await self.tools.run([self.tools.pg_restore, "--list", str(dump)])
+        if status != 0:
+            raise BackupError(f"pg_restore cannot read the dump: {_last_lines(output)}")
+
+    async def _pg_restore(self, dump: Path, login: ConnInfo, *, clean: bool) -> None:
+        argv = [
+            self.tools.pg_restore,
+            "--no-password",
+            "--no-owner",  # the objects become the role's, whoever owned them before
+            "--no-privileges",
+            "--exit-on-error",
+            "--single-transaction",
+            *(["--clean", "--if-exists"] if clean else []),
+            f"--dbname={login.dbname}",
+            str(dump),
+        ]
+        status, output = await self.tools.run(argv, login)
+        if status != 0:
+            raise BackupError(
+                f"pg_restore failed (exit code {status}), so nothing was changed: "
+                f"{_last_lines(output)}"
+            )
+
+
+def summary(manifest: Manifest, verification: Verification | None) -> dict[str, Any]:
+    """One backup as ``backups --json`` shows it."""
+    return {
+        **asdict(manifest),
+        "rows": sum(manifest.tables.values()),
+        "verified": None if verification is None else asdict(verification),
+    }
