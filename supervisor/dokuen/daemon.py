@@ -22,6 +22,7 @@ from dokuen.build import Builder
 from dokuen.cluster import POSTGRES_APP
 from dokuen.control import Output, serve
 from dokuen.dbcommands import DatabaseCommands
+from dokuen.dumps import dump_key
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
     Conflict,
@@ -751,9 +752,31 @@ class Daemon:
             return await anyio.to_thread.run_sync(capture)
 
     async def _scheduled_capture(self, name: str, verify: bool) -> BackupResult:
-        """What a scheduled backup stores: the repository bundle (the database dump, where
-        the app has a database, joins it)."""
-        return await self._capture_repo(self._app({"app": name}), verify)
+        """What a scheduled backup stores: the app's database dump (when it has a database)
+        and its repository bundle (when anything was pushed). Returns the dump's result when
+        there is one. Raises DokuenError when either fails, NotFound when there is neither."""
+        app = self._app({"app": name})
+        stored = []
+        if app.dir.database_file.exists():
+            stored.append(await self._capture_database(app, verify))
+        with contextlib.suppress(NotFound):
+            stored.append(await self._bundle_and_record(app, "on schedule", verify))
+        if not stored:
+            raise NotFound(f"{name} has no database and nothing was pushed to it yet")
+        return stored[0]
+
+    async def _capture_database(self, app: App, verify: bool) -> BackupResult:
+        """A dump of the app's database; with ``verify``, restored into a scratch database
+        and checked. Raises DokuenError when it could not be stored or failed its check."""
+        manifest = await self.databases.capture_backup(app)
+        verified = None
+        if verify:
+            await self.databases.verify_backup(app, manifest)
+            verified = True
+        key = dump_key(app.name, manifest.id)
+        return BackupResult(
+            app.name, "db", manifest.id, key, manifest.size, manifest.sha256, verified
+        )
 
     async def _bundle_and_record(self, app: App, why: str, verify: bool) -> BackupResult:
         """``_capture_repo``, said in the unified log and kept in the app's backup status:
@@ -787,6 +810,13 @@ class Daemon:
             return [{"app": app.name, "ok": True, **dataclasses.asdict(result)}]
         results: list[dict[str, Any]] = []
         for name in sorted(self.apps):
+            if args.get("databases") is True and self.apps[name].dir.database_file.exists():
+                try:
+                    dump = await self._capture_database(self.apps[name], verify)
+                except DokuenError as exc:
+                    results.append({"app": name, "ok": False, "error": str(exc)})
+                else:
+                    results.append({"app": name, "ok": True, **dataclasses.asdict(dump)})
             try:
                 result = await self._bundle_and_record(self.apps[name], "on demand", verify)
             except NotFound as exc:

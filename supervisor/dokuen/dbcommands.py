@@ -19,7 +19,7 @@ from dokuen.cluster import PostgresUnavailable
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Output
 from dokuen.database import Database
-from dokuen.dumps import BackupError, Backups, Manifest, Tools, summary
+from dokuen.dumps import BackupError, Backups, Manifest, Tools, Verification, summary
 from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, ProtocolError, Refused
 from dokuen.logmux import LogMux
 from dokuen.names import check_app_name, check_backup_id
@@ -268,12 +268,18 @@ class DatabaseCommands:
     async def verify(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find_app(args)
         backup_id = _optional(args, "id")
-        backups = self._backups()
-        manifest = await backups.manifest(app.name, backup_id and check_backup_id(backup_id))
+        manifest = await self._backups().manifest(
+            app.name, backup_id and check_backup_id(backup_id)
+        )
+        return summary(manifest, await self.verify_backup(app, manifest))
+
+    async def verify_backup(self, app: App, manifest: Manifest) -> Verification:
+        """Restore ``manifest``'s dump into a scratch database and check it (what a schedule
+        calls too). Raises BackupError when it fails the check."""
         async with self._exclusive(app.name, f"verifying backup {manifest.id}"):
             _record, login = await self._login(app)
             admin = await self.postgres.admin()
-            result = await backups.verify(manifest, admin, login)
+            result = await self._backups().verify(manifest, admin, login)
         if not result.ok:
             self._mux.event(app.name, f"backup {manifest.id} FAILED verification")
             raise BackupError(
@@ -281,7 +287,7 @@ class DatabaseCommands:
                 + "; ".join(result.problems)
             )
         self._mux.event(app.name, f"backup {manifest.id} verified ({result.seconds:g}s)")
-        return summary(manifest, result)
+        return result
 
     async def download(self, args: dict[str, Any], out: Output) -> Any:
         """The dump, checked whole, streamed to dokuenctl as base64 output lines: the

@@ -103,7 +103,7 @@ def test_a_failed_bundle_never_fails_the_push_and_warns_until_one_is_stored(
     assert "backups    FAILING: the repository backup of blog failed at " in status
     assert "blog[dokuen]: repository backup FAILED (after a push): " in dokuen.log()
     target.mkdir()
-    stored = dokuen.ctl("backups:capture-repo", "blog", "--verify")
+    stored = dokuen.ctl("backups:capture", "blog", "--repo", "--verify")
     assert stored.stdout.startswith("blog: stored blog/repo/")
     assert stored.stdout.endswith(", verified by a restore\n")
     assert dokuen.ctl("apps").stderr == ""

@@ -9,6 +9,7 @@ test uses apps of its own.
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from tests.e2e.conftest import (
     wait_for,
     write_app,
 )
+from tests.e2e.test_backups import set_two_days_ago
 
 pytestmark = [
     pytest.mark.e2e,
@@ -460,3 +462,33 @@ def test_a_dokuend_that_is_not_root_runs_its_cluster_as_itself() -> None:
         assert daemon.terminate() == 0
         assert leftover_processes(str(daemon.home / "postgres" / "data")) == []
         shutil.rmtree(top)
+
+
+def test_a_scheduled_backup_dumps_the_database_and_capture_all_takes_everything(
+    cluster: Cluster,
+) -> None:
+    daemon = cluster.daemon
+    url = cluster.database_url("sched")
+    sql(url, "CREATE TABLE readings (value int)")
+    sql(url, "INSERT INTO readings SELECT generate_series(1, 50)")
+    daemon.ctl("backups:schedule", "sched", "@daily")
+    daemon.terminate()
+    set_two_days_ago(daemon, "sched")  # as if dokuend had been down: the run is due
+    daemon.start()
+    status_file = daemon.home / "apps" / "sched" / "backup-status.json"
+    wait_for(
+        lambda: status_file.exists() and json.loads(status_file.read_text())["scheduled"],
+        "the missed scheduled backup to run",
+        60,
+    )
+    scheduled = json.loads(status_file.read_text())["scheduled"]
+    assert (scheduled["ok"], scheduled["verified"]) == (True, True)
+    (backup,) = cluster.listing("sched")
+    assert (backup["id"], backup["tables"]) == (scheduled["id"], {"public.readings": 50})
+    assert "sched[dokuen]: backup " + scheduled["id"] + " verified" in daemon.log()
+
+    every = daemon.ctl("backups:capture", "--all")
+    assert re.search(r"^sched: stored sched/db/\d{8}T\d{6}Z\.dump$", every.stdout, re.M)
+    assert "sched: skipped, " in every.stdout  # its repository: nothing pushed to it
+    assert len(cluster.listing("sched")) == 2
+    daemon.ctl("backups:schedule", "sched", "--off")

@@ -6,7 +6,6 @@ The commands get dokuenctl's ``Client`` as the click context's object.
 import base64
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import click
 
+from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
 from dokuen.errors import DokuenError
 from dokuen.names import check_app_name, check_backup_id
 
@@ -24,25 +24,9 @@ if TYPE_CHECKING:
     from dokuen.cli.dokuenctl import Client
 
 
-def _checked(check: Any) -> Any:
-    def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-        try:
-            return None if value is None else check(value)
-        except DokuenError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return callback
-
-
-APP = click.argument("app", callback=_checked(check_app_name))
 BACKUP_ID = click.argument(
-    "backup_id", metavar="[ID]", required=False, callback=_checked(check_backup_id)
+    "backup_id", metavar="[ID]", required=False, callback=checked(check_backup_id)
 )
-JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 def size(count: int) -> str:
@@ -74,7 +58,7 @@ def pg_info(client: "Client", app: str, as_json: bool) -> None:
     """APP's database: server, size, tables, connections."""
     info = client.call("pg:info", app=app)
     if as_json:
-        _print_json(info)
+        print_json(info)
         return
     click.echo(f"=== {app}'s database")
     rows = [
@@ -132,7 +116,7 @@ def backups(client: "Client", app: str, as_json: bool) -> None:
     """APP's database backups in DOKUEN_BACKUP_URL, oldest first."""
     listing = client.call("backups", app=app)
     if as_json:
-        _print_json(listing)
+        print_json(listing)
         return
     if not listing:
         click.echo(f"no backups of {app} yet (take one: dokuenctl backups:capture {app})")
@@ -156,12 +140,38 @@ def _described(backup: dict[str, Any]) -> str:
 
 
 @click.command("backups:capture")
-@APP
+@click.argument("app", required=False, callback=app_name)
+@click.option("--repo", is_flag=True, help="A git bundle of APP's repository, not its database.")
+@click.option("--all", "every", is_flag=True, help="Every app's database and repository.")
+@click.option("--verify", is_flag=True, help="Restore each backup from the target to check it.")
 @click.pass_obj
-def backups_capture(client: "Client", app: str) -> None:
-    """Dump APP's database into DOKUEN_BACKUP_URL."""
-    backup = client.call("backups:capture", app=app)
-    click.echo(f"captured backup {backup['id']} of {app} ({_described(backup)})")
+def backups_capture(
+    client: "Client", app: str | None, repo: bool, every: bool, verify: bool
+) -> None:
+    """Dump APP's database into DOKUEN_BACKUP_URL (--repo: bundle its repository; --all:
+    every app's database and repository)."""
+    if (app is None) != every:
+        raise click.UsageError("give an APP or --all, not both")
+    if not (repo or every):
+        backup = client.call("backups:capture", app=app)
+        click.echo(f"captured backup {backup['id']} of {app} ({_described(backup)})")
+        if verify:
+            client.call("backups:verify", app=app, id=backup["id"])
+            click.echo(f"backup {backup['id']} of {app} is good: verified by a restore")
+        return
+    results = client.call(
+        "backups:capture-repo", app=app, all=every, verify=verify, databases=every
+    )
+    for result in results:
+        if result["ok"]:
+            checked_ = ", verified by a restore" if result.get("verified") else ""
+            click.echo(f"{result['app']}: stored {result['key']}{checked_}")
+        elif result["ok"] is None:
+            click.echo(f"{result['app']}: skipped, {result['error']}")
+        else:
+            click.echo(f"{result['app']}: FAILED: {result['error']}", err=True)
+    if any(result["ok"] is False for result in results):
+        sys.exit(1)
 
 
 @click.command("backups:restore")
@@ -171,7 +181,7 @@ def backups_capture(client: "Client", app: str) -> None:
     "--from",
     "source",
     metavar="OTHER",
-    callback=_checked(check_app_name),
+    callback=checked(check_app_name),
     help="Restore a backup of app OTHER (needs --force).",
 )
 @click.option("--confirm", metavar="APP", help="The app's name again, to confirm.")

@@ -2,7 +2,6 @@
 
 import contextlib
 import functools
-import json
 import os
 import shlex
 import signal
@@ -15,10 +14,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn
 import click
 
 from dokuen import __version__, client
+from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
 from dokuen.cli.databases import COMMANDS as DATABASE_COMMANDS
 from dokuen.cli.service import service_install, service_uninstall
 from dokuen.errors import DokuenError
-from dokuen.names import check_app_name, check_config_key, check_ssh_key_name, parse_process_name
+from dokuen.names import check_config_key, check_ssh_key_name, parse_process_name
 from dokuen.nginx import check_domain
 from dokuen.service.account import client_socket
 from dokuen.sshcommand import Ctl, parse_ssh_command
@@ -93,28 +93,6 @@ def duration(seconds: float | None) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
-Callback = Callable[[click.Context, click.Parameter, Any], Any]
-
-
-def checked(check: Callable[[str], object]) -> Callback:
-    """A click callback that checks a value (or each of several) with a grammar of
-    names.py or nginx.py here too: a bad name never leaves this machine, and it is a usage
-    error (exit 2) wherever it is given."""
-
-    def callback(_ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
-        try:
-            for each in [] if value is None else [value] if isinstance(value, str) else value:
-                check(each)
-        except DokuenError as exc:
-            raise click.BadParameter(str(exc)) from None
-        return value
-
-    return callback
-
-
-app_name = checked(check_app_name)
-
-
 class Group(click.Group):
     """Maps DokuenError to ``error: ...`` and exit 1, in one place."""
 
@@ -129,8 +107,6 @@ class Group(click.Group):
 
 
 pass_client = click.make_pass_decorator(Client)
-APP = click.argument("app", callback=app_name)
-JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,10 +125,6 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def main(ctx: click.Context, home: Path | None, socket: Path | None) -> None:
     """Drive dokuend: deploy apps, scale and restart their processes, read their logs."""
     ctx.obj = Client(socket.absolute() if socket else client_socket(os.environ, home))
-
-
-def print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True))
 
 
 @main.command()
@@ -653,35 +625,6 @@ def git_post_receive(client: Client) -> None:
         return
     for result in stored:
         click.echo(f"-----> Backed up the repository: {result['key']}")
-
-
-def capture_repo(client: Client, app: str | None, every: bool, verify: bool) -> list[Any]:
-    """Bundle one app's repository, or every app's, into the backup target; print a line
-    for each; return the results (``backups:capture --repo`` and ``--all`` call this)."""
-    if (app is None) == (not every):
-        raise click.UsageError("give an APP or --all, not both")
-    results: list[Any] = client.call("backups:capture-repo", app=app, all=every, verify=verify)
-    for result in results:
-        if result["ok"]:
-            checked = ", verified by a restore" if result.get("verified") else ""
-            click.echo(f"{result['app']}: stored {result['key']}{checked}")
-        elif result["ok"] is None:
-            click.echo(f"{result['app']}: skipped, {result['error']}")
-        else:
-            click.echo(f"{result['app']}: FAILED: {result['error']}", err=True)
-    return results
-
-
-@main.command("backups:capture-repo")
-@click.argument("app", required=False, callback=app_name)
-@click.option("--all", "every", is_flag=True, help="Every app's repository.")
-@click.option("--verify", is_flag=True, help="Restore each bundle from the target to check it.")
-@pass_client
-def backups_capture_repo(client: Client, app: str | None, every: bool, verify: bool) -> None:
-    """Store a git bundle of APP's repository (or of every app's) in DOKUEN_BACKUP_URL."""
-    results = capture_repo(client, app, every, verify)
-    if any(result["ok"] is False for result in results):
-        sys.exit(1)
 
 
 def _cron(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
