@@ -16,20 +16,19 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen import __version__, bundle, reaper, repo, sshkeys
+from dokuen import __version__, reaper, repo, sshkeys
 from dokuen.app import App, Runtime
+from dokuen.backupcommands import BackupCommands
 from dokuen.build import Builder
 from dokuen.cluster import POSTGRES_APP
 from dokuen.control import Output, serve
 from dokuen.dbcommands import DatabaseCommands
-from dokuen.dumps import dump_key
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
     Conflict,
     DokuenError,
     InvalidKey,
     InvalidName,
-    NotFound,
     ProtocolError,
     SettingsError,
 )
@@ -46,14 +45,10 @@ from dokuen.ports import PortPool
 from dokuen.postgres import Postgres
 from dokuen.process import Clock, Spawner, SystemClock
 from dokuen.proxy import NGINX_APP, NginxProxy, find_nginx
-from dokuen.receive import deploy_ref
-from dokuen.schedule import BackupResult, RunRecord, make_schedule
-from dokuen.scheduler import BackupScheduler
 from dokuen.service.account import socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
 from dokuen.spawn import OsSpawner
-from dokuen.storage import Storage, open_storage
 from dokuen.store import AppDir, Store
 
 log = structlog.get_logger()
@@ -122,11 +117,6 @@ class Daemon:
             builder=Builder(spawner) if isinstance(spawner, OsSpawner) else None,
         )
         self.apps: dict[str, App] = {}
-        self.backups = BackupScheduler(
-            self.store, self._scheduled_capture, self._backup_storage, self.runtime.mux.event
-        )
-        self._bundling = anyio.Lock()  # one repository bundle at a time
-        self._storage: tuple[object, Storage] | None = None
         self.started = time.time()
         self.proxy, self.proxy_problem = self._make_proxy(spawner)
         if self.proxy is not None:
@@ -166,8 +156,6 @@ class Daemon:
             "ssh-keys:remove": self.ssh_keys_remove,
             "ssh:audit": self.ssh_audit,
             "git:repo": self.git_repo,
-            "backups:schedule": self.backups_schedule,
-            "backups:capture-repo": self.backups_capture_repo,
         }
         mux = self.runtime.mux
         self.postgres = Postgres(settings, spawner, mux)
@@ -175,6 +163,10 @@ class Daemon:
             self.postgres, lambda: self.settings, self._app, mux, spawner, self._environ
         )
         self._commands.update(self.databases.handlers())
+        self.backups = BackupCommands(
+            lambda: self.settings, self.store, self._app, lambda: self.apps, self.databases, mux
+        )
+        self._commands.update(self.backups.handlers())
 
     def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
         """The managed nginx, or None (with the reason when nginx was asked for)."""
@@ -240,7 +232,9 @@ class Daemon:
             # Signals are handled outside `root`, so a second SIGTERM or ^C while the
             # apps stop finds a handler, not the default action that would kill us.
             outer.start_soon(self._handle_signals, root.cancel_scope)
-            listen = functools.partial(serve, group=socket_group(), warnings=self.backups.warnings)
+            listen = functools.partial(
+                serve, group=socket_group(), warnings=self.backups.scheduler.warnings
+            )
             await root.start(listen, self.settings.socket, self.handle)
             root.start_soon(self._reap_orphans)
             if self.proxy is not None:
@@ -249,7 +243,7 @@ class Daemon:
                 self._apps_group = apps
                 await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
-                await root.start(self.backups.run)
+                await root.start(self.backups.scheduler.run)
                 log.info(
                     "daemon.ready",
                     version=__version__,
@@ -397,8 +391,8 @@ class Daemon:
             "urls": {app.name: self._url(app) for app in self.apps.values()},
             "backups": {
                 "target": self.settings.backup_url,
-                "scheduled": sorted(self.backups.schedules),
-                "failing": self.backups.warnings(),
+                "scheduled": sorted(self.backups.scheduler.schedules),
+                "failing": self.backups.scheduler.warnings(),
             },
         }
 
@@ -469,7 +463,7 @@ class Daemon:
                 f"{app.name} --confirm {app.name}"
             )
         del self.apps[app.name]  # new requests for it fail from now on
-        self.backups.forget(app.name)
+        self.backups.scheduler.forget(app.name)
         await app.close()
         await anyio.to_thread.run_sync(self.store.destroy, app.name)
         self.runtime.mux.event(app.name, "destroyed")
@@ -711,135 +705,3 @@ class Daemon:
         else:
             log.warning("ssh.refused", key=key, command=command, reason=args.get("reason"))
         return None
-
-    # -- backups: schedules and repository bundles ------------------------------------------
-
-    def _backup_storage(self) -> Storage:
-        """The backup target (blocking: opening an S3 one imports boto3), kept while the
-        settings name the same one.
-
-        Raises:
-            SettingsError: DOKUEN_BACKUP_URL is not set; StorageError: it is not a target.
-        """
-        url = self.settings.backup_url
-        if url is None:
-            raise SettingsError(
-                "no backup target: set DOKUEN_BACKUP_URL (file:///srv/backups or "
-                "s3://bucket/prefix) in $DOKUEN_HOME/dokuend.env, then reload dokuend"
-            )
-        environ = self.settings.backup_environ
-        wanted = (url, sorted(environ.items()))
-        if self._storage is None or self._storage[0] != wanted:
-            self._storage = (wanted, open_storage(url, environ))
-        return self._storage[1]
-
-    async def _capture_repo(self, app: App, verify: bool) -> BackupResult:
-        """Store a bundle of the app's repository; with ``verify``, restore it from the
-        target and check it too. Raises DokuenError (NotFound: nothing pushed yet)."""
-        ref = deploy_ref(app.config())
-        scratch = self.settings.home / "tmp"
-        now = self.backups.clock.now()
-
-        def capture() -> BackupResult:
-            storage = self._backup_storage()
-            result = bundle.capture_bundle(storage, app.name, app.dir.repo, ref, scratch, now)
-            if verify:
-                bundle.verify_bundle(storage, app.name, result.id, scratch)
-                result = dataclasses.replace(result, verified=True)
-            return result
-
-        async with self._bundling:
-            return await anyio.to_thread.run_sync(capture)
-
-    async def _scheduled_capture(self, name: str, verify: bool) -> BackupResult:
-        """What a scheduled backup stores: the app's database dump (when it has a database)
-        and its repository bundle (when anything was pushed). Returns the dump's result when
-        there is one. Raises DokuenError when either fails, NotFound when there is neither."""
-        app = self._app({"app": name})
-        stored = []
-        if app.dir.database_file.exists():
-            stored.append(await self._capture_database(app, verify))
-        with contextlib.suppress(NotFound):
-            stored.append(await self._bundle_and_record(app, "on schedule", verify))
-        if not stored:
-            raise NotFound(f"{name} has no database and nothing was pushed to it yet")
-        return stored[0]
-
-    async def _capture_database(self, app: App, verify: bool) -> BackupResult:
-        """A dump of the app's database; with ``verify``, restored into a scratch database
-        and checked. Raises DokuenError when it could not be stored or failed its check."""
-        manifest = await self.databases.capture_backup(app)
-        verified = None
-        if verify:
-            await self.databases.verify_backup(app, manifest)
-            verified = True
-        key = dump_key(app.name, manifest.id)
-        return BackupResult(
-            app.name, "db", manifest.id, key, manifest.size, manifest.sha256, verified
-        )
-
-    async def _bundle_and_record(self, app: App, why: str, verify: bool) -> BackupResult:
-        """``_capture_repo``, said in the unified log and kept in the app's backup status:
-        a failure warns on every dokuenctl command until a bundle is stored again."""
-        now = self.backups.clock.now()
-        try:
-            result = await self._capture_repo(app, verify)
-        except NotFound:
-            raise  # nothing pushed yet: nothing failed
-        except DokuenError as exc:
-            self.runtime.mux.event(app.name, f"repository backup FAILED ({why}): {exc}")
-            await self.backups.record_bundle(app.name, RunRecord(now, ok=False, error=str(exc)))
-            raise
-        self.runtime.mux.event(app.name, f"repository backup stored ({why}): {result.key}")
-        record = RunRecord(now, ok=True, id=result.id, verified=result.verified)
-        await self.backups.record_bundle(app.name, record)
-        return result
-
-    async def backups_capture_repo(self, args: dict[str, Any], out: Output) -> Any:
-        """Bundle one app's repository (``app``), or every app's (``all``), into the backup
-        target; ``verify`` restores each from there too. ``push``: the post-receive hook
-        asks, and without a target there is nothing to do."""
-        if args.get("push") is True and self.settings.backup_url is None:
-            return []
-        await anyio.to_thread.run_sync(self._backup_storage)  # no target: say so once
-        verify = args.get("verify") is True
-        if args.get("all") is not True:
-            app = self._app(args)
-            why = "after a push" if args.get("push") is True else "on demand"
-            result = await self._bundle_and_record(app, why, verify)
-            return [{"app": app.name, "ok": True, **dataclasses.asdict(result)}]
-        results: list[dict[str, Any]] = []
-        for name in sorted(self.apps):
-            if args.get("databases") is True and self.apps[name].dir.database_file.exists():
-                try:
-                    dump = await self._capture_database(self.apps[name], verify)
-                except DokuenError as exc:
-                    results.append({"app": name, "ok": False, "error": str(exc)})
-                else:
-                    results.append({"app": name, "ok": True, **dataclasses.asdict(dump)})
-            try:
-                result = await self._bundle_and_record(self.apps[name], "on demand", verify)
-            except NotFound as exc:
-                results.append({"app": name, "ok": None, "error": str(exc)})
-            except DokuenError as exc:
-                results.append({"app": name, "ok": False, "error": str(exc)})
-            else:
-                results.append({"app": name, "ok": True, **dataclasses.asdict(result)})
-        return results
-
-    async def backups_schedule(self, args: dict[str, Any], out: Output) -> Any:
-        """Show the app's backup schedule and its last runs; set one (``cron``, ``keep``,
-        ``verify_every``), or remove it (``off``)."""
-        app = self._app(args)
-        if args.get("off") is True:
-            await self.backups.set_schedule(app.name, None)
-            self.runtime.mux.event(app.name, "backup schedule removed")
-        elif args.get("cron") is not None:
-            keep, every = args.get("keep"), args.get("verify_every", 1)
-            if not (keep is None or type(keep) is int) or type(every) is not int:
-                raise ProtocolError("arguments 'keep' and 'verify_every' must be whole numbers")
-            now = self.backups.clock.now()
-            schedule = make_schedule(_text(args, "cron"), now, keep, every)
-            await self.backups.set_schedule(app.name, schedule)
-            self.runtime.mux.event(app.name, f"backups scheduled at {schedule.cron!r}")
-        return {**self.backups.describe(app.name), "target": self.settings.backup_url}

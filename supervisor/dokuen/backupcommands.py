@@ -1,0 +1,193 @@
+"""Backups beyond one database: the backup target, schedules and repository bundles.
+
+A scheduled run stores the app's database dump (dbcommands.py) and a bundle of its
+repository (bundle.py); ``backups:capture-repo`` stores bundles on demand and after every
+push. Failures are loud: in the unified log, in the app's backup status, and as a warning on
+every dokuenctl reply (scheduler.py).
+"""
+
+import contextlib
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+
+from dokuen import bundle
+from dokuen.app import App
+from dokuen.control import Output
+from dokuen.dbcommands import DatabaseCommands
+from dokuen.dumps import dump_key
+from dokuen.errors import DokuenError, NotFound, ProtocolError, SettingsError
+from dokuen.logmux import LogMux
+from dokuen.receive import deploy_ref
+from dokuen.schedule import BackupResult, RunRecord, make_schedule
+from dokuen.scheduler import BackupScheduler
+from dokuen.settings import Settings
+from dokuen.storage import Storage, open_storage
+from dokuen.store import Store
+
+Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
+
+
+class BackupCommands:
+    def __init__(
+        self,
+        settings: Callable[[], Settings],
+        store: Store,
+        find_app: Callable[[dict[str, Any]], App],
+        apps: Callable[[], Mapping[str, App]],
+        databases: DatabaseCommands,
+        mux: LogMux,
+    ) -> None:
+        self._settings = settings
+        self._find_app = find_app
+        self._apps = apps
+        self._databases = databases
+        self._mux = mux
+        self.scheduler = BackupScheduler(store, self._scheduled_capture, self.storage, mux.event)
+        self._bundling = anyio.Lock()  # one repository bundle at a time
+        self._storage: tuple[object, Storage] | None = None
+
+    def handlers(self) -> dict[str, Command]:
+        return {
+            "backups:schedule": self.backups_schedule,
+            "backups:capture-repo": self.backups_capture_repo,
+        }
+
+    def storage(self) -> Storage:
+        """The backup target (blocking: opening an S3 one imports boto3), kept while the
+        settings name the same one.
+
+        Raises:
+            SettingsError: DOKUEN_BACKUP_URL is not set; StorageError: it is not a target.
+        """
+        url = self._settings().backup_url
+        if url is None:
+            raise SettingsError(
+                "no backup target: set DOKUEN_BACKUP_URL (file:///srv/backups or "
+                "s3://bucket/prefix) in $DOKUEN_HOME/dokuend.env, then reload dokuend"
+            )
+        environ = self._settings().backup_environ
+        wanted = (url, sorted(environ.items()))
+        if self._storage is None or self._storage[0] != wanted:
+            self._storage = (wanted, open_storage(url, environ))
+        return self._storage[1]
+
+    async def _capture_repo(self, app: App, verify: bool) -> BackupResult:
+        """Store a bundle of the app's repository; with ``verify``, restore it from the
+        target and check it too. Raises DokuenError (NotFound: nothing pushed yet)."""
+        ref = deploy_ref(app.config())
+        scratch = self._settings().home / "tmp"
+        now = self.scheduler.clock.now()
+
+        def capture() -> BackupResult:
+            storage = self.storage()
+            result = bundle.capture_bundle(storage, app.name, app.dir.repo, ref, scratch, now)
+            if verify:
+                bundle.verify_bundle(storage, app.name, result.id, scratch)
+                result = dataclasses.replace(result, verified=True)
+            return result
+
+        async with self._bundling:
+            return await anyio.to_thread.run_sync(capture)
+
+    async def _scheduled_capture(self, name: str, verify: bool) -> BackupResult:
+        """What a scheduled backup stores: the app's database dump (when it has a database)
+        and its repository bundle (when anything was pushed). Returns the dump's result when
+        there is one. Raises DokuenError when either fails, NotFound when there is neither."""
+        app = self._find_app({"app": name})
+        stored = []
+        if app.dir.database_file.exists():
+            stored.append(await self._capture_database(app, verify))
+        with contextlib.suppress(NotFound):
+            stored.append(await self._bundle_and_record(app, "on schedule", verify))
+        if not stored:
+            raise NotFound(f"{name} has no database and nothing was pushed to it yet")
+        return stored[0]
+
+    async def _capture_database(self, app: App, verify: bool) -> BackupResult:
+        """A dump of the app's database; with ``verify``, restored into a scratch database
+        and checked. Raises DokuenError when it could not be stored or failed its check."""
+        manifest = await self._databases.capture_backup(app)
+        verified = None
+        if verify:
+            await self._databases.verify_backup(app, manifest)
+            verified = True
+        key = dump_key(app.name, manifest.id)
+        return BackupResult(
+            app.name, "db", manifest.id, key, manifest.size, manifest.sha256, verified
+        )
+
+    async def _bundle_and_record(self, app: App, why: str, verify: bool) -> BackupResult:
+        """``_capture_repo``, said in the unified log and kept in the app's backup status:
+        a failure warns on every dokuenctl command until a bundle is stored again."""
+        now = self.scheduler.clock.now()
+        try:
+            result = await self._capture_repo(app, verify)
+        except NotFound:
+            raise  # nothing pushed yet: nothing failed
+        except DokuenError as exc:
+            self._mux.event(app.name, f"repository backup FAILED ({why}): {exc}")
+            await self.scheduler.record_bundle(app.name, RunRecord(now, ok=False, error=str(exc)))
+            raise
+        self._mux.event(app.name, f"repository backup stored ({why}): {result.key}")
+        record = RunRecord(now, ok=True, id=result.id, verified=result.verified)
+        await self.scheduler.record_bundle(app.name, record)
+        return result
+
+    async def backups_capture_repo(self, args: dict[str, Any], out: Output) -> Any:
+        """Bundle one app's repository (``app``), or every app's (``all``), into the backup
+        target; ``verify`` restores each from there too. ``push``: the post-receive hook
+        asks, and without a target there is nothing to do."""
+        if args.get("push") is True and self._settings().backup_url is None:
+            return []
+        await anyio.to_thread.run_sync(self.storage)  # no target: say so once
+        verify = args.get("verify") is True
+        if args.get("all") is not True:
+            app = self._find_app(args)
+            why = "after a push" if args.get("push") is True else "on demand"
+            result = await self._bundle_and_record(app, why, verify)
+            return [{"app": app.name, "ok": True, **dataclasses.asdict(result)}]
+        results: list[dict[str, Any]] = []
+        for name in sorted(self._apps()):
+            if args.get("databases") is True and self._apps()[name].dir.database_file.exists():
+                try:
+                    dump = await self._capture_database(self._apps()[name], verify)
+                except DokuenError as exc:
+                    results.append({"app": name, "ok": False, "error": str(exc)})
+                else:
+                    results.append({"app": name, "ok": True, **dataclasses.asdict(dump)})
+            try:
+                result = await self._bundle_and_record(self._apps()[name], "on demand", verify)
+            except NotFound as exc:
+                results.append({"app": name, "ok": None, "error": str(exc)})
+            except DokuenError as exc:
+                results.append({"app": name, "ok": False, "error": str(exc)})
+            else:
+                results.append({"app": name, "ok": True, **dataclasses.asdict(result)})
+        return results
+
+    async def backups_schedule(self, args: dict[str, Any], out: Output) -> Any:
+        """Show the app's backup schedule and its last runs; set one (``cron``, ``keep``,
+        ``verify_every``), or remove it (``off``)."""
+        app = self._find_app(args)
+        if args.get("off") is True:
+            await self.scheduler.set_schedule(app.name, None)
+            self._mux.event(app.name, "backup schedule removed")
+        elif args.get("cron") is not None:
+            keep, every = args.get("keep"), args.get("verify_every", 1)
+            if not (keep is None or type(keep) is int) or type(every) is not int:
+                raise ProtocolError("arguments 'keep' and 'verify_every' must be whole numbers")
+            now = self.scheduler.clock.now()
+            schedule = make_schedule(_cron(args), now, keep, every)
+            await self.scheduler.set_schedule(app.name, schedule)
+            self._mux.event(app.name, f"backups scheduled at {schedule.cron!r}")
+        return {**self.scheduler.describe(app.name), "target": self._settings().backup_url}
+
+
+def _cron(args: dict[str, Any]) -> str:
+    cron = args.get("cron")
+    if not isinstance(cron, str):
+        raise ProtocolError("argument 'cron' must be a string")
+    return cron
