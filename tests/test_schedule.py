@@ -1,6 +1,6 @@
 """Table tests for backup schedules: due times, missed runs, retention, verification, files."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -52,7 +52,17 @@ def test_cron_expressions(text: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "0 3 * *", "0 3 * * * *", "61 3 * * *", "0 25 * * *", "@reboot", "every day", "0 3 * * 9"],
+    [
+        "",
+        "0 3 * *",
+        "0 3 * * * *",
+        "61 3 * * *",
+        "0 25 * * *",
+        "@reboot",
+        "every day",
+        "0 3 * * 9",
+        "0 0 31 2 *",  # parses, and never comes due
+    ],
 )
 def test_bad_cron_expressions_are_named_with_the_form_to_use(text: str) -> None:
     with pytest.raises(InvalidName, match=r"invalid cron expression .*\(use five fields"):
@@ -104,7 +114,17 @@ def test_next_run_follows_the_wall_clock_across_daylight_saving_time() -> None:
     last = datetime(2026, 3, 28, 3, 0, 1, tzinfo=berlin)  # CET, +01:00
     following = next_run(schedule, last, datetime(2026, 3, 28, 12, tzinfo=berlin))
     assert following == datetime(2026, 3, 29, 3, tzinfo=berlin)
-    assert following.utcoffset() == timedelta(hours=2)  # CEST by then
+    assert following == datetime(2026, 3, 29, 1, tzinfo=UTC)  # CEST by then: +02:00
+
+
+def test_the_night_the_clock_goes_back_runs_no_backup_over_and_over() -> None:
+    berlin = ZoneInfo("Europe/Berlin")
+    schedule = Schedule("30 2 * * *", since=datetime(2026, 10, 20, 12, tzinfo=berlin))
+    ran = datetime(2026, 10, 25, 0, 30, 1, tzinfo=UTC).astimezone(berlin)  # 02:30 CEST
+    after = datetime(2026, 10, 25, 0, 30, 6, tzinfo=UTC).astimezone(berlin)  # 02:30:06 CEST
+    following = next_run(schedule, ran, after)
+    assert following > after  # not due again at once (in one zone, 02:30+01:00 < 02:30:06+02:00)
+    assert following >= datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 CET at the soonest
 
 
 @pytest.mark.parametrize(
@@ -177,6 +197,21 @@ def test_retention_keeps_the_newest_of_each_kind_and_nothing_else_is_touched(
     keep: int, expected: list[str]
 ) -> None:
     assert expired_keys(KEYS, "blog", keep) == expected
+
+
+def test_retention_counts_only_complete_backups_and_leaves_uploads_alone() -> None:
+    keys = [
+        "blog/db/20261121T030000Z.dump",
+        "blog/db/20261121T030000Z.json",
+        "blog/db/20261122T030000Z.dump",  # no manifest: under way, or left by a crash
+        "blog/db/20261123T030000Z.dump",
+        "blog/db/20261123T030000Z.json",
+    ]
+    assert expired_keys(keys, "blog", 2) == []
+    assert expired_keys(keys, "blog", 1) == [
+        "blog/db/20261121T030000Z.json",
+        "blog/db/20261121T030000Z.dump",
+    ]
 
 
 def test_warnings_while_the_last_attempt_failed() -> None:

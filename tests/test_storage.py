@@ -55,3 +55,10 @@ def test_keys_cannot_climb_out(tmp_path: Path, key: str) -> None:
 def test_unknown_targets_are_refused(url: str) -> None:
     with pytest.raises(StorageError, match="is not a backup target"):
         open_storage(url, {})
+
+
+def test_a_delete_the_target_refuses_is_a_storage_error(tmp_path: Path) -> None:
+    store = DirectoryStorage("file:///x", tmp_path)
+    (tmp_path / "blog/db/1.dump").mkdir(parents=True)  # a directory where a file should be
+    with pytest.raises(StorageError, match=r"cannot delete blog/db/1\.dump from file:///x"):
+        store.delete("blog/db/1.dump")

@@ -5,6 +5,7 @@ import dataclasses
 import functools
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -160,7 +161,7 @@ class Daemon:
         mux = self.runtime.mux
         self.postgres = Postgres(settings, spawner, mux)
         self.databases = DatabaseCommands(
-            self.postgres, lambda: self.settings, self._app, mux, spawner, self._environ
+            self.postgres, lambda: self.settings, self._app, mux, spawner
         )
         self._commands.update(self.databases.handlers())
         self.backups = BackupCommands(
@@ -258,6 +259,7 @@ class Daemon:
 
     async def _restore(self) -> None:
         assert self._apps_group is not None
+        await anyio.to_thread.run_sync(self._clear_scratch)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():
             app = App(self.store.app(name), self.runtime)
@@ -270,6 +272,12 @@ class Daemon:
             await self._sync_proxy()
         except DokuenError as exc:
             log.error("nginx.restore_failed", error=str(exc))
+
+    def _clear_scratch(self) -> None:
+        """Dumps and bundles a killed dokuend left half made (a whole database each)."""
+        for leftover in (self.settings.home / "tmp").glob("*-*"):
+            if leftover.name.startswith(("backup-", "bundle-")):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def _refresh_entrypoints(self) -> None:
         """Give every app its repository (apps made before there were any get one now) and

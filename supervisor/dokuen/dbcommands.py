@@ -7,7 +7,7 @@ dump that may take minutes.
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,14 +50,12 @@ class DatabaseCommands:
         find_app: Callable[[dict[str, Any]], App],
         mux: LogMux,
         spawner: Spawner,
-        environ: Mapping[str, str],
     ) -> None:
         self.postgres = postgres
         self._settings = settings  # read at each request: SIGHUP may change the target
         self._find_app = find_app
         self._mux = mux
         self._spawner = spawner
-        self._environ = environ
         self._busy: dict[str, str] = {}
 
     def handlers(self) -> dict[str, Command]:
@@ -120,7 +118,8 @@ class DatabaseCommands:
             self._spawner,
             self._settings().home / "tmp",
         )
-        return Backups(open_storage(url, self._environ), tools)
+        # The target's settings as dokuend.env gives them (and SIGHUP changes them).
+        return Backups(open_storage(url, self._settings().backup_environ), tools)
 
     # -- pg:* ------------------------------------------------------------------------
 

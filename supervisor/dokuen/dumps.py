@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import structlog
 
 from dokuen import __version__
 from dokuen.conninfo import ConnInfo
@@ -37,6 +38,8 @@ from dokuen.storage import Storage, StorageError, sha256_of
 
 MANIFEST_FORMAT = 1
 _MANIFEST_KEYS = re.compile(r"(?P<id>[0-9]{8}T[0-9]{6}Z)\.json")
+
+log = structlog.get_logger()
 
 
 class BackupError(DokuenError):
@@ -288,7 +291,11 @@ class Backups:
         keys = self.storage.keys(f"{app}/db/")
         found = []
         for backup_id in backup_ids(keys, app):
-            manifest = self._manifest(app, backup_id)
+            try:
+                manifest = self._manifest(app, backup_id)
+            except BackupError as exc:  # one bad file must not hide every other backup
+                log.error("backup.manifest_unreadable", app=app, id=backup_id, error=str(exc))
+                continue
             verification = None
             if verified_key(app, backup_id) in keys:
                 verification = Verification.from_json(self._text(verified_key(app, backup_id)))

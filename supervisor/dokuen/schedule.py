@@ -102,8 +102,10 @@ def check_cron(text: str) -> str:
     if not (len(fields) == 5 or expression in MACROS):
         raise InvalidName(usage)
     try:
-        croniter(expression)
-    except (ValueError, KeyError):  # croniter's CroniterError is a ValueError
+        # It must also come due: "0 0 31 2 *" parses, and then never matches.
+        croniter(expression, datetime.now(UTC)).get_next(datetime)
+        croniter(expression, datetime.now(UTC)).get_prev(datetime)
+    except (ValueError, KeyError):  # croniter's errors are ValueErrors
         raise InvalidName(usage) from None
     return expression
 
@@ -124,18 +126,20 @@ def latest_due(cron: str, now: datetime) -> datetime:
     # croniter's get_prev is strictly before its start: start from the next whole minute.
     start = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     due: datetime = croniter(cron, start).get_prev(datetime)
-    return due
+    return due.astimezone(UTC)
 
 
 def next_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> datetime:
     """When the next scheduled backup should run: ``now`` if one came due since the last
     run (or since the schedule was set) without running -- the daemon was down or busy; made
     up once however many were missed -- else the next due time after ``now``."""
+    # Compared and returned in UTC: two times in one zone compare by the clock on the wall,
+    # and on the night it goes back 02:30+01:00 would look earlier than 02:30:05+02:00.
     anchor = max(schedule.since, last_run) if last_run is not None else schedule.since
-    if latest_due(schedule.cron, now) > anchor:
-        return now
+    if latest_due(schedule.cron, now) > anchor.astimezone(UTC):
+        return now.astimezone(UTC)
     following: datetime = croniter(schedule.cron, now).get_next(datetime)
-    return following
+    return following.astimezone(UTC)
 
 
 def should_verify(runs: int, every: int) -> bool:
@@ -191,7 +195,9 @@ def expired_keys(keys: Iterable[str], app: str, keep: int) -> list[str]:
             split = split_key(key)
             if split is not None and split[:2] == (app, kind):
                 backups.setdefault(split[2], []).append(key)
-        ids = sorted(backups)
+        # Only complete backups (with their manifest) count and go; a file without one may
+        # be an upload under way, and is left alone.
+        ids = sorted(i for i, found in backups.items() if f"{app}/{kind}/{i}.json" in found)
         for backup in ids[: max(len(ids) - keep, 0)]:
             doomed += sorted(backups[backup], key=lambda key: not key.endswith(".json"))
     return doomed

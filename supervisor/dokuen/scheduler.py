@@ -138,11 +138,18 @@ class BackupScheduler:
             group.cancel_scope.cancel()
 
     def next_runs(self, now: datetime) -> dict[str, datetime]:
-        """When each scheduled app's next backup is due."""
-        return {
-            app: next_run(schedule, self._last_run(app), now)
-            for app, schedule in self.schedules.items()
-        }
+        """When each scheduled app's next backup is due. A schedule that cannot say (a
+        hand-edited expression that never comes due) is dropped, loudly, never allowed to
+        stop the scheduler."""
+        runs = {}
+        for app, schedule in list(self.schedules.items()):
+            try:
+                runs[app] = next_run(schedule, self._last_run(app), now)
+            except Exception as exc:  # croniter's errors, whatever the file held
+                del self.schedules[app]
+                log.error("backup.schedule_broken", app=app, error=str(exc))
+                self._event(app, f"backup schedule ignored: {exc} (set it again)")
+        return runs
 
     def _last_run(self, app: str) -> datetime | None:
         last = self.statuses.get(app, BackupStatus()).scheduled
@@ -185,7 +192,7 @@ class BackupScheduler:
         if keep is not None:
             try:
                 deleted = await anyio.to_thread.run_sync(self._prune, app, keep)
-            except DokuenError as exc:
+            except Exception as exc:  # the target's errors, and any other: said, not fatal
                 error = f"{result.key} was stored, but older backups could not be deleted: {exc}"
                 self._event(app, f"scheduled backup FAILED: {error}")
                 return RunRecord(started, ok=False, error=error, id=result.id)

@@ -104,15 +104,21 @@ class DirectoryStorage:
         if not self.root.is_dir():
             raise StorageError(f"{self.url}: no such directory (create it first)")
         found = []
-        for path in self.root.rglob("*"):
-            key = path.relative_to(self.root).as_posix()
-            hidden = any(part.startswith(".") for part in key.split("/"))
-            if path.is_file() and not hidden and key.startswith(prefix):
-                found.append(key)
+        try:
+            for path in self.root.rglob("*"):
+                key = path.relative_to(self.root).as_posix()
+                hidden = any(part.startswith(".") for part in key.split("/"))
+                if path.is_file() and not hidden and key.startswith(prefix):
+                    found.append(key)
+        except OSError as exc:
+            raise StorageError(f"cannot list {self.url}: {exc}") from None
         return sorted(found)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {key} from {self.url}: {exc}") from None
 
 
 def open_storage(url: str, environ: Mapping[str, str]) -> Storage:
