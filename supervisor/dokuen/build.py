@@ -67,6 +67,7 @@ class Job:
     commit: str | None
     path: str  # the build's PATH
     limits: Limits
+    bundled: Path  # the bundled buildpacks (a copy builds of their own uid can reach)
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,7 @@ class Builder:
             sources = parse_buildpacks_file(text)
         else:
             for name in BUNDLED:
-                pack = _Pack(Source(name), shipped("buildpacks") / name)
+                pack = _Pack(Source(name), job.bundled / name)
                 if await self._detect(pack, job, explicit=False):
                     return [pack]
             raise BuildError(
@@ -170,7 +171,7 @@ class Builder:
 
     async def _fetch(self, source: Source, index: int, job: Job, say: Say) -> _Pack:
         if source.bundled:
-            return _Pack(source, shipped("buildpacks") / source.text)
+            return _Pack(source, job.bundled / source.text)
         if source.local is not None:
             if not (source.local / "bin").is_dir():
                 raise BuildError(
@@ -290,7 +291,7 @@ def _prepare(job: Job) -> None:
     write_envdir(job.workspace / "env", job.config)
     job.cache_dir.mkdir(parents=True, exist_ok=True)
     if job.limits.user is not None:
-        for top in (job.workspace, job.cache_dir, job.build_dir, shipped("buildpacks")):
+        for top in (job.workspace, job.cache_dir, job.build_dir, job.bundled):
             _check_reachable(top, job.limits.user)
         for top in (job.workspace, job.cache_dir, job.build_dir):
             _chown_tree(top, job.limits.user, job.limits.user)
@@ -302,6 +303,24 @@ def _finish(job: Job) -> None:
     shutil.rmtree(job.workspace / "env", ignore_errors=True)
     if job.limits.user is not None:
         _chown_tree(job.build_dir, os.getuid(), os.getgid())
+
+
+def reachable_buildpacks(home: Path) -> Path:
+    """The bundled buildpacks where builds of their own uid reach them: a copy under
+    ``home`` (dokuend may be installed in a private directory, like root's home), renewed
+    when the installed ones change."""
+    source = shipped("buildpacks")
+    stamp = f"{source}\n{max(p.stat().st_mtime_ns for p in source.rglob('*'))}\n"
+    copy = home / "buildpacks"
+    if (copy / ".installed-from").is_file() and (copy / ".installed-from").read_text() == stamp:
+        return copy
+    staging = home / ".buildpacks.new"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    (staging / ".installed-from").write_text(stamp)
+    shutil.rmtree(copy, ignore_errors=True)
+    staging.rename(copy)
+    return copy
 
 
 def _kill_uid(uid: int) -> None:

@@ -9,10 +9,11 @@ from pathlib import Path
 import anyio
 
 from dokuen import releases
-from dokuen.build import Builder, Job, Limits
+from dokuen.build import Builder, Job, Limits, reachable_buildpacks
 from dokuen.errors import DokuenError
 from dokuen.logmux import LogMux
 from dokuen.procfile import Procfile, read_procfile
+from dokuen.resources import shipped
 from dokuen.settings import Settings
 from dokuen.store import AppDir, Store, write_atomic
 
@@ -103,10 +104,11 @@ async def make_release(
     began = time.monotonic()
     try:
         await transcript.write(f"-----> Building {app} {release.name} from {commit or source}\n")
-        uid = None
+        uid, bundled = None, shipped("buildpacks")
         if settings.isolated_builds and settings.build_uids is not None:
             store = Store(settings.home)
             uid = await anyio.to_thread.run_sync(store.build_uid, app, *settings.build_uids)
+            bundled = await anyio.to_thread.run_sync(reachable_buildpacks, settings.home)
         limits = Limits(
             settings.build_timeout, settings.build_memory_mib, settings.build_processes, uid
         )
@@ -119,6 +121,7 @@ async def make_release(
             commit,
             settings.app_path,
             limits,
+            bundled,
         )
         outcome = await builder.build(job, transcript.write)
         await transcript.end_line()

@@ -314,6 +314,8 @@ def test_as_root_each_app_builds_as_a_uid_of_its_own(open_home: Path) -> None:
         # Handed back to root: no later build can change a release.
         assert (daemon.home / "apps/victim/releases/v1/made").stat().st_uid == 0
         assert (daemon.home / "apps/victim/cache").stat().st_uid == uid
+        # The bundled buildpacks are used from a copy the builds can reach.
+        assert (daemon.home / "buildpacks/procfile/bin/detect").stat().st_mode & 0o005 == 0o005
         env = daemon.home / "apps/victim/env"
         assert stat.S_IMODE(env.stat().st_mode) == 0o700
         assert stat.S_IMODE((env / "SECRET").stat().st_mode) == 0o600
