@@ -237,7 +237,10 @@ class DatabaseCommands:
         check_app_name(source)
         backup_id = _optional(args, "id")
         backups = self._backups()
-        manifest = await backups.manifest(source, backup_id and check_backup_id(backup_id))
+        if backup_id is None:
+            manifest = await self._newest_sound(backups, source)
+        else:
+            manifest = await backups.manifest(source, check_backup_id(backup_id))
         if manifest.app != app.name and args.get("force") is not True:
             raise Refused(
                 f"backup {manifest.id} was taken from app {manifest.app}, not {app.name}: "
@@ -263,6 +266,15 @@ class DatabaseCommands:
             self._mux.event(app.name, f"backup {manifest.id} restored into {record.name}")
             restarted = await _restart_if_running(app)
         return {**summary(manifest, None), "restarted": restarted}
+
+    async def _newest_sound(self, backups: Backups, app: str) -> Manifest:
+        """The newest backup of ``app`` whose last verification did not fail (a restore that
+        names none takes it; one that failed is only restored when named)."""
+        listing = await backups.listing(app)
+        for manifest, verification in reversed(listing):
+            if verification is None or verification.ok:
+                return manifest
+        return await backups.manifest(app, None)  # none sound: the newest, or NotFound
 
     async def verify(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find_app(args)

@@ -209,6 +209,26 @@ def test_verify_restores_into_a_scratch_database_and_refuses_a_corrupt_backup(
     assert "FAILED" in daemon.ctl("backups", "notes").stdout
 
 
+def test_a_restore_that_names_no_backup_skips_one_that_failed_its_verification(
+    cluster: Cluster,
+) -> None:
+    daemon = cluster.daemon
+    url = cluster.database_url("diary")
+    sql(url, "CREATE TABLE days (day int)")
+    sql(url, "INSERT INTO days VALUES (1), (2)")
+    daemon.ctl("backups:capture", "diary")
+    sql(url, "INSERT INTO days VALUES (3)")
+    daemon.ctl("backups:capture", "diary")
+    older, newest = cluster.listing("diary")
+    dump = cluster.backups / "diary" / "db" / f"{newest['id']}.dump"
+    dump.write_bytes(dump.read_bytes()[:-100])  # cut short
+    assert daemon.ctl("backups:verify", "diary", check=False).returncode == 1
+    sql(url, "DELETE FROM days")
+    restored = daemon.ctl("backups:restore", "diary", "--confirm", "diary")
+    assert f"restored backup {older['id']} of diary" in restored.stdout
+    assert sql(url, "SELECT count(*) FROM days") == [(2,)]
+
+
 def test_another_apps_backup_needs_force_and_apps_keep_to_their_databases(
     cluster: Cluster,
 ) -> None:
