@@ -48,6 +48,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sync_directory(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def check_key(key: str) -> str:
     """Keys are made by Dokuen (``APP/db/ID.dump``): refuse anything that could climb out."""
     parts = key.split("/")
@@ -84,6 +92,7 @@ class DirectoryStorage:
                         "nothing was stored"
                     )
                 temporary.replace(target)
+                _sync_directory(target.parent)  # the rename itself survives a power cut
             finally:
                 temporary.unlink(missing_ok=True)
         except OSError as exc:
