@@ -28,7 +28,6 @@ from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
     Conflict,
     DokuenError,
-    InvalidKey,
     InvalidName,
     ProtocolError,
     SettingsError,
@@ -50,6 +49,7 @@ from dokuen.service.account import socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
 from dokuen.spawn import OsSpawner
+from dokuen.sshkeycommands import SshKeyCommands
 from dokuen.store import AppDir, Store
 
 log = structlog.get_logger()
@@ -104,7 +104,6 @@ class Daemon:
         self.settings = settings
         self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
         self._creating = anyio.Lock()  # one apps:create (or first push) at a time
-        self._keys_lock = anyio.Lock()
         self.service = service or ServiceManager()
         self._environ = dict(os.environ if environ is None else environ)
         self.store = Store(settings.home)
@@ -152,10 +151,6 @@ class Daemon:
             "domains": self.domains,
             "domains:add": self.domains_add,
             "domains:remove": self.domains_remove,
-            "ssh-keys": self.ssh_keys,
-            "ssh-keys:add": self.ssh_keys_add,
-            "ssh-keys:remove": self.ssh_keys_remove,
-            "ssh:audit": self.ssh_audit,
             "git:repo": self.git_repo,
         }
         mux = self.runtime.mux
@@ -168,6 +163,8 @@ class Daemon:
             lambda: self.settings, self.store, self._app, lambda: self.apps, self.databases, mux
         )
         self._commands.update(self.backups.handlers())
+        keys = SshKeyCommands(self._authorized_keys, self._entrypoint)
+        self._commands.update(keys.handlers())
 
     def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
         """The managed nginx, or None (with the reason when nginx was asked for)."""
@@ -673,43 +670,3 @@ class Daemon:
         if key is not None:
             self.runtime.mux.event(name, f"push over ssh by key {key}")
         return {"path": str(app.dir.repo), "created": created}
-
-    async def ssh_keys(self, args: dict[str, Any], out: Output) -> Any:
-        content = await anyio.to_thread.run_sync(sshkeys.load, self._authorized_keys)
-        return {
-            "keys": [key.info() for key in content.keys],
-            "others": len(content.others),
-            "file": str(self._authorized_keys),
-        }
-
-    async def ssh_keys_add(self, args: dict[str, Any], out: Output) -> Any:
-        name = check_ssh_key_name(_text(args, "name"))
-        text = _text(args, "key")
-        if len(text) > sshkeys.MAX_KEY_TEXT:
-            raise InvalidKey(f"{len(text)} bytes is too long for a public key file")
-        new = sshkeys.AuthorizedKey(name, sshkeys.parse_public_key(text))
-        entrypoint = self._entrypoint()
-        await anyio.to_thread.run_sync(sshkeys.fingerprint_with_ssh_keygen, new.key)
-        async with self._keys_lock:
-            await anyio.to_thread.run_sync(sshkeys.add, self._authorized_keys, entrypoint, new)
-        log.info("ssh_key.added", **new.info())
-        return new.info()
-
-    async def ssh_keys_remove(self, args: dict[str, Any], out: Output) -> Any:
-        name = check_ssh_key_name(_text(args, "name"))
-        entrypoint = self._entrypoint()
-        async with self._keys_lock:
-            await anyio.to_thread.run_sync(sshkeys.remove, self._authorized_keys, entrypoint, name)
-        log.info("ssh_key.removed", name=name)
-        return {"name": name}
-
-    async def ssh_audit(self, args: dict[str, Any], out: Output) -> Any:
-        """Log what an ssh key asked for (its forced command reports it before it acts)."""
-        key = check_ssh_key_name(_text(args, "key"))
-        command = _text(args, "line")[:1000]
-        if args.get("allowed") is True:
-            # Three words at most (dokuenctl config:set blog): the rest may be secrets.
-            log.info("ssh.command", key=key, command=" ".join(command.split()[:3]))
-        else:
-            log.warning("ssh.refused", key=key, command=command, reason=args.get("reason"))
-        return None
