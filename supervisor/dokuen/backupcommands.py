@@ -8,14 +8,14 @@ every dokuenctl reply (scheduler.py).
 
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
 
 from dokuen import bundle
 from dokuen.app import App
-from dokuen.control import Output
+from dokuen.control import Command, Output, text_arg
 from dokuen.dbcommands import DatabaseCommands
 from dokuen.dumps import dump_key
 from dokuen.errors import DokuenError, NotFound, ProtocolError, SettingsError
@@ -26,8 +26,6 @@ from dokuen.scheduler import BackupScheduler
 from dokuen.settings import Settings
 from dokuen.storage import Storage, open_storage
 from dokuen.store import Store
-
-Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
 
 
 class BackupCommands:
@@ -180,14 +178,7 @@ class BackupCommands:
             if not (keep is None or type(keep) is int) or type(every) is not int:
                 raise ProtocolError("arguments 'keep' and 'verify_every' must be whole numbers")
             now = self.scheduler.clock.now()
-            schedule = make_schedule(_cron(args), now, keep, every)
+            schedule = make_schedule(text_arg(args, "cron"), now, keep, every)
             await self.scheduler.set_schedule(app.name, schedule)
             self._mux.event(app.name, f"backups scheduled at {schedule.cron!r}")
         return {**self.scheduler.describe(app.name), "target": self._settings().backup_url}
-
-
-def _cron(args: dict[str, Any]) -> str:
-    cron = args.get("cron")
-    if not isinstance(cron, str):
-        raise ProtocolError("argument 'cron' must be a string")
-    return cron

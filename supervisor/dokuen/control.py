@@ -28,6 +28,21 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from dokuen.errors import DokuenError, ProtocolError
 
 log = structlog.get_logger()
+Command = Callable[[dict[str, Any], "Output"], Awaitable[Any]]
+
+
+def text_arg(args: dict[str, Any], key: str) -> str:
+    """A request's string argument; ProtocolError when it is missing or not a string."""
+    value = args.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"argument {key!r} must be a string")
+    return value
+
+
+def optional_arg(args: dict[str, Any], key: str) -> str | None:
+    """A request's optional string argument (None when absent)."""
+    return None if args.get(key) is None else text_arg(args, key)
+
 
 MAX_REQUEST = 1 << 20
 

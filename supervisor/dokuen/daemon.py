@@ -22,7 +22,7 @@ from dokuen.app import App, Runtime
 from dokuen.backupcommands import BackupCommands
 from dokuen.build import Builder
 from dokuen.cluster import POSTGRES_APP
-from dokuen.control import Output, serve
+from dokuen.control import Command, Output, serve, text_arg
 from dokuen.dbcommands import DatabaseCommands
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
@@ -55,14 +55,6 @@ from dokuen.store import AppDir, Store
 log = structlog.get_logger()
 
 REAP_INTERVAL = 5.0
-Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
-
-
-def _text(args: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = args.get(key, default)
-    if not isinstance(value, str):
-        raise ProtocolError(f"argument {key!r} must be a string")
-    return value
 
 
 def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
@@ -364,7 +356,7 @@ class Daemon:
         return await handler(args, out)
 
     def _app(self, args: dict[str, Any]) -> App:
-        name = check_app_name(_text(args, "app"))
+        name = check_app_name(text_arg(args, "app"))
         try:
             return self.apps[name]
         except KeyError:
@@ -432,7 +424,7 @@ class Daemon:
         ]
 
     async def create_app(self, args: dict[str, Any], out: Output) -> Any:
-        name = check_app_name(_text(args, "app"))
+        name = check_app_name(text_arg(args, "app"))
         async with self._creating:
             app = await self._create(name, "created")
         return {"name": name, "repo": str(app.dir.repo)}
@@ -478,12 +470,12 @@ class Daemon:
 
     async def deploy(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
-        source = Path(_text(args, "dir"))
+        source = Path(text_arg(args, "dir"))
         if not source.is_absolute():
             raise ProtocolError("deploy needs an absolute directory path")
         commit = args.get("commit")
         if commit is not None and not re.fullmatch(
-            r"[0-9a-f]{40}|[0-9a-f]{64}", _text(args, "commit")
+            r"[0-9a-f]{40}|[0-9a-f]{64}", text_arg(args, "commit")
         ):
             raise ProtocolError("argument 'commit' must be a full commit id (SHA-1 or SHA-256)")
         release = await app.deploy(source, _speaker(out), commit, out.wait_closed)
@@ -492,7 +484,7 @@ class Daemon:
 
     async def run_once(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
-        command = _text(args, "line")
+        command = text_arg(args, "line")
         if not command.strip():
             raise InvalidName("nothing to run (give a command, e.g. dokuenctl run blog env)")
         return {"status": await app.run_once(command, _speaker(out, end=""), out.wait_closed)}
@@ -503,14 +495,14 @@ class Daemon:
     async def release_output(self, args: dict[str, Any], out: Output) -> Any:
         target = args.get("release")
         if target is not None:
-            _check_release_name(_text(args, "release"))
+            _check_release_name(text_arg(args, "release"))
         return await anyio.to_thread.run_sync(self._app(args).build_log, target)
 
     async def rollback(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
         target = args.get("release")
         if target is not None:
-            _check_release_name(_text(args, "release"))
+            _check_release_name(text_arg(args, "release"))
         release = await app.rollback(target, _speaker(out))
         await self._sync_proxy()
         return {"release": release}
@@ -532,7 +524,7 @@ class Daemon:
         app = self._app(args)
         target = args.get("target")
         if target is not None:
-            parse_process_name(_text(args, "target"))
+            parse_process_name(text_arg(args, "target"))
         names = await app.restart(target)
         await self._sync_proxy()
         return names
@@ -552,7 +544,7 @@ class Daemon:
 
     async def config_get(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
-        key = check_config_key(_text(args, "key"))
+        key = check_config_key(text_arg(args, "key"))
         config = app.config()
         if key not in config:
             raise not_found("config var", key, config)
@@ -583,7 +575,7 @@ class Daemon:
             app = self._app(args).name if name else None
         process_type, index = None, None
         if args.get("ps"):
-            process_type, index = parse_process_name(_text(args, "ps"))
+            process_type, index = parse_process_name(text_arg(args, "ps"))
         count = args.get("lines", 100)
         if not isinstance(count, int) or count < 0:
             raise ProtocolError("argument 'lines' must be a whole number")
@@ -620,7 +612,7 @@ class Daemon:
 
     async def domains_add(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
-        domain = check_domain(_text(args, "domain"))
+        domain = check_domain(text_arg(args, "domain"))
         for other in self.apps.values():
             if domain in other.hosts():
                 raise Conflict(f"domain {domain!r} already belongs to app {other.name!r}")
@@ -630,7 +622,7 @@ class Daemon:
 
     async def domains_remove(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app(args)
-        domain = check_domain(_text(args, "domain"))
+        domain = check_domain(text_arg(args, "domain"))
         domains = app.dir.read_domains()
         if domain not in domains:
             raise not_found("domain", domain, domains)
@@ -656,8 +648,8 @@ class Daemon:
     async def git_repo(self, args: dict[str, Any], out: Output) -> Any:
         """The app's repository for ``git-receive-pack`` (made now if it is missing); with
         ``create``, the app too when there is none yet: the first push creates it."""
-        name = check_app_name(_text(args, "app"))
-        key = check_ssh_key_name(_text(args, "key")) if "key" in args else None
+        name = check_app_name(text_arg(args, "app"))
+        key = check_ssh_key_name(text_arg(args, "key")) if "key" in args else None
         created = False
         async with self._creating:
             if name not in self.apps and args.get("create") is True:

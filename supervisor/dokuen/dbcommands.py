@@ -7,7 +7,7 @@ dump that may take minutes.
 
 import base64
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,10 +17,10 @@ from dokuen import database, releases
 from dokuen.app import App
 from dokuen.cluster import PostgresUnavailable
 from dokuen.conninfo import ConnInfo
-from dokuen.control import Output
+from dokuen.control import Command, Output, optional_arg
 from dokuen.database import Database
 from dokuen.dumps import BackupError, Backups, Manifest, Tools, Verification, summary
-from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, ProtocolError, Refused
+from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, Refused
 from dokuen.logmux import LogMux
 from dokuen.names import check_app_name, check_backup_id
 from dokuen.postgres import Postgres
@@ -29,15 +29,7 @@ from dokuen.settings import Settings
 from dokuen.spawn import OsSpawner
 from dokuen.storage import open_storage
 
-Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
 DOWNLOAD_CHUNK = 3 << 18  # bytes of dump per output line (a multiple of 3: whole base64)
-
-
-def _optional(args: dict[str, Any], key: str) -> str | None:
-    value = args.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ProtocolError(f"argument {key!r} must be a string")
-    return value
 
 
 class DatabaseCommands:
@@ -233,9 +225,9 @@ class DatabaseCommands:
                 f"restoring a backup replaces the tables of {app.name}'s database; confirm "
                 f"with: dokuenctl backups:restore {app.name} [ID] --confirm {app.name}"
             )
-        source = _optional(args, "source") or app.name
+        source = optional_arg(args, "source") or app.name
         check_app_name(source)
-        backup_id = _optional(args, "id")
+        backup_id = optional_arg(args, "id")
         backups = self._backups()
         if backup_id is None:
             manifest = await self._newest_sound(backups, source)
@@ -278,7 +270,7 @@ class DatabaseCommands:
 
     async def verify(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find_app(args)
-        backup_id = _optional(args, "id")
+        backup_id = optional_arg(args, "id")
         manifest = await self._backups().manifest(
             app.name, backup_id and check_backup_id(backup_id)
         )
@@ -305,7 +297,7 @@ class DatabaseCommands:
         file is written by dokuenctl, as its user, where it was asked (or to stdout, which
         works over ssh too), never by dokuend."""
         app = self._app_name(args)
-        backup_id = _optional(args, "id")
+        backup_id = optional_arg(args, "id")
         backups = self._backups()
         manifest = await backups.manifest(app, backup_id and check_backup_id(backup_id))
         with backups.tools.scratch() as work:

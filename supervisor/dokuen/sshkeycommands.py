@@ -1,7 +1,7 @@
 """The ssh keys that may git push: dokuend owns ``$DOKUEN_HOME/.ssh/authorized_keys``
 (sshkeys.py renders and parses it) and logs what each key asked for."""
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,20 +9,12 @@ import anyio
 import structlog
 
 from dokuen import sshkeys
-from dokuen.control import Output
+from dokuen.control import Command, Output, text_arg
 from dokuen.entrypoint import Entrypoint
-from dokuen.errors import InvalidKey, ProtocolError
+from dokuen.errors import InvalidKey
 from dokuen.names import check_ssh_key_name
 
 log = structlog.get_logger()
-Command = Callable[[dict[str, Any], Output], Awaitable[Any]]
-
-
-def _text(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str):
-        raise ProtocolError(f"argument {key!r} must be a string")
-    return value
 
 
 class SshKeyCommands:
@@ -48,8 +40,8 @@ class SshKeyCommands:
         }
 
     async def ssh_keys_add(self, args: dict[str, Any], out: Output) -> Any:
-        name = check_ssh_key_name(_text(args, "name"))
-        text = _text(args, "key")
+        name = check_ssh_key_name(text_arg(args, "name"))
+        text = text_arg(args, "key")
         if len(text) > sshkeys.MAX_KEY_TEXT:
             raise InvalidKey(f"{len(text)} bytes is too long for a public key file")
         new = sshkeys.AuthorizedKey(name, sshkeys.parse_public_key(text))
@@ -61,7 +53,7 @@ class SshKeyCommands:
         return new.info()
 
     async def ssh_keys_remove(self, args: dict[str, Any], out: Output) -> Any:
-        name = check_ssh_key_name(_text(args, "name"))
+        name = check_ssh_key_name(text_arg(args, "name"))
         entrypoint = self._entrypoint()
         async with self._lock:
             await anyio.to_thread.run_sync(sshkeys.remove, self._file, entrypoint, name)
@@ -70,8 +62,8 @@ class SshKeyCommands:
 
     async def ssh_audit(self, args: dict[str, Any], out: Output) -> Any:
         """Log what an ssh key asked for (its forced command reports it before it acts)."""
-        key = check_ssh_key_name(_text(args, "key"))
-        command = _text(args, "line")[:1000]
+        key = check_ssh_key_name(text_arg(args, "key"))
+        command = text_arg(args, "line")[:1000]
         if args.get("allowed") is True:
             # Three words at most (dokuenctl config:set blog): the rest may be secrets.
             log.info("ssh.command", key=key, command=" ".join(command.split()[:3]))
