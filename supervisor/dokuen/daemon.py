@@ -148,7 +148,12 @@ class Daemon:
         mux = self.runtime.mux
         self.postgres = Postgres(settings, spawner, mux)
         self.databases = DatabaseCommands(
-            self.postgres, lambda: self.settings, self._app, mux, spawner
+            self.postgres,
+            lambda: self.settings,
+            self._app,
+            mux,
+            spawner,
+            lambda: self.backups.storage(),  # noqa: PLW0108 (self.backups is made next)
         )
         self._commands.update(self.databases.handlers())
         self.backups = BackupCommands(

@@ -27,7 +27,7 @@ from dokuen.postgres import Postgres
 from dokuen.process import Spawner
 from dokuen.settings import Settings
 from dokuen.spawn import OsSpawner
-from dokuen.storage import open_storage
+from dokuen.storage import Storage
 
 DOWNLOAD_CHUNK = 3 << 18  # bytes of dump per output line (a multiple of 3: whole base64)
 
@@ -42,12 +42,14 @@ class DatabaseCommands:
         find_app: Callable[[dict[str, Any]], App],
         mux: LogMux,
         spawner: Spawner,
+        storage: Callable[[], Storage],
     ) -> None:
         self.postgres = postgres
         self._settings = settings  # read at each request: SIGHUP may change the target
         self._find_app = find_app
         self._mux = mux
         self._spawner = spawner
+        self._storage = storage  # blocking: opens the backup target (backupcommands.py)
         self._busy: dict[str, str] = {}
 
     def handlers(self) -> dict[str, Command]:
@@ -95,13 +97,10 @@ class DatabaseCommands:
         await self.postgres.admin()  # a managed cluster runs from here on
         return record, self.postgres.login(record.name, record.password, record.name)
 
-    def _backups(self) -> Backups:
-        url = self._settings().backup_url
-        if url is None:
-            raise BackupError(
-                "no backup target: set DOKUEN_BACKUP_URL (file:///srv/backups or "
-                "s3://bucket/prefix) in dokuend's environment or $DOKUEN_HOME/dokuend.env"
-            )
+    async def _backups(self) -> Backups:
+        """The dumps in the backup target (the daemon's one opener, kept while the settings
+        name the same target; its first S3 use imports boto3, off the loop)."""
+        storage = await anyio.to_thread.run_sync(self._storage)
         if not isinstance(self._spawner, OsSpawner):
             raise BackupError("backups need real processes")
         tools = Tools(
@@ -110,8 +109,7 @@ class DatabaseCommands:
             self._spawner,
             self._settings().home / "tmp",
         )
-        # The target's settings as dokuend.env gives them (and SIGHUP changes them).
-        return Backups(open_storage(url, self._settings().backup_environ), tools)
+        return Backups(storage, tools)
 
     # -- pg:* ------------------------------------------------------------------------
 
@@ -185,7 +183,7 @@ class DatabaseCommands:
 
     async def backups(self, args: dict[str, Any], out: Output) -> Any:
         app = self._app_name(args)
-        return [summary(*pair) for pair in await self._backups().listing(app)]
+        return [summary(*pair) for pair in await (await self._backups()).listing(app)]
 
     def _app_name(self, args: dict[str, Any]) -> str:
         """An app whose backups are asked for: it may be gone (its backups stay)."""
@@ -205,7 +203,7 @@ class DatabaseCommands:
             DokuenError: no database, no target, or the dump or its upload failed (then
                 nothing was stored).
         """
-        backups = self._backups()
+        backups = await self._backups()
         async with self._exclusive(app.name, "capturing a backup"):
             record, login = await self._login(app)
             self._mux.event(app.name, f"backup of database {record.name} started")
@@ -228,7 +226,7 @@ class DatabaseCommands:
         source = optional_arg(args, "source") or app.name
         check_app_name(source)
         backup_id = optional_arg(args, "id")
-        backups = self._backups()
+        backups = await self._backups()
         if backup_id is None:
             manifest = await self._newest_sound(backups, source)
         else:
@@ -271,7 +269,7 @@ class DatabaseCommands:
     async def verify(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find_app(args)
         backup_id = optional_arg(args, "id")
-        manifest = await self._backups().manifest(
+        manifest = await (await self._backups()).manifest(
             app.name, backup_id and check_backup_id(backup_id)
         )
         return summary(manifest, await self.verify_backup(app, manifest))
@@ -282,7 +280,7 @@ class DatabaseCommands:
         async with self._exclusive(app.name, f"verifying backup {manifest.id}"):
             _record, login = await self._login(app)
             admin = await self.postgres.admin()
-            result = await self._backups().verify(manifest, admin, login)
+            result = await (await self._backups()).verify(manifest, admin, login)
         if not result.ok:
             self._mux.event(app.name, f"backup {manifest.id} FAILED verification")
             raise BackupError(
@@ -298,7 +296,7 @@ class DatabaseCommands:
         works over ssh too), never by dokuend."""
         app = self._app_name(args)
         backup_id = optional_arg(args, "id")
-        backups = self._backups()
+        backups = await self._backups()
         manifest = await backups.manifest(app, backup_id and check_backup_id(backup_id))
         with backups.tools.scratch() as work:
             dump = work / "backup.dump"
