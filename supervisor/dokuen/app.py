@@ -16,6 +16,7 @@ import structlog
 
 from dokuen import releases
 from dokuen.build import Builder
+from dokuen.control import cancel_when
 from dokuen.envdir import protect, read_envdir, write_envdir
 from dokuen.environment import process_environment
 from dokuen.errors import Conflict, DokuenError, NotFound
@@ -57,11 +58,6 @@ class Runtime:
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
-
-
-async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
-    await event()
-    scope.cancel()
 
 
 def _nothing() -> None:
@@ -230,7 +226,7 @@ class App:
         """Build the release and run its release phase; a hang-up cancels ``scope``."""
         failure: DokuenError | None = None
         async with anyio.create_task_group() as watchers:
-            watchers.start_soon(_cancel_when, hung_up, scope)
+            watchers.start_soon(cancel_when, hung_up, scope)
             try:
                 release = await self._build_and_release(builder, source, commit, say)
             except DokuenError as exc:  # raised below: a task group would wrap it in a group

@@ -31,6 +31,12 @@ log = structlog.get_logger()
 Command = Callable[[dict[str, Any], "Output"], Awaitable[Any]]
 
 
+async def cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
+    """Cancel ``scope`` once ``event`` returns (``Output.wait_closed``: the requester left)."""
+    await event()
+    scope.cancel()
+
+
 def text_arg(args: dict[str, Any], key: str) -> str:
     """A request's string argument; ProtocolError when it is missing or not a string."""
     value = args.get(key)

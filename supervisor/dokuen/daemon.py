@@ -22,7 +22,7 @@ from dokuen.app import App, Runtime
 from dokuen.backupcommands import BackupCommands
 from dokuen.build import Builder
 from dokuen.cluster import POSTGRES_APP
-from dokuen.control import Command, Output, serve, text_arg
+from dokuen.control import Command, Output, cancel_when, serve, text_arg
 from dokuen.dbcommands import DatabaseCommands
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
@@ -71,11 +71,6 @@ def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
 def _check_release_name(name: str) -> None:
     if not re.fullmatch(r"v[1-9][0-9]{0,8}", name):
         raise InvalidName(f"invalid release {name!r} (use vN, e.g. v3)")
-
-
-async def _cancel_when(event: Callable[[], Awaitable[None]], scope: anyio.CancelScope) -> None:
-    await event()
-    scope.cancel()
 
 
 class Daemon:
@@ -599,7 +594,7 @@ class Daemon:
                 async with anyio.create_task_group() as tg:
                     # A client that leaves is noticed at once, not at the next line it
                     # wanted (which, for a quiet app, may never come).
-                    tg.start_soon(_cancel_when, out.wait_closed, tg.cancel_scope)
+                    tg.start_soon(cancel_when, out.wait_closed, tg.cancel_scope)
                     async for batch in follower:
                         await out.write(batch.decode(errors="replace"))
                     if follower.dropped:
