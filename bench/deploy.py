@@ -27,19 +27,17 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
+from harness import ROOT, BenchError, Dokuend, wait_for
+
 RESULTS = ROOT / "bench" / "results" / "deploy.json"
 TARGETS = {"procfile": 3.0, "rollback": 2.0}
 
@@ -58,72 +56,17 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 """
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed."""
+def url(daemon: Dokuend, app: str) -> tuple[int, str | None]:
+    """Where the app answers: nginx with its Host, or its first web port."""
+    if daemon.settings["DOKUEN_NGINX"] == "managed":
+        return int(daemon.settings["DOKUEN_HTTP_PORT"]), f"{app}.localhost"
+    rows = json.loads(daemon.ctl("ps", app, "--json").stdout)
+    return int(rows[0]["port"]), None
 
 
-@dataclass
-class Daemon:
-    home: Path
-    http_port: int
-    nginx: bool
-    proc: subprocess.Popen[bytes] | None = None
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DOKUEN_HOME": str(self.home),
-            "DOKUEN_PORT_RANGE": "21100-21199",
-            "DOKUEN_NGINX": "managed" if self.nginx else "off",
-            "DOKUEN_HTTP_PORT": str(self.http_port),
-            "DOKUEN_HTTP_ADDR": "127.0.0.1",
-            # The temporary directory is private to root: builds run as dokuend's user.
-            **({"DOKUEN_BUILD_UIDS": "off"} if os.geteuid() == 0 else {}),
-        }
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True)
-        log = (self.home.parent / "dokuend.out").open("wb")
-        self.proc = subprocess.Popen([str(BIN / "dokuend")], env=self.env(), stderr=log)
-        wait_for(lambda: self.ctl("status", check=False).returncode == 0, 15, "dokuend")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / "dokuenctl"), *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise BenchError(f"dokuenctl {' '.join(args)}: {result.stderr.strip()}")
-        return result
-
-    def url(self, app: str) -> tuple[int, str | None]:
-        """Where the app answers: nginx with its Host, or its first web port."""
-        if self.nginx:
-            return self.http_port, f"{app}.localhost"
-        rows = json.loads(self.ctl("ps", app, "--json").stdout)
-        return int(rows[0]["port"]), None
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise BenchError(f"timed out waiting for {what}")
-
-
-def answer(daemon: Daemon, app: str) -> str | None:
+def answer(daemon: Dokuend, app: str) -> str | None:
     try:
-        port, host = daemon.url(app)
+        port, host = url(daemon, app)
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         connection.request("GET", "/", headers={"Host": host} if host else {})
         response = connection.getresponse()
@@ -156,14 +99,15 @@ class Repo:
             raise BenchError(f"git {' '.join(args)}: {result.stdout}{result.stderr}")
         return result.stdout + result.stderr
 
-    def push(self, daemon: Daemon, app: str, version: str) -> float:
+    def push(self, daemon: Dokuend, app: str, version: str) -> float:
         """Commit a new answer, push it, and return the seconds until it is served."""
         (self.path / "version.txt").write_text(version)
         self.git("add", "-A")
         self.git("commit", "-qm", version)
         began = time.monotonic()
         self.git("push", "-q", str(self.remote), "main")
-        wait_for(lambda: answer(daemon, app) == version, 60, f"{app} to answer {version}")
+        # Polled every 10 ms: the time until the answer is what is measured.
+        wait_for(lambda: answer(daemon, app) == version, 60, f"{app} to answer {version}", 0.01)
         return time.monotonic() - began
 
 
@@ -201,7 +145,13 @@ def main() -> int:
     runs = 2 if args.quick else 5
     nginx = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
     tmp = Path(tempfile.mkdtemp(prefix="dokuen-deploy-bench-"))
-    daemon = Daemon(tmp / "home", free_port(), nginx)
+    settings = {
+        "DOKUEN_PORT_RANGE": "21100-21199",
+        "DOKUEN_NGINX": "managed" if nginx else "off",
+        "DOKUEN_HTTP_PORT": str(free_port()),
+        "DOKUEN_HTTP_ADDR": "127.0.0.1",
+    }
+    daemon = Dokuend(tmp / "home", settings)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -241,7 +191,12 @@ def main() -> int:
             before = answer(daemon, "plain")
             began = time.monotonic()
             daemon.ctl("rollback", "plain", *([newest] if n % 2 else []))
-            wait_for(lambda b=before: answer(daemon, "plain") not in (None, b), 30, "rollback")
+            wait_for(
+                lambda: answer(daemon, "plain") not in (None, before),  # noqa: B023
+                30,
+                "rollback",
+                0.01,
+            )
             rollbacks.append(time.monotonic() - began)
         results["rollback"] = summary(rollbacks, TARGETS["rollback"])
     finally:

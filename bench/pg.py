@@ -27,82 +27,20 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from harness import ROOT, BenchError, Dokuend
 
 from dokuen.postgres import find_bindir
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
 RESULTS = ROOT / "bench" / "results" / "pg.json"
 BATCH_ROWS = 250_000  # about 35 MB
-
-
-class BenchError(Exception):
-    """A step of the benchmark failed."""
-
-
-@dataclass
-class Daemon:
-    top: Path
-
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def home(self) -> Path:
-        return self.top / "home"
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "DOKUEN_HOME": str(self.home),
-            "DOKUEN_PORT_RANGE": "21200-21299",
-            "DOKUEN_NGINX": "off",
-            "DOKUEN_POSTGRES": "managed",
-            "DOKUEN_POSTGRES_PORT": "25499",
-            "DOKUEN_BACKUP_URL": f"file://{self.top / 'backups'}",
-        }
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True)
-        (self.top / "backups").mkdir()
-        log = (self.top / "dokuend.out").open("wb")
-        self.proc = subprocess.Popen([str(BIN / "dokuend")], env=self.env(), stderr=log)
-        deadline = time.monotonic() + 15
-        while self.ctl("status", check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise BenchError("dokuend did not start")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=60)
-
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(BIN / "dokuenctl"), *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise BenchError(f"dokuenctl {' '.join(args)}: {result.stderr.strip()}")
-        return result
-
-    def timed(self, *args: str) -> float:
-        began = time.monotonic()
-        self.ctl(*args)
-        return time.monotonic() - began
 
 
 def fill(url: str, target: int) -> tuple[int, int]:
@@ -156,7 +94,15 @@ def main() -> int:
     target = 100_000_000 if args.quick else 1_000_000_000
     top = Path(tempfile.mkdtemp(prefix="dokuen-pg-bench-"))
     top.chmod(0o755)  # the managed cluster runs as the postgres user when we are root
-    daemon = Daemon(top)
+    (top / "backups").mkdir()
+    settings = {
+        "DOKUEN_PORT_RANGE": "21200-21299",
+        "DOKUEN_NGINX": "off",
+        "DOKUEN_POSTGRES": "managed",
+        "DOKUEN_POSTGRES_PORT": "25499",
+        "DOKUEN_BACKUP_URL": f"file://{top / 'backups'}",
+    }
+    daemon = Dokuend(top / "home", settings)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,

@@ -29,7 +29,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,10 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = ROOT / ".venv" / "bin"
-DOKUEND = BIN / "dokuend"
-DOKUENCTL = BIN / "dokuenctl"
+from harness import ROOT, BenchError, Dokuend, wait_for
+
 RESULTS = ROOT / "bench" / "results" / "proxy.json"
 APP = "bench"
 HOST = f"{APP}.localhost"
@@ -88,77 +85,12 @@ asyncio.run(main())
 KEEPALIVE_CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-class BenchError(Exception):
-    """A step of the benchmark failed."""
-
-
 # --- dokuend ------------------------------------------------------------------------------
 
 
-@dataclass
-class Daemon:
-    home: Path
-    http_port: int
-    port_range: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            DOKUEN_HOME=str(self.home),
-            DOKUEN_PORT_RANGE=self.port_range,
-            DOKUEN_NGINX="managed",
-            DOKUEN_HTTP_PORT=str(self.http_port),
-            DOKUEN_HTTP_ADDR="127.0.0.1",
-        )
-        return env
-
-    def start(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = (self.home.parent / "dokuend.out").open("wb")
-        self.proc = subprocess.Popen(
-            [str(DOKUEND)], env=self.env(), stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"dokuend exited with {self.proc.returncode}")
-            if self.ctl("status", check=False).returncode == 0:
-                return
-            time.sleep(0.1)
-        raise BenchError("dokuend did not answer within 15 s")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            print(f"dokuend (pid {self.proc.pid}) did not stop in 20 s: SIGKILL")
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [str(DOKUENCTL), *args], env=self.env(), capture_output=True, text=True, check=False
-        )
-        if check and result.returncode != 0:
-            raise BenchError(f"dokuenctl {' '.join(args)}: {result.stderr.strip()}")
-        return result
-
-    def web(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = json.loads(self.ctl("ps", APP, "--json").stdout)
-        return [r for r in rows if str(r.get("name", "")).startswith("web")]
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise BenchError(f"timed out waiting for {what}")
+def web(daemon: Dokuend) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(daemon.ctl("ps", APP, "--json").stdout)
+    return [r for r in rows if str(r.get("name", "")).startswith("web")]
 
 
 def get_once(port: int, host: str | None) -> tuple[int, str]:
@@ -364,10 +296,10 @@ def load_stats(load: Load) -> dict[str, Any]:
     }
 
 
-def restarts(daemon: Daemon, http_port: int, count: int) -> dict[str, Any]:
+def restarts(daemon: Dokuend, http_port: int, count: int) -> dict[str, Any]:
     daemon.ctl("ps:scale", APP, "web=2")
     wait_for(
-        lambda: len([r for r in daemon.web() if r.get("state") == "running"]) == 2,
+        lambda: len([r for r in web(daemon) if r.get("state") == "running"]) == 2,
         30,
         "web=2 to run",
     )
@@ -384,10 +316,10 @@ def restarts(daemon: Daemon, http_port: int, count: int) -> dict[str, Any]:
             "both web processes to answer through nginx",
         )
         for i in range(count):
-            old = {int(r["pid"]) for r in daemon.web()}
+            old = {int(r["pid"]) for r in web(daemon)}
 
             def done(old: set[int] = old) -> bool:
-                rows = daemon.web()
+                rows = web(daemon)
                 running = {int(r["pid"]) for r in rows if r.get("state") == "running"}
                 return len(rows) == 2 and len(running) == 2 and running.isdisjoint(old)
 
@@ -469,7 +401,13 @@ def main() -> int:
     app_dir.mkdir()
     (app_dir / "Procfile").write_text("web: python3 server.py\n")
     (app_dir / "server.py").write_text(SERVER_PY)
-    daemon = Daemon(tmp / "home", args.http_port, args.port_range)
+    settings = {
+        "DOKUEN_PORT_RANGE": args.port_range,
+        "DOKUEN_NGINX": "managed",
+        "DOKUEN_HTTP_PORT": str(args.http_port),
+        "DOKUEN_HTTP_ADDR": "127.0.0.1",
+    }
+    daemon = Dokuend(tmp / "home", settings)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
@@ -480,8 +418,8 @@ def main() -> int:
         daemon.start()
         daemon.ctl("apps:create", APP)
         daemon.ctl("deploy", APP, str(app_dir))
-        wait_for(lambda: any(r.get("state") == "running" for r in daemon.web()), 30, "web")
-        app_port = int(daemon.web()[0]["port"])
+        wait_for(lambda: any(r.get("state") == "running" for r in web(daemon)), 30, "web")
+        app_port = int(web(daemon)[0]["port"])
         wait_for(lambda: serving(app_port, None), 30, "the app to answer")
         wait_for(lambda: serving(args.http_port, HOST), 30, "nginx to answer")
 
