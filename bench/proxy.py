@@ -260,10 +260,10 @@ class Load:
                     self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
                     continue
                 self.ok += 1
-                # dokuend runs the Procfile command through sh: ps shows sh's pid, the ppid
+                # A plain Procfile command runs as `exec COMMAND`: its pid is the one ps shows.
                 match = re.match(r"pid=(\d+) ppid=(\d+)", body)
                 if match:
-                    self.answers.append((now, int(match.group(2))))
+                    self.answers.append((now, int(match.group(1))))
         conn.close()
 
     @contextlib.contextmanager
