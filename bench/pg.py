@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 from harness import ROOT, BenchError, Dokuend
 
-from dokuen.postgres import find_bindir
+from dokuen.data.postgres import find_bindir
 
 RESULTS = ROOT / "bench" / "results" / "pg.json"
 BATCH_ROWS = 250_000  # about 35 MB

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.buildpack import (
+from dokuen.deploy.buildpack import (
     BuildError,
     ReleaseInfo,
     Source,

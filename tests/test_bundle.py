@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.bundle import capture_bundle, read_manifest, verify_bundle
+from dokuen.backup.bundle import capture_bundle, read_manifest, verify_bundle
+from dokuen.backup.storage import DirectoryStorage, sha256_of
+from dokuen.deploy.repo import ensure_repo
 from dokuen.errors import DokuenError, NotFound
-from dokuen.repo import ensure_repo
-from dokuen.storage import DirectoryStorage, sha256_of
 from tests.test_repo import git
 
 NOW = datetime(2026, 11, 25, 19, 7, 30, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.cluster import unreachable_parent
+from dokuen.data.cluster import unreachable_parent
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs another user to look through")

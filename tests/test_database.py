@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.database import Database, database_name, read_record, remove_record, write_record
+from dokuen.data.database import Database, database_name, read_record, remove_record, write_record
 from dokuen.errors import InvalidName, SettingsError
 from dokuen.store import AppDir
 

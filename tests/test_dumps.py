@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.dumps import (
+from dokuen.backup.dumps import (
     BackupError,
     Backups,
     ChecksumMismatch,
@@ -21,9 +21,9 @@ from dokuen.dumps import (
     new_id,
     verified_key,
 )
+from dokuen.backup.storage import DirectoryStorage, sha256_of
 from dokuen.errors import InvalidName
-from dokuen.spawn import OsSpawner
-from dokuen.storage import DirectoryStorage, sha256_of
+from dokuen.supervise.spawn import OsSpawner
 
 MANIFEST = Manifest(
     app="blog",

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.envdir import read_envdir, write_envdir
 from dokuen.errors import InvalidName
+from dokuen.supervise.envdir import read_envdir, write_envdir
 
 VALUES = {
     "SIMPLE": "1",

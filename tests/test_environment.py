@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.environment import process_environment, read_dotenv
-from dokuen.formation import ProcessSpec
+from dokuen.supervise.environment import process_environment, read_dotenv
+from dokuen.supervise.formation import ProcessSpec
 
 SPEC = ProcessSpec("blog", "web", 2, "./server")
 HOME = Path("/srv/dokuen/apps/blog/releases/v3")

@@ -3,8 +3,14 @@
 import pytest
 
 from dokuen.errors import InvalidName
-from dokuen.formation import MAX_SCALE, ProcessSpec, default_formation, expand, parse_scale
-from dokuen.procfile import Procfile
+from dokuen.supervise.formation import (
+    MAX_SCALE,
+    ProcessSpec,
+    default_formation,
+    expand,
+    parse_scale,
+)
+from dokuen.supervise.procfile import Procfile
 
 
 def procfile(*types: str) -> Procfile:

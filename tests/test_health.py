@@ -4,7 +4,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from dokuen.health import probe
+from dokuen.supervise.health import probe
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dokuen.logmux import (
+from dokuen.supervise.logmux import (
     CONTINUED,
     CONTINUES,
     MAX_LINE,
@@ -18,7 +18,7 @@ from dokuen.logmux import (
     render,
     tail,
 )
-from dokuen.logmux import timestamp as stamp_of
+from dokuen.supervise.logmux import timestamp as stamp_of
 
 C, D = CONTINUES, CONTINUED  # " [line continues]" ends a cut piece, "[continued] " starts the next
 SMALL = 8

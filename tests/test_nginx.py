@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from dokuen.errors import InvalidName, SettingsError
-from dokuen.nginx import (
+from dokuen.names import check_domain
+from dokuen.proxy.nginx import (
     Managed,
     Site,
     check_body_size,
-    check_domain,
     listen_directive,
     render_main,
     render_site,

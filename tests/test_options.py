@@ -2,10 +2,10 @@
 
 import pytest
 
+from dokuen.apps.options import AppOptions, app_options
 from dokuen.errors import SettingsError
-from dokuen.health import HealthCheck
-from dokuen.options import AppOptions, app_options
-from dokuen.restart import RestartPolicy
+from dokuen.supervise.health import HealthCheck
+from dokuen.supervise.restart import RestartPolicy
 
 DEFAULT_STOP = 10.0
 

@@ -6,7 +6,8 @@ from collections.abc import Callable
 import pytest
 
 from dokuen.errors import DokuenError, SettingsError
-from dokuen.ports import HOST, PortPool, PortRange, choose_port, parse_port_range, port_is_free
+from dokuen.settings import PortRange, parse_port_range
+from dokuen.supervise.ports import HOST, PortPool, choose_port, port_is_free
 
 TEN = PortRange(5000, 5009)
 

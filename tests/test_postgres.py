@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.cluster import PostgresUnavailable
-from dokuen.logmux import LogMux
-from dokuen.postgres import Postgres, choose_mode, find_bindir, has_server, not_installed
+from dokuen.data.cluster import PostgresUnavailable
+from dokuen.data.postgres import Postgres, choose_mode, find_bindir, has_server, not_installed
 from dokuen.settings import load_settings
-from dokuen.spawn import OsSpawner
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.spawn import OsSpawner
 
 
 @pytest.mark.parametrize(

@@ -9,11 +9,12 @@ import anyio
 import psutil
 import pytest
 
-from dokuen.formation import ProcessSpec
-from dokuen.logmux import LogMux
-from dokuen.ports import PortPool, PortRange
-from dokuen.process import ProcessSlot, ProcessState, SlotConfig
-from dokuen.restart import RestartPolicy
+from dokuen.settings import PortRange
+from dokuen.supervise.formation import ProcessSpec
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.ports import PortPool
+from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
+from dokuen.supervise.restart import RestartPolicy
 
 pytestmark = pytest.mark.anyio
 

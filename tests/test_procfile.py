@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dokuen.errors import ProcfileError
-from dokuen.procfile import Procfile, parse_procfile, read_procfile
+from dokuen.supervise.procfile import Procfile, parse_procfile, read_procfile
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 import pytest
 
+from dokuen.deploy.receive import Plan, RefUpdate, deploy_ref, parse_updates, plan_push
 from dokuen.errors import ProtocolError, Refused
-from dokuen.receive import Plan, RefUpdate, deploy_ref, parse_updates, plan_push
 
 ZERO = "0" * 40
 A = "a" * 40

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.entrypoint import Entrypoint
-from dokuen.errors import DokuenError, InvalidName, SettingsError
-from dokuen.repo import (
+from dokuen.deploy.repo import (
     app_of_repo,
     ensure_repo,
     export_commit,
@@ -17,6 +15,8 @@ from dokuen.repo import (
     render_hook,
     render_hooks,
 )
+from dokuen.entrypoint import Entrypoint
+from dokuen.errors import DokuenError, InvalidName, SettingsError
 from tests.test_nginx import golden
 
 ENTRY = Entrypoint(Path("/usr/bin/dokuenctl"), Path("/var/lib/dokuen/dokuend.sock"))

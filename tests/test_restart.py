@@ -3,7 +3,7 @@
 import pytest
 
 from dokuen.errors import SettingsError
-from dokuen.restart import RestartPolicy, Run, next_delay, parse_restart_limit
+from dokuen.supervise.restart import RestartPolicy, Run, next_delay, parse_restart_limit
 
 # Runs shorter than FAST are fast failures; a run of RESET or more forgives everything before.
 FAST, RESET = 1.0, 30.0

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import boto3
 import pytest
 
-from dokuen.s3 import MIB, S3Storage, parse_s3_url
-from dokuen.storage import StorageError, open_storage, sha256_of
+from dokuen.backup.s3 import MIB, S3Storage, parse_s3_url
+from dokuen.backup.storage import StorageError, open_storage, sha256_of
 from tests.motoserver import CREDENTIALS, MotoServer, free_port, moto_server
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ def test_bad_s3_urls_are_refused(url: str) -> None:
 
 def test_dokuenctl_and_the_storage_module_do_not_import_boto3() -> None:
     script = (
-        "import sys, dokuen.cli.dokuenctl, dokuen.storage\n"
+        "import sys, dokuen.cli.dokuenctl, dokuen.backup.storage\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)

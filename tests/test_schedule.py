@@ -6,8 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dokuen.errors import InvalidName, SettingsError
-from dokuen.schedule import (
+from dokuen.backup.schedule import (
     BackupStatus,
     RunRecord,
     Schedule,
@@ -27,6 +26,7 @@ from dokuen.schedule import (
     write_schedule,
     write_status,
 )
+from dokuen.errors import InvalidName, SettingsError
 
 
 def at(text: str) -> datetime:

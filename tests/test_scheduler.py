@@ -11,8 +11,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from dokuen.errors import DokuenError
-from dokuen.schedule import (
+from dokuen.backup.schedule import (
     BackupResult,
     BackupStatus,
     RunRecord,
@@ -21,8 +20,9 @@ from dokuen.schedule import (
     write_schedule,
     write_status,
 )
-from dokuen.scheduler import BackupScheduler
-from dokuen.storage import DirectoryStorage, sha256_of
+from dokuen.backup.scheduler import BackupScheduler
+from dokuen.backup.storage import DirectoryStorage, sha256_of
+from dokuen.errors import DokuenError
 from dokuen.store import Store
 
 pytestmark = pytest.mark.anyio

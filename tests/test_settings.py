@@ -5,10 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.environment import DEFAULT_PATH
 from dokuen.errors import SettingsError
-from dokuen.ports import PortRange
-from dokuen.settings import SETTINGS_FILE, Settings, default_home, home_and_socket, load_settings
+from dokuen.settings import (
+    DEFAULT_PATH,
+    SETTINGS_FILE,
+    PortRange,
+    Settings,
+    default_home,
+    home_and_socket,
+    load_settings,
+)
 
 
 def test_defaults(tmp_path: Path) -> None:

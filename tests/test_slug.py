@@ -5,8 +5,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from dokuen.deploy.slug import Transcript, process_types
 from dokuen.errors import DokuenError
-from dokuen.slug import Transcript, process_types
 
 
 def test_a_transcript_passes_on_whole_lines_and_keeps_everything() -> None:

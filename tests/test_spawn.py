@@ -9,7 +9,7 @@ import anyio
 import psutil
 import pytest
 
-from dokuen.spawn import HAVE_PIDFD, OsSpawner, exec_form
+from dokuen.supervise.spawn import HAVE_PIDFD, OsSpawner, exec_form
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from dokuen.errors import InvalidName, Refused
-from dokuen.sshcommand import Ctl, ReceivePack, parse_ssh_command
+from dokuen.ssh.command import Ctl, ReceivePack, parse_ssh_command
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import Conflict, InvalidKey, NotFound, SettingsError
-from dokuen.sshkeys import (
+from dokuen.ssh.keys import (
     HEADER,
     AuthorizedKey,
     AuthorizedKeys,

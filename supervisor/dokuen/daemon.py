@@ -17,13 +17,15 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen import __version__, reaper, repo, sshkeys
-from dokuen.app import App, Runtime
-from dokuen.backupcommands import BackupCommands
-from dokuen.build import Builder
-from dokuen.cluster import POSTGRES_APP
+from dokuen import __version__
+from dokuen.apps.app import App, Runtime
+from dokuen.backup.requests import BackupCommands
 from dokuen.control import Command, Output, cancel_when, serve, text_arg
-from dokuen.dbcommands import DatabaseCommands
+from dokuen.data.cluster import POSTGRES_APP
+from dokuen.data.postgres import Postgres
+from dokuen.data.requests import DatabaseCommands
+from dokuen.deploy import repo
+from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import (
     Conflict,
@@ -32,25 +34,27 @@ from dokuen.errors import (
     ProtocolError,
     SettingsError,
 )
-from dokuen.logmux import LogFilter, LogMux, tail
 from dokuen.names import (
     check_app_name,
     check_config_key,
+    check_domain,
     check_ssh_key_name,
     not_found,
     parse_process_name,
 )
-from dokuen.nginx import Managed, Site, check_domain, listen_directive
-from dokuen.ports import PortPool
-from dokuen.postgres import Postgres
-from dokuen.process import Clock, Spawner, SystemClock
-from dokuen.proxy import NGINX_APP, NginxProxy, find_nginx
+from dokuen.proxy.driver import NGINX_APP, NginxProxy, find_nginx
+from dokuen.proxy.nginx import Managed, Site, listen_directive
 from dokuen.service.account import socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
-from dokuen.spawn import OsSpawner
-from dokuen.sshkeycommands import SshKeyCommands
+from dokuen.ssh import keys as sshkeys
+from dokuen.ssh.requests import SshKeyCommands
 from dokuen.store import AppDir, Store
+from dokuen.supervise import reaper
+from dokuen.supervise.logmux import LogFilter, LogMux, tail
+from dokuen.supervise.ports import PortPool
+from dokuen.supervise.process import Clock, Spawner, SystemClock
+from dokuen.supervise.spawn import OsSpawner
 
 log = structlog.get_logger()
 

@@ -1,4 +1,5 @@
-"""The grammars of names users give us: apps, process types, config keys, ssh key names.
+"""The grammars of names users give us: apps, domains, process types, config keys, ssh key
+names.
 
 Everything is checked with ``re.fullmatch``: ``$`` would let a trailing newline through.
 """
@@ -16,6 +17,9 @@ PROCESS_NAME = re.compile(r"(?P<type>[A-Za-z0-9_-]+)(?:\.(?P<index>[1-9][0-9]*))
 # Written unquoted into authorized_keys (a forced command's argument and the key's comment).
 SSH_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 BACKUP_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z")  # the UTC time it was taken
+MAX_DOMAIN = 253
+_LABEL = APP_NAME.pattern.replace("[a-z]", "[a-z0-9]", 1)  # host labels may start with a digit
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
 def check_app_name(name: str) -> str:
@@ -81,3 +85,14 @@ def not_found(kind: str, name: str, known: Iterable[str]) -> NotFound:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return NotFound(f"no {kind} named {name!r}{hint}")
+
+
+def check_domain(name: str) -> str:
+    """Return ``name`` if it is a lowercase host name (DNS labels joined by dots, at most
+    253 characters); raise InvalidName otherwise. Wildcards are refused too."""
+    if len(name) > MAX_DOMAIN or not _DOMAIN.fullmatch(name):
+        raise InvalidName(
+            f"invalid domain {name!r} (use lowercase letters, digits, '-' and dots, like "
+            f"blog.example.com, at most {MAX_DOMAIN} characters)"
+        )
+    return name

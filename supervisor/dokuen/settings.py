@@ -15,12 +15,38 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from dokuen.conninfo import parse_url
-from dokuen.environment import DEFAULT_PATH
 from dokuen.errors import SettingsError
-from dokuen.nginx import check_domain
-from dokuen.ports import PortRange, parse_port_range
+from dokuen.names import check_domain
 
 SETTINGS_FILE = "dokuend.env"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+
+def parse_port_range(text: str) -> PortRange:
+    """Parse ``5000-5999``; raise SettingsError naming the expected form."""
+    match = re.fullmatch(r"\s*([0-9]{1,5})\s*-\s*([0-9]{1,5})\s*", text)
+    if match is None:
+        raise SettingsError(f"DOKUEN_PORT_RANGE={text!r} is not a range like 5000-5999")
+    first, last = int(match[1]), int(match[2])
+    if not 1024 <= first <= last <= 65535:
+        raise SettingsError(
+            f"DOKUEN_PORT_RANGE={text!r} must satisfy 1024 <= first <= last <= 65535"
+        )
+    return PortRange(first, last)
+
+
 DEFAULT_PORTS = PortRange(5000, 5999)
 # Far from login users (1000+), Debian's reserved ids (60000-65535) and the subordinate ids
 # containers are given (100000 and up, 65536 a user).

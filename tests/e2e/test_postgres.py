@@ -23,7 +23,7 @@ import psutil
 import psycopg
 import pytest
 
-from dokuen.postgres import find_bindir, has_server
+from dokuen.data.postgres import find_bindir, has_server
 from tests.e2e.conftest import (
     BIN,
     Dokuen,

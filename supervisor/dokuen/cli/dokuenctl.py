@@ -18,10 +18,9 @@ from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
 from dokuen.cli.databases import COMMANDS as DATABASE_COMMANDS
 from dokuen.cli.service import service_install, service_uninstall
 from dokuen.errors import DokuenError
-from dokuen.names import check_config_key, check_ssh_key_name, parse_process_name
-from dokuen.nginx import check_domain
+from dokuen.names import check_config_key, check_domain, check_ssh_key_name, parse_process_name
 from dokuen.service.account import client_socket
-from dokuen.sshcommand import Ctl, parse_ssh_command
+from dokuen.ssh.command import Ctl, parse_ssh_command
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -541,7 +540,7 @@ def ssh_keys(client: Client, as_json: bool) -> None:
 @pass_client
 def ssh_keys_add(client: Client, name: str, keyfile: BinaryIO) -> None:
     """Let the public key in KEYFILE (- for stdin) git push and run dokuenctl over ssh."""
-    from dokuen.sshkeys import MAX_KEY_TEXT  # noqa: PLC0415 (hashlib and co. only here)
+    from dokuen.ssh.keys import MAX_KEY_TEXT  # noqa: PLC0415 (hashlib and co. only here)
 
     text = keyfile.read(MAX_KEY_TEXT + 1).decode(errors="replace")
     added = client.call("ssh-keys:add", name=name, key=text)
@@ -566,7 +565,7 @@ def _stop_on_signal(signum: int, _frame: object) -> None:
 @pass_client
 def git_hook(client: Client) -> None:
     """The pre-receive hook of every app's repository (git runs it in the repository)."""
-    from dokuen.receive import receive  # noqa: PLC0415 (tarfile and co. only here)
+    from dokuen.deploy.receive import receive  # noqa: PLC0415 (tarfile and co. only here)
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop_on_signal)
@@ -614,7 +613,7 @@ def git_post_receive(client: Client) -> None:
     """The post-receive hook of every app's repository: the push has landed; store a bundle
     of the repository in the backup target. A failure is told, never an error: git could
     not undo the push anyway."""
-    from dokuen.repo import app_of_repo  # noqa: PLC0415 (tarfile and co. only here)
+    from dokuen.deploy.repo import app_of_repo  # noqa: PLC0415 (tarfile and co. only here)
 
     sys.stdin.read()  # the ref updates: a bundle holds every ref, whichever moved
     client.warn = False  # the pre-receive hook said them; a failure here is said below
@@ -630,7 +629,7 @@ def git_post_receive(client: Client) -> None:
 def _cron(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
-    from dokuen.schedule import check_cron  # noqa: PLC0415 (croniter only here)
+    from dokuen.backup.schedule import check_cron  # noqa: PLC0415 (croniter only here)
 
     try:
         return check_cron(value)

@@ -1,38 +1,13 @@
 """The port pool: one free 127.0.0.1 port per live process, verified by binding."""
 
-import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dokuen.errors import DokuenError, SettingsError
+from dokuen.errors import DokuenError
+from dokuen.settings import PortRange
 
 HOST = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class PortRange:
-    first: int
-    last: int
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.first <= port <= self.last
-
-    def __len__(self) -> int:
-        return self.last - self.first + 1
-
-
-def parse_port_range(text: str) -> PortRange:
-    """Parse ``5000-5999``; raise SettingsError naming the expected form."""
-    match = re.fullmatch(r"\s*([0-9]{1,5})\s*-\s*([0-9]{1,5})\s*", text)
-    if match is None:
-        raise SettingsError(f"DOKUEN_PORT_RANGE={text!r} is not a range like 5000-5999")
-    first, last = int(match[1]), int(match[2])
-    if not 1024 <= first <= last <= 65535:
-        raise SettingsError(
-            f"DOKUEN_PORT_RANGE={text!r} must satisfy 1024 <= first <= last <= 65535"
-        )
-    return PortRange(first, last)
 
 
 def port_is_free(port: int) -> bool:

@@ -137,7 +137,7 @@ def open_storage(url: str, environ: Mapping[str, str]) -> Storage:
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
         return DirectoryStorage(url, Path(parts.path))
     if parts.scheme == "s3" and parts.netloc:
-        from dokuen.s3 import open_s3  # noqa: PLC0415 (boto3 is slow to import)
+        from dokuen.backup.s3 import open_s3  # noqa: PLC0415 (boto3 is slow to import)
 
         return open_s3(url, environ)
     raise StorageError(

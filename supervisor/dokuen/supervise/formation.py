@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from dokuen.errors import InvalidName
 from dokuen.names import check_process_type
-from dokuen.procfile import Procfile
+from dokuen.supervise.procfile import Procfile
 
 # Heroku runs `release` once per deploy, never as a long-running process.
 ONE_OFF_TYPES = frozenset({"release"})

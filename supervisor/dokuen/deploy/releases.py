@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dokuen.environment import read_dotenv
 from dokuen.errors import DokuenError
-from dokuen.procfile import Procfile
 from dokuen.store import AppDir, write_atomic
+from dokuen.supervise.environment import read_dotenv
+from dokuen.supervise.procfile import Procfile
 
 _VERSION = re.compile(r"v([1-9][0-9]*)")
 # What a copy of a working tree leaves out: version control, not the app.

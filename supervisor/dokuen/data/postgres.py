@@ -20,7 +20,8 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen.cluster import (
+from dokuen.conninfo import ConnInfo, parse_url
+from dokuen.data.cluster import (
     LOOPBACK,
     POSTGRES_APP,
     READY_POLL,
@@ -28,11 +29,10 @@ from dokuen.cluster import (
     ManagedCluster,
     PostgresUnavailable,
 )
-from dokuen.conninfo import ConnInfo, parse_url
-from dokuen.logmux import LogMux
-from dokuen.process import Spawner
 from dokuen.settings import Settings
-from dokuen.spawn import OsSpawner
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.process import Spawner
+from dokuen.supervise.spawn import OsSpawner
 
 log = structlog.get_logger()
 

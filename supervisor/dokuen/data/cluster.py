@@ -29,11 +29,11 @@ import structlog
 
 from dokuen.conninfo import ConnInfo
 from dokuen.errors import DokuenError
-from dokuen.logmux import LineFramer, LogMux
-from dokuen.ports import port_is_free
-from dokuen.process import describe_exit
-from dokuen.spawn import LoopChild, OsSpawner, PidfdChild
 from dokuen.store import write_atomic
+from dokuen.supervise.logmux import LineFramer, LogMux
+from dokuen.supervise.ports import port_is_free
+from dokuen.supervise.process import describe_exit
+from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 
 log = structlog.get_logger()
 
@@ -305,7 +305,7 @@ class ManagedCluster:
             pumped.set()
 
     async def _watch_ready(self) -> None:
-        from dokuen.database import connect  # noqa: PLC0415 (psycopg only once it runs)
+        from dokuen.data.database import connect  # noqa: PLC0415 (psycopg only once it runs)
 
         admin = self.admin()
         while True:

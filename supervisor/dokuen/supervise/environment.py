@@ -5,9 +5,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from dokuen.formation import ProcessSpec
-
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from dokuen.supervise.formation import ProcessSpec
 
 
 def read_dotenv(app_dir: Path) -> dict[str, str]:

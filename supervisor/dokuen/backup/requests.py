@@ -13,19 +13,19 @@ from typing import Any
 
 import anyio
 
-from dokuen import bundle
-from dokuen.app import App
+from dokuen.apps.app import App
+from dokuen.backup import bundle
+from dokuen.backup.dumps import dump_key
+from dokuen.backup.schedule import BackupResult, RunRecord, make_schedule
+from dokuen.backup.scheduler import BackupScheduler
+from dokuen.backup.storage import Storage, open_storage
 from dokuen.control import Command, Output, text_arg
-from dokuen.dbcommands import DatabaseCommands
-from dokuen.dumps import dump_key
+from dokuen.data.requests import DatabaseCommands
+from dokuen.deploy.receive import deploy_ref
 from dokuen.errors import DokuenError, NotFound, ProtocolError, SettingsError
-from dokuen.logmux import LogMux
-from dokuen.receive import deploy_ref
-from dokuen.schedule import BackupResult, RunRecord, make_schedule
-from dokuen.scheduler import BackupScheduler
 from dokuen.settings import Settings
-from dokuen.storage import Storage, open_storage
 from dokuen.store import Store
+from dokuen.supervise.logmux import LogMux
 
 
 class BackupCommands:

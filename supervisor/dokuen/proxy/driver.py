@@ -18,19 +18,19 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen import reaper
 from dokuen.errors import DokuenError
-from dokuen.logmux import LogMux
-from dokuen.nginx import (
+from dokuen.proxy.nginx import (
     Managed,
     Site,
     render_main,
     render_site,
     render_system_include,
 )
-from dokuen.ports import port_is_free
-from dokuen.process import describe_exit
-from dokuen.spawn import LoopChild, OsSpawner, PidfdChild
+from dokuen.supervise import reaper
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.ports import port_is_free
+from dokuen.supervise.process import describe_exit
+from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 
 log = structlog.get_logger()
 

@@ -29,12 +29,12 @@ import anyio
 import structlog
 
 from dokuen import __version__
+from dokuen.backup.storage import Storage, StorageError, sha256_of
 from dokuen.conninfo import ConnInfo
-from dokuen.database import connect, create_scratch, drop_scratch, row_counts
+from dokuen.data.database import connect, create_scratch, drop_scratch, row_counts
 from dokuen.errors import DokuenError, NotFound
 from dokuen.names import check_app_name, check_backup_id
-from dokuen.spawn import OsSpawner
-from dokuen.storage import Storage, StorageError, sha256_of
+from dokuen.supervise.spawn import OsSpawner
 
 MANIFEST_FORMAT = 1
 _MANIFEST_KEYS = re.compile(r"(?P<id>[0-9]{8}T[0-9]{6}Z)\.json")

@@ -14,19 +14,22 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen import releases
-from dokuen.build import Builder
+from dokuen.apps.options import app_options
 from dokuen.control import cancel_when
-from dokuen.envdir import protect, read_envdir, write_envdir
-from dokuen.environment import process_environment
+from dokuen.deploy import releases
+from dokuen.deploy.build import Builder
+from dokuen.deploy.slug import make_release
 from dokuen.errors import Conflict, DokuenError, NotFound
-from dokuen.formation import ProcessSpec, default_formation, expand, parse_scale
-from dokuen.logmux import LogMux
-from dokuen.names import check_config_key, not_found
-from dokuen.nginx import DEFAULT_BODY_SIZE, Site, check_body_size, check_domain
-from dokuen.options import app_options
-from dokuen.ports import PortPool
-from dokuen.process import (
+from dokuen.names import check_config_key, check_domain, not_found
+from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
+from dokuen.settings import Settings
+from dokuen.store import AppDir
+from dokuen.supervise.envdir import protect, read_envdir, write_envdir
+from dokuen.supervise.environment import process_environment
+from dokuen.supervise.formation import ProcessSpec, default_formation, expand, parse_scale
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.ports import PortPool
+from dokuen.supervise.process import (
     Clock,
     ProcessSlot,
     ProcessState,
@@ -34,10 +37,7 @@ from dokuen.process import (
     Spawner,
     describe_exit,
 )
-from dokuen.procfile import Procfile, read_procfile
-from dokuen.settings import Settings
-from dokuen.slug import make_release
-from dokuen.store import AppDir
+from dokuen.supervise.procfile import Procfile, read_procfile
 
 log = structlog.get_logger()
 

@@ -8,11 +8,11 @@ from typing import Any
 import anyio
 import structlog
 
-from dokuen import sshkeys
 from dokuen.control import Command, Output, text_arg
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import InvalidKey
 from dokuen.names import check_ssh_key_name
+from dokuen.ssh import keys as sshkeys
 
 log = structlog.get_logger()
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dokuen import repo
+from dokuen.deploy import repo
 from dokuen.errors import Conflict, DokuenError, ProtocolError, Refused
 
 ZERO_ID = re.compile(r"0{40}|0{64}")

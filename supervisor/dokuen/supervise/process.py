@@ -15,13 +15,13 @@ import anyio.abc
 import psutil
 import structlog
 
-from dokuen import reaper
 from dokuen.errors import DokuenError
-from dokuen.formation import ProcessSpec
-from dokuen.health import HealthCheck, probe
-from dokuen.logmux import LineFramer, LogMux
-from dokuen.ports import PortPool
-from dokuen.restart import RestartPolicy, Run, next_delay
+from dokuen.supervise import reaper
+from dokuen.supervise.formation import ProcessSpec
+from dokuen.supervise.health import HealthCheck, probe
+from dokuen.supervise.logmux import LineFramer, LogMux
+from dokuen.supervise.ports import PortPool
+from dokuen.supervise.restart import RestartPolicy, Run, next_delay
 
 log = structlog.get_logger()
 

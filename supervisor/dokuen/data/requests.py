@@ -13,21 +13,22 @@ from typing import Any
 
 import anyio
 
-from dokuen import database, releases
-from dokuen.app import App
-from dokuen.cluster import PostgresUnavailable
+from dokuen.apps.app import App
+from dokuen.backup.dumps import BackupError, Backups, Manifest, Tools, Verification, summary
+from dokuen.backup.storage import Storage
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Command, Output, optional_arg
-from dokuen.database import Database
-from dokuen.dumps import BackupError, Backups, Manifest, Tools, Verification, summary
+from dokuen.data import database
+from dokuen.data.cluster import PostgresUnavailable
+from dokuen.data.database import Database
+from dokuen.data.postgres import Postgres
+from dokuen.deploy import releases
 from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound, Refused
-from dokuen.logmux import LogMux
 from dokuen.names import check_app_name, check_backup_id
-from dokuen.postgres import Postgres
-from dokuen.process import Spawner
 from dokuen.settings import Settings
-from dokuen.spawn import OsSpawner
-from dokuen.storage import Storage
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.process import Spawner
+from dokuen.supervise.spawn import OsSpawner
 
 DOWNLOAD_CHUNK = 3 << 18  # bytes of dump per output line (a multiple of 3: whole base64)
 

@@ -15,8 +15,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen.errors import DokuenError
-from dokuen.schedule import (
+from dokuen.backup.schedule import (
     BackupResult,
     BackupStatus,
     Capture,
@@ -35,7 +34,8 @@ from dokuen.schedule import (
     write_status,
     zone_name,
 )
-from dokuen.storage import Storage
+from dokuen.backup.storage import Storage
+from dokuen.errors import DokuenError
 from dokuen.store import Store
 
 log = structlog.get_logger()

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from dokuen import __version__
+from dokuen.backup.schedule import BackupResult, ids_of, unique_id
+from dokuen.backup.storage import Storage, StorageError, sha256_of
 from dokuen.errors import DokuenError, NotFound
-from dokuen.schedule import BackupResult, ids_of, unique_id
-from dokuen.storage import Storage, StorageError, sha256_of
 
 KIND = "repo"
 

@@ -30,7 +30,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from dokuen.storage import StorageError, check_key
+from dokuen.backup.storage import StorageError, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

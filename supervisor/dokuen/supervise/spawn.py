@@ -20,7 +20,7 @@ import anyio
 import anyio.abc
 import psutil
 
-from dokuen import reaper
+from dokuen.supervise import reaper
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to

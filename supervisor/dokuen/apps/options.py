@@ -5,9 +5,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dokuen.errors import SettingsError
-from dokuen.health import HealthCheck, check_path
-from dokuen.nginx import check_body_size
-from dokuen.restart import RestartPolicy, parse_restart_limit
+from dokuen.proxy.nginx import check_body_size
+from dokuen.supervise.health import HealthCheck, check_path
+from dokuen.supervise.restart import RestartPolicy, parse_restart_limit
 
 DEFAULT_BOOT_TIMEOUT = 60.0
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import anyio
 
-from dokuen import releases
-from dokuen.build import Builder, Job, Limits, reachable_buildpacks
+from dokuen.deploy import releases
+from dokuen.deploy.build import Builder, Job, Limits, reachable_buildpacks
 from dokuen.errors import DokuenError
-from dokuen.logmux import LogMux
-from dokuen.procfile import Procfile, read_procfile
 from dokuen.resources import shipped
 from dokuen.settings import Settings
 from dokuen.store import AppDir, Store, write_atomic
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.procfile import Procfile, read_procfile
 
 Say = Callable[[str], Awaitable[None]]
 

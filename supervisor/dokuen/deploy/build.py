@@ -22,8 +22,7 @@ from pathlib import Path
 import anyio
 import psutil
 
-from dokuen import reaper
-from dokuen.buildpack import (
+from dokuen.deploy.buildpack import (
     BUNDLED,
     BuildError,
     ReleaseInfo,
@@ -34,9 +33,10 @@ from dokuen.buildpack import (
     parse_release,
     parse_source,
 )
-from dokuen.envdir import write_envdir
 from dokuen.resources import shipped
-from dokuen.spawn import OsSpawner
+from dokuen.supervise import reaper
+from dokuen.supervise.envdir import write_envdir
+from dokuen.supervise.spawn import OsSpawner
 
 Say = Callable[[str], Awaitable[None]]
 # Limits are set by bash's ulimit (present on Linux and macOS), then the step is exec'ed.
