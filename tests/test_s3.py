@@ -13,7 +13,8 @@ import boto3
 import pytest
 
 from dokuen.backup.s3 import MIB, S3Storage, parse_s3_url
-from dokuen.backup.storage import StorageError, open_storage, sha256_of
+from dokuen.backup.storage import StorageError, sha256_of
+from dokuen.backup.targets import open_storage
 from tests.motoserver import CREDENTIALS, MotoServer, free_port, moto_server
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ def test_bad_s3_urls_are_refused(url: str) -> None:
 
 def test_dokuenctl_and_the_storage_module_do_not_import_boto3() -> None:
     script = (
-        "import sys, dokuen.cli.dokuenctl, dokuen.backup.storage\n"
+        "import sys, dokuen.cli.dokuenctl, dokuen.backup.targets\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.backup.storage import DirectoryStorage, StorageError, open_storage, sha256_of
+from dokuen.backup.storage import DirectoryStorage, StorageError, sha256_of
+from dokuen.backup.targets import open_storage
 
 
 def test_a_directory_target_stores_lists_gets_and_deletes(tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ class Settings:
 
     @property
     def backup_environ(self) -> dict[str, str]:
-        """What the backup target is opened with (storage.open_storage)."""
+        """What the backup target is opened with (backup.targets.open_storage)."""
         environ = dict(self.aws)
         if self.backup_endpoint_url:
             environ["DOKUEN_BACKUP_ENDPOINT_URL"] = self.backup_endpoint_url

@@ -18,7 +18,8 @@ from dokuen.backup import bundle
 from dokuen.backup.dumps import dump_key
 from dokuen.backup.schedule import BackupResult, RunRecord, make_schedule
 from dokuen.backup.scheduler import BackupScheduler
-from dokuen.backup.storage import Storage, open_storage
+from dokuen.backup.storage import Storage
+from dokuen.backup.targets import open_storage
 from dokuen.control import Command, Output, text_arg
 from dokuen.data.requests import DatabaseCommands
 from dokuen.deploy.receive import deploy_ref

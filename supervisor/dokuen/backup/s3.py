@@ -12,7 +12,7 @@ one goes as a multipart upload that is completed only after every part was accep
 SHA-256 of all of them matched, and is aborted otherwise. S3 never lists an unfinished
 multipart upload as an object. The SHA-256 travels as object metadata, and ``get`` checks it.
 
-Importing this module imports boto3 (slow): storage.open_storage imports it only when a
+Importing this module imports boto3 (slow): targets.open_storage imports it only when a
 target is an S3 URL, and dokuenctl never does.
 """
 
