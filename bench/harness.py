@@ -25,11 +25,10 @@ def wait_for(
     """Poll ``predicate`` every ``interval`` seconds (more often costs the load generators
     of a benchmark their CPU) until it holds; BenchError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
-    raise BenchError(f"timed out waiting for {what}")
 
 
 @dataclass

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.backup.dumps import (
+from dokuen.backup.dumps import Backups, ChecksumMismatch, Tools
+from dokuen.backup.manifest import (
     BackupError,
-    Backups,
-    ChecksumMismatch,
     Manifest,
-    Tools,
     backup_ids,
     compare_tables,
     dump_key,

@@ -157,7 +157,9 @@ def test_an_endpoint_that_does_not_answer_is_named(tmp_path: Path) -> None:
 def test_no_credentials_is_said_plainly(server: MotoServer) -> None:
     environ = {"DOKUEN_BACKUP_ENDPOINT_URL": server.endpoint}
     script = (
-        "import sys; from dokuen.s3 import S3Storage; from dokuen.storage import StorageError\n"
+        "import sys\n"
+        "from dokuen.backup.s3 import S3Storage\n"
+        "from dokuen.backup.storage import StorageError\n"
         f"store = S3Storage('s3://b/x', 'b', 'x', {environ!r}, attempts=1)\n"
         "try: store.keys('')\n"
         "except StorageError as exc: print(exc)\n"

@@ -72,7 +72,7 @@ class Settings:
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
     build_uids: tuple[int, int] | None = DEFAULT_BUILD_UIDS  # None: builds as dokuend's user
-    backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (storage.py)
+    backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (backup/targets.py)
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
     # The AWS variables (AWS_KEYS) for an S3 target: secrets, so never in a repr or a log.
     aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)

@@ -1,1 +1,9 @@
-"""TODO"""
+"""apps: one app as a whole. Its task group of process slots, deploys and rollbacks that
+switch releases without downtime, the app options, and the requests on apps, processes,
+config, releases, domains and logs.
+
+May import: the core, supervise, proxy and deploy.
+"""
+
+__all__ = ["app", "options", "requests"]
+DEPENDS_ON: tuple[str, ...] = ("deploy", "proxy", "supervise")

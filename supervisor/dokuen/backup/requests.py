@@ -1,6 +1,6 @@
 """Backups beyond one database: the backup target, schedules and repository bundles.
 
-A scheduled run stores the app's database dump (dbcommands.py) and a bundle of its
+A scheduled run stores the app's database dump (databases.py) and a bundle of its
 repository (bundle.py); ``backups:capture-repo`` stores bundles on demand and after every
 push. Failures are loud: in the unified log, in the app's backup status, and as a warning on
 every dokuenctl reply (scheduler.py).
@@ -15,13 +15,13 @@ import anyio
 
 from dokuen.apps.app import App
 from dokuen.backup import bundle
-from dokuen.backup.dumps import dump_key
+from dokuen.backup.databases import DatabaseBackupCommands
+from dokuen.backup.manifest import dump_key
 from dokuen.backup.schedule import BackupResult, RunRecord, make_schedule
 from dokuen.backup.scheduler import BackupScheduler
 from dokuen.backup.storage import Storage
 from dokuen.backup.targets import open_storage
 from dokuen.control import Command, Output, text_arg
-from dokuen.data.requests import DatabaseCommands
 from dokuen.deploy.receive import deploy_ref
 from dokuen.errors import DokuenError, NotFound, ProtocolError, SettingsError
 from dokuen.settings import Settings
@@ -36,7 +36,7 @@ class BackupCommands:
         store: Store,
         find_app: Callable[[dict[str, Any]], App],
         apps: Callable[[], Mapping[str, App]],
-        databases: DatabaseCommands,
+        databases: DatabaseBackupCommands,
         mux: LogMux,
     ) -> None:
         self._settings = settings

@@ -1,1 +1,9 @@
-"""The command-line edges: ``dokuend`` (the daemon) and ``dokuenctl`` (the client)."""
+"""cli: the command-line edges, ``dokuend`` (starts the daemon) and ``dokuenctl`` (talks to it
+over the control socket, and is the git hook and the ssh forced command).
+
+May import: the core, and the pure parsers of deploy (pushes), ssh (forced commands),
+backup (cron schedules) and service (installing the unit). Nothing imports cli.
+"""
+
+__all__ = ["dokuenctl", "dokuend"]
+DEPENDS_ON: tuple[str, ...] = ("backup", "deploy", "service", "ssh")

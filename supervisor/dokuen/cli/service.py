@@ -72,3 +72,6 @@ def service_uninstall(kind: str | None, purge: bool, per_user: bool, unit_dir: P
     """
     service = install.describe(kind or install.default_kind(), per_user, unit_dir, os.environ)
     install.uninstall(service, purge, os.environ, _say)
+
+
+COMMANDS = (service_install, service_uninstall)

@@ -1,1 +1,9 @@
-"""TODO"""
+"""data: PostgreSQL for the apps. The managed cluster or an external server, each app's
+database and role, and the ``pg:*`` requests.
+
+May import: the core, supervise (the cluster is a supervised child) and apps (the requests
+act on an app).
+"""
+
+__all__ = ["cluster", "database", "postgres", "requests"]
+DEPENDS_ON: tuple[str, ...] = ("apps", "supervise")

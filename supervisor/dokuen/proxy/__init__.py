@@ -1,1 +1,8 @@
-"""TODO"""
+"""proxy: nginx in front of every app. nginx.py renders the config (pure), driver.py writes
+it, checks it with ``nginx -t`` and runs the managed master or reloads the system nginx.
+
+May import: the core and supervise (the managed master is a supervised child).
+"""
+
+__all__ = ["driver", "nginx"]
+DEPENDS_ON: tuple[str, ...] = ("supervise",)

@@ -1,7 +1,7 @@
 """Who may ``git push`` over ssh: ``$DOKUEN_HOME/.ssh/authorized_keys``, owned by dokuend.
 
 Each key dokuen manages is one line that ties it to the forced command ``dokuenctl ...
-ssh-serve NAME`` (sshcommand.py says what that allows):
+ssh-serve NAME`` (command.py says what that allows):
 
     command="/bin/dokuenctl --socket /d/dokuend.sock ssh-serve al",restrict ssh-ed25519 AAAA... al
 

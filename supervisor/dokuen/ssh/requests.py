@@ -1,5 +1,5 @@
 """The ssh keys that may git push: dokuend owns ``$DOKUEN_HOME/.ssh/authorized_keys``
-(sshkeys.py renders and parses it) and logs what each key asked for."""
+(keys.py renders and parses it) and logs what each key asked for."""
 
 from collections.abc import Callable
 from pathlib import Path

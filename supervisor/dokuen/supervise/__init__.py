@@ -1,1 +1,20 @@
-"""TODO"""
+"""supervise: the process supervisor. Procfile and .env in, a formation of ports and
+process slots out; spawn, restart with backoff, health checks, reaping, and the unified log.
+
+May import: the core only. Every module here is public: the other wings build on them.
+"""
+
+__all__ = [
+    "envdir",
+    "environment",
+    "formation",
+    "health",
+    "logmux",
+    "ports",
+    "process",
+    "procfile",
+    "reaper",
+    "restart",
+    "spawn",
+]
+DEPENDS_ON: tuple[str, ...] = ()

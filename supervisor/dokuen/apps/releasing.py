@@ -1,0 +1,293 @@
+"""How an app's releases change: a deploy (build, release phase, switch), a rollback to an
+earlier release, the switch they share, and one-off processes (``dokuenctl run`` and the
+release phase) in a release's environment."""
+
+import codecs
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from dokuen.apps.app import App
+from dokuen.control import cancel_when
+from dokuen.deploy import releases
+from dokuen.deploy.build import Builder
+from dokuen.deploy.slug import make_release
+from dokuen.errors import Conflict, DokuenError, NotFound
+from dokuen.names import not_found
+from dokuen.supervise.environment import process_environment
+from dokuen.supervise.formation import ProcessSpec, default_formation
+from dokuen.supervise.process import describe_exit
+from dokuen.supervise.procfile import read_procfile
+
+log = structlog.get_logger()
+
+Say = Callable[[str], Awaitable[None]]
+
+
+async def deploy(
+    app: App,
+    source: Path,
+    say: Say,
+    commit: str | None = None,
+    hung_up: Callable[[], Awaitable[None]] = anyio.sleep_forever,
+) -> str:
+    """Build a new release of ``app`` from ``source`` and replace the running processes
+    with it; return the release's name.
+
+    The build runs beside the serving release (other operations on the app go on); one
+    build at a time per app. A bad Procfile, a failed build or a failed release command
+    raise DokuenError, and the running release keeps running. Until the switch begins,
+    the deploy is called off when the requester hangs up (``hung_up`` returns: a git push
+    that was interrupted must not go live) or the app is destroyed.
+    """
+    if not source.is_dir():
+        raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
+    if (source / "Procfile").exists():
+        read_procfile(source)  # fail fast, before copying or building anything
+    if app.runtime.builder is None:
+        raise DokuenError("this dokuend cannot build (it runs without real processes)")
+    builder = app.runtime.builder
+    with app.preparing() as preparing:
+        release = await _prepare(app, builder, source, commit, say, hung_up, preparing)
+    if preparing.cancelled_caught:
+        app.runtime.mux.event(app.name, "deploy called off before it went live")
+        raise DokuenError(
+            f"the deploy of {app.name} was called off before it went live (the app was "
+            "destroyed, or the push or command was interrupted); the running release "
+            "keeps serving"
+        )
+    async with app.exclusive():
+        await _switch_to(app, release, "deploy", say)
+        pruned = await anyio.to_thread.run_sync(
+            releases.prune, app.dir, app.runtime.settings.keep_releases
+        )
+        for old in pruned:
+            log.info("release.pruned", app=app.name, release=old.name)
+        app.runtime.mux.event(app.name, f"deployed {release.name}")
+        await say(f"-----> Released {release.name}")
+        return release.name
+
+
+async def _prepare(
+    app: App,
+    builder: Builder,
+    source: Path,
+    commit: str | None,
+    say: Say,
+    hung_up: Callable[[], Awaitable[None]],
+    scope: anyio.CancelScope,
+) -> releases.Release:
+    """Build the release and run its release phase; a hang-up cancels ``scope``."""
+    failure: DokuenError | None = None
+    async with anyio.create_task_group() as watchers:
+        watchers.start_soon(cancel_when, hung_up, scope)
+        try:
+            release = await _build_and_release(app, builder, source, commit, say)
+        except DokuenError as exc:  # raised below: a task group would wrap it in a group
+            failure = exc
+        watchers.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return release
+
+
+async def _build_and_release(
+    app: App, builder: Builder, source: Path, commit: str | None, say: Say
+) -> releases.Release:
+    async with app.building():
+        release = await make_release(
+            builder,
+            app.dir,
+            app.runtime.settings,
+            app.config(),
+            source,
+            commit,
+            say,
+            app.runtime.mux,
+        )
+    async with app.exclusive():
+        procfile = release.procfile()
+        if "release" in procfile.types:
+            await _release_phase(app, release, procfile.command("release"), say)
+    return release
+
+
+async def rollback(app: App, target: str | None, say: Say) -> str:
+    """Run an earlier release again (the one before the current, or ``vN``): no build,
+    the same zero-downtime switch as a deploy. Return the release's name."""
+    async with app.exclusive():
+        current = releases.current_release(app.dir)
+        known = releases.list_releases(app.dir)
+        if target is None:
+            earlier = [r for r in known if current is None or r.version < current.version]
+            if not earlier:
+                raise NotFound(f"app {app.name!r} has no release before the current one")
+            release = earlier[-1]
+        else:
+            matches = [r for r in known if r.name == target]
+            if not matches:
+                error = not_found("release", target, [r.name for r in known])
+                newest = known[-1].version if known else 0
+                if int(target[1:]) < newest:
+                    keep = app.runtime.settings.keep_releases
+                    raise NotFound(
+                        f"{error}; {target} was pruned: only the last {keep} releases "
+                        "are kept (DOKUEN_KEEP_RELEASES)"
+                    )
+                raise error
+            release = matches[0]
+        if release == current:
+            raise Conflict(f"{release.name} is already the current release of {app.name}")
+        await _switch_to(app, release, "rollback", say)
+        await say(f"-----> Rolled back to {release.name}")
+        return release.name
+
+
+async def _release_phase(app: App, release: releases.Release, command: str, say: Say) -> None:
+    """Heroku's release phase: the ``release`` command runs once in the new release,
+    before any of its processes start; if it fails, nothing of it ever serves."""
+    await say(f"-----> Running release command: {command}")
+    spec = ProcessSpec(app.name, "release", 1, command)
+
+    async def indented(text: str) -> None:
+        await say("".join(f"       {line}\n" for line in text.splitlines()).rstrip("\n"))
+
+    limit = app.runtime.settings.build_timeout
+    status: int | None = None
+    try:
+        with anyio.move_on_after(limit):
+            status = await _one_off(app, spec, release, indented, anyio.sleep_forever)
+    finally:
+        if status != 0:  # failed, too slow, or cancelled: the release never happened
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(releases.discard, release)
+                app.runtime.mux.event(app.name, f"release command of {release.name} failed")
+    if status is None:
+        raise DokuenError(
+            f"the release command of {release.name} took longer than {limit:g} s "
+            "(DOKUEN_BUILD_TIMEOUT) and was killed; the running release keeps serving"
+        )
+    if status != 0:
+        raise DokuenError(
+            f"the release command of {release.name} exited with code {status}; "
+            "nothing was changed, the running release keeps serving"
+        )
+
+
+async def _switch_to(app: App, release: releases.Release, verb: str, say: Say) -> None:
+    """Make ``release`` current and run it; hold the app's lock around the call. If its
+    processes cannot start (or fail their health checks), the previous release stays
+    current and keeps serving."""
+    procfile = release.procfile()
+    formation = default_formation(procfile, app.dir.read_formation())
+    shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
+    previous, previous_formation = releases.current_release(app.dir), app.dir.read_formation()
+    app.dir.write_formation(formation)
+    releases.switch_current(app.dir, release)
+    app.dir.set_stopped(False)
+    app.runtime.mux.event(app.name, f"{verb}: starting {release.name} ({shown})")
+    await say(f"-----> Starting {release.name} with formation {shown}")
+    try:
+        await app.converge(replace=lambda _spec: True)
+    except DokuenError as exc:
+        if previous is not None:  # the old release is what serves: point back at it
+            releases.switch_current(app.dir, previous)
+            app.dir.write_formation(previous_formation)
+            with contextlib.suppress(DokuenError):  # and run whatever of it stopped
+                await app.converge(replace=lambda _spec: False)
+        app.runtime.mux.event(app.name, f"{verb} of {release.name} failed: {exc}")
+        raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
+
+
+async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Awaitable[None]]) -> int:
+    """A one-off process (``run.N``) in the current release and environment: its output
+    goes to ``say``, its exit status is returned (128+N for signal N, as a shell does).
+    If the requester hangs up, the process and its group are killed."""
+    release = releases.current_release(app.dir)
+    if release is None:
+        raise NotFound(f"app {app.name!r} has no release yet (deploy it first)")
+    app.runs += 1
+    spec = ProcessSpec(app.name, "run", app.runs, command)
+    return await _one_off(app, spec, release, say, hung_up)
+
+
+async def _one_off(
+    app: App,
+    spec: ProcessSpec,
+    release: releases.Release,
+    say: Say,
+    hung_up: Callable[[], Awaitable[None]],
+) -> int:
+    """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
+    port = app.runtime.ports.allocate()
+    app_path = app.runtime.settings.app_path
+    env = process_environment(spec, port, release.path, app_path, release.defaults(), app.config())
+    mux = app.runtime.mux
+    try:
+        child = await app.runtime.spawner(spec.command, env, release.path)
+        mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
+        status = -signal.SIGKILL
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    await hung_up()
+                    child.signal_group(signal.SIGKILL)
+
+                tg.start_soon(watch)
+                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                while chunk := await child.read(1 << 16):
+                    await say(decoder.decode(chunk))
+                status = await child.wait()
+                tg.cancel_scope.cancel()
+        finally:  # cancelled (a deadline, the daemon stopping): the command goes too
+            with anyio.CancelScope(shield=True):
+                child.signal_group(signal.SIGKILL)
+                await child.wait()
+                await child.aclose()
+    finally:
+        app.runtime.ports.release(port)
+    mux.event(app.name, f"{spec.name} {describe_exit(status)}")
+    return status if status >= 0 else 128 - status
+
+
+def release_list(app: App) -> list[dict[str, Any]]:
+    """Every kept release, newest first: when and from what it was made, which is current."""
+    current = releases.current_release(app.dir)
+    rows = []
+    for release in reversed(releases.list_releases(app.dir)):
+        record = release.record()
+        rows.append(
+            {
+                "version": release.name,
+                "created": record.get("created"),
+                "commit": record.get("commit"),
+                "buildpacks": record.get("buildpacks", []),
+                "process_types": sorted(record.get("process_types") or {}),
+                "current": release == current,
+            }
+        )
+    return rows
+
+
+def build_log(app: App, target: str | None) -> str:
+    """The build output of release ``vN`` of ``app`` (default: the current one)."""
+    known = releases.list_releases(app.dir)
+    if target is None:
+        release = releases.current_release(app.dir)
+        if release is None:
+            raise NotFound(f"app {app.name!r} has no release yet")
+    else:
+        matches = [r for r in known if r.name == target]
+        if not matches:
+            raise not_found("release", target, [r.name for r in known])
+        release = matches[0]
+    try:
+        return release.log_file.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise NotFound(f"{release.name} of {app.name} has no build log") from None

@@ -1,0 +1,353 @@
+"""The daemon's requests on apps: ``apps*``, ``ps*``, ``restart``/``stop``/``start``,
+``config*``, ``deploy``, ``run``, ``releases*``, ``rollback``, ``domains*``, ``logs`` and
+``git:repo`` (what a push asks for first)."""
+
+import contextlib
+import os
+import re
+from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from dokuen.apps import releasing
+from dokuen.apps.app import App, Runtime
+from dokuen.control import Command, Output, cancel_when, text_arg
+from dokuen.deploy import repo
+from dokuen.entrypoint import Entrypoint
+from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError
+from dokuen.names import (
+    check_app_name,
+    check_config_key,
+    check_domain,
+    check_ssh_key_name,
+    not_found,
+    parse_process_name,
+)
+from dokuen.store import AppDir, Store
+from dokuen.supervise.logmux import LogFilter, tail
+
+log = structlog.get_logger()
+
+
+def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
+    """Output for the requester, each piece followed by ``end``. One that went away
+    (Ctrl-C) must not stop a deploy half-way, so a closed connection is ignored."""
+
+    async def say(text: str) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await out.write(text + end)
+
+    return say
+
+
+def _check_release_name(name: str) -> None:
+    if not re.fullmatch(r"v[1-9][0-9]{0,8}", name):
+        raise InvalidName(f"invalid release {name!r} (use vN, e.g. v3)")
+
+
+def app_url(app: App) -> str | None:
+    """Where the app answers: through nginx, or (without it) its first web process's port;
+    None when it has no web process or its files were edited by hand into something bad."""
+    try:
+        if not app.runtime.proxied:
+            ports = app.site().ports
+            return f"http://127.0.0.1:{ports[0]}/" if ports else None
+        port = app.runtime.settings.listen_port
+        return f"http://{app.hosts()[0]}{'' if port == 80 else f':{port}'}/"
+    except DokuenError:  # a hand-edited bad file: status still answers for the rest
+        return None
+
+
+class AppCommands:
+    """The requests on the daemon's apps; the daemon owns ``apps`` and their task group."""
+
+    def __init__(
+        self,
+        apps: dict[str, App],
+        runtime: Callable[[], Runtime],
+        store: Store,
+        start_app: Callable[[AppDir], Awaitable[App]],
+        sync_proxy: Callable[[], Awaitable[None]],
+        entrypoint: Callable[[], Entrypoint],
+        forget: Callable[[str], None],
+        servers: Collection[str],
+    ) -> None:
+        """``start_app`` runs a new app in the daemon's task group and adds it to ``apps``;
+        ``forget`` is told of an app being destroyed (its backup schedule goes);
+        ``servers`` are the programs dokuend runs whose log lines have an app name."""
+        self.apps = apps
+        self._runtime = runtime  # read at each request: SIGHUP may change the settings
+        self._store = store
+        self._start_app = start_app
+        self._sync_proxy = sync_proxy
+        self._entrypoint = entrypoint
+        self._forget = forget
+        self._servers = tuple(servers)  # compared with ==: the name may be any JSON value
+        self._creating = anyio.Lock()  # one apps:create (or first push) at a time
+
+    def handlers(self) -> dict[str, Command]:
+        return {
+            "apps": self.list_apps,
+            "apps:create": self.create_app,
+            "apps:destroy": self.destroy_app,
+            "deploy": self.deploy,
+            "ps": self.ps,
+            "ps:scale": self.scale,
+            "restart": self.restart,
+            "stop": self.stop,
+            "start": self.start,
+            "logs": self.logs,
+            "config": self.config,
+            "config:get": self.config_get,
+            "config:set": self.config_set,
+            "config:unset": self.config_unset,
+            "run": self.run_once,
+            "releases": self.releases,
+            "releases:output": self.release_output,
+            "rollback": self.rollback,
+            "domains": self.domains,
+            "domains:add": self.domains_add,
+            "domains:remove": self.domains_remove,
+            "git:repo": self.git_repo,
+        }
+
+    def find(self, args: dict[str, Any]) -> App:
+        """The app a request names (``app``). Raises InvalidName or NotFound."""
+        name = check_app_name(text_arg(args, "app"))
+        try:
+            return self.apps[name]
+        except KeyError:
+            error = not_found("app", name, self.apps)
+            raise type(error)(f"{error} (create it with: dokuenctl apps:create {name})") from None
+
+    async def list_apps(self, args: dict[str, Any], out: Output) -> Any:
+        return [
+            {**self.apps[name].summary(), "url": app_url(self.apps[name])}
+            for name in sorted(self.apps)
+        ]
+
+    async def create_app(self, args: dict[str, Any], out: Output) -> Any:
+        name = check_app_name(text_arg(args, "app"))
+        async with self._creating:
+            app = await self._create(name, "created")
+        return {"name": name, "repo": str(app.dir.repo)}
+
+    async def _create(self, name: str, event: str) -> App:
+        """Make the app, its repository included; hold ``_creating`` around the call."""
+        hooks = repo.render_hooks(self._entrypoint())  # before anything touches the disk
+
+        def prepare(directory: AppDir) -> None:
+            repo.ensure_repo(directory.repo, hooks)
+
+        directory = await anyio.to_thread.run_sync(self._store.create, name, prepare)
+        app = await self._start_app(directory)
+        self._runtime().mux.event(name, event)
+        self._runtime().proxy_changed()
+        await self._sync_proxy()
+        return app
+
+    async def destroy_app(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        if args.get("confirm") != app.name:
+            raise InvalidName(
+                f"destroying {app.name!r} deletes its releases and config; "
+                f"confirm with: dokuenctl apps:destroy {app.name} --confirm {app.name}"
+            )
+        if app.dir.database_file.exists():
+            raise Conflict(
+                f"{app.name} has a PostgreSQL database; destroy it first (after a last "
+                f"dokuenctl backups:capture {app.name}, maybe): dokuenctl pg:destroy "
+                f"{app.name} --confirm {app.name}"
+            )
+        del self.apps[app.name]  # new requests for it fail from now on
+        self._forget(app.name)
+        await app.close()
+        await anyio.to_thread.run_sync(self._store.destroy, app.name)
+        self._runtime().mux.event(app.name, "destroyed")
+        self._runtime().proxy_changed()
+        await self._sync_proxy()
+        return {"name": app.name}
+
+    async def deploy(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        source = Path(text_arg(args, "dir"))
+        if not source.is_absolute():
+            raise ProtocolError("deploy needs an absolute directory path")
+        commit = args.get("commit")
+        if commit is not None and not re.fullmatch(
+            r"[0-9a-f]{40}|[0-9a-f]{64}", text_arg(args, "commit")
+        ):
+            raise ProtocolError("argument 'commit' must be a full commit id (SHA-1 or SHA-256)")
+        release = await releasing.deploy(app, source, _speaker(out), commit, out.wait_closed)
+        await self._sync_proxy()
+        return {"release": release}
+
+    async def run_once(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        command = text_arg(args, "line")
+        if not command.strip():
+            raise InvalidName("nothing to run (give a command, e.g. dokuenctl run blog env)")
+        say = _speaker(out, end="")
+        return {"status": await releasing.run_once(app, command, say, out.wait_closed)}
+
+    async def releases(self, args: dict[str, Any], out: Output) -> Any:
+        return releasing.release_list(self.find(args))
+
+    async def release_output(self, args: dict[str, Any], out: Output) -> Any:
+        target = args.get("release")
+        if target is not None:
+            _check_release_name(text_arg(args, "release"))
+        return await anyio.to_thread.run_sync(releasing.build_log, self.find(args), target)
+
+    async def rollback(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        target = args.get("release")
+        if target is not None:
+            _check_release_name(text_arg(args, "release"))
+        release = await releasing.rollback(app, target, _speaker(out))
+        await self._sync_proxy()
+        return {"release": release}
+
+    async def ps(self, args: dict[str, Any], out: Output) -> Any:
+        apps = [self.find(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
+        return [{**row, "url": app_url(app)} for app in apps for row in app.processes()]
+
+    async def scale(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        changes = args.get("changes")
+        if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+            raise ProtocolError("argument 'changes' must be a list of 'TYPE=N' strings")
+        formation = await app.scale(changes)
+        await self._sync_proxy()
+        return formation
+
+    async def restart(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        target = args.get("target")
+        if target is not None:
+            parse_process_name(text_arg(args, "target"))
+        names = await app.restart(target)
+        await self._sync_proxy()
+        return names
+
+    async def stop(self, args: dict[str, Any], out: Output) -> Any:
+        await self.find(args).stop()
+        await self._sync_proxy()
+        return None
+
+    async def start(self, args: dict[str, Any], out: Output) -> Any:
+        await self.find(args).start()
+        await self._sync_proxy()
+        return None
+
+    async def config(self, args: dict[str, Any], out: Output) -> Any:
+        return self.find(args).config()
+
+    async def config_get(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        key = check_config_key(text_arg(args, "key"))
+        config = app.config()
+        if key not in config:
+            raise not_found("config var", key, config)
+        return config[key]
+
+    async def config_set(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        values = args.get("values")
+        if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+            raise ProtocolError("argument 'values' must be an object of strings")
+        await app.set_config(values, [])
+        return sorted(values)
+
+    async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        keys = args.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ProtocolError("argument 'keys' must be a list of strings")
+        await app.set_config({}, keys)
+        return sorted(keys)
+
+    async def logs(self, args: dict[str, Any], out: Output) -> Any:
+        """The last N lines, then (with ``follow``) every new line until the client leaves."""
+        name = args.get("app")
+        if name in self._servers and name not in self.apps:
+            app: str | None = name  # the servers dokuend runs have lines of their own
+        else:
+            app = self.find(args).name if name else None
+        process_type, index = None, None
+        if args.get("ps"):
+            process_type, index = parse_process_name(text_arg(args, "ps"))
+        count = args.get("lines", 100)
+        if not isinstance(count, int) or count < 0:
+            raise ProtocolError("argument 'lines' must be a whole number")
+        wanted = LogFilter(app, process_type, index)
+        mux = self._runtime().mux
+        follower, fd, end = mux.follow(wanted, count)
+        try:
+            try:
+                older = await anyio.to_thread.run_sync(tail, fd, end, count, wanted)
+            finally:
+                os.close(fd)
+            # Split on newlines only: a bare "\r" (a progress bar) is part of its line.
+            recent = (older + follower.backlog).split(b"\n")[:-1][-count:] if count else []
+            await out.write("".join(line.decode(errors="replace") + "\n" for line in recent))
+            if args.get("follow"):
+                async with anyio.create_task_group() as tg:
+                    # A client that leaves is noticed at once, not at the next line it
+                    # wanted (which, for a quiet app, may never come).
+                    tg.start_soon(cancel_when, out.wait_closed, tg.cancel_scope)
+                    async for batch in follower:
+                        await out.write(batch.decode(errors="replace"))
+                    if follower.dropped:
+                        await out.write(
+                            "dokuen: this reader fell too far behind and was dropped; "
+                            "run 'dokuenctl logs -f' again\n"
+                        )
+                    tg.cancel_scope.cancel()
+        finally:
+            mux.unfollow(follower)
+        return None
+
+    async def domains(self, args: dict[str, Any], out: Output) -> Any:
+        return self.find(args).hosts()
+
+    async def domains_add(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        domain = check_domain(text_arg(args, "domain"))
+        for other in self.apps.values():
+            if domain in other.hosts():
+                raise Conflict(f"domain {domain!r} already belongs to app {other.name!r}")
+        await app.set_domains([*app.dir.read_domains(), domain])
+        await self._sync_proxy()
+        return app.hosts()
+
+    async def domains_remove(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        domain = check_domain(text_arg(args, "domain"))
+        domains = app.dir.read_domains()
+        if domain not in domains:
+            raise not_found("domain", domain, domains)
+        await app.set_domains([d for d in domains if d != domain])
+        await self._sync_proxy()
+        return app.hosts()
+
+    async def git_repo(self, args: dict[str, Any], out: Output) -> Any:
+        """The app's repository for ``git-receive-pack`` (made now if it is missing); with
+        ``create``, the app too when there is none yet: the first push creates it."""
+        name = check_app_name(text_arg(args, "app"))
+        key = check_ssh_key_name(text_arg(args, "key")) if "key" in args else None
+        created = False
+        async with self._creating:
+            if name not in self.apps and args.get("create") is True:
+                await self._create(name, f"created by a push over ssh (key {key})")
+                created = True
+        app = self.find(args)
+        hooks = repo.render_hooks(self._entrypoint())
+        if await anyio.to_thread.run_sync(repo.ensure_repo, app.dir.repo, hooks):
+            log.info("git.repo_created", app=name)
+        if key is not None:
+            self._runtime().mux.event(name, f"push over ssh by key {key}")
+        return {"path": str(app.dir.repo), "created": created}

@@ -1,0 +1,205 @@
+"""``dokuenctl apps``, ``deploy``, ``run``, ``ps``, ``restart``, ``stop``, ``start`` and
+``logs``: an app's life, its processes and their output."""
+
+import shlex
+import sys
+import zlib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
+from dokuen.cli.console import Client, duration, pass_client, write_out
+from dokuen.names import parse_process_name
+
+_COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
+
+
+@click.command()
+@JSON
+@pass_client
+def apps(client: Client, as_json: bool) -> None:
+    """List apps."""
+    listing = client.call("apps")
+    if as_json:
+        print_json(listing)
+        return
+    if not listing:
+        click.echo("no apps yet (create one: dokuenctl apps:create NAME)")
+        return
+    rows = []
+    for app in listing:
+        state = "stopped" if app["stopped"] else f"{app['running']}/{app['processes']} running"
+        if app["crashed"]:
+            state += f", {app['crashed']} crashed"
+        formation = " ".join(f"{t}={n}" for t, n in app["formation"].items()) or "-"
+        rows.append([app["name"], app["release"] or "-", formation, state, app["url"] or "-"])
+    client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
+
+
+@click.command("apps:create")
+@APP
+@pass_client
+def apps_create(client: Client, app: str) -> None:
+    """Create an app."""
+    created = client.call("apps:create", app=app)
+    click.echo(f"created {app}; deploy it with: git push {created['repo']} main")
+    click.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
+
+
+@click.command("apps:destroy")
+@APP
+@click.option("--confirm", metavar="APP", help="The app's name again, to confirm.")
+@pass_client
+def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
+    """Stop an app and delete all its state."""
+    client.call("apps:destroy", app=app, confirm=confirm)
+    click.echo(f"destroyed {app}")
+
+
+@click.command()
+@APP
+@click.argument("directory", type=click.Path(path_type=Path))
+@pass_client
+def deploy(client: Client, app: str, directory: Path) -> None:
+    """Make a new release of APP from DIRECTORY and start it."""
+    result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    click.echo(f"{app} {result['release']} is running")
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@APP
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_client
+def run(client: Client, app: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND once in the app's current release and environment; exit with its code."""
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    try:
+        result = client.call("run", app=app, line=line)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result["status"])
+
+
+def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            p["app"],
+            p["name"],
+            str(p["pid"] or "-"),
+            str(p["port"] or "-"),
+            p["state"],
+            str(p["restarts"]),
+            duration(p["uptime"]),
+            p["command"],
+        ]
+        for p in processes
+    ]
+
+
+@click.command()
+@click.argument("app", required=False, callback=app_name)
+@JSON
+@pass_client
+def ps(client: Client, app: str | None, as_json: bool) -> None:
+    """One row per process: app, name, pid, port, state, restarts, uptime."""
+    processes = client.call("ps", app=app)
+    if as_json:
+        print_json(processes)
+        return
+    if not processes:
+        click.echo("no processes running")
+        return
+    client.table(
+        ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
+        _process_rows(processes),
+    )
+    urls = {row["app"]: row["url"] for row in processes if row.get("url")}
+    for name, url in urls.items():
+        click.echo(f"{name}: {url}")
+
+
+@click.command("ps:scale")
+@APP
+@click.argument("changes", nargs=-1, required=True, metavar="TYPE=N...")
+@pass_client
+def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
+    """Change how many processes of each type run."""
+    formation = client.call("ps:scale", app=app, changes=list(changes))
+    click.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
+
+
+@click.command()
+@APP
+@click.argument(
+    "target", required=False, metavar="[TYPE[.N]]", callback=checked(parse_process_name)
+)
+@pass_client
+def restart(client: Client, app: str, target: str | None) -> None:
+    """Restart an app's processes: all, one type's, or one."""
+    names = client.call("restart", app=app, target=target)
+    click.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
+
+
+@click.command()
+@APP
+@pass_client
+def stop(client: Client, app: str) -> None:
+    """Stop every process of an app (it stays stopped across daemon restarts)."""
+    client.call("stop", app=app)
+    click.echo(f"stopped {app}")
+
+
+@click.command()
+@APP
+@pass_client
+def start(client: Client, app: str) -> None:
+    """Start an app's processes at its formation."""
+    client.call("start", app=app)
+    click.echo(f"started {app}")
+
+
+class LogPrinter:
+    """Writes log text, each app[process] in its own colour on a terminal."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def __call__(self, text: str) -> None:
+        if not self.client.tty:
+            write_out(text)
+            return
+        from rich.text import Text  # noqa: PLC0415
+
+        for line in text.splitlines():
+            stamp, _, rest = line.partition(" ")
+            source, sep, message = rest.partition(": ")
+            colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]
+            if source.endswith("[dokuen]"):
+                colour = "dim"
+            styled = Text.assemble((stamp + " ", "dim"), (source + sep, colour), message)
+            self.client.console.print(styled, soft_wrap=True)
+
+
+@click.command()
+@click.argument("app", required=False, callback=app_name)
+@click.option("-n", "--num", "lines", default=100, show_default=True, type=click.IntRange(0))
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option(
+    "--ps",
+    "process",
+    metavar="TYPE[.N]",
+    callback=checked(parse_process_name),
+    help="Only this process type or process.",
+)
+@pass_client
+def logs(client: Client, app: str | None, lines: int, follow: bool, process: str | None) -> None:
+    """The last lines of the unified log, then (with -f) new ones as they come."""
+    try:
+        client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, ps=process)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+COMMANDS = (apps, apps_create, apps_destroy, deploy, run, ps, ps_scale, restart, stop, start, logs)

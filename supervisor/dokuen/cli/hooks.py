@@ -1,0 +1,94 @@
+"""The hidden commands that sshd and git run: ``ssh-serve`` (the forced command of every
+authorized key), ``git-hook`` (pre-receive: build and deploy) and ``git-post-receive``
+(back the repository up)."""
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dokuen.cli.arguments import checked
+from dokuen.cli.console import Client, pass_client, write_out
+from dokuen.errors import DokuenError
+from dokuen.names import check_ssh_key_name
+from dokuen.ssh.command import Ctl, parse_ssh_command
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    # SIGTERM/SIGHUP (the pusher went away) become an exit, so `finally` blocks clean up.
+    sys.exit(128 + signum)
+
+
+@click.command("git-hook", hidden=True)
+@pass_client
+def git_hook(client: Client) -> None:
+    """The pre-receive hook of every app's repository (git runs it in the repository)."""
+    from dokuen.deploy.receive import receive  # noqa: PLC0415 (tarfile and co. only here)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _stop_on_signal)
+
+    def request(command: str, args: dict[str, Any], on_output: Callable[[str], None]) -> Any:
+        return client.call(command, on_output, **args)
+
+    try:
+        receive(Path.cwd(), sys.stdin.read(), request, write_out)
+    except BrokenPipeError:
+        # git went away mid-push. Not the usual exit 0 for a closed pipe: a hook that
+        # exits 0 accepts the push.
+        sys.exit(1)
+
+
+@click.command("ssh-serve", hidden=True)
+@click.argument("key", callback=checked(check_ssh_key_name))
+@pass_client
+def ssh_serve(client: Client, key: str) -> None:
+    """The forced command of every authorized ssh key: run what SSH_ORIGINAL_COMMAND asks
+    for when the key may (ssh/command.py), and refuse everything else."""
+    asked = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+    try:
+        wanted = parse_ssh_command(asked)
+    except DokuenError as exc:
+        with contextlib.suppress(DokuenError):  # the refusal matters more than its log line
+            client.call("ssh:audit", key=key, line=asked, allowed=False, reason=str(exc))
+        raise
+    client.call("ssh:audit", key=key, line=asked, allowed=True)
+    if isinstance(wanted, Ctl):
+        # dokuenctl's main group, found through the context: it imports this module.
+        main = click.get_current_context().find_root().command
+        main.main(["--socket", str(client.socket_path), *wanted.args], prog_name="dokuenctl")
+        return
+    found = client.call("git:repo", app=wanted.app, create=True, key=key)
+    if found["created"]:
+        click.echo(f"-----> Created app {wanted.app} on its first push", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The ssh session becomes git's: an argv list, no shell, the path from dokuend.
+    os.execvp("git", ["git", "receive-pack", found["path"]])  # noqa: S606
+
+
+@click.command("git-post-receive", hidden=True)
+@pass_client
+def git_post_receive(client: Client) -> None:
+    """The post-receive hook of every app's repository: the push has landed; store a bundle
+    of the repository in the backup target. A failure is told, never an error: git could
+    not undo the push anyway."""
+    from dokuen.deploy.repo import app_of_repo  # noqa: PLC0415 (tarfile and co. only here)
+
+    sys.stdin.read()  # the ref updates: a bundle holds every ref, whichever moved
+    client.warn = False  # the pre-receive hook said them; a failure here is said below
+    try:
+        stored = client.call("backups:capture-repo", app=app_of_repo(Path.cwd()), push=True)
+    except DokuenError as exc:
+        click.echo(f"warning: the push landed, but its backup failed: {exc}", err=True)
+        return
+    for result in stored:
+        click.echo(f"-----> Backed up the repository: {result['key']}")
+
+
+COMMANDS = (git_hook, ssh_serve, git_post_receive)

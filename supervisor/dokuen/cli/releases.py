@@ -1,0 +1,52 @@
+"""``dokuenctl releases``, ``releases:output`` and ``rollback``: an app's kept releases."""
+
+import click
+
+from dokuen.cli.arguments import APP, JSON, print_json
+from dokuen.cli.console import Client, pass_client
+
+
+@click.command()
+@APP
+@JSON
+@pass_client
+def releases(client: Client, app: str, as_json: bool) -> None:
+    """An app's kept releases, newest first."""
+    listing = client.call("releases", app=app)
+    if as_json:
+        print_json(listing)
+        return
+    rows = [
+        [
+            r["version"],
+            r["created"] or "-",
+            (r["commit"] or "-")[:8],
+            ", ".join(r["buildpacks"]) or "-",
+            " ".join(r["process_types"]),
+            "current" if r["current"] else "",
+        ]
+        for r in listing
+    ]
+    client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
+
+
+@click.command("releases:output")
+@APP
+@click.argument("release", required=False, metavar="[vN]")
+@pass_client
+def releases_output(client: Client, app: str, release: str | None) -> None:
+    """The build output of a release (default: the current one)."""
+    click.echo(client.call("releases:output", app=app, release=release), nl=False)
+
+
+@click.command()
+@APP
+@click.argument("release", required=False, metavar="[vN]")
+@pass_client
+def rollback(client: Client, app: str, release: str | None) -> None:
+    """Run an earlier release again (default: the one before the current), no build."""
+    result = client.call("rollback", app=app, release=release)
+    click.echo(f"{app} {result['release']} is running")
+
+
+COMMANDS = (releases, releases_output, rollback)
