@@ -322,7 +322,7 @@ class App:
     ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
-        defaults = release.defaults()
+        defaults = release.defaults(config)
         app_path = self.runtime.settings.app_path
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:

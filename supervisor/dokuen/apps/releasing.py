@@ -226,7 +226,8 @@ async def _one_off(
     """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
     port = app.runtime.ports.allocate()
     app_path = app.runtime.settings.app_path
-    env = process_environment(spec, port, release.path, app_path, release.defaults(), app.config())
+    config = app.config()
+    env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
     mux = app.runtime.mux
     try:
         child = await app.runtime.spawner(spec.command, env, release.path)
