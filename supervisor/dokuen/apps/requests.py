@@ -183,7 +183,7 @@ class AppCommands:
             raise ProtocolError("argument 'commit' must be a full commit id (SHA-1 or SHA-256)")
         release = await releasing.deploy(app, source, _speaker(out), commit, out.wait_closed)
         await self._sync_proxy()
-        return {"release": release}
+        return {"release": release, "url": app_url(app)}
 
     async def run_once(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
