@@ -22,6 +22,22 @@ _LABEL = APP_NAME.pattern.replace("[a-z]", "[a-z0-9]", 1)  # host labels may sta
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
+# Names the platform answers for itself: its log sources (nginx[dokuen], postgres[dokuen]),
+# its account, and host names people expect to be the machine's own.
+RESERVED_APP_NAMES = frozenset({"dokuen", "nginx", "postgres", "root", "www"})
+
+
+def check_new_app_name(name: str) -> str:
+    """``check_app_name``, and not one of the names the platform keeps for itself (an app
+    made under such a name before it was reserved keeps working)."""
+    check_app_name(name)
+    if name in RESERVED_APP_NAMES:
+        raise InvalidName(
+            f"app name {name!r} is reserved for the platform (pick another, like {name}-app)"
+        )
+    return name
+
+
 def check_app_name(name: str) -> str:
     """Return ``name`` if it is a valid app name (a lowercase DNS label).
 

@@ -77,6 +77,15 @@ def test_an_app_name_that_is_not_a_dns_label_never_touches_the_disk(
     assert not (dokuen.home.parent / "x").exists()
 
 
+def test_the_platforms_own_names_are_refused_for_new_apps(dokuen: Dokuen) -> None:
+    result = dokuen.ctl("apps:create", "nginx", check=False)
+    assert result.returncode == 2
+    assert "app name 'nginx' is reserved for the platform" in result.stderr
+    reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "www"}})
+    assert "app name 'www' is reserved for the platform" in str(reply[0]["error"])
+    assert not (dokuen.home / "apps" / "www").exists()
+
+
 def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(dokuen: Dokuen) -> None:
     reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "../../etc"}})
     assert reply == [{"ok": False, "error": reply[0]["error"]}]

@@ -22,6 +22,7 @@ from dokuen.names import (
     check_app_name,
     check_config_key,
     check_domain,
+    check_new_app_name,
     check_ssh_key_name,
     not_found,
     parse_process_name,
@@ -137,6 +138,7 @@ class AppCommands:
 
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""
+        check_new_app_name(name)
         hooks = repo.render_hooks(self._entrypoint())  # before anything touches the disk
 
         def prepare(directory: AppDir) -> None:

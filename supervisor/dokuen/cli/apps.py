@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
+from dokuen.cli.arguments import APP, JSON, NEW_APP, app_name, checked, print_json
 from dokuen.cli.console import Client, duration, pass_client, write_out
 from dokuen.names import parse_process_name
 
@@ -39,7 +39,7 @@ def apps(client: Client, as_json: bool) -> None:
 
 
 @click.command("apps:create")
-@APP
+@NEW_APP
 @pass_client
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
