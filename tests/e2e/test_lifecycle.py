@@ -77,6 +77,25 @@ def test_scale_up_and_down(dokuen: Dokuen, apps_dir: Path) -> None:
     assert not any(psutil.pid_exists(row["pid"]) for row in rows[1:])
 
 
+def test_ps_and_scale_keep_the_procfiles_order(dokuen: Dokuen, apps_dir: Path) -> None:
+    procfile = "worker: exec sleep 1000\n" + WEB + "clock: exec sleep 1000\n"
+    dokuen.deploy("blog", write_app(apps_dir / "blog", procfile))
+    wait_for(lambda: dokuen.running("blog", 3), "every type running")
+    assert dokuen.ctl("ps:scale", "blog").stdout.strip() == "blog: worker=1 web=1 clock=1"
+    shown = dokuen.ctl("ps:scale", "blog", "web+1", "clock=0").stdout.strip()
+    assert shown == "blog: worker=1 web=2 clock=0"
+    rows = wait_for(lambda: dokuen.running("blog", 3), "web.2 running")
+    assert [row["name"] for row in rows] == ["worker.1", "web.1", "web.2"]
+    table = [line.split() for line in dokuen.ctl("ps", "blog").stdout.splitlines()[1:]]
+    assert [row[1] for row in table if row[0] == "blog"] == ["worker.1", "web.1", "web.2"]
+    assert dokuen.ctl("ps:scale", "blog", "web-1").stdout.strip() == "blog: worker=1 web=1 clock=0"
+    too_far = dokuen.ctl("ps:scale", "blog", "web-2", check=False)
+    assert too_far.returncode == 1
+    assert "'web' would have -1 processes" in too_far.stderr
+    releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert releases[0]["process_types"] == ["worker", "web", "clock"]
+
+
 def test_kill_9_brings_the_process_back_on_its_port(dokuen: Dokuen, apps_dir: Path) -> None:
     dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
     (before,) = wait_for(lambda: dokuen.running("blog", 1), "web.1")

@@ -269,7 +269,7 @@ def release_list(app: App) -> list[dict[str, Any]]:
                 "created": record.get("created"),
                 "commit": record.get("commit"),
                 "buildpacks": record.get("buildpacks", []),
-                "process_types": sorted(record.get("process_types") or {}),
+                "process_types": list(record.get("process_types") or {}),  # Procfile order
                 "current": release == current,
             }
         )

@@ -13,7 +13,8 @@ import anyio
 import structlog
 
 from dokuen.apps import releasing
-from dokuen.apps.app import App, Runtime
+from dokuen.apps.app import App
+from dokuen.apps.runtime import Runtime
 from dokuen.control import Command, Output, cancel_when, text_arg
 from dokuen.deploy import repo
 from dokuen.entrypoint import Entrypoint

@@ -122,10 +122,10 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
 
 @click.command("ps:scale")
 @APP
-@click.argument("changes", nargs=-1, required=True, metavar="TYPE=N...")
+@click.argument("changes", nargs=-1, metavar="[TYPE=N|TYPE+N|TYPE-N]...")
 @pass_client
 def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
-    """Change how many processes of each type run."""
+    """Change how many processes of each type run (web=2, web+1); with no change, show it."""
     formation = client.call("ps:scale", app=app, changes=list(changes))
     click.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
 

@@ -114,8 +114,9 @@ def start_release(app: AppDir, source: Path) -> Release:
 
 def finish_release(release: Release, record: dict[str, Any]) -> None:
     """Make the built release real: its record is written last, atomically. The record may
-    hold config values, so only dokuend's user can read it."""
-    write_atomic(release.record_file, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o600)
+    hold config values, so only dokuend's user can read it. Keys keep their order: the
+    process types are in the Procfile's (releases made before kept them sorted)."""
+    write_atomic(release.record_file, json.dumps(record, indent=2) + "\n", 0o600)
 
 
 def discard(release: Release) -> None:
