@@ -180,3 +180,21 @@ def test_read_procfile_directory(tmp_path: Path) -> None:
     (tmp_path / "Procfile").mkdir()
     with pytest.raises(ProcfileError, match="cannot read it"):
         read_procfile(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        pytest.param("web", "gunicorn app:app", id="a-type"),
+        pytest.param("web --workers 3", "gunicorn app:app --workers 3", id="args-appended"),
+        pytest.param("web 'two words'", "gunicorn app:app 'two words'", id="args-quoted"),
+        pytest.param("worker", "python worker.py", id="another-type"),
+        pytest.param("bash", "bash", id="not-a-type"),
+        pytest.param("web; id", "web; id", id="shell-line"),
+        pytest.param("echo 'unbalanced", "echo 'unbalanced", id="bad-quotes"),
+        pytest.param("", "", id="empty"),
+    ],
+)
+def test_run_of_a_process_type_runs_its_command(line: str, command: str) -> None:
+    procfile = parse_procfile("web: gunicorn app:app\nworker: python worker.py\n")
+    assert procfile.one_off(line) == command

@@ -318,6 +318,19 @@ def test_run_a_one_off_command_in_the_release(dokuen: Dokuen, apps_dir: Path) ->
     assert dokuen.ctl("run", "nope", "true", check=False).returncode == 1
 
 
+def test_run_of_a_procfile_type_runs_its_command_with_the_arguments(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    procfile = WEB + "greet: echo hello from $DYNO\n"
+    dokuen.deploy("blog", write_app(apps_dir / "blog", procfile))
+    assert dokuen.ctl("run", "blog", "greet").stdout == "hello from run.1\n"
+    assert dokuen.ctl("run", "blog", "greet", "and", "more words").stdout == (
+        "hello from run.2 and more words\n"
+    )
+    assert dokuen.ctl("open", "blog").stdout.startswith("http://")
+    assert dokuen.ctl("ps:restart", "blog", "web").stdout.startswith("restarted blog: web.1")
+
+
 def test_a_one_off_command_dies_with_its_requester(dokuen: Dokuen, apps_dir: Path) -> None:
     dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
     marker = f"{os.getpid() % 1000 + 3000}"

@@ -205,12 +205,15 @@ async def _switch_to(app: App, release: releases.Release, verb: str, say: Say) -
 
 
 async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Awaitable[None]]) -> int:
-    """A one-off process (``run.N``) in the current release and environment: its output
+    """A one-off process (``run.N``) in the current release and environment (a Procfile
+    type's command when ``command`` starts with the type, ``Procfile.one_off``): its output
     goes to ``say``, its exit status is returned (128+N for signal N, as a shell does).
     If the requester hangs up, the process and its group are killed."""
     release = releases.current_release(app.dir)
     if release is None:
         raise NotFound(f"app {app.name!r} has no release yet (deploy it first)")
+    with contextlib.suppress(DokuenError):  # a release without process types runs it as is
+        command = release.procfile().one_off(command)
     app.runs += 1
     spec = ProcessSpec(app.name, "run", app.runs, command)
     return await _one_off(app, spec, release, say, hung_up)

@@ -1,6 +1,7 @@
-"""``dokuenctl apps``, ``deploy``, ``run``, ``ps``, ``restart``, ``stop``, ``start`` and
-``logs``: an app's life, its processes and their output."""
+"""``dokuenctl apps``, ``deploy``, ``run``, ``ps``, ``restart``, ``stop``, ``start``, ``open``
+and ``logs``: an app's life, its processes and their output."""
 
+import os
 import shlex
 import sys
 import zlib
@@ -9,8 +10,9 @@ from typing import Any
 
 import click
 
-from dokuen.cli.arguments import APP, JSON, NEW_APP, app_name, checked, print_json
+from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, print_json
 from dokuen.cli.console import Client, duration, pass_client, write_out
+from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -185,7 +187,9 @@ class LogPrinter:
 @click.command()
 @click.argument("app", required=False, callback=app_name)
 @click.option("-n", "--num", "lines", default=100, show_default=True, type=click.IntRange(0))
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option(
+    "-f", "--follow", "-t", "--tail", "follow", is_flag=True, help="Keep printing new lines."
+)
 @click.option(
     "--ps",
     "process",
@@ -202,4 +206,34 @@ def logs(client: Client, app: str | None, lines: int, follow: bool, process: str
         sys.exit(0)
 
 
-COMMANDS = (apps, apps_create, apps_destroy, deploy, run, ps, ps_scale, restart, stop, start, logs)
+@click.command("open")
+@APP
+@pass_client
+def open_app(client: Client, app: str) -> None:
+    """Print the app's URL, and open it in a browser on a desktop."""
+    url = next((a["url"] for a in client.call("apps") if a["name"] == app), None)
+    if url is None:
+        client.call("ps", app=app)  # an unknown app: its error names it and the fix
+        raise NotFound(
+            f"{app} has no URL: it runs no web process (add a 'web:' line to its Procfile)"
+        )
+    click.echo(url)
+    if client.tty and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        click.launch(url)
+
+
+COMMANDS = (
+    apps,
+    apps_create,
+    apps_destroy,
+    deploy,
+    run,
+    ps,
+    ps_scale,
+    restart,
+    alias(restart, "ps:restart"),
+    stop,
+    start,
+    open_app,
+    logs,
+)

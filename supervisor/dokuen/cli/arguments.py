@@ -1,5 +1,6 @@
 """What every dokuenctl command module shares: checked arguments and JSON output."""
 
+import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -36,3 +37,11 @@ JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def alias(command: click.Command, name: str) -> click.Command:
+    """``command`` under a second name, as the Heroku CLI has them (``ps:restart``)."""
+    twin = copy.copy(command)
+    twin.name = name
+    twin.help = f"{command.help} (Same as {command.name}.)"
+    return twin

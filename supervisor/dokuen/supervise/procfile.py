@@ -1,6 +1,7 @@
 """A small strict Procfile parser: text in, ``Procfile`` out, every error with file and line."""
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,18 @@ class Procfile:
 
     def command(self, process_type: str) -> str:
         return dict(self.commands)[process_type]
+
+    def one_off(self, line: str) -> str:
+        """What ``run`` runs for ``line``: when its first word is a process type, that
+        type's command with the other words appended (``run web --debug``, as foreman and
+        Heroku do); any other line as it is."""
+        try:
+            words = shlex.split(line)
+        except ValueError:  # unbalanced quotes: the shell will say what is wrong
+            return line
+        if not words or words[0] not in self.types:
+            return line
+        return " ".join([self.command(words[0]), *map(shlex.quote, words[1:])])
 
 
 def parse_procfile(text: str, filename: str = "Procfile") -> Procfile:
