@@ -68,6 +68,22 @@ def check_config_key(key: str) -> str:
     return key
 
 
+# What dokuend gives each process itself: a config var of that name would never be seen.
+PLATFORM_VARS = {
+    "PORT": "dokuend gives each process a port of its own in PORT; listen where it says",
+    "DYNO": "dokuend sets DYNO to the process's name (web.1)",
+    "PS": "dokuend sets PS to the process's name (web.1)",
+}
+
+
+def check_settable_config_key(key: str) -> str:
+    """``check_config_key``, and not a variable the platform sets for each process."""
+    check_config_key(key)
+    if key in PLATFORM_VARS:
+        raise InvalidName(f"config var {key} cannot be set: {PLATFORM_VARS[key]}")
+    return key
+
+
 def check_ssh_key_name(name: str) -> str:
     """Return ``name`` if it is a valid name for an authorized ssh key, else raise InvalidName."""
     if not SSH_KEY_NAME.fullmatch(name):

@@ -119,6 +119,31 @@ def test_a_bad_config_key_is_refused(dokuen: Dokuen, serving: int, pair: str) ->
     still_serving(dokuen, serving)
 
 
+def test_port_is_refused_as_a_config_key_with_the_reason(dokuen: Dokuen, serving: int) -> None:
+    result = dokuen.ctl("config:set", "blog", "PORT=5000", check=False)
+    assert result.returncode == 2
+    assert "config var PORT cannot be set: dokuend gives each process a port" in result.stderr
+    reply = raw_request(
+        dokuen, {"command": "config:set", "args": {"app": "blog", "values": {"DYNO": "x"}}}
+    )
+    assert "config var DYNO cannot be set" in str(reply[-1]["error"])
+    assert dokuen.ctl("config", "blog").stdout == ""
+    still_serving(dokuen, serving)
+
+
+def test_config_set_says_whether_it_restarted_anything(dokuen: Dokuen, serving: int) -> None:
+    restarted = dokuen.ctl("config:set", "blog", "A=1").stdout
+    assert restarted == "set A on blog; its processes restarted\n"
+    dokuen.ctl("stop", "blog")
+    quiet = dokuen.ctl("config:unset", "blog", "A").stdout
+    assert (
+        quiet == "unset A on blog (no process of blog runs now: its next deploy or start uses it)\n"
+    )
+    dokuen.ctl("apps:create", "fresh")
+    fresh = dokuen.ctl("config:set", "fresh", "B=2").stdout
+    assert fresh.startswith("set B on fresh (no process of fresh runs now")
+
+
 @pytest.mark.parametrize(
     "command", [["config:get", "blog", "bad-key"], ["config:unset", "blog", "1BAD"]]
 )

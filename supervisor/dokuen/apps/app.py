@@ -13,7 +13,7 @@ from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
 from dokuen.errors import DokuenError, NotFound
-from dokuen.names import check_config_key, check_domain, not_found
+from dokuen.names import check_config_key, check_domain, check_settable_config_key, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir, write_envdir
@@ -202,9 +202,12 @@ class App:
             self.dir.set_stopped(False)
             await self.converge(replace=lambda _spec: False)
 
-    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> None:
-        """Change the config and restart the processes so they see it."""
-        for key in [*changes, *removals]:
+    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> bool:
+        """Change the config and restart the processes so they see it; False when none
+        runs (not deployed, or stopped): the next start or deploy uses it."""
+        for key in changes:
+            check_settable_config_key(key)
+        for key in removals:
             check_config_key(key)
         merged = {**self.config(), **changes}
         for key in removals:
@@ -216,7 +219,7 @@ class App:
             keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
             self.runtime.mux.event(self.name, f"config changed ({keys})")
             if not self.active:
-                return
+                return False
             try:
                 await self.converge(replace=lambda _spec: True)
             except DokuenError:
@@ -226,6 +229,7 @@ class App:
                 await anyio.to_thread.run_sync(write_envdir, self.dir.env, restore, gone)
                 self.runtime.mux.event(self.name, f"config change ({keys}) undone")
                 raise
+            return True
 
     # -- the machinery ---------------------------------------------------------------
 

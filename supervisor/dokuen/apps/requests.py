@@ -262,16 +262,16 @@ class AppCommands:
         values = args.get("values")
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ProtocolError("argument 'values' must be an object of strings")
-        await app.set_config(values, [])
-        return sorted(values)
+        restarted = await app.set_config(values, [])
+        return {"keys": list(values), "restarted": restarted}
 
     async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         keys = args.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ProtocolError("argument 'keys' must be a list of strings")
-        await app.set_config({}, keys)
-        return sorted(keys)
+        restarted = await app.set_config({}, keys)
+        return {"keys": keys, "restarted": restarted}
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:
         """The last N lines, then (with ``follow``) every new line until the client leaves."""
