@@ -66,7 +66,15 @@ def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
 @pass_client
 def deploy(client: Client, app: str, directory: Path) -> None:
     """Make a new release of APP from DIRECTORY and start it."""
-    result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    try:
+        result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted: a deploy called off before its switch changes nothing "
+            f"(see: dokuenctl releases {app})",
+            err=True,
+        )
+        sys.exit(130)
     click.echo(f"{app} {result['release']} is running")
 
 
