@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import structlog
 
-from dokuen.apps import releasing
+from dokuen.apps import releasing, views
 from dokuen.apps.app import App
 from dokuen.apps.runtime import Runtime
 from dokuen.control import Command, Output, cancel_when, text_arg
@@ -45,9 +45,10 @@ def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
     return say
 
 
-def _check_release_name(name: str) -> None:
+def _check_release_name(name: str) -> str:
     if not re.fullmatch(r"v[1-9][0-9]{0,8}", name):
         raise InvalidName(f"invalid release {name!r} (use vN, e.g. v3)")
+    return name
 
 
 def app_url(app: App) -> str | None:
@@ -107,7 +108,9 @@ class AppCommands:
             "config:set": self.config_set,
             "config:unset": self.config_unset,
             "run": self.run_once,
+            "apps:info": self.info,
             "releases": self.releases,
+            "releases:info": self.release_info,
             "releases:output": self.release_output,
             "rollback": self.rollback,
             "domains": self.domains,
@@ -196,8 +199,16 @@ class AppCommands:
         say = _speaker(out, end="")
         return {"status": await releasing.run_once(app, command, say, out.wait_closed)}
 
+    async def info(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        return await anyio.to_thread.run_sync(views.app_info, app, app_url(app))
+
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return releasing.release_list(self.find(args))
+
+    async def release_info(self, args: dict[str, Any], out: Output) -> Any:
+        name = _check_release_name(text_arg(args, "release"))
+        return await anyio.to_thread.run_sync(views.release_info, self.find(args), name)
 
     async def release_output(self, args: dict[str, Any], out: Output) -> Any:
         target = args.get("release")

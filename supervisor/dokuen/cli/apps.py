@@ -40,6 +40,32 @@ def apps(client: Client, as_json: bool) -> None:
     client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
 
 
+@click.command("apps:info")
+@APP
+@JSON
+@pass_client
+def apps_info(client: Client, app: str, as_json: bool) -> None:
+    """One app at a glance: release, URL, domains, formation, database, repository, disk."""
+    info = client.call("apps:info", app=app)
+    if as_json:
+        print_json(info)
+        return
+    formation = " ".join(f"{t}={n}" for t, n in info["formation"].items()) or "-"
+    lines = [
+        ("release", info["release"] or "- (not deployed yet)"),
+        ("url", info["url"] or "-"),
+        ("domains", " ".join(info["domains"])),
+        ("formation", formation + (" (stopped)" if info["stopped"] else "")),
+        ("processes", f"{info['running']}/{info['processes']} running"),
+        ("database", f"yes (dokuenctl pg:info {app})" if info["database"] else "none"),
+        ("repo", info["repo"]),
+        ("disk", f"{info['disk_bytes'] / (1 << 20):.1f} MiB"),
+    ]
+    click.echo(f"=== {app}")
+    for key, value in lines:
+        click.echo(f"{key:<10} {value}")
+
+
 @click.command("apps:create")
 @NEW_APP
 @pass_client
@@ -232,6 +258,7 @@ def open_app(client: Client, app: str) -> None:
 
 COMMANDS = (
     apps,
+    apps_info,
     apps_create,
     apps_destroy,
     deploy,

@@ -1,4 +1,5 @@
-"""``dokuenctl releases``, ``releases:output`` and ``rollback``: an app's kept releases."""
+"""``dokuenctl releases``, ``releases:info``, ``releases:output`` and ``rollback``: an app's
+kept releases."""
 
 import click
 
@@ -30,6 +31,25 @@ def releases(client: Client, app: str, as_json: bool) -> None:
     client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
 
 
+@click.command("releases:info")
+@APP
+@click.argument("release", metavar="vN")
+@JSON
+@pass_client
+def releases_info(client: Client, app: str, release: str, as_json: bool) -> None:
+    """One release whole: when and from what it was made, its process types' commands."""
+    info = client.call("releases:info", app=app, release=release)
+    if as_json:
+        print_json(info)
+        return
+    click.echo(f"=== {app} {info['version']}{' (current)' if info['current'] else ''}")
+    click.echo(f"created     {info['created'] or '-'}")
+    click.echo(f"commit      {info['commit'] or '-'}")
+    click.echo(f"buildpacks  {', '.join(info['buildpacks']) or '-'}")
+    for process_type, command in info["process_types"].items():
+        click.echo(f"{process_type + ':':<11} {command}")
+
+
 @click.command("releases:output")
 @APP
 @click.argument("release", required=False, metavar="[vN]")
@@ -49,4 +69,4 @@ def rollback(client: Client, app: str, release: str | None) -> None:
     click.echo(f"{app} {result['release']} is running")
 
 
-COMMANDS = (releases, releases_output, rollback)
+COMMANDS = (releases, releases_info, releases_output, rollback)
