@@ -61,7 +61,7 @@ def current(dokuen: Dokuen, app: str) -> str:
 
 
 @NEEDS_ROOT
-@pytest.mark.parametrize("name", ["Procfile", ".env"])
+@pytest.mark.parametrize("name", ["Procfile", ".env", ".buildpacks"])
 def test_a_source_file_that_links_to_etc_shadow_is_refused(
     dokuen: Dokuen, tmp_path: Path, name: str
 ) -> None:
