@@ -4,6 +4,7 @@ release phase) in a release's environment."""
 
 import codecs
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,7 +48,7 @@ async def deploy(
     """
     if not source.is_dir():
         raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
-    if (source / "Procfile").exists():
+    if os.path.lexists(source / "Procfile"):  # a link is there, and read_procfile refuses it
         read_procfile(source)  # fail fast, before copying or building anything
     if app.runtime.builder is None:
         raise DokuenError("this dokuend cannot build (it runs without real processes)")
