@@ -138,15 +138,14 @@ def relink_all(apps_root: Path, cluster_socket: Path) -> list[str]:
     return the apps whose link could not be made (blocking)."""
     failed = []
     for directory in sorted(apps_root.glob("*/run/postgresql")):
-        info = os.lstat(directory)
-        if not stat.S_ISDIR(info.st_mode):
-            continue  # not one we made: prepare() refuses it when the app asks
-        for stale in directory.glob(".s.PGSQL.*"):
-            if stale.name != cluster_socket.name:  # the port changed
-                stale.unlink(missing_ok=True)
         try:
+            if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                continue  # not one we made: prepare() refuses it when the app asks
+            for stale in directory.glob(".s.PGSQL.*"):
+                if stale.name != cluster_socket.name:  # the port changed
+                    stale.unlink(missing_ok=True)
             link_socket(directory, cluster_socket)
-        except SocketError:
+        except (SocketError, OSError):  # one app's trouble must not keep the others out
             failed.append(directory.parent.parent.name)
     return failed
 
