@@ -1,9 +1,12 @@
 """The managed cluster's account: who it is, how it is made, and moving a 0.1 cluster's files
 to it without following a link."""
 
+import grp
 import os
 import pwd
+import secrets
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -47,6 +50,24 @@ def test_dokuens_own_account_is_made_when_missing() -> None:
     assert made.pw_uid < 1000  # a system account
     assert made.pw_shell in (*account.NOLOGIN_SHELLS, "/bin/false")
     assert account.ensure_account(ACCOUNT) == made  # the second time finds it
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("useradd") is None, reason="makes a system account"
+)
+def test_useradd_makes_a_system_account_with_its_own_group_and_no_home() -> None:
+    """The very command ensure_account runs, for a throwaway name (the real account may be
+    in use by other daemons on this machine, so it is not removed to be made again)."""
+    name = f"dokuen-t{secrets.token_hex(4)}"
+    subprocess.run(account.useradd_argv(name), check=True, capture_output=True)
+    try:
+        made = pwd.getpwnam(name)
+        assert 0 < made.pw_uid < 1000
+        assert grp.getgrgid(made.pw_gid).gr_name == name
+        assert made.pw_shell in (*account.NOLOGIN_SHELLS, "/bin/false")
+        assert not Path(made.pw_dir).exists()
+    finally:
+        subprocess.run(["userdel", name], check=True, capture_output=True)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changes owners")

@@ -24,7 +24,14 @@ import psycopg
 import pytest
 
 from dokuen.data.postgres import find_bindir, has_server
-from tests.e2e.conftest import Dokuen, free_port_block, leftover_processes, wait_for, write_app
+from tests.e2e.conftest import (
+    Dokuen,
+    free_port_block,
+    get_json,
+    leftover_processes,
+    wait_for,
+    write_app,
+)
 from tests.e2e.test_postgres import sql
 
 pytestmark = [
@@ -306,7 +313,7 @@ def test_a_squatter_on_the_clusters_port_while_it_is_down_collects_nothing(
     assert password not in daemon.log()
 
 
-def test_a_cluster_and_an_app_made_by_dokuen_0_1_move_over(daemon: Dokuen) -> None:
+def test_a_cluster_and_an_app_made_by_dokuen_0_1_move_over(daemon: Dokuen, tmp_path: Path) -> None:
     """0.1's cluster ran as ``postgres`` and gave apps a TCP URL: at start its files go to
     dokuen-postgres and the app gets its socket URL."""
     try:
@@ -314,7 +321,7 @@ def test_a_cluster_and_an_app_made_by_dokuen_0_1_move_over(daemon: Dokuen) -> No
     except KeyError:
         pytest.skip("no postgres account on this machine")
     port = port_of(daemon)
-    daemon.ctl("apps:create", "old")
+    daemon.deploy("old", write_app(tmp_path / "old", "web: python3 envserver.py\n"))
     daemon.ctl("pg:create", "old")
     url = daemon.ctl("config:get", "old", "DATABASE_URL").stdout.strip()
     sql(url, "CREATE TABLE t (n int); INSERT INTO t VALUES (42)")
@@ -337,3 +344,8 @@ def test_a_cluster_and_an_app_made_by_dokuen_0_1_move_over(daemon: Dokuen) -> No
     assert psutil.Process(pid).username() == "dokuen-postgres"
     assert daemon.ctl("config:get", "old", "DATABASE_URL").stdout.strip() == url
     assert sql(url, "SELECT n FROM t") == [(42,)]
+    # Its process started with the new URL: no restart, no config change.
+    (web,) = wait_for(lambda: daemon.running("old", 1), "old's web process")
+    assert get_json(web["port"])["DATABASE_URL"] == url
+    assert web["restarts"] == 0
+    assert "old[dokuen]: DATABASE_URL now reaches its own socket" in daemon.log()

@@ -11,15 +11,18 @@ A cluster made by Dokuen 0.1 belongs to ``postgres``: at start its tree is given
 account the cluster runs as now (``adopt``), without following a link.
 """
 
+import contextlib
 import os
 import pwd
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 from dokuen.errors import DokuenError
 
 ACCOUNT = "dokuen-postgres"
+USERADD_TRIES = 5
 NOLOGIN_SHELLS = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false")
 
 
@@ -71,21 +74,24 @@ def ensure_account(name: str) -> pwd.struct_passwd:
             f"DOKUEN_POSTGRES_USER={name}: no such user (create it, or unset the setting "
             f"so that dokuend makes and uses {ACCOUNT})"
         )
-    try:
-        done = subprocess.run(
-            useradd_argv(name), capture_output=True, text=True, check=False, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AccountError(f"cannot make the system account {name}: {exc}") from None
-    try:
-        # Another dokuend on this machine may have made it at the same moment.
-        return pwd.getpwnam(name)
-    except KeyError:
-        said = " ".join(done.stderr.split())
-        raise AccountError(
-            f"cannot make the system account {name} (useradd exited {done.returncode}: "
-            f"{said}); make it by hand: {' '.join(useradd_argv(name))}"
-        ) from None
+    said = ""
+    for attempt in range(USERADD_TRIES):
+        try:
+            done = subprocess.run(
+                useradd_argv(name), capture_output=True, text=True, check=False, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise AccountError(f"cannot make the system account {name}: {exc}") from None
+        with contextlib.suppress(KeyError):
+            # Made now, or by another dokuend on this machine at the same moment.
+            return pwd.getpwnam(name)
+        said = f"useradd exited {done.returncode}: {' '.join(done.stderr.split())}"
+        # Exit 10: /etc/passwd was locked by another useradd (another app's account?).
+        time.sleep(0.2 * (attempt + 1))
+    raise AccountError(
+        f"cannot make the system account {name} ({said}); make it by hand: "
+        f"{' '.join(useradd_argv(name))}"
+    )
 
 
 def adopt(top: Path, account: pwd.struct_passwd) -> int:

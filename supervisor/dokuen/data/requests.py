@@ -24,6 +24,7 @@ from dokuen.data.cluster import PostgresUnavailable
 from dokuen.data.database import Database
 from dokuen.data.postgres import Postgres
 from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound
+from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.logmux import LogMux
 
 LEGACY_HOST = "127.0.0.1"  # where Dokuen 0.1 sent apps: the managed cluster's TCP port
@@ -166,10 +167,10 @@ class DatabaseCommands:
         return self.postgres.public(record.name, record.password, record.name, app.dir.root)
 
     async def restore_sockets(self, apps: Iterable[App]) -> None:
-        """At start: every app with a database on the managed cluster gets its socket
-        directory, and one whose DATABASE_URL is still Dokuen 0.1's (TCP on 127.0.0.1,
-        where the cluster listens no more) gets the new one. Problems are logged, not
-        raised: the other apps start anyway."""
+        """At start, before the apps' processes: every app with a database on the managed
+        cluster gets its socket directory, and one whose DATABASE_URL is still Dokuen 0.1's
+        (TCP on 127.0.0.1, where the cluster listens no more) gets the new one. Problems
+        are logged, not raised: the other apps start anyway."""
         if self.postgres.mode != "managed":
             return
         for app in apps:
@@ -183,7 +184,10 @@ class DatabaseCommands:
                 public = self._public(app, record)
                 legacy = dataclasses.replace(public, host=LEGACY_HOST)
                 if app.config().get("DATABASE_URL") == legacy.url():
-                    await app.set_config({"DATABASE_URL": public.url()}, [])
+                    # Its processes have not started yet: they start with the new URL.
+                    await anyio.to_thread.run_sync(
+                        write_envdir, app.dir.env, {"DATABASE_URL": public.url()}
+                    )
                     self._mux.event(app.name, "DATABASE_URL now reaches its own socket")
             except DokuenError as exc:
                 self._mux.event(app.name, f"its database socket: {exc}")
