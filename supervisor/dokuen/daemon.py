@@ -214,6 +214,8 @@ class Daemon:
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():
             await self._start_app(self.store.app(name))
+        # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.
+        await self.databases.restore_sockets(self.apps.values())
         async with self.runtime.proxy_batch(), anyio.create_task_group() as restores:
             for app in self.apps.values():
                 restores.start_soon(self._restore_app, app)

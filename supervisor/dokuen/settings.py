@@ -78,9 +78,9 @@ class Settings:
     aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     postgres: str = "auto"  # managed, external or off; auto: managed when it is installed
     postgres_url: str | None = field(default=None, repr=False)  # external: holds a password
-    postgres_port: int = 5433  # the managed cluster's port on 127.0.0.1
+    postgres_port: int = 5433  # the managed cluster's socket, .s.PGSQL.PORT (no TCP)
     postgres_bin: str | None = None  # default: the newest /usr/lib/postgresql/*/bin, or PATH
-    postgres_user: str | None = None  # default: postgres (else nobody) when dokuend is root
+    postgres_user: str | None = None  # default: dokuen-postgres when dokuend is root
 
     @property
     def backup_environ(self) -> dict[str, str]:

@@ -56,7 +56,8 @@ def _backups_lines(backups: dict[str, Any] | None) -> None:
 
 
 def _postgres_line(postgres: dict[str, Any]) -> str:
-    """``managed, running on 127.0.0.1:5433, pid 42 (PostgreSQL 15.18)``."""
+    """``managed, running, /var/lib/dokuen/postgres/run/.s.PGSQL.5433, pid 42 (PostgreSQL
+    15.18)``."""
     if postgres["mode"] == "external":
         return f"external, {postgres['server']}"
     if postgres["mode"] != "managed":
