@@ -11,6 +11,7 @@ import click
 
 from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
 from dokuen.cli.console import Client, duration, pass_client, write_out
+from dokuen.cli.terminal import printable
 from dokuen.names import parse_process_name
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -26,7 +27,7 @@ def apps(client: Client, as_json: bool) -> None:
         print_json(listing)
         return
     if not listing:
-        click.echo("no apps yet (create one: dokuenctl apps:create NAME)")
+        client.echo("no apps yet (create one: dokuenctl apps:create NAME)")
         return
     rows = []
     for app in listing:
@@ -44,8 +45,8 @@ def apps(client: Client, as_json: bool) -> None:
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
     created = client.call("apps:create", app=app)
-    click.echo(f"created {app}; deploy it with: git push {created['repo']} main")
-    click.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
+    client.echo(f"created {app}; deploy it with: git push {created['repo']} main")
+    client.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
 
 
 @click.command("apps:destroy")
@@ -55,7 +56,7 @@ def apps_create(client: Client, app: str) -> None:
 def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
     """Stop an app and delete all its state."""
     client.call("apps:destroy", app=app, confirm=confirm)
-    click.echo(f"destroyed {app}")
+    client.echo(f"destroyed {app}")
 
 
 @click.command()
@@ -65,7 +66,7 @@ def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
 def deploy(client: Client, app: str, directory: Path) -> None:
     """Make a new release of APP from DIRECTORY and start it."""
     result = client.call("deploy", app=app, dir=str(directory.absolute()))
-    click.echo(f"{app} {result['release']} is running")
+    client.echo(f"{app} {result['release']} is running")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -76,7 +77,9 @@ def run(client: Client, app: str, command: tuple[str, ...]) -> None:
     """Run COMMAND once in the app's current release and environment; exit with its code."""
     line = command[0] if len(command) == 1 else shlex.join(command)
     try:
-        result = client.call("run", app=app, line=line)
+        # The command's own output, as it wrote it (as ssh HOST COMMAND or docker exec
+        # would show it): the user chose to run it, and `run APP cat FILE > copy` must work.
+        result = client.call("run", write_out, app=app, line=line)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(result["status"])
@@ -109,7 +112,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
         print_json(processes)
         return
     if not processes:
-        click.echo("no processes running")
+        client.echo("no processes running")
         return
     client.table(
         ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
@@ -117,7 +120,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
     )
     urls = {row["app"]: row["url"] for row in processes if row.get("url")}
     for name, url in urls.items():
-        click.echo(f"{name}: {url}")
+        client.echo(f"{name}: {url}")
 
 
 @click.command("ps:scale")
@@ -127,7 +130,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
 def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
     """Change how many processes of each type run."""
     formation = client.call("ps:scale", app=app, changes=list(changes))
-    click.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
+    client.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
 
 
 @click.command()
@@ -139,7 +142,7 @@ def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
 def restart(client: Client, app: str, target: str | None) -> None:
     """Restart an app's processes: all, one type's, or one."""
     names = client.call("restart", app=app, target=target)
-    click.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
+    client.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
 
 
 @click.command()
@@ -148,7 +151,7 @@ def restart(client: Client, app: str, target: str | None) -> None:
 def stop(client: Client, app: str) -> None:
     """Stop every process of an app (it stays stopped across daemon restarts)."""
     client.call("stop", app=app)
-    click.echo(f"stopped {app}")
+    client.echo(f"stopped {app}")
 
 
 @click.command()
@@ -157,22 +160,26 @@ def stop(client: Client, app: str) -> None:
 def start(client: Client, app: str) -> None:
     """Start an app's processes at its formation."""
     client.call("start", app=app)
-    click.echo(f"started {app}")
+    client.echo(f"started {app}")
 
 
 class LogPrinter:
-    """Writes log text, each app[process] in its own colour on a terminal."""
+    """Writes log text, each app[process] in its own colour on a terminal. What processes
+    wrote reaches a terminal (or an ssh client) only made safe (terminal.py); into a pipe
+    here it goes as it is, for the tools downstream."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
 
     def __call__(self, text: str) -> None:
         if not self.client.tty:
-            write_out(text)
+            self.client.write(text)
             return
         from rich.text import Text  # noqa: PLC0415
 
-        for line in text.splitlines():
+        # Escaped first, so that lines split at newlines only: a "\r" or "\u2028" in a
+        # line stays in it, visible.
+        for line in printable(text).splitlines():
             stamp, _, rest = line.partition(" ")
             source, sep, message = rest.partition(": ")
             colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]

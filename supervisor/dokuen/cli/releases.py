@@ -36,7 +36,7 @@ def releases(client: Client, app: str, as_json: bool) -> None:
 @pass_client
 def releases_output(client: Client, app: str, release: str | None) -> None:
     """The build output of a release (default: the current one)."""
-    click.echo(client.call("releases:output", app=app, release=release), nl=False)
+    client.write(client.call("releases:output", app=app, release=release))
 
 
 @click.command()
@@ -46,7 +46,7 @@ def releases_output(client: Client, app: str, release: str | None) -> None:
 def rollback(client: Client, app: str, release: str | None) -> None:
     """Run an earlier release again (default: the one before the current), no build."""
     result = client.call("rollback", app=app, release=release)
-    click.echo(f"{app} {result['release']} is running")
+    client.echo(f"{app} {result['release']} is running")
 
 
 COMMANDS = (releases, releases_output, rollback)
