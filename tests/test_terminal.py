@@ -60,3 +60,14 @@ def test_no_character_it_lets_through_is_a_control_or_a_bidi_override() -> None:
             ), hex(code)
     assert "\t" not in one_line(everything)
     assert "\n" not in one_line(everything)
+
+
+def test_an_error_message_is_printed_made_safe(capsys: pytest.CaptureFixture[str]) -> None:
+    from dokuen.cli.dokuenctl import fail  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as exited:
+        fail("release failed: \x1b]0;pwned\x07\u202egnp.exe\nsecond line")
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: release failed: \\x1b]0;pwned\\x07\\u202egnp.exe\nsecond line\n"
+    )
