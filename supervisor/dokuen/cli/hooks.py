@@ -94,10 +94,12 @@ def git_post_receive(client: Client) -> None:
     try:
         stored = client.call("backups:capture-repo", app=app_of_repo(Path.cwd()), push=True)
     except DokuenError as exc:
-        click.echo(f"warning: the push landed, but its backup failed: {exc}", err=True)
+        click.echo(
+            f"warning: the push landed, but its backup failed: {printable(str(exc))}", err=True
+        )
         return
     for result in stored:
-        click.echo(f"-----> Backed up the repository: {result['key']}")
+        click.echo(printable(f"-----> Backed up the repository: {result['key']}"))
 
 
 COMMANDS = (git_hook, ssh_serve, git_post_receive)
