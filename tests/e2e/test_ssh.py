@@ -50,7 +50,7 @@ def test_ssh_keys_add_list_remove_and_what_is_not_a_public_key(
     added = ctl_with_stdin(dokuen, bob.read_text(), "ssh-keys:add", "bob@ci", "-")
     assert added.returncode == 0, added.stderr
     assert dokuen.ctl("ssh-keys").stdout.splitlines() == [
-        "NAME    TYPE         FINGERPRINT" + " " * 45 + "APPS",
+        f"NAME    TYPE         {'FINGERPRINT'.ljust(len(fingerprint(alice)))}  APPS",
         f"alice   ssh-ed25519  {fingerprint(alice)}  all (admin)",
         f"bob@ci  ssh-ed25519  {fingerprint(bob)}  all (admin)",
     ]
