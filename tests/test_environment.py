@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dokuen.errors import UnsafeFile
 from dokuen.supervise.environment import process_environment, read_dotenv
 from dokuen.supervise.formation import ProcessSpec
 
@@ -91,11 +92,16 @@ def test_process_environment_has_nothing_of_the_daemon(monkeypatch: pytest.Monke
         pytest.param("A\nB=2\n", {"B": "2"}, id="key-without-value-dropped"),
         pytest.param("A=1\nA=2\n", {"A": "2"}, id="last-wins"),
         pytest.param("A=1\r\nB=2\r\n", {"A": "1", "B": "2"}, id="crlf"),
+        # python-dotenv's expansion: ${VAR} and ${VAR:-default} from earlier entries, $VAR
+        # as it is, single and double quotes alike, a later entry not yet known.
         pytest.param(
-            "A=1\nB=${A}\nC=$A\n",
-            {"A": "1", "B": "${A}", "C": "$A"},
-            id="no-interpolation",
+            "A=1\nB=${A}\nC=$A\nD='${A}2'\nE=\"${A}3\"\n",
+            {"A": "1", "B": "1", "C": "$A", "D": "12", "E": "13"},
+            id="expansion",
         ),
+        pytest.param("A=${B:-x}\nB=2\n", {"A": "x", "B": "2"}, id="only-earlier-entries"),
+        pytest.param("A=${NOPE}-\n", {"A": "-"}, id="unknown-is-empty"),
+        pytest.param("A=1\nB=${A}\nA=2\nC=${A}\n", {"A": "2", "B": "1", "C": "2"}, id="in-order"),
     ],
 )
 def test_read_dotenv(tmp_path: Path, content: str, expected: dict[str, str]) -> None:
@@ -117,16 +123,42 @@ def test_read_dotenv_does_not_reach_the_daemon_environment(
     )
     values = read_dotenv(tmp_path)
     assert "leaked" not in values.values()
-    assert values == {
-        "STOLEN": "${DOKUEN_TEST_DAEMON_SECRET}",
-        "DEFAULTED": "${DOKUEN_TEST_UNSET:-fallback}",
-    }
+    assert values == {"STOLEN": "", "DEFAULTED": "fallback"}
+
+
+def test_read_dotenv_expands_against_the_apps_config(tmp_path: Path) -> None:
+    # The issue's own example: DATABASE_URL built from a variable the app's config holds.
+    (tmp_path / ".env").write_text(
+        "USER=fallback\nDATABASE_URL=postgres://${USER}@localhost/db\nMODE=${MODE:-dev}\n"
+    )
+    values = read_dotenv(tmp_path, {"USER": "ada", "MODE": "prod"})
+    assert values["DATABASE_URL"] == "postgres://ada@localhost/db"  # the config wins
+    assert values["MODE"] == "prod"
+    assert read_dotenv(tmp_path)["DATABASE_URL"] == "postgres://fallback@localhost/db"
 
 
 def test_read_dotenv_missing(tmp_path: Path) -> None:
     assert read_dotenv(tmp_path) == {}
 
 
-def test_read_dotenv_directory_is_not_a_file(tmp_path: Path) -> None:
+def test_read_dotenv_refuses_a_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").mkdir()
-    assert read_dotenv(tmp_path) == {}
+    with pytest.raises(UnsafeFile) as info:
+        read_dotenv(tmp_path)
+    assert str(info.value) == ".env is a directory, not a regular file; make it a regular file"
+
+
+@pytest.mark.parametrize("target", ["/etc/shadow", "../secret.env", "nowhere"])
+def test_read_dotenv_refuses_a_link_and_never_reads_its_target(tmp_path: Path, target: str) -> None:
+    (tmp_path / "secret.env").write_text("SECRET=hunter2\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / ".env").symlink_to(target)
+    with pytest.raises(UnsafeFile) as info:
+        read_dotenv(tmp_path / "app")
+    assert str(info.value) == f".env is a symbolic link (to {target}); commit the file itself"
+
+
+def test_read_dotenv_not_utf8_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"A=1\nB=caf\xe9\n")
+    with pytest.raises(UnsafeFile, match=r"^\.env:2: cannot read it as UTF-8 text"):
+        read_dotenv(tmp_path)

@@ -8,7 +8,9 @@ from dokuen.supervise.formation import (
     ProcessSpec,
     default_formation,
     expand,
+    in_procfile_order,
     parse_scale,
+    procfile_order,
 )
 from dokuen.supervise.procfile import Procfile
 
@@ -93,6 +95,53 @@ def test_parse_scale_errors(args: list[str], message: str) -> None:
     with pytest.raises(InvalidName) as info:
         parse_scale(args, WITH_RELEASE)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("args", "current", "expected"),
+    [
+        pytest.param(["web+1"], {"web": 2}, {"web": 3}, id="plus"),
+        pytest.param(["web-1"], {"web": 2}, {"web": 1}, id="minus"),
+        pytest.param(["worker+2"], {"web": 2}, {"worker": 2}, id="from-nothing"),
+        pytest.param(["web=1", "web+2"], {"web": 5}, {"web": 3}, id="after-an-earlier-arg"),
+        pytest.param(["web-0"], {"web": 2}, {"web": 2}, id="no-change"),
+    ],
+)
+def test_parse_scale_relative(
+    args: list[str], current: dict[str, int], expected: dict[str, int]
+) -> None:
+    assert parse_scale(args, WITH_RELEASE, current) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["web-3"], "invalid count 'web-3': 'web' would have -1 processes"),
+        ([f"web+{MAX_SCALE}"], f"invalid count 'web+{MAX_SCALE}': 'web' would have"),
+        (["web+x"], "invalid count 'x' for 'web'"),
+        (["web+"], "invalid count '' for 'web'"),
+    ],
+)
+def test_parse_scale_relative_errors(args: list[str], message: str) -> None:
+    with pytest.raises(InvalidName) as info:
+        parse_scale(args, WITH_RELEASE, {"web": 2})
+    assert str(info.value).startswith(message)
+
+
+def test_formations_and_processes_are_listed_in_procfile_order() -> None:
+    clock_first = procfile("clock", "web", "worker")
+    shown = in_procfile_order({"worker": 1, "web": 2, "gone": 1, "clock": 0}, clock_first)
+    assert list(shown.items()) == [("clock", 0), ("web", 2), ("worker", 1), ("gone", 1)]
+    specs = expand("blog", clock_first, {"worker": 1, "web": 2, "clock": 1})
+    mixed = [specs[3], specs[1], specs[0], specs[2]]
+    key = procfile_order(clock_first.types)
+    assert [s.name for s in sorted(mixed, key=key)] == ["clock.1", "web.1", "web.2", "worker.1"]
+    assert [s.name for s in sorted(mixed, key=procfile_order(()))] == [
+        "clock.1",
+        "web.1",
+        "web.2",
+        "worker.1",
+    ]
 
 
 def test_parse_scale_release_missing_from_procfile_is_unknown() -> None:

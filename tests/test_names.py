@@ -6,6 +6,7 @@ from dokuen.errors import InvalidName, NotFound
 from dokuen.names import (
     check_app_name,
     check_config_key,
+    check_new_app_name,
     check_process_type,
     check_ssh_key_name,
     not_found,
@@ -140,3 +141,16 @@ def test_check_ssh_key_name_accepts(name: str) -> None:
 def test_check_ssh_key_name_refuses(name: str) -> None:
     with pytest.raises(InvalidName, match=r"^invalid ssh key name "):
         check_ssh_key_name(name)
+
+
+@pytest.mark.parametrize("name", ["dokuen", "nginx", "postgres", "root", "www"])
+def test_the_platforms_own_names_are_reserved_for_new_apps(name: str) -> None:
+    with pytest.raises(InvalidName, match=rf"^app name '{name}' is reserved for the platform"):
+        check_new_app_name(name)
+    assert check_app_name(name) == name  # an existing app of that name keeps working
+
+
+def test_other_names_are_free() -> None:
+    assert check_new_app_name("www2") == "www2"
+    with pytest.raises(InvalidName, match="invalid app name"):
+        check_new_app_name("Nope")

@@ -1,5 +1,6 @@
 """An app's bare repository with real git: making it, its hook, and exporting a commit."""
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -31,9 +32,15 @@ GIT_ENV = {
 }
 
 
-def git(cwd: Path, *args: str) -> str:
+def git(cwd: Path, *args: str, input_text: str | None = None) -> str:
     done = subprocess.run(
-        ["git", *args], cwd=cwd, env=GIT_ENV, capture_output=True, text=True, check=True
+        ["git", *args],
+        cwd=cwd,
+        env=GIT_ENV,
+        capture_output=True,
+        text=True,
+        check=True,
+        input=input_text,
     )
     return done.stdout.strip()
 
@@ -143,9 +150,41 @@ def test_export_commit_refuses_a_link_out_of_the_tree(pushed: tuple[Path, Path])
         export_commit(bare, commit, out)
 
 
+def test_export_commit_refuses_a_relative_link_that_climbs_out(pushed: tuple[Path, Path]) -> None:
+    bare, work = pushed
+    (work / "lib").mkdir()
+    (work / "lib" / "up").symlink_to("../../x")
+    (work / "lib" / "in").symlink_to("../Procfile")  # inside the tree: fine on its own
+    commit = commit_and_push(bare, work)
+    out = bare.parent / "out"
+    out.mkdir()
+    with pytest.raises(DokuenError, match=r"lib/up is a link out of the app's tree"):
+        export_commit(bare, commit, out)
+
+
+def test_export_commit_never_writes_through_a_link(pushed: tuple[Path, Path]) -> None:
+    # A hand-made tree where "d" is a link to a directory outside and "d/f" a file (what
+    # tarfile's filter exists for): git never writes a path through a link.
+    bare, work = pushed
+    outside = bare.parent / "outside"
+    outside.mkdir()
+    blob = git(work, "hash-object", "-w", "--stdin", input_text="owned\n")
+    link = git(work, "hash-object", "-w", "--stdin", input_text=str(outside))
+    inner = git(work, "mktree", input_text=f"100644 blob {blob}\tf\n")
+    tree = git(work, "mktree", input_text=f"120000 blob {link}\td\n040000 tree {inner}\td\n")
+    commit = git(work, "commit-tree", tree, "-m", "evil")
+    git(work, "push", "-q", str(bare), f"{commit}:refs/heads/evil")
+    out = bare.parent / "out"
+    out.mkdir()
+    with contextlib.suppress(DokuenError):  # git may refuse the tree or write "d" alone
+        export_commit(bare, commit, out)
+    assert list(outside.iterdir()) == []
+    assert not (out / "d").is_symlink()
+
+
 def test_export_commit_refuses_an_unknown_or_malformed_commit(pushed: tuple[Path, Path]) -> None:
     bare, _work = pushed
-    with pytest.raises(DokuenError, match="git archive 1111111 failed"):
+    with pytest.raises(DokuenError, match="cannot check out commit 1111111"):
         export_commit(bare, "1" * 40, bare.parent)
     with pytest.raises(InvalidName, match="not a full commit id"):
         export_commit(bare, "--output=/tmp/x", bare.parent)

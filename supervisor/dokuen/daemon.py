@@ -16,8 +16,9 @@ import anyio.abc
 import structlog
 
 from dokuen import __version__
-from dokuen.apps.app import App, Runtime
+from dokuen.apps.app import App
 from dokuen.apps.requests import AppCommands, app_url
+from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
 from dokuen.backup.requests import BackupCommands
 from dokuen.control import Command, Output, serve

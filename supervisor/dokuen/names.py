@@ -22,6 +22,22 @@ _LABEL = APP_NAME.pattern.replace("[a-z]", "[a-z0-9]", 1)  # host labels may sta
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 
 
+# Names the platform answers for itself: its log sources (nginx[dokuen], postgres[dokuen]),
+# its account, and host names people expect to be the machine's own.
+RESERVED_APP_NAMES = frozenset({"dokuen", "nginx", "postgres", "root", "www"})
+
+
+def check_new_app_name(name: str) -> str:
+    """``check_app_name``, and not one of the names the platform keeps for itself (an app
+    made under such a name before it was reserved keeps working)."""
+    check_app_name(name)
+    if name in RESERVED_APP_NAMES:
+        raise InvalidName(
+            f"app name {name!r} is reserved for the platform (pick another, like {name}-app)"
+        )
+    return name
+
+
 def check_app_name(name: str) -> str:
     """Return ``name`` if it is a valid app name (a lowercase DNS label).
 
@@ -49,6 +65,22 @@ def check_config_key(key: str) -> str:
         raise InvalidName(
             f"invalid config key {key!r} (use letters, digits and '_', not starting with a digit)"
         )
+    return key
+
+
+# What dokuend gives each process itself: a config var of that name would never be seen.
+PLATFORM_VARS = {
+    "PORT": "dokuend gives each process a port of its own in PORT; listen where it says",
+    "DYNO": "dokuend sets DYNO to the process's name (web.1)",
+    "PS": "dokuend sets PS to the process's name (web.1)",
+}
+
+
+def check_settable_config_key(key: str) -> str:
+    """``check_config_key``, and not a variable the platform sets for each process."""
+    check_config_key(key)
+    if key in PLATFORM_VARS:
+        raise InvalidName(f"config var {key} cannot be set: {PLATFORM_VARS[key]}")
     return key
 
 

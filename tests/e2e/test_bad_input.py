@@ -77,6 +77,15 @@ def test_an_app_name_that_is_not_a_dns_label_never_touches_the_disk(
     assert not (dokuen.home.parent / "x").exists()
 
 
+def test_the_platforms_own_names_are_refused_for_new_apps(dokuen: Dokuen) -> None:
+    result = dokuen.ctl("apps:create", "nginx", check=False)
+    assert result.returncode == 2
+    assert "app name 'nginx' is reserved for the platform" in result.stderr
+    reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "www"}})
+    assert "app name 'www' is reserved for the platform" in str(reply[0]["error"])
+    assert not (dokuen.home / "apps" / "www").exists()
+
+
 def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(dokuen: Dokuen) -> None:
     reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "../../etc"}})
     assert reply == [{"ok": False, "error": reply[0]["error"]}]
@@ -108,6 +117,31 @@ def test_a_bad_config_key_is_refused(dokuen: Dokuen, serving: int, pair: str) ->
     assert "KEY=VALUE" in result.stderr
     assert dokuen.ctl("config", "blog").stdout == ""
     still_serving(dokuen, serving)
+
+
+def test_port_is_refused_as_a_config_key_with_the_reason(dokuen: Dokuen, serving: int) -> None:
+    result = dokuen.ctl("config:set", "blog", "PORT=5000", check=False)
+    assert result.returncode == 2
+    assert "config var PORT cannot be set: dokuend gives each process a port" in result.stderr
+    reply = raw_request(
+        dokuen, {"command": "config:set", "args": {"app": "blog", "values": {"DYNO": "x"}}}
+    )
+    assert "config var DYNO cannot be set" in str(reply[-1]["error"])
+    assert dokuen.ctl("config", "blog").stdout == ""
+    still_serving(dokuen, serving)
+
+
+def test_config_set_says_whether_it_restarted_anything(dokuen: Dokuen, serving: int) -> None:
+    restarted = dokuen.ctl("config:set", "blog", "A=1").stdout
+    assert restarted == "set A on blog; its processes restarted\n"
+    dokuen.ctl("stop", "blog")
+    quiet = dokuen.ctl("config:unset", "blog", "A").stdout
+    assert (
+        quiet == "unset A on blog (no process of blog runs now: its next deploy or start uses it)\n"
+    )
+    dokuen.ctl("apps:create", "fresh")
+    fresh = dokuen.ctl("config:set", "fresh", "B=2").stdout
+    assert fresh.startswith("set B on fresh (no process of fresh runs now")
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,9 @@ def test_a_push_to_main_deploys_and_the_pusher_sees_the_build(
     lines = remote_lines(push.stderr)
     assert lines[0] == f"-----> Deploying main ({work.head()[:7]}) to blog"
     assert "-----> Released v1" in lines
-    assert lines[-1] == f"-----> blog v1 is running ({work.head()[:7]})"
+    assert lines[-2] == f"-----> blog v1 is running ({work.head()[:7]})"
+    url = json.loads(dokuen.ctl("apps", "--json").stdout)[0]["url"]
+    assert lines[-1] == f"       {url} deployed to Dokuen"  # as Heroku ends a push
     assert not [line for line in lines if "/tmp/push-" in line or "/tmp/" in line]
     assert env["APP"] == "blog"
     assert (dokuen.home / "apps/blog/releases/v1/envserver.py").exists()
@@ -135,6 +137,22 @@ def test_a_push_deploys_the_tree_as_committed_whatever_gitattributes_says(
     assert (release / "version.txt").read_text() == "v=$Format:%H$\n"
 
 
+def test_a_push_to_master_deploys_too(dokuen: Dokuen, tmp_path: Path) -> None:
+    dokuen.ctl("apps:create", "blog")
+    repo = str(repo_of(dokuen, "blog"))
+    work = Work.create(tmp_path / "blog", WEB)
+    push = work.push(repo, "main:master")
+    assert push.returncode == 0, push.stderr
+    assert "-----> Released v1" in remote_lines(push.stderr)
+    wait_for(lambda: answering(dokuen, "blog"), "blog to answer")
+    # Renaming master to main in one push deploys main and deletes master.
+    work.commit("second")
+    push = work.push(repo, "main:main", ":master")
+    assert push.returncode == 0, push.stderr
+    assert "-----> Released v2" in remote_lines(push.stderr)
+    assert not work.git("ls-remote", repo, "master").stdout.strip()
+
+
 def release_names(dokuen: Dokuen, app: str) -> list[str]:
     """The app's releases, newest first."""
     return [r["version"] for r in json.loads(dokuen.ctl("releases", app, "--json").stdout)]
@@ -149,7 +167,7 @@ def test_other_branches_are_kept_not_deployed_and_deploy_branch_picks_one(
     push = work.push(repo, "main:feature")
     assert push.returncode == 0, push.stderr
     assert remote_lines(push.stderr) == [
-        "-----> Pushed to feature; only main deploys (set DEPLOY_BRANCH to change it)"
+        "-----> Pushed to feature; only main or master deploys (set DEPLOY_BRANCH to change it)"
     ]
     assert dokuen.ps("blog") == []
     assert release_names(dokuen, "blog") == []

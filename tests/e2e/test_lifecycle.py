@@ -77,6 +77,25 @@ def test_scale_up_and_down(dokuen: Dokuen, apps_dir: Path) -> None:
     assert not any(psutil.pid_exists(row["pid"]) for row in rows[1:])
 
 
+def test_ps_and_scale_keep_the_procfiles_order(dokuen: Dokuen, apps_dir: Path) -> None:
+    procfile = "worker: exec sleep 1000\n" + WEB + "clock: exec sleep 1000\n"
+    dokuen.deploy("blog", write_app(apps_dir / "blog", procfile))
+    wait_for(lambda: dokuen.running("blog", 3), "every type running")
+    assert dokuen.ctl("ps:scale", "blog").stdout.strip() == "blog: worker=1 web=1 clock=1"
+    shown = dokuen.ctl("ps:scale", "blog", "web+1", "clock=0").stdout.strip()
+    assert shown == "blog: worker=1 web=2 clock=0"
+    rows = wait_for(lambda: dokuen.running("blog", 3), "web.2 running")
+    assert [row["name"] for row in rows] == ["worker.1", "web.1", "web.2"]
+    table = [line.split() for line in dokuen.ctl("ps", "blog").stdout.splitlines()[1:]]
+    assert [row[1] for row in table if row[0] == "blog"] == ["worker.1", "web.1", "web.2"]
+    assert dokuen.ctl("ps:scale", "blog", "web-1").stdout.strip() == "blog: worker=1 web=1 clock=0"
+    too_far = dokuen.ctl("ps:scale", "blog", "web-2", check=False)
+    assert too_far.returncode == 1
+    assert "'web' would have -1 processes" in too_far.stderr
+    releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert releases[0]["process_types"] == ["worker", "web", "clock"]
+
+
 def test_kill_9_brings_the_process_back_on_its_port(dokuen: Dokuen, apps_dir: Path) -> None:
     dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
     (before,) = wait_for(lambda: dokuen.running("blog", 1), "web.1")
@@ -299,6 +318,19 @@ def test_run_a_one_off_command_in_the_release(dokuen: Dokuen, apps_dir: Path) ->
     assert dokuen.ctl("run", "nope", "true", check=False).returncode == 1
 
 
+def test_run_of_a_procfile_type_runs_its_command_with_the_arguments(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    procfile = WEB + "greet: echo hello from $DYNO\n"
+    dokuen.deploy("blog", write_app(apps_dir / "blog", procfile))
+    assert dokuen.ctl("run", "blog", "greet").stdout == "hello from run.1\n"
+    assert dokuen.ctl("run", "blog", "greet", "and", "more words").stdout == (
+        "hello from run.2 and more words\n"
+    )
+    assert dokuen.ctl("open", "blog").stdout.startswith("http://")
+    assert dokuen.ctl("ps:restart", "blog", "web").stdout.startswith("restarted blog: web.1")
+
+
 def test_a_one_off_command_dies_with_its_requester(dokuen: Dokuen, apps_dir: Path) -> None:
     dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
     marker = f"{os.getpid() % 1000 + 3000}"
@@ -331,3 +363,32 @@ def test_the_release_command_runs_once_before_the_new_processes(
     assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
         "v1"
     ]
+
+
+def test_apps_info_and_releases_info_show_the_whole_app(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.ctl("apps:create", "blog")
+    fresh = json.loads(dokuen.ctl("apps:info", "blog", "--json").stdout)
+    assert fresh["release"] is None
+    assert fresh["database"] is False
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB + "worker: exec sleep 1000\n"))
+    wait_for(lambda: dokuen.running("blog", 2), "blog running")
+    dokuen.ctl("domains:add", "blog", "blog.example.com")
+    info = json.loads(dokuen.ctl("apps:info", "blog", "--json").stdout)
+    assert info["release"] == "v1"
+    assert info["formation"] == {"web": 1, "worker": 1}
+    assert info["domains"][1:] == ["blog.example.com"]
+    assert info["repo"] == str(dokuen.home / "apps/blog/repo.git")
+    assert info["disk_bytes"] > 0
+    shown = dokuen.ctl("apps:info", "blog").stdout.splitlines()
+    assert shown[0] == "=== blog"
+    assert "formation  web=1 worker=1" in shown
+    assert "processes  2/2 running" in shown
+    release = json.loads(dokuen.ctl("releases:info", "blog", "v1", "--json").stdout)
+    assert release["current"] is True
+    assert release["process_types"] == {"web": "python3 envserver.py", "worker": "exec sleep 1000"}
+    text = dokuen.ctl("releases:info", "blog", "v1").stdout.splitlines()
+    assert text[0] == "=== blog v1 (current)"
+    assert "worker:     exec sleep 1000" in text
+    missing = dokuen.ctl("releases:info", "blog", "v9", check=False)
+    assert missing.returncode == 1
+    assert "no release named 'v9'" in missing.stderr

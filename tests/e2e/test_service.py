@@ -230,7 +230,8 @@ def test_install_print_systemd() -> None:
     assert "Type=notify" in lines
     assert f"ExecStart={DOKUEND}" in lines
     assert "StateDirectory=dokuen" in lines
-    assert "User=dokuen" in lines
+    assert not any(line.startswith(("User=", "Group=")) for line in lines)  # root
+    assert "Delegate=yes" in lines
     user = ctl("service:install", "--systemd", "--user", "--print").stdout.splitlines()
     assert f"ExecStart={DOKUEND}" in user
     assert "WantedBy=default.target" in user

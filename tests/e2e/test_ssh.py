@@ -133,7 +133,7 @@ def test_a_push_over_ssh_creates_the_app_deploys_it_and_refuses_a_bad_commit(
 
     push = work.push(authorized.url("blog"), "main:feature")
     assert push.returncode == 0, push.stderr
-    assert "only main deploys" in push.stderr
+    assert "only main or master deploys" in push.stderr
     assert release_names(dokuen, "blog") == ["v2", "v1"]
 
 

@@ -62,7 +62,17 @@ def test_the_system_unit_has_what_the_service_needs() -> None:
     assert unit["Restart"] == ["on-failure"]
     assert unit["StateDirectory"] == ["dokuen"]
     assert unit["Environment"] == ["DOKUEN_HOME=/var/lib/dokuen"]
-    assert unit["User"] == unit["Group"] == ["dokuen"]
+    # Root, so that every app runs as a uid of its own; what root may do is bounded.
+    assert "User" not in unit
+    assert "Group" not in unit
+    assert unit["Delegate"] == ["yes"]
+    assert unit["NoNewPrivileges"] == ["yes"]
+    assert unit["StateDirectoryMode"] == ["0711"]
+    bounded = set(unit["CapabilityBoundingSet"][0].split())
+    assert {"CAP_SETUID", "CAP_SETGID", "CAP_KILL", "CAP_NET_BIND_SERVICE"} <= bounded
+    assert not bounded & {"CAP_SYS_ADMIN", "CAP_SYS_MODULE", "CAP_NET_ADMIN", "CAP_SYS_RAWIO"}
+    assert "AmbientCapabilities" not in unit  # apps get no capability
+    assert "ProtectControlGroups" not in unit  # the delegated cgroups are dokuend's to manage
     assert int(unit["LimitNOFILE"][0]) >= 65536
     assert unit["WatchdogSec"]
     assert unit["TimeoutStopSec"]

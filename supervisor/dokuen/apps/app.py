@@ -3,45 +3,29 @@ that change them: scale, restart, stop, start, config (deploys and rollbacks swi
 release through releasing.py)."""
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import anyio
 import anyio.abc
 
 from dokuen.apps.options import app_options
+from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
-from dokuen.deploy.build import Builder
 from dokuen.errors import DokuenError, NotFound
-from dokuen.names import check_config_key, check_domain, not_found
+from dokuen.names import check_config_key, check_domain, check_settable_config_key, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
-from dokuen.settings import Settings
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir, write_envdir
 from dokuen.supervise.environment import process_environment
-from dokuen.supervise.formation import ProcessSpec, expand, parse_scale
-from dokuen.supervise.logmux import LogMux
-from dokuen.supervise.ports import PortPool
-from dokuen.supervise.process import Clock, ProcessSlot, ProcessState, SlotConfig, Spawner
+from dokuen.supervise.formation import (
+    ProcessSpec,
+    expand,
+    in_procfile_order,
+    parse_scale,
+)
+from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
 from dokuen.supervise.procfile import Procfile
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """The daemon's shared services that every app uses."""
-
-    settings: Settings
-    ports: PortPool
-    mux: LogMux
-    spawner: Spawner
-    clock: Clock
-    proxy_changed: Callable[[], None] = lambda: None  # a web process came, went or moved
-    proxy_sync: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint  # nginx caught up
-    proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
-    proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
-    builder: Builder | None = None  # None: a daemon of fakes, which cannot build
 
 
 def _nothing() -> None:
@@ -157,11 +141,11 @@ class App:
 
     def site(self) -> Site:
         """The app as nginx sees it: its host names and its running web processes."""
-        ports = tuple(
-            slot.port
-            for slot in self._ordered_slots()
-            if slot.spec.type == "web" and slot.state is ProcessState.RUNNING and slot.port
+        webs = sorted(
+            (slot for slot in self._slots.values() if slot.spec.type == "web"),
+            key=lambda slot: slot.spec.index,
         )
+        ports = tuple(s.port for s in webs if s.state is ProcessState.RUNNING and s.port)
         try:
             size = check_body_size(
                 self.config().get("DOKUEN_CLIENT_MAX_BODY_SIZE", DEFAULT_BODY_SIZE)
@@ -178,11 +162,16 @@ class App:
     # -- operations ------------------------------------------------------------------
 
     async def scale(self, args: Iterable[str]) -> dict[str, int]:
-        """Apply ``TYPE=N`` changes to the formation; return the whole new formation."""
+        """Apply ``TYPE=N`` (or ``TYPE+N``, ``TYPE-N``) changes to the formation; return the
+        whole new formation in Procfile order. No changes: the formation as it is."""
+        args = list(args)
         async with self.exclusive():
             procfile = self._procfile()
-            changes = parse_scale(args, procfile)
-            formation = {**self.dir.read_formation(), **changes}
+            current = self.dir.read_formation()
+            if not args:
+                return in_procfile_order(current, procfile)
+            changes = parse_scale(args, procfile, current)
+            formation = in_procfile_order({**current, **changes}, procfile)
             self.dir.write_formation(formation)
             shown = ", ".join(f"{t}={n}" for t, n in changes.items())
             self.runtime.mux.event(self.name, f"scaled {shown}")
@@ -199,7 +188,7 @@ class App:
             self.runtime.mux.event(self.name, f"restarting {target or 'all processes'}")
             self.dir.set_stopped(False)
             await self.converge(replace=lambda spec: spec.name in names)
-            return sorted(names)
+            return [slot.spec.name for slot in chosen]
 
     async def stop(self) -> None:
         async with self.exclusive():
@@ -213,9 +202,12 @@ class App:
             self.dir.set_stopped(False)
             await self.converge(replace=lambda _spec: False)
 
-    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> None:
-        """Change the config and restart the processes so they see it."""
-        for key in [*changes, *removals]:
+    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> bool:
+        """Change the config and restart the processes so they see it; False when none
+        runs (not deployed, or stopped): the next start or deploy uses it."""
+        for key in changes:
+            check_settable_config_key(key)
+        for key in removals:
             check_config_key(key)
         merged = {**self.config(), **changes}
         for key in removals:
@@ -227,7 +219,7 @@ class App:
             keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
             self.runtime.mux.event(self.name, f"config changed ({keys})")
             if not self.active:
-                return
+                return False
             try:
                 await self.converge(replace=lambda _spec: True)
             except DokuenError:
@@ -237,6 +229,7 @@ class App:
                 await anyio.to_thread.run_sync(write_envdir, self.dir.env, restore, gone)
                 self.runtime.mux.event(self.name, f"config change ({keys}) undone")
                 raise
+            return True
 
     # -- the machinery ---------------------------------------------------------------
 
@@ -248,7 +241,19 @@ class App:
         return release.procfile()
 
     def _ordered_slots(self) -> list[ProcessSlot]:
-        return sorted(self._slots.values(), key=lambda slot: (slot.spec.type, slot.spec.index))
+        """The slots in the Procfile's order of types, then by index."""
+        try:
+            order = {t: i for i, t in enumerate(self._procfile().types)}
+        except DokuenError:  # no release, or a bad one: alphabetical is the best left
+            order = {}
+        return sorted(
+            self._slots.values(),
+            key=lambda slot: (
+                order.get(slot.spec.type, len(order)),
+                slot.spec.type,
+                slot.spec.index,
+            ),
+        )
 
     def _select(self, target: str | None) -> list[ProcessSlot]:
         slots = self._ordered_slots()
@@ -322,7 +327,7 @@ class App:
     ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
-        defaults = release.defaults()
+        defaults = release.defaults(config)
         app_path = self.runtime.settings.app_path
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:

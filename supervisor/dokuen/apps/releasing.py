@@ -4,6 +4,7 @@ release phase) in a release's environment."""
 
 import codecs
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -47,7 +48,7 @@ async def deploy(
     """
     if not source.is_dir():
         raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
-    if (source / "Procfile").exists():
+    if os.path.lexists(source / "Procfile"):  # a link is there, and read_procfile refuses it
         read_procfile(source)  # fail fast, before copying or building anything
     if app.runtime.builder is None:
         raise DokuenError("this dokuend cannot build (it runs without real processes)")
@@ -205,12 +206,15 @@ async def _switch_to(app: App, release: releases.Release, verb: str, say: Say) -
 
 
 async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Awaitable[None]]) -> int:
-    """A one-off process (``run.N``) in the current release and environment: its output
+    """A one-off process (``run.N``) in the current release and environment (a Procfile
+    type's command when ``command`` starts with the type, ``Procfile.one_off``): its output
     goes to ``say``, its exit status is returned (128+N for signal N, as a shell does).
     If the requester hangs up, the process and its group are killed."""
     release = releases.current_release(app.dir)
     if release is None:
         raise NotFound(f"app {app.name!r} has no release yet (deploy it first)")
+    with contextlib.suppress(DokuenError):  # a release without process types runs it as is
+        command = release.procfile().one_off(command)
     app.runs += 1
     spec = ProcessSpec(app.name, "run", app.runs, command)
     return await _one_off(app, spec, release, say, hung_up)
@@ -226,7 +230,8 @@ async def _one_off(
     """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
     port = app.runtime.ports.allocate()
     app_path = app.runtime.settings.app_path
-    env = process_environment(spec, port, release.path, app_path, release.defaults(), app.config())
+    config = app.config()
+    env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
     mux = app.runtime.mux
     try:
         child = await app.runtime.spawner(spec.command, env, release.path)
@@ -268,7 +273,7 @@ def release_list(app: App) -> list[dict[str, Any]]:
                 "created": record.get("created"),
                 "commit": record.get("commit"),
                 "buildpacks": record.get("buildpacks", []),
-                "process_types": sorted(record.get("process_types") or {}),
+                "process_types": list(record.get("process_types") or {}),  # Procfile order
                 "current": release == current,
             }
         )

@@ -12,8 +12,9 @@ from typing import Any
 import anyio
 import structlog
 
-from dokuen.apps import releasing
-from dokuen.apps.app import App, Runtime
+from dokuen.apps import releasing, views
+from dokuen.apps.app import App
+from dokuen.apps.runtime import Runtime
 from dokuen.control import Command, Output, cancel_when, text_arg
 from dokuen.deploy import repo
 from dokuen.entrypoint import Entrypoint
@@ -22,6 +23,7 @@ from dokuen.names import (
     check_app_name,
     check_config_key,
     check_domain,
+    check_new_app_name,
     check_ssh_key_name,
     not_found,
     parse_process_name,
@@ -43,9 +45,10 @@ def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
     return say
 
 
-def _check_release_name(name: str) -> None:
+def _check_release_name(name: str) -> str:
     if not re.fullmatch(r"v[1-9][0-9]{0,8}", name):
         raise InvalidName(f"invalid release {name!r} (use vN, e.g. v3)")
+    return name
 
 
 def app_url(app: App) -> str | None:
@@ -105,7 +108,9 @@ class AppCommands:
             "config:set": self.config_set,
             "config:unset": self.config_unset,
             "run": self.run_once,
+            "apps:info": self.info,
             "releases": self.releases,
+            "releases:info": self.release_info,
             "releases:output": self.release_output,
             "rollback": self.rollback,
             "domains": self.domains,
@@ -137,6 +142,7 @@ class AppCommands:
 
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""
+        check_new_app_name(name)
         hooks = repo.render_hooks(self._entrypoint())  # before anything touches the disk
 
         def prepare(directory: AppDir) -> None:
@@ -183,7 +189,7 @@ class AppCommands:
             raise ProtocolError("argument 'commit' must be a full commit id (SHA-1 or SHA-256)")
         release = await releasing.deploy(app, source, _speaker(out), commit, out.wait_closed)
         await self._sync_proxy()
-        return {"release": release}
+        return {"release": release, "url": app_url(app)}
 
     async def run_once(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
@@ -193,8 +199,16 @@ class AppCommands:
         say = _speaker(out, end="")
         return {"status": await releasing.run_once(app, command, say, out.wait_closed)}
 
+    async def info(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        return await anyio.to_thread.run_sync(views.app_info, app, app_url(app))
+
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return releasing.release_list(self.find(args))
+
+    async def release_info(self, args: dict[str, Any], out: Output) -> Any:
+        name = _check_release_name(text_arg(args, "release"))
+        return await anyio.to_thread.run_sync(views.release_info, self.find(args), name)
 
     async def release_output(self, args: dict[str, Any], out: Output) -> Any:
         target = args.get("release")
@@ -259,16 +273,16 @@ class AppCommands:
         values = args.get("values")
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ProtocolError("argument 'values' must be an object of strings")
-        await app.set_config(values, [])
-        return sorted(values)
+        restarted = await app.set_config(values, [])
+        return {"keys": list(values), "restarted": restarted}
 
     async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         keys = args.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ProtocolError("argument 'keys' must be a list of strings")
-        await app.set_config({}, keys)
-        return sorted(keys)
+        restarted = await app.set_config({}, keys)
+        return {"keys": keys, "restarted": restarted}
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:
         """The last N lines, then (with ``follow``) every new line until the client leaves."""

@@ -1,6 +1,7 @@
-"""``dokuenctl apps``, ``deploy``, ``run``, ``ps``, ``restart``, ``stop``, ``start`` and
-``logs``: an app's life, its processes and their output."""
+"""``dokuenctl apps``, ``deploy``, ``run``, ``ps``, ``restart``, ``stop``, ``start``, ``open``
+and ``logs``: an app's life, its processes and their output."""
 
+import os
 import shlex
 import sys
 import zlib
@@ -9,9 +10,10 @@ from typing import Any
 
 import click
 
-from dokuen.cli.arguments import APP, JSON, app_name, checked, print_json
+from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, print_json
 from dokuen.cli.console import Client, duration, pass_client, write_out
 from dokuen.cli.terminal import printable
+from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
 
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -39,8 +41,34 @@ def apps(client: Client, as_json: bool) -> None:
     client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
 
 
-@click.command("apps:create")
+@click.command("apps:info")
 @APP
+@JSON
+@pass_client
+def apps_info(client: Client, app: str, as_json: bool) -> None:
+    """One app at a glance: release, URL, domains, formation, database, repository, disk."""
+    info = client.call("apps:info", app=app)
+    if as_json:
+        print_json(info)
+        return
+    formation = " ".join(f"{t}={n}" for t, n in info["formation"].items()) or "-"
+    lines = [
+        ("release", info["release"] or "- (not deployed yet)"),
+        ("url", info["url"] or "-"),
+        ("domains", " ".join(info["domains"])),
+        ("formation", formation + (" (stopped)" if info["stopped"] else "")),
+        ("processes", f"{info['running']}/{info['processes']} running"),
+        ("database", f"yes (dokuenctl pg:info {app})" if info["database"] else "none"),
+        ("repo", info["repo"]),
+        ("disk", f"{info['disk_bytes'] / (1 << 20):.1f} MiB"),
+    ]
+    client.echo(f"=== {app}")
+    for key, value in lines:
+        client.echo(f"{key:<10} {value}")
+
+
+@click.command("apps:create")
+@NEW_APP
 @pass_client
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
@@ -65,7 +93,15 @@ def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
 @pass_client
 def deploy(client: Client, app: str, directory: Path) -> None:
     """Make a new release of APP from DIRECTORY and start it."""
-    result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    try:
+        result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted: a deploy called off before its switch changes nothing "
+            f"(see: dokuenctl releases {app})",
+            err=True,
+        )
+        sys.exit(130)
     client.echo(f"{app} {result['release']} is running")
 
 
@@ -125,10 +161,10 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
 
 @click.command("ps:scale")
 @APP
-@click.argument("changes", nargs=-1, required=True, metavar="TYPE=N...")
+@click.argument("changes", nargs=-1, metavar="[TYPE=N|TYPE+N|TYPE-N]...")
 @pass_client
 def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
-    """Change how many processes of each type run."""
+    """Change how many processes of each type run (web=2, web+1); with no change, show it."""
     formation = client.call("ps:scale", app=app, changes=list(changes))
     client.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
 
@@ -192,7 +228,9 @@ class LogPrinter:
 @click.command()
 @click.argument("app", required=False, callback=app_name)
 @click.option("-n", "--num", "lines", default=100, show_default=True, type=click.IntRange(0))
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option(
+    "-f", "--follow", "-t", "--tail", "follow", is_flag=True, help="Keep printing new lines."
+)
 @click.option(
     "--ps",
     "process",
@@ -209,4 +247,35 @@ def logs(client: Client, app: str | None, lines: int, follow: bool, process: str
         sys.exit(0)
 
 
-COMMANDS = (apps, apps_create, apps_destroy, deploy, run, ps, ps_scale, restart, stop, start, logs)
+@click.command("open")
+@APP
+@pass_client
+def open_app(client: Client, app: str) -> None:
+    """Print the app's URL, and open it in a browser on a desktop."""
+    # apps:info, not apps: a key limited to APP may ask for it (ssh/scope.py).
+    url = client.call("apps:info", app=app)["url"]
+    if url is None:
+        raise NotFound(
+            f"{app} has no URL: it runs no web process (add a 'web:' line to its Procfile)"
+        )
+    client.echo(url)
+    if client.tty and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        click.launch(url)
+
+
+COMMANDS = (
+    apps,
+    apps_info,
+    apps_create,
+    apps_destroy,
+    deploy,
+    run,
+    ps,
+    ps_scale,
+    restart,
+    alias(restart, "ps:restart"),
+    stop,
+    start,
+    open_app,
+    logs,
+)

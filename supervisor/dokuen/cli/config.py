@@ -5,7 +5,7 @@ import click
 from dokuen.cli.arguments import APP, JSON, checked, print_json
 from dokuen.cli.console import Client, pass_client
 from dokuen.errors import DokuenError
-from dokuen.names import check_config_key
+from dokuen.names import check_config_key, check_settable_config_key
 
 
 @click.command()
@@ -36,7 +36,7 @@ def _pair(text: str) -> tuple[str, str]:
     if not sep:
         raise click.BadParameter(f"{text!r} is not KEY=VALUE", param_hint="KEY=VALUE")
     try:
-        return check_config_key(key), value
+        return check_settable_config_key(key), value
     except DokuenError as exc:
         raise click.BadParameter(str(exc), param_hint="KEY=VALUE") from None
 
@@ -48,8 +48,8 @@ def _pair(text: str) -> tuple[str, str]:
 def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
     """Set config vars and restart the app's processes."""
     values = dict(_pair(pair) for pair in pairs)
-    client.call("config:set", app=app, values=values)
-    client.echo(f"set {', '.join(values)} on {app}; its processes restarted")
+    done = client.call("config:set", app=app, values=values)
+    client.echo(f"set {', '.join(values)} on {app}{_restarted(app, done['restarted'])}")
 
 
 @click.command("config:unset")
@@ -60,8 +60,14 @@ def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
 @pass_client
 def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
     """Remove config vars and restart the app's processes."""
-    client.call("config:unset", app=app, keys=list(keys))
-    client.echo(f"unset {', '.join(keys)} on {app}; its processes restarted")
+    done = client.call("config:unset", app=app, keys=list(keys))
+    client.echo(f"unset {', '.join(keys)} on {app}{_restarted(app, done['restarted'])}")
+
+
+def _restarted(app: str, restarted: bool) -> str:
+    if restarted:
+        return "; its processes restarted"
+    return f" (no process of {app} runs now: its next deploy or start uses it)"
 
 
 COMMANDS = (config, config_get, config_set, config_unset)

@@ -47,6 +47,9 @@ class Group(click.Group):
         except BrokenPipeError:
             sys.stderr.close()  # `dokuenctl logs | head` is not an error
             sys.exit(0)
+        except KeyboardInterrupt:  # one line, not click's "Aborted!" or a traceback
+            click.echo(f"\ninterrupted: dokuenctl {ctx.invoked_subcommand} stopped", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -33,6 +33,7 @@ from dokuen.deploy.buildpack import (
     parse_release,
     parse_source,
 )
+from dokuen.isolate.paths import chown_tree, read_optional
 from dokuen.resources import shipped
 from dokuen.supervise import reaper
 from dokuen.supervise.envdir import write_envdir
@@ -45,6 +46,7 @@ _LIMITED = 'ulimit -d "$1" && ulimit -u "$2" && shift 2 && exec "$@"'
 # A later buildpack's compile sees what earlier ones exported (the buildpack API's `export`).
 _WITH_EXPORTS = 'while [ "$1" != -- ]; do . "$1" || exit 1; shift; done; shift; exec "$@"'
 _OUTPUT_LIMIT = 1 << 20  # of detect and release output kept for parsing
+_BUILDPACKS_LIMIT = 64 << 10  # bytes a .buildpacks file may hold
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,8 @@ class Builder:
         first bundled buildpack whose bin/detect says yes."""
         if "BUILDPACK_URL" in job.config:
             sources = [parse_source(job.config["BUILDPACK_URL"], "BUILDPACK_URL")]
-        elif (job.build_dir / ".buildpacks").is_file():
-            text = (job.build_dir / ".buildpacks").read_text(encoding="utf-8", errors="replace")
-            sources = parse_buildpacks_file(text)
+        elif (text := read_optional(job.build_dir, ".buildpacks", _BUILDPACKS_LIMIT)) is not None:
+            sources = parse_buildpacks_file(text.decode("utf-8", errors="replace"))
         else:
             for name in BUNDLED:
                 pack = _Pack(Source(name), job.bundled / name)
@@ -294,7 +295,7 @@ def _prepare(job: Job) -> None:
         for top in (job.workspace, job.cache_dir, job.build_dir, job.bundled):
             _check_reachable(top, job.limits.user)
         for top in (job.workspace, job.cache_dir, job.build_dir):
-            _chown_tree(top, job.limits.user, job.limits.user)
+            chown_tree(top, job.limits.user, job.limits.user)
 
 
 def _finish(job: Job) -> None:
@@ -302,7 +303,7 @@ def _finish(job: Job) -> None:
     or another app, as the same build user) can change it."""
     shutil.rmtree(job.workspace / "env", ignore_errors=True)
     if job.limits.user is not None:
-        _chown_tree(job.build_dir, os.getuid(), os.getgid())
+        chown_tree(job.build_dir, os.getuid(), os.getgid())
 
 
 def reachable_buildpacks(home: Path) -> Path:
@@ -355,10 +356,3 @@ def _check_reachable(path: Path, uid: int) -> None:
                 f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
                 f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"
             )
-
-
-def _chown_tree(top: Path, uid: int, gid: int) -> None:
-    os.chown(top, uid, gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(top):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)

@@ -68,6 +68,14 @@ def deploy_ref(config: Mapping[str, str]) -> str:
     return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
+def deploy_refs(config: Mapping[str, str]) -> tuple[str, ...]:
+    """Every ref a push to deploys: DEPLOY_BRANCH's alone when it is set; else ``main``
+    and ``master`` (Heroku deploys either)."""
+    if config.get("DEPLOY_BRANCH", "").strip():
+        return (deploy_ref(config),)
+    return (f"refs/heads/{repo.DEFAULT_BRANCH}", "refs/heads/master")
+
+
 def short_ref(ref: str) -> str:
     return ref.removeprefix("refs/heads/")
 
@@ -80,25 +88,34 @@ class Plan:
     notes: tuple[str, ...]
 
 
-def plan_push(updates: list[RefUpdate], deploy: str) -> Plan:
-    """Decide what a push does. Raises Refused when it deletes the deploy branch."""
+def plan_push(updates: list[RefUpdate], deploys: tuple[str, ...]) -> Plan:
+    """Decide what a push does: the last update of a deploy branch deploys. Raises Refused
+    when it deletes a deploy branch and deploys none (a push that renames master to main
+    deletes one and updates the other)."""
     notes = []
     chosen = None
+    shown = " or ".join(short_ref(ref) for ref in deploys)
+    deleted = [u for u in updates if u.ref in deploys and u.deleted]
     for update in updates:
-        if update.ref != deploy and update.deleted:
+        if update.ref not in deploys and update.deleted:
             notes.append(f"-----> Deleted {short_ref(update.ref)}")
-        elif update.ref != deploy:
+        elif update.ref not in deploys:
             notes.append(
-                f"-----> Pushed to {short_ref(update.ref)}; only {short_ref(deploy)} deploys "
+                f"-----> Pushed to {short_ref(update.ref)}; only {shown} deploys "
                 "(set DEPLOY_BRANCH to change it)"
             )
-        elif update.deleted:
-            raise Refused(
-                f"refusing to delete {short_ref(deploy)}, the branch this app deploys from "
-                "(set DEPLOY_BRANCH to deploy from another branch first)"
-            )
-        else:
+        elif not update.deleted:
+            if chosen is not None:
+                notes.append(
+                    f"-----> Pushed to {short_ref(chosen.ref)}; {short_ref(update.ref)} deploys"
+                )
             chosen = update
+    if deleted and chosen is None:
+        raise Refused(
+            f"refusing to delete {short_ref(deleted[0].ref)}, the branch this app deploys "
+            "from (set DEPLOY_BRANCH to deploy from another branch first)"
+        )
+    notes += [f"-----> Deleted {short_ref(update.ref)}" for update in deleted]
     return Plan(chosen, tuple(notes))
 
 
@@ -113,7 +130,7 @@ def receive(repository: Path, updates_text: str, request: Request, write: Write)
     if not updates:
         return
     config = request("config", {"app": app}, write)
-    plan = plan_push(updates, deploy_ref(config))
+    plan = plan_push(updates, deploy_refs(config))
     for note in plan.notes:
         write(note + "\n")
     update = plan.deploy
@@ -142,6 +159,8 @@ def receive(repository: Path, updates_text: str, request: Request, write: Write)
         finally:
             shutil.rmtree(source, ignore_errors=True)
         write(f"-----> {app} {result['release']} is running ({update.new[:7]})\n")
+        if result.get("url"):
+            write(f"       {result['url']} deployed to Dokuen\n")
         _mark_landing(repository, update)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,11 @@ class Release:
             raise DokuenError(f"{self.record_file}: not a release record")
         return data
 
-    def defaults(self) -> dict[str, str]:
-        """Config defaults of the release: its buildpacks', then its ``.env`` (config vars,
-        layered on top by the caller, win)."""
+    def defaults(self, config: Mapping[str, str]) -> dict[str, str]:
+        """Config defaults of the release: its buildpacks', then its ``.env`` expanded
+        against the app's ``config`` (config vars, layered on top by the caller, win)."""
         buildpacks = self.record().get("buildpack_config") or {}
-        return {**buildpacks, **read_dotenv(self.path)}
+        return {**buildpacks, **read_dotenv(self.path, config)}
 
     def procfile(self) -> Procfile:
         """The release's process types (its Procfile's and the buildpacks' defaults)."""
@@ -113,8 +114,9 @@ def start_release(app: AppDir, source: Path) -> Release:
 
 def finish_release(release: Release, record: dict[str, Any]) -> None:
     """Make the built release real: its record is written last, atomically. The record may
-    hold config values, so only dokuend's user can read it."""
-    write_atomic(release.record_file, json.dumps(record, indent=2, sort_keys=True) + "\n", 0o600)
+    hold config values, so only dokuend's user can read it. Keys keep their order: the
+    process types are in the Procfile's (releases made before kept them sorted)."""
+    write_atomic(release.record_file, json.dumps(record, indent=2) + "\n", 0o600)
 
 
 def discard(release: Release) -> None:

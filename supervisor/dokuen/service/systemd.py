@@ -33,8 +33,9 @@ CREATE_USER = (
 
 @dataclass(frozen=True)
 class Unit:
-    """One systemd unit for dokuend: the system's (``/etc/systemd/system``, run as the
-    dokuen user) or, ``per_user``, a user unit of whoever installs it."""
+    """One systemd unit for dokuend: the system's (``/etc/systemd/system``, run as root so
+    that each app runs as a uid of its own) or, ``per_user``, a user unit of whoever
+    installs it (every app then runs as that user)."""
 
     dokuend: Path  # the installed dokuend, absolute
     home: Path  # DOKUEN_HOME: STATE_DIR for the system's unit

@@ -24,6 +24,7 @@ from dokuen.errors import Refused
 APP_REQUESTS = frozenset(
     {
         "apps:create",
+        "apps:info",
         "ps",
         "ps:scale",
         "restart",
@@ -36,6 +37,7 @@ APP_REQUESTS = frozenset(
         "config:unset",
         "run",
         "releases",
+        "releases:info",
         "releases:output",
         "rollback",
         "domains",

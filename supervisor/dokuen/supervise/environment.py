@@ -1,21 +1,58 @@
 """The environment a process gets: exactly what DESIGN.md lists, nothing of the daemon's."""
 
-from collections.abc import Mapping
+import io
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from dotenv import dotenv_values
+from dotenv.main import DotEnv
+from dotenv.variables import parse_variables
 
+from dokuen.errors import UnsafeFile
+from dokuen.isolate.paths import read_optional
 from dokuen.supervise.formation import ProcessSpec
 
+DOTENV_LIMIT = 1 << 20  # bytes a .env may hold
 
-def read_dotenv(app_dir: Path) -> dict[str, str]:
-    """The ``.env`` defaults of an app (foreman/honcho syntax); empty when there is none."""
-    path = app_dir / ".env"
-    if not path.is_file():
+
+def read_dotenv(app_dir: Path, config: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``.env`` defaults of an app (foreman/honcho syntax); empty when there is none.
+    ``${VAR}`` and ``${VAR:-default}`` are expanded as python-dotenv expands them, against
+    the file's earlier entries and ``config`` (``expand_dotenv``). Read without following a
+    link (``app_dir`` is written by an app or its build).
+
+    Raises:
+        UnsafeFile: ``.env`` is a symbolic link, not a regular file, over ``DOTENV_LIMIT``
+            bytes, or not UTF-8 text.
+    """
+    data = read_optional(app_dir, ".env", DOTENV_LIMIT)
+    if data is None:
         return {}
-    # No interpolation: python-dotenv would fill ${VAR} from the daemon's own environment.
-    values = dotenv_values(path, interpolate=False)
-    return {key: value for key, value in values.items() if value is not None}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnsafeFile(f".env:{line}: cannot read it as UTF-8 text ({exc.reason})") from None
+    # Parsed without interpolation: python-dotenv would fill ${VAR} from the daemon's own
+    # environment (its secrets, its PATH); expand_dotenv fills it from the app's alone.
+    entries = DotEnv(None, stream=io.StringIO(text), interpolate=False).parse()
+    return expand_dotenv(entries, config or {})
+
+
+def expand_dotenv(
+    entries: Iterable[tuple[str, str | None]], config: Mapping[str, str]
+) -> dict[str, str]:
+    """Expand ``.env`` entries in file order, each against the entries before it and the
+    app's ``config`` (which wins, as it does in the process's environment). An unknown
+    variable expands to its default, or to nothing; ``$VAR`` without braces stays as is,
+    as with python-dotenv. A key without ``=`` is dropped; the last of a repeated key wins.
+    """
+    values: dict[str, str] = {}
+    for key, value in entries:
+        if value is None:
+            continue
+        scope: dict[str, str | None] = {**values, **config}
+        values[key] = "".join(atom.resolve(scope) for atom in parse_variables(value))
+    return values
 
 
 def process_environment(

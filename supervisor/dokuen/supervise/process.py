@@ -18,7 +18,7 @@ import structlog
 from dokuen.errors import DokuenError
 from dokuen.supervise import reaper
 from dokuen.supervise.formation import ProcessSpec
-from dokuen.supervise.health import HealthCheck, probe
+from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.restart import RestartPolicy, Run, next_delay
@@ -29,7 +29,6 @@ READ_SIZE = 1 << 18
 PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
 GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
-HEALTH_POLL = 0.05  # seconds between health probes of a new process
 
 
 class ProcessState(StrEnum):
@@ -338,20 +337,17 @@ class ProcessSlot:
                 )
 
     async def _check_health(self, health: HealthCheck, child: Child) -> None:
-        """Probe the new process until it answers (then it is RUNNING: nginx may send it
-        requests) or its boot timeout passes: then, as Heroku does on a boot timeout, it
-        is killed, and restarted with backoff like any process that exits."""
+        """Probe the new process until it answers from its own port (then it is RUNNING:
+        nginx may send it requests). If another process holds the port, or the boot
+        timeout passes, it is killed, as Heroku does on a boot timeout, and restarted with
+        backoff like any process that exits."""
         assert self.port is not None
-        with anyio.move_on_after(health.timeout):
-            while not await probe(self.port, health.path):
-                await anyio.sleep(HEALTH_POLL)
+        reason = await serving(health, self.port, child.pid, self.spec.name)
+        if reason is None:
             self.state = ProcessState.RUNNING
             self._event(f"answers {health.describe()} on port {self.port}", "process.healthy")
             self.settled.set()
             return
-        reason = (
-            f"did not answer {health.describe()} on port {self.port} within {health.timeout:g}s"
-        )
         if self.settled.is_set():  # a later life: nobody waits on it, so say it here
             self._event(f"{reason}, killing it", "process.boot_timeout")
         else:

@@ -1,13 +1,16 @@
 """A small strict Procfile parser: text in, ``Procfile`` out, every error with file and line."""
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 from dokuen.errors import ProcfileError
+from dokuen.isolate.paths import read_file
 
 _LINE = re.compile(r"(?P<type>[^:]*?)\s*:(?P<command>.*)")
 _TYPE = re.compile(r"[A-Za-z0-9_-]+")
+LIMIT = 1 << 20  # bytes a Procfile may hold
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,18 @@ class Procfile:
 
     def command(self, process_type: str) -> str:
         return dict(self.commands)[process_type]
+
+    def one_off(self, line: str) -> str:
+        """What ``run`` runs for ``line``: when its first word is a process type, that
+        type's command with the other words appended (``run web --debug``, as foreman and
+        Heroku do); any other line as it is."""
+        try:
+            words = shlex.split(line)
+        except ValueError:  # unbalanced quotes: the shell will say what is wrong
+            return line
+        if not words or words[0] not in self.types:
+            return line
+        return " ".join([self.command(words[0]), *map(shlex.quote, words[1:])])
 
 
 def parse_procfile(text: str, filename: str = "Procfile") -> Procfile:
@@ -60,16 +75,20 @@ def parse_procfile(text: str, filename: str = "Procfile") -> Procfile:
 
 
 def read_procfile(app_dir: Path) -> Procfile:
-    """Read and parse ``app_dir/Procfile``; raise ProcfileError if it is missing or bad."""
+    """Read and parse ``app_dir/Procfile`` without following a link (``app_dir`` is written
+    by an app or its build).
+
+    Raises:
+        ProcfileError: it is missing or bad.
+        UnsafeFile: it is a symbolic link, not a regular file, or over ``LIMIT`` bytes.
+    """
     path = app_dir / "Procfile"
     try:
-        data = path.read_bytes()
+        data = read_file(app_dir, "Procfile", LIMIT)
     except FileNotFoundError:
         raise ProcfileError(
             f"no Procfile in {app_dir} (add one with a line like 'web: ./server')"
         ) from None
-    except IsADirectoryError as exc:
-        raise ProcfileError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

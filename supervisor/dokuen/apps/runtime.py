@@ -1,0 +1,30 @@
+"""The daemon's shared services that every app uses, in one frozen record."""
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+import anyio
+
+from dokuen.deploy.build import Builder
+from dokuen.settings import Settings
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.ports import PortPool
+from dokuen.supervise.process import Clock, Spawner
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The daemon's shared services that every app uses."""
+
+    settings: Settings
+    ports: PortPool
+    mux: LogMux
+    spawner: Spawner
+    clock: Clock
+    proxy_changed: Callable[[], None] = lambda: None  # a web process came, went or moved
+    proxy_sync: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint  # nginx caught up
+    proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
+    proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
+    builder: Builder | None = None  # None: a daemon of fakes, which cannot build
