@@ -524,3 +524,47 @@ def test_a_scheduled_backup_dumps_the_database_and_capture_all_takes_everything(
     assert "sched: skipped, " in every.stdout  # its repository: nothing pushed to it
     assert len(cluster.listing("sched")) == 2
     daemon.ctl("backups:schedule", "sched", "--off")
+
+
+def test_over_ssh_a_backup_streams_to_the_client_and_sql_runs_as_the_app(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """``ssh dokuen@HOST dokuenctl backups:download APP > APP.dump`` gives the backup's very
+    bytes; psql, refused over ssh, has its alternative: SQL through ``run``."""
+    from tests.e2e.sshd import keygen, running_sshd  # noqa: PLC0415
+
+    daemon = cluster.daemon
+    url = cluster.database_url("wiki")
+    sql(
+        url,
+        "CREATE TABLE pages AS SELECT g AS id, md5(g::text) AS body "
+        "FROM generate_series(1, 2000) g",
+    )
+    daemon.ctl("backups:capture", "wiki")
+    (backup,) = cluster.listing("wiki")
+    stored = (cluster.backups / "wiki" / "db" / f"{backup['id']}.dump").read_bytes()
+    with running_sshd(tmp_path / "sshd", daemon.home / ".ssh" / "authorized_keys") as server:
+        keygen(server.client_key)
+        daemon.ctl("ssh-keys:add", "wiki-ci", f"{server.client_key}.pub", "--app", "wiki")
+        for asked in ("", " -o -", f" {backup['id']}"):
+            streamed = subprocess.run(
+                [
+                    *server.ssh_argv,
+                    f"{server.user}@127.0.0.1",
+                    f"dokuenctl backups:download wiki{asked}",
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert streamed.returncode == 0, streamed.stderr
+            assert streamed.stdout == stored, asked
+        assert not list(Path(daemon.env["HOME"]).glob("wiki-*.dump"))
+        assert not list(Path.home().glob("wiki-*.dump"))
+
+        daemon.deploy("wiki", write_app(tmp_path / "wiki", "web: python3 envserver.py\n"))
+        query = server.ssh(
+            'dokuenctl run wiki \'psql "$DATABASE_URL" -Atc "SELECT count(*) FROM pages"\''
+        )
+        assert query.returncode == 0, query.stderr
+        assert query.stdout == "2000\n"

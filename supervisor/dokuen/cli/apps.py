@@ -12,6 +12,7 @@ import click
 
 from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, print_json
 from dokuen.cli.console import Client, duration, pass_client, write_out
+from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
 
@@ -28,7 +29,7 @@ def apps(client: Client, as_json: bool) -> None:
         print_json(listing)
         return
     if not listing:
-        click.echo("no apps yet (create one: dokuenctl apps:create NAME)")
+        client.echo("no apps yet (create one: dokuenctl apps:create NAME)")
         return
     rows = []
     for app in listing:
@@ -61,9 +62,9 @@ def apps_info(client: Client, app: str, as_json: bool) -> None:
         ("repo", info["repo"]),
         ("disk", f"{info['disk_bytes'] / (1 << 20):.1f} MiB"),
     ]
-    click.echo(f"=== {app}")
+    client.echo(f"=== {app}")
     for key, value in lines:
-        click.echo(f"{key:<10} {value}")
+        client.echo(f"{key:<10} {value}")
 
 
 @click.command("apps:create")
@@ -72,8 +73,8 @@ def apps_info(client: Client, app: str, as_json: bool) -> None:
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
     created = client.call("apps:create", app=app)
-    click.echo(f"created {app}; deploy it with: git push {created['repo']} main")
-    click.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
+    client.echo(f"created {app}; deploy it with: git push {created['repo']} main")
+    client.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
 
 
 @click.command("apps:destroy")
@@ -83,7 +84,7 @@ def apps_create(client: Client, app: str) -> None:
 def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
     """Stop an app and delete all its state."""
     client.call("apps:destroy", app=app, confirm=confirm)
-    click.echo(f"destroyed {app}")
+    client.echo(f"destroyed {app}")
 
 
 @click.command()
@@ -101,7 +102,7 @@ def deploy(client: Client, app: str, directory: Path) -> None:
             err=True,
         )
         sys.exit(130)
-    click.echo(f"{app} {result['release']} is running")
+    client.echo(f"{app} {result['release']} is running")
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
@@ -112,7 +113,9 @@ def run(client: Client, app: str, command: tuple[str, ...]) -> None:
     """Run COMMAND once in the app's current release and environment; exit with its code."""
     line = command[0] if len(command) == 1 else shlex.join(command)
     try:
-        result = client.call("run", app=app, line=line)
+        # The command's own output, as it wrote it (as ssh HOST COMMAND or docker exec
+        # would show it): the user chose to run it, and `run APP cat FILE > copy` must work.
+        result = client.call("run", write_out, app=app, line=line)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(result["status"])
@@ -145,7 +148,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
         print_json(processes)
         return
     if not processes:
-        click.echo("no processes running")
+        client.echo("no processes running")
         return
     client.table(
         ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
@@ -153,7 +156,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
     )
     urls = {row["app"]: row["url"] for row in processes if row.get("url")}
     for name, url in urls.items():
-        click.echo(f"{name}: {url}")
+        client.echo(f"{name}: {url}")
 
 
 @click.command("ps:scale")
@@ -163,7 +166,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
 def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
     """Change how many processes of each type run (web=2, web+1); with no change, show it."""
     formation = client.call("ps:scale", app=app, changes=list(changes))
-    click.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
+    client.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
 
 
 @click.command()
@@ -175,7 +178,7 @@ def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
 def restart(client: Client, app: str, target: str | None) -> None:
     """Restart an app's processes: all, one type's, or one."""
     names = client.call("restart", app=app, target=target)
-    click.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
+    client.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
 
 
 @click.command()
@@ -184,7 +187,7 @@ def restart(client: Client, app: str, target: str | None) -> None:
 def stop(client: Client, app: str) -> None:
     """Stop every process of an app (it stays stopped across daemon restarts)."""
     client.call("stop", app=app)
-    click.echo(f"stopped {app}")
+    client.echo(f"stopped {app}")
 
 
 @click.command()
@@ -193,22 +196,26 @@ def stop(client: Client, app: str) -> None:
 def start(client: Client, app: str) -> None:
     """Start an app's processes at its formation."""
     client.call("start", app=app)
-    click.echo(f"started {app}")
+    client.echo(f"started {app}")
 
 
 class LogPrinter:
-    """Writes log text, each app[process] in its own colour on a terminal."""
+    """Writes log text, each app[process] in its own colour on a terminal. What processes
+    wrote reaches a terminal (or an ssh client) only made safe (terminal.py); into a pipe
+    here it goes as it is, for the tools downstream."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
 
     def __call__(self, text: str) -> None:
         if not self.client.tty:
-            write_out(text)
+            self.client.write(text)
             return
         from rich.text import Text  # noqa: PLC0415
 
-        for line in text.splitlines():
+        # Escaped first, so that lines split at newlines only: a "\r" or "\u2028" in a
+        # line stays in it, visible.
+        for line in printable(text).splitlines():
             stamp, _, rest = line.partition(" ")
             source, sep, message = rest.partition(": ")
             colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]
@@ -245,13 +252,13 @@ def logs(client: Client, app: str | None, lines: int, follow: bool, process: str
 @pass_client
 def open_app(client: Client, app: str) -> None:
     """Print the app's URL, and open it in a browser on a desktop."""
-    url = next((a["url"] for a in client.call("apps") if a["name"] == app), None)
+    # apps:info, not apps: a key limited to APP may ask for it (ssh/scope.py).
+    url = client.call("apps:info", app=app)["url"]
     if url is None:
-        client.call("ps", app=app)  # an unknown app: its error names it and the fix
         raise NotFound(
             f"{app} has no URL: it runs no web process (add a 'web:' line to its Procfile)"
         )
-    click.echo(url)
+    client.echo(url)
     if client.tty and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         click.launch(url)
 

@@ -5,6 +5,7 @@ import click
 
 from dokuen.cli.arguments import APP, JSON, print_json
 from dokuen.cli.console import Client, pass_client
+from dokuen.cli.terminal import one_line
 
 
 @click.command()
@@ -42,12 +43,12 @@ def releases_info(client: Client, app: str, release: str, as_json: bool) -> None
     if as_json:
         print_json(info)
         return
-    click.echo(f"=== {app} {info['version']}{' (current)' if info['current'] else ''}")
-    click.echo(f"created     {info['created'] or '-'}")
-    click.echo(f"commit      {info['commit'] or '-'}")
-    click.echo(f"buildpacks  {', '.join(info['buildpacks']) or '-'}")
+    client.echo(f"=== {app} {info['version']}{' (current)' if info['current'] else ''}")
+    client.echo(f"created     {info['created'] or '-'}")
+    client.echo(f"commit      {info['commit'] or '-'}")
+    client.echo(f"buildpacks  {', '.join(info['buildpacks']) or '-'}")
     for process_type, command in info["process_types"].items():
-        click.echo(f"{process_type + ':':<11} {command}")
+        client.echo(one_line(f"{process_type + ':':<11} {command}"))
 
 
 @click.command("releases:output")
@@ -56,7 +57,7 @@ def releases_info(client: Client, app: str, release: str, as_json: bool) -> None
 @pass_client
 def releases_output(client: Client, app: str, release: str | None) -> None:
     """The build output of a release (default: the current one)."""
-    click.echo(client.call("releases:output", app=app, release=release), nl=False)
+    client.write(client.call("releases:output", app=app, release=release))
 
 
 @click.command()
@@ -66,7 +67,7 @@ def releases_output(client: Client, app: str, release: str | None) -> None:
 def rollback(client: Client, app: str, release: str | None) -> None:
     """Run an earlier release again (default: the one before the current), no build."""
     result = client.call("rollback", app=app, release=release)
-    click.echo(f"{app} {result['release']} is running")
+    client.echo(f"{app} {result['release']} is running")
 
 
 COMMANDS = (releases, releases_info, releases_output, rollback)
