@@ -28,6 +28,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError
+from dokuen.isolate.hierarchy import discover, off
 from dokuen.names import not_found
 from dokuen.proxy.driver import NGINX_APP, NginxProxy, find_nginx
 from dokuen.proxy.nginx import Managed, Site, listen_directive
@@ -78,6 +79,7 @@ class Daemon:
             builder=Builder(spawner) if isinstance(spawner, OsSpawner) else None,
         )
         self.apps: dict[str, App] = {}
+        self._cgroups_off: str | None = "not looked for yet"  # why there are none
         self.started = time.time()
         self.proxy, self.proxy_problem = self._make_proxy(spawner)
         if self.proxy is not None:
@@ -162,6 +164,7 @@ class Daemon:
     ) -> None:
         """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(self._find_cgroups)
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
@@ -173,7 +176,22 @@ class Daemon:
                 await self._run_root(outer, task_status)
                 services.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+        if self.runtime.cgroups is not None:  # every app has stopped: its groups are empty
+            await anyio.to_thread.run_sync(self.runtime.cgroups.clear)
         log.info("daemon.stopped")
+
+    def _find_cgroups(self) -> None:
+        """Use the cgroups this machine has; kill what an earlier dokuend of this home left
+        in them (it died without stopping its apps)."""
+        spawner = self.runtime.spawner
+        if not isinstance(spawner, OsSpawner):
+            self._cgroups_off = "a daemon of fakes"
+            return
+        cgroups, self._cgroups_off = discover(self.settings.cgroups, self.settings.home)
+        if cgroups is not None and not cgroups.clear():
+            log.warning("cgroups.leftovers", group=str(cgroups.root.name))
+        spawner.cgroups = cgroups
+        self.runtime = dataclasses.replace(self.runtime, cgroups=cgroups)
 
     async def _run_root(
         self, outer: anyio.abc.TaskGroup, task_status: anyio.abc.TaskStatus[None]
@@ -343,6 +361,9 @@ class Daemon:
             "crashed": sum(s["crashed"] for s in summaries),
             "nginx": self._nginx_status(),
             "postgres": self.postgres.status(),
+            "cgroups": cgroups.status()
+            if (cgroups := self.runtime.cgroups)
+            else off(str(self._cgroups_off)),
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
             "backups": {

@@ -11,10 +11,12 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from dokuen.apps import resources
 from dokuen.apps.options import app_options
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
 from dokuen.errors import DokuenError, NotFound
+from dokuen.isolate.cgroups import Cgroups
 from dokuen.names import check_config_key, check_domain, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.settings import Settings
@@ -42,10 +44,7 @@ class Runtime:
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
-
-
-def _nothing() -> None:
-    pass
+    cgroups: Cgroups | None = None  # None: no cgroups (status says why)
 
 
 class App:
@@ -85,6 +84,7 @@ class App:
         async with self.exclusive():
             self._closed = True
             await self._stop_slots(list(self._slots.values()))
+            resources.discard(self.runtime.cgroups, self.name)
         self._scope.cancel()
 
     @contextlib.asynccontextmanager
@@ -126,7 +126,7 @@ class App:
     # -- views -----------------------------------------------------------------------
 
     def processes(self) -> list[dict[str, Any]]:
-        return [slot.info() for slot in self._ordered_slots()]
+        return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
 
     def summary(self) -> dict[str, Any]:
         release = releases.current_release(self.dir)
@@ -322,6 +322,8 @@ class App:
     ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
+        for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
+            self.runtime.mux.event(self.name, problem)
         defaults = release.defaults()
         app_path = self.runtime.settings.app_path
 
@@ -331,16 +333,16 @@ class App:
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
+            cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
+            timeout, policy = options.stop_timeout, options.policy
             return ProcessSlot(
-                SlotConfig(
-                    spec, release.path, environment, options.stop_timeout, options.policy, health
-                ),
+                SlotConfig(spec, release.path, environment, timeout, policy, health, cgroup),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=port,
-                on_change=self.runtime.proxy_changed if web else _nothing,
+                on_change=self.runtime.proxy_changed if web else lambda: None,
             )
 
         return make
