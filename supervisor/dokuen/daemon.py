@@ -181,15 +181,12 @@ class Daemon:
         log.info("daemon.stopped")
 
     def _find_cgroups(self) -> None:
-        """Use the cgroups this machine has; kill what an earlier dokuend of this home left
-        in them (it died without stopping its apps)."""
+        """Use the cgroups this machine has (``_restore`` empties them first)."""
         spawner = self.runtime.spawner
         if not isinstance(spawner, OsSpawner):
             self._cgroups_off = "a daemon of fakes"
             return
         cgroups, self._cgroups_off = discover(self.settings.cgroups, self.settings.home)
-        if cgroups is not None and not cgroups.clear():
-            log.warning("cgroups.leftovers", group=str(cgroups.root.name))
         spawner.cgroups = cgroups
         self.runtime = dataclasses.replace(self.runtime, cgroups=cgroups)
 
@@ -227,6 +224,9 @@ class Daemon:
 
     async def _restore(self) -> None:
         assert self._apps_group is not None
+        cgroups = self.runtime.cgroups  # the socket is ours: no other dokuend of this home runs
+        if cgroups is not None and not await anyio.to_thread.run_sync(cgroups.clear):
+            log.warning("cgroups.leftovers", group=str(cgroups.root.name))  # killed dokuend's
         await anyio.to_thread.run_sync(self._clear_scratch)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():

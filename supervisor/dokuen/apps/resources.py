@@ -2,6 +2,7 @@
 the app's group, a new group below it for each life of each of its processes, and what
 ``ps`` shows of their use."""
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -61,4 +62,5 @@ def usage(slot: ProcessSlot) -> dict[str, Any]:
 def discard(cgroups: Cgroups | None, app: str) -> None:
     """Remove the app's group once its processes are gone (a stopped or destroyed app)."""
     if cgroups is not None:
-        cgroups.app(app).remove()
+        with contextlib.suppress(OSError):  # left for the next start's clear (or a person)
+            cgroups.app(app).remove()
