@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from dokuen.apps import resources
 from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
@@ -18,12 +19,7 @@ from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir, write_envdir
 from dokuen.supervise.environment import process_environment
-from dokuen.supervise.formation import (
-    ProcessSpec,
-    expand,
-    in_procfile_order,
-    parse_scale,
-)
+from dokuen.supervise.formation import ProcessSpec, expand, in_procfile_order, parse_scale
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
 from dokuen.supervise.procfile import Procfile
 
@@ -69,6 +65,7 @@ class App:
         async with self.exclusive():
             self._closed = True
             await self._stop_slots(list(self._slots.values()))
+            resources.discard(self.runtime.cgroups, self.name)
         self._scope.cancel()
 
     @contextlib.asynccontextmanager
@@ -110,7 +107,7 @@ class App:
     # -- views -----------------------------------------------------------------------
 
     def processes(self) -> list[dict[str, Any]]:
-        return [slot.info() for slot in self._ordered_slots()]
+        return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
 
     def summary(self) -> dict[str, Any]:
         release = releases.current_release(self.dir)
@@ -327,6 +324,8 @@ class App:
     ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
+        for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
+            self.runtime.mux.event(self.name, problem)
         defaults = release.defaults(config)
         app_path = self.runtime.settings.app_path
 
@@ -336,16 +335,16 @@ class App:
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
+            cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
+            timeout, policy = options.stop_timeout, options.policy
             return ProcessSlot(
-                SlotConfig(
-                    spec, release.path, environment, options.stop_timeout, options.policy, health
-                ),
+                SlotConfig(spec, release.path, environment, timeout, policy, health, cgroup),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=port,
-                on_change=self.runtime.proxy_changed if web else _nothing,
+                on_change=self.runtime.proxy_changed if web else lambda: None,
             )
 
         return make

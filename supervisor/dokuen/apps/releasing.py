@@ -13,7 +13,9 @@ from typing import Any
 import anyio
 import structlog
 
+from dokuen.apps import resources
 from dokuen.apps.app import App
+from dokuen.apps.options import app_options
 from dokuen.control import cancel_when
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
@@ -233,8 +235,12 @@ async def _one_off(
     config = app.config()
     env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
     mux = app.runtime.mux
+    cgroups = app.runtime.cgroups
     try:
-        child = await app.runtime.spawner(spec.command, env, release.path)
+        if cgroups is not None:  # under the app's limits (its processes say what is amiss)
+            resources.apply_limits(cgroups, app.name, app_options(app.config(), 0))
+        cgroup = cgroups.process(app.name, spec.name) if cgroups is not None else None
+        child = await app.runtime.spawner(spec.command, env, release.path, cgroup=cgroup)
         mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
         status = -signal.SIGKILL
         try:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, print_json
-from dokuen.cli.console import Client, duration, pass_client, write_out
+from dokuen.cli.console import Client, duration, pass_client, size, write_out
 from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
@@ -131,6 +131,8 @@ def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
             p["state"],
             str(p["restarts"]),
             duration(p["uptime"]),
+            "-" if p.get("cpu") is None else f"{p['cpu']:.1f}s",
+            "-" if p.get("memory") is None else size(p["memory"]),
             p["command"],
         ]
         for p in processes
@@ -142,7 +144,7 @@ def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
 @JSON
 @pass_client
 def ps(client: Client, app: str | None, as_json: bool) -> None:
-    """One row per process: app, name, pid, port, state, restarts, uptime."""
+    """One row per process: app, name, pid, port, state, restarts, uptime, cpu, memory."""
     processes = client.call("ps", app=app)
     if as_json:
         print_json(processes)
@@ -151,7 +153,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
         client.echo("no processes running")
         return
     client.table(
-        ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
+        ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "CPU", "MEMORY", "COMMAND"],
         _process_rows(processes),
     )
     urls = {row["app"]: row["url"] for row in processes if row.get("url")}

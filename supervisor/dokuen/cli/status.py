@@ -38,6 +38,7 @@ def status(client: Client, as_json: bool) -> None:
     client.echo(f"postgres   {_postgres_line(postgres)}")
     if postgres["problem"]:
         client.echo(f"warning: {postgres['problem']}", err=True)
+    client.echo(f"cgroups    {_cgroups_line(info.get('cgroups'))}")
     for app, url in sorted(info["urls"].items()):
         client.echo(f"{app:<10} {url or '(no web process running)'}")
     _backups_lines(client, info.get("backups"))
@@ -68,6 +69,17 @@ def _postgres_line(postgres: dict[str, Any]) -> str:
     if postgres["pid"]:
         line += f", pid {postgres['pid']}"
     return line + (f" (PostgreSQL {postgres['version']})" if postgres["version"] else "")
+
+
+def _cgroups_line(cgroups: dict[str, Any] | None) -> str:
+    """``v1 (freezer, memory, pids) in /sys/fs/cgroup/memory/dokuen-1a2b3c4d5e, ...`` or
+    ``off (why); a stop reaches a process's session and what the subreaper adopts``."""
+    if not cgroups or cgroups["mode"] == "off":
+        why = f" ({cgroups['problem']})" if cgroups and cgroups["problem"] else ""
+        return f"off{why}; a stop reaches a process's group and what the subreaper adopts"
+    line = f"{cgroups['mode']} ({', '.join(cgroups['controllers']) or 'kills only'})"
+    line += f" in {', '.join(cgroups['groups'])}"
+    return line + (f"; {cgroups['problem']}" if cgroups["problem"] else "")
 
 
 def _service_line(service: dict[str, Any] | None) -> str:

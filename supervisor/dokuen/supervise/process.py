@@ -16,6 +16,7 @@ import psutil
 import structlog
 
 from dokuen.errors import DokuenError
+from dokuen.isolate.cgroups import Group
 from dokuen.supervise import reaper
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
@@ -65,7 +66,9 @@ class Child(Protocol):
 
 
 class Spawner(Protocol):
-    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child: ...
+    async def __call__(
+        self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+    ) -> Child: ...
 
 
 class Clock(Protocol):
@@ -103,6 +106,7 @@ class SlotConfig:
     stop_timeout: float
     policy: RestartPolicy
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
+    cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
 
 
 class ProcessSlot:
@@ -133,6 +137,7 @@ class ProcessSlot:
         self._clock = clock
         self.port = port
         self.pid: int | None = None
+        self.cgroup: Group | None = None  # the current life's
         self.restarts = 0
         self.started_at: float | None = None
         # Enough history for the policy's decisions: its limit, and the doubling that has
@@ -257,9 +262,9 @@ class ProcessSlot:
                 self.port = self._ports.allocate(self.port)
         else:  # first start, or a port handed over by the slot this one replaces
             self.port = self._ports.allocate(self.port)
-        child = await self._spawner(
-            self.spec.command, self.config.environment(self.port), self.config.cwd
-        )
+        self.cgroup = self.config.cgroup() if self.config.cgroup else None
+        env = self.config.environment(self.port)
+        child = await self._spawner(self.spec.command, env, self.config.cwd, cgroup=self.cgroup)
         self.pid = child.pid
         self.started_at = self._clock.now()
         self.state = ProcessState.RUNNING if self.config.health is None else ProcessState.STARTING
@@ -289,6 +294,8 @@ class ProcessSlot:
                         await pumped.wait()
                     pump_scope.cancel()
                     await pumped.wait()
+                    if self.cgroup is not None and self.cgroup.oom_kills():
+                        self._event("out of memory (DOKUEN_MEMORY_LIMIT): killed", "process.oom")
                     await child.aclose()
                     if stopping:  # after its last lines, not before them
                         self._event(
