@@ -12,6 +12,7 @@ import anyio
 import anyio.abc
 
 from dokuen.apps.options import app_options
+from dokuen.apps.state import shown_formation, state_problem
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
 from dokuen.errors import DokuenError, NotFound
@@ -44,10 +45,6 @@ class Runtime:
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
 
 
-def _nothing() -> None:
-    pass
-
-
 class App:
     """Owns one app's slots. Every operation holds the app's lock, so they never interleave."""
 
@@ -61,6 +58,7 @@ class App:
         self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
         self._closed = False
         self.runs = 0  # one-off processes started, to number them run.N
+        self.failure: str | None = None  # why it could not be restored or started
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -97,8 +95,7 @@ class App:
 
     @contextlib.asynccontextmanager
     async def building(self) -> AsyncIterator[None]:
-        """Hold the build lock (one build at a time; other operations go on); refuse when
-        the app was destroyed while we waited for it."""
+        """Hold the build lock (one build at a time); refuse when the app was destroyed."""
         async with self._building:
             if self._closed:
                 raise NotFound(f"app {self.name!r} was destroyed")
@@ -106,8 +103,7 @@ class App:
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[anyio.CancelScope]:
-        """The scope of a deploy until it switches (its build and release phase), which
-        ``close`` cancels."""
+        """The scope of a deploy until it switches (build, release phase); ``close`` cancels it."""
         with anyio.CancelScope() as scope:
             self._preparing.add(scope)
             try:
@@ -116,7 +112,9 @@ class App:
                 self._preparing.discard(scope)
 
     async def restore(self) -> None:
-        """Bring the app back to its formation after the daemon started."""
+        """Bring the app back to its formation; DokuenError when one of its files is bad."""
+        if problem := await anyio.to_thread.run_sync(state_problem, self.dir):
+            raise DokuenError(problem)
         await anyio.to_thread.run_sync(protect, self.dir.env)  # made by an older dokuend
         if not self.active:
             return
@@ -129,13 +127,15 @@ class App:
         return [slot.info() for slot in self._ordered_slots()]
 
     def summary(self) -> dict[str, Any]:
+        """The app at a glance; ``broken`` names the file that keeps it down and the fix."""
         release = releases.current_release(self.dir)
         states = [slot.state for slot in self._slots.values()]
         return {
             "name": self.name,
             "release": release.name if release else None,
             "stopped": self.dir.stopped,
-            "formation": self.dir.read_formation(),
+            "broken": state_problem(self.dir) or self.failure,
+            "formation": shown_formation(self.dir),
             "processes": len(states),
             "running": sum(state is ProcessState.RUNNING for state in states),
             "crashed": sum(state is ProcessState.CRASHED for state in states),
@@ -199,6 +199,7 @@ class App:
             self.runtime.mux.event(self.name, f"restarting {target or 'all processes'}")
             self.dir.set_stopped(False)
             await self.converge(replace=lambda spec: spec.name in names)
+            self.failure = None
             return sorted(names)
 
     async def stop(self) -> None:
@@ -212,6 +213,7 @@ class App:
             self._procfile()
             self.dir.set_stopped(False)
             await self.converge(replace=lambda _spec: False)
+            self.failure = None
 
     async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> None:
         """Change the config and restart the processes so they see it."""
@@ -340,7 +342,7 @@ class App:
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=port,
-                on_change=self.runtime.proxy_changed if web else _nothing,
+                on_change=self.runtime.proxy_changed if web else lambda: None,
             )
 
         return make
@@ -379,7 +381,12 @@ class App:
         for slot in new:
             self._slots[slot.spec.name] = slot
         self.runtime.proxy_changed()
-        await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        try:
+            await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        except DokuenError:  # nginx kept the old config (a full disk): so do we
+            self._slots.update((slot.spec.name, slot) for slot in old)
+            await self._stop_slots(new)
+            raise
         await self._stop_slots(old)
 
     async def _stop_slots(self, slots: list[ProcessSlot]) -> None:

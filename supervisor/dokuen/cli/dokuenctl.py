@@ -25,7 +25,7 @@ from dokuen.cli import (
     status,
 )
 from dokuen.cli.console import Client
-from dokuen.errors import DokuenError
+from dokuen.errors import DokuenError, explain
 from dokuen.service.account import client_socket
 
 
@@ -35,7 +35,8 @@ def fail(message: str) -> NoReturn:
 
 
 class Group(click.Group):
-    """Maps DokuenError to ``error: ...`` and exit 1, in one place."""
+    """Maps DokuenError (and any other failure, in one line) to ``error: ...`` and exit 1,
+    in one place."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -45,6 +46,10 @@ class Group(click.Group):
         except BrokenPipeError:
             sys.stderr.close()  # `dokuenctl logs | head` is not an error
             sys.exit(0)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click says them and exits 2
+        except Exception as exc:  # a failed system call or a bug: one line, no traceback
+            fail(explain(exc))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -40,6 +40,8 @@ def status(client: Client, as_json: bool) -> None:
         click.echo(f"warning: {postgres['problem']}", err=True)
     for app, url in sorted(info["urls"].items()):
         click.echo(f"{app:<10} {url or '(no web process running)'}")
+    for app, problem in sorted(info.get("broken", {}).items()):
+        click.echo(f"broken     {app}: {problem}")
     _backups_lines(info.get("backups"))
 
 
