@@ -230,7 +230,8 @@ def test_a_second_dokuend_on_the_same_home_refuses_to_start(dokuen: Dokuen) -> N
         check=False,
     )
     assert result.returncode == 1
-    assert "another dokuend is already running" in result.stderr
+    assert dokuen.process is not None
+    assert f"another dokuend (pid {dokuen.process.pid}) runs on {dokuen.home}" in result.stderr
     assert dokuen.ctl("status").returncode == 0
 
 

@@ -512,3 +512,25 @@ def test_a_scheduled_backup_dumps_the_database_and_capture_all_takes_everything(
     assert "sched: skipped, " in every.stdout  # its repository: nothing pushed to it
     assert len(cluster.listing("sched")) == 2
     daemon.ctl("backups:schedule", "sched", "--off")
+
+
+def test_a_second_dokuend_on_the_home_leaves_the_cluster_alone(cluster: Cluster) -> None:
+    daemon = cluster.daemon
+    url = cluster.database_url("lockpg")
+    pid = cluster.postgres()["pid"]
+    assert pid is not None
+    assert daemon.process is not None
+    second = subprocess.run(
+        [str(BIN / "dokuend")],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert second.stderr.startswith(f"error: another dokuend (pid {daemon.process.pid}) runs on ")
+    # The cluster was not stopped as a stale one: same postmaster, and it answers.
+    assert cluster.postgres()["pid"] == pid
+    assert psutil.pid_exists(pid)
+    assert sql(url, "SELECT 1") == [(1,)]
