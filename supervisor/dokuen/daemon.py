@@ -28,7 +28,7 @@ from dokuen.data.requests import DatabaseCommands
 from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
-from dokuen.errors import DokuenError, SettingsError
+from dokuen.errors import DokuenError, SettingsError, explain
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.names import not_found
 from dokuen.proxy.driver import NGINX_APP, make_proxy
@@ -182,7 +182,10 @@ class Daemon:
             # apps stop finds a handler, not the default action that would kill us.
             outer.start_soon(self._handle_signals, root.cancel_scope)
             listen = functools.partial(
-                serve, group=socket_group(), warnings=self.backups.scheduler.warnings
+                serve,
+                group=socket_group(),
+                warnings=self.backups.scheduler.warnings,
+                idle_timeout=self.settings.control_timeout,
             )
             await root.start(listen, self.settings.socket, self.handle)
             root.start_soon(self._reap_orphans)
@@ -260,8 +263,10 @@ class Daemon:
         try:
             await app.restore()
         except Exception as exc:  # one app's bad files must not keep the others down
-            self.runtime.mux.event(app.name, f"could not be restored: {exc}")
-            log.exception("app.restore_failed", app=app.name)
+            app.failure = explain(exc)  # `apps` and `status` show it broken, with the fix
+            self.runtime.mux.event(app.name, f"broken, not restored: {app.failure}")
+            log.error("app.broken", app=app.name, problem=app.failure)
+            log.debug("app.restore_failed", app=app.name, exc_info=exc)
 
     async def _handle_signals(self, scope: anyio.CancelScope) -> None:
         def stop() -> None:
@@ -331,7 +336,10 @@ class Daemon:
         running = sum(s["running"] for s in summaries)
         processes = sum(s["processes"] for s in summaries)
         apps = "1 app" if len(summaries) == 1 else f"{len(summaries)} apps"
-        return f"{apps}, {running}/{processes} processes running"
+        broken = sum(bool(s["broken"]) for s in summaries)
+        return f"{apps}, {running}/{processes} processes running" + (
+            f", {broken} broken" if broken else ""
+        )
 
     async def status(self, args: dict[str, Any], out: Output) -> Any:
         summaries = [app.summary() for app in self.apps.values()]
@@ -344,6 +352,7 @@ class Daemon:
             "processes": sum(s["processes"] for s in summaries),
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
+            "broken": {s["name"]: s["broken"] for s in summaries if s["broken"]},
             "nginx": (
                 self.proxy.status()
                 if self.proxy is not None

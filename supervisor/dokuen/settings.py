@@ -61,6 +61,7 @@ class Settings:
     log_max_bytes: int = 50 << 20
     log_keep: int = 5
     stop_timeout: float = 10.0
+    control_timeout: float = 60.0  # a control client silent this long before its request goes
     keep_releases: int = 5
     app_path: str = DEFAULT_PATH  # PATH given to app processes
     nginx: str = "auto"  # managed, system or off; auto: managed when nginx is installed
@@ -210,6 +211,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_LOG_MAX_BYTES": ("log_max_bytes", _at_least(int, 4096)),
     "DOKUEN_LOG_KEEP": ("log_keep", _at_least(int, 0)),
     "DOKUEN_STOP_TIMEOUT": ("stop_timeout", _at_least(float, 0)),
+    "DOKUEN_CONTROL_TIMEOUT": ("control_timeout", _at_least(float, 0.1)),
     "DOKUEN_KEEP_RELEASES": ("keep_releases", _at_least(int, 1)),
     "DOKUEN_APP_PATH": ("app_path", _text),
     "DOKUEN_NGINX": ("nginx", lambda key, text: _choice(key, text, NGINX_MODES)),

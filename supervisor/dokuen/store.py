@@ -33,12 +33,18 @@ def write_atomic(path: Path, content: str, mode: int | None = None) -> None:
     With ``mode``, the file has that mode before it holds a byte of ``content``.
     """
     temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        if mode is not None:
-            os.fchmod(handle.fileno(), mode)
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException as exc:  # a full disk: the old file stays, and no half-written copy
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file: say which
+        raise
     temporary.replace(path)
 
 
@@ -212,5 +218,6 @@ class Store:
                 claim.unlink()
         doomed = self.apps_root / f".{name}.destroyed"
         shutil.rmtree(doomed, ignore_errors=True)
-        app.root.rename(doomed)
-        shutil.rmtree(doomed)
+        with contextlib.suppress(FileNotFoundError):  # deleted by hand: the app goes anyway
+            app.root.rename(doomed)
+            shutil.rmtree(doomed)

@@ -181,7 +181,8 @@ def test_a_hand_edited_bad_file_keeps_only_that_app_down(dokuen: Dokuen, apps_di
     dokuen.start()
     wait_for(lambda: dokuen.running("good", 1), "the good app")
     assert dokuen.ps("bad") == []
-    assert "bad[dokuen]: could not be restored: invalid config key 'A=B'" in dokuen.log()
+    env = dokuen.home / "apps" / "bad" / "env"
+    assert f"bad[dokuen]: broken, not restored: {env}: invalid config key 'A=B'" in dokuen.log()
 
 
 def test_a_bad_app_option_is_refused_before_anything_restarts(dokuen: Dokuen, serving: int) -> None:
@@ -263,7 +264,8 @@ def test_a_second_dokuend_on_the_same_home_refuses_to_start(dokuen: Dokuen) -> N
         check=False,
     )
     assert result.returncode == 1
-    assert "another dokuend is already running" in result.stderr
+    assert dokuen.process is not None
+    assert f"another dokuend (pid {dokuen.process.pid}) runs on {dokuen.home}" in result.stderr
     assert dokuen.ctl("status").returncode == 0
 
 

@@ -5,5 +5,5 @@ config, releases, domains and logs.
 May import: the core, isolate, supervise, proxy and deploy.
 """
 
-__all__ = ["app", "options", "requests", "resources", "runtime"]
+__all__ = ["app", "config", "options", "requests", "resources", "runtime"]
 DEPENDS_ON: tuple[str, ...] = ("deploy", "isolate", "proxy", "supervise")

@@ -3,7 +3,7 @@ that change them: scale, restart, stop, start, config (deploys and rollbacks swi
 release through releasing.py)."""
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -12,12 +12,13 @@ import anyio.abc
 from dokuen.apps import resources
 from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
+from dokuen.apps.state import shown_formation, state_problem
 from dokuen.deploy import releases
 from dokuen.errors import DokuenError, NotFound
-from dokuen.names import check_config_key, check_domain, check_settable_config_key, not_found
+from dokuen.names import check_domain, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
-from dokuen.supervise.envdir import protect, read_envdir, write_envdir
+from dokuen.supervise.envdir import protect, read_envdir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec, expand, in_procfile_order, parse_scale
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
@@ -41,6 +42,7 @@ class App:
         self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
         self._closed = False
         self.runs = 0  # one-off processes started, to number them run.N
+        self.failure: str | None = None  # why it could not be restored or started
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -78,8 +80,7 @@ class App:
 
     @contextlib.asynccontextmanager
     async def building(self) -> AsyncIterator[None]:
-        """Hold the build lock (one build at a time; other operations go on); refuse when
-        the app was destroyed while we waited for it."""
+        """Hold the build lock (one build at a time); refuse when the app was destroyed."""
         async with self._building:
             if self._closed:
                 raise NotFound(f"app {self.name!r} was destroyed")
@@ -87,8 +88,7 @@ class App:
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[anyio.CancelScope]:
-        """The scope of a deploy until it switches (its build and release phase), which
-        ``close`` cancels."""
+        """The scope of a deploy until it switches (build, release phase); ``close`` cancels it."""
         with anyio.CancelScope() as scope:
             self._preparing.add(scope)
             try:
@@ -97,7 +97,9 @@ class App:
                 self._preparing.discard(scope)
 
     async def restore(self) -> None:
-        """Bring the app back to its formation after the daemon started."""
+        """Bring the app back to its formation; DokuenError when one of its files is bad."""
+        if problem := await anyio.to_thread.run_sync(state_problem, self.dir):
+            raise DokuenError(problem)
         await anyio.to_thread.run_sync(protect, self.dir.env)  # made by an older dokuend
         if not self.active:
             return
@@ -110,13 +112,15 @@ class App:
         return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
 
     def summary(self) -> dict[str, Any]:
+        """The app at a glance; ``broken`` names the file that keeps it down and the fix."""
         release = releases.current_release(self.dir)
         states = [slot.state for slot in self._slots.values()]
         return {
             "name": self.name,
             "release": release.name if release else None,
             "stopped": self.dir.stopped,
-            "formation": self.dir.read_formation(),
+            "broken": state_problem(self.dir) or self.failure,
+            "formation": shown_formation(self.dir),
             "processes": len(states),
             "running": sum(state is ProcessState.RUNNING for state in states),
             "crashed": sum(state is ProcessState.CRASHED for state in states),
@@ -185,6 +189,7 @@ class App:
             self.runtime.mux.event(self.name, f"restarting {target or 'all processes'}")
             self.dir.set_stopped(False)
             await self.converge(replace=lambda spec: spec.name in names)
+            self.failure = None
             return [slot.spec.name for slot in chosen]
 
     async def stop(self) -> None:
@@ -198,35 +203,7 @@ class App:
             self._procfile()
             self.dir.set_stopped(False)
             await self.converge(replace=lambda _spec: False)
-
-    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> bool:
-        """Change the config and restart the processes so they see it; False when none
-        runs (not deployed, or stopped): the next start or deploy uses it."""
-        for key in changes:
-            check_settable_config_key(key)
-        for key in removals:
-            check_config_key(key)
-        merged = {**self.config(), **changes}
-        for key in removals:
-            merged.pop(key, None)
-        app_options(merged, self.runtime.settings.stop_timeout)  # refuse bad options early
-        async with self.exclusive():
-            before = self.config()
-            await anyio.to_thread.run_sync(write_envdir, self.dir.env, changes, list(removals))
-            keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
-            self.runtime.mux.event(self.name, f"config changed ({keys})")
-            if not self.active:
-                return False
-            try:
-                await self.converge(replace=lambda _spec: True)
-            except DokuenError:
-                # The old processes, with the old config, are what serves: keep it so.
-                restore = {key: before[key] for key in [*changes, *removals] if key in before}
-                gone = [key for key in [*changes, *removals] if key not in before]
-                await anyio.to_thread.run_sync(write_envdir, self.dir.env, restore, gone)
-                self.runtime.mux.event(self.name, f"config change ({keys}) undone")
-                raise
-            return True
+            self.failure = None
 
     # -- the machinery ---------------------------------------------------------------
 
@@ -383,7 +360,12 @@ class App:
         for slot in new:
             self._slots[slot.spec.name] = slot
         self.runtime.proxy_changed()
-        await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        try:
+            await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        except DokuenError:  # nginx kept the old config (a full disk): so do we
+            self._slots.update((slot.spec.name, slot) for slot in old)
+            await self._stop_slots(new)
+            raise
         await self._stop_slots(old)
 
     async def _stop_slots(self, slots: list[ProcessSlot]) -> None:

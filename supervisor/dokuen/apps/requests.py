@@ -14,6 +14,7 @@ import structlog
 
 from dokuen.apps import releasing, views
 from dokuen.apps.app import App
+from dokuen.apps.config import set_config
 from dokuen.apps.runtime import Runtime
 from dokuen.control import Command, Output, cancel_when, text_arg
 from dokuen.deploy import repo
@@ -273,7 +274,7 @@ class AppCommands:
         values = args.get("values")
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ProtocolError("argument 'values' must be an object of strings")
-        restarted = await app.set_config(values, [])
+        restarted = await set_config(app, values, [])
         return {"keys": list(values), "restarted": restarted}
 
     async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
@@ -281,7 +282,7 @@ class AppCommands:
         keys = args.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ProtocolError("argument 'keys' must be a list of strings")
-        restarted = await app.set_config({}, keys)
+        restarted = await set_config(app, {}, keys)
         return {"keys": keys, "restarted": restarted}
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:

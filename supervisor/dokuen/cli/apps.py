@@ -34,7 +34,9 @@ def apps(client: Client, as_json: bool) -> None:
     rows = []
     for app in listing:
         state = "stopped" if app["stopped"] else f"{app['running']}/{app['processes']} running"
-        if app["crashed"]:
+        if app.get("broken"):  # the file that keeps it down, and the fix
+            state = f"broken: {app['broken']}"
+        elif app["crashed"]:
             state += f", {app['crashed']} crashed"
         formation = " ".join(f"{t}={n}" for t, n in app["formation"].items()) or "-"
         rows.append([app["name"], app["release"] or "-", formation, state, app["url"] or "-"])

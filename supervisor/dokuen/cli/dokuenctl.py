@@ -26,7 +26,7 @@ from dokuen.cli import (
 )
 from dokuen.cli.console import Client
 from dokuen.cli.terminal import printable
-from dokuen.errors import DokuenError
+from dokuen.errors import DokuenError, explain
 from dokuen.service.account import client_socket
 
 
@@ -37,7 +37,8 @@ def fail(message: str) -> NoReturn:
 
 
 class Group(click.Group):
-    """Maps DokuenError to ``error: ...`` and exit 1, in one place."""
+    """Maps DokuenError (and any other failure, in one line) to ``error: ...`` and exit 1,
+    in one place."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -50,6 +51,10 @@ class Group(click.Group):
         except KeyboardInterrupt:  # one line, not click's "Aborted!" or a traceback
             click.echo(f"\ninterrupted: dokuenctl {ctx.invoked_subcommand} stopped", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click says them and exits 2
+        except Exception as exc:  # a failed system call or a bug: one line, no traceback
+            fail(explain(exc))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

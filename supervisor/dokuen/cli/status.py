@@ -41,6 +41,8 @@ def status(client: Client, as_json: bool) -> None:
     client.echo(f"cgroups    {_cgroups_line(info.get('cgroups'))}")
     for app, url in sorted(info["urls"].items()):
         client.echo(f"{app:<10} {url or '(no web process running)'}")
+    for app, problem in sorted(info.get("broken", {}).items()):
+        client.echo(f"broken     {app}: {problem}")
     _backups_lines(client, info.get("backups"))
 
 
