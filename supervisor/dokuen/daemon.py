@@ -17,6 +17,7 @@ import structlog
 
 from dokuen import __version__
 from dokuen.apps.app import App
+from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
 from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
@@ -116,8 +117,9 @@ class Daemon:
             lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
         )
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint)
+        maintenance = MaintenanceCommands(find_app, self._sync_proxy)
         self._commands: dict[str, Command] = {"status": self.status}
-        for wing in (self.app_requests, self.databases, dumps, self.backups, keys):
+        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
 
     def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
@@ -346,6 +348,7 @@ class Daemon:
             "postgres": self.postgres.status(),
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
+            "maintenance": sorted(a.name for a in self.apps.values() if a.dir.maintenance),
             "backups": {
                 "target": self.settings.backup_url,
                 "scheduled": sorted(self.backups.scheduler.schedules),
@@ -361,6 +364,7 @@ class Daemon:
             "listen": self.proxy.managed.listen,
             "pid": self.proxy.master_pid,
             "problem": self.proxy.problem,
+            "router": self.proxy.router.counts if self.proxy.router else None,
         }
 
     # -- git push and ssh keys ---------------------------------------------------------

@@ -38,8 +38,10 @@ def status(client: Client, as_json: bool) -> None:
     click.echo(f"postgres   {_postgres_line(postgres)}")
     if postgres["problem"]:
         click.echo(f"warning: {postgres['problem']}", err=True)
+    offline = set(info.get("maintenance", ()))
     for app, url in sorted(info["urls"].items()):
-        click.echo(f"{app:<10} {url or '(no web process running)'}")
+        note = " (maintenance mode: 503)" if app in offline else ""
+        click.echo(f"{app:<10} {url or '(no web process running)'}{note}")
     _backups_lines(info.get("backups"))
 
 
