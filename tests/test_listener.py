@@ -27,9 +27,12 @@ async def exchange(
         await tg.start(mux.run)
         await tg.start(listener.run)
         assert (tmp_path / "router.sock").stat().st_mode & 0o777 == 0o666
+        # As nginx does, by a short name (it uses one relative to its prefix).
+        directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
             for data in datagrams:
-                sender.sendto(data, str(tmp_path / "router.sock"))
+                sender.sendto(data, f"/proc/self/fd/{directory}/router.sock")
+        os.close(directory)
         with anyio.fail_after(5):
             while sum(listener.counts.values()) < len(datagrams):
                 await anyio.sleep(0.01)
@@ -66,3 +69,23 @@ async def test_lines_are_dropped_and_counted_while_the_log_writer_is_behind(
     # All five wait in the socket; the first line puts the writer over its high-water mark
     # (it runs only once the listener yields): the other four are dropped and counted.
     assert listener.counts == {"lines": 1, "dropped": 4, "malformed": 0, "refused": 0}
+
+
+async def test_a_home_too_long_for_a_socket_address_still_gets_router_lines(
+    tmp_path: Path,
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = await exchange(deep, mux, os.getppid(), [GOOD % 7])
+    assert listener.problem is None
+    assert listener.counts["lines"] == 1
+
+
+async def test_a_socket_that_cannot_be_made_leaves_a_problem_not_a_crash(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = RouterListener(tmp_path / "missing-dir" / "router.sock", mux, lambda: None)
+    async with anyio.create_task_group() as tg:
+        await tg.start(listener.run)
+    assert listener.problem is not None
+    assert "no router lines: cannot bind" in listener.problem

@@ -364,7 +364,7 @@ class Daemon:
             "listen": self.proxy.managed.listen,
             "pid": self.proxy.master_pid,
             "problem": self.proxy.problem,
-            "router": self.proxy.router.counts if self.proxy.router else None,
+            "router": self.proxy.router.status() if self.proxy.router else None,
         }
 
     # -- git push and ssh keys ---------------------------------------------------------

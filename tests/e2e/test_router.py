@@ -14,6 +14,7 @@ import psutil
 
 from tests.e2e.conftest import Dokuen, wait_for, write_app
 from tests.e2e.test_nginx import (
+    NGINX,
     WEB,
     env_via,
     get,
@@ -79,10 +80,10 @@ def test_real_requests_become_router_lines_with_app_path_status_and_dyno(
     assert any(" blog[dokuen]: " in line for line in events)
     # Combined with --ps: a router line is not a web process's line.
     assert proxied.ctl("logs", "blog", "--ps", "web", "--source", "router").stdout == ""
-    # The same lines reach a follower, as they happen.
     status = json.loads(proxied.ctl("status", "--json").stdout)
     assert status["nginx"]["router"]["lines"] >= 2
     assert status["nginx"]["router"]["refused"] == 0
+    assert re.search(r"^router     \d+ lines, 0 dropped", proxied.ctl("status").stdout, re.M)
 
 
 def test_a_bad_source_is_a_usage_error(proxied: Dokuen) -> None:  # noqa: F811
@@ -221,6 +222,32 @@ def test_maintenance_answers_503_keeps_the_processes_and_outlives_a_restart(
         daemon.ctl("maintenance:off", "blog")
         assert env_via(port, "blog.localhost") is not None
         assert daemon.ctl("maintenance", "blog").stdout == "off\n"
+
+
+def test_maintenance_that_nginx_t_refuses_is_not_kept(tmp_path: Path, apps_dir: Path) -> None:
+    assert NGINX is not None
+    refuse = tmp_path / "refuse"
+    wrapper = tmp_path / "nginx-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -t ] && [ -e {refuse} ]; then echo "nginx: [emerg] refused" >&2; exit 1; fi\n'
+        f'exec {NGINX} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon:
+        port = http_port(daemon)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+        refuse.touch()
+        result = daemon.ctl("maintenance:on", "blog", check=False)
+        assert result.returncode == 1
+        assert "nginx -t refused the new config" in result.stderr
+        assert daemon.ctl("maintenance", "blog").stdout == "off\n"
+        assert not (daemon.home / "apps/blog/maintenance").exists()
+        assert env_via(port, "blog.localhost") is not None
+        refuse.unlink()
+        daemon.ctl("maintenance:on", "blog")
+        assert get(port, "blog.localhost")[0] == 503
 
 
 def test_maintenance_needs_nginx_and_an_app_that_exists(dokuen: Dokuen) -> None:

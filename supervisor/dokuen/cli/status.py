@@ -34,6 +34,14 @@ def status(client: Client, as_json: bool) -> None:
         click.echo("nginx      off (apps answer on their own ports)")
     if nginx["problem"]:
         click.echo(f"warning: {nginx['problem']}", err=True)
+    if nginx.get("router"):
+        counts = nginx["router"]
+        click.echo(
+            f"router     {counts['lines']} lines, {counts['dropped']} dropped while the log "
+            f"was behind, {counts['refused'] + counts['malformed']} refused"
+        )
+        if counts.get("problem"):
+            click.echo(f"warning: {counts['problem']}", err=True)
     postgres = info.get("postgres") or {"mode": "off", "problem": None}
     click.echo(f"postgres   {_postgres_line(postgres)}")
     if postgres["problem"]:

@@ -8,6 +8,7 @@ processes that are not the managed master's workers (the socket is writable by a
 workers' unprivileged user; the kernel's SCM_CREDENTIALS say who sent each datagram).
 """
 
+import os
 import socket
 import struct
 import time
@@ -51,6 +52,7 @@ class RouterListener:
         self._senders: dict[int, bool] = {}
         self._senders_since = 0.0
         self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0}
+        self.problem: str | None = None
 
     def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
         """The running web processes, as (app, name, port), after every nginx change. The
@@ -58,6 +60,10 @@ class RouterListener:
         dynos = {port: (app, name) for app, name, port in webs}
         if dynos != self._dynos:
             self._previous, self._dynos = self._dynos, dynos
+
+    def status(self) -> dict[str, int | str | None]:
+        """What ``dokuenctl status`` shows: the counts, and why there are no lines if so."""
+        return {**self.counts, "problem": self.problem}
 
     @property
     def dynos(self) -> Mapping[int, tuple[str, str]]:
@@ -73,7 +79,13 @@ class RouterListener:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
             sock.setblocking(False)
-            sock.bind(str(self.path))
+            try:
+                _bind(sock, self.path)
+            except OSError as exc:  # the apps are served all the same, without router lines
+                self.problem = f"no router lines: cannot bind {self.path}: {exc.strerror}"
+                log.error("router.unavailable", problem=self.problem)
+                task_status.started()
+                return
             # nginx's workers run as an unprivileged user; who sent what is checked per datagram.
             self.path.chmod(0o666)
             task_status.started()
@@ -133,6 +145,19 @@ class RouterListener:
             # /proc is in memory and this runs once per worker every few seconds.
             trusted = self._senders[pid] = _parent(pid) == master
         return trusted
+
+
+def _bind(sock: socket.socket, path: Path) -> None:
+    """Bind to ``path``, even one longer than a socket address holds (108 bytes): through the
+    directory's descriptor under /proc/self/fd, which is short."""
+    if len(bytes(path)) < 100:
+        sock.bind(str(path))
+        return
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{directory}/{path.name}")
+    finally:
+        os.close(directory)
 
 
 def _parent(pid: int) -> int | None:
