@@ -17,6 +17,7 @@ import structlog
 
 from dokuen import __version__
 from dokuen.apps.app import App
+from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
 from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
@@ -120,8 +121,9 @@ class Daemon:
             lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
         )
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint)
+        maintenance = MaintenanceCommands(find_app, self._sync_proxy)
         self._commands: dict[str, Command] = {"status": self.status}
-        for wing in (self.app_requests, self.databases, dumps, self.backups, keys):
+        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
 
     def _sites(self) -> list[Site]:
@@ -364,6 +366,7 @@ class Daemon:
             else off(str(self._cgroups_off)),
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
+            "maintenance": sorted(a.name for a in self.apps.values() if a.dir.maintenance),
             "backups": {
                 "target": self.settings.backup_url,
                 "scheduled": sorted(self.backups.scheduler.schedules),

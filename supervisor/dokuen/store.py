@@ -8,6 +8,7 @@
         current          symlink to releases/vN, switched atomically
         cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
+        maintenance      present while the app is in maintenance mode (nginx answers 503)
         repo.git/        the bare git repository pushes go to (repo.py)
         database.json    its PostgreSQL database and role, with the role's password (0600)
 
@@ -141,6 +142,20 @@ class AppDir:
             self.stopped_marker.touch()
         else:
             self.stopped_marker.unlink(missing_ok=True)
+
+    @property
+    def maintenance_marker(self) -> Path:
+        return self.root / "maintenance"
+
+    @property
+    def maintenance(self) -> bool:
+        return self.maintenance_marker.exists()
+
+    def set_maintenance(self, on: bool) -> None:
+        if on:
+            self.maintenance_marker.touch()
+        else:
+            self.maintenance_marker.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

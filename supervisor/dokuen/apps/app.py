@@ -146,14 +146,15 @@ class App:
             (slot for slot in self._slots.values() if slot.spec.type == "web"),
             key=lambda slot: slot.spec.index,
         )
-        ports = tuple(s.port for s in webs if s.state is ProcessState.RUNNING and s.port)
+        serving = [s for s in webs if s.state is ProcessState.RUNNING and s.port]
         try:
             size = check_body_size(
                 self.config().get("DOKUEN_CLIENT_MAX_BODY_SIZE", DEFAULT_BODY_SIZE)
             )
         except DokuenError:  # refused at config:set; a hand-edited env dir gets the default
             size = DEFAULT_BODY_SIZE
-        return Site(self.name, tuple(self.hosts()), ports, size)
+        ports, dynos = tuple(s.port or 0 for s in serving), tuple(s.spec.name for s in serving)
+        return Site(self.name, tuple(self.hosts()), ports, size, dynos, self.dir.maintenance)
 
     async def set_domains(self, domains: list[str]) -> None:
         async with self.exclusive():

@@ -30,7 +30,7 @@ from dokuen.names import (
     parse_process_name,
 )
 from dokuen.store import AppDir, Store
-from dokuen.supervise.logmux import LogFilter, tail
+from dokuen.supervise.logmux import SOURCES, LogFilter, tail
 
 log = structlog.get_logger()
 
@@ -131,7 +131,11 @@ class AppCommands:
 
     async def list_apps(self, args: dict[str, Any], out: Output) -> Any:
         return [
-            {**self.apps[name].summary(), "url": app_url(self.apps[name])}
+            {
+                **self.apps[name].summary(),
+                "url": app_url(self.apps[name]),
+                "maintenance": self.apps[name].dir.maintenance,
+            }
             for name in sorted(self.apps)
         ]
 
@@ -298,7 +302,10 @@ class AppCommands:
         count = args.get("lines", 100)
         if not isinstance(count, int) or count < 0:
             raise ProtocolError("argument 'lines' must be a whole number")
-        wanted = LogFilter(app, process_type, index)
+        source = args.get("source")
+        if source is not None and source not in SOURCES:
+            raise ProtocolError(f"argument 'source' must be one of {', '.join(SOURCES)}")
+        wanted = LogFilter(app, process_type, index, source)
         mux = self._runtime().mux
         follower, fd, end = mux.follow(wanted, count)
         try:

@@ -16,6 +16,7 @@ from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
 
+SOURCES = ("app", "dokuen", "router")  # as the daemon's logmux.SOURCES
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 
 
@@ -38,6 +39,8 @@ def apps(client: Client, as_json: bool) -> None:
             state = f"broken: {app['broken']}"
         elif app["crashed"]:
             state += f", {app['crashed']} crashed"
+        if app.get("maintenance"):
+            state += ", maintenance"
         formation = " ".join(f"{t}={n}" for t, n in app["formation"].items()) or "-"
         rows.append([app["name"], app["release"] or "-", formation, state, app["url"] or "-"])
     client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
@@ -223,7 +226,7 @@ class LogPrinter:
             stamp, _, rest = line.partition(" ")
             source, sep, message = rest.partition(": ")
             colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]
-            if source.endswith("[dokuen]"):
+            if source.endswith(("[dokuen]", "[router]")):
                 colour = "dim"
             styled = Text.assemble((stamp + " ", "dim"), (source + sep, colour), message)
             self.client.console.print(styled, soft_wrap=True)
@@ -242,11 +245,24 @@ class LogPrinter:
     callback=checked(parse_process_name),
     help="Only this process type or process.",
 )
+@click.option(
+    "--source",
+    type=click.Choice(SOURCES),
+    help="Only the processes' own lines (app), the platform's (dokuen) or the requests (router).",
+)
 @pass_client
-def logs(client: Client, app: str | None, lines: int, follow: bool, process: str | None) -> None:
+def logs(
+    client: Client,
+    app: str | None,
+    lines: int,
+    follow: bool,
+    process: str | None,
+    source: str | None,
+) -> None:
     """The last lines of the unified log, then (with -f) new ones as they come."""
+    wanted = {"ps": process, **({"source": source} if source else {})}
     try:
-        client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, ps=process)
+        client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, **wanted)
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -19,6 +19,7 @@ import anyio.abc
 import structlog
 
 from dokuen.errors import DokuenError, explain
+from dokuen.proxy.listener import RouterListener
 from dokuen.proxy.nginx import (
     Managed,
     Site,
@@ -27,6 +28,7 @@ from dokuen.proxy.nginx import (
     render_site,
     render_system_include,
 )
+from dokuen.proxy.router import SOCKET_NAME
 from dokuen.settings import Settings
 from dokuen.supervise import reaper
 from dokuen.supervise.logmux import LogMux
@@ -110,6 +112,12 @@ class NginxProxy:
         self._live: dict[str, str] = {}
         self.master_pid: int | None = None
         self.problem: str | None = None  # shown by `status` while nginx is not serving
+        # Router lines come from the managed master's workers only (see listener.py).
+        self.router = (
+            None
+            if system
+            else RouterListener(managed.prefix / SOCKET_NAME, mux, lambda: self.master_pid)
+        )
 
     # -- what the daemon calls -------------------------------------------------------
 
@@ -120,6 +128,7 @@ class NginxProxy:
             "listen": self.managed.listen,
             "pid": self.master_pid,
             "problem": self.problem,
+            "router": self.router.status() if self.router else None,
         }
 
     def changed(self) -> None:
@@ -159,6 +168,8 @@ class NginxProxy:
         else:
             await self._apply(reload=False)
         async with anyio.create_task_group() as tg:
+            if self.router is not None:
+                await tg.start(self.router.run)
             if not self.system:
                 await tg.start(self._supervise_master)
             task_status.started()
@@ -224,7 +235,15 @@ class NginxProxy:
             ) from exc
 
     async def _apply_tree(self, *, reload: bool) -> None:
-        texts = {site.app: render_site(site, self.managed.listen) for site in self._sites()}
+        sites = self._sites()
+        router = self.router is not None
+        texts = {site.app: render_site(site, self.managed.listen, router) for site in sites}
+        if self.router is not None:
+            self.router.update(
+                (site.app, dyno, port)
+                for site in sites
+                for dyno, port in zip(site.dynos, site.ports, strict=False)
+            )
         if texts == self._live and self._live:
             return
         staging = self.managed.prefix / "apps.new"
