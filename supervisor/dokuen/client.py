@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dokuen.errors import DaemonUnavailable, DokuenError
+from dokuen.errors import DaemonUnavailable, DokuenError, InvalidName
 
 
 def request(
@@ -35,7 +35,8 @@ def request(
         (on_warnings or warn)(message.get("warnings") or [])
         if message.get("ok"):
             return message.get("result")
-        raise DokuenError(str(message.get("error", "unknown error")))
+        kind = InvalidName if message.get("usage") is True else DokuenError
+        raise kind(str(message.get("error", "unknown error")))
     raise DokuenError("dokuend closed the connection without an answer (see its log)")
 
 

@@ -3,9 +3,11 @@
 
 A client sends one request line, ``{"command": "ps", "args": {...}}``, and reads lines back:
 any number of ``{"output": TEXT}`` (streamed output: build steps, log lines), then exactly
-one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}``. That last one
-also carries ``"warnings": [TEXT, ...]`` while something needs a person's attention (a
-scheduled backup failed): every dokuenctl command prints them on stderr.
+one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}`` (with
+``"usage": true`` when the request itself was wrong: a bad name, count or argument, which
+dokuenctl reports as a usage error). That last one also carries ``"warnings": [TEXT, ...]``
+while something needs a person's attention (a scheduled backup failed): every dokuenctl
+command prints them on stderr.
 """
 
 import contextlib
@@ -26,7 +28,7 @@ import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dokuen.errors import DokuenError, ProtocolError, explain, leaf
+from dokuen.errors import DokuenError, InvalidName, ProtocolError, explain, leaf
 
 log = structlog.get_logger()
 Command = Callable[[dict[str, Any], "Output"], Awaitable[Any]]
@@ -227,6 +229,8 @@ async def _session(
         # A bug or a failed write (a full disk) in one request must not stop the daemon and
         # every app with it: the requester and the log hear of it in one line.
         reply = {"ok": False, "error": explain(cause)}
+        if isinstance(cause, InvalidName):  # a usage error: dokuenctl exits 2 for it
+            reply["usage"] = True
         if not isinstance(cause, DokuenError):
             log.error("control.request_failed", error=reply["error"])
             log.debug("control.request_failed_traceback", exc_info=exc)

@@ -90,7 +90,7 @@ def test_ps_and_scale_keep_the_procfiles_order(dokuen: Dokuen, apps_dir: Path) -
     assert [row[1] for row in table if row[0] == "blog"] == ["worker.1", "web.1", "web.2"]
     assert dokuen.ctl("ps:scale", "blog", "web-1").stdout.strip() == "blog: worker=1 web=1 clock=0"
     too_far = dokuen.ctl("ps:scale", "blog", "web-2", check=False)
-    assert too_far.returncode == 1
+    assert too_far.returncode == 2
     assert "'web' would have -1 processes" in too_far.stderr
     releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
     assert releases[0]["process_types"] == ["worker", "web", "clock"]
