@@ -74,7 +74,9 @@ class FakeSpawner:
         self.envs: list[dict[str, str]] = []
         self.spawned = anyio.Event()
 
-    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> FakeChild:
+    async def __call__(
+        self, command: str, env: Mapping[str, str], cwd: Path, *, user: int | None = None
+    ) -> FakeChild:
         child = FakeChild(
             1000 + len(self.children), self.output, self.exit_status, self.ignore_term
         )
@@ -221,7 +223,9 @@ async def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(tmp_p
 
 async def test_a_first_spawn_failure_reaches_the_caller(tmp_path: Path) -> None:
     class BrokenSpawner(FakeSpawner):
-        async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Any:
+        async def __call__(
+            self, command: str, env: Mapping[str, str], cwd: Path, *, user: int | None = None
+        ) -> Any:
             raise FileNotFoundError("/bin/sh")
 
     slot, mux = make_slot(tmp_path, BrokenSpawner(), FakeClock())

@@ -29,6 +29,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError
+from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
 from dokuen.proxy.driver import NGINX_APP, NginxProxy, find_nginx
 from dokuen.proxy.nginx import Managed, Site, listen_directive
@@ -163,6 +164,8 @@ class Daemon:
     ) -> None:
         """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        isolation = await anyio.to_thread.run_sync(set_up, self.settings, socket_group())
+        self.runtime = dataclasses.replace(self.runtime, isolation=isolation)
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
@@ -211,6 +214,10 @@ class Daemon:
     async def _restore(self) -> None:
         assert self._apps_group is not None
         await anyio.to_thread.run_sync(self._clear_scratch)
+        apps = [self.store.app(name) for name in self.store.app_names()]
+        home, isolation = self.settings.home, self.runtime.isolation
+        for problem in await anyio.to_thread.run_sync(isolation.set_up_home, home, apps):
+            log.warning("isolate.left_alone", problem=problem)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():
             await self._start_app(self.store.app(name))
@@ -344,6 +351,7 @@ class Daemon:
             "processes": sum(s["processes"] for s in summaries),
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
+            "isolation": self.runtime.isolation.status(),
             "nginx": self._nginx_status(),
             "postgres": self.postgres.status(),
             "service": self.service.info(),

@@ -8,6 +8,8 @@
         current          symlink to releases/vN, switched atomically
         cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
+        data/            the app's HOME and writable data directory, kept across deploys
+        identity         the uids it runs and builds as (isolate/identity.py)
         repo.git/        the bare git repository pushes go to (repo.py)
         database.json    its PostgreSQL database and role, with the role's password (0600)
 
@@ -75,6 +77,15 @@ class AppDir:
         return self.root / "build"
 
     @property
+    def data(self) -> Path:
+        """The app's HOME: a writable directory of its own, kept across deploys."""
+        return self.root / "data"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.root / "identity"
+
+    @property
     def formation_file(self) -> Path:
         return self.root / "formation.json"
 
@@ -110,7 +121,7 @@ class AppDir:
         return {str(process_type): count for process_type, count in data.items()}
 
     def write_formation(self, formation: Mapping[str, int]) -> None:
-        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n")
+        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n", 0o600)
 
     @property
     def domains_file(self) -> Path:
@@ -124,7 +135,7 @@ class AppDir:
             return []
 
     def write_domains(self, domains: list[str]) -> None:
-        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains))
+        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains), 0o600)
 
     @property
     def stopped(self) -> bool:
@@ -132,7 +143,7 @@ class AppDir:
 
     def set_stopped(self, stopped: bool) -> None:
         if stopped:
-            self.stopped_marker.touch()
+            self.stopped_marker.touch(mode=0o600)
         else:
             self.stopped_marker.unlink(missing_ok=True)
 
@@ -172,7 +183,7 @@ class Store:
         staging = self.apps_root / f".{name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "env").mkdir(mode=0o700, parents=True)
-        (staging / "releases").mkdir()
+        (staging / "releases").mkdir(mode=0o711)
         if prepare is not None:
             prepare(AppDir(staging))
         staging.rename(app.root)

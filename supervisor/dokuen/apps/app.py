@@ -328,18 +328,18 @@ class App:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
         defaults = release.defaults(config)
-        app_path = self.runtime.settings.app_path
+        app_path, home = self.runtime.settings.app_path, self.dir.data
+        user = self.runtime.isolation.runs_as(self.dir)
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
             def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, release.path, app_path, defaults, config)
+                return process_environment(spec, port, home, app_path, defaults, config)
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
+            stop = options.stop_timeout
             return ProcessSlot(
-                SlotConfig(
-                    spec, release.path, environment, options.stop_timeout, options.policy, health
-                ),
+                SlotConfig(spec, release.path, environment, stop, options.policy, health, user),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,

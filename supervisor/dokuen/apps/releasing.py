@@ -110,6 +110,7 @@ async def _build_and_release(
             commit,
             say,
             app.runtime.mux,
+            app.runtime.isolation,
         )
     async with app.exclusive():
         procfile = release.procfile()
@@ -231,10 +232,11 @@ async def _one_off(
     port = app.runtime.ports.allocate()
     app_path = app.runtime.settings.app_path
     config = app.config()
-    env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
+    env = process_environment(spec, port, app.dir.data, app_path, release.defaults(config), config)
     mux = app.runtime.mux
+    user = app.runtime.isolation.runs_as(app.dir)
     try:
-        child = await app.runtime.spawner(spec.command, env, release.path)
+        child = await app.runtime.spawner(spec.command, env, release.path, user=user)
         mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
         status = -signal.SIGKILL
         try:

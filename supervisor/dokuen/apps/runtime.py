@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import anyio
 
 from dokuen.deploy.build import Builder
+from dokuen.isolate.isolation import OFF, Isolation
 from dokuen.settings import Settings
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
@@ -28,3 +29,4 @@ class Runtime:
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
+    isolation: Isolation = OFF  # which uid each app runs as (decided when dokuend starts)

@@ -1,9 +1,11 @@
 """isolate: the security boundaries between apps and the platform, as code to point at.
-Opening app-controlled paths without following links (paths), and proving that the
-listener on a process's PORT is that process's own (listeners).
+Who runs as which user: the uid block of a Dokuen home and each app's runtime and build uids
+(identity, isolation); the owners and modes of the tree under DOKUEN_HOME (modes); opening
+app-controlled paths without following links (paths); proving that the listener on a
+process's PORT is that process's own (listeners).
 
 May import: the core only.
 """
 
-__all__ = ["listeners", "paths"]
+__all__ = ["identity", "isolation", "listeners", "modes", "paths"]
 DEPENDS_ON: tuple[str, ...] = ()

@@ -65,7 +65,9 @@ class Child(Protocol):
 
 
 class Spawner(Protocol):
-    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child: ...
+    async def __call__(
+        self, command: str, env: Mapping[str, str], cwd: Path, *, user: int | None = None
+    ) -> Child: ...
 
 
 class Clock(Protocol):
@@ -103,6 +105,7 @@ class SlotConfig:
     stop_timeout: float
     policy: RestartPolicy
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
+    user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
 
 
 class ProcessSlot:
@@ -257,8 +260,9 @@ class ProcessSlot:
                 self.port = self._ports.allocate(self.port)
         else:  # first start, or a port handed over by the slot this one replaces
             self.port = self._ports.allocate(self.port)
+        environment = self.config.environment(self.port)
         child = await self._spawner(
-            self.spec.command, self.config.environment(self.port), self.config.cwd
+            self.spec.command, environment, self.config.cwd, user=self.config.user
         )
         self.pid = child.pid
         self.started_at = self._clock.now()
