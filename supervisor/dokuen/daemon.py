@@ -214,11 +214,11 @@ class Daemon:
     async def _restore(self) -> None:
         assert self._apps_group is not None
         await anyio.to_thread.run_sync(self._clear_scratch)
+        await anyio.to_thread.run_sync(self._refresh_entrypoints)
         apps = [self.store.app(name) for name in self.store.app_names()]
         home, isolation = self.settings.home, self.runtime.isolation
         for problem in await anyio.to_thread.run_sync(isolation.set_up_home, home, apps):
             log.warning("isolate.left_alone", problem=problem)
-        await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():
             await self._start_app(self.store.app(name))
         # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.

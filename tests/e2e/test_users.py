@@ -274,3 +274,41 @@ def test_with_app_uids_off_apps_run_as_root_and_status_says_why(
     dokuen.ctl("config:set", "beta", "SECRET=secret-of-beta")
     out = run(dokuen, "alpha", f"try cat {dokuen.home}/apps/beta/env/SECRET; id -u")
     assert out == f"ok cat {dokuen.home}/apps/beta/env/SECRET\n0\n"
+
+
+def test_an_app_of_an_older_dokuend_is_brought_up_to_date_at_start(open_top: Path) -> None:
+    old = {"DOKUEN_APP_UIDS": "off", "DOKUEN_BUILD_UIDS": "off"}
+    daemon = Dokuen(home=open_top / "home", ports=free_port_block(), extra_env=old)
+    daemon.start()
+    daemon.deploy("blog", write_app(open_top / "src", WEB))
+    daemon.terminate()
+    app = daemon.home / "apps" / "blog"
+    # As Dokuen 0.1 left it: everything root's and readable, no identity, no data dir.
+    assert not (app / "identity").exists()
+    shutil.rmtree(app / "data")
+    for path in (daemon.home, app, app / "releases", app / "releases" / "v1", app / "repo.git"):
+        path.chmod(0o755)
+    (app / "formation.json").chmod(0o644)
+    # And a link where a file of the app's belongs: it must not be followed.
+    bystander = open_top / "bystander"
+    bystander.write_text("not dokuen's")
+    bystander.chmod(0o644)
+    (app / "last-build.log").unlink()
+    (app / "last-build.log").symlink_to(bystander)
+
+    daemon.extra_env.update(ISOLATED)
+    daemon.start()
+    try:
+        who = identity(daemon, "blog")
+        assert process_uids(daemon, "blog") == {(who["uid"], who["gid"])}
+        release = app / "releases" / "v1"
+        assert (release.stat().st_uid, mode(release)) == (who["uid"], 0o700)
+        assert (release / "envserver.py").stat().st_uid == who["uid"]
+        assert (app / "data").stat().st_uid == who["uid"]
+        assert mode(daemon.home) == mode(app) == mode(app / "releases") == 0o711
+        assert mode(app / "repo.git") == mode(app / "data") == 0o700
+        assert mode(app / "formation.json") == 0o600
+        assert (mode(bystander), bystander.stat().st_uid) == (0o644, 0)
+        assert "last-build.log: left as it is" in daemon.daemon_stderr()
+    finally:
+        daemon.terminate()
