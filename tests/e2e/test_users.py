@@ -312,3 +312,36 @@ def test_an_app_of_an_older_dokuend_is_brought_up_to_date_at_start(open_top: Pat
         assert "last-build.log: left as it is" in daemon.daemon_stderr()
     finally:
         daemon.terminate()
+
+
+def test_without_root_every_app_runs_as_the_caller_and_status_says_why(open_top: Path) -> None:
+    nobody = 65534
+    home = open_top / "home"
+    home.mkdir()
+    os.chown(home, nobody, nobody)
+    daemon = Dokuen(
+        home=home,
+        ports=free_port_block(),
+        extra_env={**ISOLATED, "DOKUEN_POSTGRES": "off"},
+        launcher=("setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups"),
+    )
+    daemon.start()
+    try:
+        status = json.loads(daemon.ctl("status", "--json").stdout)
+        assert status["isolation"] == {
+            "apps": "off",
+            "reason": f"dokuend runs as uid {nobody}, not root: every app runs as that user",
+            "uids": None,
+        }
+        assert f"isolation  off (dokuend runs as uid {nobody}, not root" in (
+            daemon.ctl("status").stdout
+        )
+        source = write_app(open_top / "src", WEB)
+        for path in (source, *source.iterdir()):
+            os.chown(path, nobody, nobody)
+        daemon.deploy("blog", source)
+        assert process_uids(daemon, "blog") == {(nobody, nobody)}
+        assert not (home / "uid-block").exists()
+        assert mode(home / "apps" / "blog" / "data") == 0o700
+    finally:
+        daemon.terminate()
