@@ -44,11 +44,14 @@ def test_the_home_is_traversable_and_its_logs_are_for_the_admin_group(tmp_path: 
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "dokuen.log").write_text("")
     (tmp_path / "logs" / "dokuen.log.1").write_text("")
+    (tmp_path / "nginx" / "logs").mkdir(parents=True)
+    (tmp_path / "nginx" / "logs" / "error.log").write_text("")
     layout = {entry.path: entry for entry in home_layout(tmp_path, 4242)}
     assert layout[tmp_path].mode == layout[tmp_path / "apps"].mode == 0o711
     assert (layout[tmp_path / "logs"].mode, layout[tmp_path / "logs"].gid) == (0o750, 4242)
-    for name in ("dokuen.log", "dokuen.log.1"):
-        assert layout[tmp_path / "logs" / name].mode == 0o640
+    for log in ("logs/dokuen.log", "logs/dokuen.log.1", "nginx/logs/error.log"):
+        assert (layout[tmp_path / log].mode, layout[tmp_path / log].gid) == (0o640, 4242)
+    assert layout[tmp_path / "nginx" / "logs"].mode == 0o750
     assert layout[tmp_path / "dokuend.env"].mode == 0o600
 
 
