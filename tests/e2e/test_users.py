@@ -345,3 +345,39 @@ def test_without_root_every_app_runs_as_the_caller_and_status_says_why(open_top:
         assert mode(home / "apps" / "blog" / "data") == 0o700
     finally:
         daemon.terminate()
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="needs PostgreSQL's psql")
+def test_an_app_reaches_its_own_database_socket_and_not_anothers(open_top: Path) -> None:
+    port = free_port_block(1)[0]
+    daemon = Dokuen(
+        home=open_top / "home",
+        ports=free_port_block(),
+        extra_env={**ISOLATED, "DOKUEN_POSTGRES": "managed", "DOKUEN_POSTGRES_PORT": str(port)},
+    )
+    daemon.start()
+    try:
+        for app in ("alpha", "beta"):
+            daemon.deploy(app, write_app(open_top / "src" / app, WEB))
+            daemon.ctl("pg:create", app)
+        alpha = identity(daemon, "alpha")
+        beta_sockets = daemon.home / "apps" / "beta" / "run" / "postgresql"
+        assert beta_sockets.parent.stat().st_gid == identity(daemon, "beta")["gid"]
+        beta_url = daemon.ctl("config:get", "beta", "DATABASE_URL").stdout.strip()
+        out = run(
+            daemon,
+            "alpha",
+            f"""
+            echo "me $(psql "$DATABASE_URL" -Atc 'SELECT current_user')"
+            try ls {beta_sockets}
+            try psql '{beta_url}' -Atc 'SELECT 1'
+            """,
+        )
+        assert out.splitlines() == [
+            "me app_alpha",
+            f"denied ls {beta_sockets}",
+            f"denied psql {beta_url} -Atc SELECT 1",
+        ], out
+        assert (daemon.home / "apps" / "alpha" / "run").stat().st_gid == alpha["gid"]
+    finally:
+        daemon.terminate()

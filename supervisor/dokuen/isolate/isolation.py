@@ -41,6 +41,11 @@ class Isolation:
         found = self.identity(app) if self.apps else None
         return found.uid if found is not None else None
 
+    def group_of(self, app: AppDir) -> int | None:
+        """The gid the app's processes run with (None: dokuend's own)."""
+        found = self.identity(app) if self.apps else None
+        return found.gid if found is not None else None
+
     def give_identity(self, home: Path, app: AppDir, name: str | None = None) -> AppIdentity | None:
         """The app's uids, allocated now when it has none (blocking file I/O). ``name``:
         the app's, when ``app`` is a directory it is made in."""

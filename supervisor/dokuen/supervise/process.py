@@ -346,7 +346,7 @@ class ProcessSlot:
         timeout passes, it is killed, as Heroku does on a boot timeout, and restarted with
         backoff like any process that exits."""
         assert self.port is not None
-        reason = await serving(health, self.port, child.pid, self.spec.name)
+        reason = await serving(health, self.port, child.pid, self.spec.name, self.config.user)
         if reason is None:
             self.state = ProcessState.RUNNING
             self._event(f"answers {health.describe()} on port {self.port}", "process.healthy")
