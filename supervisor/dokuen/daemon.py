@@ -31,6 +31,7 @@ from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError, explain
 from dokuen.isolate.hierarchy import discover, off
+from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
 from dokuen.proxy.driver import NGINX_APP, make_proxy
 from dokuen.proxy.nginx import Site
@@ -41,9 +42,10 @@ from dokuen.ssh import keys as sshkeys
 from dokuen.ssh.requests import SshKeyCommands
 from dokuen.store import AppDir, Store
 from dokuen.supervise import reaper
+from dokuen.supervise.clock import Clock, SystemClock
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
-from dokuen.supervise.process import Clock, Spawner, SystemClock
+from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
 
 log = structlog.get_logger()
@@ -150,6 +152,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(self._find_cgroups)
+        isolation = await anyio.to_thread.run_sync(set_up, self.settings, socket_group())
+        self.runtime = dataclasses.replace(self.runtime, isolation=isolation)
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
@@ -217,6 +221,10 @@ class Daemon:
             log.warning("cgroups.leftovers", group=str(cgroups.root.name))  # killed dokuend's
         await anyio.to_thread.run_sync(self._clear_scratch)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
+        apps = [self.store.app(name) for name in self.store.app_names()]
+        home, isolation = self.settings.home, self.runtime.isolation
+        for problem in await anyio.to_thread.run_sync(isolation.set_up_home, home, apps):
+            log.warning("isolate.left_alone", problem=problem)
         for name in self.store.app_names():
             await self._start_app(self.store.app(name))
         # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.
@@ -355,6 +363,7 @@ class Daemon:
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
             "broken": {s["name"]: s["broken"] for s in summaries if s["broken"]},
+            "isolation": self.runtime.isolation.status(),
             "nginx": (
                 self.proxy.status()
                 if self.proxy is not None

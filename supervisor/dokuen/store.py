@@ -9,6 +9,8 @@
         cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
         maintenance      present while the app is in maintenance mode (nginx answers 503)
+        data/            the app's HOME and writable data directory, kept across deploys
+        identity         the uids it runs and builds as (isolate/identity.py)
         repo.git/        the bare git repository pushes go to (repo.py)
         database.json    its PostgreSQL database and role, with the role's password (0600)
 
@@ -82,6 +84,15 @@ class AppDir:
         return self.root / "build"
 
     @property
+    def data(self) -> Path:
+        """The app's HOME: a writable directory of its own, kept across deploys."""
+        return self.root / "data"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.root / "identity"
+
+    @property
     def formation_file(self) -> Path:
         return self.root / "formation.json"
 
@@ -117,7 +128,7 @@ class AppDir:
         return {str(process_type): count for process_type, count in data.items()}
 
     def write_formation(self, formation: Mapping[str, int]) -> None:
-        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n")
+        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n", 0o600)
 
     @property
     def domains_file(self) -> Path:
@@ -131,7 +142,7 @@ class AppDir:
             return []
 
     def write_domains(self, domains: list[str]) -> None:
-        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains))
+        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains), 0o600)
 
     @property
     def stopped(self) -> bool:
@@ -139,7 +150,7 @@ class AppDir:
 
     def set_stopped(self, stopped: bool) -> None:
         if stopped:
-            self.stopped_marker.touch()
+            self.stopped_marker.touch(mode=0o600)
         else:
             self.stopped_marker.unlink(missing_ok=True)
 
@@ -193,7 +204,7 @@ class Store:
         staging = self.apps_root / f".{name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "env").mkdir(mode=0o700, parents=True)
-        (staging / "releases").mkdir()
+        (staging / "releases").mkdir(mode=0o711)
         if prepare is not None:
             prepare(AppDir(staging))
         staging.rename(app.root)

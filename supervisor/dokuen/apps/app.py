@@ -305,18 +305,27 @@ class App:
         for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
             self.runtime.mux.event(self.name, problem)
         defaults = release.defaults(config)
-        app_path = self.runtime.settings.app_path
+        app_path, home = self.runtime.settings.app_path, self.dir.data
+        user = self.runtime.isolation.runs_as(self.dir)
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
             def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, release.path, app_path, defaults, config)
+                return process_environment(spec, port, home, app_path, defaults, config)
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
             cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
-            timeout, policy = options.stop_timeout, options.policy
             return ProcessSlot(
-                SlotConfig(spec, release.path, environment, timeout, policy, health, cgroup),
+                SlotConfig(
+                    spec,
+                    release.path,
+                    environment,
+                    options.stop_timeout,
+                    options.policy,
+                    health,
+                    user=user,
+                    cgroup=cgroup,
+                ),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,

@@ -150,8 +150,11 @@ class AppCommands:
         check_new_app_name(name)
         hooks = repo.render_hooks(self._entrypoint())  # before anything touches the disk
 
+        isolation = self._runtime().isolation
+
         def prepare(directory: AppDir) -> None:
             repo.ensure_repo(directory.repo, hooks)
+            isolation.set_up_app(self._store.home, directory, name)  # its uids and modes
 
         directory = await anyio.to_thread.run_sync(self._store.create, name, prepare)
         app = await self._start_app(directory)

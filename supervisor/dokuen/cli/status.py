@@ -26,6 +26,11 @@ def status(client: Client, as_json: bool) -> None:
         f"processes  {info['running']} running, {info['crashed']} crashed, "
         f"{info['processes']} in all"
     )
+    isolation = info.get("isolation") or {"apps": "off", "reason": None, "uids": None}
+    if isolation["apps"] == "uids":
+        click.echo(f"isolation  each app runs as its own uid (uids {isolation['uids']})")
+    else:
+        click.echo(f"isolation  off ({isolation['reason'] or 'apps run as dokuend'})")
     nginx = info["nginx"]
     if nginx["mode"] in ("managed", "system"):
         where = f"{nginx['mode']}, listening on {nginx['listen']}"

@@ -33,8 +33,8 @@ LEGACY_HOST = "127.0.0.1"  # where Dokuen 0.1 sent apps: the managed cluster's T
 
 def app_group(app: App) -> int | None:
     """The group the app's processes run with: it alone (with dokuend) may enter the app's
-    socket directory. None (dokuend's own gid) until apps get groups of their own."""
-    return None
+    socket directory. None (dokuend's own gid) when apps do not run as their own users."""
+    return app.runtime.isolation.group_of(app.dir)
 
 
 class DatabaseCommands:
