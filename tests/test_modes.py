@@ -96,3 +96,17 @@ def test_hand_over_gives_a_tree_away_without_following_its_links(tmp_path: Path)
     link.symlink_to(release)
     with pytest.raises(OSError, match=r"Not a directory|symbolic links"):
         hand_over(link, 3001, 3001)
+
+
+def test_with_a_git_account_pushes_get_tmp_and_sshd_may_read_the_keys(tmp_path: Path) -> None:
+    # The system service runs dokuend as root; `git push dokuen@HOST:APP` logs in as the
+    # dokuen account, which checks pushes out into tmp/ and whose sshd reads the keys.
+    layout = {entry.path: entry for entry in home_layout(tmp_path, 4242, (990, 991))}
+    tmp = layout[tmp_path / "tmp"]
+    assert (tmp.mode, tmp.uid, tmp.gid, tmp.create) == (0o700, 990, 991, True)
+    assert (layout[tmp_path / ".ssh"].mode, layout[tmp_path / ".ssh"].gid) == (0o750, 991)
+    keys = layout[tmp_path / ".ssh" / "authorized_keys"]
+    assert (keys.mode, keys.uid, keys.gid) == (0o640, KEEP, 991)  # root's, group-readable
+    alone = {entry.path: entry for entry in home_layout(tmp_path, None)}
+    assert (alone[tmp_path / "tmp"].uid, alone[tmp_path / ".ssh"].mode) == (KEEP, 0o700)
+    assert alone[tmp_path / ".ssh" / "authorized_keys"].mode == 0o600

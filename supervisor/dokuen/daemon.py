@@ -35,7 +35,7 @@ from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
 from dokuen.proxy.driver import NGINX_APP, make_proxy
 from dokuen.proxy.nginx import Site
-from dokuen.service.account import socket_group
+from dokuen.service.account import git_account, socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
 from dokuen.ssh import keys as sshkeys
@@ -122,7 +122,8 @@ class Daemon:
         self.backups = BackupCommands(
             lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
         )
-        keys = SshKeyCommands(self._authorized_keys, self._entrypoint)
+        self._git = git_account()  # who pushes over ssh, when not dokuend's own user
+        keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
         self._commands: dict[str, Command] = {"status": self.status}
         for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
@@ -152,7 +153,7 @@ class Daemon:
         """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(self._find_cgroups)
-        isolation = await anyio.to_thread.run_sync(set_up, self.settings, socket_group())
+        isolation = await anyio.to_thread.run_sync(set_up, self.settings, socket_group(), self._git)
         self.runtime = dataclasses.replace(self.runtime, isolation=isolation)
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
@@ -257,7 +258,7 @@ class Daemon:
         try:
             entrypoint = self._entrypoint()
             hooks = repo.render_hooks(entrypoint)
-            if sshkeys.refresh(self._authorized_keys, entrypoint):
+            if sshkeys.refresh(self._authorized_keys, entrypoint, self._git and self._git[1]):
                 log.info("ssh_keys.refreshed", file=str(self._authorized_keys))
         except DokuenError as exc:
             log.error("git.unavailable", error=str(exc))

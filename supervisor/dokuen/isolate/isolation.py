@@ -28,6 +28,7 @@ class Isolation:
     reason: str | None = None  # why not, when not
     block: UidBlock | None = None  # the home's uids: apps and builds get theirs from it
     admin_gid: int | None = None  # the admin group's (control socket, logs)
+    git_account: tuple[int, int] | None = None  # who pushes over ssh: owns repos and tmp/
 
     def identity(self, app: AppDir) -> AppIdentity | None:
         """The app's uids, or None when this home gives out none."""
@@ -66,6 +67,10 @@ class Isolation:
         gid = found.gid if found is not None and self.apps else None
         build_uid = found.build_uid if found is not None else None
         problems = modes.apply(modes.app_layout(app, uid, gid, build_uid))
+        pusher = self.git_account  # pushes over ssh write the repository as this account
+        repo = app.repo
+        if pusher and repo.is_dir() and not repo.is_symlink() and repo.lstat().st_uid != pusher[0]:
+            modes.hand_over(repo, *pusher)
         if uid is not None and gid is not None and app.releases.is_dir():
             for release in app.releases.iterdir():
                 if release.is_dir() and not release.is_symlink():
@@ -76,7 +81,7 @@ class Isolation:
 
     def set_up_home(self, home: Path, apps: list[AppDir]) -> list[str]:
         """The home's own owners and modes, then every app's (``set_up_app``)."""
-        problems = modes.apply(modes.home_layout(home, self.admin_gid))
+        problems = modes.apply(modes.home_layout(home, self.admin_gid, self.git_account))
         for app in apps:
             problems += self.set_up_app(home, app)
         return problems
@@ -102,8 +107,11 @@ class Isolation:
 OFF = Isolation(apps=False, reason="not set up")
 
 
-def set_up(settings: Settings, admin_group: str | None) -> Isolation:
+def set_up(
+    settings: Settings, admin_group: str | None, git_account: tuple[int, int] | None = None
+) -> Isolation:
     """Decide and prepare (blocking: claims the home's uid block when dokuend is root).
+    ``git_account``: the uid and gid pushes over ssh run as, when not dokuend's own.
 
     Raises SettingsError when apps would run as their own users but cannot reach the home
     (a parent directory that others may not pass through)."""
@@ -115,7 +123,7 @@ def set_up(settings: Settings, admin_group: str | None) -> Isolation:
             admin_gid = None
     if os.geteuid() != 0:
         reason = f"dokuend runs as uid {os.geteuid()}, not root: every app runs as that user"
-        return Isolation(apps=False, reason=reason, admin_gid=admin_gid)
+        return Isolation(apps=False, reason=reason, admin_gid=admin_gid, git_account=git_account)
     apps = settings.app_uids != "off"
     if apps:
         check_reachable(settings.home)
@@ -123,7 +131,9 @@ def set_up(settings: Settings, admin_group: str | None) -> Isolation:
     if apps or settings.build_uids == "home":
         block = identity.claim_block(settings.home)
     off = "DOKUEN_APP_UIDS=off: every app runs as root"
-    return Isolation(apps=apps, reason=None if apps else off, block=block, admin_gid=admin_gid)
+    return Isolation(
+        apps, None if apps else off, block, admin_gid=admin_gid, git_account=git_account
+    )
 
 
 def check_reachable(home: Path) -> None:

@@ -38,15 +38,23 @@ class Entry:
     create: bool = False  # made when missing (else a missing path is left missing)
 
 
-def home_layout(home: Path, admin_gid: int | None) -> list[Entry]:
+def home_layout(
+    home: Path, admin_gid: int | None, git_account: tuple[int, int] | None = None
+) -> list[Entry]:
     """The home itself: traversable, never listable; the unified log for root and the
-    admin group; the settings file (it may hold keys) for dokuend alone."""
+    admin group; the settings file (it may hold keys) for dokuend alone. With a
+    ``git_account`` (who pushes over ssh): tmp/, where pushes are checked out, is its, and
+    it may read authorized_keys (sshd reads it as that account)."""
     group = KEEP if admin_gid is None else admin_gid
+    pusher, pusher_group = git_account or (KEEP, KEEP)
+    ssh_mode, keys_mode = (0o700, 0o600) if git_account is None else (0o750, 0o640)
     entries = [
         Entry(home, 0o711, create=True),
         Entry(home / "apps", 0o711, create=True),
         Entry(home / "uids", 0o700),
-        Entry(home / "tmp", 0o700),
+        Entry(home / "tmp", 0o700, pusher, pusher_group, create=git_account is not None),
+        Entry(home / ".ssh", ssh_mode, KEEP, pusher_group),
+        Entry(home / ".ssh" / "authorized_keys", keys_mode, KEEP, pusher_group, directory=False),
         Entry(home / "logs", 0o750, gid=group, create=True),
         Entry(home / "nginx" / "logs", 0o750, gid=group),
         Entry(home / "dokuend.env", 0o600, directory=False),
