@@ -271,7 +271,8 @@ def test_releases_record_their_build_and_pruned_ones_cannot_come_back(
         result.stderr
     )
     table = dokuen.ctl("releases", "blog").stdout.splitlines()
-    assert table[0].split() == ["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES"]
+    header = ["RELEASE", "DESCRIPTION", "CREATED", "COMMIT", "BUILDPACKS", "TYPES"]
+    assert table[0].split() == header
     assert table[1].split()[0] == "v3"
     assert table[1].split()[-1] == "current"
 

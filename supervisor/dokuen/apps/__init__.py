@@ -5,5 +5,5 @@ config, releases, domains and logs.
 May import: the core, supervise, proxy and deploy.
 """
 
-__all__ = ["app", "options", "requests", "runtime"]
+__all__ = ["app", "options", "releasing", "requests", "runtime"]
 DEPENDS_ON: tuple[str, ...] = ("deploy", "proxy", "supervise")

@@ -3,7 +3,7 @@ that change them: scale, restart, stop, start, config (deploys and rollbacks swi
 release through releasing.py)."""
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -13,10 +13,10 @@ from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
 from dokuen.errors import DokuenError, NotFound
-from dokuen.names import check_config_key, check_domain, check_settable_config_key, not_found
+from dokuen.names import check_domain, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
-from dokuen.supervise.envdir import protect, read_envdir, write_envdir
+from dokuen.supervise.envdir import protect, read_envdir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import (
     ProcessSpec,
@@ -87,6 +87,11 @@ class App:
             if self._closed:
                 raise NotFound(f"app {self.name!r} was destroyed")
             yield
+
+    @property
+    def deploying(self) -> bool:
+        """Whether a build or a release phase is under way (or waits for its turn)."""
+        return bool(self._preparing) or self._building.locked()
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[anyio.CancelScope]:
@@ -201,35 +206,6 @@ class App:
             self._procfile()
             self.dir.set_stopped(False)
             await self.converge(replace=lambda _spec: False)
-
-    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> bool:
-        """Change the config and restart the processes so they see it; False when none
-        runs (not deployed, or stopped): the next start or deploy uses it."""
-        for key in changes:
-            check_settable_config_key(key)
-        for key in removals:
-            check_config_key(key)
-        merged = {**self.config(), **changes}
-        for key in removals:
-            merged.pop(key, None)
-        app_options(merged, self.runtime.settings.stop_timeout)  # refuse bad options early
-        async with self.exclusive():
-            before = self.config()
-            await anyio.to_thread.run_sync(write_envdir, self.dir.env, changes, list(removals))
-            keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
-            self.runtime.mux.event(self.name, f"config changed ({keys})")
-            if not self.active:
-                return False
-            try:
-                await self.converge(replace=lambda _spec: True)
-            except DokuenError:
-                # The old processes, with the old config, are what serves: keep it so.
-                restore = {key: before[key] for key in [*changes, *removals] if key in before}
-                gone = [key for key in [*changes, *removals] if key not in before]
-                await anyio.to_thread.run_sync(write_envdir, self.dir.env, restore, gone)
-                self.runtime.mux.event(self.name, f"config change ({keys}) undone")
-                raise
-            return True
 
     # -- the machinery ---------------------------------------------------------------
 

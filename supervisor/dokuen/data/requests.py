@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from dokuen.apps import releasing
 from dokuen.apps.app import App
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Command, Output
@@ -103,7 +104,7 @@ class DatabaseCommands:
                 raise
             self._mux.event(app.name, f"database {record.name} created")
             url = self.postgres.public(record.name, record.password, record.name)
-            await app.set_config({"DATABASE_URL": url.url()}, [])
+            await releasing.change_config(app, {"DATABASE_URL": url.url()}, [])
         return {"database": record.name, "url": url.shown(), "restarted": app.active}
 
     async def info(self, args: dict[str, Any], out: Output) -> Any:
@@ -144,5 +145,5 @@ class DatabaseCommands:
             self._mux.event(app.name, f"database {record.name} destroyed")
             public = self.postgres.public(record.name, record.password, record.name)
             if app.config().get("DATABASE_URL") == public.url():
-                await app.set_config({}, ["DATABASE_URL"])
+                await releasing.change_config(app, {}, ["DATABASE_URL"])
         return {"database": record.name}

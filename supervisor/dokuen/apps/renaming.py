@@ -1,0 +1,56 @@
+"""``apps:rename OLD NEW`` (Heroku's): the app's processes stop, its directory moves to the
+new name in one rename (store.py: releases, config, formation, domains, repository, build
+cache, database and backup records), and it starts again as NEW (``APP``, ``DYNO``, log
+lines and its nginx host follow). Its database and role keep their names, so DATABASE_URL
+and every release's config snapshot stay true. The backups follow through the daemon's
+``renamed`` hook (the backup wing)."""
+
+from collections.abc import Awaitable, Callable, MutableMapping
+
+import anyio
+
+from dokuen.apps.app import App
+from dokuen.errors import Conflict, DokuenError
+from dokuen.store import AppDir, Store
+
+
+async def rename(
+    app: App,
+    new: str,
+    apps: MutableMapping[str, App],
+    store: Store,
+    start_app: Callable[[AppDir], Awaitable[App]],
+) -> App:
+    """Rename ``app`` to ``new`` (checked: a valid, unreserved name) and return the app as
+    NEW, running its formation again. Raises Conflict when NEW exists or a build of the app
+    is under way; then nothing changed."""
+    old = app.name
+    if new == old:
+        raise Conflict(f"{old} is already named {new}")
+    if new in apps or store.app(new).root.exists():
+        raise Conflict(f"app {new!r} already exists (pick another name)")
+    if app.deploying:
+        raise Conflict(
+            f"{old} is building a release; run apps:rename again once the deploy has finished"
+        )
+    runtime = app.runtime
+    del apps[old]  # new requests for OLD fail from now on
+    await app.close()
+    try:
+        await anyio.to_thread.run_sync(store.rename, old, new)
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # OLD comes back as it was
+            await _bring_back(store.app(old), start_app)
+        raise
+    runtime.mux.event(new, f"renamed from {old}")
+    renamed = await start_app(store.app(new))
+    try:
+        await renamed.restore()
+    except DokuenError as exc:  # renamed all the same; ps and logs say what went wrong
+        runtime.mux.event(new, f"could not be restarted after the rename: {exc}")
+    return renamed
+
+
+async def _bring_back(directory: AppDir, start_app: Callable[[AppDir], Awaitable[App]]) -> None:
+    app = await start_app(directory)
+    await app.restore()
