@@ -4,6 +4,7 @@ the app follows the new name (its database and backups: test_postgres.py)."""
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,10 +70,12 @@ def test_a_renamed_app_serves_under_its_new_name_with_everything_it_had(
         assert "journal[dokuen]: renamed from blog" in dokuen.log()
         # A rollback after the rename runs the kept slug under the new name.
         dokuen.ctl("rollback", "journal", "v1")
-        env = wait_for(
-            lambda: (e := env_via(port, "journal.localhost")) and "LATER" not in e and e,
-            "journal v3 (v1's config) through nginx",
-        )
+
+        def rolled_back() -> dict[str, Any] | None:
+            env = env_via(port, "journal.localhost")
+            return env if env is not None and "LATER" not in env else None
+
+        env = wait_for(rolled_back, "journal v3 (v1's config) through nginx")
         assert env["APP"] == "journal"
         # The old name is free again, for a new app.
         dokuen.ctl("apps:create", "blog")
