@@ -144,8 +144,8 @@ def test_failed_builds_change_nothing_that_serves(dokuen: Dokuen, tmp_path: Path
         f"file://{tmp_path}/no-such-repo.git": "cannot fetch buildpack",
     }
     for url, message in cases.items():
-        dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={url}")  # restarts v1
-        (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1 serving")
+        dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={url}")  # a release of v1's slug
+        (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1's slug serving")
         result = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
         assert result.returncode == 1, url
         assert message in result.stderr, result.stderr
@@ -153,11 +153,14 @@ def test_failed_builds_change_nothing_that_serves(dokuen: Dokuen, tmp_path: Path
     failed = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
     assert " !     no way" not in failed.stdout  # the last attempt was the missing repo
     releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
-    assert [r["version"] for r in releases] == ["v1"]
+    # Only the config changes made releases (the last 5 kept), all of them running v1's slug.
+    assert [(r["version"], r["slug"]) for r in releases] == [
+        (f"v{n}", "v1") for n in (6, 5, 4, 3, 2)
+    ]
     assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == [
         "v1",
-        "v1.json",
-        "v1.log",
+        "v1.pruned",
+        *(f"v{n}.json" for n in (2, 3, 4, 5, 6)),
     ]
     assert "cannot fetch buildpack" in (dokuen.home / "apps/blog/last-build.log").read_text()
 
