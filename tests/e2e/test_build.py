@@ -366,7 +366,7 @@ def slow_deploy(dokuen: Dokuen, tmp_path: Path, marker: str) -> subprocess.Popen
     """Start a deploy whose compile runs ``sleep MARKER``; return once the build is under way."""
     pack = buildpack(tmp_path / "slow", f'echo "-----> compiling"; sleep {marker}')
     dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
-    wait_for(lambda: dokuen.running("blog", 1), "v1 restarted with the config")
+    wait_for(lambda: dokuen.running("blog", 1), "v2 (v1's slug) running with the config")
     deploy = subprocess.Popen(
         [str(BIN / "dokuenctl"), "deploy", "blog", str(web_app(tmp_path / "src2"))],
         env=dokuen.env,
@@ -393,9 +393,8 @@ def test_an_interrupted_deploy_never_goes_live(dokuen: Dokuen, tmp_path: Path) -
     ]
     wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build to be killed", 10)
     wait_for(lambda: "called off before it went live" in dokuen.log(), "the deploy called off")
-    assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
-        "v1"
-    ]
+    listing = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert [r["version"] for r in listing] == ["v2", "v1"]  # v2: the config change, no build
     assert [row["pid"] for row in dokuen.ps("blog")] == [serving["pid"]]
 
 
