@@ -26,7 +26,10 @@ def test_a_renamed_app_serves_under_its_new_name_with_everything_it_had(
         port = http_port(dokuen)
         dokuen.ctl("apps:create", "blog")
         dokuen.ctl("config:set", "blog", "GREETING=hello")
-        dokuen.deploy("blog", write_app(apps_dir / "blog", WEB))
+        source = write_app(apps_dir / "blog", WEB)
+        (source / ".venv/bin").mkdir(parents=True)  # as the python buildpack makes one
+        (source / ".venv/bin/tool").write_text("#!/old/path/python\n")
+        dokuen.deploy("blog", source)
         dokuen.ctl("config:set", "blog", "LATER=yes")  # v2
         dokuen.ctl("domains:add", "blog", "blog.example.com")
         dokuen.ctl("ps:scale", "blog", "web=2")
@@ -42,6 +45,11 @@ def test_a_renamed_app_serves_under_its_new_name_with_everything_it_had(
             f"  git remote set-url dokuen {dokuen.home / 'apps/journal/repo.git'}   "
             "(on this machine)",
         ]
+        assert result.stderr == (
+            f"warning: v2 of journal was built under {dokuen.home / 'apps/blog'} and its .venv "
+            "names that path (its console scripts fail to start): deploy journal again (git "
+            "push, or dokuenctl deploy journal DIR)\n"
+        )
         env = wait_for(lambda: env_via(port, "journal.localhost"), "journal through nginx")
         assert (env["APP"], env["GREETING"], env["LATER"]) == ("journal", "hello", "yes")
         assert env["DYNO"].startswith("web.")

@@ -5,11 +5,14 @@ lines and its nginx host follow). Its database and role keep their names, so DAT
 and every release's config snapshot stay true. The backups follow through the daemon's
 ``renamed`` hook (the backup wing)."""
 
+import os
+import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 
 import anyio
 
 from dokuen.apps.app import App
+from dokuen.deploy import releases
 from dokuen.errors import Conflict, DokuenError
 from dokuen.store import AppDir, Store
 
@@ -54,3 +57,23 @@ async def rename(
 async def _bring_back(directory: AppDir, start_app: Callable[[AppDir], Awaitable[App]]) -> None:
     app = await start_app(directory)
     await app.restore()
+
+
+def stale_paths(app: App, old: AppDir) -> list[str]:
+    """What in the app's current slug may still name its old directory: a virtualenv made
+    by its build (console scripts start with its absolute path). Looked at with lstat
+    only: the slug is the app's, no link in it is followed."""
+    release = releases.current_release(app.dir)
+    if release is None:
+        return []
+    try:
+        found = os.lstat(release.path / ".venv")
+    except OSError:
+        return []
+    if not stat.S_ISDIR(found.st_mode):
+        return []
+    return [
+        f"{release.name} of {app.name} was built under {old.root} and its .venv names that "
+        f"path (its console scripts fail to start): deploy {app.name} again (git push, or "
+        f"dokuenctl deploy {app.name} DIR)"
+    ]

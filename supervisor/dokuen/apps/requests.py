@@ -186,7 +186,8 @@ class AppCommands:
         app, new = self.find(args), check_new_app_name(text_arg(args, "new"))
         async with self._creating:  # no apps:create or first push of NEW meanwhile
             renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
-        warnings = await self._renamed(app.name, new) if self._renamed else []
+        warnings = renaming.stale_paths(renamed, app.dir)
+        warnings += await self._renamed(app.name, new) if self._renamed else []
         self._runtime().proxy_changed()
         await self._sync_proxy()
         return {
