@@ -107,6 +107,7 @@ class Daemon:
             self._entrypoint,
             lambda name: self.backups.scheduler.forget(name),  # noqa: PLW0108 (made below)
             (NGINX_APP, POSTGRES_APP),
+            renamed=lambda old, new: self.backups.renamed(old, new),  # noqa: PLW0108 (below)
         )
         find_app = self.app_requests.find
         self.postgres = Postgres(settings, spawner, mux)
@@ -383,8 +384,6 @@ class Daemon:
                 "failing": self.backups.scheduler.warnings(),
             },
         }
-
-    # -- git push and ssh keys ---------------------------------------------------------
 
     def _entrypoint(self) -> Entrypoint:
         """What git hooks and ssh keys run; raises SettingsError when it cannot be written."""

@@ -233,6 +233,22 @@ class Store:
             return uid
         raise Conflict(f"every build uid in {first}-{last} is taken (widen DOKUEN_BUILD_UIDS)")
 
+    def rename(self, old: str, new: str) -> AppDir:
+        """Move every file of app ``old`` to ``new`` in one rename (releases, env, formation,
+        domains, repository, build cache, database and backup records), and the records
+        kept elsewhere under DOKUEN_HOME that name the app (its build uid's claim). Raises
+        Conflict when ``new`` exists. The caller has stopped the app's processes."""
+        source, target = self.app(old), self.app(new)
+        if target.root.exists():
+            raise Conflict(f"app {new!r} already exists")
+        source.root.rename(target.root)  # same directory: atomic, nothing half moved
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            uid = int(target.build_uid_file.read_text(encoding="ascii"))
+            claim = self.build_uids / str(uid)
+            if claim.read_text(encoding="utf-8").strip() == old:
+                write_atomic(claim, f"{new}\n")
+        return target
+
     def destroy(self, name: str) -> None:
         """Remove every file of the app: renamed away first, so it vanishes at once. Its
         build uid is free again."""

@@ -133,11 +133,12 @@ def test_port_is_refused_as_a_config_key_with_the_reason(dokuen: Dokuen, serving
 
 def test_config_set_says_whether_it_restarted_anything(dokuen: Dokuen, serving: int) -> None:
     restarted = dokuen.ctl("config:set", "blog", "A=1").stdout
-    assert restarted == "set A on blog; its processes restarted\n"
+    assert restarted == "set A on blog in release v2; its processes restarted\n"
     dokuen.ctl("stop", "blog")
     quiet = dokuen.ctl("config:unset", "blog", "A").stdout
     assert (
-        quiet == "unset A on blog (no process of blog runs now: its next deploy or start uses it)\n"
+        quiet == "unset A on blog in release v3 (no process of blog runs now: its next deploy "
+        "or start uses it)\n"
     )
     dokuen.ctl("apps:create", "fresh")
     fresh = dokuen.ctl("config:set", "fresh", "B=2").stdout

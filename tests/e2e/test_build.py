@@ -144,8 +144,8 @@ def test_failed_builds_change_nothing_that_serves(dokuen: Dokuen, tmp_path: Path
         f"file://{tmp_path}/no-such-repo.git": "cannot fetch buildpack",
     }
     for url, message in cases.items():
-        dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={url}")  # restarts v1
-        (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1 serving")
+        dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={url}")  # a release of v1's slug
+        (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1's slug serving")
         result = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
         assert result.returncode == 1, url
         assert message in result.stderr, result.stderr
@@ -153,11 +153,14 @@ def test_failed_builds_change_nothing_that_serves(dokuen: Dokuen, tmp_path: Path
     failed = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
     assert " !     no way" not in failed.stdout  # the last attempt was the missing repo
     releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
-    assert [r["version"] for r in releases] == ["v1"]
+    # Only the config changes made releases (the last 5 kept), all of them running v1's slug.
+    assert [(r["version"], r["slug"]) for r in releases] == [
+        (f"v{n}", "v1") for n in (6, 5, 4, 3, 2)
+    ]
     assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == [
         "v1",
-        "v1.json",
-        "v1.log",
+        "v1.pruned",
+        *(f"v{n}.json" for n in (2, 3, 4, 5, 6)),
     ]
     assert "cannot fetch buildpack" in (dokuen.home / "apps/blog/last-build.log").read_text()
 
@@ -271,7 +274,8 @@ def test_releases_record_their_build_and_pruned_ones_cannot_come_back(
         result.stderr
     )
     table = dokuen.ctl("releases", "blog").stdout.splitlines()
-    assert table[0].split() == ["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES"]
+    header = ["RELEASE", "DESCRIPTION", "CREATED", "COMMIT", "BUILDPACKS", "TYPES"]
+    assert table[0].split() == header
     assert table[1].split()[0] == "v3"
     assert table[1].split()[-1] == "current"
 
@@ -362,7 +366,7 @@ def slow_deploy(dokuen: Dokuen, tmp_path: Path, marker: str) -> subprocess.Popen
     """Start a deploy whose compile runs ``sleep MARKER``; return once the build is under way."""
     pack = buildpack(tmp_path / "slow", f'echo "-----> compiling"; sleep {marker}')
     dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
-    wait_for(lambda: dokuen.running("blog", 1), "v1 restarted with the config")
+    wait_for(lambda: dokuen.running("blog", 1), "v2 (v1's slug) running with the config")
     deploy = subprocess.Popen(
         [str(BIN / "dokuenctl"), "deploy", "blog", str(web_app(tmp_path / "src2"))],
         env=dokuen.env,
@@ -389,9 +393,8 @@ def test_an_interrupted_deploy_never_goes_live(dokuen: Dokuen, tmp_path: Path) -
     ]
     wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build to be killed", 10)
     wait_for(lambda: "called off before it went live" in dokuen.log(), "the deploy called off")
-    assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
-        "v1"
-    ]
+    listing = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert [r["version"] for r in listing] == ["v2", "v1"]  # v2: the config change, no build
     assert [row["pid"] for row in dokuen.ps("blog")] == [serving["pid"]]
 
 

@@ -98,6 +98,7 @@ def test_a_failing_buildpack_rejects_the_push_and_a_good_one_records_the_commit(
     (first,) = wait_for(lambda: dokuen.running("blog", 1), "v1 running")
     (v1,) = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
     assert v1["commit"] == work.head()
+    assert v1["description"] == f"Deploy {work.head()[:7]}"  # Heroku's words
     pack = tmp_path / "failing"
     (pack / "bin").mkdir(parents=True)
     for name, body in {
@@ -106,8 +107,8 @@ def test_a_failing_buildpack_rejects_the_push_and_a_good_one_records_the_commit(
     }.items():
         (pack / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
         (pack / "bin" / name).chmod(0o755)
-    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
-    (first,) = wait_for(lambda: dokuen.running("blog", 1), "v1 restarted with the config")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")  # v2: v1's slug, this config
+    (first,) = wait_for(lambda: dokuen.running("blog", 1), "v2 running with the config")
     work.commit("more", {"README": "more\n"})
     push = work.push(repo, "main")
     assert push.returncode == 1
@@ -115,7 +116,7 @@ def test_a_failing_buildpack_rejects_the_push_and_a_good_one_records_the_commit(
     assert " !     no luck" in lines
     assert any("buildpack Failing failed to compile the app" in line for line in lines)
     assert [row["pid"] for row in dokuen.ps("blog")] == [first["pid"]]
-    assert release_names(dokuen, "blog") == ["v1"]
+    assert release_names(dokuen, "blog") == ["v2", "v1"]
 
 
 def test_a_push_deploys_the_tree_as_committed_whatever_gitattributes_says(

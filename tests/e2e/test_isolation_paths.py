@@ -86,14 +86,14 @@ def test_a_build_that_turns_a_file_into_a_link_is_refused(
     dokuen.deploy("blog", write_app(tmp_path / "good", WEB))
     (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1 serving")
     pack = buildpack(tmp_path / "linker", f'ln -sf {SHADOW} "$1/{name}"\n')
-    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")  # restarts v1
-    (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1 serving again")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")  # v2: v1's slug, restarted
+    (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v2 serving")
     result = dokuen.ctl("deploy", "blog", str(tmp_path / "good"), check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{name} is a symbolic link (to /etc/shadow); commit the file itself" in result.stderr
-    assert releases(dokuen, "blog") == ["v1"]
+    assert releases(dokuen, "blog") == ["v2", "v1"]
     assert [row["pid"] for row in dokuen.running("blog", 1) or []] == [serving["pid"]]
-    assert not (dokuen.home / "apps/blog/releases/v2").exists()
+    assert not (dokuen.home / "apps/blog/releases/v3").exists()
     assert_nothing_of_shadow(everything_shown(dokuen, result))
 
 

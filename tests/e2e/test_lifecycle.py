@@ -282,10 +282,12 @@ def test_releases_and_rollback_without_a_build(dokuen: Dokuen, apps_dir: Path) -
     assert [(r["version"], r["current"]) for r in listing] == [("v2", True), ("v1", False)]
     assert "v2       " in dokuen.ctl("releases", "blog").stdout
     result = dokuen.ctl("rollback", "blog")
-    assert "-----> Rolled back to v1" in result.stdout
-    (row,) = wait_for(lambda: dokuen.running("blog", 1), "v1: web only")
-    env = wait_for(lambda: _try_get(row["port"]), "v1 to answer")
-    assert Path(env["PWD"]).name == "v1"  # the release it runs in
+    assert "-----> Rolled back to v1 as v3" in result.stdout
+    assert result.stdout.endswith("blog v3 is running (rollback to v1)\n")
+    (row,) = wait_for(lambda: dokuen.running("blog", 1), "v3 (v1's slug): web only")
+    env = wait_for(lambda: _try_get(row["port"]), "v3 to answer")
+    assert Path(env["PWD"]).name == "v1"  # the slug it runs in
+    # No build, no copy: v3 is a record naming v1's slug.
     assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == [
         "v1",
         "v1.json",
@@ -293,15 +295,23 @@ def test_releases_and_rollback_without_a_build(dokuen: Dokuen, apps_dir: Path) -
         "v2",
         "v2.json",
         "v2.log",
+        "v3.json",
     ]
     missing = dokuen.ctl("rollback", "blog", "v9", check=False)
     assert missing.returncode == 1
     assert missing.stderr.startswith("error: no release named 'v9'")
-    same = dokuen.ctl("rollback", "blog", "v1", check=False)
+    same = dokuen.ctl("rollback", "blog", "v3", check=False)
     assert same.returncode == 1
-    assert "v1 is already the current release of blog" in same.stderr
+    assert "v3 is already the current release of blog" in same.stderr
     dokuen.ctl("rollback", "blog", "v2")
-    wait_for(lambda: dokuen.running("blog", 2), "v2 again")
+    wait_for(lambda: dokuen.running("blog", 2), "v4 (v2's slug) again")
+    listing = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
+    assert [(r["version"], r["slug"], r["description"], r["current"]) for r in listing] == [
+        ("v4", "v2", "Rollback to v2", True),
+        ("v3", "v1", "Rollback to v1", False),
+        ("v2", "v2", "Deploy", False),
+        ("v1", "v1", "Deploy", False),
+    ]
 
 
 def test_run_a_one_off_command_in_the_release(dokuen: Dokuen, apps_dir: Path) -> None:

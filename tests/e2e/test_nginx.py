@@ -267,14 +267,14 @@ def test_a_deploy_that_never_opens_its_port_fails_and_the_old_release_serves(
 ) -> None:
     port = http_port(proxied)
     proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
-    proxied.ctl("config:set", "blog", "DOKUEN_BOOT_TIMEOUT=1.5")
+    proxied.ctl("config:set", "blog", "DOKUEN_BOOT_TIMEOUT=1.5")  # v2, v1's slug
     broken = write_app(apps_dir / "broken", "web: echo starting up; exec sleep 1000\n")
     with Load(port, "blog.localhost") as load:
         result = proxied.ctl("deploy", "blog", str(broken), check=False)
         served = len(load.releases)
         wait_for(lambda: len(load.releases) > served + 20, "answers after the failed deploy")
     assert result.returncode == 1
-    assert "deploy of v2 failed: web.1 of the new processes did not answer a TCP connect" in (
+    assert "deploy of v3 failed: web.1 of the new processes did not answer a TCP connect" in (
         result.stderr
     )
     assert (
@@ -283,7 +283,7 @@ def test_a_deploy_that_never_opens_its_port_fails_and_the_old_release_serves(
     assert load.failures == []
     assert set(load.releases) == {"v1"}
     current = (proxied.home / "apps/blog/current").readlink()
-    assert current.name == "v1"  # the pointer went back to what serves
+    assert current.name == "v2"  # the pointer went back to what serves
 
 
 def test_changes_that_arrive_together_cost_one_reload(proxied: Dokuen, apps_dir: Path) -> None:

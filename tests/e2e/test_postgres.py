@@ -142,7 +142,7 @@ def test_an_app_reads_its_database_and_a_restore_brings_old_rows_back(cluster: C
     assert captured.stdout.rstrip().endswith(" kB, 1 tables, 3 rows)")
     (backup,) = cluster.listing("blog")
     assert backup["tables"] == {"public.posts": 3}
-    assert backup["release"] == "v1"
+    assert backup["release"] == "v2"  # v1 and its DATABASE_URL: a config release
     assert backup["server_version"].startswith(cluster.postgres()["version"])
     dump = cluster.backups / "blog" / "db" / f"{backup['id']}.dump"
     assert dump.read_bytes().startswith(b"PGDMP")  # pg_dump's custom format
@@ -590,3 +590,47 @@ def test_a_second_dokuend_on_the_home_leaves_the_cluster_alone(cluster: Cluster)
     assert cluster.postgres()["pid"] == pid
     assert psutil.pid_exists(pid)
     assert sql(url, "SELECT 1") == [(1,)]
+
+
+def test_a_renamed_app_keeps_its_database_schedule_and_backups(cluster: Cluster) -> None:
+    daemon = cluster.daemon
+    url = cluster.database_url("ledger")
+    daemon.deploy("ledger", write_app(cluster.top / "ledger", "web: python3 envserver.py\n"))
+    sql(url, "CREATE TABLE entries (amount int)")
+    sql(url, "INSERT INTO entries VALUES (1), (2)")
+    daemon.ctl("backups:capture", "ledger")
+    daemon.ctl("backups:schedule", "ledger", "@daily", "--keep", "3")
+    (backup,) = cluster.listing("ledger")
+
+    renamed = daemon.ctl("apps:rename", "ledger", "books")
+    assert renamed.stdout.startswith("renamed ledger to books")
+    # The database and role keep their names; the socket directory moved with the app and
+    # DATABASE_URL says so: the app reads its rows under the new name.
+    assert "/apps/ledger/run/postgresql" in url
+    url = url.replace("/apps/ledger/", "/apps/books/")
+    assert daemon.ctl("config:get", "books", "DATABASE_URL").stdout.strip() == url
+    (web,) = wait_for(lambda: daemon.running("books", 1), "books running")
+    env = get_json(web["port"])
+    assert (env["APP"], env["DATABASE_URL"]) == ("books", url)
+    assert sql(env["DATABASE_URL"], "SELECT sum(amount) FROM entries") == [(3,)]
+    info = json.loads(daemon.ctl("pg:info", "books", "--json").stdout)
+    assert (info["app"], info["database"]) == ("books", "app_ledger")
+    # The backups moved in the target: listed under the new name, restored without --force.
+    (moved,) = cluster.listing("books")
+    assert (moved["id"], moved["app"], moved["tables"]) == (
+        backup["id"],
+        "books",
+        {"public.entries": 2},
+    )
+    assert not (cluster.backups / "ledger").exists() or not any(
+        (cluster.backups / "ledger").rglob("*.json")
+    )
+    sql(url, "DELETE FROM entries")
+    daemon.ctl("backups:restore", "books", backup["id"], "--confirm", "books")
+    assert sql(url, "SELECT sum(amount) FROM entries") == [(3,)]
+    schedule = json.loads(daemon.ctl("backups:schedule", "books", "--json").stdout)
+    assert (schedule["schedule"]["cron"], schedule["schedule"]["keep"]) == ("@daily", 3)
+    assert "books" in json.loads(daemon.ctl("status", "--json").stdout)["backups"]["scheduled"]
+    assert daemon.ctl("backups", "ledger").stdout.startswith("no backups of ledger yet")
+    daemon.ctl("backups:schedule", "books", "--off")
+    daemon.ctl("pg:destroy", "books", "--confirm", "books")

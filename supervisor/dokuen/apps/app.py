@@ -86,6 +86,11 @@ class App:
                 raise NotFound(f"app {self.name!r} was destroyed")
             yield
 
+    @property
+    def deploying(self) -> bool:
+        """Whether a build or a release phase is under way (or waits for its turn)."""
+        return bool(self._preparing) or self._building.locked()
+
     @contextlib.contextmanager
     def preparing(self) -> Iterator[anyio.CancelScope]:
         """The scope of a deploy until it switches (build, release phase); ``close`` cancels it."""

@@ -1,14 +1,14 @@
-"""How an app's releases change: a deploy (build, release phase, switch), a rollback to an
-earlier release, the switch they share, and one-off processes (``dokuenctl run`` and the
-release phase) in a release's environment."""
+"""How an app's releases change: a deploy (build, release phase, switch), a config change
+and a rollback (each a new release running an earlier slug, as on Heroku), the switch they
+share, and one-off processes (``dokuenctl run`` and the release phase) in a release's
+environment."""
 
 import codecs
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 import anyio
 import structlog
@@ -21,7 +21,8 @@ from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
 from dokuen.deploy.slug import make_release
 from dokuen.errors import Conflict, DokuenError, NotFound
-from dokuen.names import not_found
+from dokuen.names import check_config_key, check_settable_config_key, not_found
+from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec, default_formation
 from dokuen.supervise.process import describe_exit
@@ -65,12 +66,9 @@ async def deploy(
             "keeps serving"
         )
     async with app.exclusive():
+        await anyio.to_thread.run_sync(releases.restamp_config, release, app.config())
         await _switch_to(app, release, "deploy", say)
-        pruned = await anyio.to_thread.run_sync(
-            releases.prune, app.dir, app.runtime.settings.keep_releases
-        )
-        for old in pruned:
-            log.info("release.pruned", app=app.name, release=old.name)
+        await _prune(app)
         app.runtime.mux.event(app.name, f"deployed {release.name}")
         await say(f"-----> Released {release.name}")
         return release.name
@@ -121,9 +119,10 @@ async def _build_and_release(
     return release
 
 
-async def rollback(app: App, target: str | None, say: Say) -> str:
-    """Run an earlier release again (the one before the current, or ``vN``): no build,
-    the same zero-downtime switch as a deploy. Return the release's name."""
+async def rollback(app: App, target: str | None, say: Say) -> dict[str, str]:
+    """Heroku's rollback: a new release that runs an earlier one's slug (the one before the
+    current, or ``vN``) with that release's config, which replaces the app's; no build, the
+    same zero-downtime switch as a deploy. Return the new release's and the target's names."""
     async with app.exclusive():
         current = releases.current_release(app.dir)
         known = releases.list_releases(app.dir)
@@ -131,7 +130,7 @@ async def rollback(app: App, target: str | None, say: Say) -> str:
             earlier = [r for r in known if current is None or r.version < current.version]
             if not earlier:
                 raise NotFound(f"app {app.name!r} has no release before the current one")
-            release = earlier[-1]
+            chosen = earlier[-1]
         else:
             matches = [r for r in known if r.name == target]
             if not matches:
@@ -144,12 +143,86 @@ async def rollback(app: App, target: str | None, say: Say) -> str:
                         "are kept (DOKUEN_KEEP_RELEASES)"
                     )
                 raise error
-            release = matches[0]
-        if release == current:
-            raise Conflict(f"{release.name} is already the current release of {app.name}")
-        await _switch_to(app, release, "rollback", say)
-        await say(f"-----> Rolled back to {release.name}")
-        return release.name
+            chosen = matches[0]
+        if chosen == current:
+            raise Conflict(f"{chosen.name} is already the current release of {app.name}")
+        snapshot = chosen.record().get("config")
+        config = dict(snapshot) if isinstance(snapshot, dict) else app.config()
+        release = await anyio.to_thread.run_sync(
+            releases.derived_release, app.dir, chosen, config, f"Rollback to {chosen.name}"
+        )
+        await _switch_derived(app, release, "rollback", say, config)
+        await say(f"-----> Rolled back to {chosen.name} as {release.name}")
+        return {"release": release.name, "target": chosen.name}
+
+
+async def change_config(
+    app: App, changes: Mapping[str, str], removals: Iterable[str]
+) -> tuple[str | None, bool]:
+    """Heroku's config change: a new release that runs the current slug with the changed
+    config, switched to as a deploy is (if its processes fail, the old release and config
+    stay). Before the first deploy (or while the app is stopped) nothing restarts: the
+    config changes (and the release is made) for the next start or deploy. Return the new
+    release's name (None before the first deploy) and whether processes restarted."""
+    removals = list(removals)
+    for key in changes:
+        check_settable_config_key(key)
+    for key in removals:
+        check_config_key(key)
+    async with app.exclusive():
+        merged = {**app.config(), **changes}
+        for key in removals:
+            merged.pop(key, None)
+        app_options(merged, app.runtime.settings.stop_timeout)  # refuse bad options early
+        keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
+        app.runtime.mux.event(app.name, f"config changed ({keys})")
+        current = releases.current_release(app.dir)
+        if current is None:
+            await anyio.to_thread.run_sync(_write_config, app, merged)
+            return None, False
+        description = releases.config_description(changes, removals)
+        release = await anyio.to_thread.run_sync(
+            releases.derived_release, app.dir, current, merged, description
+        )
+        if app.dir.stopped:
+            await anyio.to_thread.run_sync(_write_config, app, merged)
+            releases.switch_current(app.dir, release)
+            await _prune(app)
+            return release.name, False
+        await _switch_derived(app, release, "config change", _quiet, merged)
+        return release.name, True
+
+
+async def _quiet(_text: str) -> None:
+    pass
+
+
+def _write_config(app: App, config: Mapping[str, str]) -> None:
+    """Make the app's env dir hold exactly ``config``."""
+    gone = [key for key in app.config() if key not in config]
+    write_envdir(app.dir.env, config, gone)
+
+
+async def _switch_derived(
+    app: App, release: releases.Release, verb: str, say: Say, config: Mapping[str, str]
+) -> None:
+    """Switch to a release made by ``derived_release`` with its ``config``: if that fails,
+    the old config is written back and the release never was."""
+    try:
+        await _switch_to(app, release, verb, say, config)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(releases.discard, release)
+        raise
+    await _prune(app)
+
+
+async def _prune(app: App) -> None:
+    pruned = await anyio.to_thread.run_sync(
+        releases.prune, app.dir, app.runtime.settings.keep_releases
+    )
+    for old in pruned:
+        log.info("release.pruned", app=app.name, release=old.name)
 
 
 async def _release_phase(app: App, release: releases.Release, command: str, say: Say) -> None:
@@ -183,10 +256,19 @@ async def _release_phase(app: App, release: releases.Release, command: str, say:
         )
 
 
-async def _switch_to(app: App, release: releases.Release, verb: str, say: Say) -> None:
-    """Make ``release`` current and run it; hold the app's lock around the call. If its
-    processes cannot start (or fail their health checks), the previous release stays
-    current and keeps serving."""
+async def _switch_to(
+    app: App,
+    release: releases.Release,
+    verb: str,
+    say: Say,
+    config: Mapping[str, str] | None = None,
+) -> None:
+    """Make ``release`` current and run it (with ``config`` as the app's, when given); hold
+    the app's lock around the call. If its processes cannot start (or fail their health
+    checks), the previous release and config stay current and keep serving."""
+    before = app.config()
+    if config is not None:
+        await anyio.to_thread.run_sync(_write_config, app, config)
     procfile = release.procfile()
     formation = default_formation(procfile, app.dir.read_formation())
     shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
@@ -199,11 +281,15 @@ async def _switch_to(app: App, release: releases.Release, verb: str, say: Say) -
     try:
         await app.converge(replace=lambda _spec: True)
     except DokuenError as exc:
+        if config is not None:  # before anything of the old release starts again
+            await anyio.to_thread.run_sync(_write_config, app, before)
         if previous is not None:  # the old release is what serves: point back at it
             releases.switch_current(app.dir, previous)
             app.dir.write_formation(previous_formation)
-            with contextlib.suppress(DokuenError):  # and run whatever of it stopped
-                await app.converge(replace=lambda _spec: False)
+            # Run whatever of it stopped; other types than web were started again with
+            # the new config (the same slug), so they restart with the old one.
+            with contextlib.suppress(DokuenError):
+                await app.converge(replace=lambda spec: config is not None and spec.type != "web")
         app.runtime.mux.event(app.name, f"{verb} of {release.name} failed: {exc}")
         raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
 
@@ -267,40 +353,3 @@ async def _one_off(
         app.runtime.ports.release(port)
     mux.event(app.name, f"{spec.name} {describe_exit(status)}")
     return status if status >= 0 else 128 - status
-
-
-def release_list(app: App) -> list[dict[str, Any]]:
-    """Every kept release, newest first: when and from what it was made, which is current."""
-    current = releases.current_release(app.dir)
-    rows = []
-    for release in reversed(releases.list_releases(app.dir)):
-        record = release.record()
-        rows.append(
-            {
-                "version": release.name,
-                "created": record.get("created"),
-                "commit": record.get("commit"),
-                "buildpacks": record.get("buildpacks", []),
-                "process_types": list(record.get("process_types") or {}),  # Procfile order
-                "current": release == current,
-            }
-        )
-    return rows
-
-
-def build_log(app: App, target: str | None) -> str:
-    """The build output of release ``vN`` of ``app`` (default: the current one)."""
-    known = releases.list_releases(app.dir)
-    if target is None:
-        release = releases.current_release(app.dir)
-        if release is None:
-            raise NotFound(f"app {app.name!r} has no release yet")
-    else:
-        matches = [r for r in known if r.name == target]
-        if not matches:
-            raise not_found("release", target, [r.name for r in known])
-        release = matches[0]
-    try:
-        return release.log_file.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        raise NotFound(f"{release.name} of {app.name} has no build log") from None

@@ -12,9 +12,8 @@ from typing import Any
 import anyio
 import structlog
 
-from dokuen.apps import releasing, views
+from dokuen.apps import releasing, renaming, views
 from dokuen.apps.app import App
-from dokuen.apps.config import set_config
 from dokuen.apps.runtime import Runtime
 from dokuen.control import Command, Output, cancel_when, text_arg
 from dokuen.deploy import repo
@@ -78,10 +77,12 @@ class AppCommands:
         entrypoint: Callable[[], Entrypoint],
         forget: Callable[[str], None],
         servers: Collection[str],
+        renamed: Callable[[str, str], Awaitable[list[str]]] | None = None,
     ) -> None:
         """``start_app`` runs a new app in the daemon's task group and adds it to ``apps``;
         ``forget`` is told of an app being destroyed (its backup schedule goes);
-        ``servers`` are the programs dokuend runs whose log lines have an app name."""
+        ``servers`` are the programs dokuend runs whose log lines have an app name;
+        ``renamed`` is told of an app renamed (its backups follow) and returns warnings."""
         self.apps = apps
         self._runtime = runtime  # read at each request: SIGHUP may change the settings
         self._store = store
@@ -89,6 +90,7 @@ class AppCommands:
         self._sync_proxy = sync_proxy
         self._entrypoint = entrypoint
         self._forget = forget
+        self._renamed = renamed
         self._servers = tuple(servers)  # compared with ==: the name may be any JSON value
         self._creating = anyio.Lock()  # one apps:create (or first push) at a time
 
@@ -97,6 +99,7 @@ class AppCommands:
             "apps": self.list_apps,
             "apps:create": self.create_app,
             "apps:destroy": self.destroy_app,
+            "apps:rename": self.rename_app,
             "deploy": self.deploy,
             "ps": self.ps,
             "ps:scale": self.scale,
@@ -185,6 +188,22 @@ class AppCommands:
         await self._sync_proxy()
         return {"name": app.name}
 
+    async def rename_app(self, args: dict[str, Any], out: Output) -> Any:
+        """Everything of the app follows its new name (renaming.py)."""
+        app, new = self.find(args), check_new_app_name(text_arg(args, "new"))
+        async with self._creating:  # no apps:create or first push of NEW meanwhile
+            renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
+        warnings = renaming.stale_paths(renamed, app.dir)
+        warnings += await self._renamed(app.name, new) if self._renamed else []
+        self._runtime().proxy_changed()
+        await self._sync_proxy()
+        return {
+            "name": new,
+            "repo": str(renamed.dir.repo),
+            "url": app_url(renamed),
+            "warnings": warnings,
+        }
+
     async def deploy(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         source = Path(text_arg(args, "dir"))
@@ -212,7 +231,7 @@ class AppCommands:
         return await anyio.to_thread.run_sync(views.app_info, app, app_url(app))
 
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
-        return releasing.release_list(self.find(args))
+        return views.release_list(self.find(args))
 
     async def release_info(self, args: dict[str, Any], out: Output) -> Any:
         name = _check_release_name(text_arg(args, "release"))
@@ -222,16 +241,16 @@ class AppCommands:
         target = args.get("release")
         if target is not None:
             _check_release_name(text_arg(args, "release"))
-        return await anyio.to_thread.run_sync(releasing.build_log, self.find(args), target)
+        return await anyio.to_thread.run_sync(views.build_log, self.find(args), target)
 
     async def rollback(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         target = args.get("release")
         if target is not None:
             _check_release_name(text_arg(args, "release"))
-        release = await releasing.rollback(app, target, _speaker(out))
+        done = await releasing.rollback(app, target, _speaker(out))
         await self._sync_proxy()
-        return {"release": release}
+        return done
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self.find(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
@@ -281,16 +300,16 @@ class AppCommands:
         values = args.get("values")
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ProtocolError("argument 'values' must be an object of strings")
-        restarted = await set_config(app, values, [])
-        return {"keys": list(values), "restarted": restarted}
+        release, restarted = await releasing.change_config(app, values, [])
+        return {"keys": list(values), "release": release, "restarted": restarted}
 
     async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         keys = args.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ProtocolError("argument 'keys' must be a list of strings")
-        restarted = await set_config(app, {}, keys)
-        return {"keys": keys, "restarted": restarted}
+        release, restarted = await releasing.change_config(app, {}, keys)
+        return {"keys": keys, "release": release, "restarted": restarted}
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:
         """The last N lines, then (with ``follow``) every new line until the client leaves."""

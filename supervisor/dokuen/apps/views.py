@@ -1,4 +1,5 @@
-"""What ``apps:info`` and ``releases:info`` show: one app, or one of its releases, whole.
+"""What ``apps:info``, ``releases``, ``releases:info`` and ``releases:output`` show: one app,
+its releases, or one of them whole.
 
 Read-only and blocking (a walk of the app's directory for its size): the requests run these
 off the event loop.
@@ -10,6 +11,7 @@ from typing import Any
 
 from dokuen.apps.app import App
 from dokuen.deploy import releases
+from dokuen.errors import NotFound
 from dokuen.names import not_found
 
 
@@ -39,12 +41,60 @@ def release_info(app: App, name: str) -> dict[str, Any]:
     return {
         "version": release.name,
         "current": release == releases.current_release(app.dir),
+        "description": release.description,
+        "slug": release.path.name,
+        "config_keys": sorted(record.get("config") or {}),
         "created": record.get("created"),
         "commit": record.get("commit"),
         "buildpacks": record.get("buildpacks", []),
         "process_types": dict(record.get("process_types") or {}),
         "build_log": release.log_file.exists(),
     }
+
+
+def release_list(app: App) -> list[dict[str, Any]]:
+    """Every kept release, newest first: when and from what it was made, which is current."""
+    current = releases.current_release(app.dir)
+    rows = []
+    for release in reversed(releases.list_releases(app.dir)):
+        record = release.record()
+        rows.append(
+            {
+                "version": release.name,
+                "description": release.description,
+                "slug": release.path.name,
+                "created": record.get("created"),
+                "commit": record.get("commit"),
+                "buildpacks": record.get("buildpacks", []),
+                "process_types": list(record.get("process_types") or {}),  # Procfile order
+                "current": release == current,
+            }
+        )
+    return rows
+
+
+def build_log(app: App, target: str | None) -> str:
+    """The build output of release ``vN`` of ``app`` (default: the current one)."""
+    known = releases.list_releases(app.dir)
+    if target is None:
+        release = releases.current_release(app.dir)
+        if release is None:
+            raise NotFound(f"app {app.name!r} has no release yet")
+    else:
+        matches = [r for r in known if r.name == target]
+        if not matches:
+            raise not_found("release", target, [r.name for r in known])
+        release = matches[0]
+    try:
+        return release.log_file.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        if release.path.name != release.name:
+            raise NotFound(
+                f"{release.name} of {app.name} was not built ({release.description}): it runs "
+                f"{release.path.name}'s slug (dokuenctl releases:output {app.name} "
+                f"{release.path.name})"
+            ) from None
+        raise NotFound(f"{release.name} of {app.name} has no build log") from None
 
 
 def disk_used(top: Path) -> int:

@@ -8,6 +8,7 @@ __all__ = [
     "bundle",
     "databases",
     "dumps",
+    "renaming",
     "requests",
     "schedule",
     "scheduler",

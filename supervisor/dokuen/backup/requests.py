@@ -17,6 +17,7 @@ from dokuen.apps.app import App
 from dokuen.backup import bundle
 from dokuen.backup.databases import DatabaseBackupCommands
 from dokuen.backup.manifest import dump_key
+from dokuen.backup.renaming import move_backups
 from dokuen.backup.schedule import BackupResult, RunRecord, make_schedule
 from dokuen.backup.scheduler import BackupScheduler
 from dokuen.backup.storage import Storage
@@ -53,6 +54,24 @@ class BackupCommands:
             "backups:schedule": self.backups_schedule,
             "backups:capture-repo": self.backups_capture_repo,
         }
+
+    async def renamed(self, old: str, new: str) -> list[str]:
+        """``apps:rename`` moved the app's directory: its schedule and the backups in the
+        target follow it. Returns what could not follow (the rename itself stands)."""
+        self.scheduler.rename(old, new)
+        if not self._settings().backup_url:
+            return []
+        scratch = self._settings().home / "tmp"
+        async with self.scheduler.lock, self._bundling:  # no capture writes under OLD/ now
+            try:
+                storage = await anyio.to_thread.run_sync(self.storage)
+                moved = await anyio.to_thread.run_sync(move_backups, storage, old, new, scratch)
+            except (DokuenError, OSError) as exc:
+                self._mux.event(new, f"backups of {old} not moved: {exc}")
+                return [f"the backups of {old} were not moved: {exc}"]
+        if moved:
+            self._mux.event(new, f"{moved} backup files moved from {old}/ to {new}/")
+        return []
 
     def storage(self) -> Storage:
         """The backup target (blocking: opening an S3 one imports boto3), kept while the

@@ -231,6 +231,14 @@ class BackupScheduler:
         """Remember how the app's last repository bundle went (a failure warns)."""
         await self._save(app, dataclasses.replace(self.status(app), bundle=record))
 
+    def rename(self, old: str, new: str) -> None:
+        """The app was renamed (its schedule and status files moved with its directory)."""
+        if old in self.schedules:
+            self.schedules[new] = self.schedules.pop(old)
+        if old in self.statuses:
+            self.statuses[new] = self.statuses.pop(old)
+        self._changed.set()
+
     def forget(self, app: str) -> None:
         """The app was destroyed: no schedule, no warnings about it."""
         self.schedules.pop(app, None)

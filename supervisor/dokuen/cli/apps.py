@@ -14,7 +14,7 @@ from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, p
 from dokuen.cli.console import Client, duration, pass_client, size, write_out
 from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
-from dokuen.names import parse_process_name
+from dokuen.names import check_new_app_name, parse_process_name
 
 SOURCES = ("app", "dokuen", "router")  # as the daemon's logmux.SOURCES
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
@@ -80,6 +80,21 @@ def apps_create(client: Client, app: str) -> None:
     created = client.call("apps:create", app=app)
     client.echo(f"created {app}; deploy it with: git push {created['repo']} main")
     client.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
+
+
+@click.command("apps:rename")
+@APP
+@click.argument("new", metavar="NEW", callback=checked(check_new_app_name))
+@pass_client
+def apps_rename(client: Client, app: str, new: str) -> None:
+    """Rename an app: its releases, config, domains, database, backups and repository follow."""
+    done = client.call("apps:rename", app=app, new=new)
+    click.echo(f"renamed {app} to {new}" + (f": {done['url']}" if done["url"] else ""))
+    click.echo("its git remote changed; update yours with:")
+    click.echo(f"  git remote set-url dokuen dokuen@HOST:{new}   (over ssh)")
+    click.echo(f"  git remote set-url dokuen {done['repo']}   (on this machine)")
+    for warning in done["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("apps:destroy")
@@ -287,6 +302,7 @@ COMMANDS = (
     apps,
     apps_info,
     apps_create,
+    apps_rename,
     apps_destroy,
     deploy,
     run,

@@ -1,5 +1,7 @@
 """``dokuenctl config`` and ``config:*``: an app's config vars."""
 
+from typing import Any
+
 import click
 
 from dokuen.cli.arguments import APP, JSON, checked, print_json
@@ -46,10 +48,10 @@ def _pair(text: str) -> tuple[str, str]:
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
 @pass_client
 def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
-    """Set config vars and restart the app's processes."""
+    """Set config vars (a new release, as on Heroku) and restart the app's processes."""
     values = dict(_pair(pair) for pair in pairs)
     done = client.call("config:set", app=app, values=values)
-    client.echo(f"set {', '.join(values)} on {app}{_restarted(app, done['restarted'])}")
+    client.echo(f"set {', '.join(values)} on {app}{_restarted(app, done)}")
 
 
 @click.command("config:unset")
@@ -59,15 +61,16 @@ def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
 )
 @pass_client
 def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
-    """Remove config vars and restart the app's processes."""
+    """Remove config vars (a new release, as on Heroku) and restart the app's processes."""
     done = client.call("config:unset", app=app, keys=list(keys))
-    client.echo(f"unset {', '.join(keys)} on {app}{_restarted(app, done['restarted'])}")
+    client.echo(f"unset {', '.join(keys)} on {app}{_restarted(app, done)}")
 
 
-def _restarted(app: str, restarted: bool) -> str:
-    if restarted:
-        return "; its processes restarted"
-    return f" (no process of {app} runs now: its next deploy or start uses it)"
+def _restarted(app: str, done: dict[str, Any]) -> str:
+    release = f" in release {done['release']}" if done.get("release") else ""
+    if done["restarted"]:
+        return f"{release}; its processes restarted"
+    return f"{release} (no process of {app} runs now: its next deploy or start uses it)"
 
 
 COMMANDS = (config, config_get, config_set, config_unset)

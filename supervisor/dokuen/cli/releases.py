@@ -21,6 +21,7 @@ def releases(client: Client, app: str, as_json: bool) -> None:
     rows = [
         [
             r["version"],
+            r.get("description") or "-",
             r["created"] or "-",
             (r["commit"] or "-")[:8],
             ", ".join(r["buildpacks"]) or "-",
@@ -29,7 +30,7 @@ def releases(client: Client, app: str, as_json: bool) -> None:
         ]
         for r in listing
     ]
-    client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
+    client.table(["RELEASE", "DESCRIPTION", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
 
 
 @click.command("releases:info")
@@ -44,6 +45,8 @@ def releases_info(client: Client, app: str, release: str, as_json: bool) -> None
         print_json(info)
         return
     client.echo(f"=== {app} {info['version']}{' (current)' if info['current'] else ''}")
+    client.echo(f"description {info.get('description') or '-'}")
+    client.echo(f"slug        {info.get('slug') or info['version']}")
     client.echo(f"created     {info['created'] or '-'}")
     client.echo(f"commit      {info['commit'] or '-'}")
     client.echo(f"buildpacks  {', '.join(info['buildpacks']) or '-'}")
@@ -65,9 +68,10 @@ def releases_output(client: Client, app: str, release: str | None) -> None:
 @click.argument("release", required=False, metavar="[vN]")
 @pass_client
 def rollback(client: Client, app: str, release: str | None) -> None:
-    """Run an earlier release again (default: the one before the current), no build."""
+    """Run an earlier release's code and config again as a new release (default: the one
+    before the current), no build."""
     result = client.call("rollback", app=app, release=release)
-    client.echo(f"{app} {result['release']} is running")
+    client.echo(f"{app} {result['release']} is running (rollback to {result['target']})")
 
 
 COMMANDS = (releases, releases_info, releases_output, rollback)

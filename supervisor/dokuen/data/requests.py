@@ -16,8 +16,8 @@ from typing import Any
 
 import anyio
 
+from dokuen.apps import releasing
 from dokuen.apps.app import App
-from dokuen.apps.config import set_config
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Command, Output
 from dokuen.data import database, sockets
@@ -118,7 +118,7 @@ class DatabaseCommands:
                 raise
             self._mux.event(app.name, f"database {record.name} created")
             url = self._public(app, record)
-            await set_config(app, {"DATABASE_URL": url.url()}, [])
+            await releasing.change_config(app, {"DATABASE_URL": url.url()}, [])
         return {"database": record.name, "url": url.shown(), "restarted": app.active}
 
     async def info(self, args: dict[str, Any], out: Output) -> Any:
@@ -160,7 +160,7 @@ class DatabaseCommands:
             public = self._public(app, record)
             legacy = dataclasses.replace(public, host=LEGACY_HOST)
             if app.config().get("DATABASE_URL") in (public.url(), legacy.url()):
-                await set_config(app, {}, ["DATABASE_URL"])
+                await releasing.change_config(app, {}, ["DATABASE_URL"])
             await anyio.to_thread.run_sync(sockets.remove, app.dir.root)
         return {"database": record.name}
 

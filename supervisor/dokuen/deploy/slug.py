@@ -149,6 +149,8 @@ async def make_release(
         record = {
             "version": release.version,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "description": releases.deploy_description(commit),
+            "slug": release.name,
             "source": str(source),
             "commit": commit,
             "buildpacks": list(outcome.buildpacks),
