@@ -285,7 +285,7 @@ def exercise(daemon: Dokuen, apps_dir: Path) -> None:
     )
     daemon.ctl("restart", "blog")
     daemon.process.send_signal(signal.SIGHUP)
-    assert daemon.ctl("ps:scale", "blog", "nope=1", check=False).returncode == 1
+    assert daemon.ctl("ps:scale", "blog", "nope=1", check=False).returncode == 2
     assert daemon.ctl("status", "--json").returncode == 0
     rows = wait_for(lambda: daemon.running("blog", 1), "web.1 after all that")
     assert serves(rows[0]["port"])
