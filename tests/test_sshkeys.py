@@ -30,7 +30,7 @@ ENTRY = Entrypoint(Path("/usr/bin/dokuenctl"), Path("/var/lib/dokuen/dokuend.soc
 ALICE = AuthorizedKey("alice", PublicKey("ssh-ed25519", ED25519))
 ALICE_LINE = (
     'command="/usr/bin/dokuenctl --socket /var/lib/dokuen/dokuend.sock ssh-serve alice",'
-    f"restrict ssh-ed25519 {ED25519} alice"
+    f"restrict,pty ssh-ed25519 {ED25519} alice"
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from dokuen.apps.detached import DetachedRuns
 from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
@@ -18,12 +19,7 @@ from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir, write_envdir
 from dokuen.supervise.environment import process_environment
-from dokuen.supervise.formation import (
-    ProcessSpec,
-    expand,
-    in_procfile_order,
-    parse_scale,
-)
+from dokuen.supervise.formation import ProcessSpec, expand, in_procfile_order, parse_scale
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
 from dokuen.supervise.procfile import Procfile
 
@@ -45,6 +41,7 @@ class App:
         self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
         self._closed = False
         self.runs = 0  # one-off processes started, to number them run.N
+        self.detached = DetachedRuns(runtime.mux, runtime.clock)  # run:detached
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -57,6 +54,7 @@ class App:
         with self._scope:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
+                await task_group.start(self.detached.run)
                 task_status.started()
                 await anyio.sleep_forever()
 
@@ -110,7 +108,7 @@ class App:
     # -- views -----------------------------------------------------------------------
 
     def processes(self) -> list[dict[str, Any]]:
-        return [slot.info() for slot in self._ordered_slots()]
+        return [slot.info() for slot in self._ordered_slots()] + self.detached.rows()
 
     def summary(self) -> dict[str, Any]:
         release = releases.current_release(self.dir)

@@ -13,6 +13,7 @@ import anyio
 import structlog
 
 from dokuen.apps.app import App
+from dokuen.apps.attach import Attached
 from dokuen.control import cancel_when
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
@@ -204,11 +205,18 @@ async def _switch_to(app: App, release: releases.Release, verb: str, say: Say) -
         raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
 
 
-async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Awaitable[None]]) -> int:
+async def run_once(
+    app: App,
+    command: str,
+    say: Say,
+    hung_up: Callable[[], Awaitable[None]],
+    attach: Attached | None = None,
+) -> int:
     """A one-off process (``run.N``) in the current release and environment (a Procfile
     type's command when ``command`` starts with the type, ``Procfile.one_off``): its output
-    goes to ``say``, its exit status is returned (128+N for signal N, as a shell does).
-    If the requester hangs up, the process and its group are killed."""
+    goes to ``say`` (or its streams to ``attach``), its exit status is returned (128+N for
+    signal N, as a shell does). If the requester hangs up, the process and its group are
+    killed."""
     release = releases.current_release(app.dir)
     if release is None:
         raise NotFound(f"app {app.name!r} has no release yet (deploy it first)")
@@ -216,7 +224,7 @@ async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Await
         command = release.procfile().one_off(command)
     app.runs += 1
     spec = ProcessSpec(app.name, "run", app.runs, command)
-    return await _one_off(app, spec, release, say, hung_up)
+    return await _one_off(app, spec, release, say, hung_up, attach)
 
 
 async def _one_off(
@@ -225,6 +233,7 @@ async def _one_off(
     release: releases.Release,
     say: Say,
     hung_up: Callable[[], Awaitable[None]],
+    attach: Attached | None = None,
 ) -> int:
     """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
     port = app.runtime.ports.allocate()
@@ -233,7 +242,8 @@ async def _one_off(
     env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
     mux = app.runtime.mux
     try:
-        child = await app.runtime.spawner(spec.command, env, release.path)
+        spawner = app.runtime.spawner if attach is None else attach.spawner(app.runtime.spawner)
+        child = await spawner(spec.command, env, release.path)
         mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
         status = -signal.SIGKILL
         try:
@@ -244,10 +254,13 @@ async def _one_off(
                     child.signal_group(signal.SIGKILL)
 
                 tg.start_soon(watch)
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                while chunk := await child.read(1 << 16):
-                    await say(decoder.decode(chunk))
-                status = await child.wait()
+                if attach is not None:
+                    status = await attach.relay(child, spec)
+                else:
+                    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                    while chunk := await child.read(1 << 16):
+                        await say(decoder.decode(chunk))
+                    status = await child.wait()
                 tg.cancel_scope.cancel()
         finally:  # cancelled (a deadline, the daemon stopping): the command goes too
             with anyio.CancelScope(shield=True):
@@ -256,6 +269,8 @@ async def _one_off(
                 await child.aclose()
     finally:
         app.runtime.ports.release(port)
+        if attach is not None:
+            attach.close()
     mux.event(app.name, f"{spec.name} {describe_exit(status)}")
     return status if status >= 0 else 128 - status
 

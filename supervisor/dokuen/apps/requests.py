@@ -14,8 +14,9 @@ import structlog
 
 from dokuen.apps import releasing
 from dokuen.apps.app import App
+from dokuen.apps.runs import RunCommands
 from dokuen.apps.runtime import Runtime
-from dokuen.control import Command, Output, cancel_when, text_arg
+from dokuen.control import Command, Output, cancel_when, optional_arg, text_arg
 from dokuen.deploy import repo
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError
@@ -106,7 +107,7 @@ class AppCommands:
             "config:get": self.config_get,
             "config:set": self.config_set,
             "config:unset": self.config_unset,
-            "run": self.run_once,
+            **RunCommands(self.find, self._runtime).handlers(),
             "releases": self.releases,
             "releases:output": self.release_output,
             "rollback": self.rollback,
@@ -188,14 +189,6 @@ class AppCommands:
         await self._sync_proxy()
         return {"release": release, "url": app_url(app)}
 
-    async def run_once(self, args: dict[str, Any], out: Output) -> Any:
-        app = self.find(args)
-        command = text_arg(args, "line")
-        if not command.strip():
-            raise InvalidName("nothing to run (give a command, e.g. dokuenctl run blog env)")
-        say = _speaker(out, end="")
-        return {"status": await releasing.run_once(app, command, say, out.wait_closed)}
-
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return releasing.release_list(self.find(args))
 
@@ -229,15 +222,22 @@ class AppCommands:
 
     async def restart(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
-        target = args.get("target")
+        target = optional_arg(args, "target")
         if target is not None:
-            parse_process_name(text_arg(args, "target"))
+            process_type, index = parse_process_name(target)
+            if process_type == "run" and "run" not in app.dir.read_formation():
+                raise InvalidName(  # run.N: a one-off, not a Procfile type called 'run'
+                    f"detached runs do not restart; stop one with: dokuenctl ps:stop "
+                    f"{app.name} run.{index or 'N'}, and start another with run:detached"
+                )
         names = await app.restart(target)
         await self._sync_proxy()
         return names
 
     async def stop(self, args: dict[str, Any], out: Output) -> Any:
-        await self.find(args).stop()
+        app = self.find(args)
+        await app.detached.stop()  # run:detached processes stop with the app
+        await app.stop()
         await self._sync_proxy()
         return None
 

@@ -3,7 +3,10 @@
 Each key dokuen manages is one line that ties it to the forced command ``dokuenctl ...
 ssh-serve NAME`` (command.py says what that allows):
 
-    command="/bin/dokuenctl --socket /d/dokuend.sock ssh-serve al",restrict ssh-ed25519 AAAA... al
+    command="/bin/dokuenctl --socket /d/dok.sock ssh-serve al",restrict,pty ssh-ed25519 AAAA... al
+
+(``restrict`` takes every forwarding away; ``pty`` gives back a terminal when the client
+asks for one, for ``ssh -t dokuen@HOST dokuenctl run APP bash``.)
 
 Parsing and rendering are pure; ``fingerprint_with_ssh_keygen`` and ``load``/``save`` at the
 bottom are the only I/O. Lines someone else wrote into the file are kept as they are.
@@ -40,7 +43,7 @@ HEADER = (
     "# Lines it did not write are kept as they are.\n"
 )
 _MANAGED = re.compile(
-    r'command="(?P<command>[^"]*)",restrict (?P<type>\S+) (?P<blob>\S+) (?P<name>\S+)'
+    r'command="(?P<command>[^"]*)",restrict(?:,pty)? (?P<type>\S+) (?P<blob>\S+) (?P<name>\S+)'
 )
 
 
@@ -145,7 +148,7 @@ def _wire_type(blob: str) -> str | None:
 def render_line(entrypoint: Entrypoint, key: AuthorizedKey) -> str:
     """One managed line: the key, restricted to its forced command."""
     command = entrypoint.command("ssh-serve", check_ssh_key_name(key.name))
-    return f'command="{command}",restrict {key.key.type} {key.key.blob} {key.name}'
+    return f'command="{command}",restrict,pty {key.key.type} {key.key.blob} {key.name}'
 
 
 def parse(text: str) -> AuthorizedKeys:

@@ -16,5 +16,6 @@ __all__ = [
     "reaper",
     "restart",
     "spawn",
+    "terminal",
 ]
 DEPENDS_ON: tuple[str, ...] = ()

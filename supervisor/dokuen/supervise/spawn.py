@@ -21,13 +21,14 @@ import anyio.abc
 import psutil
 
 from dokuen.supervise import reaper
+from dokuen.supervise.terminal import NO_INPUT, Stdio
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
 # stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
 _COMPOUND = re.compile(r"[;&|<>()`\n]")
 _NOT_A_PROGRAM = re.compile(
-    r"\s*(?:[A-Za-z_][A-Za-z0-9_]*=|(?:exec|if|for|while|until|case|function|cd|export|set"
+    r"\s*(?:[A-Za-z_][A-Za-z0-9_]*=|(?:exec|exit|if|for|while|until|case|function|cd|export|set"
     r"|trap|ulimit|umask|source|eval|\.|\{|!|\[\[)(?:\s|$))"
 )
 
@@ -108,14 +109,14 @@ class PidfdChild(_OsChild):
 
     def __init__(self, process: "subprocess.Popen[bytes]", spawner: "OsSpawner") -> None:
         super().__init__(process.pid, spawner)
-        assert process.stdout is not None
         self._process = process
-        self._output = process.stdout
-        os.set_blocking(self._output.fileno(), False)
+        self._output = process.stdout  # None when the output went elsewhere (Stdio)
+        if self._output is not None:
+            os.set_blocking(self._output.fileno(), False)
         self._pidfd = os.pidfd_open(process.pid)
 
     async def read(self, max_bytes: int) -> bytes:
-        if self._output.closed:
+        if self._output is None or self._output.closed:
             return b""
         fd = self._output.fileno()
         while True:
@@ -141,7 +142,8 @@ class PidfdChild(_OsChild):
         return self._process.returncode
 
     async def aclose(self) -> None:
-        self._output.close()
+        if self._output is not None:
+            self._output.close()
 
 
 class LoopChild(_OsChild):
@@ -152,7 +154,8 @@ class LoopChild(_OsChild):
         self._process = process
 
     async def read(self, max_bytes: int) -> bytes:
-        assert self._process.stdout is not None
+        if self._process.stdout is None:  # the output went elsewhere (Stdio)
+            return b""
         try:
             return await self._process.stdout.receive(max_bytes)
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -197,26 +200,35 @@ class OsSpawner:
         *,
         user: int | None = None,
         profile: bool = True,
+        stdio: Stdio = NO_INPUT,
     ) -> "PidfdChild | LoopChild":
         """Start ``command``; with ``profile``, after what the release's buildpacks left to
         source (``with_profile``); as uid ``user`` (gid the same number, no other groups)."""
         argv = ["/bin/sh", "-c", with_profile(command, cwd) if profile else exec_form(command)]
-        return await self.exec(argv, env, cwd, user=user)
+        return await self.exec(argv, env, cwd, user=user, stdio=stdio)
 
     async def exec(
-        self, argv: list[str], env: Mapping[str, str], cwd: Path, *, user: str | int | None = None
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        user: str | int | None = None,
+        stdio: Stdio = NO_INPUT,
     ) -> "PidfdChild | LoopChild":
         """Start the program ``argv`` itself, no shell between (what it is given, names and
         all, is never parsed by one); the rest as for a command. ``user`` is a user name
-        (with its own group) or a uid (with the gid of the same number), no other groups."""
+        (with its own group) or a uid (with the gid of the same number), no other groups.
+        ``stdio``: its streams (terminal.py; by default /dev/null in, one pipe out)."""
         group = user if not isinstance(user, str) else pwd.getpwnam(user).pw_gid
+        argv = stdio.argv(argv)  # with a terminal, setsid --ctty makes the new session
         options = _Options(
             env=dict(env),
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            stdin=stdio.stdin,
+            stdout=stdio.output,
+            stderr=subprocess.STDOUT if stdio.output == subprocess.PIPE else stdio.output,
+            start_new_session=not stdio.terminal,
             user=user,
             group=group,
             extra_groups=None if user is None else [],
