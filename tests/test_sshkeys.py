@@ -15,6 +15,7 @@ from dokuen.ssh.keys import (
     fingerprint_with_ssh_keygen,
     parse,
     parse_public_key,
+    refresh,
     render,
     render_line,
 )
@@ -150,3 +151,17 @@ def test_duplicate_names_and_keys_are_refused() -> None:
         foreign.add(ALICE)
     with pytest.raises(NotFound, match=r"^no ssh key named 'alic'; did you mean 'alice'"):
         keys.remove("alic")
+
+
+def test_a_line_from_before_terminals_is_still_ours_and_is_written_with_pty(
+    tmp_path: Path,
+) -> None:
+    """Lines written as `restrict` alone (no terminal for `ssh -t ... run APP bash`) are
+    read as managed keys and rewritten with `restrict,pty` when dokuend starts."""
+    old = ALICE_LINE.replace(",restrict,pty ", ",restrict ")
+    assert parse(old) == AuthorizedKeys((ALICE,))
+    path = tmp_path / "authorized_keys"
+    path.write_text(HEADER + old + "\n")
+    assert refresh(path, ENTRY)
+    assert path.read_text() == HEADER + ALICE_LINE + "\n"
+    assert not refresh(path, ENTRY)

@@ -80,7 +80,8 @@ class Terminal:
 
     def local_modes(self) -> int:
         """The terminal's local modes (ECHO, ICANON, ...), as its program left them."""
-        return termios.tcgetattr(self.fd)[3]
+        modes: int = termios.tcgetattr(self.fd)[3]
+        return modes
 
     def close(self) -> None:
         if self.status is None:

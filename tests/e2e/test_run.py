@@ -5,6 +5,7 @@ vanishes, ``run:detached``, and the protocol's older and broken clients."""
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from tests.e2e.conftest import BIN, Dokuen, leftover_processes, wait_for, write_app
+from tests.e2e.sshd import Sshd, keygen, running_sshd
 from tests.e2e.terminal import Terminal
 
 WEB = "web: python3 envserver.py\n"
@@ -256,3 +258,38 @@ def psutil_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.fixture
+def authorized(blog: Dokuen, tmp_path: Path) -> Iterator[Sshd]:
+    """A real sshd reading dokuend's authorized_keys, with the client's key added."""
+    keys = blog.home / ".ssh" / "authorized_keys"
+    with running_sshd(tmp_path / "sshd", keys) as server:
+        blog.ctl("ssh-keys:add", "dev@laptop", str(keygen(server.client_key)))
+        yield server
+
+
+def test_the_same_session_over_ssh_with_a_terminal(
+    blog: Dokuen, authorized: Sshd, terminals: list[Terminal]
+) -> None:
+    """ssh -tt dokuen@HOST dokuenctl run APP bash: sshd's pty is dokuenctl's terminal."""
+    ssh = str(Path(shutil.which("ssh") or "/usr/bin/ssh"))
+    argv = [ssh, *authorized.ssh_argv[1:], "-tt", f"{authorized.user}@127.0.0.1"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "xterm-256color"}
+    shell = Terminal([*argv, "dokuenctl run blog bash --norc --noprofile"], env, 30, 100)
+    terminals.append(shell)
+    shell.type(b"PS1='$ '; echo $((6*7)) $TERM; stty size\r")
+    shell.expect(b"42 xterm-256color\r\n")
+    shell.expect(b"30 100\r\n")
+    shell.resize(40, 120)  # ssh sends it on, sshd resizes its pty, dokuenctl follows
+    shell.type(b"stty size\r")
+    shell.expect(b"40 120\r\n")
+    marker = f"sleep 11{os.getpid() % 1000 + 3000}"
+    shell.type(f"{marker}\r".encode())
+    wait_for(lambda: leftover_processes(marker), "the sleep to start")
+    shell.type(b"\x03")
+    wait_for(lambda: not leftover_processes(marker), "Ctrl-C to end the sleep")
+    shell.type(b"echo still-$((2+2))\r")
+    shell.expect(b"still-4\r\n")
+    shell.type(b"exit 3\r")
+    assert shell.wait() == 3
