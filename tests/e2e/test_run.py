@@ -238,6 +238,12 @@ def test_run_detached_logs_as_run_n_shows_in_ps_and_stops_with_the_app(blog: Dok
     assert "blog[dokuen]: run.1 stopped (killed by SIGTERM)" in blog.log()
     gone = blog.ctl("ps:stop", "blog", "run.1", check=False)
     assert (gone.returncode, gone.stderr) == (1, "error: no detached run named 'run.1'\n")
+    # One that runs when the app is destroyed goes with it.
+    blog.ctl("start", "blog")
+    blog.ctl("run:detached", "blog", "sleep", "302")
+    (last,) = [r for r in blog.ps("blog") if r["name"] == "run.3"]
+    blog.ctl("apps:destroy", "blog", "--confirm", "blog")
+    assert not psutil_alive(last["pid"])
 
 
 def test_a_detached_run_that_ends_leaves_ps_and_is_not_restarted(blog: Dokuen) -> None:

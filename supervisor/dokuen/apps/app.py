@@ -67,6 +67,7 @@ class App:
         async with self.exclusive():
             self._closed = True
             await self._stop_slots(list(self._slots.values()))
+        await self.detached.stop()  # gone before the app's files go
         self._scope.cancel()
 
     @contextlib.asynccontextmanager
