@@ -2,6 +2,7 @@
 the password never shows in a repr or an error."""
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from dokuen.conninfo import ConnInfo, parse_url
 from dokuen.errors import SettingsError
@@ -77,4 +78,40 @@ def test_another_login_on_the_same_server() -> None:
     no_password = ConnInfo("h", 1, "u", "d")
     assert "PGPASSWORD" not in no_password.environ()
     assert no_password.shown() == "postgres://u@h:1/d"
-    assert ConnInfo("/run/pg", 5432, "u", "d").url() == "postgres://u@%2Frun%2Fpg:5432/d"
+    assert ConnInfo("/run/pg", 5432, "u", "d").url() == "postgresql://u@/d?host=/run/pg&port=5432"
+
+
+def test_a_unix_socket_goes_in_the_query_with_no_host_or_port_before_the_database() -> None:
+    """The shape an app's DATABASE_URL has on the managed cluster: no TCP host at all."""
+    info = ConnInfo(
+        "/var/lib/dokuen/apps/blog/run/postgresql", 5433, "app_blog", "app_blog", "p@ss"
+    )
+    url = info.url()
+    assert url == (
+        "postgresql://app_blog:p%40ss@/app_blog"
+        "?host=/var/lib/dokuen/apps/blog/run/postgresql&port=5433"
+    )
+    assert parse_url(url) == info
+    assert info.shown() == url.replace(":p%40ss@", ":****@")
+    # What libpq makes of it is what psycopg, psql and pg_dump use.
+    assert conninfo_to_dict(url) == {
+        "user": "app_blog",
+        "password": "p@ss",
+        "dbname": "app_blog",
+        "host": "/var/lib/dokuen/apps/blog/run/postgresql",
+        "port": "5433",
+    }
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://admin:hunter2@db.example/db?host=/elsewhere",  # two hosts
+        "postgres://admin:hunter2@/db?host=relative/dir",
+        "postgres://admin:hunter2@/db?host=/dir&port=http",
+    ],
+)
+def test_socket_parameters_only_where_they_say_one_thing(url: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        parse_url(url)
+    assert "hunter2" not in str(info.value)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dokuen.errors import UnsafeFile
 from dokuen.supervise.environment import process_environment, read_dotenv
 from dokuen.supervise.formation import ProcessSpec
 
@@ -140,6 +141,24 @@ def test_read_dotenv_missing(tmp_path: Path) -> None:
     assert read_dotenv(tmp_path) == {}
 
 
-def test_read_dotenv_directory_is_not_a_file(tmp_path: Path) -> None:
+def test_read_dotenv_refuses_a_directory(tmp_path: Path) -> None:
     (tmp_path / ".env").mkdir()
-    assert read_dotenv(tmp_path) == {}
+    with pytest.raises(UnsafeFile) as info:
+        read_dotenv(tmp_path)
+    assert str(info.value) == ".env is a directory, not a regular file; make it a regular file"
+
+
+@pytest.mark.parametrize("target", ["/etc/shadow", "../secret.env", "nowhere"])
+def test_read_dotenv_refuses_a_link_and_never_reads_its_target(tmp_path: Path, target: str) -> None:
+    (tmp_path / "secret.env").write_text("SECRET=hunter2\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / ".env").symlink_to(target)
+    with pytest.raises(UnsafeFile) as info:
+        read_dotenv(tmp_path / "app")
+    assert str(info.value) == f".env is a symbolic link (to {target}); commit the file itself"
+
+
+def test_read_dotenv_not_utf8_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"A=1\nB=caf\xe9\n")
+    with pytest.raises(UnsafeFile, match=r"^\.env:2: cannot read it as UTF-8 text"):
+        read_dotenv(tmp_path)

@@ -1,10 +1,15 @@
 """The health probe against real sockets: a TCP connect, or an HTTP GET and its status."""
 
+import os
+import subprocess
+import time
+
 import anyio
 import anyio.abc
 import pytest
 
-from dokuen.supervise.health import probe
+from dokuen.supervise.health import HealthCheck, probe, serving
+from tests.test_listeners import free_port, listening
 
 pytestmark = pytest.mark.anyio
 
@@ -49,3 +54,33 @@ async def test_nothing_listening_is_not_healthy() -> None:
     await listener.aclose()
     assert await probe(port, None) is False
     assert await probe(port, "/health") is False
+
+
+async def test_serving_passes_on_the_process_own_listener() -> None:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    async with listener:
+        assert await serving(HealthCheck(None, 10), port, os.getpid(), "web.1") is None
+
+
+async def test_serving_fails_at_once_when_another_process_holds_the_port() -> None:
+    port = free_port()
+    holder = listening(port)
+    app = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        began = time.monotonic()
+        reason = await serving(HealthCheck(None, 30), port, app.pid, "web.1")
+        assert reason == f"port {port} is held by pid {holder.pid} (not web.1's)"
+        assert time.monotonic() - began < 10  # not after the boot timeout
+    finally:
+        for process in (holder, app):
+            process.kill()
+            process.wait()
+        assert holder.stdout is not None
+        holder.stdout.close()
+
+
+async def test_serving_gives_up_after_the_boot_timeout() -> None:
+    port = free_port()
+    reason = await serving(HealthCheck("/health", 0.3), port, os.getpid(), "web.1")
+    assert reason == f"did not answer GET /health on port {port} within 0.3s"

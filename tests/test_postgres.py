@@ -88,7 +88,7 @@ async def test_what_each_mode_answers_without_a_server(tmp_path: Path) -> None:
     assert external.status() == {"mode": "external", "problem": None, "server": "db.example:6543"}
     admin = await external.admin()
     assert (admin.user, admin.password, admin.dbname) == ("admin", "hunter2", "postgres")
-    app = external.public("app_blog", "pw", "app_blog")
+    app = external.public("app_blog", "pw", "app_blog", tmp_path / "apps" / "blog")
     assert app.url() == "postgres://app_blog:pw@db.example:6543/app_blog?sslmode=require"
     with pytest.raises(PostgresUnavailable, match=r"apt install postgresql-client\)"):
         external.tool("pg_dump")

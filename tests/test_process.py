@@ -9,6 +9,7 @@ import anyio
 import psutil
 import pytest
 
+from dokuen.isolate.cgroups import Group
 from dokuen.settings import PortRange
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.logmux import LogMux
@@ -74,7 +75,9 @@ class FakeSpawner:
         self.envs: list[dict[str, str]] = []
         self.spawned = anyio.Event()
 
-    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> FakeChild:
+    async def __call__(
+        self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+    ) -> FakeChild:
         child = FakeChild(
             1000 + len(self.children), self.output, self.exit_status, self.ignore_term
         )
@@ -221,7 +224,9 @@ async def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(tmp_p
 
 async def test_a_first_spawn_failure_reaches_the_caller(tmp_path: Path) -> None:
     class BrokenSpawner(FakeSpawner):
-        async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Any:
+        async def __call__(
+            self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+        ) -> Any:
             raise FileNotFoundError("/bin/sh")
 
     slot, mux = make_slot(tmp_path, BrokenSpawner(), FakeClock())

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.errors import ProcfileError
+from dokuen.errors import ProcfileError, UnsafeFile
 from dokuen.supervise.procfile import Procfile, parse_procfile, read_procfile
 
 
@@ -178,8 +178,9 @@ def test_read_procfile_not_utf8(tmp_path: Path) -> None:
 
 def test_read_procfile_directory(tmp_path: Path) -> None:
     (tmp_path / "Procfile").mkdir()
-    with pytest.raises(ProcfileError, match="cannot read it"):
+    with pytest.raises(UnsafeFile) as info:
         read_procfile(tmp_path)
+    assert str(info.value) == "Procfile is a directory, not a regular file; make it a regular file"
 
 
 @pytest.mark.parametrize(
@@ -198,3 +199,13 @@ def test_read_procfile_directory(tmp_path: Path) -> None:
 def test_run_of_a_process_type_runs_its_command(line: str, command: str) -> None:
     procfile = parse_procfile("web: gunicorn app:app\nworker: python worker.py\n")
     assert procfile.one_off(line) == command
+
+
+def test_read_procfile_refuses_a_link_and_never_reads_its_target(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("root: cat /etc/shadow\n")  # a valid Procfile, were it followed
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Procfile").symlink_to(secret)
+    with pytest.raises(UnsafeFile) as info:
+        read_procfile(tmp_path / "app")
+    assert str(info.value) == f"Procfile is a symbolic link (to {secret}); commit the file itself"

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from dokuen.errors import InvalidName, Refused
-from dokuen.ssh.command import Ctl, ReceivePack, parse_ssh_command
+from dokuen.ssh.command import HIDDEN, Ctl, ReceivePack, parse_ssh_command
 
 
 @pytest.mark.parametrize(
@@ -46,6 +46,9 @@ def test_allowed(asked: str, expected: ReceivePack | Ctl) -> None:
         pytest.param("dokuenctl --home /etc apps", "dokuenctl options before", id="home"),
         pytest.param("dokuenctl git-hook", "dokuenctl git-hook is run by git", id="hook"),
         pytest.param("dokuenctl ssh-serve bob", "dokuenctl ssh-serve is run by", id="serve"),
+        pytest.param("dokuenctl git-post-receive", "git-post-receive is run by", id="post"),
+        pytest.param("dokuenctl --socket=/tmp/x apps", "dokuenctl options before", id="socket="),
+        pytest.param("dokuenctl --home=/etc apps", "dokuenctl options before", id="home="),
         pytest.param("dokuenctl 'apps", "cannot read the command", id="unbalanced"),
         pytest.param("/usr/bin/dokuenctl apps", "this ssh key cannot run", id="abs-path"),
     ],
@@ -61,3 +64,10 @@ def test_refused(asked: str, message: str) -> None:
 def test_a_push_to_a_path_that_is_not_an_app_name_is_refused(path: str) -> None:
     with pytest.raises(InvalidName, match=r"^invalid app name "):
         parse_ssh_command(f"git-receive-pack '{path}'")
+
+
+def test_every_hidden_dokuenctl_command_is_refused_to_ssh_keys() -> None:
+    from dokuen.cli.dokuenctl import main  # noqa: PLC0415
+
+    hidden = {name for name, command in main.commands.items() if command.hidden}
+    assert hidden == HIDDEN

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from dokuen.entrypoint import Entrypoint
-from dokuen.errors import Conflict, InvalidKey, NotFound, SettingsError
+from dokuen.errors import Conflict, InvalidKey, InvalidName, NotFound, SettingsError
 from dokuen.ssh.keys import (
     HEADER,
     AuthorizedKey,
@@ -151,6 +151,52 @@ def test_duplicate_names_and_keys_are_refused() -> None:
         foreign.add(ALICE)
     with pytest.raises(NotFound, match=r"^no ssh key named 'alic'; did you mean 'alice'"):
         keys.remove("alic")
+
+
+CI = AuthorizedKey("ci", PublicKey("ecdsa-sha2-nistp256", ECDSA), ("blog", "notes"))
+CI_LINE = (
+    'command="/usr/bin/dokuenctl --socket /var/lib/dokuen/dokuend.sock ssh-serve ci '
+    f'--app blog --app notes",restrict,pty ecdsa-sha2-nistp256 {ECDSA} ci'
+)
+
+
+def test_a_scoped_key_carries_its_apps_in_its_forced_command() -> None:
+    assert render_line(ENTRY, CI) == CI_LINE
+    # Given in any order, twice: written once each, sorted.
+    shuffled = AuthorizedKey("ci", CI.key, ("notes", "blog", "notes"))
+    assert render_line(ENTRY, shuffled) == CI_LINE
+    assert parse(CI_LINE) == AuthorizedKeys((CI,))
+    assert parse(render(ENTRY, AuthorizedKeys((ALICE, CI)))) == AuthorizedKeys((ALICE, CI))
+    assert CI.info()["apps"] == ["blog", "notes"]
+    assert ALICE.info()["apps"] == []
+
+
+def test_a_line_of_0_1_is_an_admin_key() -> None:
+    (key,) = parse(ALICE_LINE).keys
+    assert key == ALICE
+    assert key.apps == ()
+
+
+def test_a_scoped_app_that_is_not_an_app_name_is_never_written() -> None:
+    with pytest.raises(InvalidName, match=r"^invalid app name 'Blog\"'"):
+        render_line(ENTRY, AuthorizedKey("ci", CI.key, ('Blog"',)))
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "ssh-serve ci --app",  # an option without its app
+        "ssh-serve ci --app Blog",  # not an app name
+        "ssh-serve ci --apps blog",  # another option
+        "ssh-serve ci blog",  # a bare word
+        "ssh-serve ci --app blog --app",
+        "ssh-serve bob --app blog",  # another key's name
+    ],
+)
+def test_a_line_with_a_scope_dokuen_never_writes_is_kept_as_it_is(tail: str) -> None:
+    command = f"/usr/bin/dokuenctl --socket /s {tail}"
+    line = f'command="{command}",restrict ecdsa-sha2-nistp256 {ECDSA} ci'
+    assert parse(line) == AuthorizedKeys((), (line,))
 
 
 def test_a_line_from_before_terminals_is_still_ours_and_is_written_with_pty(

@@ -1,122 +1,73 @@
-"""The streams of an attached child (supervise/terminal.py): what a client may ask for, and
-real children on real pipes and a real pty through OsSpawner."""
+"""What a terminal is shown of text that apps control: a table of inputs and what prints."""
 
-import os
-import stat
-from pathlib import Path
-
-import anyio
 import pytest
 
-from dokuen.errors import ProtocolError
-from dokuen.supervise.spawn import OsSpawner
-from dokuen.supervise.terminal import Streams, WindowSize, check_term
-
-pytestmark = pytest.mark.anyio
-ENV = {"PATH": "/usr/bin:/bin"}
+from dokuen.cli.terminal import one_line, printable
 
 
 @pytest.mark.parametrize(
-    "value", [[24, 80], [0, 0], [10_000, 10_000]], ids=["usual", "zero", "largest"]
+    ("text", "shown"),
+    [
+        ("hello, world", "hello, world"),
+        ("tab\tand\nnewline\n", "tab\tand\nnewline\n"),
+        ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),
+        ("\x1b]0;pwned\x07title", "\\x1b]0;pwned\\x07title"),  # OSC: set the window title
+        ("\x1b[2J", "\\x1b[2J"),  # clear the screen
+        ("bar\rfoo", "bar\\x0dfoo"),  # overwrite what the line showed
+        ("back\x08space", "back\\x08space"),
+        ("nul\x00", "nul\\x00"),
+        ("del\x7f", "del\\x7f"),
+        ("\x9b31mC1 CSI\x9d", "\\x9b31mC1 CSI\\x9d"),  # one-byte CSI and OSC
+        ("\x80\x9f", "\\x80\\x9f"),
+        ("\u202egnp.exe", "\\u202egnp.exe"),  # right-to-left override
+        ("\u202a\u202b\u202c\u202d", "\\u202a\\u202b\\u202c\\u202d"),
+        ("\u2066\u2067\u2068\u2069", "\\u2066\\u2067\\u2068\\u2069"),  # isolates
+        ("line\u2028sep\u2029para", "line\\u2028sep\\u2029para"),
+        ("[bold]x[/bold] [/bold]", "[bold]x[/bold] [/bold]"),  # rich's business, not ours
+        ("café ☕ 日本 \u00a0nbsp \u200bzwsp", "café ☕ 日本 \u00a0nbsp \u200bzwsp"),
+        ("a\\x1b stays", "a\\x1b stays"),
+        ("", ""),
+    ],
 )
-def test_window_sizes_a_client_may_send(value: list[int]) -> None:
-    assert WindowSize.parse(value) == WindowSize(value[0], value[1])
+def test_printable_escapes_controls_and_keeps_text_tabs_and_newlines(text: str, shown: str) -> None:
+    assert printable(text) == shown
 
 
 @pytest.mark.parametrize(
-    "value",
-    [[24], [24, 80, 1], [-1, 80], [24, 10_001], ["24", "80"], [24.0, 80], [True, 80], None],
+    ("text", "shown"),
+    [
+        ("web.1", "web.1"),
+        ("two\nlines", "two\\x0alines"),
+        ("a\tb", "a\\x09b"),
+        ("\x1b[5;31m\u202e", "\\x1b[5;31m\\u202e"),
+    ],
 )
-def test_window_sizes_that_are_refused(value: object) -> None:
-    with pytest.raises(ProtocolError, match=r"^a window size must be \[rows, cols\]"):
-        WindowSize.parse(value)
+def test_one_line_escapes_tabs_and_newlines_too(text: str, shown: str) -> None:
+    assert one_line(text) == shown
 
 
-@pytest.mark.parametrize("term", ["xterm-256color", "screen.xterm-256color", "vt100", "rxvt+x"])
-def test_terminal_types_passed_through(term: str) -> None:
-    assert check_term(term) == term
+def test_no_character_it_lets_through_is_a_control_or_a_bidi_override() -> None:
+    everything = "".join(chr(code) for code in range(0x3000))
+    for shown in (printable(everything), one_line(everything)):
+        for char in shown:
+            code = ord(char)
+            assert char in "\t\n" or not (
+                code < 0x20
+                or 0x7F <= code <= 0x9F
+                or 0x202A <= code <= 0x202E
+                or 0x2066 <= code <= 0x2069
+                or code in (0x2028, 0x2029)
+            ), hex(code)
+    assert "\t" not in one_line(everything)
+    assert "\n" not in one_line(everything)
 
 
-@pytest.mark.parametrize("term", ["", "xterm\n", "x" * 65, "../../x", "-x", "a b", 7, None])
-def test_terminal_types_that_are_refused(term: object) -> None:
-    with pytest.raises(ProtocolError, match="'term' must be a terminal type"):
-        check_term(term)
+def test_an_error_message_is_printed_made_safe(capsys: pytest.CaptureFixture[str]) -> None:
+    from dokuen.cli.dokuenctl import fail  # noqa: PLC0415
 
-
-async def read_all(streams: Streams) -> bytes:
-    chunks = []
-    while chunk := await streams.read(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def test_pipes_carry_stdin_to_its_end_and_every_byte_back(tmp_path: Path) -> None:
-    streams = Streams(None)
-    try:
-        child = await OsSpawner()("cat; echo end", ENV, tmp_path, stdio=streams.stdio)
-        streams.spawned()
-        data = bytes(range(256)) * 1024
-        with anyio.fail_after(10):
-
-            async def feed() -> None:
-                await streams.write(data)  # more than a pipe holds: cat must read as we go
-                await streams.end_input()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(feed)
-                output = await read_all(streams)
-            assert await child.wait() == 0
-        # The whole copy came back before "end": EOF reached cat only after all of it.
-        assert output == data + b"end\n"
-    finally:
-        streams.close()
-
-
-async def test_a_pty_is_the_childs_controlling_terminal_in_its_own_session(
-    tmp_path: Path,
-) -> None:
-    streams = Streams(WindowSize(30, 90))
-    try:
-        script = 'stty size; ps -o sid=,tty= -p $$; [ "$(ps -o pgid= -p $$)" -eq $$ ] && echo lead'
-        child = await OsSpawner()(script, ENV, tmp_path, stdio=streams.stdio)
-        streams.spawned()
-        with anyio.fail_after(10):
-            output = (await read_all(streams)).decode()
-            assert await child.wait() == 0
-    finally:
-        streams.close()
-    lines = output.split("\r\n")
-    assert lines[0] == "30 90"
-    sid, tty = lines[1].split()
-    assert int(sid) == child.pid  # a session of its own, led by the child itself
-    assert tty.startswith("pts/")  # ...whose controlling terminal is the pty
-    assert lines[2] == "lead"  # and its own process group, which a stop signals
-
-
-async def test_a_resize_reaches_the_child_as_sigwinch(tmp_path: Path) -> None:
-    streams = Streams(WindowSize(24, 80))
-    try:
-        script = "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done"
-        child = await OsSpawner()(script, ENV, tmp_path, stdio=streams.stdio)
-        streams.spawned()
-        with anyio.fail_after(10):
-            seen = b""
-            while b"ready" not in seen:
-                seen += await streams.read(1024)
-            streams.resize(WindowSize(50, 132))
-            seen += await read_all(streams)
-            assert await child.wait() == 0
-        assert b"50 132" in seen
-    finally:
-        streams.close()
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives a terminal to another uid")
-def test_the_terminal_is_given_to_the_apps_uid() -> None:
-    streams = Streams(WindowSize(24, 80))
-    try:
-        streams.give_to(4242)
-        slave = os.fstat(streams.stdio.stdin)
-        assert (slave.st_uid, stat.S_IMODE(slave.st_mode)) == (4242, 0o620)
-    finally:
-        streams.close()
+    with pytest.raises(SystemExit) as exited:
+        fail("release failed: \x1b]0;pwned\x07\u202egnp.exe\nsecond line")
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: release failed: \\x1b]0;pwned\\x07\\u202egnp.exe\nsecond line\n"
+    )

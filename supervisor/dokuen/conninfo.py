@@ -3,6 +3,10 @@
 environment variables, never argv: a password there shows in ``ps``) and to apps
 (``DATABASE_URL``).
 
+A host that starts with ``/`` is the directory of a unix socket; its URL names it in the
+query, ``postgresql://USER:PASSWORD@/DATABASE?host=/DIR&port=PORT``, the form libpq (and
+so psycopg, psql, Ruby's pg), dj-database-url, SQLAlchemy and node-postgres all read.
+
 Passwords are secrets: ``repr`` leaves them out and no error message quotes a URL.
 """
 
@@ -20,7 +24,7 @@ EXTRA_PARAMETERS = {
     "sslkey": "PGSSLKEY",
     "connect_timeout": "PGCONNECT_TIMEOUT",
 }
-_SHAPE = "postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+_SHAPE = "postgres://USER:PASSWORD@HOST:PORT/DATABASE (or @/DATABASE?host=/SOCKET/DIR)"
 
 
 @dataclass(frozen=True)
@@ -70,15 +74,18 @@ class ConnInfo:
         return found
 
     def url(self) -> str:
-        """``postgres://USER:PASSWORD@HOST:PORT/DB`` (what apps get as DATABASE_URL)."""
+        """``postgres://USER:PASSWORD@HOST:PORT/DB`` (what apps get as DATABASE_URL);
+        ``postgresql://USER:PASSWORD@/DB?host=DIR&port=PORT`` for a unix socket's DIR."""
         credentials = quote(self.user, safe="")
         if self.password:
             credentials += ":" + quote(self.password, safe="")
-        host = quote(self.host, safe="") if self.host.startswith("/") else self.host
-        if ":" in host:  # an IPv6 address
-            host = f"[{host}]"
+        dbname = quote(self.dbname, safe="")
+        if self.host.startswith("/"):
+            query = urlencode([("host", self.host), ("port", self.port), *self.extra], safe="/")
+            return f"postgresql://{credentials}@/{dbname}?{query}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         query = f"?{urlencode(self.extra)}" if self.extra else ""
-        return f"postgres://{credentials}@{host}:{self.port}/{quote(self.dbname, safe='')}{query}"
+        return f"postgres://{credentials}@{host}:{self.port}/{dbname}{query}"
 
     def shown(self) -> str:
         """The URL with the password hidden, for people and logs."""
@@ -105,16 +112,25 @@ def parse_url(url: str, name: str = "DOKUEN_POSTGRES_URL") -> ConnInfo:
         port = parts.port or DEFAULT_PORT
     except ValueError:
         raise SettingsError(f"{name} has a port that is not a number (want {_SHAPE})") from None
-    if not parts.hostname or not parts.username:
-        raise SettingsError(f"{name} needs a user and a host: {_SHAPE}")
+    host = unquote(parts.hostname or "")
     extra = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key not in EXTRA_PARAMETERS:
+        if key == "host" and not host and value.startswith("/"):
+            host = value
+        elif key == "port" and not parts.port and value.isdigit() and 0 < int(value) < 65536:
+            port = int(value)
+        elif key in EXTRA_PARAMETERS:
+            extra.append((key, value))
+        else:
             known = ", ".join(EXTRA_PARAMETERS)
-            raise SettingsError(f"{name}: unknown parameter {key!r} (known: {known})")
-        extra.append((key, value))
+            raise SettingsError(
+                f"{name}: unknown parameter {key!r} (known: {known}; host=/DIR and port=N "
+                "only for a unix socket, with no host before the database)"
+            )
+    if not host or not parts.username:
+        raise SettingsError(f"{name} needs a user and a host: {_SHAPE}")
     return ConnInfo(
-        host=unquote(parts.hostname),
+        host=host,
         port=port,
         user=unquote(parts.username),
         dbname=unquote(parts.path.lstrip("/")) or "postgres",

@@ -29,9 +29,10 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError
+from dokuen.isolate.hierarchy import discover, off
 from dokuen.names import not_found
-from dokuen.proxy.driver import NGINX_APP, NginxProxy, find_nginx
-from dokuen.proxy.nginx import Managed, Site, listen_directive
+from dokuen.proxy.driver import NGINX_APP, make_proxy
+from dokuen.proxy.nginx import Site
 from dokuen.service.account import socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
@@ -79,8 +80,11 @@ class Daemon:
             builder=Builder(spawner) if isinstance(spawner, OsSpawner) else None,
         )
         self.apps: dict[str, App] = {}
+        self._cgroups_off: str | None = "not looked for yet"  # why there are none
         self.started = time.time()
-        self.proxy, self.proxy_problem = self._make_proxy(spawner)
+        self.proxy, self.proxy_problem = make_proxy(
+            settings, spawner, self._sites, self.runtime.mux
+        )
         if self.proxy is not None:
             self.runtime = dataclasses.replace(
                 self.runtime,
@@ -120,26 +124,6 @@ class Daemon:
         for wing in (self.app_requests, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
 
-    def _make_proxy(self, spawner: Spawner) -> tuple[NginxProxy | None, str | None]:
-        """The managed nginx, or None (with the reason when nginx was asked for)."""
-        settings = self.settings
-        if settings.nginx == "off":
-            return None, None
-        binary = settings.nginx_binary or find_nginx()
-        if binary is not None and not os.access(binary, os.X_OK):
-            binary = None
-        if binary is None or not isinstance(spawner, OsSpawner):
-            if settings.nginx == "auto":
-                return None, None
-            problem = "nginx is not installed (apt install nginx); running with DOKUEN_NGINX=off"
-            log.warning("nginx.missing", problem=problem)
-            return None, problem
-        port = settings.listen_port
-        managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
-        system = settings.nginx == "system"
-        proxy = NginxProxy(managed, port, binary, self._sites, spawner, self.runtime.mux, system)
-        return proxy, None
-
     def _sites(self) -> list[Site]:
         """Every app nginx should show; an app whose files were hand-edited into something
         invalid is left out (and said so), not allowed to block the others."""
@@ -163,6 +147,7 @@ class Daemon:
     ) -> None:
         """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
+        await anyio.to_thread.run_sync(self._find_cgroups)
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
@@ -174,7 +159,19 @@ class Daemon:
                 await self._run_root(outer, task_status)
                 services.cancel_scope.cancel()
             outer.cancel_scope.cancel()
+        if self.runtime.cgroups is not None:  # every app has stopped: its groups are empty
+            await anyio.to_thread.run_sync(self.runtime.cgroups.clear)
         log.info("daemon.stopped")
+
+    def _find_cgroups(self) -> None:
+        """Use the cgroups this machine has (``_restore`` empties them first)."""
+        spawner = self.runtime.spawner
+        if not isinstance(spawner, OsSpawner):
+            self._cgroups_off = "a daemon of fakes"
+            return
+        cgroups, self._cgroups_off = discover(self.settings.cgroups, self.settings.home)
+        spawner.cgroups = cgroups
+        self.runtime = dataclasses.replace(self.runtime, cgroups=cgroups)
 
     async def _run_root(
         self, outer: anyio.abc.TaskGroup, task_status: anyio.abc.TaskStatus[None]
@@ -210,10 +207,15 @@ class Daemon:
 
     async def _restore(self) -> None:
         assert self._apps_group is not None
+        cgroups = self.runtime.cgroups  # the socket is ours: no other dokuend of this home runs
+        if cgroups is not None and not await anyio.to_thread.run_sync(cgroups.clear):
+            log.warning("cgroups.leftovers", group=str(cgroups.root.name))  # killed dokuend's
         await anyio.to_thread.run_sync(self._clear_scratch)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         for name in self.store.app_names():
             await self._start_app(self.store.app(name))
+        # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.
+        await self.databases.restore_sockets(self.apps.values())
         async with self.runtime.proxy_batch(), anyio.create_task_group() as restores:
             for app in self.apps.values():
                 restores.start_soon(self._restore_app, app)
@@ -342,8 +344,15 @@ class Daemon:
             "processes": sum(s["processes"] for s in summaries),
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
-            "nginx": self._nginx_status(),
+            "nginx": (
+                self.proxy.status()
+                if self.proxy is not None
+                else {"mode": "off", "problem": self.proxy_problem}
+            ),
             "postgres": self.postgres.status(),
+            "cgroups": cgroups.status()
+            if (cgroups := self.runtime.cgroups)
+            else off(str(self._cgroups_off)),
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
             "backups": {
@@ -351,16 +360,6 @@ class Daemon:
                 "scheduled": sorted(self.backups.scheduler.schedules),
                 "failing": self.backups.scheduler.warnings(),
             },
-        }
-
-    def _nginx_status(self) -> dict[str, Any]:
-        if self.proxy is None:
-            return {"mode": "off", "problem": self.proxy_problem}
-        return {
-            "mode": "system" if self.proxy.system else "managed",
-            "listen": self.proxy.managed.listen,
-            "pid": self.proxy.master_pid,
-            "problem": self.proxy.problem,
         }
 
     # -- git push and ssh keys ---------------------------------------------------------

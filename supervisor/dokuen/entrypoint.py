@@ -15,6 +15,7 @@ from dokuen.errors import SettingsError
 
 PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._+-]*")
 PLAIN_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]*")
+PLAIN_OPTION = re.compile(r"--[a-z]+(?:-[a-z]+)*")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class Entrypoint:
             _plain_path("the control socket", self.socket),
         ]
         for arg in args:
-            if not PLAIN_WORD.fullmatch(arg):  # callers pass fixed words and checked names
+            # Callers pass fixed words, fixed options and checked names.
+            if not (PLAIN_WORD.fullmatch(arg) or PLAIN_OPTION.fullmatch(arg)):
                 raise ValueError(f"not a plain word: {arg!r}")
         return " ".join([*parts, *args])
 

@@ -44,3 +44,8 @@ class ProtocolError(DokuenError):
 
 class ServiceError(DokuenError):
     """Installing or removing the system service failed, or a value cannot go into it."""
+
+
+class UnsafeFile(DokuenError):
+    """A file an app or a build controls that dokuend refuses to read: a symbolic link,
+    something other than a regular file, or too large. The message names it and the fix."""

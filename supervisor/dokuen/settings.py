@@ -72,15 +72,16 @@ class Settings:
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
     build_uids: tuple[int, int] | None = DEFAULT_BUILD_UIDS  # None: builds as dokuend's user
+    cgroups: str = "auto"  # v2, v1 or off; auto: v2 if it can limit, else v1, else v2, else off
     backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (backup/targets.py)
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
     # The AWS variables (AWS_KEYS) for an S3 target: secrets, so never in a repr or a log.
     aws: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
     postgres: str = "auto"  # managed, external or off; auto: managed when it is installed
     postgres_url: str | None = field(default=None, repr=False)  # external: holds a password
-    postgres_port: int = 5433  # the managed cluster's port on 127.0.0.1
+    postgres_port: int = 5433  # the managed cluster's socket, .s.PGSQL.PORT (no TCP)
     postgres_bin: str | None = None  # default: the newest /usr/lib/postgresql/*/bin, or PATH
-    postgres_user: str | None = None  # default: postgres (else nobody) when dokuend is root
+    postgres_user: str | None = None  # default: dokuen-postgres when dokuend is root
 
     @property
     def backup_environ(self) -> dict[str, str]:
@@ -143,6 +144,7 @@ def _at_least(kind: Callable[[str], float], low: float) -> Callable[[str, str], 
 
 NGINX_MODES = ("auto", "managed", "system", "off")
 POSTGRES_MODES = ("auto", "managed", "external", "off")
+CGROUP_MODES = ("auto", "v2", "v1", "off")  # isolate/hierarchy.py's discover
 
 
 def _choice(key: str, text: str, choices: tuple[str, ...]) -> str:
@@ -219,6 +221,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
     "DOKUEN_BUILD_UIDS": ("build_uids", _uid_range),
+    "DOKUEN_CGROUPS": ("cgroups", lambda key, text: _choice(key, text, CGROUP_MODES)),
     "DOKUEN_BACKUP_URL": ("backup_url", _text),
     "DOKUEN_BACKUP_ENDPOINT_URL": ("backup_endpoint_url", _url),
     "DOKUEN_POSTGRES": ("postgres", lambda key, text: _choice(key, text, POSTGRES_MODES)),

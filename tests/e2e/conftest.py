@@ -14,10 +14,13 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    from tests.e2e.sshd import Sshd
 
 BIN = Path(sys.executable).parent
 ENVSERVER = Path(__file__).parent / "envserver.py"
@@ -214,3 +217,24 @@ def dokuen(tmp_path: Path) -> Iterator[Dokuen]:
 @pytest.fixture
 def apps_dir(tmp_path: Path) -> Path:
     return tmp_path / "src"
+
+
+SSH_KEY = "dev@laptop"
+
+
+@pytest.fixture
+def sshd(dokuen: Dokuen, tmp_path: Path) -> Iterator["Sshd"]:
+    """A real sshd on loopback reading the authorized_keys that ``dokuen`` writes, and a
+    client key pair (not yet authorized)."""
+    from tests.e2e.sshd import keygen, running_sshd  # noqa: PLC0415 (it imports this module)
+
+    with running_sshd(tmp_path / "sshd", dokuen.home / ".ssh" / "authorized_keys") as server:
+        keygen(server.client_key)
+        yield server
+
+
+@pytest.fixture
+def authorized(dokuen: Dokuen, sshd: "Sshd") -> "Sshd":
+    """The server, with the client's key added as an admin key named SSH_KEY."""
+    dokuen.ctl("ssh-keys:add", SSH_KEY, f"{sshd.client_key}.pub")
+    return sshd

@@ -380,7 +380,13 @@ def test_an_interrupted_deploy_never_goes_live(dokuen: Dokuen, tmp_path: Path) -
     deploy = slow_deploy(dokuen, tmp_path, marker)
     (serving,) = dokuen.ps("blog")
     deploy.send_signal(signal.SIGINT)  # as a pusher's Ctrl-C reaches the hook
-    deploy.communicate(timeout=30)
+    _, stderr = deploy.communicate(timeout=30)
+    assert deploy.returncode == 130
+    # One line that says what happened: no traceback, no "Aborted!", no cancel scopes.
+    assert stderr.strip().splitlines() == [
+        "interrupted: a deploy called off before its switch changes nothing "
+        "(see: dokuenctl releases blog)"
+    ]
     wait_for(lambda: not leftover_processes(f"sleep {marker}"), "the build to be killed", 10)
     wait_for(lambda: "called off before it went live" in dokuen.log(), "the deploy called off")
     assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [

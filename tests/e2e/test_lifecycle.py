@@ -363,3 +363,32 @@ def test_the_release_command_runs_once_before_the_new_processes(
     assert [r["version"] for r in json.loads(dokuen.ctl("releases", "blog", "--json").stdout)] == [
         "v1"
     ]
+
+
+def test_apps_info_and_releases_info_show_the_whole_app(dokuen: Dokuen, apps_dir: Path) -> None:
+    dokuen.ctl("apps:create", "blog")
+    fresh = json.loads(dokuen.ctl("apps:info", "blog", "--json").stdout)
+    assert fresh["release"] is None
+    assert fresh["database"] is False
+    dokuen.deploy("blog", write_app(apps_dir / "blog", WEB + "worker: exec sleep 1000\n"))
+    wait_for(lambda: dokuen.running("blog", 2), "blog running")
+    dokuen.ctl("domains:add", "blog", "blog.example.com")
+    info = json.loads(dokuen.ctl("apps:info", "blog", "--json").stdout)
+    assert info["release"] == "v1"
+    assert info["formation"] == {"web": 1, "worker": 1}
+    assert info["domains"][1:] == ["blog.example.com"]
+    assert info["repo"] == str(dokuen.home / "apps/blog/repo.git")
+    assert info["disk_bytes"] > 0
+    shown = dokuen.ctl("apps:info", "blog").stdout.splitlines()
+    assert shown[0] == "=== blog"
+    assert "formation  web=1 worker=1" in shown
+    assert "processes  2/2 running" in shown
+    release = json.loads(dokuen.ctl("releases:info", "blog", "v1", "--json").stdout)
+    assert release["current"] is True
+    assert release["process_types"] == {"web": "python3 envserver.py", "worker": "exec sleep 1000"}
+    text = dokuen.ctl("releases:info", "blog", "v1").stdout.splitlines()
+    assert text[0] == "=== blog v1 (current)"
+    assert "worker:     exec sleep 1000" in text
+    missing = dokuen.ctl("releases:info", "blog", "v9", check=False)
+    assert missing.returncode == 1
+    assert "no release named 'v9'" in missing.stderr

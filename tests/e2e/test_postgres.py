@@ -1,6 +1,6 @@
 """PostgreSQL and database backups end to end: the installed dokuend runs its own cluster
-(initdb under a temporary DOKUEN_HOME, as the postgres user when the tests run as root, for
-PostgreSQL refuses root), and every action goes through dokuenctl.
+(initdb under a temporary DOKUEN_HOME, as the dokuen-postgres account when the tests run as
+root, for PostgreSQL refuses root), and every action goes through dokuenctl.
 
 One daemon and one cluster serve the whole module (initdb and a start cost seconds); each
 test uses apps of its own.
@@ -47,7 +47,7 @@ pytestmark = [
 @dataclass
 class Cluster:
     daemon: Dokuen
-    top: Path  # world-traversable: the postgres user must reach DOKUEN_HOME
+    top: Path  # world-traversable: the cluster's account must reach DOKUEN_HOME
     backups: Path  # the file:// backup target
     port: int
 
@@ -68,8 +68,19 @@ class Cluster:
         return self.daemon.ctl("config:get", app, "DATABASE_URL").stdout.strip()
 
     def admin_url(self) -> str:
+        """The superuser, through the cluster's own socket directory (root may enter it)."""
         password = (self.daemon.home / "postgres" / "superuser.password").read_text().strip()
-        return f"postgres://dokuen:{password}@127.0.0.1:{self.port}/postgres"
+        run = self.daemon.home / "postgres" / "run"
+        return f"postgresql://dokuen:{password}@/postgres?host={run}&port={self.port}"
+
+    def socket_dir(self, app: str) -> Path:
+        return self.daemon.home / "apps" / app / "run" / "postgresql"
+
+    def app_url_shape(self, app: str) -> str:
+        """DATABASE_URL with its password hidden, as pg:create and pg:info show it."""
+        return (
+            f"postgresql://app_{app}:****@/app_{app}?host={self.socket_dir(app)}&port={self.port}"
+        )
 
     def listing(self, app: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = json.loads(self.daemon.ctl("backups", app, "--json").stdout)
@@ -116,14 +127,12 @@ def test_an_app_reads_its_database_and_a_restore_brings_old_rows_back(cluster: C
     daemon.deploy("blog", write_app(cluster.top / "blog", "web: python3 envserver.py\n"))
     created = daemon.ctl("pg:create", "blog")
     assert "created database app_blog for blog" in created.stdout
-    assert f"DATABASE_URL=postgres://app_blog:****@127.0.0.1:{cluster.port}/app_blog" in (
-        created.stdout
-    )
+    assert f"DATABASE_URL={cluster.app_url_shape('blog')}" in created.stdout
     assert "its processes restarted with it" in created.stdout
     (web,) = wait_for(lambda: daemon.running("blog", 1), "blog restarted with DATABASE_URL")
     url = get_json(web["port"])["DATABASE_URL"]
-    assert url.startswith("postgres://app_blog:")
-    assert url.endswith(f"@127.0.0.1:{cluster.port}/app_blog")
+    assert url.startswith("postgresql://app_blog:")
+    assert url.endswith(f"@/app_blog?host={cluster.socket_dir('blog')}&port={cluster.port}")
     assert "****" not in url
 
     sql(url, "CREATE TABLE posts (id int PRIMARY KEY, title text)")
@@ -166,7 +175,7 @@ def test_an_app_reads_its_database_and_a_restore_brings_old_rows_back(cluster: C
     info = json.loads(daemon.ctl("pg:info", "blog", "--json").stdout)
     assert info["database"] == "app_blog"
     assert info["tables"] == 1
-    assert info["url"] == f"postgres://app_blog:****@127.0.0.1:{cluster.port}/app_blog"
+    assert info["url"] == cluster.app_url_shape("blog")
     text = daemon.ctl("pg:info", "blog").stdout
     assert "server       managed PostgreSQL " in text
     assert url.split(":")[2].split("@")[0] not in daemon.log()  # the password is never logged
@@ -247,7 +256,7 @@ def test_another_apps_backup_needs_force_and_apps_keep_to_their_databases(
     assert sql(target, "SELECT n FROM items ORDER BY n") == [(1,), (2,)]
 
     # One app's role cannot open another app's database.
-    elsewhere = target.rsplit("/", 1)[0] + "/app_source"
+    elsewhere = target.replace("@/app_target?", "@/app_source?")
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         sql(elsewhere, "SELECT 1")
 
@@ -365,11 +374,12 @@ def test_the_cluster_starts_with_dokuend_and_stops_with_it(cluster: Cluster) -> 
     assert status["state"] == "running"
     assert status["pid"] != before
     assert sql(url, "SELECT n FROM t") == [(7,)]
-    if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as the postgres user
-        assert psutil.Process(status["pid"]).username() == "postgres"
+    if os.geteuid() == 0:  # PostgreSQL refuses root: it runs as an account of its own
+        assert psutil.Process(status["pid"]).username() == "dokuen-postgres"
     assert "database system is ready to accept connections" in daemon.ctl("logs", "postgres").stdout
     text = daemon.ctl("status").stdout
-    assert f"postgres   managed, running, 127.0.0.1:{cluster.port}, pid {status['pid']}" in text
+    socket = daemon.home / "postgres" / "run" / f".s.PGSQL.{cluster.port}"
+    assert f"postgres   managed, running, {socket}, pid {status['pid']}" in text
 
 
 def test_an_external_server_named_by_its_url(cluster: Cluster, tmp_path: Path) -> None:
@@ -390,11 +400,13 @@ def test_an_external_server_named_by_its_url(cluster: Cluster, tmp_path: Path) -
     daemon.start()
     try:
         status = daemon.ctl("status")
-        assert f"postgres   external, 127.0.0.1:{cluster.port}\n" in status.stdout
+        run = cluster.daemon.home / "postgres" / "run"
+        assert f"postgres   external, {run}:{cluster.port}\n" in status.stdout
         daemon.ctl("apps:create", "ext")
         daemon.ctl("pg:create", "ext")
         url = daemon.ctl("config:get", "ext", "DATABASE_URL").stdout.strip()
-        assert url.endswith(f"@127.0.0.1:{cluster.port}/app_ext")
+        # An external server's apps get its address as given (here: a socket directory).
+        assert url.endswith(f"@/app_ext?host={run}&port={cluster.port}")
         sql(url, "CREATE TABLE t (n int); INSERT INTO t VALUES (1), (2)")
         daemon.ctl("backups:capture", "ext")
         daemon.ctl("backups:verify", "ext")
@@ -512,3 +524,47 @@ def test_a_scheduled_backup_dumps_the_database_and_capture_all_takes_everything(
     assert "sched: skipped, " in every.stdout  # its repository: nothing pushed to it
     assert len(cluster.listing("sched")) == 2
     daemon.ctl("backups:schedule", "sched", "--off")
+
+
+def test_over_ssh_a_backup_streams_to_the_client_and_sql_runs_as_the_app(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """``ssh dokuen@HOST dokuenctl backups:download APP > APP.dump`` gives the backup's very
+    bytes; psql, refused over ssh, has its alternative: SQL through ``run``."""
+    from tests.e2e.sshd import keygen, running_sshd  # noqa: PLC0415
+
+    daemon = cluster.daemon
+    url = cluster.database_url("wiki")
+    sql(
+        url,
+        "CREATE TABLE pages AS SELECT g AS id, md5(g::text) AS body "
+        "FROM generate_series(1, 2000) g",
+    )
+    daemon.ctl("backups:capture", "wiki")
+    (backup,) = cluster.listing("wiki")
+    stored = (cluster.backups / "wiki" / "db" / f"{backup['id']}.dump").read_bytes()
+    with running_sshd(tmp_path / "sshd", daemon.home / ".ssh" / "authorized_keys") as server:
+        keygen(server.client_key)
+        daemon.ctl("ssh-keys:add", "wiki-ci", f"{server.client_key}.pub", "--app", "wiki")
+        for asked in ("", " -o -", f" {backup['id']}"):
+            streamed = subprocess.run(
+                [
+                    *server.ssh_argv,
+                    f"{server.user}@127.0.0.1",
+                    f"dokuenctl backups:download wiki{asked}",
+                ],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            assert streamed.returncode == 0, streamed.stderr
+            assert streamed.stdout == stored, asked
+        assert not list(Path(daemon.env["HOME"]).glob("wiki-*.dump"))
+        assert not list(Path.home().glob("wiki-*.dump"))
+
+        daemon.deploy("wiki", write_app(tmp_path / "wiki", "web: python3 envserver.py\n"))
+        query = server.ssh(
+            'dokuenctl run wiki \'psql "$DATABASE_URL" -Atc "SELECT count(*) FROM pages"\''
+        )
+        assert query.returncode == 0, query.stderr
+        assert query.stdout == "2000\n"

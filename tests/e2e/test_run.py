@@ -3,6 +3,7 @@
 vanishes, ``run:detached``, and the protocol's older and broken clients."""
 
 import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -299,3 +300,26 @@ def test_the_same_session_over_ssh_with_a_terminal(
     shell.expect(b"still-4\r\n")
     shell.type(b"exit 3\r")
     assert shell.wait() == 3
+
+
+def test_a_key_scoped_to_another_app_cannot_attach_to_this_one(
+    blog: Dokuen, authorized: Sshd, tmp_path: Path
+) -> None:
+    """The attached run does not go through Client.call: it must pass the scope check too."""
+    other = keygen(tmp_path / "ci_key")
+    blog.ctl("ssh-keys:add", "ci", str(other), "--app", "notes")
+    scoped = dataclasses.replace(authorized, client_key=tmp_path / "ci_key")
+    marker = f"canary{os.getpid()}"
+    for asked in (
+        f"dokuenctl run blog touch {marker}",
+        f"dokuenctl run:detached blog touch {marker}",
+    ):
+        refused = scoped.ssh(asked)
+        assert refused.returncode == 1, refused
+        assert "ssh key 'ci' (apps: notes) may not" in refused.stderr
+    stopped = scoped.ssh("dokuenctl ps:stop blog run.1")
+    assert (stopped.returncode, "(apps: notes) may not" in stopped.stderr) == (1, True)
+    assert not list(blog.home.rglob(marker))
+    assert "blog[dokuen]: run.1 started" not in blog.log()
+    # The admin key may, through the same forced command.
+    assert authorized.ssh("dokuenctl run blog echo hi").stdout == "hi\n"

@@ -6,31 +6,14 @@ import os
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.e2e.conftest import BIN, Dokuen, wait_for
+from tests.e2e.conftest import BIN, SSH_KEY, Dokuen, wait_for
 from tests.e2e.gitwork import Work, remote_lines
-from tests.e2e.sshd import Sshd, keygen, running_sshd
+from tests.e2e.sshd import Sshd, keygen
 from tests.e2e.test_git_push import WEB, answering, release_names
 
-KEY = "dev@laptop"
-
-
-@pytest.fixture
-def sshd(dokuen: Dokuen, tmp_path: Path) -> Iterator[Sshd]:
-    with running_sshd(tmp_path / "sshd", dokuen.home / ".ssh" / "authorized_keys") as server:
-        keygen(server.client_key)
-        yield server
-
-
-@pytest.fixture
-def authorized(dokuen: Dokuen, sshd: Sshd) -> Sshd:
-    """The server, with the client's key added as dev@laptop."""
-    dokuen.ctl("ssh-keys:add", KEY, f"{sshd.client_key}.pub")
-    return sshd
+KEY = SSH_KEY  # the fixture authorized adds the client's key by this name
 
 
 def ctl_with_stdin(dokuen: Dokuen, stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -67,14 +50,15 @@ def test_ssh_keys_add_list_remove_and_what_is_not_a_public_key(
     added = ctl_with_stdin(dokuen, bob.read_text(), "ssh-keys:add", "bob@ci", "-")
     assert added.returncode == 0, added.stderr
     assert dokuen.ctl("ssh-keys").stdout.splitlines() == [
-        "NAME    TYPE         FINGERPRINT",
-        f"alice   ssh-ed25519  {fingerprint(alice)}",
-        f"bob@ci  ssh-ed25519  {fingerprint(bob)}",
+        f"NAME    TYPE         {'FINGERPRINT'.ljust(len(fingerprint(alice)))}  APPS",
+        f"alice   ssh-ed25519  {fingerprint(alice)}  all (admin)",
+        f"bob@ci  ssh-ed25519  {fingerprint(bob)}  all (admin)",
     ]
     assert json.loads(dokuen.ctl("ssh-keys", "--json").stdout)[1] == {
         "name": "bob@ci",
         "type": "ssh-ed25519",
         "fingerprint": fingerprint(bob),
+        "apps": [],
     }
     ssh_dir = dokuen.home / ".ssh"
     assert stat.S_IMODE(ssh_dir.stat().st_mode) == 0o700

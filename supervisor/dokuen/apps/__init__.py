@@ -2,8 +2,8 @@
 switch releases without downtime, the app options, and the requests on apps, processes,
 config, releases, domains and logs.
 
-May import: the core, supervise, proxy and deploy.
+May import: the core, isolate, supervise, proxy and deploy.
 """
 
-__all__ = ["app", "options", "requests", "runtime"]
-DEPENDS_ON: tuple[str, ...] = ("deploy", "proxy", "supervise")
+__all__ = ["app", "options", "requests", "resources", "runtime"]
+DEPENDS_ON: tuple[str, ...] = ("deploy", "isolate", "proxy", "supervise")

@@ -9,6 +9,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from dokuen.apps import resources
 from dokuen.apps.detached import DetachedRuns
 from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
@@ -67,7 +68,8 @@ class App:
         async with self.exclusive():
             self._closed = True
             await self._stop_slots(list(self._slots.values()))
-        await self.detached.stop()  # gone before the app's files go
+            await self.detached.stop()  # gone before the app's files and cgroup go
+            resources.discard(self.runtime.cgroups, self.name)
         self._scope.cancel()
 
     @contextlib.asynccontextmanager
@@ -109,7 +111,7 @@ class App:
     # -- views -----------------------------------------------------------------------
 
     def processes(self) -> list[dict[str, Any]]:
-        return [slot.info() for slot in self._ordered_slots()] + self.detached.rows()
+        return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
 
     def summary(self) -> dict[str, Any]:
         release = releases.current_release(self.dir)
@@ -326,6 +328,8 @@ class App:
     ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         config = self.config()
         options = app_options(config, self.runtime.settings.stop_timeout)
+        for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
+            self.runtime.mux.event(self.name, problem)
         defaults = release.defaults(config)
         app_path = self.runtime.settings.app_path
 
@@ -335,16 +339,16 @@ class App:
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
+            cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
+            timeout, policy = options.stop_timeout, options.policy
             return ProcessSlot(
-                SlotConfig(
-                    spec, release.path, environment, options.stop_timeout, options.policy, health
-                ),
+                SlotConfig(spec, release.path, environment, timeout, policy, health, cgroup),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=port,
-                on_change=self.runtime.proxy_changed if web else _nothing,
+                on_change=self.runtime.proxy_changed if web else lambda: None,
             )
 
         return make

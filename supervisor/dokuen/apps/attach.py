@@ -18,7 +18,7 @@ from dokuen.errors import DokuenError, ProtocolError
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.process import Child, Spawner
 from dokuen.supervise.spawn import OsSpawner
-from dokuen.supervise.terminal import Streams, WindowSize, check_term
+from dokuen.supervise.streams import Streams, WindowSize, check_term
 
 READ_SIZE = 1 << 16
 DRAIN_AFTER_EXIT = 0.5  # seconds to pass on what is left once the process exited

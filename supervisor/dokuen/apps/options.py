@@ -5,6 +5,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dokuen.errors import SettingsError
+from dokuen.isolate.limits import parse_memory_limit, parse_process_limit
 from dokuen.proxy.nginx import check_body_size
 from dokuen.supervise.health import HealthCheck, check_path
 from dokuen.supervise.restart import RestartPolicy, parse_restart_limit
@@ -17,6 +18,8 @@ class AppOptions:
     stop_timeout: float
     policy: RestartPolicy
     health: HealthCheck
+    memory_limit: int | None = None  # bytes, for the app's cgroup
+    process_limit: int | None = None  # processes and threads, for the app's cgroup
 
 
 def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOptions:
@@ -27,6 +30,8 @@ def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOp
     ``forever``.
     ``DOKUEN_HEALTHCHECK_PATH``, ``DOKUEN_BOOT_TIMEOUT``: how a new web process shows it
     serves (an HTTP GET answering 2xx/3xx, else a TCP connect) and how long it has.
+    ``DOKUEN_MEMORY_LIMIT`` (``512M``), ``DOKUEN_PROCESS_LIMIT`` (``256``): the limits of
+    the app's cgroup, all its processes together.
 
     Raises:
         SettingsError: naming the variable and what it accepts.
@@ -40,7 +45,15 @@ def app_options(config: Mapping[str, str], default_stop_timeout: float) -> AppOp
         check_body_size(config["DOKUEN_CLIENT_MAX_BODY_SIZE"])
     path = config.get("DOKUEN_HEALTHCHECK_PATH")
     health = HealthCheck(check_path(path) if path else None, boot_timeout)
-    return AppOptions(stop_timeout, policy, health)
+    memory = config.get("DOKUEN_MEMORY_LIMIT")
+    processes = config.get("DOKUEN_PROCESS_LIMIT")
+    return AppOptions(
+        stop_timeout,
+        policy,
+        health,
+        parse_memory_limit(memory) if memory else None,
+        parse_process_limit(processes) if processes else None,
+    )
 
 
 def _seconds(config: Mapping[str, str], key: str, default: float, *, zero_ok: bool) -> float:

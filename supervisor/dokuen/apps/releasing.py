@@ -4,6 +4,7 @@ release phase) in a release's environment."""
 
 import codecs
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 import anyio
 import structlog
 
+from dokuen.apps import resources
 from dokuen.apps.app import App
 from dokuen.apps.attach import Attached
+from dokuen.apps.options import app_options
 from dokuen.control import cancel_when
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
@@ -48,7 +51,7 @@ async def deploy(
     """
     if not source.is_dir():
         raise NotFound(f"no directory {str(source)!r} to deploy (give the app's source dir)")
-    if (source / "Procfile").exists():
+    if os.path.lexists(source / "Procfile"):  # a link is there, and read_procfile refuses it
         read_procfile(source)  # fail fast, before copying or building anything
     if app.runtime.builder is None:
         raise DokuenError("this dokuend cannot build (it runs without real processes)")
@@ -241,9 +244,13 @@ async def _one_off(
     config = app.config()
     env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
     mux = app.runtime.mux
+    cgroups = app.runtime.cgroups
     try:
+        if cgroups is not None:  # under the app's limits (its processes say what is amiss)
+            resources.apply_limits(cgroups, app.name, app_options(app.config(), 0))
+        cgroup = cgroups.process(app.name, spec.name) if cgroups is not None else None
         spawner = app.runtime.spawner if attach is None else attach.spawner(app.runtime.spawner)
-        child = await spawner(spec.command, env, release.path)
+        child = await spawner(spec.command, env, release.path, cgroup=cgroup)
         mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
         status = -signal.SIGKILL
         try:

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import structlog
 
-from dokuen.apps import releasing
+from dokuen.apps import releasing, views
 from dokuen.apps.app import App
 from dokuen.apps.runs import RunCommands
 from dokuen.apps.runtime import Runtime
@@ -46,9 +46,10 @@ def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:
     return say
 
 
-def _check_release_name(name: str) -> None:
+def _check_release_name(name: str) -> str:
     if not re.fullmatch(r"v[1-9][0-9]{0,8}", name):
         raise InvalidName(f"invalid release {name!r} (use vN, e.g. v3)")
+    return name
 
 
 def app_url(app: App) -> str | None:
@@ -108,7 +109,9 @@ class AppCommands:
             "config:set": self.config_set,
             "config:unset": self.config_unset,
             **RunCommands(self.find, self._runtime).handlers(),
+            "apps:info": self.info,
             "releases": self.releases,
+            "releases:info": self.release_info,
             "releases:output": self.release_output,
             "rollback": self.rollback,
             "domains": self.domains,
@@ -189,8 +192,16 @@ class AppCommands:
         await self._sync_proxy()
         return {"release": release, "url": app_url(app)}
 
+    async def info(self, args: dict[str, Any], out: Output) -> Any:
+        app = self.find(args)
+        return await anyio.to_thread.run_sync(views.app_info, app, app_url(app))
+
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return releasing.release_list(self.find(args))
+
+    async def release_info(self, args: dict[str, Any], out: Output) -> Any:
+        name = _check_release_name(text_arg(args, "release"))
+        return await anyio.to_thread.run_sync(views.release_info, self.find(args), name)
 
     async def release_output(self, args: dict[str, Any], out: Output) -> Any:
         target = args.get("release")
@@ -209,7 +220,11 @@ class AppCommands:
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self.find(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
-        return [{**row, "url": app_url(app)} for app in apps for row in app.processes()]
+        return [
+            {**row, "url": app_url(app)}
+            for app in apps
+            for row in [*app.processes(), *app.detached.rows()]  # run:detached last
+        ]
 
     async def scale(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import anyio
 
 from dokuen.deploy.build import Builder
+from dokuen.isolate.cgroups import Cgroups
 from dokuen.settings import Settings
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
@@ -28,3 +29,4 @@ class Runtime:
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
+    cgroups: Cgroups | None = None  # None: no cgroups (status says why)

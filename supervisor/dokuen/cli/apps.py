@@ -12,8 +12,8 @@ import click
 
 from dokuen.cli import attached
 from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, print_json
-from dokuen.cli.console import Client, duration, pass_client, write_out
-from dokuen.client import warn
+from dokuen.cli.console import Client, duration, pass_client, size
+from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
 
@@ -30,7 +30,7 @@ def apps(client: Client, as_json: bool) -> None:
         print_json(listing)
         return
     if not listing:
-        click.echo("no apps yet (create one: dokuenctl apps:create NAME)")
+        client.echo("no apps yet (create one: dokuenctl apps:create NAME)")
         return
     rows = []
     for app in listing:
@@ -42,14 +42,40 @@ def apps(client: Client, as_json: bool) -> None:
     client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
 
 
+@click.command("apps:info")
+@APP
+@JSON
+@pass_client
+def apps_info(client: Client, app: str, as_json: bool) -> None:
+    """One app at a glance: release, URL, domains, formation, database, repository, disk."""
+    info = client.call("apps:info", app=app)
+    if as_json:
+        print_json(info)
+        return
+    formation = " ".join(f"{t}={n}" for t, n in info["formation"].items()) or "-"
+    lines = [
+        ("release", info["release"] or "- (not deployed yet)"),
+        ("url", info["url"] or "-"),
+        ("domains", " ".join(info["domains"])),
+        ("formation", formation + (" (stopped)" if info["stopped"] else "")),
+        ("processes", f"{info['running']}/{info['processes']} running"),
+        ("database", f"yes (dokuenctl pg:info {app})" if info["database"] else "none"),
+        ("repo", info["repo"]),
+        ("disk", f"{info['disk_bytes'] / (1 << 20):.1f} MiB"),
+    ]
+    client.echo(f"=== {app}")
+    for key, value in lines:
+        client.echo(f"{key:<10} {value}")
+
+
 @click.command("apps:create")
 @NEW_APP
 @pass_client
 def apps_create(client: Client, app: str) -> None:
     """Create an app."""
     created = client.call("apps:create", app=app)
-    click.echo(f"created {app}; deploy it with: git push {created['repo']} main")
-    click.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
+    client.echo(f"created {app}; deploy it with: git push {created['repo']} main")
+    client.echo(f"  (or from a directory: dokuenctl deploy {app} DIR)")
 
 
 @click.command("apps:destroy")
@@ -59,7 +85,7 @@ def apps_create(client: Client, app: str) -> None:
 def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
     """Stop an app and delete all its state."""
     client.call("apps:destroy", app=app, confirm=confirm)
-    click.echo(f"destroyed {app}")
+    client.echo(f"destroyed {app}")
 
 
 @click.command()
@@ -68,8 +94,16 @@ def apps_destroy(client: Client, app: str, confirm: str | None) -> None:
 @pass_client
 def deploy(client: Client, app: str, directory: Path) -> None:
     """Make a new release of APP from DIRECTORY and start it."""
-    result = client.call("deploy", app=app, dir=str(directory.absolute()))
-    click.echo(f"{app} {result['release']} is running")
+    try:
+        result = client.call("deploy", app=app, dir=str(directory.absolute()))
+    except KeyboardInterrupt:
+        click.echo(
+            f"\ninterrupted: a deploy called off before its switch changes nothing "
+            f"(see: dokuenctl releases {app})",
+            err=True,
+        )
+        sys.exit(130)
+    client.echo(f"{app} {result['release']} is running")
 
 
 # Everything after APP is the command's, options included (run blog ls -la).
@@ -90,14 +124,16 @@ def _command_line(command: tuple[str, ...]) -> str:
 def run(client: Client, no_tty: bool, app: str, command: tuple[str, ...]) -> None:
     """Run COMMAND once in the app's current release and environment, attached: stdin, and
     a terminal when this is one (bash, python, psql work); exit with its code."""
-    terminal = attached.wants_terminal(no_tty)
-    on_warnings = warn if client.warn else _ignore_warnings
+    request = {"app": app, "line": _command_line(command)}
+    client.check("run", request)  # over ssh: the key's apps only
     try:
+        # The command's own output, as it wrote it (as ssh HOST COMMAND or docker exec
+        # would show it): the user chose to run it, and `run APP cat FILE > copy` must work.
         result = attached.run(
             client.socket_path,
-            {"app": app, "line": _command_line(command)},
-            terminal=terminal,
-            on_warnings=on_warnings,
+            request,
+            terminal=attached.wants_terminal(no_tty),
+            on_warnings=client.on_warnings,
         )
     except KeyboardInterrupt:
         sys.exit(130)
@@ -112,8 +148,8 @@ def run_detached(client: Client, app: str, command: tuple[str, ...]) -> None:
     """Run COMMAND in the background as run.N, its output in the unified log."""
     line = _command_line(command)
     name = client.call("run:detached", app=app, line=line)["name"]
-    click.echo(f"Running {line} on {app}... up, {name}")
-    click.echo(f"Run dokuenctl logs {app} --ps {name} to view the output.")
+    client.echo(f"Running {line} on {app}... up, {name}")
+    client.echo(f"Run dokuenctl logs {app} --ps {name} to view the output.")
 
 
 @click.command("ps:stop")
@@ -123,11 +159,7 @@ def run_detached(client: Client, app: str, command: tuple[str, ...]) -> None:
 def ps_stop(client: Client, app: str, target: str) -> None:
     """Stop a detached run (SIGTERM, then SIGKILL after the app's stop timeout)."""
     stopped = client.call("ps:stop", app=app, target=target)
-    click.echo(f"Stopping {', '.join(stopped)} process on {app}... done")
-
-
-def _ignore_warnings(_warnings: list[str]) -> None:
-    pass
+    client.echo(f"Stopping {', '.join(stopped)} process on {app}... done")
 
 
 def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
@@ -140,6 +172,8 @@ def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
             p["state"],
             str(p["restarts"]),
             duration(p["uptime"]),
+            "-" if p.get("cpu") is None else f"{p['cpu']:.1f}s",
+            "-" if p.get("memory") is None else size(p["memory"]),
             p["command"],
         ]
         for p in processes
@@ -151,21 +185,21 @@ def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
 @JSON
 @pass_client
 def ps(client: Client, app: str | None, as_json: bool) -> None:
-    """One row per process: app, name, pid, port, state, restarts, uptime."""
+    """One row per process: app, name, pid, port, state, restarts, uptime, cpu, memory."""
     processes = client.call("ps", app=app)
     if as_json:
         print_json(processes)
         return
     if not processes:
-        click.echo("no processes running")
+        client.echo("no processes running")
         return
     client.table(
-        ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "COMMAND"],
+        ["APP", "NAME", "PID", "PORT", "STATE", "RESTARTS", "UPTIME", "CPU", "MEMORY", "COMMAND"],
         _process_rows(processes),
     )
     urls = {row["app"]: row["url"] for row in processes if row.get("url")}
     for name, url in urls.items():
-        click.echo(f"{name}: {url}")
+        client.echo(f"{name}: {url}")
 
 
 @click.command("ps:scale")
@@ -175,7 +209,7 @@ def ps(client: Client, app: str | None, as_json: bool) -> None:
 def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
     """Change how many processes of each type run (web=2, web+1); with no change, show it."""
     formation = client.call("ps:scale", app=app, changes=list(changes))
-    click.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
+    client.echo(f"{app}: " + " ".join(f"{t}={n}" for t, n in formation.items()))
 
 
 @click.command()
@@ -187,7 +221,7 @@ def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
 def restart(client: Client, app: str, target: str | None) -> None:
     """Restart an app's processes: all, one type's, or one."""
     names = client.call("restart", app=app, target=target)
-    click.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
+    client.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
 
 
 @click.command()
@@ -196,7 +230,7 @@ def restart(client: Client, app: str, target: str | None) -> None:
 def stop(client: Client, app: str) -> None:
     """Stop every process of an app (it stays stopped across daemon restarts)."""
     client.call("stop", app=app)
-    click.echo(f"stopped {app}")
+    client.echo(f"stopped {app}")
 
 
 @click.command()
@@ -205,22 +239,26 @@ def stop(client: Client, app: str) -> None:
 def start(client: Client, app: str) -> None:
     """Start an app's processes at its formation."""
     client.call("start", app=app)
-    click.echo(f"started {app}")
+    client.echo(f"started {app}")
 
 
 class LogPrinter:
-    """Writes log text, each app[process] in its own colour on a terminal."""
+    """Writes log text, each app[process] in its own colour on a terminal. What processes
+    wrote reaches a terminal (or an ssh client) only made safe (terminal.py); into a pipe
+    here it goes as it is, for the tools downstream."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
 
     def __call__(self, text: str) -> None:
         if not self.client.tty:
-            write_out(text)
+            self.client.write(text)
             return
         from rich.text import Text  # noqa: PLC0415
 
-        for line in text.splitlines():
+        # Escaped first, so that lines split at newlines only: a "\r" or "\u2028" in a
+        # line stays in it, visible.
+        for line in printable(text).splitlines():
             stamp, _, rest = line.partition(" ")
             source, sep, message = rest.partition(": ")
             colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]
@@ -257,19 +295,20 @@ def logs(client: Client, app: str | None, lines: int, follow: bool, process: str
 @pass_client
 def open_app(client: Client, app: str) -> None:
     """Print the app's URL, and open it in a browser on a desktop."""
-    url = next((a["url"] for a in client.call("apps") if a["name"] == app), None)
+    # apps:info, not apps: a key limited to APP may ask for it (ssh/scope.py).
+    url = client.call("apps:info", app=app)["url"]
     if url is None:
-        client.call("ps", app=app)  # an unknown app: its error names it and the fix
         raise NotFound(
             f"{app} has no URL: it runs no web process (add a 'web:' line to its Procfile)"
         )
-    click.echo(url)
+    client.echo(url)
     if client.tty and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         click.launch(url)
 
 
 COMMANDS = (
     apps,
+    apps_info,
     apps_create,
     apps_destroy,
     deploy,

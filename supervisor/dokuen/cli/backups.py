@@ -41,7 +41,7 @@ def backups(client: Client, app: str, as_json: bool) -> None:
         print_json(listing)
         return
     if not listing:
-        click.echo(f"no backups of {app} yet (take one: dokuenctl backups:capture {app})")
+        client.echo(f"no backups of {app} yet (take one: dokuenctl backups:capture {app})")
         return
     rows = [
         [
@@ -74,10 +74,10 @@ def backups_capture(client: Client, app: str | None, repo: bool, every: bool, ve
         raise click.UsageError("give an APP or --all, not both")
     if not (repo or every):
         backup = client.call("backups:capture", app=app)
-        click.echo(f"captured backup {backup['id']} of {app} ({_described(backup)})")
+        client.echo(f"captured backup {backup['id']} of {app} ({_described(backup)})")
         if verify:
             client.call("backups:verify", app=app, id=backup["id"])
-            click.echo(f"backup {backup['id']} of {app} is good: verified by a restore")
+            client.echo(f"backup {backup['id']} of {app} is good: verified by a restore")
         return
     results = client.call(
         "backups:capture-repo", app=app, all=every, verify=verify, databases=every
@@ -85,11 +85,11 @@ def backups_capture(client: Client, app: str | None, repo: bool, every: bool, ve
     for result in results:
         if result["ok"]:
             checked_ = ", verified by a restore" if result.get("verified") else ""
-            click.echo(f"{result['app']}: stored {result['key']}{checked_}")
+            client.echo(f"{result['app']}: stored {result['key']}{checked_}")
         elif result["ok"] is None:
-            click.echo(f"{result['app']}: skipped, {result['error']}")
+            client.echo(f"{result['app']}: skipped, {result['error']}")
         else:
-            click.echo(f"{result['app']}: FAILED: {result['error']}", err=True)
+            client.echo(f"{result['app']}: FAILED: {result['error']}", err=True)
     if any(result["ok"] is False for result in results):
         sys.exit(1)
 
@@ -120,7 +120,7 @@ def backups_restore(
         "backups:restore", app=app, id=backup_id, confirm=confirm, force=force, source=source
     )
     restarted = "; its processes restarted" if backup["restarted"] else ""
-    click.echo(f"restored backup {backup['id']} of {backup['app']} into {app}{restarted}")
+    client.echo(f"restored backup {backup['id']} of {backup['app']} into {app}{restarted}")
 
 
 @click.command("backups:verify")
@@ -131,7 +131,7 @@ def backups_verify(client: Client, app: str, backup_id: str | None) -> None:
     """Restore a backup (default: the newest) into a scratch database and check it."""
     backup = client.call("backups:verify", app=app, id=backup_id)
     seconds = backup["verified"]["seconds"]
-    click.echo(
+    client.echo(
         f"backup {backup['id']} of {app} is good: its checksum, its archive and the rows of "
         f"its {len(backup['tables'])} tables match its manifest ({seconds:g}s)"
     )
@@ -144,12 +144,22 @@ def backups_verify(client: Client, app: str, backup_id: str | None) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-    help="Where to write the dump (- for stdout; default: APP-ID.dump here). "
-    "An existing file is never overwritten.",
+    help="Where to write the dump (- for stdout; default: APP-ID.dump here, and stdout "
+    "over ssh). An existing file is never overwritten.",
 )
 @pass_client
 def backups_download(client: Client, app: str, backup_id: str | None, output: Path | None) -> None:
-    """Copy a backup's dump (pg_dump's custom format; default: the newest) to a file."""
+    """Copy a backup's dump (pg_dump's custom format; default: the newest) to a file, or
+    to stdout: over ssh, ssh dokuen@HOST dokuenctl backups:download APP > APP.dump."""
+    if client.remote is not None and output is None:
+        output = Path("-")  # over ssh the client's side is stdout, never a server file
+    if str(output) != "-":
+        client.refuse_over_ssh(
+            "backups:download",
+            "backups:download -o PATH over ssh would write a file on the server; the dump "
+            f"streams to stdout instead: ssh dokuen@HOST dokuenctl backups:download {app} "
+            f"> {app}.dump",
+        )
     if output is not None and str(output) != "-" and output.exists():
         raise DokuenError(f"{output} exists; it is not overwritten (choose another -o)")
     with _receiver(output) as (writer, finish):
@@ -166,7 +176,7 @@ def backups_download(client: Client, app: str, backup_id: str | None, output: Pa
             raise DokuenError(f"the download of {backup['id']} arrived damaged (checksum mismatch)")
         where = finish(output or Path(f"{app}-{backup['id']}.dump"))
     if where is not None:
-        click.echo(f"wrote backup {backup['id']} of {app} to {where} ({size(backup['size'])})")
+        client.echo(f"wrote backup {backup['id']} of {app} to {where} ({size(backup['size'])})")
 
 
 @contextlib.contextmanager
@@ -260,18 +270,18 @@ def backups_schedule(
         return
     schedule = info["schedule"]
     if schedule is None:
-        click.echo(f"{app}: no backup schedule" + (" (removed)" if off else ""))
+        client.echo(f"{app}: no backup schedule" + (" (removed)" if off else ""))
     else:
         keeping = f"keeping the {schedule['keep']} newest" if schedule["keep"] else "keeping all"
         every = schedule["verify_every"]
         checking = "verifying each one" if every == 1 else f"verifying every {every}th"
-        click.echo(
+        client.echo(
             f'{app}: backups at "{schedule["cron"]}" ({schedule["zone"]}), {keeping}, {checking}'
         )
-        click.echo(f"{'next run':<12}{schedule['next_run']}")
-    click.echo(f"{'target':<12}{info['target'] or 'none: set DOKUEN_BACKUP_URL in dokuend.env'}")
-    click.echo(_run_line(info["scheduled"], "last run"))
-    click.echo(_run_line(info["bundle"], "last bundle"))
+        client.echo(f"{'next run':<12}{schedule['next_run']}")
+    client.echo(f"{'target':<12}{info['target'] or 'none: set DOKUEN_BACKUP_URL in dokuend.env'}")
+    client.echo(_run_line(info["scheduled"], "last run"))
+    client.echo(_run_line(info["bundle"], "last bundle"))
 
 
 COMMANDS = (

@@ -19,7 +19,7 @@ def config(client: Client, app: str, as_json: bool) -> None:
         print_json(values)
         return
     for key, value in sorted(values.items()):
-        click.echo(f"{key}={value}")
+        client.write(f"{key}={value}\n")
 
 
 @click.command("config:get")
@@ -28,7 +28,7 @@ def config(client: Client, app: str, as_json: bool) -> None:
 @pass_client
 def config_get(client: Client, app: str, key: str) -> None:
     """Print one config var's value."""
-    click.echo(client.call("config:get", app=app, key=key))
+    client.write(client.call("config:get", app=app, key=key) + "\n")
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -49,7 +49,7 @@ def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
     """Set config vars and restart the app's processes."""
     values = dict(_pair(pair) for pair in pairs)
     done = client.call("config:set", app=app, values=values)
-    click.echo(f"set {', '.join(values)} on {app}{_restarted(app, done['restarted'])}")
+    client.echo(f"set {', '.join(values)} on {app}{_restarted(app, done['restarted'])}")
 
 
 @click.command("config:unset")
@@ -61,7 +61,7 @@ def config_set(client: Client, app: str, pairs: tuple[str, ...]) -> None:
 def config_unset(client: Client, app: str, keys: tuple[str, ...]) -> None:
     """Remove config vars and restart the app's processes."""
     done = client.call("config:unset", app=app, keys=list(keys))
-    click.echo(f"unset {', '.join(keys)} on {app}{_restarted(app, done['restarted'])}")
+    client.echo(f"unset {', '.join(keys)} on {app}{_restarted(app, done['restarted'])}")
 
 
 def _restarted(app: str, restarted: bool) -> str:

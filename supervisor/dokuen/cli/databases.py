@@ -17,9 +17,9 @@ from dokuen.errors import DokuenError
 def pg_create(client: Client, app: str) -> None:
     """Create a PostgreSQL database and role for APP and set its DATABASE_URL."""
     result = client.call("pg:create", app=app)
-    click.echo(f"created database {result['database']} for {app}")
+    client.echo(f"created database {result['database']} for {app}")
     restarted = " (its processes restarted with it)" if result["restarted"] else ""
-    click.echo(f"DATABASE_URL={result['url']}{restarted}")
+    client.echo(f"DATABASE_URL={result['url']}{restarted}")
 
 
 @click.command("pg:info")
@@ -32,7 +32,7 @@ def pg_info(client: Client, app: str, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
-    click.echo(f"=== {app}'s database")
+    client.echo(f"=== {app}'s database")
     rows = [
         ("database", f"{info['database']} (its role too)"),
         ("server", f"{info['server']} PostgreSQL {info['server_version']}"),
@@ -43,7 +43,7 @@ def pg_info(client: Client, app: str, as_json: bool) -> None:
         ("created", info["created"]),
     ]
     for label, value in rows:
-        click.echo(f"{label:<12} {value}")
+        client.echo(f"{label:<12} {value}")
 
 
 @click.command("pg:psql", context_settings={"ignore_unknown_options": True})
@@ -70,7 +70,7 @@ def pg_psql(client: Client, app: str, psql_args: tuple[str, ...]) -> None:
 def pg_destroy(client: Client, app: str, confirm: str | None) -> None:
     """Drop APP's database and role, and unset its DATABASE_URL."""
     result = client.call("pg:destroy", app=app, confirm=confirm)
-    click.echo(f"destroyed database {result['database']} of {app}")
+    client.echo(f"destroyed database {result['database']} of {app}")
 
 
 COMMANDS = (pg_create, pg_info, pg_psql, pg_destroy)

@@ -25,12 +25,14 @@ from dokuen.cli import (
     status,
 )
 from dokuen.cli.console import Client
+from dokuen.cli.terminal import printable
 from dokuen.errors import DokuenError
 from dokuen.service.account import client_socket
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    # An error may quote what an app wrote (a build's last lines): made safe, always.
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(1)
 
 
@@ -45,6 +47,9 @@ class Group(click.Group):
         except BrokenPipeError:
             sys.stderr.close()  # `dokuenctl logs | head` is not an error
             sys.exit(0)
+        except KeyboardInterrupt:  # one line, not click's "Aborted!" or a traceback
+            click.echo(f"\ninterrupted: dokuenctl {ctx.invoked_subcommand} stopped", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +67,8 @@ class Group(click.Group):
 @click.pass_context
 def main(ctx: click.Context, home: Path | None, socket: Path | None) -> None:
     """Drive dokuend: deploy apps, scale and restart their processes, read their logs."""
+    if isinstance(ctx.obj, Client):
+        return  # ssh-serve's, for an ssh key (which gives no options: ssh/command.py)
     ctx.obj = Client(socket.absolute() if socket else client_socket(os.environ, home))
 
 

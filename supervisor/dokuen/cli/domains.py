@@ -13,7 +13,7 @@ from dokuen.names import check_domain
 def domains(client: Client, app: str) -> None:
     """The host names an app answers on: APP.DOKUEN_DOMAIN, then its own."""
     for host in client.call("domains", app=app):
-        click.echo(host)
+        client.echo(host)
 
 
 @click.command("domains:add")
@@ -23,7 +23,7 @@ def domains(client: Client, app: str) -> None:
 def domains_add(client: Client, app: str, domain: str) -> None:
     """Let an app answer on another host name too."""
     client.call("domains:add", app=app, domain=domain)
-    click.echo(f"{app} now answers on {domain}")
+    client.echo(f"{app} now answers on {domain}")
 
 
 @click.command("domains:remove")
@@ -33,7 +33,7 @@ def domains_add(client: Client, app: str, domain: str) -> None:
 def domains_remove(client: Client, app: str, domain: str) -> None:
     """Stop an app answering on one of its host names."""
     client.call("domains:remove", app=app, domain=domain)
-    click.echo(f"{app} no longer answers on {domain}")
+    client.echo(f"{app} no longer answers on {domain}")
 
 
 COMMANDS = (domains, domains_add, domains_remove)

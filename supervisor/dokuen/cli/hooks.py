@@ -2,7 +2,6 @@
 authorized key), ``git-hook`` (pre-receive: build and deploy) and ``git-post-receive``
 (back the repository up)."""
 
-import contextlib
 import os
 import signal
 import sys
@@ -12,11 +11,13 @@ from typing import Any
 
 import click
 
-from dokuen.cli.arguments import checked
+from dokuen.cli.arguments import app_name, checked
 from dokuen.cli.console import Client, pass_client, write_out
+from dokuen.cli.terminal import printable
 from dokuen.errors import DokuenError
 from dokuen.names import check_ssh_key_name
 from dokuen.ssh.command import Ctl, parse_ssh_command
+from dokuen.ssh.scope import KeyScope
 
 
 def _stop_on_signal(signum: int, _frame: object) -> None:
@@ -36,8 +37,13 @@ def git_hook(client: Client) -> None:
     def request(command: str, args: dict[str, Any], on_output: Callable[[str], None]) -> Any:
         return client.call(command, on_output, **args)
 
+    def write(text: str) -> None:
+        # git shows the hook's output to the pusher, in a terminal as often as not: the
+        # build output an app's code and buildpacks wrote is always made safe for one.
+        write_out(printable(text))
+
     try:
-        receive(Path.cwd(), sys.stdin.read(), request, write_out)
+        receive(Path.cwd(), sys.stdin.read(), request, write)
     except BrokenPipeError:
         # git went away mid-push. Not the usual exit 0 for a closed pipe: a hook that
         # exits 0 accepts the push.
@@ -46,24 +52,27 @@ def git_hook(client: Client) -> None:
 
 @click.command("ssh-serve", hidden=True)
 @click.argument("key", callback=checked(check_ssh_key_name))
+@click.option("--app", "apps", multiple=True, callback=app_name, help="Limit the key to APP.")
 @pass_client
-def ssh_serve(client: Client, key: str) -> None:
+def ssh_serve(client: Client, key: str, apps: tuple[str, ...]) -> None:
     """The forced command of every authorized ssh key: run what SSH_ORIGINAL_COMMAND asks
-    for when the key may (ssh/command.py), and refuse everything else."""
+    for when the key may (ssh/command.py), and refuse everything else. Every request it
+    then makes to dokuend passes the key's scope (ssh/scope.py, in Client.call)."""
+    remote = Client(client.socket_path, KeyScope(key, tuple(sorted(set(apps)))))
     asked = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     try:
         wanted = parse_ssh_command(asked)
     except DokuenError as exc:
-        with contextlib.suppress(DokuenError):  # the refusal matters more than its log line
-            client.call("ssh:audit", key=key, line=asked, allowed=False, reason=str(exc))
+        remote.audit_refusal(asked, str(exc))
         raise
-    client.call("ssh:audit", key=key, line=asked, allowed=True)
+    remote.call("ssh:audit", key=key, line=asked, allowed=True)
     if isinstance(wanted, Ctl):
-        # dokuenctl's main group, found through the context: it imports this module.
+        # dokuenctl's main group, found through the context: it imports this module. The
+        # Client it is given carries the key: main never makes another from options.
         main = click.get_current_context().find_root().command
-        main.main(["--socket", str(client.socket_path), *wanted.args], prog_name="dokuenctl")
+        main.main(list(wanted.args), prog_name="dokuenctl", obj=remote)
         return
-    found = client.call("git:repo", app=wanted.app, create=True, key=key)
+    found = remote.call("git:repo", app=wanted.app, create=True, key=key)
     if found["created"]:
         click.echo(f"-----> Created app {wanted.app} on its first push", err=True)
     sys.stdout.flush()
@@ -85,10 +94,12 @@ def git_post_receive(client: Client) -> None:
     try:
         stored = client.call("backups:capture-repo", app=app_of_repo(Path.cwd()), push=True)
     except DokuenError as exc:
-        click.echo(f"warning: the push landed, but its backup failed: {exc}", err=True)
+        click.echo(
+            f"warning: the push landed, but its backup failed: {printable(str(exc))}", err=True
+        )
         return
     for result in stored:
-        click.echo(f"-----> Backed up the repository: {result['key']}")
+        click.echo(printable(f"-----> Backed up the repository: {result['key']}"))
 
 
 COMMANDS = (git_hook, ssh_serve, git_post_receive)

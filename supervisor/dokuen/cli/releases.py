@@ -1,9 +1,11 @@
-"""``dokuenctl releases``, ``releases:output`` and ``rollback``: an app's kept releases."""
+"""``dokuenctl releases``, ``releases:info``, ``releases:output`` and ``rollback``: an app's
+kept releases."""
 
 import click
 
 from dokuen.cli.arguments import APP, JSON, print_json
 from dokuen.cli.console import Client, pass_client
+from dokuen.cli.terminal import one_line
 
 
 @click.command()
@@ -30,13 +32,32 @@ def releases(client: Client, app: str, as_json: bool) -> None:
     client.table(["RELEASE", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
 
 
+@click.command("releases:info")
+@APP
+@click.argument("release", metavar="vN")
+@JSON
+@pass_client
+def releases_info(client: Client, app: str, release: str, as_json: bool) -> None:
+    """One release whole: when and from what it was made, its process types' commands."""
+    info = client.call("releases:info", app=app, release=release)
+    if as_json:
+        print_json(info)
+        return
+    client.echo(f"=== {app} {info['version']}{' (current)' if info['current'] else ''}")
+    client.echo(f"created     {info['created'] or '-'}")
+    client.echo(f"commit      {info['commit'] or '-'}")
+    client.echo(f"buildpacks  {', '.join(info['buildpacks']) or '-'}")
+    for process_type, command in info["process_types"].items():
+        client.echo(one_line(f"{process_type + ':':<11} {command}"))
+
+
 @click.command("releases:output")
 @APP
 @click.argument("release", required=False, metavar="[vN]")
 @pass_client
 def releases_output(client: Client, app: str, release: str | None) -> None:
     """The build output of a release (default: the current one)."""
-    click.echo(client.call("releases:output", app=app, release=release), nl=False)
+    client.write(client.call("releases:output", app=app, release=release))
 
 
 @click.command()
@@ -46,7 +67,7 @@ def releases_output(client: Client, app: str, release: str | None) -> None:
 def rollback(client: Client, app: str, release: str | None) -> None:
     """Run an earlier release again (default: the one before the current), no build."""
     result = client.call("rollback", app=app, release=release)
-    click.echo(f"{app} {result['release']} is running")
+    client.echo(f"{app} {result['release']} is running")
 
 
-COMMANDS = (releases, releases_output, rollback)
+COMMANDS = (releases, releases_info, releases_output, rollback)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from dokuen.cli.console import Client, pass_client
 from dokuen.service import install
 
 KIND_SYSTEMD = click.option(
@@ -27,6 +28,14 @@ PER_USER = click.option(
 UNIT_DIR = click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), hidden=True)
 
 
+def _not_over_ssh(client: Client, command: str) -> None:
+    # These write the service manager's files and run it as the platform's account: the
+    # machine's administration, done on the machine.
+    client.refuse_over_ssh(
+        command, f"{command} is not available over ssh (run it on the server, as root)"
+    )
+
+
 def _say(text: str) -> None:
     click.echo(text, err=text.startswith("warning: "))
 
@@ -39,8 +48,9 @@ def _say(text: str) -> None:
 )
 @PER_USER
 @UNIT_DIR
+@pass_client
 def service_install(
-    kind: str | None, print_only: bool, per_user: bool, unit_dir: Path | None
+    client: Client, kind: str | None, print_only: bool, per_user: bool, unit_dir: Path | None
 ) -> None:
     """Install dokuend as the system service, enable it and start it.
 
@@ -48,6 +58,7 @@ def service_install(
     /var/lib/dokuen; under launchd as a LaunchDaemon. Every app comes back at its formation
     whenever the service starts.
     """
+    _not_over_ssh(client, "service:install")
     service = install.describe(kind or install.default_kind(), per_user, unit_dir, os.environ)
     if print_only:
         click.echo(install.render_service(service), nl=False)
@@ -65,11 +76,15 @@ def service_install(
 )
 @PER_USER
 @UNIT_DIR
-def service_uninstall(kind: str | None, purge: bool, per_user: bool, unit_dir: Path | None) -> None:
+@pass_client
+def service_uninstall(
+    client: Client, kind: str | None, purge: bool, per_user: bool, unit_dir: Path | None
+) -> None:
     """Stop dokuend (and so every app), disable it and remove its unit or plist.
 
     The state (apps, releases, config, logs) is kept unless --purge.
     """
+    _not_over_ssh(client, "service:uninstall")
     service = install.describe(kind or install.default_kind(), per_user, unit_dir, os.environ)
     install.uninstall(service, purge, os.environ, _say)
 

@@ -18,45 +18,47 @@ def status(client: Client, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
-    click.echo(f"dokuend {info['version']} (pid {info['pid']}), up {duration(info['uptime'])}")
-    click.echo(f"home       {info['home']}")
-    click.echo(f"service    {_service_line(info.get('service'))}")
-    click.echo(f"apps       {info['apps']}")
-    click.echo(
+    client.echo(f"dokuend {info['version']} (pid {info['pid']}), up {duration(info['uptime'])}")
+    client.echo(f"home       {info['home']}")
+    client.echo(f"service    {_service_line(info.get('service'))}")
+    client.echo(f"apps       {info['apps']}")
+    client.echo(
         f"processes  {info['running']} running, {info['crashed']} crashed, "
         f"{info['processes']} in all"
     )
     nginx = info["nginx"]
     if nginx["mode"] in ("managed", "system"):
         where = f"{nginx['mode']}, listening on {nginx['listen']}"
-        click.echo(f"nginx      {where}" + (f", pid {nginx['pid']}" if nginx["pid"] else ""))
+        client.echo(f"nginx      {where}" + (f", pid {nginx['pid']}" if nginx["pid"] else ""))
     else:
-        click.echo("nginx      off (apps answer on their own ports)")
+        client.echo("nginx      off (apps answer on their own ports)")
     if nginx["problem"]:
-        click.echo(f"warning: {nginx['problem']}", err=True)
+        client.echo(f"warning: {nginx['problem']}", err=True)
     postgres = info.get("postgres") or {"mode": "off", "problem": None}
-    click.echo(f"postgres   {_postgres_line(postgres)}")
+    client.echo(f"postgres   {_postgres_line(postgres)}")
     if postgres["problem"]:
-        click.echo(f"warning: {postgres['problem']}", err=True)
+        client.echo(f"warning: {postgres['problem']}", err=True)
+    client.echo(f"cgroups    {_cgroups_line(info.get('cgroups'))}")
     for app, url in sorted(info["urls"].items()):
-        click.echo(f"{app:<10} {url or '(no web process running)'}")
-    _backups_lines(info.get("backups"))
+        client.echo(f"{app:<10} {url or '(no web process running)'}")
+    _backups_lines(client, info.get("backups"))
 
 
-def _backups_lines(backups: dict[str, Any] | None) -> None:
+def _backups_lines(client: Client, backups: dict[str, Any] | None) -> None:
     """``backups  file:///srv/backups, 2 apps on a schedule`` and a line per failure."""
     if not backups:
         return
     scheduled = len(backups["scheduled"])
     where = backups["target"] or "no target (set DOKUEN_BACKUP_URL)"
     on = "1 app" if scheduled == 1 else f"{scheduled} apps"
-    click.echo(f"backups    {where}, {on} on a schedule")
+    client.echo(f"backups    {where}, {on} on a schedule")
     for failure in backups["failing"]:
-        click.echo(f"backups    FAILING: {failure}")
+        client.echo(f"backups    FAILING: {failure}")
 
 
 def _postgres_line(postgres: dict[str, Any]) -> str:
-    """``managed, running on 127.0.0.1:5433, pid 42 (PostgreSQL 15.18)``."""
+    """``managed, running, /var/lib/dokuen/postgres/run/.s.PGSQL.5433, pid 42 (PostgreSQL
+    15.18)``."""
     if postgres["mode"] == "external":
         return f"external, {postgres['server']}"
     if postgres["mode"] != "managed":
@@ -67,6 +69,17 @@ def _postgres_line(postgres: dict[str, Any]) -> str:
     if postgres["pid"]:
         line += f", pid {postgres['pid']}"
     return line + (f" (PostgreSQL {postgres['version']})" if postgres["version"] else "")
+
+
+def _cgroups_line(cgroups: dict[str, Any] | None) -> str:
+    """``v1 (freezer, memory, pids) in /sys/fs/cgroup/memory/dokuen-1a2b3c4d5e, ...`` or
+    ``off (why); a stop reaches a process's session and what the subreaper adopts``."""
+    if not cgroups or cgroups["mode"] == "off":
+        why = f" ({cgroups['problem']})" if cgroups and cgroups["problem"] else ""
+        return f"off{why}; a stop reaches a process's group and what the subreaper adopts"
+    line = f"{cgroups['mode']} ({', '.join(cgroups['controllers']) or 'kills only'})"
+    line += f" in {', '.join(cgroups['groups'])}"
+    return line + (f"; {cgroups['problem']}" if cgroups["problem"] else "")
 
 
 def _service_line(service: dict[str, Any] | None) -> str:

@@ -1,5 +1,6 @@
-"""data: PostgreSQL for the apps. The managed cluster or an external server, each app's
-database and role, and the ``pg:*`` requests.
+"""data: PostgreSQL for the apps. The managed cluster (and the system account it runs as) or
+an external server, each app's database, role and socket directory, and the ``pg:*``
+requests.
 
 May import: the core, supervise (the cluster is a supervised child) and apps (the requests
 act on an app).

@@ -1,12 +1,15 @@
 """dokuend's own PostgreSQL cluster under ``$DOKUEN_HOME/postgres/`` (DOKUEN_POSTGRES=managed):
 made by initdb on first use (in ``data.new``, renamed ``data`` once whole), then run as a
-supervised child: restarted with backoff when it dies, listening on a unix socket in
-``postgres/run/`` and on 127.0.0.1:DOKUEN_POSTGRES_PORT, its log lines in the unified log
+supervised child: restarted with backoff when it dies, its log lines in the unified log
 (``postgres[postgres]``), stopped with a fast shutdown.
 
-PostgreSQL refuses to run as root, so a root dokuend runs it as another user (its data
-directory that user's). Every login takes a password (scram-sha-256), the superuser
-``dokuen``'s too: it is kept in ``postgres/superuser.password`` (0600).
+It listens on no TCP port: only on the unix socket ``.s.PGSQL.DOKUEN_POSTGRES_PORT`` in
+``postgres/run/`` (0700), which each app reaches through a link in a directory of its own
+(sockets.py). PostgreSQL refuses to run as root, so a root dokuend runs it as its own
+system account (account.py), which owns ``data/`` and ``run/`` and nothing else; the
+directory ``postgres/`` itself is root's (0750, the account's group). Every login takes a
+password (scram-sha-256), the superuser ``dokuen``'s too: it is kept in
+``postgres/superuser.password``, 0600 and dokuend's (root's when it is root).
 """
 
 import contextlib
@@ -19,6 +22,7 @@ import signal
 import stat
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +32,11 @@ import psutil
 import structlog
 
 from dokuen.conninfo import ConnInfo
+from dokuen.data import account as accounts
+from dokuen.data.sockets import SOCKET_PATH_MAX, socket_name
 from dokuen.errors import DokuenError
 from dokuen.store import write_atomic
 from dokuen.supervise.logmux import LineFramer, LogMux
-from dokuen.supervise.ports import port_is_free
 from dokuen.supervise.process import describe_exit
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 
@@ -39,11 +44,9 @@ log = structlog.get_logger()
 
 POSTGRES_APP = "postgres"  # how the cluster's lines and events appear in the unified log
 SUPERUSER = "dokuen"
-LOOPBACK = "127.0.0.1"
 READY_POLL = 0.05
 FAST_SHUTDOWN_TIMEOUT = 30.0  # then SIGQUIT (immediate shutdown), then SIGKILL
 MAX_RESTART_DELAY = 30.0
-SOCKET_PATH_MAX = 107  # sun_path on Linux, less its terminating NUL
 # Lines of the server's log that say why it stopped: its errors, but not those it sends
 # to sessions (our own probes while it starts, the sessions a shutdown ends).
 _SERVER_FAILURE = re.compile(
@@ -94,7 +97,7 @@ class ClusterPaths:
         return (self.data / "PG_VERSION").is_file()
 
     def socket(self, port: int) -> Path:
-        return self.run / f".s.PGSQL.{port}"
+        return self.run / socket_name(port)
 
 
 class ManagedCluster:
@@ -108,11 +111,15 @@ class ManagedCluster:
         user: str | None,
         spawner: OsSpawner,
         mux: LogMux,
+        on_start: Callable[[Path], None] = lambda _socket: None,
     ) -> None:
+        """``on_start(socket)`` runs (in a worker thread) each time the server has started,
+        before it is said to accept connections: the apps' links to its new socket."""
         self.paths = paths
         self.port = port
         self.bindir = bindir
         self.user = user  # None: dokuend's own user
+        self._on_start = on_start
         self._spawner = spawner
         self._mux = mux
         self.pid: int | None = None
@@ -142,6 +149,9 @@ class ManagedCluster:
         await anyio.to_thread.run_sync(self._prepare)
         if not self.paths.initialized:
             await self._initdb()
+        elif self.user is not None:
+            await self._stop_stale()  # before its files change owner under it
+            await anyio.to_thread.run_sync(self._adopt)
         task_status.started()
         delay = 0.5
         while True:
@@ -179,11 +189,16 @@ class ManagedCluster:
                 f"the PostgreSQL socket path {socket} is longer than {SOCKET_PATH_MAX} bytes "
                 "(move DOKUEN_HOME to a shorter path)"
             )
-        self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.paths.run.mkdir(mode=0o700, exist_ok=True)
+        self.paths.run.chmod(0o700)  # a 0.1 cluster's, or a hand-made one, may be wider
         if self.user is None:
+            self.paths.root.chmod(0o700)
             return
-        account = pwd.getpwnam(self.user)
+        account = accounts.ensure_account(self.user)
+        # root's, and the account's group may pass through to data/ and run/ (nobody else).
+        os.chown(self.paths.root, os.geteuid(), account.pw_gid)
+        self.paths.root.chmod(0o750)
         blocked = unreachable_parent(self.paths.run, account)
         if blocked is not None:
             mode = stat.S_IMODE(blocked.stat().st_mode)
@@ -193,8 +208,24 @@ class ManagedCluster:
                 "move DOKUEN_HOME)"
             )
         os.chown(self.paths.run, account.pw_uid, account.pw_gid)
-        if self.paths.data.is_dir():
-            os.chown(self.paths.data, account.pw_uid, account.pw_gid)
+
+    def _adopt(self) -> None:
+        """Give the cluster's files to the account it runs as now: a cluster that another
+        account ran (Dokuen 0.1's ran as ``postgres``) moves over, once, here."""
+        assert self.user is not None
+        account = pwd.getpwnam(self.user)
+        owner = self.paths.data.lstat().st_uid
+        if owner == account.pw_uid:
+            return
+        try:
+            before = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            before = f"uid {owner}"
+        changed = accounts.adopt(self.paths.data, account)
+        self._mux.event(
+            POSTGRES_APP,
+            f"the cluster's {changed} files moved from user {before} to {self.user}",
+        )
 
     async def _initdb(self) -> None:
         """A new cluster in ``data.new``, renamed to ``data`` only once initdb succeeded (so
@@ -237,11 +268,6 @@ class ManagedCluster:
         self.attempts += 1
         self.problem = None
         await self._stop_stale()
-        if not port_is_free(self.port):
-            return (
-                f"port {self.port} on {LOOPBACK} is already in use, so PostgreSQL cannot "
-                "listen (free it, or set DOKUEN_POSTGRES_PORT)"
-            )
         argv = [
             str(self.bindir / "postgres"),
             "-D",
@@ -251,7 +277,9 @@ class ManagedCluster:
             "-k",
             str(self.paths.run),
             "-c",
-            f"listen_addresses={LOOPBACK}",
+            "listen_addresses=",  # no TCP: only the socket, which only apps' links reach
+            "-c",
+            "unix_socket_permissions=0777",  # the directories are the boundary, not this
             "-c",
             "log_line_prefix=[%p] ",  # the unified log stamps each line itself
         ]
@@ -318,6 +346,7 @@ class ManagedCluster:
                 self.last_error = str(exc)
                 await anyio.sleep(READY_POLL)
         self.version = str(row[0]).split()[0] if row else None  # 15.18, not its packager's
+        await anyio.to_thread.run_sync(self._on_start, self.paths.socket(self.port))
         self.accepting = True
         self._mux.event(POSTGRES_APP, f"accepting connections (PostgreSQL {self.version})")
 

@@ -10,7 +10,6 @@
 
 import contextlib
 import os
-import pwd
 import re
 import shutil
 from pathlib import Path
@@ -21,8 +20,9 @@ import anyio.abc
 import structlog
 
 from dokuen.conninfo import ConnInfo, parse_url
+from dokuen.data import sockets
+from dokuen.data.account import cluster_user
 from dokuen.data.cluster import (
-    LOOPBACK,
     POSTGRES_APP,
     READY_POLL,
     ClusterPaths,
@@ -105,6 +105,8 @@ class Postgres:
         self.problem = None
         if problem is not None:
             self.problem = not_installed(self.bindir, settings.postgres_bin, server=True)
+        self._apps_root = settings.home / "apps"
+        self._mux = mux
         self._external: ConnInfo | None = None
         self._cluster: ManagedCluster | None = None
         if self.mode == "external":
@@ -119,9 +121,10 @@ class Postgres:
                     ClusterPaths(settings.home / "postgres"),
                     settings.postgres_port,
                     self.bindir,
-                    _cluster_user(settings.postgres_user),
+                    cluster_user(settings.postgres_user, os.geteuid()),
                     spawner,
                     mux,
+                    on_start=self._relink,
                 )
         self._group: anyio.abc.TaskGroup | None = None
         self._running = False
@@ -217,12 +220,31 @@ class Postgres:
         assert self._cluster is not None
         return ConnInfo(str(self._cluster.paths.run), self._cluster.port, user, dbname, password)
 
-    def public(self, user: str, password: str, dbname: str) -> ConnInfo:
-        """How apps and people reach it: over TCP (a managed cluster: 127.0.0.1)."""
+    def public(self, user: str, password: str, dbname: str, app_root: Path) -> ConnInfo:
+        """How the app whose state is ``app_root`` (and people, with ``pg:psql``) reach
+        it: the external server's own address, or the managed cluster's socket through
+        the app's own directory (sockets.py), never TCP."""
         if self._external is not None:
             return self._external.login(user, password, dbname)
         assert self._cluster is not None
-        return ConnInfo(LOOPBACK, self._cluster.port, user, dbname, password)
+        directory = sockets.app_socket_dir(app_root)
+        return ConnInfo(str(directory), self._cluster.port, user, dbname, password)
+
+    def app_socket(self, app_root: Path, gid: int | None) -> None:
+        """Give the app its own way in to the managed cluster (nothing for an external
+        server): ``apps/APP/run/postgresql/``, group ``gid``, linked to the cluster's
+        socket. Blocking; raises sockets.SocketError.
+
+        Args:
+            gid: the app's own group, as its processes run; None: dokuend's own gid.
+        """
+        if self._cluster is not None:
+            sockets.prepare(app_root, self._cluster.paths.socket(self._cluster.port), gid)
+
+    def _relink(self, socket: Path) -> None:
+        """The cluster (re)started with a new socket: every app's link points at it."""
+        for app in sockets.relink_all(self._apps_root, socket):
+            self._mux.event(app, "cannot link PostgreSQL's new socket for this app")
 
     def tool(self, name: str) -> str:
         """The path of ``pg_dump``, ``pg_restore`` or ``psql``; raise naming the package."""
@@ -255,22 +277,9 @@ class Postgres:
             info.update(
                 state=state,
                 pid=cluster.pid,
-                listen=f"{LOOPBACK}:{cluster.port}",
+                listen=str(cluster.paths.socket(cluster.port)),
                 socket=str(cluster.paths.run),
                 version=cluster.version,
                 problem=cluster.problem or self._start_error,
             )
         return info
-
-
-def _cluster_user(configured: str | None) -> str | None:
-    """Who the managed cluster runs as: dokuend's own user unless that is root."""
-    if os.geteuid() != 0:
-        return None
-    if configured is not None:
-        return configured
-    try:
-        pwd.getpwnam("postgres")  # Debian's package makes it
-    except KeyError:
-        return "nobody"
-    return "postgres"

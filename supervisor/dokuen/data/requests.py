@@ -3,10 +3,14 @@
 One database operation per app at a time (create, destroy, and the capture, restore and
 verification of a backup, backup/databases.py): a second one is refused at once with what
 the first is doing, rather than queued behind a dump that may take minutes.
+
+On the managed cluster an app reaches its database through a socket directory of its own
+(sockets.py), made at ``pg:create`` and, for apps made before there were any, at start.
 """
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +19,21 @@ import anyio
 from dokuen.apps.app import App
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Command, Output
-from dokuen.data import database
+from dokuen.data import database, sockets
 from dokuen.data.cluster import PostgresUnavailable
 from dokuen.data.database import Database
 from dokuen.data.postgres import Postgres
-from dokuen.errors import Conflict, InvalidName, NotFound
+from dokuen.errors import Conflict, DokuenError, InvalidName, NotFound
+from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.logmux import LogMux
+
+LEGACY_HOST = "127.0.0.1"  # where Dokuen 0.1 sent apps: the managed cluster's TCP port
+
+
+def app_group(app: App) -> int | None:
+    """The group the app's processes run with: it alone (with dokuend) may enter the app's
+    socket directory. None (dokuend's own gid) until apps get groups of their own."""
+    return None
 
 
 class DatabaseCommands:
@@ -94,6 +107,7 @@ class DatabaseCommands:
                 )
             admin = await self.postgres.admin()
             record = Database.new(app.name, self.postgres.mode)
+            await anyio.to_thread.run_sync(self.postgres.app_socket, app.dir.root, app_group(app))
             await database.create(admin, record)
             try:
                 await anyio.to_thread.run_sync(database.write_record, app.dir, record)
@@ -102,7 +116,7 @@ class DatabaseCommands:
                     await database.destroy(admin, record.name)
                 raise
             self._mux.event(app.name, f"database {record.name} created")
-            url = self.postgres.public(record.name, record.password, record.name)
+            url = self._public(app, record)
             await app.set_config({"DATABASE_URL": url.url()}, [])
         return {"database": record.name, "url": url.shown(), "restarted": app.active}
 
@@ -110,7 +124,7 @@ class DatabaseCommands:
         app = self._find_app(args)
         record, login = await self.login(app)
         found = await database.describe(login)
-        public = self.postgres.public(record.name, record.password, record.name)
+        public = self._public(app, record)
         return {
             "app": app.name,
             "database": record.name,
@@ -125,7 +139,7 @@ class DatabaseCommands:
         """What ``pg:psql`` needs to run psql itself (the password included)."""
         app = self._find_app(args)
         record, _login = await self.login(app)
-        public = self.postgres.public(record.name, record.password, record.name)
+        public = self._public(app, record)
         with contextlib.suppress(PostgresUnavailable):
             return {"environ": public.environ(), "psql": self.postgres.tool("psql")}
         return {"environ": public.environ(), "psql": None}
@@ -142,7 +156,38 @@ class DatabaseCommands:
             await database.destroy(await self.postgres.admin(), record.name)
             await anyio.to_thread.run_sync(database.remove_record, app.dir)
             self._mux.event(app.name, f"database {record.name} destroyed")
-            public = self.postgres.public(record.name, record.password, record.name)
-            if app.config().get("DATABASE_URL") == public.url():
+            public = self._public(app, record)
+            legacy = dataclasses.replace(public, host=LEGACY_HOST)
+            if app.config().get("DATABASE_URL") in (public.url(), legacy.url()):
                 await app.set_config({}, ["DATABASE_URL"])
+            await anyio.to_thread.run_sync(sockets.remove, app.dir.root)
         return {"database": record.name}
+
+    def _public(self, app: App, record: Database) -> ConnInfo:
+        return self.postgres.public(record.name, record.password, record.name, app.dir.root)
+
+    async def restore_sockets(self, apps: Iterable[App]) -> None:
+        """At start, before the apps' processes: every app with a database on the managed
+        cluster gets its socket directory, and one whose DATABASE_URL is still Dokuen 0.1's
+        (TCP on 127.0.0.1, where the cluster listens no more) gets the new one. Problems
+        are logged, not raised: the other apps start anyway."""
+        if self.postgres.mode != "managed":
+            return
+        for app in apps:
+            try:
+                record = await anyio.to_thread.run_sync(database.read_record, app.dir)
+                if record is None or record.server != "managed":
+                    continue
+                await anyio.to_thread.run_sync(
+                    self.postgres.app_socket, app.dir.root, app_group(app)
+                )
+                public = self._public(app, record)
+                legacy = dataclasses.replace(public, host=LEGACY_HOST)
+                if app.config().get("DATABASE_URL") == legacy.url():
+                    # Its processes have not started yet: they start with the new URL.
+                    await anyio.to_thread.run_sync(
+                        write_envdir, app.dir.env, {"DATABASE_URL": public.url()}
+                    )
+                    self._mux.event(app.name, "DATABASE_URL now reaches its own socket")
+            except DokuenError as exc:
+                self._mux.event(app.name, f"its database socket: {exc}")

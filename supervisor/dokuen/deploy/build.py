@@ -4,8 +4,10 @@ the build directory, each an isolated subprocess.
 Isolation: every step runs in its own session with the environment of
 ``buildpack.build_environment`` and nothing else, under a memory limit (RLIMIT_DATA, per
 process) and a process limit (RLIMIT_NPROC), as the build user when dokuend runs as root.
-One deadline covers the whole build; when it passes, the running step's process group and
-every process below it are killed.
+With cgroups, the build has a group of its own (the same limits, for the whole build) and
+each step a group below it, killed whole when the step ends. One deadline covers the whole
+build; when it passes, the running step and every process it started are killed. At the
+end, every process of the build's uid is killed, again and again until none is left.
 """
 
 import codecs
@@ -33,6 +35,8 @@ from dokuen.deploy.buildpack import (
     parse_release,
     parse_source,
 )
+from dokuen.isolate.cgroups import Group
+from dokuen.isolate.paths import chown_tree, read_optional
 from dokuen.resources import shipped
 from dokuen.supervise import reaper
 from dokuen.supervise.envdir import write_envdir
@@ -45,6 +49,7 @@ _LIMITED = 'ulimit -d "$1" && ulimit -u "$2" && shift 2 && exec "$@"'
 # A later buildpack's compile sees what earlier ones exported (the buildpack API's `export`).
 _WITH_EXPORTS = 'while [ "$1" != -- ]; do . "$1" || exit 1; shift; done; shift; exec "$@"'
 _OUTPUT_LIMIT = 1 << 20  # of detect and release output kept for parsing
+_BUILDPACKS_LIMIT = 64 << 10  # bytes a .buildpacks file may hold
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,8 @@ class _Pack:
 class Builder:
     def __init__(self, spawner: OsSpawner) -> None:
         self.spawner = spawner
+        self._groups: dict[Path, Group] = {}  # the cgroup of each running build, by workspace
+        self._steps = 0
 
     async def build(self, job: Job, say: Say) -> Outcome:
         """Build ``job.build_dir`` in place; return what the buildpacks said.
@@ -103,13 +110,17 @@ class Builder:
         Raises BuildError when no buildpack applies, one fails, or the time runs out.
         """
         await anyio.to_thread.run_sync(_prepare, job)
+        group = await self._make_group(job, say)
         try:
             with anyio.move_on_after(job.limits.timeout) as scope:
                 outcome = await self._run_buildpacks(job, say)
         finally:
-            if job.limits.user is not None:  # the uid is the app's builds' alone: none may stay
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_kill_uid, job.limits.user)
+            with anyio.CancelScope(shield=True):
+                if group is not None:  # whatever any step left, wherever it went
+                    self._groups.pop(job.workspace, None)
+                    await anyio.to_thread.run_sync(group.destroy)
+                if job.limits.user is not None:  # the uid is the app's builds' alone
+                    await anyio.to_thread.run_sync(reaper.kill_uid, job.limits.user)
         if scope.cancelled_caught:
             raise BuildError(
                 f"the build took longer than {job.limits.timeout:g} s (DOKUEN_BUILD_TIMEOUT) "
@@ -117,6 +128,21 @@ class Builder:
             )
         await anyio.to_thread.run_sync(_finish, job)
         return outcome
+
+    async def _make_group(self, job: Job, say: Say) -> Group | None:
+        """The build's cgroup, under the build's limits for all its processes together."""
+        cgroups = self.spawner.cgroups
+        if cgroups is None:
+            return None
+        group = cgroups.build(job.app)
+        try:
+            group.create()
+        except OSError as exc:
+            raise BuildError(f"cannot make the build's cgroup {group.name}: {exc}") from None
+        for problem in group.set_limits(job.limits.memory_mib << 20, job.limits.processes):
+            await say(f"-----> warning: {problem}\n")
+        self._groups[job.workspace] = group
+        return group
 
     # -- the steps -------------------------------------------------------------------
 
@@ -153,9 +179,8 @@ class Builder:
         first bundled buildpack whose bin/detect says yes."""
         if "BUILDPACK_URL" in job.config:
             sources = [parse_source(job.config["BUILDPACK_URL"], "BUILDPACK_URL")]
-        elif (job.build_dir / ".buildpacks").is_file():
-            text = (job.build_dir / ".buildpacks").read_text(encoding="utf-8", errors="replace")
-            sources = parse_buildpacks_file(text)
+        elif (text := read_optional(job.build_dir, ".buildpacks", _BUILDPACKS_LIMIT)) is not None:
+            sources = parse_buildpacks_file(text.decode("utf-8", errors="replace"))
         else:
             for name in BUNDLED:
                 pack = _Pack(Source(name), job.bundled / name)
@@ -213,6 +238,8 @@ class Builder:
         gets it live instead) its output. Cancelled, it kills its whole tree."""
         env = {**build_environment(job.path, job.workspace / "home", job.commit), **(extra or {})}
         limited = ["bash", "-c", _LIMITED, "dokuen-build", *_ulimits(job.limits), *argv]
+        group = self._groups.get(job.workspace)
+        self._steps += 1
         try:
             child = await self.spawner(
                 f"exec {shlex.join(limited)}",
@@ -220,6 +247,7 @@ class Builder:
                 job.build_dir,
                 user=job.limits.user,
                 profile=False,
+                cgroup=group.child(f"step.{self._steps}") if group is not None else None,
             )
         except OSError as exc:
             who = f" as uid {job.limits.user}" if job.limits.user is not None else ""
@@ -294,7 +322,7 @@ def _prepare(job: Job) -> None:
         for top in (job.workspace, job.cache_dir, job.build_dir, job.bundled):
             _check_reachable(top, job.limits.user)
         for top in (job.workspace, job.cache_dir, job.build_dir):
-            _chown_tree(top, job.limits.user, job.limits.user)
+            chown_tree(top, job.limits.user, job.limits.user)
 
 
 def _finish(job: Job) -> None:
@@ -302,7 +330,7 @@ def _finish(job: Job) -> None:
     or another app, as the same build user) can change it."""
     shutil.rmtree(job.workspace / "env", ignore_errors=True)
     if job.limits.user is not None:
-        _chown_tree(job.build_dir, os.getuid(), os.getgid())
+        chown_tree(job.build_dir, os.getuid(), os.getgid())
 
 
 def reachable_buildpacks(home: Path) -> Path:
@@ -321,12 +349,6 @@ def reachable_buildpacks(home: Path) -> Path:
     shutil.rmtree(copy, ignore_errors=True)
     staging.rename(copy)
     return copy
-
-
-def _kill_uid(uid: int) -> None:
-    """Kill every process that runs as ``uid``, wherever it went (a new session, a new
-    HOME, a parent that exited)."""
-    reaper.kill_all([p for p in psutil.process_iter(["uids"]) if uid in (p.info["uids"] or ())])
 
 
 def _sourcing(exports: list[Path]) -> list[str]:
@@ -355,10 +377,3 @@ def _check_reachable(path: Path, uid: int) -> None:
                 f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
                 f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"
             )
-
-
-def _chown_tree(top: Path, uid: int, gid: int) -> None:
-    os.chown(top, uid, gid, follow_symlinks=False)
-    for root, dirs, files in os.walk(top):
-        for name in [*dirs, *files]:
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)

@@ -1,6 +1,7 @@
 """Making a release from source: copy it into the next release's directory, build it there
 with the buildpacks, record what came out. The slug is Heroku's word for the built app."""
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from dokuen.errors import DokuenError
 from dokuen.resources import shipped
 from dokuen.settings import Settings
 from dokuen.store import AppDir, Store, write_atomic
+from dokuen.supervise.environment import read_dotenv
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.procfile import Procfile, read_procfile
 
@@ -62,8 +64,10 @@ class Transcript:
 
 def process_types(build_dir: Path, defaults: Mapping[str, str]) -> Procfile:
     """The release's process types: the Procfile's, then the buildpacks' defaults for types
-    the Procfile lacks (Heroku's rule). Raises DokuenError when there is none at all."""
-    own = read_procfile(build_dir).commands if (build_dir / "Procfile").exists() else ()
+    the Procfile lacks (Heroku's rule). Raises DokuenError when there is none at all, or
+    the Procfile is a link or not a regular file (read as isolate/paths.py does)."""
+    present = os.path.lexists(build_dir / "Procfile")  # a link is there, and is refused
+    own = read_procfile(build_dir).commands if present else ()
     types = dict(own)
     for name, command in defaults.items():
         types.setdefault(name, command)
@@ -126,6 +130,7 @@ async def make_release(
         outcome = await builder.build(job, transcript.write)
         await transcript.end_line()
         procfile = process_types(release.path, outcome.release.process_types)
+        read_dotenv(release.path)  # a .env that is a link or no file fails the build, here
         await transcript.write(f"-----> Process types -> {', '.join(procfile.types)}\n")
         record = {
             "version": release.version,

@@ -22,10 +22,12 @@ from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import (
     Managed,
     Site,
+    listen_directive,
     render_main,
     render_site,
     render_system_include,
 )
+from dokuen.settings import Settings
 from dokuen.supervise import reaper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import port_is_free
@@ -50,6 +52,28 @@ def find_nginx() -> str | None:
         (path for path in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(path, os.X_OK)),
         None,
     )
+
+
+def make_proxy(
+    settings: Settings, spawner: object, sites: Callable[[], list[Site]], mux: LogMux
+) -> "tuple[NginxProxy | None, str | None]":
+    """The nginx DOKUEN_NGINX asks for, or None (with the reason when nginx was asked for
+    and is missing). Only a real ``OsSpawner`` runs nginx (a daemon of fakes does not)."""
+    if settings.nginx == "off":
+        return None, None
+    binary = settings.nginx_binary or find_nginx()
+    if binary is not None and not os.access(binary, os.X_OK):
+        binary = None
+    if binary is None or not isinstance(spawner, OsSpawner):
+        if settings.nginx == "auto":
+            return None, None
+        problem = "nginx is not installed (apt install nginx); running with DOKUEN_NGINX=off"
+        log.warning("nginx.missing", problem=problem)
+        return None, problem
+    port = settings.listen_port
+    managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
+    proxy = NginxProxy(managed, port, binary, sites, spawner, mux, settings.nginx == "system")
+    return proxy, None
 
 
 class NginxProxy:
@@ -87,6 +111,15 @@ class NginxProxy:
         self.problem: str | None = None  # shown by `status` while nginx is not serving
 
     # -- what the daemon calls -------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        """What ``dokuenctl status`` shows of nginx."""
+        return {
+            "mode": "system" if self.system else "managed",
+            "listen": self.managed.listen,
+            "pid": self.master_pid,
+            "problem": self.problem,
+        }
 
     def changed(self) -> None:
         """Something that nginx shows changed (a web process came or went, a domain)."""

@@ -1,12 +1,13 @@
 """What an authorized ssh key may run. sshd runs every such key's forced command,
-``dokuenctl ssh-serve NAME``, with the command the client asked for in SSH_ORIGINAL_COMMAND;
-this module decides which of two things it is, or refuses it:
+``dokuenctl ssh-serve NAME [--app APP]...``, with the command the client asked for in
+SSH_ORIGINAL_COMMAND; this module decides which of two things it is, or refuses it:
 
 - ``git-receive-pack 'APP'`` (what ``git push dokuen@HOST:APP`` sends; also ``APP.git``
   and ``/APP``, from ``ssh://dokuen@HOST/APP``): a push to a valid app's repository;
 - ``dokuenctl ARGS...``: one dokuenctl command.
 
-Everything else (a shell, a fetch, any other program) is refused.
+Everything else (a shell, a fetch, any other program, dokuenctl's own options such as
+``--socket`` and ``--home``) is refused. What the key may then ask of dokuend is scope.py's.
 """
 
 import shlex
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 from dokuen.errors import Refused
 from dokuen.names import check_app_name
 
-# Commands of dokuenctl an ssh key may not run: the two that only git and sshd run.
-HIDDEN = frozenset({"git-hook", "ssh-serve"})
+# Commands of dokuenctl an ssh key may not run: the hidden ones, that only git and sshd run.
+HIDDEN = frozenset({"git-hook", "git-post-receive", "ssh-serve"})
 ALLOWED = (
     "it may push (git push dokuen@HOST:APP main) and run dokuenctl commands "
     "(ssh dokuen@HOST dokuenctl apps)"

@@ -1,12 +1,16 @@
 """Who may ``git push`` over ssh: ``$DOKUEN_HOME/.ssh/authorized_keys``, owned by dokuend.
 
 Each key dokuen manages is one line that ties it to the forced command ``dokuenctl ...
-ssh-serve NAME`` (command.py says what that allows):
+ssh-serve NAME``, or ``ssh-serve NAME --app APP...`` for a key limited to some apps
+(command.py and scope.py say what that allows):
 
     command="/bin/dokuenctl --socket /d/dok.sock ssh-serve al",restrict,pty ssh-ed25519 AAAA... al
+    command="/bin/dokuenctl --socket /d/dok.sock ssh-serve ci --app blog",restrict,pty ...
 
-(``restrict`` takes every forwarding away; ``pty`` gives back a terminal when the client
-asks for one, for ``ssh -t dokuen@HOST dokuenctl run APP bash``.)
+The scope lives in the line itself, so sshd hands it to ssh-serve and nothing else has to
+agree with it; the app names in it are checked names (DNS labels), never escaped.
+``restrict`` takes every forwarding away; ``pty`` gives back a terminal when the client
+asks for one, for ``ssh -t dokuen@HOST dokuenctl run APP bash``.
 
 Parsing and rendering are pure; ``fingerprint_with_ssh_keygen`` and ``load``/``save`` at the
 bottom are the only I/O. Lines someone else wrote into the file are kept as they are.
@@ -21,10 +25,11 @@ import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dokuen.entrypoint import Entrypoint
-from dokuen.errors import Conflict, InvalidKey
-from dokuen.names import check_ssh_key_name, not_found
+from dokuen.errors import Conflict, InvalidKey, InvalidName
+from dokuen.names import check_app_name, check_ssh_key_name, not_found
 from dokuen.store import write_atomic
 
 KEY_TYPES = (
@@ -63,9 +68,15 @@ class PublicKey:
 class AuthorizedKey:
     name: str
     key: PublicKey
+    apps: tuple[str, ...] = ()  # the apps it is limited to; none: an admin key
 
-    def info(self) -> dict[str, str]:
-        return {"name": self.name, "type": self.key.type, "fingerprint": self.key.fingerprint}
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.key.type,
+            "fingerprint": self.key.fingerprint,
+            "apps": list(self.apps),
+        }
 
 
 @dataclass(frozen=True)
@@ -145,9 +156,19 @@ def _wire_type(blob: str) -> str | None:
     return raw[4 : 4 + length].decode("ascii", errors="replace") if length <= 64 else None
 
 
+def key_apps(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The apps a key is limited to, checked, each once, sorted.
+
+    Raises:
+        InvalidName: one is not an app name.
+    """
+    return tuple(sorted({check_app_name(name) for name in names}))
+
+
 def render_line(entrypoint: Entrypoint, key: AuthorizedKey) -> str:
-    """One managed line: the key, restricted to its forced command."""
-    command = entrypoint.command("ssh-serve", check_ssh_key_name(key.name))
+    """One managed line: the key, restricted to its forced command (and its apps)."""
+    scope = [word for app in key_apps(key.apps) for word in ("--app", app)]
+    command = entrypoint.command("ssh-serve", check_ssh_key_name(key.name), *scope)
     return f'command="{command}",restrict,pty {key.key.type} {key.key.blob} {key.name}'
 
 
@@ -158,15 +179,29 @@ def parse(text: str) -> AuthorizedKeys:
     header = set(HEADER.splitlines())
     for line in text.splitlines():
         match = _MANAGED.fullmatch(line)
-        if (
-            match
-            and match["type"] in KEY_TYPES
-            and match["command"].endswith(f" ssh-serve {match['name']}")
-        ):
-            keys.append(AuthorizedKey(match["name"], PublicKey(match["type"], match["blob"])))
+        apps = _scope(match["command"], match["name"]) if match else None
+        if match and match["type"] in KEY_TYPES and apps is not None:
+            key = PublicKey(match["type"], match["blob"])
+            keys.append(AuthorizedKey(match["name"], key, apps))
         elif line.strip() and line not in header:
             others.append(line)
     return AuthorizedKeys(tuple(keys), tuple(others))
+
+
+def _scope(command: str, name: str) -> tuple[str, ...] | None:
+    """The apps of ``... ssh-serve NAME [--app APP]...`` (() for an admin key, as every
+    line of 0.1 is); None when the command is not one dokuen writes for ``name``."""
+    _, found, tail = command.partition(" ssh-serve ")  # the paths before hold no spaces
+    words = tail.split(" ")
+    if not found or words[0] != name:
+        return None
+    flags, apps = words[1::2], words[2::2]
+    if len(flags) != len(apps) or any(flag != "--app" for flag in flags):
+        return None
+    try:
+        return key_apps(apps)
+    except InvalidName:
+        return None
 
 
 def render(entrypoint: Entrypoint, content: AuthorizedKeys) -> str:

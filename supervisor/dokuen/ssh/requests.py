@@ -1,5 +1,6 @@
 """The ssh keys that may git push: dokuend owns ``$DOKUEN_HOME/.ssh/authorized_keys``
-(keys.py renders and parses it) and logs what each key asked for."""
+(keys.py renders and parses it, each key's apps included) and logs what each key asked
+for."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ import structlog
 
 from dokuen.control import Command, Output, text_arg
 from dokuen.entrypoint import Entrypoint
-from dokuen.errors import InvalidKey
+from dokuen.errors import InvalidKey, ProtocolError
 from dokuen.names import check_ssh_key_name
 from dokuen.ssh import keys as sshkeys
 
@@ -44,7 +45,10 @@ class SshKeyCommands:
         text = text_arg(args, "key")
         if len(text) > sshkeys.MAX_KEY_TEXT:
             raise InvalidKey(f"{len(text)} bytes is too long for a public key file")
-        new = sshkeys.AuthorizedKey(name, sshkeys.parse_public_key(text))
+        apps = args.get("apps") or []
+        if not isinstance(apps, list) or not all(isinstance(app, str) for app in apps):
+            raise ProtocolError("argument 'apps' must be a list of app names")
+        new = sshkeys.AuthorizedKey(name, sshkeys.parse_public_key(text), sshkeys.key_apps(apps))
         entrypoint = self._entrypoint()
         await anyio.to_thread.run_sync(sshkeys.fingerprint_with_ssh_keygen, new.key)
         async with self._lock:

@@ -1,7 +1,8 @@
 """supervise: the process supervisor. Procfile and .env in, a formation of ports and
 process slots out; spawn, restart with backoff, health checks, reaping, and the unified log.
 
-May import: the core only. Every module here is public: the other wings build on them.
+May import: the core and isolate (app-controlled files, ports and cgroups go through it).
+Every module here is public: the other wings build on them.
 """
 
 __all__ = [
@@ -16,6 +17,6 @@ __all__ = [
     "reaper",
     "restart",
     "spawn",
-    "terminal",
+    "streams",
 ]
-DEPENDS_ON: tuple[str, ...] = ()
+DEPENDS_ON: tuple[str, ...] = ("isolate",)

@@ -1,24 +1,41 @@
 """The environment a process gets: exactly what DESIGN.md lists, nothing of the daemon's."""
 
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dotenv.main import DotEnv
 from dotenv.variables import parse_variables
 
+from dokuen.errors import UnsafeFile
+from dokuen.isolate.paths import read_optional
 from dokuen.supervise.formation import ProcessSpec
+
+DOTENV_LIMIT = 1 << 20  # bytes a .env may hold
 
 
 def read_dotenv(app_dir: Path, config: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``.env`` defaults of an app (foreman/honcho syntax); empty when there is none.
     ``${VAR}`` and ``${VAR:-default}`` are expanded as python-dotenv expands them, against
-    the file's earlier entries and ``config`` (``expand_dotenv``)."""
-    path = app_dir / ".env"
-    if not path.is_file():
+    the file's earlier entries and ``config`` (``expand_dotenv``). Read without following a
+    link (``app_dir`` is written by an app or its build).
+
+    Raises:
+        UnsafeFile: ``.env`` is a symbolic link, not a regular file, over ``DOTENV_LIMIT``
+            bytes, or not UTF-8 text.
+    """
+    data = read_optional(app_dir, ".env", DOTENV_LIMIT)
+    if data is None:
         return {}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UnsafeFile(f".env:{line}: cannot read it as UTF-8 text ({exc.reason})") from None
     # Parsed without interpolation: python-dotenv would fill ${VAR} from the daemon's own
     # environment (its secrets, its PATH); expand_dotenv fills it from the app's alone.
-    return expand_dotenv(DotEnv(path, interpolate=False).parse(), config or {})
+    entries = DotEnv(None, stream=io.StringIO(text), interpolate=False).parse()
+    return expand_dotenv(entries, config or {})
 
 
 def expand_dotenv(

@@ -1,4 +1,6 @@
-"""Is a new web process serving yet? A TCP connect, or an HTTP GET that answers 2xx/3xx."""
+"""Is a new web process serving yet? A TCP connect, or an HTTP GET that answers 2xx/3xx,
+from a listener that is the process's own (isolate/listeners.py): a port someone else
+bound first is never taken for the app's."""
 
 import re
 from dataclasses import dataclass
@@ -6,9 +8,11 @@ from dataclasses import dataclass
 import anyio
 
 from dokuen.errors import SettingsError
+from dokuen.isolate.listeners import prove
 
 _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
 PROBE_TIMEOUT = 2.0
+POLL = 0.05  # seconds between probes of a new process
 
 
 @dataclass(frozen=True)
@@ -43,3 +47,24 @@ async def probe(port: int, path: str | None) -> bool:
         return False
     status = head.split(b"\r\n", 1)[0].split()
     return len(status) >= 2 and status[1][:1] in (b"2", b"3")
+
+
+async def serving(health: HealthCheck, port: int, leader: int, name: str) -> str | None:
+    """Probe process ``name`` (started as pid ``leader``) on ``port`` until it answers from
+    a listener it holds: then None. Otherwise why not: at once when another process holds
+    the port (``port 5012 is held by pid 4242 (not web.1's)``), else once ``health.timeout``
+    has passed."""
+    unproven = ""
+    with anyio.move_on_after(health.timeout):
+        while True:
+            if await probe(port, health.path):
+                # Only after an answer: looking for the holder reads every process's fds.
+                proof = await anyio.to_thread.run_sync(prove, port, leader, name)
+                if proof.owned:
+                    return None
+                if proof.final:
+                    return proof.reason
+                unproven = f" ({proof.reason})"
+            await anyio.sleep(POLL)
+    waited = f"within {health.timeout:g}s{unproven}"
+    return f"did not answer {health.describe()} on port {port} {waited}"

@@ -16,9 +16,10 @@ import psutil
 import structlog
 
 from dokuen.errors import DokuenError
+from dokuen.isolate.cgroups import Group
 from dokuen.supervise import reaper
 from dokuen.supervise.formation import ProcessSpec
-from dokuen.supervise.health import HealthCheck, probe
+from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.restart import RestartPolicy, Run, next_delay
@@ -29,7 +30,6 @@ READ_SIZE = 1 << 18
 PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
 GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
-HEALTH_POLL = 0.05  # seconds between health probes of a new process
 
 
 class ProcessState(StrEnum):
@@ -66,7 +66,9 @@ class Child(Protocol):
 
 
 class Spawner(Protocol):
-    async def __call__(self, command: str, env: Mapping[str, str], cwd: Path) -> Child: ...
+    async def __call__(
+        self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+    ) -> Child: ...
 
 
 class Clock(Protocol):
@@ -104,6 +106,7 @@ class SlotConfig:
     stop_timeout: float
     policy: RestartPolicy
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
+    cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
 
 
 class ProcessSlot:
@@ -134,6 +137,7 @@ class ProcessSlot:
         self._clock = clock
         self.port = port
         self.pid: int | None = None
+        self.cgroup: Group | None = None  # the current life's
         self.restarts = 0
         self.started_at: float | None = None
         # Enough history for the policy's decisions: its limit, and the doubling that has
@@ -258,9 +262,9 @@ class ProcessSlot:
                 self.port = self._ports.allocate(self.port)
         else:  # first start, or a port handed over by the slot this one replaces
             self.port = self._ports.allocate(self.port)
-        child = await self._spawner(
-            self.spec.command, self.config.environment(self.port), self.config.cwd
-        )
+        self.cgroup = self.config.cgroup() if self.config.cgroup else None
+        env = self.config.environment(self.port)
+        child = await self._spawner(self.spec.command, env, self.config.cwd, cgroup=self.cgroup)
         self.pid = child.pid
         self.started_at = self._clock.now()
         self.state = ProcessState.RUNNING if self.config.health is None else ProcessState.STARTING
@@ -290,6 +294,8 @@ class ProcessSlot:
                         await pumped.wait()
                     pump_scope.cancel()
                     await pumped.wait()
+                    if self.cgroup is not None and self.cgroup.oom_kills():
+                        self._event("out of memory (DOKUEN_MEMORY_LIMIT): killed", "process.oom")
                     await child.aclose()
                     if stopping:  # after its last lines, not before them
                         self._event(
@@ -338,20 +344,17 @@ class ProcessSlot:
                 )
 
     async def _check_health(self, health: HealthCheck, child: Child) -> None:
-        """Probe the new process until it answers (then it is RUNNING: nginx may send it
-        requests) or its boot timeout passes: then, as Heroku does on a boot timeout, it
-        is killed, and restarted with backoff like any process that exits."""
+        """Probe the new process until it answers from its own port (then it is RUNNING:
+        nginx may send it requests). If another process holds the port, or the boot
+        timeout passes, it is killed, as Heroku does on a boot timeout, and restarted with
+        backoff like any process that exits."""
         assert self.port is not None
-        with anyio.move_on_after(health.timeout):
-            while not await probe(self.port, health.path):
-                await anyio.sleep(HEALTH_POLL)
+        reason = await serving(health, self.port, child.pid, self.spec.name)
+        if reason is None:
             self.state = ProcessState.RUNNING
             self._event(f"answers {health.describe()} on port {self.port}", "process.healthy")
             self.settled.set()
             return
-        reason = (
-            f"did not answer {health.describe()} on port {self.port} within {health.timeout:g}s"
-        )
         if self.settled.is_set():  # a later life: nobody waits on it, so say it here
             self._event(f"{reason}, killing it", "process.boot_timeout")
         else:

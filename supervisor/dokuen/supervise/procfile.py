@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dokuen.errors import ProcfileError
+from dokuen.isolate.paths import read_file
 
 _LINE = re.compile(r"(?P<type>[^:]*?)\s*:(?P<command>.*)")
 _TYPE = re.compile(r"[A-Za-z0-9_-]+")
+LIMIT = 1 << 20  # bytes a Procfile may hold
 
 
 @dataclass(frozen=True)
@@ -73,16 +75,20 @@ def parse_procfile(text: str, filename: str = "Procfile") -> Procfile:
 
 
 def read_procfile(app_dir: Path) -> Procfile:
-    """Read and parse ``app_dir/Procfile``; raise ProcfileError if it is missing or bad."""
+    """Read and parse ``app_dir/Procfile`` without following a link (``app_dir`` is written
+    by an app or its build).
+
+    Raises:
+        ProcfileError: it is missing or bad.
+        UnsafeFile: it is a symbolic link, not a regular file, or over ``LIMIT`` bytes.
+    """
     path = app_dir / "Procfile"
     try:
-        data = path.read_bytes()
+        data = read_file(app_dir, "Procfile", LIMIT)
     except FileNotFoundError:
         raise ProcfileError(
             f"no Procfile in {app_dir} (add one with a line like 'web: ./server')"
         ) from None
-    except IsADirectoryError as exc:
-        raise ProcfileError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

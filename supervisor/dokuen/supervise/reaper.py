@@ -11,7 +11,9 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
 import sys
+import time
 
 import psutil
 
@@ -117,3 +119,37 @@ def reap_strays(spawned: set[int]) -> None:
     for pid in adopted(spawned):
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def kill_uid(uid: int, patience: float = 10.0) -> bool:
+    """Kill every process that runs as ``uid``, wherever it went (a new session, a new
+    HOME, a parent that exited), even one that forks and exits faster than a listing of
+    processes can see it ("fork-hopping"): a shell run as ``uid`` sends SIGKILL to -1,
+    which the kernel delivers to every process of the uid at once, so none forks away.
+    Repeated until none is left; False if some survived ``patience`` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["/bin/sh", "-c", "kill -9 -1"],
+                user=uid,
+                group=uid,
+                extra_groups=[],
+                env={"PATH": os.defpath},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=patience,
+                check=False,
+            )
+        left = [
+            p
+            for p in psutil.process_iter(["uids", "status"])
+            if uid in (p.info["uids"] or ()) and p.info["status"] != psutil.STATUS_ZOMBIE
+        ]
+        if not left:  # zombies among them that we adopted: the daemon's reaper takes them
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)

@@ -19,9 +19,13 @@ from typing import TypedDict
 import anyio
 import anyio.abc
 import psutil
+import structlog
 
+from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
-from dokuen.supervise.terminal import NO_INPUT, Stdio
+from dokuen.supervise.streams import NO_INPUT, Stdio
+
+log = structlog.get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
@@ -54,23 +58,34 @@ def with_profile(command: str, cwd: Path) -> str:
 
 
 class _OsChild:
-    """What every real child shares: its process group and the tree below it."""
+    """What every real child shares: its process group and the tree below it, or, with
+    cgroups, its cgroup: every process it started, wherever it went (setsid, double forks)."""
 
-    def __init__(self, pid: int, spawner: "OsSpawner") -> None:
+    def __init__(self, pid: int, spawner: "OsSpawner", cgroup: Group | None) -> None:
         self.pid = pid
         self._spawner = spawner
         self._tree: list[psutil.Process] = []
+        self.cgroup = cgroup
 
     def signal_group(self, signum: int) -> None:
-        if signum == signal.SIGTERM:
+        if signum == signal.SIGTERM and self.cgroup is None:
             # Remember the tree while its links are intact, to find who leaves the group.
             self._tree = reaper.descendants(self.pid)
         # start_new_session made the child the leader of a group whose id is its pid.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signum)
+        if self.cgroup is not None and signum == signal.SIGKILL:
+            self.cgroup.kill()  # all at once: nothing forks away between two kills
+        elif self.cgroup is not None:  # those that left the process group, once each
+            for pid in self.cgroup.pids():
+                with contextlib.suppress(OSError):
+                    if os.getpgid(pid) != self.pid:
+                        os.kill(pid, signum)
 
     def group_alive(self) -> bool:
         reaper.reap_strays(self._spawner.live)
+        if self.cgroup is not None:  # a zombie has left its cgroup already
+            return bool(self.cgroup.pids())
         try:
             os.killpg(self.pid, 0)
         except ProcessLookupError:
@@ -91,10 +106,26 @@ class _OsChild:
         return found
 
     def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
+        if self.cgroup is not None:  # nothing leaves a cgroup: group_alive saw them all
+            return []
         found = {p.pid: p for p in self._tree if _running(p)}
         for orphan in reaper.orphans_of(app, dyno, self._spawner.live):
             found.setdefault(orphan.pid, orphan)
         return list(found.values())
+
+    async def _discard_cgroup(self) -> None:
+        """Remove the child's cgroup once it is empty (killing what still runs in it)."""
+        if self.cgroup is None:
+            return
+        try:
+            for _ in range(250):
+                if self.cgroup.remove():
+                    return
+                self.cgroup.kill()
+                await anyio.sleep(0.02)
+            log.warning("cgroup.not_removed", group=str(self.cgroup.name), pids=self.cgroup.pids())
+        except OSError as exc:
+            log.warning("cgroup.not_removed", group=str(self.cgroup.name), error=str(exc))
 
 
 def _running(process: psutil.Process) -> bool:
@@ -107,8 +138,10 @@ def _running(process: psutil.Process) -> bool:
 class PidfdChild(_OsChild):
     """A Popen child whose output pipe and pidfd are watched by the event loop."""
 
-    def __init__(self, process: "subprocess.Popen[bytes]", spawner: "OsSpawner") -> None:
-        super().__init__(process.pid, spawner)
+    def __init__(
+        self, process: "subprocess.Popen[bytes]", spawner: "OsSpawner", cgroup: Group | None
+    ) -> None:
+        super().__init__(process.pid, spawner, cgroup)
         self._process = process
         self._output = process.stdout  # None when the output went elsewhere (Stdio)
         if self._output is not None:
@@ -144,13 +177,16 @@ class PidfdChild(_OsChild):
     async def aclose(self) -> None:
         if self._output is not None:
             self._output.close()
+        await self._discard_cgroup()
 
 
 class LoopChild(_OsChild):
     """A child started and watched by the event loop's own subprocess support."""
 
-    def __init__(self, process: anyio.abc.Process, spawner: "OsSpawner") -> None:
-        super().__init__(process.pid, spawner)
+    def __init__(
+        self, process: anyio.abc.Process, spawner: "OsSpawner", cgroup: Group | None
+    ) -> None:
+        super().__init__(process.pid, spawner, cgroup)
         self._process = process
 
     async def read(self, max_bytes: int) -> bytes:
@@ -168,6 +204,7 @@ class LoopChild(_OsChild):
 
     async def aclose(self) -> None:
         await self._process.aclose()  # its streams, and the transport with them
+        await self._discard_cgroup()
 
 
 class _Options(TypedDict):
@@ -185,12 +222,18 @@ class _Options(TypedDict):
 class OsSpawner:
     """Starts ``/bin/sh -c COMMAND`` in a new session with exactly the given environment,
     stdout and stderr on one pipe, and remembers which live children are ours (so the
-    reaper never steals their exit status)."""
+    reaper never steals their exit status). Given a cgroup, the child enters it first."""
 
-    def __init__(self, subreaper: bool = False, use_pidfd: bool = HAVE_PIDFD) -> None:
+    def __init__(
+        self,
+        subreaper: bool = False,
+        use_pidfd: bool = HAVE_PIDFD,
+        cgroups: Cgroups | None = None,
+    ) -> None:
         self.live: set[int] = set()
         self.subreaper = subreaper  # True when orphans of our processes come to us
         self.use_pidfd = use_pidfd
+        self.cgroups = cgroups  # None: no cgroups here (or DOKUEN_CGROUPS=off)
 
     async def __call__(
         self,
@@ -200,12 +243,14 @@ class OsSpawner:
         *,
         user: int | None = None,
         profile: bool = True,
+        cgroup: Group | None = None,
         stdio: Stdio = NO_INPUT,
     ) -> "PidfdChild | LoopChild":
         """Start ``command``; with ``profile``, after what the release's buildpacks left to
-        source (``with_profile``); as uid ``user`` (gid the same number, no other groups)."""
+        source (``with_profile``); as uid ``user`` (gid the same number, no other groups);
+        in ``cgroup`` (made now, removed by ``aclose``) when cgroups are on."""
         argv = ["/bin/sh", "-c", with_profile(command, cwd) if profile else exec_form(command)]
-        return await self.exec(argv, env, cwd, user=user, stdio=stdio)
+        return await self.exec(argv, env, cwd, user=user, cgroup=cgroup, stdio=stdio)
 
     async def exec(
         self,
@@ -214,12 +259,39 @@ class OsSpawner:
         cwd: Path,
         *,
         user: str | int | None = None,
+        cgroup: Group | None = None,
         stdio: Stdio = NO_INPUT,
     ) -> "PidfdChild | LoopChild":
         """Start the program ``argv`` itself, no shell between (what it is given, names and
         all, is never parsed by one); the rest as for a command. ``user`` is a user name
         (with its own group) or a uid (with the gid of the same number), no other groups.
-        ``stdio``: its streams (terminal.py; by default /dev/null in, one pipe out)."""
+        ``stdio``: its streams (streams.py; by default /dev/null in, one pipe out)."""
+        if self.cgroups is None:
+            cgroup = None
+        if cgroup is not None:
+            assert self.cgroups is not None
+            # Root's shell enters the group, then drops to the user: no app code runs
+            # outside it, not even for an instant (Popen's own setuid would come first).
+            uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else user
+            argv, user = [*self.cgroups.entry(cgroup, uid), *argv], None
+            cgroup.create()
+        try:
+            return await self._start(argv, env, cwd, user, cgroup, stdio)
+        except BaseException:
+            if cgroup is not None:
+                with contextlib.suppress(OSError):
+                    cgroup.remove()
+            raise
+
+    async def _start(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        user: str | int | None,
+        cgroup: Group | None,
+        stdio: Stdio,
+    ) -> "PidfdChild | LoopChild":
         group = user if not isinstance(user, str) else pwd.getpwnam(user).pw_gid
         argv = stdio.argv(argv)  # with a terminal, setsid --ctty makes the new session
         options = _Options(
@@ -236,9 +308,9 @@ class OsSpawner:
         child: PidfdChild | LoopChild
         if self.use_pidfd:
             # vfork+exec returns in about half a millisecond: cheaper than a thread hop.
-            child = PidfdChild(subprocess.Popen(argv, **options), self)  # noqa: ASYNC220
+            child = PidfdChild(subprocess.Popen(argv, **options), self, cgroup)  # noqa: ASYNC220
         else:
-            child = LoopChild(await anyio.open_process(argv, **options), self)
+            child = LoopChild(await anyio.open_process(argv, **options), self, cgroup)
         self.live.add(child.pid)
         return child
 

@@ -1,0 +1,66 @@
+"""An app's cgroup: its limits (``DOKUEN_MEMORY_LIMIT``, ``DOKUEN_PROCESS_LIMIT``) applied to
+the app's group, a new group below it for each life of each of its processes, and what
+``ps`` shows of their use."""
+
+import contextlib
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from dokuen.apps.options import AppOptions
+from dokuen.isolate.cgroups import Cgroups, Group, measure
+from dokuen.isolate.limits import show_size
+from dokuen.supervise.process import ProcessSlot
+
+
+def apply_limits(cgroups: Cgroups | None, app: str, options: AppOptions) -> list[str]:
+    """Write the app's limits into its group (made now if need be); return what could not
+    be applied, each a sentence for the app's log."""
+    wanted = {
+        "memory": ("DOKUEN_MEMORY_LIMIT", options.memory_limit),
+        "pids": ("DOKUEN_PROCESS_LIMIT", options.process_limit),
+    }
+    set_ = [(controller, key) for controller, (key, value) in wanted.items() if value is not None]
+    if cgroups is None:
+        return [f"{key} is not applied: cgroups are off (see dokuenctl status)" for _c, key in set_]
+    problems = [
+        f"{key} is not applied: this machine's cgroups have no {controller} controller"
+        for controller, key in set_
+        if controller not in cgroups.layout.controllers
+    ]
+    group = cgroups.app(app)
+    try:
+        group.create()
+    except OSError as exc:
+        return [*problems, f"cannot make the app's cgroup {group.name}: {exc}"]
+    problems += group.set_limits(options.memory_limit, options.process_limit)
+    return problems
+
+
+def describe_limits(options: AppOptions) -> str:
+    """``memory 512M, 64 processes``, or "" without limits."""
+    parts = []
+    if options.memory_limit is not None:
+        parts.append(f"memory {show_size(options.memory_limit)}")
+    if options.process_limit is not None:
+        parts.append(f"{options.process_limit} processes")
+    return ", ".join(parts)
+
+
+def placement(cgroups: Cgroups | None, app: str, name: str) -> Callable[[], Group] | None:
+    """What gives each life of process ``name`` a new group of its own (None: no cgroups)."""
+    if cgroups is None:
+        return None
+    return functools.partial(cgroups.process, app, name)
+
+
+def usage(slot: ProcessSlot) -> dict[str, Any]:
+    """``cpu`` seconds and ``memory`` bytes of the slot's process and all it started."""
+    return measure(slot.cgroup, slot.pid)
+
+
+def discard(cgroups: Cgroups | None, app: str) -> None:
+    """Remove the app's group once its processes are gone (a stopped or destroyed app)."""
+    if cgroups is not None:
+        with contextlib.suppress(OSError):  # left for the next start's clear (or a person)
+            cgroups.app(app).remove()
