@@ -221,6 +221,7 @@ def test_run_detached_logs_as_run_n_shows_in_ps_and_stops_with_the_app(blog: Dok
     wait_for(lambda: "blog[run.1]: from the background" in blog.log(), "its output in the log")
     (row,) = [r for r in blog.ps("blog") if r["name"] == "run.1"]
     assert (row["type"], row["index"], row["state"]) == ("run", 1, "running")
+    assert row["memory"] > 0  # measured as the Procfile's processes are
     assert psutil_alive(row["pid"])
     assert blog.ctl("logs", "blog", "--ps", "run.1").stdout.count("from the background") == 1
     refused = blog.ctl("restart", "blog", "run.1", check=False)

@@ -14,6 +14,7 @@ import anyio.abc
 
 from dokuen.apps.attach import Attached
 from dokuen.errors import NotFound
+from dokuen.isolate.cgroups import Group, measure
 from dokuen.names import not_found
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.logmux import LineFramer, LogMux
@@ -47,12 +48,14 @@ class _ToLog:
         self.spec: ProcessSpec | None = None
         self.pid: int | None = None
         self.port: int | None = None
+        self.cgroup: Group | None = None
         self.since = 0.0
         self.state = ProcessState.STARTING
 
     def spawner(self, spawner: Spawner) -> Spawner:
         async def spawn(command: str, env: Mapping[str, str], cwd: Path, **options: Any) -> Child:
             self.port = int(env["PORT"]) if env.get("PORT", "").isdigit() else None
+            self.cgroup = options.get("cgroup")  # where its cpu and memory are counted
             return await spawner(command, env, cwd, **options)
 
         return spawn
@@ -105,6 +108,7 @@ class _ToLog:
             "restarts": 0,
             "uptime": round(self._clock.now() - self.since, 3),
             "detached": True,
+            **measure(self.cgroup, self.pid),
         }
 
 
