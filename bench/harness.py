@@ -42,7 +42,7 @@ class Dokuend:
 
     def env(self) -> dict[str, str]:
         # Temporary directories are private to root: builds run as dokuend's user here.
-        builds = {"DOKUEN_BUILD_UIDS": "off"} if os.geteuid() == 0 else {}
+        builds = {"DOKUEN_BUILD_UIDS": "off", "DOKUEN_APP_UIDS": "off"} if os.geteuid() == 0 else {}
         return {**os.environ, "DOKUEN_HOME": str(self.home), **builds, **self.settings}
 
     def start(self) -> None:

@@ -143,7 +143,7 @@ class Dokuend(System):
             "DOKUEN_LOG_MAX_BYTES": "2000000000",
             # Builds as root run as a uid of their own that cannot enter the benchmark's
             # root-private temporary directory: build as dokuend's user (as harness.py does).
-            **({"DOKUEN_BUILD_UIDS": "off"} if os.geteuid() == 0 else {}),
+            **({"DOKUEN_BUILD_UIDS": "off", "DOKUEN_APP_UIDS": "off"} if os.geteuid() == 0 else {}),
         }
 
     def unavailable(self) -> str | None:

@@ -14,7 +14,7 @@ from dokuen.deploy.buildpack import (
     parse_release,
     parse_source,
 )
-from dokuen.errors import InvalidName
+from dokuen.errors import DokuenError
 
 
 @pytest.mark.parametrize(
@@ -59,16 +59,16 @@ def test_buildpack_sources(
     ],
 )
 def test_refused_buildpack_sources(text: str) -> None:
-    with pytest.raises(InvalidName, match=r"^BUILDPACK_URL: .* is not a buildpack \(use one of"):
+    with pytest.raises(DokuenError, match=r"^BUILDPACK_URL: .* is not a buildpack \(use one of"):
         parse_source(text, "BUILDPACK_URL")
 
 
 def test_a_buildpacks_file_skips_blanks_and_comments_and_names_bad_lines() -> None:
     text = "# first the runtime\nnode\n\n  /srv/bp/extra  \n"
     assert parse_buildpacks_file(text) == [Source("node"), Source("/srv/bp/extra")]
-    with pytest.raises(InvalidName, match=r"^\.buildpacks:2: 'nope' is not a buildpack"):
+    with pytest.raises(DokuenError, match=r"^\.buildpacks:2: 'nope' is not a buildpack"):
         parse_buildpacks_file("python\nnope\n")
-    with pytest.raises(InvalidName, match="names no buildpack"):
+    with pytest.raises(DokuenError, match="names no buildpack"):
         parse_buildpacks_file("# nothing\n\n")
 
 

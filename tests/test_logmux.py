@@ -248,6 +248,31 @@ def test_log_filter(wanted: LogFilter, kept: list[bytes]) -> None:
     assert wanted.select(batch) == b"".join(line + b"\n" for line in kept)
 
 
+BLOG_ROUTER = line("blog", "router", 'at=info method=GET path="/" dyno=web.1 status=200')
+SHOP_ROUTER = line("shop", "router", 'at=info method=GET path="/x[dokuen]: " status=200')
+BLOG_ROUTER_TYPE = line("blog", "router.1", "a process type named router is the app's")
+SOURCED = [BLOG_WEB_1, BLOG_DAEMON, BLOG_ROUTER, SHOP_WEB, SHOP_ROUTER, BLOG_ROUTER_TYPE]
+
+
+@pytest.mark.parametrize(
+    ("wanted", "kept"),
+    [
+        pytest.param(LogFilter(source="app"), [BLOG_WEB_1, SHOP_WEB, BLOG_ROUTER_TYPE], id="app"),
+        pytest.param(LogFilter(source="dokuen"), [BLOG_DAEMON], id="dokuen"),
+        pytest.param(LogFilter(source="router"), [BLOG_ROUTER, SHOP_ROUTER], id="router"),
+        pytest.param(LogFilter("blog", source="router"), [BLOG_ROUTER], id="app-and-router"),
+        pytest.param(LogFilter("blog", "web", source="app"), [BLOG_WEB_1], id="ps-and-app"),
+        pytest.param(LogFilter("blog", "web", source="router"), [], id="ps-and-router"),
+        pytest.param(LogFilter(source="nosuch"), [], id="unknown-source"),
+    ],
+)
+def test_log_filter_by_source(wanted: LogFilter, kept: list[bytes]) -> None:
+    assert not wanted.everything
+    assert [line for line in SOURCED if wanted.matches(line)] == kept
+    batch = b"".join(line + b"\n" for line in SOURCED)
+    assert wanted.select(batch) == b"".join(line + b"\n" for line in kept)
+
+
 @pytest.mark.parametrize(
     "garbage",
     [b"", b"no-space-here", b"stamp but no brackets", b"stamp app[web.1 no close", b"x y]: z["],

@@ -43,6 +43,31 @@ def test_site_files(name: str, site: Site) -> None:
     golden(name, render_site(site, "8080"))
 
 
+@pytest.mark.parametrize(
+    ("name", "site"),
+    [
+        (
+            "site-router.conf",
+            Site("blog", ("blog.localhost",), (5001, 5003), dynos=("web.1", "web.2")),
+        ),
+        ("site-router-no-web.conf", Site("shop", ("shop.localhost",), ())),
+        (
+            "site-maintenance.conf",
+            Site("blog", ("blog.localhost", "blog.example.com"), (5001,), maintenance=True),
+        ),
+    ],
+)
+def test_managed_site_files_log_every_request_to_the_router_socket(name: str, site: Site) -> None:
+    golden(name, render_site(site, "8080", router=True))
+
+
+def test_maintenance_without_router_lines_for_a_system_nginx() -> None:
+    text = render_site(Site("blog", ("blog.localhost",), (5001,), maintenance=True), "80")
+    golden("site-maintenance-system.conf", text)
+    assert "access_log" not in text
+    assert "dokuen-blog" not in text  # no upstream: nothing is proxied in maintenance
+
+
 def test_main_file() -> None:
     golden("nginx.conf", render_main(Managed(PREFIX, "127.0.0.1:8080")))
 
@@ -61,9 +86,11 @@ def test_nginx_accepts_everything_rendered(tmp_path: Path) -> None:
         Site("blog", ("blog.localhost", "blog.example.com"), (5001, 5003)),
         Site("shop", ("shop.localhost",), ()),
         Site("files", ("files.home.example",), (5010,), "512m"),
+        Site("down", ("down.localhost",), (5011,), maintenance=True),
     ]
     for site in sites:
-        (managed.sites / f"{site.app}.conf").write_text(render_site(site, managed.listen))
+        text = render_site(site, managed.listen, router=site.app != "files")
+        (managed.sites / f"{site.app}.conf").write_text(text)
     result = subprocess.run(
         ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(managed.config)],
         capture_output=True,

@@ -76,7 +76,13 @@ class FakeSpawner:
         self.spawned = anyio.Event()
 
     async def __call__(
-        self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+        self,
+        command: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        user: int | None = None,
+        cgroup: Group | None = None,
     ) -> FakeChild:
         child = FakeChild(
             1000 + len(self.children), self.output, self.exit_status, self.ignore_term
@@ -225,7 +231,13 @@ async def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(tmp_p
 async def test_a_first_spawn_failure_reaches_the_caller(tmp_path: Path) -> None:
     class BrokenSpawner(FakeSpawner):
         async def __call__(
-            self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+            self,
+            command: str,
+            env: Mapping[str, str],
+            cwd: Path,
+            *,
+            user: int | None = None,
+            cgroup: Group | None = None,
         ) -> Any:
             raise FileNotFoundError("/bin/sh")
 

@@ -45,12 +45,15 @@ def test_defaults(tmp_path: Path) -> None:
         ("DOKUEN_STOP_TIMEOUT", "2.5", "stop_timeout", 2.5),
         ("DOKUEN_STOP_TIMEOUT", "0.05", "stop_timeout", 0.05),
         ("DOKUEN_KEEP_RELEASES", "1", "keep_releases", 1),
+        ("DOKUEN_CONTROL_TIMEOUT", "1.5", "control_timeout", 1.5),
         ("DOKUEN_KEEP_RELEASES", "20", "keep_releases", 20),
         ("DOKUEN_APP_PATH", "/opt/bin:/usr/bin", "app_path", "/opt/bin:/usr/bin"),
         ("DOKUEN_BUILD_TIMEOUT", "60", "build_timeout", 60.0),
         ("DOKUEN_BUILD_MEMORY", "512", "build_memory_mib", 512),
         ("DOKUEN_BUILD_PROCESSES", "64", "build_processes", 64),
         ("DOKUEN_BUILD_UIDS", "3000000-3000099", "build_uids", (3000000, 3000099)),
+        ("DOKUEN_BUILD_UIDS", "home", "build_uids", "home"),
+        ("DOKUEN_APP_UIDS", "off", "app_uids", "off"),
         ("DOKUEN_POSTGRES", "managed", "postgres", "managed"),
         ("DOKUEN_POSTGRES", "off", "postgres", "off"),
         ("DOKUEN_POSTGRES_PORT", "6543", "postgres_port", 6543),
@@ -86,10 +89,12 @@ def test_from_environment(tmp_path: Path, key: str, text: str, field: str, value
         ("DOKUEN_STOP_TIMEOUT", "inf", "DOKUEN_STOP_TIMEOUT='inf' is not a finite number"),
         ("DOKUEN_STOP_TIMEOUT", "-inf", "DOKUEN_STOP_TIMEOUT='-inf' must be at least 0"),
         ("DOKUEN_KEEP_RELEASES", "0", "DOKUEN_KEEP_RELEASES='0' must be at least 1"),
+        ("DOKUEN_CONTROL_TIMEOUT", "0", "DOKUEN_CONTROL_TIMEOUT='0' must be at least 0.1"),
         ("DOKUEN_APP_PATH", "", "DOKUEN_APP_PATH is empty"),
         ("DOKUEN_BUILD_TIMEOUT", "0.5", "DOKUEN_BUILD_TIMEOUT='0.5' must be at least 1"),
         ("DOKUEN_BUILD_MEMORY", "32", "DOKUEN_BUILD_MEMORY='32' must be at least 64"),
         ("DOKUEN_BUILD_UIDS", "nobody", "DOKUEN_BUILD_UIDS='nobody' is not a range of unused"),
+        ("DOKUEN_APP_UIDS", "on", "DOKUEN_APP_UIDS='on' is not one of auto, off"),
         ("DOKUEN_BUILD_UIDS", "0-99", "DOKUEN_BUILD_UIDS='0-99' is not a range of unused"),
         ("DOKUEN_BUILD_UIDS", "5000-4000", "DOKUEN_BUILD_UIDS='5000-4000' is not a range"),
         ("DOKUEN_BUILD_UIDS", "4294967295-4294967295", "DOKUEN_BUILD_UIDS='4294967295"),
@@ -277,5 +282,5 @@ def test_a_backup_endpoint_must_be_a_url(tmp_path: Path) -> None:
 
 
 def test_builds_as_dokuends_own_user(tmp_path: Path) -> None:
-    assert load_settings({"DOKUEN_BUILD_UIDS": "off"}, tmp_path).build_uids is None
+    assert load_settings({"DOKUEN_BUILD_UIDS": "off"}, tmp_path).build_uids == "off"
     assert not load_settings({"DOKUEN_BUILD_UIDS": "off"}, tmp_path).isolated_builds

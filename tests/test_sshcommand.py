@@ -71,3 +71,37 @@ def test_every_hidden_dokuenctl_command_is_refused_to_ssh_keys() -> None:
 
     hidden = {name for name, command in main.commands.items() if command.hidden}
     assert hidden == HIDDEN
+
+
+COMMANDS = ("apps", "logs", "config:set", "run", "git-hook", "ssh-serve", "git-post-receive")
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"),
+    [
+        ("apps", Ctl(("apps",))),
+        ("logs blog -t", Ctl(("logs", "blog", "-t"))),
+        ("config:set blog K=V", Ctl(("config:set", "blog", "K=V"))),
+        ("run blog 'echo $HOME'", Ctl(("run", "blog", "echo $HOME"))),
+        ("dokuenctl apps", Ctl(("apps",))),  # the prefixed form still works
+        ("git-receive-pack 'blog'", ReceivePack("blog")),  # and git push
+    ],
+)
+def test_bare_dokuenctl_commands_as_dokku_and_piku_take_them(
+    asked: str, expected: ReceivePack | Ctl
+) -> None:
+    assert parse_ssh_command(asked, COMMANDS) == expected
+
+
+@pytest.mark.parametrize(
+    ("asked", "message"),
+    [
+        ("git-hook", "dokuenctl git-hook is run by git"),
+        ("ssh-serve bob", "dokuenctl ssh-serve is run by"),
+        ("rm -rf /", "this ssh key cannot run 'rm -rf /'"),
+        ("bash", "this ssh key cannot run 'bash'"),
+    ],
+)
+def test_bare_commands_are_dokuenctls_and_no_others(asked: str, message: str) -> None:
+    with pytest.raises(Refused, match=re.escape(message)):
+        parse_ssh_command(asked, COMMANDS)

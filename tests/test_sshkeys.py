@@ -1,6 +1,8 @@
 """authorized_keys, the pure part: reading one public key, fingerprints, and the file's lines."""
 
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from dokuen.ssh.keys import (
     refresh,
     render,
     render_line,
+    save,
 )
 
 ED25519 = "AAAAC3NzaC1lZDI1NTE5AAAAIJ9569Tc5zEw6HdcRm7Wa6He4ahD6Fqfs4+DN0tkUhR5"
@@ -197,6 +200,19 @@ def test_a_line_with_a_scope_dokuen_never_writes_is_kept_as_it_is(tail: str) -> 
     command = f"/usr/bin/dokuenctl --socket /s {tail}"
     line = f'command="{command}",restrict ecdsa-sha2-nistp256 {ECDSA} ci'
     assert parse(line) == AuthorizedKeys((), (line,))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to a group needs root")
+def test_saved_keys_are_readable_by_the_ssh_accounts_group_alone(tmp_path: Path) -> None:
+    path = tmp_path / ".ssh" / "authorized_keys"
+    save(path, "# keys\n", group=65534)
+    assert (stat.S_IMODE(path.parent.stat().st_mode), path.parent.stat().st_gid) == (0o750, 65534)
+    assert (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) == (0o640, 65534)
+    assert path.stat().st_uid == 0  # sshd's StrictModes: root's or the account's own
+    other = tmp_path / "other" / "authorized_keys"
+    save(other, "# keys\n")
+    assert stat.S_IMODE(other.stat().st_mode) == 0o600
+    assert stat.S_IMODE(other.parent.stat().st_mode) == 0o700
 
 
 def test_a_line_from_before_terminals_is_still_ours_and_is_written_with_pty(

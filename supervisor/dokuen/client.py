@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from dokuen.errors import DaemonUnavailable, DokuenError
+from dokuen.errors import DaemonUnavailable, DokuenError, InvalidName
 
 
 def request(
@@ -74,7 +74,8 @@ def reply_result(message: dict[str, Any], on_warnings: Callable[[list[str]], Non
     on_warnings(message.get("warnings") or [])
     if message.get("ok"):
         return message.get("result")
-    raise DokuenError(str(message.get("error", "unknown error")))
+    kind = InvalidName if message.get("usage") is True else DokuenError
+    raise kind(str(message.get("error", "unknown error")))
 
 
 def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:

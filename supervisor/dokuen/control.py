@@ -3,9 +3,11 @@
 
 A client sends one request line, ``{"command": "ps", "args": {...}}``, and reads lines back:
 any number of ``{"output": TEXT}`` (streamed output: build steps, log lines), then exactly
-one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}``. That last one
-also carries ``"warnings": [TEXT, ...]`` while something needs a person's attention (a
-scheduled backup failed): every dokuenctl command prints them on stderr.
+one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}`` (with
+``"usage": true`` when the request itself was wrong: a bad name, count or argument, which
+dokuenctl reports as a usage error). That last one also carries ``"warnings": [TEXT, ...]``
+while something needs a person's attention (a scheduled backup failed): every dokuenctl
+command prints them on stderr.
 
 A request that attaches its requester (``run`` with ``"attach": true``) goes on both ways
 until that last line. The client may send, one JSON object a line, after its request:
@@ -18,6 +20,7 @@ no ``attach``, get ``output`` lines as before and nothing is read from them.
 """
 
 import contextlib
+import errno
 import grp
 import json
 import os
@@ -34,7 +37,7 @@ import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from dokuen.errors import DokuenError, ProtocolError
+from dokuen.errors import DokuenError, InvalidName, ProtocolError, explain, leaf
 
 log = structlog.get_logger()
 Command = Callable[[dict[str, Any], "Output"], Awaitable[Any]]
@@ -60,6 +63,11 @@ def optional_arg(args: dict[str, Any], key: str) -> str | None:
 
 
 MAX_REQUEST = 1 << 20
+IDLE_TIMEOUT = 60.0  # a client that sends no whole request line in this long is dropped
+# Out of descriptors or memory, accept() fails while the connection waits in the backlog:
+# wait a little (the idle timeout frees descriptors) instead of spinning or dying.
+_ACCEPT_RETRY = 0.1
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Output:
@@ -173,14 +181,22 @@ async def serve(
     *,
     group: str | None = None,
     warnings: Warnings = list,
+    idle_timeout: float = IDLE_TIMEOUT,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``path`` (mode 0600, or 0660 when ``group`` names its group) until cancelled;
-    ``warnings`` gives what every reply warns about."""
-    prepare_socket_path(path)
+    ``warnings`` gives what every reply warns about. A client that sends no request line
+    within ``idle_timeout`` seconds is dropped; one that is being answered (a deploy, a
+    ``logs -f``) never is."""
     old_umask = os.umask(0o177)  # no window in which the socket is open to others
     try:
+        prepare_socket_path(path)
         listener = await anyio.create_unix_listener(path)
+    except OSError as exc:
+        raise DokuenError(
+            f"cannot listen on {path}: {explain(exc)} (set DOKUEN_SOCKET to a path in a "
+            "directory dokuend can write)"
+        ) from None
     finally:
         os.umask(old_umask)
     if group is not None:
@@ -190,41 +206,74 @@ async def serve(
 
     async def session(stream: anyio.abc.SocketStream) -> None:
         async with stream:
-            await _session(stream, path, handler, warnings)
+            await _session(stream, path, handler, warnings, idle_timeout)
 
     try:
-        async with listener:
+        async with listener, anyio.create_task_group() as sessions:
             task_status.started()
-            await listener.serve(session)
+            while True:
+                stream = await _accept(listener)
+                if stream is not None:
+                    sessions.start_soon(session, stream)
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
 
 
+async def _accept(
+    listener: anyio.abc.SocketListener,
+) -> anyio.abc.SocketStream | None:
+    """The next client, or None (after a pause) when the system is out of descriptors."""
+    try:
+        return await listener.accept()
+    except (OSError, anyio.BrokenResourceError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        if not isinstance(cause, OSError) or cause.errno not in _OUT_OF_RESOURCES:
+            raise
+        log.error("control.accept_failed", error=explain(cause))
+        await anyio.sleep(_ACCEPT_RETRY)
+        return None
+
+
 async def _session(
-    stream: anyio.abc.SocketStream, path: Path, handler: Handler, warnings: Warnings
+    stream: anyio.abc.SocketStream,
+    path: Path,
+    handler: Handler,
+    warnings: Warnings,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> None:
     try:
         # The request is read before the peer is checked, so that even a refused client
         # gets its answer instead of a broken pipe.
+        line = b""
         received = BufferedByteReceiveStream(stream)
-        line = await received.receive_until(b"\n", MAX_REQUEST)
+        with anyio.move_on_after(idle_timeout) as idle:
+            line = await received.receive_until(b"\n", MAX_REQUEST)
+        if idle.cancelled_caught:
+            log.info("control.idle_dropped", after=idle_timeout)
+            return
         uid = _peer_uid(stream)
         if uid is not None and not peer_allowed(uid, path):
             log.warning("control.refused", uid=uid)
             raise DokuenError(f"user {uid} may not control this dokuend")
         command, args = parse_request(line)
         reply = {"ok": True, "result": await handler(command, args, Output(stream, received))}
-    except DokuenError as exc:
-        reply = {"ok": False, "error": str(exc)}
-    except (anyio.IncompleteRead, anyio.DelimiterNotFound):
-        reply = {"ok": False, "error": "request must be one line of JSON"}
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream):
-        return  # the client went away (dokuenctl logs -f ended with ^C)
-    except Exception as exc:
-        # A bug in one request must not stop the daemon and every app with it.
-        log.exception("control.request_failed")
-        reply = {"ok": False, "error": f"internal error in dokuend: {exc!r}"}
+    except Exception as exc:  # an ExceptionGroup from a task group too: its one cause
+        cause = leaf(exc)
+        if isinstance(cause, (anyio.IncompleteRead, anyio.DelimiterNotFound)):
+            cause = ProtocolError("request must be one line of JSON")
+        elif isinstance(
+            cause, (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream)
+        ):
+            return  # the client went away (dokuenctl logs -f ended with ^C)
+        # A bug or a failed write (a full disk) in one request must not stop the daemon and
+        # every app with it: the requester and the log hear of it in one line.
+        reply = {"ok": False, "error": explain(cause)}
+        if isinstance(cause, InvalidName):  # a usage error: dokuenctl exits 2 for it
+            reply["usage"] = True
+        if not isinstance(cause, DokuenError):
+            log.error("control.request_failed", error=reply["error"])
+            log.debug("control.request_failed_traceback", exc_info=exc)
     if notes := warnings():
         reply["warnings"] = notes
     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):

@@ -17,6 +17,7 @@ import structlog
 
 from dokuen import __version__
 from dokuen.apps.app import App
+from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
 from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
@@ -28,21 +29,23 @@ from dokuen.data.requests import DatabaseCommands
 from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
-from dokuen.errors import DokuenError, SettingsError
+from dokuen.errors import DokuenError, SettingsError, explain
 from dokuen.isolate.hierarchy import discover, off
+from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
 from dokuen.proxy.driver import NGINX_APP, make_proxy
 from dokuen.proxy.nginx import Site
-from dokuen.service.account import socket_group
+from dokuen.service.account import git_account, socket_group
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import Settings, load_settings
 from dokuen.ssh import keys as sshkeys
 from dokuen.ssh.requests import SshKeyCommands
 from dokuen.store import AppDir, Store
 from dokuen.supervise import reaper
+from dokuen.supervise.clock import Clock, SystemClock
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
-from dokuen.supervise.process import Clock, Spawner, SystemClock
+from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
 
 log = structlog.get_logger()
@@ -119,9 +122,11 @@ class Daemon:
         self.backups = BackupCommands(
             lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
         )
-        keys = SshKeyCommands(self._authorized_keys, self._entrypoint)
+        self._git = git_account()  # who pushes over ssh, when not dokuend's own user
+        keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
+        maintenance = MaintenanceCommands(find_app, self._sync_proxy)
         self._commands: dict[str, Command] = {"status": self.status}
-        for wing in (self.app_requests, self.databases, dumps, self.backups, keys):
+        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
 
     def _sites(self) -> list[Site]:
@@ -148,6 +153,8 @@ class Daemon:
         """Run until SIGTERM/SIGINT (or cancellation), then stop every app and return."""
         self.settings.home.mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(self._find_cgroups)
+        isolation = await anyio.to_thread.run_sync(set_up, self.settings, socket_group(), self._git)
+        self.runtime = dataclasses.replace(self.runtime, isolation=isolation)
         async with anyio.create_task_group() as outer:
             # The log writer outlives everything else, so the last "stopped" lines land.
             await outer.start(self.runtime.mux.run)
@@ -182,7 +189,10 @@ class Daemon:
             # apps stop finds a handler, not the default action that would kill us.
             outer.start_soon(self._handle_signals, root.cancel_scope)
             listen = functools.partial(
-                serve, group=socket_group(), warnings=self.backups.scheduler.warnings
+                serve,
+                group=socket_group(),
+                warnings=self.backups.scheduler.warnings,
+                idle_timeout=self.settings.control_timeout,
             )
             await root.start(listen, self.settings.socket, self.handle)
             root.start_soon(self._reap_orphans)
@@ -212,6 +222,10 @@ class Daemon:
             log.warning("cgroups.leftovers", group=str(cgroups.root.name))  # killed dokuend's
         await anyio.to_thread.run_sync(self._clear_scratch)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
+        apps = [self.store.app(name) for name in self.store.app_names()]
+        home, isolation = self.settings.home, self.runtime.isolation
+        for problem in await anyio.to_thread.run_sync(isolation.set_up_home, home, apps):
+            log.warning("isolate.left_alone", problem=problem)
         for name in self.store.app_names():
             await self._start_app(self.store.app(name))
         # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.
@@ -244,7 +258,7 @@ class Daemon:
         try:
             entrypoint = self._entrypoint()
             hooks = repo.render_hooks(entrypoint)
-            if sshkeys.refresh(self._authorized_keys, entrypoint):
+            if sshkeys.refresh(self._authorized_keys, entrypoint, self._git and self._git[1]):
                 log.info("ssh_keys.refreshed", file=str(self._authorized_keys))
         except DokuenError as exc:
             log.error("git.unavailable", error=str(exc))
@@ -260,8 +274,10 @@ class Daemon:
         try:
             await app.restore()
         except Exception as exc:  # one app's bad files must not keep the others down
-            self.runtime.mux.event(app.name, f"could not be restored: {exc}")
-            log.exception("app.restore_failed", app=app.name)
+            app.failure = explain(exc)  # `apps` and `status` show it broken, with the fix
+            self.runtime.mux.event(app.name, f"broken, not restored: {app.failure}")
+            log.error("app.broken", app=app.name, problem=app.failure)
+            log.debug("app.restore_failed", app=app.name, exc_info=exc)
 
     async def _handle_signals(self, scope: anyio.CancelScope) -> None:
         def stop() -> None:
@@ -331,7 +347,10 @@ class Daemon:
         running = sum(s["running"] for s in summaries)
         processes = sum(s["processes"] for s in summaries)
         apps = "1 app" if len(summaries) == 1 else f"{len(summaries)} apps"
-        return f"{apps}, {running}/{processes} processes running"
+        broken = sum(bool(s["broken"]) for s in summaries)
+        return f"{apps}, {running}/{processes} processes running" + (
+            f", {broken} broken" if broken else ""
+        )
 
     async def status(self, args: dict[str, Any], out: Output) -> Any:
         summaries = [app.summary() for app in self.apps.values()]
@@ -344,6 +363,8 @@ class Daemon:
             "processes": sum(s["processes"] for s in summaries),
             "running": sum(s["running"] for s in summaries),
             "crashed": sum(s["crashed"] for s in summaries),
+            "broken": {s["name"]: s["broken"] for s in summaries if s["broken"]},
+            "isolation": self.runtime.isolation.status(),
             "nginx": (
                 self.proxy.status()
                 if self.proxy is not None
@@ -355,6 +376,7 @@ class Daemon:
             else off(str(self._cgroups_off)),
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
+            "maintenance": sorted(a.name for a in self.apps.values() if a.dir.maintenance),
             "backups": {
                 "target": self.settings.backup_url,
                 "scheduled": sorted(self.backups.scheduler.schedules),

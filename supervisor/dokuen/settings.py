@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from dotenv import dotenv_values
 
@@ -48,9 +49,11 @@ def parse_port_range(text: str) -> PortRange:
 
 
 DEFAULT_PORTS = PortRange(5000, 5999)
-# Far from login users (1000+), Debian's reserved ids (60000-65535) and the subordinate ids
-# containers are given (100000 and up, 65536 a user).
-DEFAULT_BUILD_UIDS = (2100000000, 2100065535)
+# DOKUEN_BUILD_UIDS: "home" (default) gives each app a build uid from the home's uid block
+# (isolate/identity.py), a range like 2100000000-2100065535 takes them from there instead
+# (the way of Dokuen 0.1), "off" builds as dokuend's user.
+BuildUids = tuple[int, int] | Literal["home", "off"]
+APP_UIDS_MODES = ("auto", "off")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class Settings:
     log_max_bytes: int = 50 << 20
     log_keep: int = 5
     stop_timeout: float = 10.0
+    control_timeout: float = 60.0  # a control client silent this long before its request goes
     keep_releases: int = 5
     app_path: str = DEFAULT_PATH  # PATH given to app processes
     nginx: str = "auto"  # managed, system or off; auto: managed when nginx is installed
@@ -71,8 +75,9 @@ class Settings:
     build_timeout: float = 900.0
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
-    build_uids: tuple[int, int] | None = DEFAULT_BUILD_UIDS  # None: builds as dokuend's user
     cgroups: str = "auto"  # v2, v1 or off; auto: v2 if it can limit, else v1, else v2, else off
+    build_uids: BuildUids = "home"
+    app_uids: str = "auto"  # auto: each app runs as its own uid when dokuend is root; or off
     backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (backup/targets.py)
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
     # The AWS variables (AWS_KEYS) for an S3 target: secrets, so never in a repr or a log.
@@ -94,8 +99,8 @@ class Settings:
     @property
     def isolated_builds(self) -> bool:
         """Root never runs an app's build code as itself: each app builds as a uid of its
-        own from ``DOKUEN_BUILD_UIDS`` (``off``: as root after all)."""
-        return self.build_uids is not None and os.geteuid() == 0
+        own, from the home's uid block or ``DOKUEN_BUILD_UIDS`` (``off``: as root after all)."""
+        return self.build_uids != "off" and os.geteuid() == 0
 
     @property
     def listen_port(self) -> int:
@@ -176,13 +181,14 @@ def _user(key: str, text: str) -> str:
     return text
 
 
-def _uid_range(key: str, text: str) -> tuple[int, int] | None:
-    if text == "off":
-        return None
+def _uid_range(key: str, text: str) -> BuildUids:
+    if text in ("home", "off"):
+        return "home" if text == "home" else "off"
     match = re.fullmatch(r"([0-9]{4,10})-([0-9]{4,10})", text)
     if match is None or not 1000 <= int(match[1]) <= int(match[2]) < 2**32 - 2:
         raise SettingsError(
-            f"{key}={text!r} is not a range of unused uids like 2100000000-2100065535 (or off)"
+            f"{key}={text!r} is not a range of unused uids like 2100000000-2100065535 "
+            "(or home, or off)"
         )
     return int(match[1]), int(match[2])
 
@@ -210,6 +216,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_LOG_MAX_BYTES": ("log_max_bytes", _at_least(int, 4096)),
     "DOKUEN_LOG_KEEP": ("log_keep", _at_least(int, 0)),
     "DOKUEN_STOP_TIMEOUT": ("stop_timeout", _at_least(float, 0)),
+    "DOKUEN_CONTROL_TIMEOUT": ("control_timeout", _at_least(float, 0.1)),
     "DOKUEN_KEEP_RELEASES": ("keep_releases", _at_least(int, 1)),
     "DOKUEN_APP_PATH": ("app_path", _text),
     "DOKUEN_NGINX": ("nginx", lambda key, text: _choice(key, text, NGINX_MODES)),
@@ -222,6 +229,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
     "DOKUEN_BUILD_UIDS": ("build_uids", _uid_range),
     "DOKUEN_CGROUPS": ("cgroups", lambda key, text: _choice(key, text, CGROUP_MODES)),
+    "DOKUEN_APP_UIDS": ("app_uids", lambda key, text: _choice(key, text, APP_UIDS_MODES)),
     "DOKUEN_BACKUP_URL": ("backup_url", _text),
     "DOKUEN_BACKUP_ENDPOINT_URL": ("backup_endpoint_url", _url),
     "DOKUEN_POSTGRES": ("postgres", lambda key, text: _choice(key, text, POSTGRES_MODES)),

@@ -8,6 +8,9 @@
         current          symlink to releases/vN, switched atomically
         cache/           the build cache; build/ a build's scratch space
         stopped          present while the app was stopped with `dokuenctl stop`
+        maintenance      present while the app is in maintenance mode (nginx answers 503)
+        data/            the app's HOME and writable data directory, kept across deploys
+        identity         the uids it runs and builds as (isolate/identity.py)
         repo.git/        the bare git repository pushes go to (repo.py)
         database.json    its PostgreSQL database and role, with the role's password (0600)
 
@@ -33,12 +36,18 @@ def write_atomic(path: Path, content: str, mode: int | None = None) -> None:
     With ``mode``, the file has that mode before it holds a byte of ``content``.
     """
     temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        if mode is not None:
-            os.fchmod(handle.fileno(), mode)
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with temporary.open("w", encoding="utf-8") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException as exc:  # a full disk: the old file stays, and no half-written copy
+        temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file: say which
+        raise
     temporary.replace(path)
 
 
@@ -73,6 +82,15 @@ class AppDir:
     def workspace(self) -> Path:
         """A build's scratch space: its ENV_DIR, HOME and fetched buildpacks."""
         return self.root / "build"
+
+    @property
+    def data(self) -> Path:
+        """The app's HOME: a writable directory of its own, kept across deploys."""
+        return self.root / "data"
+
+    @property
+    def identity_file(self) -> Path:
+        return self.root / "identity"
 
     @property
     def formation_file(self) -> Path:
@@ -110,7 +128,7 @@ class AppDir:
         return {str(process_type): count for process_type, count in data.items()}
 
     def write_formation(self, formation: Mapping[str, int]) -> None:
-        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n")
+        write_atomic(self.formation_file, json.dumps(dict(formation), indent=2) + "\n", 0o600)
 
     @property
     def domains_file(self) -> Path:
@@ -124,7 +142,7 @@ class AppDir:
             return []
 
     def write_domains(self, domains: list[str]) -> None:
-        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains))
+        write_atomic(self.domains_file, "".join(f"{domain}\n" for domain in domains), 0o600)
 
     @property
     def stopped(self) -> bool:
@@ -132,9 +150,23 @@ class AppDir:
 
     def set_stopped(self, stopped: bool) -> None:
         if stopped:
-            self.stopped_marker.touch()
+            self.stopped_marker.touch(mode=0o600)
         else:
             self.stopped_marker.unlink(missing_ok=True)
+
+    @property
+    def maintenance_marker(self) -> Path:
+        return self.root / "maintenance"
+
+    @property
+    def maintenance(self) -> bool:
+        return self.maintenance_marker.exists()
+
+    def set_maintenance(self, on: bool) -> None:
+        if on:
+            self.maintenance_marker.touch()
+        else:
+            self.maintenance_marker.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -172,7 +204,7 @@ class Store:
         staging = self.apps_root / f".{name}.new"
         shutil.rmtree(staging, ignore_errors=True)
         (staging / "env").mkdir(mode=0o700, parents=True)
-        (staging / "releases").mkdir()
+        (staging / "releases").mkdir(mode=0o711)
         if prepare is not None:
             prepare(AppDir(staging))
         staging.rename(app.root)
@@ -212,5 +244,6 @@ class Store:
                 claim.unlink()
         doomed = self.apps_root / f".{name}.destroyed"
         shutil.rmtree(doomed, ignore_errors=True)
-        app.root.rename(doomed)
-        shutil.rmtree(doomed)
+        with contextlib.suppress(FileNotFoundError):  # deleted by hand: the app goes anyway
+            app.root.rename(doomed)
+            shutil.rmtree(doomed)

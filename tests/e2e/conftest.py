@@ -78,9 +78,9 @@ class Dokuen:
             "DOKUEN_PORT_RANGE": f"{self.ports[0]}-{self.ports[1]}",
             "CANARY_FROM_THE_DAEMON": "must-not-leak",
             "DOKUEN_NGINX": "off",  # tests of nginx turn it on, on a port of their own
-            # pytest's temporary directories are private to root: builds run as root here,
-            # except in the test of the build user.
-            **({"DOKUEN_BUILD_UIDS": "off"} if os.geteuid() == 0 else {}),
+            # pytest's temporary directories are private to root: builds and apps run as
+            # root here, except in the tests of the build and app users (an open home).
+            **({"DOKUEN_BUILD_UIDS": "off", "DOKUEN_APP_UIDS": "off"} if os.geteuid() == 0 else {}),
             **self.extra_env,
         }
 

@@ -88,7 +88,7 @@ def test_the_platforms_own_names_are_refused_for_new_apps(dokuen: Dokuen) -> Non
 
 def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(dokuen: Dokuen) -> None:
     reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "../../etc"}})
-    assert reply == [{"ok": False, "error": reply[0]["error"]}]
+    assert reply == [{"ok": False, "error": reply[0]["error"], "usage": True}]
     assert "invalid app name '../../etc'" in str(reply[0]["error"])
 
 
@@ -105,7 +105,7 @@ def test_a_bad_scale_is_refused(
     dokuen: Dokuen, serving: int, args: list[str], message: str
 ) -> None:
     result = dokuen.ctl("ps:scale", "blog", *args, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, though only dokuend can tell
     assert message in result.stderr
     still_serving(dokuen, serving)
 
@@ -181,7 +181,8 @@ def test_a_hand_edited_bad_file_keeps_only_that_app_down(dokuen: Dokuen, apps_di
     dokuen.start()
     wait_for(lambda: dokuen.running("good", 1), "the good app")
     assert dokuen.ps("bad") == []
-    assert "bad[dokuen]: could not be restored: invalid config key 'A=B'" in dokuen.log()
+    env = dokuen.home / "apps" / "bad" / "env"
+    assert f"bad[dokuen]: broken, not restored: {env}: invalid config key 'A=B'" in dokuen.log()
 
 
 def test_a_bad_app_option_is_refused_before_anything_restarts(dokuen: Dokuen, serving: int) -> None:
@@ -199,7 +200,7 @@ def test_an_unknown_app_suggests_the_near_one(dokuen: Dokuen, serving: int) -> N
 
 def test_destroy_needs_the_name_again(dokuen: Dokuen, serving: int) -> None:
     result = dokuen.ctl("apps:destroy", "blog", check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--confirm blog" in result.stderr
     still_serving(dokuen, serving)
     dokuen.ctl("apps:destroy", "blog", "--confirm", "blog")
@@ -263,7 +264,8 @@ def test_a_second_dokuend_on_the_same_home_refuses_to_start(dokuen: Dokuen) -> N
         check=False,
     )
     assert result.returncode == 1
-    assert "another dokuend is already running" in result.stderr
+    assert dokuen.process is not None
+    assert f"another dokuend (pid {dokuen.process.pid}) runs on {dokuen.home}" in result.stderr
     assert dokuen.ctl("status").returncode == 0
 
 

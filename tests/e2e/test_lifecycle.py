@@ -42,7 +42,7 @@ def test_deploy_runs_every_type_with_exactly_its_environment(
     assert env["PORT"] == str(web["port"])
     assert env["DYNO"] == env["PS"] == "web.1"
     assert env["APP"] == "blog"
-    assert env["HOME"] == str(release)
+    assert env["HOME"] == str(dokuen.home / "apps" / "blog" / "data")
     assert env["GREETING"] == "from-dotenv"
     assert env["OVERRIDDEN"] == "config"
     assert env["SECRET"] == "s3"
@@ -90,7 +90,7 @@ def test_ps_and_scale_keep_the_procfiles_order(dokuen: Dokuen, apps_dir: Path) -
     assert [row[1] for row in table if row[0] == "blog"] == ["worker.1", "web.1", "web.2"]
     assert dokuen.ctl("ps:scale", "blog", "web-1").stdout.strip() == "blog: worker=1 web=1 clock=0"
     too_far = dokuen.ctl("ps:scale", "blog", "web-2", check=False)
-    assert too_far.returncode == 1
+    assert too_far.returncode == 2
     assert "'web' would have -1 processes" in too_far.stderr
     releases = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
     assert releases[0]["process_types"] == ["worker", "web", "clock"]
@@ -285,7 +285,7 @@ def test_releases_and_rollback_without_a_build(dokuen: Dokuen, apps_dir: Path) -
     assert "-----> Rolled back to v1" in result.stdout
     (row,) = wait_for(lambda: dokuen.running("blog", 1), "v1: web only")
     env = wait_for(lambda: _try_get(row["port"]), "v1 to answer")
-    assert Path(env["HOME"]).name == "v1"
+    assert Path(env["PWD"]).name == "v1"  # the release it runs in
     assert sorted(p.name for p in (dokuen.home / "apps/blog/releases").iterdir()) == [
         "v1",
         "v1.json",

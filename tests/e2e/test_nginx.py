@@ -228,7 +228,7 @@ class Load:
             if status != 200:
                 self.failures.append(f"{status} {body[:80]}")
             else:
-                self.releases.append(Path(json.loads(body)["HOME"]).name)
+                self.releases.append(Path(json.loads(body)["PWD"]).name)  # its release
 
     def __enter__(self) -> "Load":
         self._thread.start()

@@ -151,7 +151,7 @@ def test_an_app_reads_its_database_and_a_restore_brings_old_rows_back(cluster: C
     sql(url, "UPDATE posts SET title = 'changed'")
     sql(url, "DELETE FROM posts WHERE id = 3")
     refused = daemon.ctl("backups:restore", "blog", check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 2
     assert "confirm with: dokuenctl backups:restore blog [ID] --confirm blog" in refused.stderr
     # A session in a transaction that read the table (and holds it) would block the
     # restore: the restore ends it.
@@ -568,3 +568,25 @@ def test_over_ssh_a_backup_streams_to_the_client_and_sql_runs_as_the_app(
         )
         assert query.returncode == 0, query.stderr
         assert query.stdout == "2000\n"
+
+
+def test_a_second_dokuend_on_the_home_leaves_the_cluster_alone(cluster: Cluster) -> None:
+    daemon = cluster.daemon
+    url = cluster.database_url("lockpg")
+    pid = cluster.postgres()["pid"]
+    assert pid is not None
+    assert daemon.process is not None
+    second = subprocess.run(
+        [str(BIN / "dokuend")],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert second.stderr.startswith(f"error: another dokuend (pid {daemon.process.pid}) runs on ")
+    # The cluster was not stopped as a stale one: same postmaster, and it answers.
+    assert cluster.postgres()["pid"] == pid
+    assert psutil.pid_exists(pid)
+    assert sql(url, "SELECT 1") == [(1,)]

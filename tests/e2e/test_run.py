@@ -225,7 +225,7 @@ def test_run_detached_logs_as_run_n_shows_in_ps_and_stops_with_the_app(blog: Dok
     assert psutil_alive(row["pid"])
     assert blog.ctl("logs", "blog", "--ps", "run.1").stdout.count("from the background") == 1
     refused = blog.ctl("restart", "blog", "run.1", check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # a wrong request: a usage error
     assert "detached runs do not restart; stop one with: dokuenctl ps:stop blog run.1" in (
         refused.stderr
     )
@@ -257,7 +257,7 @@ def test_a_detached_run_that_ends_leaves_ps_and_is_not_restarted(blog: Dokuen) -
     assert bad.returncode == 1
     assert "no app named 'nope'" in bad.stderr
     web = blog.ctl("ps:stop", "blog", "web.1", check=False)
-    assert web.returncode == 1
+    assert web.returncode == 2
     assert "ps:stop stops detached runs (run.N); web.1 belongs to the formation" in web.stderr
 
 

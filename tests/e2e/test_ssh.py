@@ -154,6 +154,17 @@ def test_an_ssh_key_runs_dokuenctl_and_nothing_else(
         e["command"] for e in daemon_events(dokuen, "ssh.command")
     ]
 
+    # The bare form, as dokku and piku users type it.
+    bare = authorized.ssh("config:set blog BARE=yes")
+    assert bare.returncode == 0, bare.stderr
+    assert dokuen.ctl("config:get", "blog", "BARE").stdout == "yes\n"
+    listed = authorized.ssh("apps")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == apps.stdout
+    logs = authorized.ssh("logs blog -n 5")
+    assert logs.returncode == 0, logs.stderr
+    assert "blog[dokuen]: config changed (BARE)" in logs.stdout
+
     canary = tmp_path / "canary"
     canary.mkdir()
     for asked, message in [

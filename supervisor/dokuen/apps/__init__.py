@@ -1,9 +1,9 @@
 """apps: one app as a whole. Its task group of process slots, deploys and rollbacks that
 switch releases without downtime, the app options, and the requests on apps, processes,
-config, releases, domains and logs.
+config, releases, domains, logs and maintenance mode.
 
 May import: the core, isolate, supervise, proxy and deploy.
 """
 
-__all__ = ["app", "options", "requests", "resources", "runtime"]
+__all__ = ["app", "config", "maintenance", "options", "requests", "resources", "runtime"]
 DEPENDS_ON: tuple[str, ...] = ("deploy", "isolate", "proxy", "supervise")

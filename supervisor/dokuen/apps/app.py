@@ -3,7 +3,7 @@ that change them: scale, restart, stop, start, config (deploys and rollbacks swi
 release through releasing.py)."""
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
@@ -13,12 +13,13 @@ from dokuen.apps import resources
 from dokuen.apps.detached import DetachedRuns
 from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
+from dokuen.apps.state import shown_formation, state_problem
 from dokuen.deploy import releases
 from dokuen.errors import DokuenError, NotFound
-from dokuen.names import check_config_key, check_domain, check_settable_config_key, not_found
+from dokuen.names import check_domain, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
-from dokuen.supervise.envdir import protect, read_envdir, write_envdir
+from dokuen.supervise.envdir import protect, read_envdir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec, expand, in_procfile_order, parse_scale
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
@@ -43,6 +44,7 @@ class App:
         self._closed = False
         self.runs = 0  # one-off processes started, to number them run.N
         self.detached = DetachedRuns(runtime.mux, runtime.clock)  # run:detached
+        self.failure: str | None = None  # why it could not be restored or started
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -82,8 +84,7 @@ class App:
 
     @contextlib.asynccontextmanager
     async def building(self) -> AsyncIterator[None]:
-        """Hold the build lock (one build at a time; other operations go on); refuse when
-        the app was destroyed while we waited for it."""
+        """Hold the build lock (one build at a time); refuse when the app was destroyed."""
         async with self._building:
             if self._closed:
                 raise NotFound(f"app {self.name!r} was destroyed")
@@ -91,8 +92,7 @@ class App:
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[anyio.CancelScope]:
-        """The scope of a deploy until it switches (its build and release phase), which
-        ``close`` cancels."""
+        """The scope of a deploy until it switches (build, release phase); ``close`` cancels it."""
         with anyio.CancelScope() as scope:
             self._preparing.add(scope)
             try:
@@ -101,7 +101,9 @@ class App:
                 self._preparing.discard(scope)
 
     async def restore(self) -> None:
-        """Bring the app back to its formation after the daemon started."""
+        """Bring the app back to its formation; DokuenError when one of its files is bad."""
+        if problem := await anyio.to_thread.run_sync(state_problem, self.dir):
+            raise DokuenError(problem)
         await anyio.to_thread.run_sync(protect, self.dir.env)  # made by an older dokuend
         if not self.active:
             return
@@ -114,13 +116,15 @@ class App:
         return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
 
     def summary(self) -> dict[str, Any]:
+        """The app at a glance; ``broken`` names the file that keeps it down and the fix."""
         release = releases.current_release(self.dir)
         states = [slot.state for slot in self._slots.values()]
         return {
             "name": self.name,
             "release": release.name if release else None,
             "stopped": self.dir.stopped,
-            "formation": self.dir.read_formation(),
+            "broken": state_problem(self.dir) or self.failure,
+            "formation": shown_formation(self.dir),
             "processes": len(states),
             "running": sum(state is ProcessState.RUNNING for state in states),
             "crashed": sum(state is ProcessState.CRASHED for state in states),
@@ -146,14 +150,15 @@ class App:
             (slot for slot in self._slots.values() if slot.spec.type == "web"),
             key=lambda slot: slot.spec.index,
         )
-        ports = tuple(s.port for s in webs if s.state is ProcessState.RUNNING and s.port)
+        serving = [s for s in webs if s.state is ProcessState.RUNNING and s.port]
         try:
             size = check_body_size(
                 self.config().get("DOKUEN_CLIENT_MAX_BODY_SIZE", DEFAULT_BODY_SIZE)
             )
         except DokuenError:  # refused at config:set; a hand-edited env dir gets the default
             size = DEFAULT_BODY_SIZE
-        return Site(self.name, tuple(self.hosts()), ports, size)
+        ports, dynos = tuple(s.port or 0 for s in serving), tuple(s.spec.name for s in serving)
+        return Site(self.name, tuple(self.hosts()), ports, size, dynos, self.dir.maintenance)
 
     async def set_domains(self, domains: list[str]) -> None:
         async with self.exclusive():
@@ -189,6 +194,7 @@ class App:
             self.runtime.mux.event(self.name, f"restarting {target or 'all processes'}")
             self.dir.set_stopped(False)
             await self.converge(replace=lambda spec: spec.name in names)
+            self.failure = None
             return [slot.spec.name for slot in chosen]
 
     async def stop(self) -> None:
@@ -202,35 +208,7 @@ class App:
             self._procfile()
             self.dir.set_stopped(False)
             await self.converge(replace=lambda _spec: False)
-
-    async def set_config(self, changes: Mapping[str, str], removals: Iterable[str]) -> bool:
-        """Change the config and restart the processes so they see it; False when none
-        runs (not deployed, or stopped): the next start or deploy uses it."""
-        for key in changes:
-            check_settable_config_key(key)
-        for key in removals:
-            check_config_key(key)
-        merged = {**self.config(), **changes}
-        for key in removals:
-            merged.pop(key, None)
-        app_options(merged, self.runtime.settings.stop_timeout)  # refuse bad options early
-        async with self.exclusive():
-            before = self.config()
-            await anyio.to_thread.run_sync(write_envdir, self.dir.env, changes, list(removals))
-            keys = ", ".join([*changes, *(f"-{key}" for key in removals)])
-            self.runtime.mux.event(self.name, f"config changed ({keys})")
-            if not self.active:
-                return False
-            try:
-                await self.converge(replace=lambda _spec: True)
-            except DokuenError:
-                # The old processes, with the old config, are what serves: keep it so.
-                restore = {key: before[key] for key in [*changes, *removals] if key in before}
-                gone = [key for key in [*changes, *removals] if key not in before]
-                await anyio.to_thread.run_sync(write_envdir, self.dir.env, restore, gone)
-                self.runtime.mux.event(self.name, f"config change ({keys}) undone")
-                raise
-            return True
+            self.failure = None
 
     # -- the machinery ---------------------------------------------------------------
 
@@ -331,18 +309,27 @@ class App:
         for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
             self.runtime.mux.event(self.name, problem)
         defaults = release.defaults(config)
-        app_path = self.runtime.settings.app_path
+        app_path, home = self.runtime.settings.app_path, self.dir.data
+        user = self.runtime.isolation.runs_as(self.dir)
 
         def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
             def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, release.path, app_path, defaults, config)
+                return process_environment(spec, port, home, app_path, defaults, config)
 
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
             cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
-            timeout, policy = options.stop_timeout, options.policy
             return ProcessSlot(
-                SlotConfig(spec, release.path, environment, timeout, policy, health, cgroup),
+                SlotConfig(
+                    spec,
+                    release.path,
+                    environment,
+                    options.stop_timeout,
+                    options.policy,
+                    health,
+                    user=user,
+                    cgroup=cgroup,
+                ),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
                 spawner=self.runtime.spawner,
@@ -387,7 +374,12 @@ class App:
         for slot in new:
             self._slots[slot.spec.name] = slot
         self.runtime.proxy_changed()
-        await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        try:
+            await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
+        except DokuenError:  # nginx kept the old config (a full disk): so do we
+            self._slots.update((slot.spec.name, slot) for slot in old)
+            await self._stop_slots(new)
+            raise
         await self._stop_slots(old)
 
     async def _stop_slots(self, slots: list[ProcessSlot]) -> None:

@@ -113,6 +113,7 @@ async def _build_and_release(
             commit,
             say,
             app.runtime.mux,
+            app.runtime.isolation,
         )
     async with app.exclusive():
         procfile = release.procfile()
@@ -242,15 +243,16 @@ async def _one_off(
     port = app.runtime.ports.allocate()
     app_path = app.runtime.settings.app_path
     config = app.config()
-    env = process_environment(spec, port, release.path, app_path, release.defaults(config), config)
+    env = process_environment(spec, port, app.dir.data, app_path, release.defaults(config), config)
     mux = app.runtime.mux
+    user = app.runtime.isolation.runs_as(app.dir)
     cgroups = app.runtime.cgroups
     try:
         if cgroups is not None:  # under the app's limits (its processes say what is amiss)
             resources.apply_limits(cgroups, app.name, app_options(app.config(), 0))
         cgroup = cgroups.process(app.name, spec.name) if cgroups is not None else None
         spawner = app.runtime.spawner if attach is None else attach.spawner(app.runtime.spawner)
-        child = await spawner(spec.command, env, release.path, cgroup=cgroup)
+        child = await spawner(spec.command, env, release.path, user=user, cgroup=cgroup)
         mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
         status = -signal.SIGKILL
         try:

@@ -14,6 +14,7 @@ import structlog
 
 from dokuen.apps import releasing, views
 from dokuen.apps.app import App
+from dokuen.apps.config import set_config
 from dokuen.apps.runs import RunCommands
 from dokuen.apps.runtime import Runtime
 from dokuen.control import Command, Output, cancel_when, optional_arg, text_arg
@@ -30,7 +31,7 @@ from dokuen.names import (
     parse_process_name,
 )
 from dokuen.store import AppDir, Store
-from dokuen.supervise.logmux import LogFilter, tail
+from dokuen.supervise.logmux import SOURCES, LogFilter, tail
 
 log = structlog.get_logger()
 
@@ -131,7 +132,11 @@ class AppCommands:
 
     async def list_apps(self, args: dict[str, Any], out: Output) -> Any:
         return [
-            {**self.apps[name].summary(), "url": app_url(self.apps[name])}
+            {
+                **self.apps[name].summary(),
+                "url": app_url(self.apps[name]),
+                "maintenance": self.apps[name].dir.maintenance,
+            }
             for name in sorted(self.apps)
         ]
 
@@ -146,8 +151,11 @@ class AppCommands:
         check_new_app_name(name)
         hooks = repo.render_hooks(self._entrypoint())  # before anything touches the disk
 
+        isolation = self._runtime().isolation
+
         def prepare(directory: AppDir) -> None:
             repo.ensure_repo(directory.repo, hooks)
+            isolation.set_up_app(self._store.home, directory, name)  # its uids and modes
 
         directory = await anyio.to_thread.run_sync(self._store.create, name, prepare)
         app = await self._start_app(directory)
@@ -277,7 +285,7 @@ class AppCommands:
         values = args.get("values")
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             raise ProtocolError("argument 'values' must be an object of strings")
-        restarted = await app.set_config(values, [])
+        restarted = await set_config(app, values, [])
         return {"keys": list(values), "restarted": restarted}
 
     async def config_unset(self, args: dict[str, Any], out: Output) -> Any:
@@ -285,7 +293,7 @@ class AppCommands:
         keys = args.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ProtocolError("argument 'keys' must be a list of strings")
-        restarted = await app.set_config({}, keys)
+        restarted = await set_config(app, {}, keys)
         return {"keys": keys, "restarted": restarted}
 
     async def logs(self, args: dict[str, Any], out: Output) -> Any:
@@ -301,7 +309,10 @@ class AppCommands:
         count = args.get("lines", 100)
         if not isinstance(count, int) or count < 0:
             raise ProtocolError("argument 'lines' must be a whole number")
-        wanted = LogFilter(app, process_type, index)
+        source = args.get("source")
+        if source is not None and source not in SOURCES:
+            raise ProtocolError(f"argument 'source' must be one of {', '.join(SOURCES)}")
+        wanted = LogFilter(app, process_type, index, source)
         mux = self._runtime().mux
         follower, fd, end = mux.follow(wanted, count)
         try:

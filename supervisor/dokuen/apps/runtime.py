@@ -9,10 +9,12 @@ import anyio
 
 from dokuen.deploy.build import Builder
 from dokuen.isolate.cgroups import Cgroups
+from dokuen.isolate.isolation import OFF, Isolation
 from dokuen.settings import Settings
+from dokuen.supervise.clock import Clock
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
-from dokuen.supervise.process import Clock, Spawner
+from dokuen.supervise.process import Spawner
 
 
 @dataclass(frozen=True)
@@ -30,3 +32,4 @@ class Runtime:
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
     cgroups: Cgroups | None = None  # None: no cgroups (status says why)
+    isolation: Isolation = OFF  # which uid each app runs as (decided when dokuend starts)

@@ -17,6 +17,7 @@ from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
 from dokuen.names import parse_process_name
 
+SOURCES = ("app", "dokuen", "router")  # as the daemon's logmux.SOURCES
 _COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta")
 
 
@@ -35,8 +36,12 @@ def apps(client: Client, as_json: bool) -> None:
     rows = []
     for app in listing:
         state = "stopped" if app["stopped"] else f"{app['running']}/{app['processes']} running"
-        if app["crashed"]:
+        if app.get("broken"):  # the file that keeps it down, and the fix
+            state = f"broken: {app['broken']}"
+        elif app["crashed"]:
             state += f", {app['crashed']} crashed"
+        if app.get("maintenance"):
+            state += ", maintenance"
         formation = " ".join(f"{t}={n}" for t, n in app["formation"].items()) or "-"
         rows.append([app["name"], app["release"] or "-", formation, state, app["url"] or "-"])
     client.table(["APP", "RELEASE", "FORMATION", "STATE", "URL"], rows)
@@ -262,7 +267,7 @@ class LogPrinter:
             stamp, _, rest = line.partition(" ")
             source, sep, message = rest.partition(": ")
             colour = _COLOURS[zlib.crc32(source.encode()) % len(_COLOURS)]
-            if source.endswith("[dokuen]"):
+            if source.endswith(("[dokuen]", "[router]")):
                 colour = "dim"
             styled = Text.assemble((stamp + " ", "dim"), (source + sep, colour), message)
             self.client.console.print(styled, soft_wrap=True)
@@ -281,11 +286,24 @@ class LogPrinter:
     callback=checked(parse_process_name),
     help="Only this process type or process.",
 )
+@click.option(
+    "--source",
+    type=click.Choice(SOURCES),
+    help="Only the processes' own lines (app), the platform's (dokuen) or the requests (router).",
+)
 @pass_client
-def logs(client: Client, app: str | None, lines: int, follow: bool, process: str | None) -> None:
+def logs(
+    client: Client,
+    app: str | None,
+    lines: int,
+    follow: bool,
+    process: str | None,
+    source: str | None,
+) -> None:
     """The last lines of the unified log, then (with -f) new ones as they come."""
+    wanted = {"ps": process, **({"source": source} if source else {})}
     try:
-        client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, ps=process)
+        client.call("logs", LogPrinter(client), app=app, lines=lines, follow=follow, **wanted)
     except KeyboardInterrupt:
         sys.exit(0)
 

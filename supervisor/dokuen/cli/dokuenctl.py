@@ -19,6 +19,7 @@ from dokuen.cli import (
     databases,
     domains,
     hooks,
+    maintenance,
     releases,
     service,
     sshkeys,
@@ -26,22 +27,25 @@ from dokuen.cli import (
 )
 from dokuen.cli.console import Client
 from dokuen.cli.terminal import printable
-from dokuen.errors import DokuenError
+from dokuen.errors import DokuenError, InvalidName, explain
 from dokuen.service.account import client_socket
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = 1) -> NoReturn:
     # An error may quote what an app wrote (a build's last lines): made safe, always.
     click.echo(f"error: {printable(message)}", err=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 class Group(click.Group):
-    """Maps DokuenError to ``error: ...`` and exit 1, in one place."""
+    """Maps errors to exit codes, in one place: a wrong request (InvalidName) is a usage
+    error, exit 2; DokuenError and any other failure are ``error: ...`` in one line, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except InvalidName as exc:  # a bad name, count or argument: a usage error
+            fail(str(exc), 2)
         except DokuenError as exc:
             fail(str(exc))
         except BrokenPipeError:
@@ -50,6 +54,10 @@ class Group(click.Group):
         except KeyboardInterrupt:  # one line, not click's "Aborted!" or a traceback
             click.echo(f"\ninterrupted: dokuenctl {ctx.invoked_subcommand} stopped", err=True)
             sys.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # usage errors: click says them and exits 2
+        except Exception as exc:  # a failed system call or a bug: one line, no traceback
+            fail(explain(exc))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +86,7 @@ COMMAND_MODULES = (
     releases,
     config,
     domains,
+    maintenance,
     sshkeys,
     hooks,
     backups,

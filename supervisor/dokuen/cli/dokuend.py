@@ -10,8 +10,10 @@ import sys
 # sys.modules makes `import rich` raise ImportError, which structlog handles.
 sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
 
+import contextlib
 import logging
 import os
+import resource
 from pathlib import Path
 
 import anyio
@@ -20,16 +22,68 @@ import structlog
 
 from dokuen import __version__
 from dokuen.daemon import Daemon
-from dokuen.errors import DokuenError
+from dokuen.errors import DokuenError, explain, leaf
+from dokuen.homelock import lock_home
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import load_settings
+
+log = structlog.get_logger()
+
+
+class Stderr:
+    """Where the daemon's own log goes: file descriptor 2, written whole-line by whole-line.
+    A closed or broken stderr (a journal that went away, a pipe whose reader exited) loses
+    the lines and never stops the daemon."""
+
+    def write(self, text: str) -> int:
+        data = text.encode(errors="replace")
+        with contextlib.suppress(OSError):
+            while data:
+                data = data[os.write(2, data) :]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def keep_standard_descriptors() -> None:
+    """Open /dev/null on any of 0, 1 and 2 that was closed, so that no file dokuend opens
+    later (a log, the lock) lands on one and is written to as if it were stderr."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def raise_open_files_limit() -> None:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one: every app process costs dokuend a
+    pipe, every client a socket, and the usual soft limit of 1024 runs out first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard
+    if hard == resource.RLIM_INFINITY:  # above fs.nr_open, setrlimit refuses it
+        nr_open = Path("/proc/sys/fs/nr_open")
+        wanted = int(nr_open.read_text()) if nr_open.exists() else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("daemon.nofile_limit", soft=soft, hard=hard, error=str(exc))
+
+
+def fail(message: str) -> None:
+    """Say ``error: MESSAGE`` on stderr, if anyone still reads it."""
+    Stderr().write(f"error: {message}\n")
 
 
 def configure_logging(verbose: bool) -> None:
     """structlog to stderr: readable on a terminal, JSON lines otherwise."""
     renderers: list[structlog.types.Processor] = (
         [structlog.dev.ConsoleRenderer()]
-        if sys.stderr.isatty()
+        if os.isatty(2)
         else [
             # No local variables in tracebacks: they hold secrets (an app's config, the
             # PGPASSWORD given to pg_dump), and this log is not a place for them.
@@ -48,7 +102,7 @@ def configure_logging(verbose: bool) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
@@ -64,14 +118,23 @@ def configure_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="dokuend")
 def main(home: Path | None, verbose: bool) -> None:
     """Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT."""
+    keep_standard_descriptors()
     configure_logging(verbose)
     try:
         # First: it takes NOTIFY_SOCKET and the like out of os.environ, before anything
         # (the daemon's copy of its environment, a child) can see them.
         service = ServiceManager.from_environ(os.environ)
         settings = load_settings(os.environ, home)
+        # Before anything touches the home: a second dokuend must change nothing.
+        lock = lock_home(settings.home)
+        raise_open_files_limit()
         daemon = Daemon(settings, service=service)
         anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
-    except DokuenError as exc:
-        click.echo(f"error: {exc}", err=True)
+        os.close(lock)
+    except Exception as exc:  # an ExceptionGroup from a task group too: one line, no traceback
+        message = explain(exc)
+        if not isinstance(leaf(exc), DokuenError):  # a bug or a failed system call
+            log.error("daemon.failed", error=message)
+            log.debug("daemon.failed_traceback", exc_info=exc)
+        fail(message)
         sys.exit(1)

@@ -60,16 +60,17 @@ def ssh_serve(client: Client, key: str, apps: tuple[str, ...]) -> None:
     then makes to dokuend passes the key's scope (ssh/scope.py, in Client.call)."""
     remote = Client(client.socket_path, KeyScope(key, tuple(sorted(set(apps)))))
     asked = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+    # dokuenctl's main group, found through the context: it imports this module.
+    main = click.get_current_context().find_root().command
+    assert isinstance(main, click.Group)
     try:
-        wanted = parse_ssh_command(asked)
+        wanted = parse_ssh_command(asked, main.commands)
     except DokuenError as exc:
         remote.audit_refusal(asked, str(exc))
         raise
     remote.call("ssh:audit", key=key, line=asked, allowed=True)
     if isinstance(wanted, Ctl):
-        # dokuenctl's main group, found through the context: it imports this module. The
-        # Client it is given carries the key: main never makes another from options.
-        main = click.get_current_context().find_root().command
+        # The Client main is given carries the key: main never makes another from options.
         main.main(list(wanted.args), prog_name="dokuenctl", obj=remote)
         return
     found = remote.call("git:repo", app=wanted.app, create=True, key=key)

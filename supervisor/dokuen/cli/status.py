@@ -26,6 +26,11 @@ def status(client: Client, as_json: bool) -> None:
         f"processes  {info['running']} running, {info['crashed']} crashed, "
         f"{info['processes']} in all"
     )
+    isolation = info.get("isolation") or {"apps": "off", "reason": None, "uids": None}
+    if isolation["apps"] == "uids":
+        click.echo(f"isolation  each app runs as its own uid (uids {isolation['uids']})")
+    else:
+        click.echo(f"isolation  off ({isolation['reason'] or 'apps run as dokuend'})")
     nginx = info["nginx"]
     if nginx["mode"] in ("managed", "system"):
         where = f"{nginx['mode']}, listening on {nginx['listen']}"
@@ -34,13 +39,25 @@ def status(client: Client, as_json: bool) -> None:
         client.echo("nginx      off (apps answer on their own ports)")
     if nginx["problem"]:
         client.echo(f"warning: {nginx['problem']}", err=True)
+    if nginx.get("router"):
+        counts = nginx["router"]
+        client.echo(
+            f"router     {counts['lines']} lines, {counts['dropped']} dropped while the log "
+            f"was behind, {counts['refused'] + counts['malformed']} refused"
+        )
+        if counts.get("problem"):
+            client.echo(f"warning: {counts['problem']}", err=True)
     postgres = info.get("postgres") or {"mode": "off", "problem": None}
     client.echo(f"postgres   {_postgres_line(postgres)}")
     if postgres["problem"]:
         client.echo(f"warning: {postgres['problem']}", err=True)
     client.echo(f"cgroups    {_cgroups_line(info.get('cgroups'))}")
+    offline = set(info.get("maintenance", ()))
     for app, url in sorted(info["urls"].items()):
-        client.echo(f"{app:<10} {url or '(no web process running)'}")
+        note = " (maintenance mode: 503)" if app in offline else ""
+        client.echo(f"{app:<10} {url or '(no web process running)'}{note}")
+    for app, problem in sorted(info.get("broken", {}).items()):
+        client.echo(f"broken     {app}: {problem}")
     _backups_lines(client, info.get("backups"))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from dokuen.apps.app import App
+from dokuen.apps.config import set_config
 from dokuen.conninfo import ConnInfo
 from dokuen.control import Command, Output
 from dokuen.data import database, sockets
@@ -32,8 +33,8 @@ LEGACY_HOST = "127.0.0.1"  # where Dokuen 0.1 sent apps: the managed cluster's T
 
 def app_group(app: App) -> int | None:
     """The group the app's processes run with: it alone (with dokuend) may enter the app's
-    socket directory. None (dokuend's own gid) until apps get groups of their own."""
-    return None
+    socket directory. None (dokuend's own gid) when apps do not run as their own users."""
+    return app.runtime.isolation.group_of(app.dir)
 
 
 class DatabaseCommands:
@@ -117,7 +118,7 @@ class DatabaseCommands:
                 raise
             self._mux.event(app.name, f"database {record.name} created")
             url = self._public(app, record)
-            await app.set_config({"DATABASE_URL": url.url()}, [])
+            await set_config(app, {"DATABASE_URL": url.url()}, [])
         return {"database": record.name, "url": url.shown(), "restarted": app.active}
 
     async def info(self, args: dict[str, Any], out: Output) -> Any:
@@ -159,7 +160,7 @@ class DatabaseCommands:
             public = self._public(app, record)
             legacy = dataclasses.replace(public, host=LEGACY_HOST)
             if app.config().get("DATABASE_URL") in (public.url(), legacy.url()):
-                await app.set_config({}, ["DATABASE_URL"])
+                await set_config(app, {}, ["DATABASE_URL"])
             await anyio.to_thread.run_sync(sockets.remove, app.dir.root)
         return {"database": record.name}
 

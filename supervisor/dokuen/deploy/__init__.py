@@ -1,8 +1,9 @@
 """deploy: from source to release. Buildpacks, the isolated build, slugs, immutable
 releases, each app's git repository and what a push does.
 
-May import: the core, isolate (what a build wrote is read through it; a build's cgroup)
-and supervise (builds are supervised subprocesses).
+May import: the core, isolate (what a build wrote is read through it, the uids builds run
+as, the owner of a release, a build's cgroup) and supervise (builds are supervised
+subprocesses).
 """
 
 __all__ = ["build", "buildpack", "receive", "releases", "repo", "slug"]

@@ -314,7 +314,8 @@ def _prepare(job: Job) -> None:
     """A fresh workspace: ENV_DIR with the config, the build's HOME; the build's directories
     handed to the build user."""
     shutil.rmtree(job.workspace, ignore_errors=True)
-    (job.workspace / "home").mkdir(parents=True)
+    job.workspace.mkdir(mode=0o700, parents=True)  # the config is in it
+    (job.workspace / "home").mkdir()
     (job.workspace / "buildpacks").mkdir()
     write_envdir(job.workspace / "env", job.config)
     job.cache_dir.mkdir(parents=True, exist_ok=True)

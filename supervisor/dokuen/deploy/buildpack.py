@@ -55,7 +55,7 @@ class Source:
 def parse_source(text: str, origin: str) -> Source:
     """Check one buildpack reference (from ``BUILDPACK_URL`` or a ``.buildpacks`` line).
 
-    Raises InvalidName naming ``origin`` when it is neither a bundled buildpack, an absolute
+    Raises DokuenError naming ``origin`` when it is neither a bundled buildpack, an absolute
     directory nor a git URL.
     """
     text = text.strip()
@@ -69,7 +69,7 @@ def parse_source(text: str, origin: str) -> Source:
         )
     ):
         return Source(text)
-    raise InvalidName(
+    raise DokuenError(
         f"{origin}: {text!r} is not a buildpack (use one of {', '.join(BUNDLED)}, an absolute "
         "directory, or a git URL like https://github.com/heroku/heroku-buildpack-python)"
     )
@@ -82,7 +82,7 @@ def parse_buildpacks_file(text: str, origin: str = ".buildpacks") -> list[Source
         if line.strip() and not line.strip().startswith("#"):
             sources.append(parse_source(line, f"{origin}:{number}"))
     if not sources:
-        raise InvalidName(f"{origin}: names no buildpack (one URL or directory a line)")
+        raise DokuenError(f"{origin}: names no buildpack (one URL or directory a line)")
     return sources
 
 

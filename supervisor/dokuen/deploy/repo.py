@@ -69,6 +69,7 @@ def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
         staging = path.with_name(f".{path.name}.new")
         shutil.rmtree(staging, ignore_errors=True)
         _init_bare(staging)
+        staging.chmod(0o700)  # pushes and history are the app's: for its owner alone
         staging.rename(path)
         created = True
     # A deploy is the commit's tree as committed: .gitattributes must not leave files out

@@ -12,6 +12,7 @@ import anyio
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder, Job, Limits, reachable_buildpacks
 from dokuen.errors import DokuenError
+from dokuen.isolate.isolation import Isolation
 from dokuen.resources import shipped
 from dokuen.settings import Settings
 from dokuen.store import AppDir, Store, write_atomic
@@ -88,6 +89,17 @@ def _keep_log(directory: AppDir, release: releases.Release, text: str) -> None:
         write_atomic(release.log_file, text, mode=0o600)
 
 
+def _build_uid(settings: Settings, isolation: Isolation, directory: AppDir) -> int:
+    """The app's build uid: from ``DOKUEN_BUILD_UIDS`` when it is a range, else from the
+    home's uid block."""
+    if isinstance(settings.build_uids, tuple):
+        return Store(settings.home).build_uid(directory.name, *settings.build_uids)
+    found = isolation.give_identity(settings.home, directory)
+    if found is None:
+        raise DokuenError("this home has no uid block for builds (restart dokuend as root)")
+    return found.build_uid
+
+
 async def make_release(
     builder: Builder,
     directory: AppDir,
@@ -97,10 +109,12 @@ async def make_release(
     commit: str | None,
     say: Say,
     mux: LogMux,
+    isolation: Isolation,
 ) -> releases.Release:
     """Build ``source`` into the app's next release and record it; every line of the build
     goes to ``say`` and to the build log. A build that fails for any reason leaves no
-    release behind and raises."""
+    release behind and raises. The build runs as the app's build uid (``isolation``) and
+    the release it made becomes the app's."""
     app = directory.name
     release = await anyio.to_thread.run_sync(releases.start_release, directory, source)
     mux.event(app, f"build of {release.name} started")
@@ -109,9 +123,8 @@ async def make_release(
     try:
         await transcript.write(f"-----> Building {app} {release.name} from {commit or source}\n")
         uid, bundled = None, shipped("buildpacks")
-        if settings.isolated_builds and settings.build_uids is not None:
-            store = Store(settings.home)
-            uid = await anyio.to_thread.run_sync(store.build_uid, app, *settings.build_uids)
+        if settings.isolated_builds:
+            uid = await anyio.to_thread.run_sync(_build_uid, settings, isolation, directory)
             bundled = await anyio.to_thread.run_sync(reachable_buildpacks, settings.home)
         limits = Limits(
             settings.build_timeout, settings.build_memory_mib, settings.build_processes, uid
@@ -132,6 +145,7 @@ async def make_release(
         procfile = process_types(release.path, outcome.release.process_types)
         read_dotenv(release.path)  # a .env that is a link or no file fails the build, here
         await transcript.write(f"-----> Process types -> {', '.join(procfile.types)}\n")
+        await anyio.to_thread.run_sync(isolation.own_release, directory, release.path)
         record = {
             "version": release.version,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),

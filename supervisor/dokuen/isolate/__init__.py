@@ -1,10 +1,21 @@
 """isolate: the security boundaries between apps, builds and the platform, as code to point
-at. Opening app-controlled paths without following links (paths), proving that the listener
-on a process's PORT is that process's own (listeners), and which cgroup a process runs in,
-its limits, and how a whole group is killed at once (cgroups, hierarchy, limits).
+at. Who runs as which user: the uid block of a Dokuen home and each app's runtime and build
+uids (identity, isolation); the owners and modes of the tree under DOKUEN_HOME (modes);
+opening app-controlled paths without following links (paths); proving that the listener on
+a process's PORT is that process's own (listeners); which cgroup a process runs in, its
+limits, and how a whole group is killed at once (cgroups, hierarchy, limits).
 
 May import: the core only.
 """
 
-__all__ = ["cgroups", "hierarchy", "limits", "listeners", "paths"]
+__all__ = [
+    "cgroups",
+    "hierarchy",
+    "identity",
+    "isolation",
+    "limits",
+    "listeners",
+    "modes",
+    "paths",
+]
 DEPENDS_ON: tuple[str, ...] = ()

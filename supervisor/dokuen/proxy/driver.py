@@ -18,7 +18,8 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen.errors import DokuenError
+from dokuen.errors import DokuenError, explain
+from dokuen.proxy.listener import RouterListener
 from dokuen.proxy.nginx import (
     Managed,
     Site,
@@ -27,6 +28,7 @@ from dokuen.proxy.nginx import (
     render_site,
     render_system_include,
 )
+from dokuen.proxy.router import SOCKET_NAME
 from dokuen.settings import Settings
 from dokuen.supervise import reaper
 from dokuen.supervise.logmux import LogMux
@@ -44,6 +46,7 @@ RELOAD_TIMEOUT = 5.0
 RELOAD_SETTLE = 1.0  # at most this long for old workers to go before sync() returns
 # The system's master is not ours to watch: give its reload a moment before sync() returns.
 SYSTEM_RELOAD_SETTLE = 0.2
+PREFIX_CHECK = 2.0  # seconds between looks for a deleted nginx/ (derived data: made again)
 
 
 def find_nginx() -> str | None:
@@ -109,6 +112,12 @@ class NginxProxy:
         self._live: dict[str, str] = {}
         self.master_pid: int | None = None
         self.problem: str | None = None  # shown by `status` while nginx is not serving
+        # Router lines come from the managed master's workers only (see listener.py).
+        self.router = (
+            None
+            if system
+            else RouterListener(managed.prefix / SOCKET_NAME, mux, lambda: self.master_pid)
+        )
 
     # -- what the daemon calls -------------------------------------------------------
 
@@ -119,6 +128,7 @@ class NginxProxy:
             "listen": self.managed.listen,
             "pid": self.master_pid,
             "problem": self.problem,
+            "router": self.router.status() if self.router else None,
         }
 
     def changed(self) -> None:
@@ -152,21 +162,23 @@ class NginxProxy:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        for directory in ("apps", "logs", "temp"):
-            (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
+        self._write_prefix()
         if self.system:
-            include = self.managed.prefix / "dokuen-http.conf"
-            include.write_text(render_system_include(self.managed))
             self.changed()  # the first apply reloads the system's nginx
         else:
-            self.managed.config.write_text(render_main(self.managed))
             await self._apply(reload=False)
         async with anyio.create_task_group() as tg:
+            if self.router is not None:
+                await tg.start(self.router.run)
             if not self.system:
                 await tg.start(self._supervise_master)
             task_status.started()
             while True:
-                await self._dirty.wait()
+                with anyio.move_on_after(PREFIX_CHECK):
+                    await self._dirty.wait()
+                if not self._dirty.is_set():
+                    await self._heal_prefix()
+                    continue
                 await anyio.sleep(COALESCE)
                 while self._holds:
                     await self._released.wait()
@@ -182,8 +194,56 @@ class NginxProxy:
                 self._done.set()
                 self._done = anyio.Event()
 
+    def _write_prefix(self) -> None:
+        """The directories under nginx/ and its main file (all of it derived data)."""
+        for directory in ("apps", "logs", "temp"):
+            (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
+        if self.system:
+            include = self.managed.prefix / "dokuen-http.conf"
+            include.write_text(render_system_include(self.managed))
+        else:
+            self.managed.config.write_text(render_main(self.managed))
+
+    def _prefix_missing(self) -> bool:
+        prefix = self.managed.prefix
+        main = prefix / "dokuen-http.conf" if self.system else self.managed.config
+        return not all(p.exists() for p in (main, *(prefix / d for d in ("apps", "logs", "temp"))))
+
+    async def _heal_prefix(self) -> None:
+        """Make nginx/ again when someone deleted it (or a part); report it, then reload."""
+        if not self._prefix_missing():
+            return
+        try:
+            self._write_prefix()
+        except OSError as exc:
+            log.error("nginx.prefix_failed", error=explain(exc))
+            return
+        log.warning("nginx.prefix_recreated", prefix=str(self.managed.prefix))
+        self._mux.event(NGINX_APP, f"{self.managed.prefix} was deleted; made it again")
+        self._live = {}  # the site files went with it: write them again
+        self.changed()
+
     async def _apply(self, *, reload: bool) -> None:
-        texts = {site.app: render_site(site, self.managed.listen) for site in self._sites()}
+        """Write, check and load the config; a failed write (a full disk) is a DokuenError
+        and the config nginx has keeps serving."""
+        try:
+            await self._heal_prefix()
+            await self._apply_tree(reload=reload)
+        except OSError as exc:
+            raise DokuenError(
+                f"nginx config not written, the previous one keeps serving: {explain(exc)}"
+            ) from exc
+
+    async def _apply_tree(self, *, reload: bool) -> None:
+        sites = self._sites()
+        router = self.router is not None
+        texts = {site.app: render_site(site, self.managed.listen, router) for site in sites}
+        if self.router is not None:
+            self.router.update(
+                (site.app, dyno, port)
+                for site in sites
+                for dyno, port in zip(site.dynos, site.ports, strict=False)
+            )
         if texts == self._live and self._live:
             return
         staging = self.managed.prefix / "apps.new"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dokuen.errors import SettingsError
+from dokuen.proxy.router import render_access_log, render_log_format
 
 _SIZE = re.compile(r"[0-9]{1,6}[kKmMgG]?")
 DEFAULT_BODY_SIZE = "10m"
@@ -34,6 +35,8 @@ class Site:
     hosts: tuple[str, ...]  # APP.DOKUEN_DOMAIN first, then the app's domains
     ports: tuple[int, ...]  # of its running web processes, in order
     body_size: str = DEFAULT_BODY_SIZE
+    dynos: tuple[str, ...] = ()  # their names (web.1, ...), in the order of ports
+    maintenance: bool = False  # 503 with a plain page, whatever runs
 
 
 def listen_directive(address: str | None, port: int) -> str:
@@ -44,13 +47,16 @@ def listen_directive(address: str | None, port: int) -> str:
     return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
-def render_site(site: Site, listen: str) -> str:
-    """The file for one app: its upstream of web processes and its server block.
+def render_site(site: Site, listen: str, router: bool = False) -> str:
+    """The file for one app: its upstream of web processes and its server block; with
+    ``router``, every request is logged to dokuend's router socket (managed nginx only).
 
-    An app with no running web process answers 503 rather than borrowing another's."""
+    An app with no running web process answers 503 rather than borrowing another's, and one
+    in maintenance mode answers 503 with a page saying so."""
     upstream = f"dokuen-{site.app}"
     lines = [GENERATED, f"# app {site.app}\n"]
-    if site.ports:
+    serving = bool(site.ports) and not site.maintenance
+    if serving:
         lines.append(f"upstream {upstream} {{\n")
         lines += [f"    server 127.0.0.1:{port} max_fails=0;\n" for port in site.ports]
         lines.append("    keepalive 16;\n}\n\n")
@@ -60,6 +66,19 @@ def render_site(site: Site, listen: str) -> str:
         f"    server_name {' '.join(site.hosts)};\n",
         f"    client_max_body_size {site.body_size};\n",
     ]
+    if router:  # every server sets both: an unset variable costs a warning a request
+        state = "maintenance" if site.maintenance else "serving" if serving else "idle"
+        lines += [
+            f"    set $dokuen_app {site.app};\n",
+            f"    set $dokuen_state {state};\n",
+            render_access_log(),
+        ]
+    if site.maintenance:
+        lines += [
+            "    default_type text/html;\n",
+            f"    return 503 '{maintenance_page(site.app)}';\n}}\n",
+        ]
+        return "".join(lines)
     if not site.ports:
         lines.append(f'    return 503 "{site.app} has no running web process\\n";\n}}\n')
         return "".join(lines)
@@ -68,6 +87,7 @@ def render_site(site: Site, listen: str) -> str:
         f"        proxy_pass http://{upstream};\n",
         "        proxy_http_version 1.1;\n",
         "        proxy_set_header Host $host;\n",
+        "        proxy_set_header X-Request-Id $request_id;\n",
         "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n",
         "        proxy_set_header X-Forwarded-Proto $scheme;\n",
         "        proxy_set_header X-Forwarded-Host $host;\n",
@@ -82,6 +102,16 @@ def render_site(site: Site, listen: str) -> str:
         "}\n",
     ]
     return "".join(lines)
+
+
+def maintenance_page(app: str) -> str:
+    """The page an app in maintenance mode answers with (``app`` is a checked name)."""
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{app} is offline for maintenance</title></head>\n"
+        f"<body><h1>{app} is offline for maintenance</h1>\n"
+        "<p>Please try again in a little while.</p></body></html>\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -126,11 +156,15 @@ http {{
     scgi_temp_path {p}/temp/scgi;
     server_names_hash_bucket_size 128;
     server_tokens off;
-
+    # Every app's requests go to dokuend as router lines (the app files say access_log).
+{render_log_format()}
 {render_connection_map()}
     server {{
         listen {managed.listen} default_server;
         server_name _;
+        # Declares the variables the router log format reads, even with no app yet.
+        set $dokuen_app "";
+        set $dokuen_state "";
         return 404 "no app answers on this host\\n";
     }}
 

@@ -4,6 +4,7 @@ socket when its user has no dokuend of their own."""
 
 import grp
 import os
+import pwd
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -24,6 +25,19 @@ def socket_group() -> str | None:
     except KeyError:
         return None
     return SERVICE_GROUP if os.geteuid() == 0 or os.getegid() == gid else None
+
+
+def git_account() -> tuple[int, int] | None:
+    """The uid and gid of the ``dokuen`` account that ``git push dokuen@HOST:APP`` logs in
+    as, when dokuend runs as root and that account exists: it must write the apps'
+    repositories and read authorized_keys. None otherwise (everything is dokuend's own)."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        account = pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    return (account.pw_uid, account.pw_gid) if account.pw_uid != 0 else None
 
 
 def client_socket(environ: Mapping[str, str], home: Path | None) -> Path:

@@ -4,13 +4,15 @@ SSH_ORIGINAL_COMMAND; this module decides which of two things it is, or refuses 
 
 - ``git-receive-pack 'APP'`` (what ``git push dokuen@HOST:APP`` sends; also ``APP.git``
   and ``/APP``, from ``ssh://dokuen@HOST/APP``): a push to a valid app's repository;
-- ``dokuenctl ARGS...``: one dokuenctl command.
+- ``dokuenctl ARGS...``, or the bare ``COMMAND ARGS...`` (``ssh dokuen@HOST apps``, as
+  dokku and piku take them): one dokuenctl command.
 
 Everything else (a shell, a fetch, any other program, dokuenctl's own options such as
 ``--socket`` and ``--home``) is refused. What the key may then ask of dokuend is scope.py's.
 """
 
 import shlex
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from dokuen.errors import Refused
@@ -38,8 +40,9 @@ class Ctl:
     args: tuple[str, ...]
 
 
-def parse_ssh_command(text: str) -> ReceivePack | Ctl:
-    """Decide what SSH_ORIGINAL_COMMAND asks for.
+def parse_ssh_command(text: str, commands: Collection[str] = ()) -> ReceivePack | Ctl:
+    """Decide what SSH_ORIGINAL_COMMAND asks for; ``commands`` are dokuenctl's, which may
+    also come bare.
 
     Raises:
         Refused: anything but a push to a valid app name or a dokuenctl command.
@@ -58,6 +61,8 @@ def parse_ssh_command(text: str) -> ReceivePack | Ctl:
         if len(rest) != 1:
             raise Refused("git-receive-pack takes exactly one repository (the app's name)")
         return ReceivePack(app_of_path(rest[0]))
+    if program in commands:  # the bare form: `ssh dokuen@HOST logs blog -t`
+        program, rest = "dokuenctl", argv
     if program == "dokuenctl":
         if rest and rest[0].startswith("-") and rest[0] not in ("-h", "--help", "--version"):
             raise Refused(f"dokuenctl options before the command ({rest[0]}) are not for ssh keys")

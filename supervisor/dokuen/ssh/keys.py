@@ -245,24 +245,31 @@ def load(path: Path) -> AuthorizedKeys:
         return AuthorizedKeys()
 
 
-def save(path: Path, text: str) -> None:
-    """Write the file atomically: its directory 0700, the file 0600 (sshd's StrictModes)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    write_atomic(path, text, mode=0o600)
+def save(path: Path, text: str, group: int | None = None) -> None:
+    """Write the file atomically: its directory 0700, the file 0600 (sshd's StrictModes).
+    With ``group`` (the ssh account's, when dokuend runs as root and the account is
+    another user), the directory 0750 and the file 0640 of that group: sshd reads the file
+    as the account that logs in, and StrictModes allows a root-owned file it may read."""
+    mode = 0o700 if group is None else 0o750
+    path.parent.mkdir(mode=mode, parents=True, exist_ok=True)
+    os.chmod(path.parent, mode)
+    write_atomic(path, text, mode=0o600 if group is None else 0o640)
+    if group is not None:
+        os.chown(path.parent, -1, group, follow_symlinks=False)
+        os.chown(path, -1, group, follow_symlinks=False)
 
 
-def add(path: Path, entrypoint: Entrypoint, new: AuthorizedKey) -> None:
+def add(path: Path, entrypoint: Entrypoint, new: AuthorizedKey, group: int | None = None) -> None:
     """Authorize ``new``; raises Conflict when its name or its key is already there."""
-    save(path, render(entrypoint, load(path).add(new)))
+    save(path, render(entrypoint, load(path).add(new)), group)
 
 
-def remove(path: Path, entrypoint: Entrypoint, name: str) -> None:
+def remove(path: Path, entrypoint: Entrypoint, name: str, group: int | None = None) -> None:
     """Take the key named ``name`` away; raises NotFound when there is none."""
-    save(path, render(entrypoint, load(path).remove(name)))
+    save(path, render(entrypoint, load(path).remove(name)), group)
 
 
-def refresh(path: Path, entrypoint: Entrypoint) -> bool:
+def refresh(path: Path, entrypoint: Entrypoint, group: int | None = None) -> bool:
     """Write every managed line again for the current dokuenctl and socket (a reinstall
     may have moved them); returns True when the file changed."""
     try:
@@ -273,5 +280,5 @@ def refresh(path: Path, entrypoint: Entrypoint) -> bool:
     fresh = render(entrypoint, content)
     if not content.keys or fresh == text:
         return False
-    save(path, fresh)
+    save(path, fresh, group)
     return True

@@ -19,9 +19,13 @@ log = structlog.get_logger()
 
 
 class SshKeyCommands:
-    def __init__(self, file: Path, entrypoint: Callable[[], Entrypoint]) -> None:
+    def __init__(
+        self, file: Path, entrypoint: Callable[[], Entrypoint], group: int | None = None
+    ) -> None:
+        """``group``: the ssh account's group, which must read the file (keys.save)."""
         self._file = file
         self._entrypoint = entrypoint
+        self._group = group
         self._lock = anyio.Lock()  # one change of the file at a time
 
     def handlers(self) -> dict[str, Command]:
@@ -52,7 +56,7 @@ class SshKeyCommands:
         entrypoint = self._entrypoint()
         await anyio.to_thread.run_sync(sshkeys.fingerprint_with_ssh_keygen, new.key)
         async with self._lock:
-            await anyio.to_thread.run_sync(sshkeys.add, self._file, entrypoint, new)
+            await anyio.to_thread.run_sync(sshkeys.add, self._file, entrypoint, new, self._group)
         log.info("ssh_key.added", **new.info())
         return new.info()
 
@@ -60,7 +64,9 @@ class SshKeyCommands:
         name = check_ssh_key_name(text_arg(args, "name"))
         entrypoint = self._entrypoint()
         async with self._lock:
-            await anyio.to_thread.run_sync(sshkeys.remove, self._file, entrypoint, name)
+            await anyio.to_thread.run_sync(
+                sshkeys.remove, self._file, entrypoint, name, self._group
+            )
         log.info("ssh_key.removed", name=name)
         return {"name": name}
 

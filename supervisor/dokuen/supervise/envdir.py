@@ -33,7 +33,8 @@ def protect(path: Path) -> None:
 
 
 def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str] = ()) -> None:
-    """Set and unset variables. Each file is replaced atomically (write, fsync, rename)."""
+    """Set and unset variables. Each file is replaced atomically (write, fsync, rename),
+    and only once every new value is on disk."""
     for key, value in changes.items():
         check_config_key(key)
         if "\0" in value:
@@ -45,13 +46,25 @@ def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str]
         except UnicodeEncodeError:
             raise InvalidName(f"the value of {key} is not valid text") from None
     protect(path)
-    for key, value in changes.items():
-        temporary = path / f".{key}.tmp"
-        with temporary.open("w", encoding="utf-8", errors="surrogateescape") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(value.replace("\n", "\0"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path / key)
+    # Every new value is written in full before any replaces an old one: a write that fails
+    # (a full disk) leaves the config as it was.
+    written: list[Path] = []
+    try:
+        for key, value in changes.items():
+            temporary = path / f".{key}.tmp"
+            written.append(temporary)
+            with temporary.open("w", encoding="utf-8", errors="surrogateescape") as handle:
+                os.fchmod(handle.fileno(), 0o600)
+                handle.write(value.replace("\n", "\0"))
+                handle.flush()
+                os.fsync(handle.fileno())
+    except BaseException as exc:
+        for temporary in written:
+            temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write() names no file: say which
+        raise
+    for key in changes:
+        (path / f".{key}.tmp").replace(path / key)
     for key in removals:
         (path / check_config_key(key)).unlink(missing_ok=True)

@@ -49,17 +49,19 @@ async def probe(port: int, path: str | None) -> bool:
     return len(status) >= 2 and status[1][:1] in (b"2", b"3")
 
 
-async def serving(health: HealthCheck, port: int, leader: int, name: str) -> str | None:
-    """Probe process ``name`` (started as pid ``leader``) on ``port`` until it answers from
-    a listener it holds: then None. Otherwise why not: at once when another process holds
-    the port (``port 5012 is held by pid 4242 (not web.1's)``), else once ``health.timeout``
-    has passed."""
+async def serving(
+    health: HealthCheck, port: int, leader: int, name: str, uid: int | None = None
+) -> str | None:
+    """Probe process ``name`` (started as pid ``leader``, as the app's ``uid`` when apps
+    have their own) on ``port`` until it answers from a listener it holds: then None.
+    Otherwise why not: at once when another process holds the port (``port 5012 is held by
+    pid 4242 (not web.1's)``), else once ``health.timeout`` has passed."""
     unproven = ""
     with anyio.move_on_after(health.timeout):
         while True:
             if await probe(port, health.path):
                 # Only after an answer: looking for the holder reads every process's fds.
-                proof = await anyio.to_thread.run_sync(prove, port, leader, name)
+                proof = await anyio.to_thread.run_sync(prove, port, leader, name, uid)
                 if proof.owned:
                     return None
                 if proof.final:

@@ -86,17 +86,29 @@ def render(stamp: str, app: str, source: str, lines: list[bytes]) -> bytes:
     return prefix + (b"\n" + prefix).join(lines) + b"\n"
 
 
+SOURCES = ("app", "dokuen", "router")
+ROUTER_SOURCE = "router"
+
+
+def source_of(bracket: str) -> str:
+    """Which of SOURCES a line's ``APP[...]`` part belongs to."""
+    return bracket if bracket in (DAEMON_SOURCE, ROUTER_SOURCE) else "app"
+
+
 @dataclass(frozen=True)
 class LogFilter:
-    """Which lines a reader wants: one app, one process type or process, or everything."""
+    """Which lines a reader wants: one app, one process type or process, one source
+    (``app``: the processes' own lines, ``dokuen``: the platform's events, ``router``: the
+    HTTP requests), or everything."""
 
     app: str | None = None
     process_type: str | None = None
     index: int | None = None
+    source: str | None = None
 
     @property
     def everything(self) -> bool:
-        return self.app is None and self.process_type is None
+        return self.app is None and self.process_type is None and self.source is None
 
     def matches(self, line: bytes) -> bool:
         space = line.find(b" ")
@@ -106,9 +118,11 @@ class LogFilter:
             return False
         if self.app is not None and line[space + 1 : bracket] != self.app.encode():
             return False
+        source = line[bracket + 1 : close].decode(errors="replace")
+        if self.source is not None and source_of(source) != self.source:
+            return False
         if self.process_type is None:
             return True
-        source = line[bracket + 1 : close].decode(errors="replace")
         if self.index is not None:
             return source == f"{self.process_type}.{self.index}"
         return source.split(".")[0] == self.process_type
@@ -239,6 +253,12 @@ class LogMux:
         self._pending_bytes += len(data)
         self._queued += len(data)
         self._wake.set()
+
+    @property
+    def behind(self) -> bool:
+        """Whether the writer is more than ``high_water`` bytes behind (for producers that
+        drop rather than wait, such as the router lines)."""
+        return self._pending_bytes > self.high_water
 
     async def backpressure(self) -> None:
         """Wait while the writer is more than ``high_water`` bytes behind."""

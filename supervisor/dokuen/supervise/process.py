@@ -2,7 +2,6 @@
 and stop the whole process tree."""
 
 import signal
-import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import structlog
 from dokuen.errors import DokuenError
 from dokuen.isolate.cgroups import Group
 from dokuen.supervise import reaper
+from dokuen.supervise.clock import Clock
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.logmux import LineFramer, LogMux
@@ -67,22 +67,14 @@ class Child(Protocol):
 
 class Spawner(Protocol):
     async def __call__(
-        self, command: str, env: Mapping[str, str], cwd: Path, *, cgroup: Group | None = None
+        self,
+        command: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        user: int | None = None,
+        cgroup: Group | None = None,
     ) -> Child: ...
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
 
 
 def describe_exit(status: int) -> str:
@@ -106,6 +98,7 @@ class SlotConfig:
     stop_timeout: float
     policy: RestartPolicy
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
+    user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
     cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
 
 
@@ -264,7 +257,9 @@ class ProcessSlot:
             self.port = self._ports.allocate(self.port)
         self.cgroup = self.config.cgroup() if self.config.cgroup else None
         env = self.config.environment(self.port)
-        child = await self._spawner(self.spec.command, env, self.config.cwd, cgroup=self.cgroup)
+        child = await self._spawner(
+            self.spec.command, env, self.config.cwd, user=self.config.user, cgroup=self.cgroup
+        )
         self.pid = child.pid
         self.started_at = self._clock.now()
         self.state = ProcessState.RUNNING if self.config.health is None else ProcessState.STARTING
@@ -349,7 +344,7 @@ class ProcessSlot:
         timeout passes, it is killed, as Heroku does on a boot timeout, and restarted with
         backoff like any process that exits."""
         assert self.port is not None
-        reason = await serving(health, self.port, child.pid, self.spec.name)
+        reason = await serving(health, self.port, child.pid, self.spec.name, self.config.user)
         if reason is None:
             self.state = ProcessState.RUNNING
             self._event(f"answers {health.describe()} on port {self.port}", "process.healthy")

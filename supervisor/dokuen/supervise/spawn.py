@@ -46,8 +46,13 @@ def exec_form(command: str) -> str:
     return f"exec {command}"
 
 
-# What a buildpack leaves for run time (the buildpack API): sourced before the command.
-_PROFILE = 'for f in "$HOME"/.profile.d/*.sh "$HOME"/.profile; do [ -f "$f" ] && . "$f"; done; '
+# What a buildpack leaves for run time (the buildpack API): sourced before the command, from
+# the release (the cwd). Those scripts say $HOME for the app's root, as on Heroku where both
+# are /app: HOME is the release while they run, and the app's own HOME again after.
+_PROFILE = (
+    '_dokuen_home=$HOME; HOME=$PWD; for f in ./.profile.d/*.sh ./.profile; do [ -f "$f" ] && '
+    '. "$f"; done; HOME=$_dokuen_home; unset _dokuen_home; '
+)
 
 
 def with_profile(command: str, cwd: Path) -> str:

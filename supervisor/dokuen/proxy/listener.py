@@ -1,0 +1,169 @@
+"""Router lines, the I/O half: one task reads nginx's datagrams off the router socket
+(``$DOKUEN_HOME/nginx/router.sock``) and hands each parsed line to the log multiplexer.
+
+nginx's workers send without blocking, so a reader that falls behind never slows a request:
+the kernel drops what does not fit (nginx does not count those). This side counts what it
+drops itself (while the log writer is behind), what does not parse, and datagrams from
+processes that are not the managed master's workers (the socket is writable by all, for the
+workers' unprivileged user; the kernel's SCM_CREDENTIALS say who sent each datagram).
+"""
+
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import structlog
+
+from dokuen.proxy.router import SOURCE, parse_datagram
+from dokuen.supervise.logmux import LogMux
+
+log = structlog.get_logger()
+
+DATAGRAM = 8192  # nginx's syslog messages are at most about 4 KiB
+RECEIVE_BUFFER = 4 << 20
+BATCH = 256  # datagrams read before other tasks get a turn
+SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+class RouterListener:
+    """Reads the router socket; ``dynos`` maps web ports to (app, process name)."""
+
+    def __init__(
+        self,
+        path: Path,
+        mux: LogMux,
+        master: Callable[[], int | None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``master`` is the managed nginx master's pid (None while it is down): only its
+        children's datagrams are taken."""
+        self.path = path
+        self._mux = mux
+        self._master = master
+        self._clock = clock
+        self._dynos: dict[int, tuple[str, str]] = {}
+        self._previous: dict[int, tuple[str, str]] = {}
+        self._senders: dict[int, bool] = {}
+        self._senders_since = 0.0
+        self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0}
+        self.problem: str | None = None
+
+    def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
+        """The running web processes, as (app, name, port), after every nginx change. The
+        ports of the change before stay known a while: their last requests still arrive."""
+        dynos = {port: (app, name) for app, name, port in webs}
+        if dynos != self._dynos:
+            self._previous, self._dynos = self._dynos, dynos
+
+    def status(self) -> dict[str, int | str | None]:
+        """What ``dokuenctl status`` shows: the counts, and why there are no lines if so."""
+        return {**self.counts, "problem": self.problem}
+
+    @property
+    def dynos(self) -> Mapping[int, tuple[str, str]]:
+        return {**self._previous, **self._dynos}
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Bind the socket, then read it until cancelled."""
+        self.path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setblocking(False)
+            try:
+                _bind(sock, self.path)
+            except OSError as exc:  # the apps are served all the same, without router lines
+                self.problem = f"no router lines: cannot bind {self.path}: {exc.strerror}"
+                log.error("router.unavailable", problem=self.problem)
+                task_status.started()
+                return
+            # nginx's workers run as an unprivileged user; who sent what is checked per datagram.
+            self.path.chmod(0o666)
+            task_status.started()
+            while True:
+                await anyio.wait_readable(sock)
+                self._drain(sock)
+                await anyio.lowlevel.checkpoint()
+        finally:
+            sock.close()
+            self.path.unlink(missing_ok=True)
+            log.info("router.closed", **self.counts)
+
+    def _drain(self, sock: socket.socket) -> None:
+        dynos = self.dynos
+        for _ in range(BATCH):
+            try:
+                data, ancillary, _flags, _address = sock.recvmsg(
+                    DATAGRAM, socket.CMSG_SPACE(_UCRED.size)
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            if not self._from_nginx(ancillary):
+                self.counts["refused"] += 1
+                continue
+            if self._mux.behind:
+                self.counts["dropped"] += 1
+                continue
+            try:
+                line = parse_datagram(data, dynos)
+            except ValueError as exc:
+                self.counts["malformed"] += 1
+                log.warning("router.malformed", error=str(exc), size=len(data))
+                continue
+            self.counts["lines"] += 1
+            self._mux.write(line.app, SOURCE, [line.line.encode()])
+
+    def _from_nginx(self, ancillary: list[tuple[int, int, bytes]]) -> bool:
+        """Whether the sender (from SCM_CREDENTIALS) is a child of the nginx master."""
+        master = self._master()
+        if master is None:
+            return False
+        pid = next(
+            (
+                _UCRED.unpack(data[: _UCRED.size])[0]
+                for level, kind, data in ancillary
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+            ),
+            None,
+        )
+        if pid is None:
+            return False
+        now = self._clock()
+        if now - self._senders_since > SENDERS_TTL:
+            self._senders, self._senders_since = {}, now
+        trusted = self._senders.get(pid)
+        if trusted is None:
+            # /proc is in memory and this runs once per worker every few seconds.
+            trusted = self._senders[pid] = _parent(pid) == master
+        return trusted
+
+
+def _bind(sock: socket.socket, path: Path) -> None:
+    """Bind to ``path``, even one longer than a socket address holds (108 bytes): through the
+    directory's descriptor under /proc/self/fd, which is short."""
+    if len(bytes(path)) < 100:
+        sock.bind(str(path))
+        return
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sock.bind(f"/proc/self/fd/{directory}/{path.name}")
+    finally:
+        os.close(directory)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return int(fields[1])  # after the command: state, then the parent's pid

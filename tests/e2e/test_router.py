@@ -1,0 +1,262 @@
+"""Router lines and maintenance mode, end to end: real requests through dokuend's own nginx
+show up in `dokuenctl logs` as Heroku router lines; maintenance mode answers 503."""
+
+import concurrent.futures
+import json
+import re
+import signal
+import socket
+import stat
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.e2e.conftest import Dokuen, wait_for, write_app
+from tests.e2e.test_nginx import (
+    NGINX,
+    WEB,
+    env_via,
+    get,
+    http_port,
+    nginx_dokuen,
+    proxied,  # noqa: F401 (a fixture)
+    pytestmark,  # noqa: F401 (skipped without nginx)
+)
+
+ROUTER = re.compile(r"^\S+ (?P<app>[a-z0-9-]+)\[router\]: (?P<message>.*)$")
+
+
+def router_lines(daemon: Dokuen, *args: str) -> list[str]:
+    """The router lines `dokuenctl logs --source router` prints (every line it prints must
+    be one)."""
+    out = daemon.ctl("logs", *args, "--source", "router", "-n", "1000").stdout
+    lines = out.splitlines()
+    assert all(ROUTER.match(line) for line in lines), out
+    return lines
+
+
+def line_with(daemon: Dokuen, text: str, *args: str) -> str:
+    found = wait_for(
+        lambda: [line for line in router_lines(daemon, *args) if text in line],
+        f"a router line with {text!r}",
+    )
+    return found[0]
+
+
+def test_real_requests_become_router_lines_with_app_path_status_and_dyno(
+    proxied: Dokuen,  # noqa: F811
+    apps_dir: Path,
+) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.deploy("shop", write_app(apps_dir / "shop", WEB))
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    assert get(port, "blog.localhost", '/posts/1?q="x"')[0] == 200
+    assert get(port, "shop.localhost", "/cart")[0] == 200
+    assert get(port, "nobody.localhost", "/unknown-host")[0] == 404
+    line = line_with(proxied, "/posts/1", "blog")
+    message = ROUTER.match(line)
+    assert message is not None
+    assert message["app"] == "blog"
+    assert message["message"].startswith('at=info method=GET path="/posts/1?q=\\"x\\"" ')
+    assert " host=blog.localhost " in line
+    assert re.search(r" request_id=[0-9a-f]{32} ", line), line
+    assert ' fwd="127.0.0.1" dyno=web.1 ' in line
+    assert re.search(r" connect=\d+ms service=\d+ms status=200 bytes=\d+ protocol=http$", line)
+    shop = line_with(proxied, "/cart")
+    assert shop.split(" ", 2)[1] == "shop[router]:"
+    # A host no app answers on has no app, so no router line; the blog's filter is exact.
+    assert not [line for line in router_lines(proxied) if "unknown-host" in line]
+    assert all(" blog[router]: " in line for line in router_lines(proxied, "blog"))
+    # Each source alone: the processes' own lines, the platform's events, the requests.
+    app_lines = proxied.ctl("logs", "blog", "--source", "app", "-n", "1000").stdout
+    assert "blog[web.1]: listening on" in app_lines
+    assert "[router]" not in app_lines
+    assert "[dokuen]" not in app_lines
+    events = proxied.ctl("logs", "--source", "dokuen", "-n", "1000").stdout.splitlines()
+    assert events
+    assert all("[dokuen]: " in line for line in events)
+    assert any(" blog[dokuen]: " in line for line in events)
+    # Combined with --ps: a router line is not a web process's line.
+    assert proxied.ctl("logs", "blog", "--ps", "web", "--source", "router").stdout == ""
+    status = json.loads(proxied.ctl("status", "--json").stdout)
+    assert status["nginx"]["router"]["lines"] >= 2
+    assert status["nginx"]["router"]["refused"] == 0
+    assert re.search(r"^router     \d+ lines, 0 dropped", proxied.ctl("status").stdout, re.M)
+
+
+def test_a_bad_source_is_a_usage_error(proxied: Dokuen) -> None:  # noqa: F811
+    result = proxied.ctl("logs", "--source", "nginx", check=False)
+    assert result.returncode == 2
+    assert "'nginx' is not one of 'app', 'dokuen', 'router'" in result.stderr
+
+
+def test_the_dyno_is_the_web_process_that_answered(
+    proxied: Dokuen,  # noqa: F811
+    apps_dir: Path,
+) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.ctl("ps:scale", "blog", "web=2")
+    wait_for(lambda: proxied.running("blog", 2), "two web processes")
+    answered: dict[str, str] = {}  # path -> the DYNO of the process that answered it
+
+    def both() -> bool:
+        path = f"/which/{len(answered)}"
+        status, body = get(port, "blog.localhost", path)
+        if status == 200:
+            answered[path] = json.loads(body)["DYNO"]
+        return set(answered.values()) == {"web.1", "web.2"}
+
+    wait_for(both, "answers from web.1 and web.2")
+    for path, dyno in answered.items():
+        assert f" dyno={dyno} " in line_with(proxied, f'path="{path}"', "blog")
+
+
+def test_nginx_own_502_is_an_h13_router_error(tmp_path: Path, apps_dir: Path) -> None:
+    """A web process that accepts connections and closes them without a word."""
+    rude = "import os, socket\ns = socket.create_server(('127.0.0.1', int(os.environ['PORT'])))\n"
+    rude += "while True:\n    s.accept()[0].close()\n"
+    with nginx_dokuen(tmp_path / "home") as daemon:
+        port = http_port(daemon)
+        daemon.deploy(
+            "rude", write_app(apps_dir / "rude", "web: python3 rude.py\n", {"rude.py": rude})
+        )
+        assert get(port, "rude.localhost", "/x")[0] == 502
+        line = line_with(daemon, 'path="/x"', "rude")
+        assert ' rude[router]: at=error code=H13 desc="Connection closed without response" ' in line
+        assert " dyno=web.1 " in line
+        assert " status=502 " in line
+
+
+def test_a_datagram_from_another_process_is_refused_and_counted(
+    proxied: Dokuen,  # noqa: F811
+    apps_dir: Path,
+) -> None:
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    path = proxied.home / "nginx" / "router.sock"
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    forged = (
+        b'<190>Dec  6 09:00:00 dokuen: {"app":"blog","method":"GET","host":"blog.localhost",'
+        b'"status":"200","path":"/forged"}'
+    )
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.sendto(forged, str(path))
+    wait_for(
+        lambda: json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["router"]["refused"],
+        "the forged datagram to be refused",
+    )
+    get(port, "blog.localhost", "/real")
+    line_with(proxied, "/real", "blog")  # the real one after it did arrive
+    assert "/forged" not in proxied.log()
+
+
+def test_a_flood_while_dokuend_cannot_read_is_served_at_full_speed(
+    proxied: Dokuen,  # noqa: F811
+    apps_dir: Path,
+) -> None:
+    """nginx never waits for the router socket: with dokuend frozen (SIGSTOP), every request
+    is still answered at once, and the lines that did not fit in the socket are gone."""
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    assert proxied.process is not None
+    count = 300
+    proxied.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(
+                pool.map(lambda n: get(port, "blog.localhost", f"/flood/{n}")[0], range(count))
+            )
+        elapsed = time.monotonic() - started
+    finally:
+        proxied.process.send_signal(signal.SIGCONT)
+    assert statuses == [200] * count
+    assert elapsed < 20, f"{count} requests took {elapsed:.1f}s while dokuend was frozen"
+    lines = wait_for(
+        lambda: [line for line in router_lines(proxied, "blog") if "/flood/" in line],
+        "the router lines that fitted in the socket",
+    )
+    assert 0 < len(lines) < count
+    assert len({line.split('path="')[1].split('"')[0] for line in lines}) == len(lines)
+    # Once dokuend reads again, every request is a line again.
+    get(port, "blog.localhost", "/after")
+    line_with(proxied, 'path="/after"', "blog")
+
+
+def test_maintenance_answers_503_keeps_the_processes_and_outlives_a_restart(
+    tmp_path: Path, apps_dir: Path
+) -> None:
+    home = tmp_path / "home"
+    with nginx_dokuen(home) as daemon:
+        port = http_port(daemon)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+        pids = [row["pid"] for row in daemon.ps("blog")]
+        assert daemon.ctl("maintenance", "blog").stdout == "off\n"
+        result = daemon.ctl("maintenance:on", "blog")
+        assert result.stdout == "Enabling maintenance mode for blog... done\n"
+        status, body = get(port, "blog.localhost", "/anything")
+        assert status == 503
+        assert "<h1>blog is offline for maintenance</h1>" in body
+        assert [row["pid"] for row in daemon.ps("blog")] == pids
+        assert all(psutil.pid_exists(pid) for pid in pids)
+        assert daemon.ctl("maintenance", "blog").stdout == "on\n"
+        line = line_with(daemon, 'path="/anything"', "blog")
+        assert ' blog[router]: at=info code=H80 desc="Maintenance mode" ' in line
+        assert " dyno= connect= service= status=503 " in line
+        assert "blog[dokuen]: maintenance mode on" in daemon.log()
+        listing = json.loads(daemon.ctl("apps", "--json").stdout)
+        assert listing[0]["maintenance"] is True
+        assert ", maintenance" in daemon.ctl("apps").stdout
+        assert "(maintenance mode: 503)" in daemon.ctl("status").stdout
+        assert (home / "apps/blog/maintenance").exists()
+    with nginx_dokuen(home) as daemon:
+        port = http_port(daemon)
+        wait_for(lambda: daemon.running("blog", 1), "blog restored")
+        assert get(port, "blog.localhost")[0] == 503
+        daemon.ctl("maintenance:off", "blog")
+        assert env_via(port, "blog.localhost") is not None
+        assert daemon.ctl("maintenance", "blog").stdout == "off\n"
+
+
+def test_maintenance_that_nginx_t_refuses_is_not_kept(tmp_path: Path, apps_dir: Path) -> None:
+    assert NGINX is not None
+    refuse = tmp_path / "refuse"
+    wrapper = tmp_path / "nginx-wrapper"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = -t ] && [ -e {refuse} ]; then echo "nginx: [emerg] refused" >&2; exit 1; fi\n'
+        f'exec {NGINX} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon:
+        port = http_port(daemon)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+        refuse.touch()
+        result = daemon.ctl("maintenance:on", "blog", check=False)
+        assert result.returncode == 1
+        assert "nginx -t refused the new config" in result.stderr
+        assert daemon.ctl("maintenance", "blog").stdout == "off\n"
+        assert not (daemon.home / "apps/blog/maintenance").exists()
+        assert env_via(port, "blog.localhost") is not None
+        refuse.unlink()
+        daemon.ctl("maintenance:on", "blog")
+        assert get(port, "blog.localhost")[0] == 503
+
+
+def test_maintenance_needs_nginx_and_an_app_that_exists(dokuen: Dokuen) -> None:
+    dokuen.ctl("apps:create", "blog")
+    result = dokuen.ctl("maintenance:on", "blog", check=False)
+    assert result.returncode == 1
+    assert "maintenance mode needs nginx" in result.stderr
+    assert "DOKUEN_NGINX=managed" in result.stderr
+    missing = dokuen.ctl("maintenance:on", "nope", check=False)
+    assert missing.returncode == 1
+    assert "no app 'nope'" in missing.stderr or "nope" in missing.stderr
+    assert dokuen.ctl("maintenance:on", "Bad_Name", check=False).returncode == 2

@@ -1,0 +1,91 @@
+"""The router socket: who may write to it, and what happens when the log is behind."""
+
+import os
+import socket
+from pathlib import Path
+
+import anyio
+import pytest
+
+from dokuen.proxy.listener import RouterListener
+from dokuen.supervise.logmux import LogMux
+
+pytestmark = pytest.mark.anyio
+GOOD = (
+    b'<190>Dec  6 09:01:02 dokuen: {"app":"blog","state":"serving","method":"GET",'
+    b'"host":"blog.localhost","upstream":"127.0.0.1:5001","status":"200","path":"/%d"}'
+)
+
+
+async def exchange(
+    tmp_path: Path, mux: LogMux, master: int | None, datagrams: list[bytes]
+) -> RouterListener:
+    """Run a listener, send ``datagrams`` from this process, and wait until it read them."""
+    listener = RouterListener(tmp_path / "router.sock", mux, lambda: master)
+    listener.update([("blog", "web.1", 5001)])
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(listener.run)
+        assert (tmp_path / "router.sock").stat().st_mode & 0o777 == 0o666
+        # As nginx does, by a short name (it uses one relative to its prefix).
+        directory = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            for data in datagrams:
+                sender.sendto(data, f"/proc/self/fd/{directory}/router.sock")
+        os.close(directory)
+        with anyio.fail_after(5):
+            while sum(listener.counts.values()) < len(datagrams):
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert not (tmp_path / "router.sock").exists()
+    return listener
+
+
+async def test_lines_from_the_master_s_children_reach_the_log(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    # This test process is the sender, so its parent plays the nginx master.
+    listener = await exchange(tmp_path, mux, os.getppid(), [GOOD % 1, b"garbage", GOOD % 2])
+    assert listener.counts == {"lines": 2, "dropped": 0, "malformed": 1, "refused": 0}
+    text = mux.path.read_text()
+    assert ' blog[router]: at=info method=GET path="/1" ' in text
+    assert " dyno=web.1 " in text
+    assert 'path="/2"' in text
+
+
+async def test_a_sender_that_is_not_an_nginx_worker_is_refused(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = await exchange(tmp_path, mux, os.getpid(), [GOOD % 1])  # we are no child of us
+    assert listener.counts == {"lines": 0, "dropped": 0, "malformed": 0, "refused": 1}
+    listener = await exchange(tmp_path, mux, None, [GOOD % 1])  # nginx is down
+    assert listener.counts["refused"] == 1
+    assert mux.path.read_text() == ""
+
+
+async def test_lines_are_dropped_and_counted_while_the_log_writer_is_behind(
+    tmp_path: Path,
+) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1, high_water=0)
+    listener = await exchange(tmp_path, mux, os.getppid(), [GOOD % n for n in range(5)])
+    # All five wait in the socket; the first line puts the writer over its high-water mark
+    # (it runs only once the listener yields): the other four are dropped and counted.
+    assert listener.counts == {"lines": 1, "dropped": 4, "malformed": 0, "refused": 0}
+
+
+async def test_a_home_too_long_for_a_socket_address_still_gets_router_lines(
+    tmp_path: Path,
+) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = await exchange(deep, mux, os.getppid(), [GOOD % 7])
+    assert listener.problem is None
+    assert listener.counts["lines"] == 1
+
+
+async def test_a_socket_that_cannot_be_made_leaves_a_problem_not_a_crash(tmp_path: Path) -> None:
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = RouterListener(tmp_path / "missing-dir" / "router.sock", mux, lambda: None)
+    async with anyio.create_task_group() as tg:
+        await tg.start(listener.run)
+    assert listener.problem is not None
+    assert "no router lines: cannot bind" in listener.problem
