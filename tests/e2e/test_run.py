@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import termios
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from tests.e2e.conftest import BIN, Dokuen, leftover_processes, wait_for, write_app
 from tests.e2e.sshd import Sshd, keygen, running_sshd
 from tests.e2e.terminal import Terminal
+from tests.e2e.test_users import start
 
 WEB = "web: python3 envserver.py\n"
 
@@ -324,3 +326,27 @@ def test_a_key_scoped_to_another_app_cannot_attach_to_this_one(
     assert "blog[dokuen]: run.1 started" not in blog.log()
     # The admin key may, through the same forced command.
     assert authorized.ssh("dokuenctl run blog echo hi").stdout == "hi\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apps run as their own uid only under root")
+def test_with_app_uids_the_session_and_its_terminal_are_the_apps(
+    terminals: list[Terminal],
+) -> None:
+    top = Path(tempfile.mkdtemp(prefix="dokuen-run-"))
+    top.chmod(0o755)  # app users pass through to their releases
+    daemon = start(top)
+    try:
+        daemon.deploy("blog", write_app(top / "src" / "blog", WEB))
+        uid = json.loads((daemon.home / "apps" / "blog" / "identity").read_text())["uid"]
+        assert uid != 0
+        shell = open_terminal(daemon, terminals, "run", "blog", "bash", "--norc", "--noprofile")
+        shell.type(b"echo uid-$(id -u)-$((4+4))\r")
+        assert shell.expect(b"-8\r\n").endswith(f"uid-{uid}-8\r\n".encode())
+        # Its pty is its own (login's rules: its uid, mode 0620), not root's.
+        shell.type(b"stat -c %u-%a $(tty); echo done-$((5+5))\r")
+        assert f"{uid}-620".encode() in shell.expect(b"done-10\r\n")
+        shell.type(b"exit 0\r")
+        assert shell.wait() == 0
+    finally:
+        daemon.terminate()
+        shutil.rmtree(top)
