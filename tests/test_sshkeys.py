@@ -17,6 +17,7 @@ from dokuen.ssh.keys import (
     fingerprint_with_ssh_keygen,
     parse,
     parse_public_key,
+    refresh,
     render,
     render_line,
     save,
@@ -33,7 +34,7 @@ ENTRY = Entrypoint(Path("/usr/bin/dokuenctl"), Path("/var/lib/dokuen/dokuend.soc
 ALICE = AuthorizedKey("alice", PublicKey("ssh-ed25519", ED25519))
 ALICE_LINE = (
     'command="/usr/bin/dokuenctl --socket /var/lib/dokuen/dokuend.sock ssh-serve alice",'
-    f"restrict ssh-ed25519 {ED25519} alice"
+    f"restrict,pty ssh-ed25519 {ED25519} alice"
 )
 
 
@@ -158,7 +159,7 @@ def test_duplicate_names_and_keys_are_refused() -> None:
 CI = AuthorizedKey("ci", PublicKey("ecdsa-sha2-nistp256", ECDSA), ("blog", "notes"))
 CI_LINE = (
     'command="/usr/bin/dokuenctl --socket /var/lib/dokuen/dokuend.sock ssh-serve ci '
-    f'--app blog --app notes",restrict ecdsa-sha2-nistp256 {ECDSA} ci'
+    f'--app blog --app notes",restrict,pty ecdsa-sha2-nistp256 {ECDSA} ci'
 )
 
 
@@ -212,3 +213,17 @@ def test_saved_keys_are_readable_by_the_ssh_accounts_group_alone(tmp_path: Path)
     save(other, "# keys\n")
     assert stat.S_IMODE(other.stat().st_mode) == 0o600
     assert stat.S_IMODE(other.parent.stat().st_mode) == 0o700
+
+
+def test_a_line_from_before_terminals_is_still_ours_and_is_written_with_pty(
+    tmp_path: Path,
+) -> None:
+    """Lines written as `restrict` alone (no terminal for `ssh -t ... run APP bash`) are
+    read as managed keys and rewritten with `restrict,pty` when dokuend starts."""
+    old = ALICE_LINE.replace(",restrict,pty ", ",restrict ")
+    assert parse(old) == AuthorizedKeys((ALICE,))
+    path = tmp_path / "authorized_keys"
+    path.write_text(HEADER + old + "\n")
+    assert refresh(path, ENTRY)
+    assert path.read_text() == HEADER + ALICE_LINE + "\n"
+    assert not refresh(path, ENTRY)

@@ -32,11 +32,7 @@ def request(
         if "output" in message:
             on_output(message["output"])
             continue
-        (on_warnings or warn)(message.get("warnings") or [])
-        if message.get("ok"):
-            return message.get("result")
-        kind = InvalidName if message.get("usage") is True else DokuenError
-        raise kind(str(message.get("error", "unknown error")))
+        return reply_result(message, on_warnings or warn)
     raise DokuenError("dokuend closed the connection without an answer (see its log)")
 
 
@@ -53,7 +49,8 @@ def warn(warnings: list[str]) -> None:
             sys.stderr.flush()
 
 
-def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def connect(path: Path) -> socket.socket:
+    """A connection to dokuend; DaemonUnavailable (saying what to do) when there is none."""
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         client.connect(str(path))
@@ -69,6 +66,20 @@ def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
             f"permission denied on {path} (run as the dokuend user, root, or a member of "
             "the socket's group)"
         ) from None
+    return client
+
+
+def reply_result(message: dict[str, Any], on_warnings: Callable[[list[str]], None]) -> Any:
+    """The result of a request's last line; DokuenError with the daemon's message."""
+    on_warnings(message.get("warnings") or [])
+    if message.get("ok"):
+        return message.get("result")
+    kind = InvalidName if message.get("usage") is True else DokuenError
+    raise kind(str(message.get("error", "unknown error")))
+
+
+def _exchange(path: Path, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    client = connect(path)
     with client, client.makefile("rb") as replies:
         # Socket errors become DokuenError here, so that a broken pipe on our own stdout
         # (`dokuenctl logs | head`) is never mistaken for the daemon going away.

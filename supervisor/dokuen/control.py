@@ -8,6 +8,15 @@ one of ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": MESSAGE}`` (w
 dokuenctl reports as a usage error). That last one also carries ``"warnings": [TEXT, ...]``
 while something needs a person's attention (a scheduled backup failed): every dokuenctl
 command prints them on stderr.
+
+A request that attaches its requester (``run`` with ``"attach": true``) goes on both ways
+until that last line. The client may send, one JSON object a line, after its request:
+``{"stdin": BASE64}`` (bytes for the process's stdin), ``{"eof": true}`` (its stdin ended)
+and ``{"resize": [ROWS, COLS]}`` (its terminal's new size); the daemon sends the process's
+output as ``{"data": BASE64}`` (bytes as written: a terminal's escape sequences and any
+binary survive, where ``output`` text would be lossy). The client hanging up (end of file
+on the socket) ends such a request: the process group is killed. Older clients, which send
+no ``attach``, get ``output`` lines as before and nothing is read from them.
 """
 
 import contextlib
@@ -18,7 +27,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,19 +71,49 @@ _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.
 
 
 class Output:
-    """Streams ``{"output": ...}`` lines to one client."""
+    """Streams ``{"output": ...}`` lines to one client, and reads what an attached client
+    sends after its request (``messages``)."""
 
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+    def __init__(
+        self, stream: anyio.abc.ByteStream, received: BufferedByteReceiveStream | None = None
+    ) -> None:
         self._stream = stream
+        # What was read with the request line: an attached client's next lines may be in it.
+        self._received = received or BufferedByteReceiveStream(stream)
 
     async def write(self, text: str) -> None:
         await _send(self._stream, {"output": text})
 
+    async def send(self, message: dict[str, Any]) -> None:
+        """Any other line to the client (``{"data": BASE64}``)."""
+        await _send(self._stream, message)
+
     async def wait_closed(self) -> None:
         """Return when the client hangs up (it sends nothing after its request)."""
         with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-            while await self._stream.receive():
+            while await self._received.receive():
                 pass
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """The JSON objects the client sends after its request, until it hangs up.
+
+        Raises:
+            ProtocolError: a line that is not a JSON object, or longer than MAX_REQUEST.
+        """
+        while True:
+            try:
+                line = await self._received.receive_until(b"\n", MAX_REQUEST)
+            except (anyio.EndOfStream, anyio.IncompleteRead, anyio.BrokenResourceError, OSError):
+                return
+            except anyio.DelimiterNotFound:
+                raise ProtocolError(f"a message is longer than {MAX_REQUEST} bytes") from None
+            try:
+                message = json.loads(line)
+            except ValueError:
+                message = None
+            if not isinstance(message, dict):
+                raise ProtocolError("a message after the request must be one JSON object")
+            yield message
 
 
 Handler = Callable[[str, dict[str, Any], Output], Awaitable[Any]]
@@ -207,8 +246,9 @@ async def _session(
         # The request is read before the peer is checked, so that even a refused client
         # gets its answer instead of a broken pipe.
         line = b""
+        received = BufferedByteReceiveStream(stream)
         with anyio.move_on_after(idle_timeout) as idle:
-            line = await BufferedByteReceiveStream(stream).receive_until(b"\n", MAX_REQUEST)
+            line = await received.receive_until(b"\n", MAX_REQUEST)
         if idle.cancelled_caught:
             log.info("control.idle_dropped", after=idle_timeout)
             return
@@ -217,7 +257,7 @@ async def _session(
             log.warning("control.refused", uid=uid)
             raise DokuenError(f"user {uid} may not control this dokuend")
         command, args = parse_request(line)
-        reply = {"ok": True, "result": await handler(command, args, Output(stream))}
+        reply = {"ok": True, "result": await handler(command, args, Output(stream, received))}
     except Exception as exc:  # an ExceptionGroup from a task group too: its one cause
         cause = leaf(exc)
         if isinstance(cause, (anyio.IncompleteRead, anyio.DelimiterNotFound)):

@@ -67,7 +67,7 @@ def test_ssh_keys_add_list_remove_and_what_is_not_a_public_key(
     blob = bob.read_text().split()[1]
     assert line == (
         f'command="{BIN}/dokuenctl --socket {dokuen.home}/dokuend.sock ssh-serve bob@ci",'
-        f"restrict ssh-ed25519 {blob} bob@ci"
+        f"restrict,pty ssh-ed25519 {blob} bob@ci"
     )
 
     def refused(name: str, text: str) -> str:

@@ -10,6 +10,7 @@ import anyio
 import anyio.abc
 
 from dokuen.apps import resources
+from dokuen.apps.detached import DetachedRuns
 from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
 from dokuen.apps.state import shown_formation, state_problem
@@ -42,6 +43,7 @@ class App:
         self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
         self._closed = False
         self.runs = 0  # one-off processes started, to number them run.N
+        self.detached = DetachedRuns(runtime.mux, runtime.clock)  # run:detached
         self.failure: str | None = None  # why it could not be restored or started
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -55,6 +57,7 @@ class App:
         with self._scope:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
+                await task_group.start(self.detached.run)
                 task_status.started()
                 await anyio.sleep_forever()
 
@@ -67,6 +70,7 @@ class App:
         async with self.exclusive():
             self._closed = True
             await self._stop_slots(list(self._slots.values()))
+            await self.detached.stop()  # gone before the app's files and cgroup go
             resources.discard(self.runtime.cgroups, self.name)
         self._scope.cancel()
 

@@ -15,6 +15,7 @@ import structlog
 
 from dokuen.apps import resources
 from dokuen.apps.app import App
+from dokuen.apps.attach import Attached
 from dokuen.apps.options import app_options
 from dokuen.control import cancel_when
 from dokuen.deploy import releases
@@ -294,11 +295,18 @@ async def _switch_to(
         raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
 
 
-async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Awaitable[None]]) -> int:
+async def run_once(
+    app: App,
+    command: str,
+    say: Say,
+    hung_up: Callable[[], Awaitable[None]],
+    attach: Attached | None = None,
+) -> int:
     """A one-off process (``run.N``) in the current release and environment (a Procfile
     type's command when ``command`` starts with the type, ``Procfile.one_off``): its output
-    goes to ``say``, its exit status is returned (128+N for signal N, as a shell does).
-    If the requester hangs up, the process and its group are killed."""
+    goes to ``say`` (or its streams to ``attach``), its exit status is returned (128+N for
+    signal N, as a shell does). If the requester hangs up, the process and its group are
+    killed."""
     release = releases.current_release(app.dir)
     if release is None:
         raise NotFound(f"app {app.name!r} has no release yet (deploy it first)")
@@ -306,7 +314,7 @@ async def run_once(app: App, command: str, say: Say, hung_up: Callable[[], Await
         command = release.procfile().one_off(command)
     app.runs += 1
     spec = ProcessSpec(app.name, "run", app.runs, command)
-    return await _one_off(app, spec, release, say, hung_up)
+    return await _one_off(app, spec, release, say, hung_up, attach)
 
 
 async def _one_off(
@@ -315,6 +323,7 @@ async def _one_off(
     release: releases.Release,
     say: Say,
     hung_up: Callable[[], Awaitable[None]],
+    attach: Attached | None = None,
 ) -> int:
     """Run one process of ``spec`` to its end in ``release`` with the app's environment."""
     port = app.runtime.ports.allocate()
@@ -328,7 +337,8 @@ async def _one_off(
         if cgroups is not None:  # under the app's limits (its processes say what is amiss)
             resources.apply_limits(cgroups, app.name, app_options(app.config(), 0))
         cgroup = cgroups.process(app.name, spec.name) if cgroups is not None else None
-        child = await app.runtime.spawner(spec.command, env, release.path, user=user, cgroup=cgroup)
+        spawner = app.runtime.spawner if attach is None else attach.spawner(app.runtime.spawner)
+        child = await spawner(spec.command, env, release.path, user=user, cgroup=cgroup)
         mux.event(app.name, f"{spec.name} started for one command, pid {child.pid}")
         status = -signal.SIGKILL
         try:
@@ -339,10 +349,13 @@ async def _one_off(
                     child.signal_group(signal.SIGKILL)
 
                 tg.start_soon(watch)
-                decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-                while chunk := await child.read(1 << 16):
-                    await say(decoder.decode(chunk))
-                status = await child.wait()
+                if attach is not None:
+                    status = await attach.relay(child, spec)
+                else:
+                    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+                    while chunk := await child.read(1 << 16):
+                        await say(decoder.decode(chunk))
+                    status = await child.wait()
                 tg.cancel_scope.cancel()
         finally:  # cancelled (a deadline, the daemon stopping): the command goes too
             with anyio.CancelScope(shield=True):
@@ -351,5 +364,7 @@ async def _one_off(
                 await child.aclose()
     finally:
         app.runtime.ports.release(port)
+        if attach is not None:
+            attach.close()
     mux.event(app.name, f"{spec.name} {describe_exit(status)}")
     return status if status >= 0 else 128 - status

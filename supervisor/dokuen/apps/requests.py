@@ -3,7 +3,6 @@
 ``git:repo`` (what a push asks for first)."""
 
 import contextlib
-import os
 import re
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
@@ -14,8 +13,10 @@ import structlog
 
 from dokuen.apps import releasing, renaming, views
 from dokuen.apps.app import App
+from dokuen.apps.logs import stream_logs
+from dokuen.apps.runs import RunCommands
 from dokuen.apps.runtime import Runtime
-from dokuen.control import Command, Output, cancel_when, text_arg
+from dokuen.control import Command, Output, optional_arg, text_arg
 from dokuen.deploy import repo
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError
@@ -29,7 +30,6 @@ from dokuen.names import (
     parse_process_name,
 )
 from dokuen.store import AppDir, Store
-from dokuen.supervise.logmux import SOURCES, LogFilter, tail
 
 log = structlog.get_logger()
 
@@ -111,7 +111,7 @@ class AppCommands:
             "config:get": self.config_get,
             "config:set": self.config_set,
             "config:unset": self.config_unset,
-            "run": self.run_once,
+            **RunCommands(self.find, self._runtime).handlers(),
             "apps:info": self.info,
             "releases": self.releases,
             "releases:info": self.release_info,
@@ -218,14 +218,6 @@ class AppCommands:
         await self._sync_proxy()
         return {"release": release, "url": app_url(app)}
 
-    async def run_once(self, args: dict[str, Any], out: Output) -> Any:
-        app = self.find(args)
-        command = text_arg(args, "line")
-        if not command.strip():
-            raise InvalidName("nothing to run (give a command, e.g. dokuenctl run blog env)")
-        say = _speaker(out, end="")
-        return {"status": await releasing.run_once(app, command, say, out.wait_closed)}
-
     async def info(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         return await anyio.to_thread.run_sync(views.app_info, app, app_url(app))
@@ -254,7 +246,11 @@ class AppCommands:
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self.find(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
-        return [{**row, "url": app_url(app)} for app in apps for row in app.processes()]
+        return [
+            {**row, "url": app_url(app)}
+            for app in apps
+            for row in [*app.processes(), *app.detached.rows()]  # run:detached last
+        ]
 
     async def scale(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
@@ -267,15 +263,22 @@ class AppCommands:
 
     async def restart(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
-        target = args.get("target")
+        target = optional_arg(args, "target")
         if target is not None:
-            parse_process_name(text_arg(args, "target"))
+            process_type, index = parse_process_name(target)
+            if process_type == "run" and "run" not in app.dir.read_formation():
+                raise InvalidName(  # run.N: a one-off, not a Procfile type called 'run'
+                    f"detached runs do not restart; stop one with: dokuenctl ps:stop "
+                    f"{app.name} run.{index or 'N'}, and start another with run:detached"
+                )
         names = await app.restart(target)
         await self._sync_proxy()
         return names
 
     async def stop(self, args: dict[str, Any], out: Output) -> Any:
-        await self.find(args).stop()
+        app = self.find(args)
+        await app.detached.stop()  # run:detached processes stop with the app
+        await app.stop()
         await self._sync_proxy()
         return None
 
@@ -318,42 +321,7 @@ class AppCommands:
             app: str | None = name  # the servers dokuend runs have lines of their own
         else:
             app = self.find(args).name if name else None
-        process_type, index = None, None
-        if args.get("ps"):
-            process_type, index = parse_process_name(text_arg(args, "ps"))
-        count = args.get("lines", 100)
-        if not isinstance(count, int) or count < 0:
-            raise ProtocolError("argument 'lines' must be a whole number")
-        source = args.get("source")
-        if source is not None and source not in SOURCES:
-            raise ProtocolError(f"argument 'source' must be one of {', '.join(SOURCES)}")
-        wanted = LogFilter(app, process_type, index, source)
-        mux = self._runtime().mux
-        follower, fd, end = mux.follow(wanted, count)
-        try:
-            try:
-                older = await anyio.to_thread.run_sync(tail, fd, end, count, wanted)
-            finally:
-                os.close(fd)
-            # Split on newlines only: a bare "\r" (a progress bar) is part of its line.
-            recent = (older + follower.backlog).split(b"\n")[:-1][-count:] if count else []
-            await out.write("".join(line.decode(errors="replace") + "\n" for line in recent))
-            if args.get("follow"):
-                async with anyio.create_task_group() as tg:
-                    # A client that leaves is noticed at once, not at the next line it
-                    # wanted (which, for a quiet app, may never come).
-                    tg.start_soon(cancel_when, out.wait_closed, tg.cancel_scope)
-                    async for batch in follower:
-                        await out.write(batch.decode(errors="replace"))
-                    if follower.dropped:
-                        await out.write(
-                            "dokuen: this reader fell too far behind and was dropped; "
-                            "run 'dokuenctl logs -f' again\n"
-                        )
-                    tg.cancel_scope.cancel()
-        finally:
-            mux.unfollow(follower)
-        return None
+        await stream_logs(self._runtime().mux, app, args, out)
 
     async def domains(self, args: dict[str, Any], out: Output) -> Any:
         return self.find(args).hosts()

@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
+from dokuen.cli import attached
 from dokuen.cli.arguments import APP, JSON, NEW_APP, alias, app_name, checked, print_json
-from dokuen.cli.console import Client, duration, pass_client, size, write_out
+from dokuen.cli.console import Client, duration, pass_client, size
 from dokuen.cli.terminal import printable
 from dokuen.errors import NotFound
 from dokuen.names import check_new_app_name, parse_process_name
@@ -125,20 +126,60 @@ def deploy(client: Client, app: str, directory: Path) -> None:
     client.echo(f"{app} {result['release']} is running")
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+# Everything after APP is the command's, options included (run blog ls -la).
+_COMMAND_LINE = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+def _command_line(command: tuple[str, ...]) -> str:
+    return command[0] if len(command) == 1 else shlex.join(command)
+
+
+@click.command(context_settings=_COMMAND_LINE)
+@click.option(
+    "--no-tty", is_flag=True, help="No terminal for the process, even on one: pipes only."
+)
 @APP
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @pass_client
-def run(client: Client, app: str, command: tuple[str, ...]) -> None:
-    """Run COMMAND once in the app's current release and environment; exit with its code."""
-    line = command[0] if len(command) == 1 else shlex.join(command)
+def run(client: Client, no_tty: bool, app: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND once in the app's current release and environment, attached: stdin, and
+    a terminal when this is one (bash, python, psql work); exit with its code."""
+    request = {"app": app, "line": _command_line(command)}
+    client.check("run", request)  # over ssh: the key's apps only
     try:
         # The command's own output, as it wrote it (as ssh HOST COMMAND or docker exec
         # would show it): the user chose to run it, and `run APP cat FILE > copy` must work.
-        result = client.call("run", write_out, app=app, line=line)
+        result = attached.run(
+            client.socket_path,
+            request,
+            terminal=attached.wants_terminal(no_tty),
+            on_warnings=client.on_warnings,
+        )
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(result["status"])
+
+
+@click.command("run:detached", context_settings=_COMMAND_LINE)
+@APP
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_client
+def run_detached(client: Client, app: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in the background as run.N, its output in the unified log."""
+    line = _command_line(command)
+    name = client.call("run:detached", app=app, line=line)["name"]
+    client.echo(f"Running {line} on {app}... up, {name}")
+    client.echo(f"Run dokuenctl logs {app} --ps {name} to view the output.")
+
+
+@click.command("ps:stop")
+@APP
+@click.argument("target", metavar="run.N", callback=checked(parse_process_name))
+@pass_client
+def ps_stop(client: Client, app: str, target: str) -> None:
+    """Stop a detached run (SIGTERM, then SIGKILL after the app's stop timeout)."""
+    stopped = client.call("ps:stop", app=app, target=target)
+    client.echo(f"Stopping {', '.join(stopped)} process on {app}... done")
 
 
 def _process_rows(processes: list[dict[str, Any]]) -> list[list[str]]:
@@ -306,8 +347,10 @@ COMMANDS = (
     apps_destroy,
     deploy,
     run,
+    run_detached,
     ps,
     ps_scale,
+    ps_stop,
     restart,
     alias(restart, "ps:restart"),
     stop,

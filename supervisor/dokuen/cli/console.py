@@ -54,14 +54,23 @@ class Client:
         Raises:
             Refused: the ssh key may not make it (logged by dokuend as refused).
         """
+        self.check(command, args)
+        return client.request(
+            self.socket_path, command, args, on_output or self.write, self.on_warnings
+        )
+
+    def check(self, command: str, args: dict[str, Any]) -> None:
+        """Over ssh, refuse (and have dokuend log) a request the key may not make."""
         if self.remote is not None:
             try:
                 check_request(self.remote, command, args)
             except Refused as exc:
                 self.audit_refusal(f"dokuenctl {command}", str(exc))
                 raise
-        on_warnings = _warn_safely if self.warn else _ignore
-        return client.request(self.socket_path, command, args, on_output or self.write, on_warnings)
+
+    def on_warnings(self, warnings: list[str]) -> None:
+        """The daemon's warnings, made safe, unless this command keeps quiet about them."""
+        (_warn_safely if self.warn else _ignore)(warnings)
 
     def audit_refusal(self, line: str, reason: str) -> None:
         """Have dokuend log what the ssh key asked for and why it was refused (the refusal

@@ -4,11 +4,13 @@ Each key dokuen manages is one line that ties it to the forced command ``dokuenc
 ssh-serve NAME``, or ``ssh-serve NAME --app APP...`` for a key limited to some apps
 (command.py and scope.py say what that allows):
 
-    command="/bin/dokuenctl --socket /d/dokuend.sock ssh-serve al",restrict ssh-ed25519 AAAA... al
-    command="/bin/dokuenctl --socket /d/dokuend.sock ssh-serve ci --app blog",restrict ...
+    command="/bin/dokuenctl --socket /d/dok.sock ssh-serve al",restrict,pty ssh-ed25519 AAAA... al
+    command="/bin/dokuenctl --socket /d/dok.sock ssh-serve ci --app blog",restrict,pty ...
 
 The scope lives in the line itself, so sshd hands it to ssh-serve and nothing else has to
 agree with it; the app names in it are checked names (DNS labels), never escaped.
+``restrict`` takes every forwarding away; ``pty`` gives back a terminal when the client
+asks for one, for ``ssh -t dokuen@HOST dokuenctl run APP bash``.
 
 Parsing and rendering are pure; ``fingerprint_with_ssh_keygen`` and ``load``/``save`` at the
 bottom are the only I/O. Lines someone else wrote into the file are kept as they are.
@@ -46,7 +48,7 @@ HEADER = (
     "# Lines it did not write are kept as they are.\n"
 )
 _MANAGED = re.compile(
-    r'command="(?P<command>[^"]*)",restrict (?P<type>\S+) (?P<blob>\S+) (?P<name>\S+)'
+    r'command="(?P<command>[^"]*)",restrict(?:,pty)? (?P<type>\S+) (?P<blob>\S+) (?P<name>\S+)'
 )
 
 
@@ -167,7 +169,7 @@ def render_line(entrypoint: Entrypoint, key: AuthorizedKey) -> str:
     """One managed line: the key, restricted to its forced command (and its apps)."""
     scope = [word for app in key_apps(key.apps) for word in ("--app", app)]
     command = entrypoint.command("ssh-serve", check_ssh_key_name(key.name), *scope)
-    return f'command="{command}",restrict {key.key.type} {key.key.blob} {key.name}'
+    return f'command="{command}",restrict,pty {key.key.type} {key.key.blob} {key.name}'
 
 
 def parse(text: str) -> AuthorizedKeys:

@@ -36,6 +36,8 @@ APP_REQUESTS = frozenset(
         "config:set",
         "config:unset",
         "run",
+        "run:detached",
+        "ps:stop",
         "releases",
         "releases:info",
         "releases:output",

@@ -18,5 +18,6 @@ __all__ = [
     "reaper",
     "restart",
     "spawn",
+    "streams",
 ]
 DEPENDS_ON: tuple[str, ...] = ("isolate",)

@@ -23,6 +23,7 @@ import structlog
 
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
+from dokuen.supervise.streams import NO_INPUT, Stdio
 
 log = structlog.get_logger()
 
@@ -31,7 +32,7 @@ HAVE_PIDFD = hasattr(os, "pidfd_open")
 # stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
 _COMPOUND = re.compile(r"[;&|<>()`\n]")
 _NOT_A_PROGRAM = re.compile(
-    r"\s*(?:[A-Za-z_][A-Za-z0-9_]*=|(?:exec|if|for|while|until|case|function|cd|export|set"
+    r"\s*(?:[A-Za-z_][A-Za-z0-9_]*=|(?:exec|exit|if|for|while|until|case|function|cd|export|set"
     r"|trap|ulimit|umask|source|eval|\.|\{|!|\[\[)(?:\s|$))"
 )
 
@@ -146,14 +147,14 @@ class PidfdChild(_OsChild):
         self, process: "subprocess.Popen[bytes]", spawner: "OsSpawner", cgroup: Group | None
     ) -> None:
         super().__init__(process.pid, spawner, cgroup)
-        assert process.stdout is not None
         self._process = process
-        self._output = process.stdout
-        os.set_blocking(self._output.fileno(), False)
+        self._output = process.stdout  # None when the output went elsewhere (Stdio)
+        if self._output is not None:
+            os.set_blocking(self._output.fileno(), False)
         self._pidfd = os.pidfd_open(process.pid)
 
     async def read(self, max_bytes: int) -> bytes:
-        if self._output.closed:
+        if self._output is None or self._output.closed:
             return b""
         fd = self._output.fileno()
         while True:
@@ -179,7 +180,8 @@ class PidfdChild(_OsChild):
         return self._process.returncode
 
     async def aclose(self) -> None:
-        self._output.close()
+        if self._output is not None:
+            self._output.close()
         await self._discard_cgroup()
 
 
@@ -193,7 +195,8 @@ class LoopChild(_OsChild):
         self._process = process
 
     async def read(self, max_bytes: int) -> bytes:
-        assert self._process.stdout is not None
+        if self._process.stdout is None:  # the output went elsewhere (Stdio)
+            return b""
         try:
             return await self._process.stdout.receive(max_bytes)
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
@@ -246,12 +249,13 @@ class OsSpawner:
         user: int | None = None,
         profile: bool = True,
         cgroup: Group | None = None,
+        stdio: Stdio = NO_INPUT,
     ) -> "PidfdChild | LoopChild":
         """Start ``command``; with ``profile``, after what the release's buildpacks left to
         source (``with_profile``); as uid ``user`` (gid the same number, no other groups);
         in ``cgroup`` (made now, removed by ``aclose``) when cgroups are on."""
         argv = ["/bin/sh", "-c", with_profile(command, cwd) if profile else exec_form(command)]
-        return await self.exec(argv, env, cwd, user=user, cgroup=cgroup)
+        return await self.exec(argv, env, cwd, user=user, cgroup=cgroup, stdio=stdio)
 
     async def exec(
         self,
@@ -261,10 +265,12 @@ class OsSpawner:
         *,
         user: str | int | None = None,
         cgroup: Group | None = None,
+        stdio: Stdio = NO_INPUT,
     ) -> "PidfdChild | LoopChild":
         """Start the program ``argv`` itself, no shell between (what it is given, names and
         all, is never parsed by one); the rest as for a command. ``user`` is a user name
-        (with its own group) or a uid (with the gid of the same number), no other groups."""
+        (with its own group) or a uid (with the gid of the same number), no other groups.
+        ``stdio``: its streams (streams.py; by default /dev/null in, one pipe out)."""
         if self.cgroups is None:
             cgroup = None
         if cgroup is not None:
@@ -275,7 +281,7 @@ class OsSpawner:
             argv, user = [*self.cgroups.entry(cgroup, uid), *argv], None
             cgroup.create()
         try:
-            return await self._start(argv, env, cwd, user, cgroup)
+            return await self._start(argv, env, cwd, user, cgroup, stdio)
         except BaseException:
             if cgroup is not None:
                 with contextlib.suppress(OSError):
@@ -289,15 +295,17 @@ class OsSpawner:
         cwd: Path,
         user: str | int | None,
         cgroup: Group | None,
+        stdio: Stdio,
     ) -> "PidfdChild | LoopChild":
         group = user if not isinstance(user, str) else pwd.getpwnam(user).pw_gid
+        argv = stdio.argv(argv)  # with a terminal, setsid --ctty makes the new session
         options = _Options(
             env=dict(env),
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            stdin=stdio.stdin,
+            stdout=stdio.output,
+            stderr=subprocess.STDOUT if stdio.output == subprocess.PIPE else stdio.output,
+            start_new_session=not stdio.terminal,
             user=user,
             group=group,
             extra_groups=None if user is None else [],
