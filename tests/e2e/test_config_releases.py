@@ -50,7 +50,7 @@ def test_a_config_change_is_a_release_that_runs_the_same_slug(
     set_ = dokuen.ctl("config:set", "blog", "FOO=1", "BAR=two words")
     assert set_.stdout == "set FOO, BAR on blog in release v2; its processes restarted\n"
     env = serving_env(dokuen, "blog", "v2")
-    assert (env["FOO"], env["BAR"], Path(env["HOME"]).name) == ("1", "two words", "v1")
+    assert (env["FOO"], env["BAR"], Path(env["PWD"]).name) == ("1", "two words", "v1")
     # No build and no copy: v2 is a record that names v1's slug, whose files are untouched.
     assert not (releases_dir / "v2").exists()
     assert {p.name: p.stat().st_ino for p in (releases_dir / "v1").iterdir()} == built
@@ -113,7 +113,7 @@ def test_rollback_restores_the_code_and_config_of_the_release(
     dokuen.ctl("rollback", "blog", "v2")
     wait_for(lambda: dokuen.running("blog", 1), "v5: web only, as v2")
     env = serving_env(dokuen, "blog", "v5")
-    assert (env["GREETING"], env["LATER"], Path(env["HOME"]).name) == ("new", "added", "v1")
+    assert (env["GREETING"], env["LATER"], Path(env["PWD"]).name) == ("new", "added", "v1")
     assert [r["description"] for r in listing(dokuen, "blog")] == [
         "Rollback to v2",
         "Deploy",
@@ -135,7 +135,7 @@ def test_releases_made_by_0_1_keep_working(dokuen: Dokuen, apps_dir: Path) -> No
     assert [r["description"] for r in listing(dokuen, "blog")] == ["Deploy", "Deploy"]
     dokuen.ctl("rollback", "blog")
     env = serving_env(dokuen, "blog", "v3")
-    assert Path(env["HOME"]).name == "v1"
+    assert Path(env["PWD"]).name == "v1"
 
 
 def test_pruning_keeps_every_slug_a_kept_release_runs_from(dokuen: Dokuen, apps_dir: Path) -> None:
@@ -152,7 +152,7 @@ def test_pruning_keeps_every_slug_a_kept_release_runs_from(dokuen: Dokuen, apps_
     assert (releases_dir / "v1").is_dir()
     assert not (releases_dir / "v1.json").exists()
     env = serving_env(dokuen, "blog", "v3")
-    assert (env["A"], Path(env["HOME"]).name) == ("2", "v1")
+    assert (env["A"], Path(env["PWD"]).name) == ("2", "v1")
     # A build under way (a vN/ without a record) is never touched, and no number repeats.
     under_way = releases_dir / "v9"
     under_way.mkdir()
@@ -180,7 +180,7 @@ def test_pruning_keeps_every_slug_a_kept_release_runs_from(dokuen: Dokuen, apps_
     ]
     dokuen.ctl("rollback", "blog", "v11")  # v13 runs v11: v11's record goes, not its slug
     env = serving_env(dokuen, "blog", "v13")
-    assert (env["A"], Path(env["HOME"]).name) == ("3", "v11")
+    assert (env["A"], Path(env["PWD"]).name) == ("3", "v11")
     assert [r["version"] for r in listing(dokuen, "blog")] == ["v13", "v12"]
     assert (releases_dir / "v11").is_dir()
     assert not (releases_dir / "v11.json").exists()

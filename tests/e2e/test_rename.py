@@ -53,7 +53,7 @@ def test_a_renamed_app_serves_under_its_new_name_with_everything_it_had(
         env = wait_for(lambda: env_via(port, "journal.localhost"), "journal through nginx")
         assert (env["APP"], env["GREETING"], env["LATER"]) == ("journal", "hello", "yes")
         assert env["DYNO"].startswith("web.")
-        assert Path(env["HOME"]).parent == dokuen.home / "apps/journal/releases"
+        assert Path(env["PWD"]).parent == dokuen.home / "apps/journal/releases"
         assert get(port, "blog.localhost") == (404, "no app answers on this host\n")
         assert env_via(port, "blog.example.com")["APP"] == "journal"  # type: ignore[index]
         assert sorted(r["name"] for r in dokuen.ps("journal")) == ["web.1", "web.2", "worker.1"]

@@ -39,7 +39,7 @@ def test_a_scoped_key_pushes_and_runs_commands_on_its_apps_only(
         ["blog", "notes"],
     ]
     line = (dokuen.home / ".ssh" / "authorized_keys").read_text().splitlines()[-1]
-    assert 'ssh-serve ci --app blog --app notes",restrict ' in line
+    assert 'ssh-serve ci --app blog --app notes",restrict,pty ' in line
     ci = replace(authorized, client_key=tmp_path / "ci")
 
     # Its own app: the first push creates it.
