@@ -97,11 +97,7 @@ class _ToLog:
         """The run as ``ps --json`` shows it (the keys of a Procfile process's row)."""
         assert self.spec is not None
         return {
-            "app": self.spec.app,
-            "name": self.spec.name,
-            "type": self.spec.type,
-            "index": self.spec.index,
-            "command": self.spec.command,
+            **self.spec.row(),
             "pid": self.pid,
             "port": self.port,
             "state": str(self.state),

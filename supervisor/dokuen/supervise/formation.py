@@ -28,6 +28,16 @@ class ProcessSpec:
     def name(self) -> str:
         return f"{self.type}.{self.index}"
 
+    def row(self) -> dict[str, str | int]:
+        """The keys of a ``ps --json`` row that the spec alone decides."""
+        return {
+            "app": self.app,
+            "name": self.name,
+            "type": self.type,
+            "index": self.index,
+            "command": self.command,
+        }
+
 
 def default_formation(procfile: Procfile, previous: Mapping[str, int]) -> dict[str, int]:
     """The formation for a new release: ``previous`` counts for types that remain, 1 for new

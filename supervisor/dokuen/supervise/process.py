@@ -160,11 +160,7 @@ class ProcessSlot:
         if self.started_at is not None and self.state is ProcessState.RUNNING:
             uptime = round(self._clock.now() - self.started_at, 3)
         return {
-            "app": self.spec.app,
-            "name": self.spec.name,
-            "type": self.spec.type,
-            "index": self.spec.index,
-            "command": self.spec.command,
+            **self.spec.row(),
             "pid": self.pid,
             "port": self.port,
             "state": str(self.state),
