@@ -274,7 +274,17 @@ def start_with_stderr(daemon: Dokuen, stderr: int) -> None:
 
 
 def exercise(daemon: Dokuen, apps_dir: Path) -> None:
-    """Things that make the daemon log: a deploy, a crash, a restart, SIGHUP, a bad request."""
+    """Things that make the daemon log: a deploy, a crash, a restart, SIGHUP, a bad request.
+    A failed check still stops the daemon (and its apps) before the test ends."""
+    assert daemon.process is not None
+    try:
+        _exercise(daemon, apps_dir)
+    finally:
+        if daemon.process is not None and daemon.process.poll() is None:
+            daemon.terminate()  # only when a check above failed: its apps stop with it
+
+
+def _exercise(daemon: Dokuen, apps_dir: Path) -> None:
     assert daemon.process is not None
     daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
     web = wait_for(lambda: daemon.running("blog", 1), "web.1")[0]
