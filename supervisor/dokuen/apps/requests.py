@@ -220,7 +220,8 @@ class AppCommands:
 
     async def info(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
-        return await anyio.to_thread.run_sync(views.app_info, app, app_url(app))
+        disk = args.get("disk", True) is not False  # `open` needs the URL, not a disk walk
+        return await anyio.to_thread.run_sync(views.app_info, app, app_url(app), disk)
 
     async def releases(self, args: dict[str, Any], out: Output) -> Any:
         return views.release_list(self.find(args))

@@ -15,9 +15,10 @@ from dokuen.errors import NotFound
 from dokuen.names import not_found
 
 
-def app_info(app: App, url: str | None) -> dict[str, Any]:
+def app_info(app: App, url: str | None, disk: bool = True) -> dict[str, Any]:
     """The app at a glance: its release, URL, domains, formation, processes, database,
-    repository and the disk its directory uses (releases, repository, build cache)."""
+    repository and the disk its directory uses (releases, repository, build cache; a walk
+    of the whole tree, so ``disk=False`` leaves it out as None)."""
     summary = app.summary()
     return {
         **summary,
@@ -25,7 +26,7 @@ def app_info(app: App, url: str | None) -> dict[str, Any]:
         "domains": app.hosts(),
         "database": app.dir.database_file.exists(),
         "repo": str(app.dir.repo),
-        "disk_bytes": disk_used(app.dir.root),
+        "disk_bytes": disk_used(app.dir.root) if disk else None,
     }
 
 

@@ -329,7 +329,7 @@ def logs(
 def open_app(client: Client, app: str) -> None:
     """Print the app's URL, and open it in a browser on a desktop."""
     # apps:info, not apps: a key limited to APP may ask for it (ssh/scope.py).
-    url = client.call("apps:info", app=app)["url"]
+    url = client.call("apps:info", app=app, disk=False)["url"]
     if url is None:
         raise NotFound(
             f"{app} has no URL: it runs no web process (add a 'web:' line to its Procfile)"
