@@ -82,18 +82,33 @@ def test_a_process_enters_its_group_before_it_runs(cgroups: Cgroups) -> None:
     assert not any(d.exists() for d in group.directories())
 
 
+def _commands(pids: set[int]) -> list[str]:
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            names.append("gone")
+    return sorted(names)
+
+
 def test_a_kill_reaches_every_process_however_it_hid(cgroups: Cgroups) -> None:
     group = cgroups.process("blog", "worker.1")
     group.create()
     hider = "(setsid sleep 600 &); setsid sleep 600 & exec sleep 600"
     child = subprocess.Popen([*cgroups.entry(group, None), "/bin/sh", "-c", hider])
-    deadline = time.monotonic() + 10
-    while len(group.pids()) < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(group.pids()) == 3
-    assert not group.remove()  # not while processes remain
-    group.kill()
-    assert child.wait(5) == -9
+    try:
+        # The subshell and the shells before their exec come and go: wait for the three sleeps.
+        deadline = time.monotonic() + 10
+        while _commands(group.pids()) != ["sleep"] * 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _commands(group.pids()) == ["sleep"] * 3
+        assert not group.remove()  # not while processes remain
+        group.kill()
+        assert child.wait(5) == -9
+    finally:
+        child.kill()
+        child.wait()
     deadline = time.monotonic() + 10
     while group.pids() and time.monotonic() < deadline:
         time.sleep(0.01)
