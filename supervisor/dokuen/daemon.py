@@ -3,7 +3,6 @@
 import dataclasses
 import functools
 import os
-import shutil
 import signal
 import sys
 import time
@@ -16,6 +15,7 @@ import anyio.abc
 import structlog
 
 from dokuen import __version__
+from dokuen.apps.adoption import adopt_all, restore_app
 from dokuen.apps.app import App
 from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
@@ -29,7 +29,7 @@ from dokuen.data.requests import DatabaseCommands
 from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
-from dokuen.errors import DokuenError, SettingsError, explain
+from dokuen.errors import DokuenError, SettingsError
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
@@ -41,16 +41,16 @@ from dokuen.settings import Settings, load_settings
 from dokuen.ssh import keys as sshkeys
 from dokuen.ssh.requests import SshKeyCommands
 from dokuen.store import AppDir, Store
-from dokuen.supervise import reaper
+from dokuen.supervise import handover, reaper
 from dokuen.supervise.clock import Clock, SystemClock
+from dokuen.supervise.keeper import Keeper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import Spawner
+from dokuen.supervise.record import RUN_DIR
 from dokuen.supervise.spawn import OsSpawner
 
 log = structlog.get_logger()
-
-REAP_INTERVAL = 5.0
 
 
 class Daemon:
@@ -74,6 +74,8 @@ class Daemon:
         self._environ = dict(os.environ if environ is None else environ)
         self.store = Store(settings.home)
         spawner = spawner or OsSpawner(subreaper=reaper.become_subreaper())
+        run = settings.home / RUN_DIR
+        keeper = Keeper(run, spawner) if isinstance(spawner, OsSpawner) else None
         self.runtime = Runtime(
             settings=settings,
             ports=PortPool(settings.port_range),
@@ -81,6 +83,7 @@ class Daemon:
             spawner=spawner,
             clock=clock or SystemClock(),
             builder=Builder(spawner) if isinstance(spawner, OsSpawner) else None,
+            keeper=keeper,
         )
         self.apps: dict[str, App] = {}
         self._cgroups_off: str | None = "not looked for yet"  # why there are none
@@ -89,6 +92,7 @@ class Daemon:
             settings, spawner, self._sites, self.runtime.mux
         )
         if self.proxy is not None:
+            self.proxy.keeper = keeper
             self.runtime = dataclasses.replace(
                 self.runtime,
                 proxy_changed=self.proxy.changed,
@@ -97,6 +101,15 @@ class Daemon:
                 proxied=True,
             )
         self._apps_group: anyio.abc.TaskGroup | None = None
+        self.handover = handover.Handover(
+            keeper,
+            self.runtime.mux,
+            lambda: {**os.environ, **self.service.passed},
+            lambda: sorted(app.name for app in self.apps.values() if app.deploying),
+            self.service.reloading,
+            lambda: self.service.ready(self._status_line()),
+        )
+        self._root: anyio.abc.TaskGroup
         mux = self.runtime.mux
         self.app_requests = AppCommands(
             self.apps,
@@ -126,7 +139,7 @@ class Daemon:
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
-        self._commands: dict[str, Command] = {"status": self.status}
+        self._commands: dict[str, Command] = {"status": self.status, "daemon:reload": self._reexec}
         for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
 
@@ -196,11 +209,14 @@ class Daemon:
                 idle_timeout=self.settings.control_timeout,
             )
             await root.start(listen, self.settings.socket, self.handle)
-            root.start_soon(self._reap_orphans)
-            if self.proxy is not None:
-                await root.start(self.proxy.run)
+            if isinstance(spawner := self.runtime.spawner, OsSpawner):
+                root.start_soon(spawner.reap_orphans)
+            self._root = root
             async with anyio.create_task_group() as apps:
                 self._apps_group = apps
+                await self._open_apps()  # before nginx's first map: every app is in it
+                if self.proxy is not None:
+                    await root.start(self.proxy.run)
                 await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
                 await root.start(self.backups.scheduler.run)
@@ -216,24 +232,26 @@ class Daemon:
                 task_status.started()
                 await anyio.sleep_forever()
 
+    async def _open_apps(self) -> None:
+        """Every app, given what a dead dokuend (or this one before a re-exec) left of it to
+        adopt; what is not adopted is stopped, and its cgroups emptied."""
+        for name in self.store.app_names():
+            await self._start_app(self.store.app(name))
+        # The lock is ours: no other dokuend of this home runs.
+        await adopt_all(self.apps, self.runtime, self.settings.stop_timeout)
+
     async def _restore(self) -> None:
-        assert self._apps_group is not None
-        cgroups = self.runtime.cgroups  # the socket is ours: no other dokuend of this home runs
-        if cgroups is not None and not await anyio.to_thread.run_sync(cgroups.clear):
-            log.warning("cgroups.leftovers", group=str(cgroups.root.name))  # killed dokuend's
-        await anyio.to_thread.run_sync(self._clear_scratch)
+        await anyio.to_thread.run_sync(self.store.clear_scratch)
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         apps = [self.store.app(name) for name in self.store.app_names()]
         home, isolation = self.settings.home, self.runtime.isolation
         for problem in await anyio.to_thread.run_sync(isolation.set_up_home, home, apps):
             log.warning("isolate.left_alone", problem=problem)
-        for name in self.store.app_names():
-            await self._start_app(self.store.app(name))
         # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.
         await self.databases.restore_sockets(self.apps.values())
-        async with self.runtime.proxy_batch(), anyio.create_task_group() as restores:
+        async with anyio.create_task_group() as restores:  # each reaches nginx when it is up
             for app in self.apps.values():
-                restores.start_soon(self._restore_app, app)
+                restores.start_soon(restore_app, app, self.settings.stop_timeout)
         try:
             await self._sync_proxy()
         except DokuenError as exc:
@@ -246,12 +264,6 @@ class Daemon:
         await self._apps_group.start(app.run)
         self.apps[directory.name] = app
         return app
-
-    def _clear_scratch(self) -> None:
-        """Dumps and bundles a killed dokuend left half made (a whole database each)."""
-        for leftover in (self.settings.home / "tmp").glob("*-*"):
-            if leftover.name.startswith(("backup-", "bundle-")):
-                shutil.rmtree(leftover, ignore_errors=True)
 
     def _refresh_entrypoints(self) -> None:
         """Give every app its repository (apps made before there were any get one now) and
@@ -271,15 +283,6 @@ class Daemon:
             except DokuenError as exc:
                 log.error("git.repo_failed", app=name, error=str(exc))
 
-    async def _restore_app(self, app: App) -> None:
-        try:
-            await app.restore()
-        except Exception as exc:  # one app's bad files must not keep the others down
-            app.failure = explain(exc)  # `apps` and `status` show it broken, with the fix
-            self.runtime.mux.event(app.name, f"broken, not restored: {app.failure}")
-            log.error("app.broken", app=app.name, problem=app.failure)
-            log.debug("app.restore_failed", app=app.name, exc_info=exc)
-
     async def _handle_signals(self, scope: anyio.CancelScope) -> None:
         def stop() -> None:
             if scope.cancel_called:
@@ -292,22 +295,12 @@ class Daemon:
             signal.SIGTERM: stop,
             signal.SIGINT: stop,
             signal.SIGHUP: self._reload,
+            signal.SIGUSR2: lambda: self.handover.on_signal(self._root),
         }
         with anyio.open_signal_receiver(*handlers) as signals:
             async for signum in signals:
                 log.info("daemon.signal", signal=signal.Signals(signum).name)
                 handlers[signal.Signals(signum)]()
-
-    async def _reap_orphans(self) -> None:
-        """Reap orphans we adopted as subreaper that died while their process lives on
-        (a `(cmd &)` in a loop). uvloop keeps SIGCHLD for itself, so this looks every few
-        seconds: one read of /proc/self/task/*/children, nothing when there is none."""
-        spawner = self.runtime.spawner
-        if not isinstance(spawner, OsSpawner) or not spawner.subreaper:
-            return
-        while True:
-            await anyio.sleep(REAP_INTERVAL)
-            reaper.reap_strays(spawner.live)
 
     def _reload(self) -> None:
         """SIGHUP: re-read the settings; a bad file is reported and the old settings stay."""
@@ -334,6 +327,11 @@ class Daemon:
 
     # -- requests --------------------------------------------------------------------
 
+    async def _reexec(self, args: dict[str, Any], out: Output) -> Any:
+        """``daemon:reload``: re-execute dokuend in place once the reply is out."""
+        await self.handover.request(self._root)
+        return {"pid": os.getpid(), "started": self.started}
+
     async def handle(self, command: str, args: dict[str, Any], out: Output) -> Any:
         try:
             handler = self._commands[command]
@@ -359,6 +357,7 @@ class Daemon:
             "version": __version__,
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
+            "started": self.started,
             "home": str(self.settings.home),
             "apps": len(summaries),
             "processes": sum(s["processes"] for s in summaries),

@@ -175,6 +175,12 @@ class Store:
 
     home: Path
 
+    def clear_scratch(self) -> None:
+        """Dumps and bundles a killed dokuend left half made (a whole database each)."""
+        for leftover in (self.home / "tmp").glob("*-*"):
+            if leftover.name.startswith(("backup-", "bundle-")):
+                shutil.rmtree(leftover, ignore_errors=True)
+
     @property
     def apps_root(self) -> Path:
         return self.home / "apps"

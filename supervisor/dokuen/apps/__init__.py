@@ -5,5 +5,14 @@ config, releases, domains, logs and maintenance mode.
 May import: the core, isolate, supervise, proxy and deploy.
 """
 
-__all__ = ["app", "maintenance", "options", "releasing", "requests", "resources", "runtime"]
+__all__ = [
+    "adoption",
+    "app",
+    "maintenance",
+    "options",
+    "releasing",
+    "requests",
+    "resources",
+    "runtime",
+]
 DEPENDS_ON: tuple[str, ...] = ("deploy", "isolate", "proxy", "supervise")

@@ -1,6 +1,5 @@
-"""One app: its processes (one slot each, all in the app's task group) and the operations
-that change them: scale, restart, stop, start, config (deploys and rollbacks switch its
-release through releasing.py)."""
+"""One app: its processes (one slot each, in the app's task group) and what changes them:
+scale, restart, stop, start (deploys and rollbacks switch it through releasing.py)."""
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -22,12 +21,9 @@ from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec, expand, in_procfile_order, parse_scale
+from dokuen.supervise.keeper import AdoptedChild
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
 from dokuen.supervise.procfile import Procfile
-
-
-def _nothing() -> None:
-    pass
 
 
 class App:
@@ -45,6 +41,7 @@ class App:
         self.runs = 0  # one-off processes started, to number them run.N
         self.detached = DetachedRuns(runtime.mux, runtime.clock)  # run:detached
         self.failure: str | None = None  # why it could not be restored or started
+        self.adoptable: dict[str, AdoptedChild] = {}  # what a dead dokuend left (adoption.py)
         self._scope = anyio.CancelScope()
         self._task_group: anyio.abc.TaskGroup | None = None
 
@@ -295,6 +292,8 @@ class App:
             for spec in specs:
                 if spec.name not in self._slots:
                     slot = make(spec, ports.get(spec.name))
+                    if (kept := self.adoptable.pop(spec.name, None)) is not None:
+                        slot.adopt(kept)
                     self._slots[spec.name] = slot
                     try:
                         await self._start(slot)
@@ -302,9 +301,9 @@ class App:
                         del self._slots[spec.name]
                         raise
                     fresh.append(slot)
-            for slot in fresh:
-                if slot.config.health is not None:
-                    await slot.settled.wait()
+        for slot in fresh:  # outside the batch: other apps' changes reach nginx meanwhile
+            if slot.config.health is not None:
+                await slot.settled.wait()
 
     def _slot_maker(
         self, release: releases.Release
@@ -334,6 +333,7 @@ class App:
                     health,
                     user=user,
                     cgroup=cgroup,
+                    release=release.name,
                 ),
                 ports=self.runtime.ports,
                 mux=self.runtime.mux,
@@ -341,6 +341,7 @@ class App:
                 clock=self.runtime.clock,
                 port=port,
                 on_change=self.runtime.proxy_changed if web else lambda: None,
+                keeper=self.runtime.keeper,
             )
 
         return make

@@ -12,6 +12,7 @@ from dokuen.isolate.cgroups import Cgroups
 from dokuen.isolate.isolation import OFF, Isolation
 from dokuen.settings import Settings
 from dokuen.supervise.clock import Clock
+from dokuen.supervise.keeper import Keeper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import Spawner
@@ -32,4 +33,5 @@ class Runtime:
     proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
     cgroups: Cgroups | None = None  # None: no cgroups (status says why)
+    keeper: Keeper | None = None  # FIFOs and records, so processes outlive a dokuend
     isolation: Isolation = OFF  # which uid each app runs as (decided when dokuend starts)

@@ -1,12 +1,14 @@
 """``dokuenctl status``: the daemon at a glance, with its nginx, PostgreSQL, service manager
 and backups."""
 
+import time
 from typing import Any
 
 import click
 
 from dokuen.cli.arguments import JSON, print_json
 from dokuen.cli.console import Client, duration, pass_client
+from dokuen.errors import DokuenError
 
 
 @click.command()
@@ -111,4 +113,31 @@ def _service_line(service: dict[str, Any] | None) -> str:
     return str(service["manager"]) + (f" ({', '.join(notes)})" if notes else "")
 
 
-COMMANDS = (status,)
+@click.command("daemon:reload")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for it.")
+@pass_client
+def daemon_reload(client: Client, timeout: float) -> None:
+    """Re-execute dokuend in place (after an upgrade): every app keeps running and serving,
+    no log line is lost. Waits until the new dokuend answers with its apps restored."""
+    began = time.monotonic()
+    old = client.call("daemon:reload")
+    deadline = began + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            info = client.call("status")
+        except DokuenError:  # between the two images the socket is briefly gone
+            continue
+        if info.get("started") != old["started"]:
+            took = time.monotonic() - began
+            client.echo(
+                f"dokuend re-executed (pid {info['pid']}, {info['version']}) in {took:.1f}s"
+            )
+            return
+    raise DokuenError(
+        f"dokuend did not answer within {timeout:g}s of its re-exec (see its log: "
+        "journalctl -u dokuend)"
+    )
+
+
+COMMANDS = (status, daemon_reload)

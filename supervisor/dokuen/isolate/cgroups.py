@@ -308,6 +308,30 @@ class Cgroups:
         one at its end). False if some process would not die."""
         return self.root.destroy()
 
+    def clear_except(self, keep: set[str]) -> bool:
+        """Like ``clear``, but leave the process groups named in ``keep`` (``dokuen-ID/
+        APP/web.1.3``: processes a new dokuend adopted) and the app groups above them.
+        New groups are numbered past every kept one. False if some process would not die."""
+        if not keep:
+            return self.clear()
+        apps = {str(PurePosixPath(name).parent) for name in keep}
+        for name in keep:
+            life = name.rsplit(".", 1)[-1]
+            self._lives = max(self._lives, int(life) if life.isdigit() else 0)
+        cleared = True
+        for top in self.root.directories():
+            for entry in sorted(top.iterdir()) if top.is_dir() else []:
+                group = self.root.child(entry.name)
+                if not entry.is_dir():
+                    continue
+                if str(group.name) not in apps:
+                    cleared = group.destroy() and cleared
+                    continue
+                for inner in sorted(p for p in entry.iterdir() if p.is_dir()):
+                    if str(group.child(inner.name).name) not in keep:
+                        cleared = group.child(inner.name).destroy() and cleared
+        return cleared
+
     def status(self) -> dict[str, object]:
         """What ``dokuenctl status`` shows: the version, the groups, what they can limit."""
         missing = sorted(set(V2_LIMITING) - self.layout.controllers)

@@ -20,6 +20,7 @@ import structlog
 
 from dokuen.errors import DokuenError, explain
 from dokuen.proxy.listener import RouterListener
+from dokuen.proxy.master import adopt_master, record_master, stop_master, watch
 from dokuen.proxy.nginx import (
     Managed,
     Site,
@@ -31,6 +32,7 @@ from dokuen.proxy.nginx import (
 from dokuen.proxy.router import SOCKET_NAME
 from dokuen.settings import Settings
 from dokuen.supervise import reaper
+from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import port_is_free
 from dokuen.supervise.process import describe_exit
@@ -111,6 +113,8 @@ class NginxProxy:
         self._released = anyio.Event()
         self._live: dict[str, str] = {}
         self.master_pid: int | None = None
+        self.keeper: Keeper | None = None  # records the master, so a new dokuend adopts it
+        self._adopted: AdoptedChild | None = None
         self.problem: str | None = None  # shown by `status` while nginx is not serving
         # Router lines come from the managed master's workers only (see listener.py).
         self.router = (
@@ -165,6 +169,14 @@ class NginxProxy:
         self._write_prefix()
         if self.system:
             self.changed()  # the first apply reloads the system's nginx
+        elif self.keeper is not None and (
+            adopted := await anyio.to_thread.run_sync(
+                adopt_master, self.keeper, NGINX_APP, self.managed.prefix
+            )
+        ):
+            # It serves the last map it was given: the apps' adopted processes keep those
+            # ports. The next change writes the files and reloads it.
+            self._adopted = adopted
         else:
             await self._apply(reload=False)
         async with anyio.create_task_group() as tg:
@@ -317,31 +329,40 @@ class NginxProxy:
     async def _supervise_master(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Keep the nginx master running; restart it (with backoff) if it dies."""
+        """Keep the nginx master running; restart it (with backoff) if it dies. The first
+        master may be one a dead dokuend left (adopted in ``run``)."""
         delay = 0.5
         argv = [self.binary, "-p", str(self.managed.prefix), "-c", str(self.managed.config)]
         while True:
-            if not port_is_free(self.port):
+            child: PidfdChild | LoopChild | AdoptedChild | None = self._adopted
+            self._adopted = None
+            if child is None and not port_is_free(self.port):
                 self.problem = (
                     f"port {self.port} is already in use, so nginx cannot listen "
                     "(free it, or set DOKUEN_HTTP_PORT)"
                 )
             else:
-                child = await self._spawner(
-                    f"exec {shlex.join(argv)}", {"PATH": os.defpath}, self.managed.prefix
-                )
+                if child is None:
+                    child = await self._spawner(
+                        f"exec {shlex.join(argv)}", {"PATH": os.defpath}, self.managed.prefix
+                    )
+                    started = "master started"
+                else:
+                    started = "master adopted"
                 self.master_pid, self.problem = child.pid, None
-                self._mux.event(NGINX_APP, f"master started, pid {child.pid}, port {self.port}")
+                record = None
+                if self.keeper is not None:
+                    record = record_master(self.keeper, NGINX_APP, child.pid, self.port)
+                self._mux.event(NGINX_APP, f"{started}, pid {child.pid}, port {self.port}")
                 task_status.started()
                 task_status = anyio.TASK_STATUS_IGNORED
-                output = b""
                 try:
-                    while chunk := await child.read(1 << 16):
-                        output = (output + chunk)[-4096:]
-                    status = await child.wait()
+                    status, output = await watch(child)
                 finally:
                     with anyio.CancelScope(shield=True):
-                        await self._stop_master(child)
+                        await stop_master(child, STOP_TIMEOUT)
+                        if record is not None and self.keeper is not None:
+                            self.keeper.records.remove(record)
                 self.master_pid = None
                 last = output.decode(errors="replace").strip().splitlines()[-1:] or [""]
                 self.problem = f"nginx {describe_exit(status)}: {last[0]}".rstrip(": ")
@@ -351,13 +372,3 @@ class NginxProxy:
             task_status = anyio.TASK_STATUS_IGNORED
             await anyio.sleep(delay)
             delay = min(MAX_RESTART_DELAY, delay * 2)
-
-    async def _stop_master(self, child: "PidfdChild | LoopChild") -> None:
-        """Fast shutdown (SIGTERM), SIGKILL after the timeout; quick when it already exited."""
-        child.signal_group(signal.SIGTERM)
-        with anyio.move_on_after(STOP_TIMEOUT) as patience:
-            await child.wait()
-        if patience.cancelled_caught:
-            child.signal_group(signal.SIGKILL)
-            await child.wait()
-        await child.aclose()

@@ -58,6 +58,7 @@ class ServiceManager:
         self._notify = notify
         self.watchdog = watchdog if notify is not None else None
         self._status = ""
+        self.passed: dict[str, str] = {}
 
     @classmethod
     def from_environ(cls, environ: MutableMapping[str, str]) -> "ServiceManager":
@@ -71,9 +72,10 @@ class ServiceManager:
             except ValueError as exc:
                 log.warning("notify.unsupported", error=str(exc))
             watchdog = watchdog_interval(environ, os.getpid())
-        for key in SERVICE_VARIABLES:
-            environ.pop(key, None)
-        return cls(name, notify, watchdog)
+        passed = {key: environ.pop(key) for key in SERVICE_VARIABLES if key in environ}
+        manager = cls(name, notify, watchdog)
+        manager.passed = passed  # a re-exec of dokuend hands them to the new image
+        return manager
 
     def info(self) -> dict[str, object]:
         """For ``dokuenctl status``."""

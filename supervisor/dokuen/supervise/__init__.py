@@ -6,16 +6,20 @@ Every module here is public: the other wings build on them.
 """
 
 __all__ = [
+    "child",
     "clock",
     "envdir",
     "environment",
     "formation",
+    "handover",
     "health",
+    "keeper",
     "logmux",
     "ports",
     "process",
     "procfile",
     "reaper",
+    "record",
     "restart",
     "spawn",
     "streams",

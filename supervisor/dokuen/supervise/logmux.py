@@ -265,6 +265,11 @@ class LogMux:
         while self._pending_bytes > self.high_water:
             await self._drained.wait()
 
+    async def drained(self) -> None:
+        """Wait until every line queued so far is in the file (before a re-exec)."""
+        while self._pending or self._inflight:
+            await anyio.sleep(0.005)
+
     def follow(self, wanted: LogFilter, lines: int) -> tuple[Follower, int, int]:
         """Register a follower that gets every batch queued from now on.
 

@@ -3,26 +3,36 @@ and stop the whole process tree."""
 
 import signal
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.abc
-import psutil
 import structlog
 
 from dokuen.errors import DokuenError
 from dokuen.isolate.cgroups import Group
 from dokuen.supervise import reaper
+from dokuen.supervise.child import Child, Spawner, describe_exit
 from dokuen.supervise.clock import Clock
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
+from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.restart import RestartPolicy, Run, next_delay
+
+__all__ = [
+    "Child",
+    "ProcessSlot",
+    "ProcessState",
+    "SlotConfig",
+    "Spawner",
+    "describe_exit",
+]
 
 log = structlog.get_logger()
 
@@ -41,53 +51,6 @@ class ProcessState(StrEnum):
     STOPPED = "stopped"
 
 
-class Child(Protocol):
-    """A spawned process as a slot sees it: real, or a fake in tests."""
-
-    pid: int
-
-    async def read(self, max_bytes: int) -> bytes:
-        """Output bytes; b"" at end of file."""
-
-    async def wait(self) -> int:
-        """The exit status: the code, or minus the signal number."""
-
-    def signal_group(self, signum: int) -> None:
-        """Send a signal to the child's whole process group; no error if it is gone."""
-
-    def group_alive(self) -> bool:
-        """After the child itself exited: True while another process of its group runs."""
-
-    def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
-        """Processes that came from this child and left its group (setsid)."""
-
-    async def aclose(self) -> None:
-        """Release the output pipe (after the last read, or when a leftover holds it)."""
-
-
-class Spawner(Protocol):
-    async def __call__(
-        self,
-        command: str,
-        env: Mapping[str, str],
-        cwd: Path,
-        *,
-        user: int | None = None,
-        cgroup: Group | None = None,
-    ) -> Child: ...
-
-
-def describe_exit(status: int) -> str:
-    """``exited with code 1`` or ``killed by SIGKILL``."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"killed by {name}"
-    return f"exited with code {status}"
-
-
 @dataclass(frozen=True)
 class SlotConfig:
     """What a slot needs from its app, fixed for the slot's lifetime."""
@@ -100,6 +63,7 @@ class SlotConfig:
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
     user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
     cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
+    release: str = ""  # the release it runs (recorded, so a new dokuend knows what it is)
 
 
 class ProcessSlot:
@@ -119,7 +83,10 @@ class ProcessSlot:
         clock: Clock,
         port: int | None = None,
         on_change: Callable[[], None] = lambda: None,
+        keeper: "Keeper | None" = None,
     ) -> None:
+        self._keeper = keeper  # spawns with a FIFO and a record, so a new dokuend can adopt
+        self._adopted: AdoptedChild | None = None
         self._on_change = on_change  # told of every state change (nginx's map follows them)
         self._state = ProcessState.STARTING
         self.config = config
@@ -143,6 +110,14 @@ class ProcessSlot:
         self.failure: str | None = None
         self.recent: deque[str] = deque(maxlen=10)  # its last lines, for failure reports
         self._reported_start = False
+
+    def adopt(self, child: "AdoptedChild") -> None:
+        """Make ``child`` (a process an earlier dokuend left serving) this slot's first
+        life: no spawn, no health check (it answered then and still runs), its own port."""
+        self._adopted = child
+        self.port = child.record.port
+        if self.port is not None:
+            self._ports.taken.add(self.port)
 
     @property
     def state(self) -> ProcessState:
@@ -243,6 +218,13 @@ class ProcessSlot:
             await self._clock.sleep(delay)
 
     async def _spawn(self) -> Child:
+        if self._adopted is not None:
+            kept, self._adopted = self._adopted, None
+            self.pid, self.cgroup, self.started_at = kept.pid, kept.cgroup, self._clock.now()
+            self.state = ProcessState.RUNNING
+            self.settled.set()
+            self._event(f"adopted, pid {kept.pid}, port {self.port}", "process.adopted")
+            return kept
         if self.port is not None and self.port in self._ports.taken:
             if self._ports.is_free(self.port):
                 pass  # ours, and nothing else took it: the same port again
@@ -253,9 +235,21 @@ class ProcessSlot:
             self.port = self._ports.allocate(self.port)
         self.cgroup = self.config.cgroup() if self.config.cgroup else None
         env = self.config.environment(self.port)
-        child = await self._spawner(
-            self.spec.command, env, self.config.cwd, user=self.config.user, cgroup=self.cgroup
-        )
+        child: Child
+        if self._keeper is not None:
+            meta = {"app": self.spec.app, "name": self.spec.name, "port": self.port}
+            child = await self._keeper.spawn(
+                self.spec.command,
+                env,
+                self.config.cwd,
+                user=self.config.user,
+                cgroup=self.cgroup,
+                meta={**meta, "release": self.config.release},
+            )
+        else:
+            child = await self._spawner(
+                self.spec.command, env, self.config.cwd, user=self.config.user, cgroup=self.cgroup
+            )
         self.pid = child.pid
         self.started_at = self._clock.now()
         self.state = ProcessState.RUNNING if self.config.health is None else ProcessState.STARTING

@@ -28,6 +28,7 @@ from dokuen.supervise.streams import NO_INPUT, Stdio
 log = structlog.get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
+REAP_INTERVAL = 5.0
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
 # stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
 _COMPOUND = re.compile(r"[;&|<>()`\n]")
@@ -318,6 +319,14 @@ class OsSpawner:
             child = LoopChild(await anyio.open_process(argv, **options), self, cgroup)
         self.live.add(child.pid)
         return child
+
+    async def reap_orphans(self) -> None:
+        """Reap orphans we adopted as subreaper that died while their process lives on
+        (a `(cmd &)` in a loop). uvloop keeps SIGCHLD for itself, so this looks every few
+        seconds: one read of /proc/self/task/*/children, nothing when there is none."""
+        while self.subreaper:
+            await anyio.sleep(REAP_INTERVAL)
+            reaper.reap_strays(self.live)
 
     async def run(
         self,

@@ -1,0 +1,129 @@
+"""The managed nginx master across a dokuend crash or re-exec: recorded when it starts
+(supervise/record.py), adopted by the next dokuend when it is the very same process (pid
+and start time), or stopped before a new one starts, so a new master never fails to bind
+because an old one still holds the port. A master no record names (a dokuend of an older
+version left it) is found by ``nginx.pid`` and the prefix on its command line."""
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import psutil
+import structlog
+
+from dokuen.supervise.keeper import AdoptedChild, Keeper
+from dokuen.supervise.record import ProcessRecord, start_time
+from dokuen.supervise.spawn import LoopChild, PidfdChild
+
+log = structlog.get_logger()
+
+NAME = "master"
+STOP_PATIENCE = 10.0
+Master = PidfdChild | LoopChild | AdoptedChild
+
+
+def record_master(keeper: Keeper, app: str, pid: int, port: int) -> ProcessRecord | None:
+    """Write the new master's record; None when it already exited."""
+    started = start_time(pid)
+    if started is None:
+        return None
+    record = ProcessRecord(pid, started, app, NAME, "", port, None, None)
+    keeper.records.write(record)
+    return record
+
+
+def _runs_on(pid: int, prefix: Path) -> bool:
+    """Whether ``pid`` is an nginx master started with ``-p PREFIX``."""
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+    return bool(argv) and "nginx" in argv[0] and str(prefix) in argv
+
+
+def adopt_master(keeper: Keeper, app: str, prefix: Path) -> AdoptedChild | None:
+    """The master a dead dokuend left, adopted; anything else of it stopped (blocking)."""
+    adopted = None
+    for record in keeper.records.load():
+        if record.app != app:
+            continue
+        if adopted is None and record.alive() and _runs_on(record.pid, prefix):
+            adopted = keeper.adopt(record, None)
+            if adopted is not None:
+                log.info("nginx.adopted", pid=record.pid)
+                continue
+        keeper.stop(record, STOP_PATIENCE)
+    if adopted is None:
+        stop_unrecorded(prefix)
+    return adopted
+
+
+def stop_unrecorded(prefix: Path) -> None:
+    """Stop a master of this prefix that no record names (its pid file says which)."""
+    try:
+        pid = int((prefix / "nginx.pid").read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid == os.getpid() or not _runs_on(pid, prefix):
+        return
+    log.warning("nginx.stray_master", pid=pid)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_PATIENCE
+    while time.monotonic() < deadline and _group_left(pid):
+        time.sleep(0.02)
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
+    while _group_left(pid) and time.monotonic() < deadline + STOP_PATIENCE:
+        time.sleep(0.02)
+
+
+def _group_left(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return False
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+async def watch(child: Master) -> tuple[int, bytes]:
+    """Wait for the master to exit: its status and its last output. Its exit is seen
+    at once, even when workers it leaves behind (a ``kill -9``) still hold the pipe."""
+    output = b""
+
+    async def read() -> None:
+        nonlocal output
+        while chunk := await child.read(1 << 16):
+            output = (output + chunk)[-4096:]
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(read)
+        status = await child.wait()
+        with anyio.move_on_after(0.1):  # what it said last, if the pipe has ended
+            while not group.cancel_scope.cancel_called and child.group_alive():
+                await anyio.sleep(0.02)
+        group.cancel_scope.cancel()
+    return status, output
+
+
+async def stop_master(child: Master, grace: float) -> None:
+    """Fast shutdown (SIGTERM), SIGKILL after the timeout; then its workers are gone
+    too (a master killed by SIGKILL leaves them holding the port)."""
+    child.signal_group(signal.SIGTERM)
+    with anyio.move_on_after(grace) as patience:
+        await child.wait()
+    if patience.cancelled_caught:
+        child.signal_group(signal.SIGKILL)
+        await child.wait()
+    with anyio.move_on_after(grace):
+        while child.group_alive():
+            child.signal_group(signal.SIGKILL)
+            await anyio.sleep(0.02)
+    await child.aclose()

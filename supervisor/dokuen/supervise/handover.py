@@ -1,0 +1,75 @@
+"""The supervisor's half of a re-exec (``daemon:reload``, SIGUSR2): refuse while a deploy
+runs, try the new program, then stop reading the apps' FIFOs, let the log writer catch up
+and ``execve`` (reexec.py). Whatever the apps write meanwhile waits in their FIFOs for the
+new image, which adopts them (keeper.py): not one line is lost or written twice."""
+
+import contextlib
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+import structlog
+
+from dokuen import reexec
+from dokuen.errors import DokuenError, explain
+from dokuen.supervise.keeper import Keeper
+from dokuen.supervise.logmux import LogMux
+
+log = structlog.get_logger()
+
+SETTLE = 0.01  # seconds for every pump to hand the log what it has read
+REPLY = 0.05  # seconds for the reply to reach the client before the socket goes
+
+
+class Handover:
+    """What the daemon hands to the next image of itself, and when."""
+
+    def __init__(
+        self,
+        keeper: Keeper | None,
+        mux: LogMux,
+        environ: Callable[[], dict[str, str]],
+        deploying: Callable[[], list[str]],
+        reloading: Callable[[], None],
+        ready: Callable[[], None],
+    ) -> None:
+        self._keeper = keeper
+        self._mux = mux
+        self._environ = environ
+        self._deploying = deploying
+        self._reloading = reloading
+        self._ready = ready
+
+    async def request(self, group: anyio.abc.TaskGroup) -> None:
+        """Check that a re-exec may happen now and start it in ``group``; DokuenError (one
+        line) when it must not (a deploy runs, the new program does not start)."""
+        if busy := self._deploying():
+            raise DokuenError(
+                f"{', '.join(busy)} is deploying; run dokuenctl daemon:reload once it is done"
+            )
+        argv, environ = reexec.command_line(), self._environ()
+        if problem := await anyio.to_thread.run_sync(reexec.check, argv, environ):
+            log.error("daemon.reexec_refused", error=problem)
+            raise DokuenError(problem)
+        group.start_soon(self._replace, argv, environ)
+
+    def on_signal(self, group: anyio.abc.TaskGroup) -> None:
+        """SIGUSR2 (``systemctl reload``): the same, its refusal in the log."""
+        group.start_soon(self._signalled, group)
+
+    async def _signalled(self, group: anyio.abc.TaskGroup) -> None:
+        with contextlib.suppress(DokuenError):  # logged by request
+            await self.request(group)
+
+    async def _replace(self, argv: list[str], environ: dict[str, str]) -> None:
+        await anyio.sleep(REPLY)
+        self._reloading()
+        if self._keeper is not None:
+            self._keeper.frozen = True
+        await anyio.sleep(SETTLE)
+        await self._mux.drained()
+        error = reexec.execute(argv, environ)
+        if self._keeper is not None:  # still the old image: it goes on as it was
+            self._keeper.frozen = False
+        log.error("daemon.reexec_failed", error=explain(error))
+        self._ready()

@@ -1,0 +1,261 @@
+"""Processes that outlive their dokuend: each one's output goes to a named pipe (FIFO)
+instead of an anonymous pipe, and each one is written down (record.py), so that a dokuend
+started after a ``kill -9`` or a re-exec adopts it, output and all.
+
+Why a FIFO: an anonymous pipe's read end dies with the daemon, and then the process gets
+EPIPE (or SIGPIPE) on its next line. The child gets the FIFO opened read-write, so the pipe
+always has a reader (itself: it never gets EPIPE) and the kernel keeps whatever it writes
+while no daemon reads (up to the pipe's size, raised to ``PIPE_SIZE``; past that the
+process blocks on its writes, it loses nothing). The daemon reads it ``O_RDONLY|O_NONBLOCK``
+and a new daemon opens it again by its path and drains what waited. End of file comes when
+the last writer (the process and whatever inherited its output) is gone. No systemd is
+needed (its FDSTORE would keep anonymous pipes only while systemd itself runs us).
+"""
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import anyio
+import psutil
+import structlog
+
+from dokuen.isolate.cgroups import Cgroups, Group
+from dokuen.supervise import reaper
+from dokuen.supervise.record import ProcessRecord, Records, ensure_private, start_time
+from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild, _OsChild
+from dokuen.supervise.streams import Stdio
+
+log = structlog.get_logger()
+
+PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size
+# An adopted process that is not our child: its exit status went to its new parent (init).
+UNKNOWN_STATUS = 255
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class Fifo:
+    """The daemon's read end of one process's named pipe."""
+
+    def __init__(self, path: Path, reader: int) -> None:
+        self.path = path
+        self._reader = reader
+
+    @classmethod
+    def make(cls, path: Path) -> "tuple[Fifo, int]":
+        """A new FIFO at ``path``: the daemon's reader, and the read-write end for the child
+        (the caller closes it once the child has it)."""
+        os.mkfifo(path, 0o600)
+        child_end = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # a smaller pipe still works
+            fcntl.fcntl(child_end, F_SETPIPE_SZ, PIPE_SIZE)
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        return cls(path, reader), child_end
+
+    @classmethod
+    def reopen(cls, path: Path) -> "Fifo | None":
+        """The reader of a FIFO a dead daemon left; None when it is gone."""
+        try:
+            return cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        except OSError:
+            return None
+
+    async def read(self, max_bytes: int, keeper: "Keeper") -> bytes:
+        """The next bytes; b"" once no writer is left. Holds while the keeper is frozen."""
+        while True:
+            while keeper.frozen:  # a re-exec: what is not read yet stays in the pipe
+                await anyio.sleep(3600)
+            if self._reader < 0:
+                return b""
+            try:
+                return os.read(self._reader, max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(self._reader)
+
+    def close(self) -> None:
+        if self._reader >= 0:
+            os.close(self._reader)
+            self._reader = -1
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
+class KeptChild:
+    """A child we spawned, its output on a FIFO, its record on disk while it lives."""
+
+    def __init__(
+        self,
+        inner: "PidfdChild | LoopChild",
+        fifo: Fifo,
+        record: ProcessRecord,
+        keeper: "Keeper",
+    ) -> None:
+        self.pid = inner.pid
+        self.inner = inner
+        self.fifo = fifo
+        self.record = record
+        self._keeper = keeper
+
+    async def read(self, max_bytes: int) -> bytes:
+        return await self.fifo.read(max_bytes, self._keeper)
+
+    async def wait(self) -> int:
+        return await self.inner.wait()
+
+    def signal_group(self, signum: int) -> None:
+        self.inner.signal_group(signum)
+
+    def group_alive(self) -> bool:
+        return self.inner.group_alive()
+
+    def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
+        return self.inner.leftovers(app, dyno)
+
+    async def aclose(self) -> None:
+        self.fifo.close()
+        self._keeper.records.remove(self.record)
+        await self.inner.aclose()
+
+
+class AdoptedChild(_OsChild):
+    """A process an earlier dokuend of this home started (or this one, before a re-exec),
+    watched through a pidfd since it may not be our child any more."""
+
+    def __init__(
+        self, record: ProcessRecord, keeper: "Keeper", pidfd: int, cgroup: Group | None
+    ) -> None:
+        super().__init__(record.pid, keeper.spawner, cgroup)
+        self.record = record
+        self._keeper = keeper
+        self._pidfd = pidfd
+        self.fifo = Fifo.reopen(Path(record.fifo)) if record.fifo else None
+        keeper.spawner.live.add(self.pid)  # ours again after a re-exec: the reaper keeps off
+
+    async def read(self, max_bytes: int) -> bytes:
+        return b"" if self.fifo is None else await self.fifo.read(max_bytes, self._keeper)
+
+    async def wait(self) -> int:
+        await anyio.wait_readable(self._pidfd)  # it exited
+        try:
+            _, status = os.waitpid(self.pid, 0)  # noqa: ASYNC222 (a zombie: at once)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # init's child now: its status is init's to read
+            code = UNKNOWN_STATUS
+        self._keeper.spawner.live.discard(self.pid)
+        return code
+
+    def group_alive(self) -> bool:
+        if self.cgroup is not None:
+            return super().group_alive()
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return any(reaper.in_group(p, self.pid) for p in psutil.process_iter())
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._pidfd)
+        if self.fifo is not None:
+            self.fifo.close()
+        self._keeper.records.remove(self.record)
+        await self._discard_cgroup()
+
+
+class Keeper:
+    """Spawns kept children and adopts recorded ones, for one home's run directory."""
+
+    def __init__(self, run: Path, spawner: OsSpawner) -> None:
+        self.run = run
+        self.records = Records(run / "processes")
+        self.fifos = run / "fifo"
+        self.spawner = spawner
+        self.frozen = False  # set just before a re-exec: no more reads
+
+    async def spawn(
+        self,
+        command: str,
+        env: dict[str, str],
+        cwd: Path,
+        *,
+        user: int | None,
+        cgroup: Group | None,
+        meta: dict[str, Any],
+    ) -> KeptChild:
+        """Start ``command`` as the spawner does, its output on a new FIFO, and record it
+        (``meta``: app, name, release, port)."""
+        ensure_private(self.fifos)
+        path = self.fifos / f"{meta['app']}.{meta['name']}.{time.monotonic_ns()}"
+        fifo, child_end = Fifo.make(path)
+        try:
+            inner = await self.spawner(
+                command, env, cwd, user=user, cgroup=cgroup, stdio=Stdio(output=child_end)
+            )
+        except BaseException:
+            fifo.close()
+            raise
+        finally:
+            os.close(child_end)
+        started = start_time(inner.pid)
+        record = ProcessRecord(
+            pid=inner.pid,
+            start=started if started is not None else -1,
+            cgroup=str(inner.cgroup.name) if inner.cgroup is not None else None,
+            fifo=str(path),
+            **meta,
+        )
+        self.records.write(record)
+        return KeptChild(inner, fifo, record, self)
+
+    def adopt(self, record: ProcessRecord, cgroups: Cgroups | None) -> AdoptedChild | None:
+        """Take over the recorded process when it is still the very same one; else None."""
+        try:
+            pidfd = os.pidfd_open(record.pid)
+        except OSError:
+            return None
+        # Checked after the pidfd is open: the pidfd now pins this process, not a reuse.
+        if start_time(record.pid) != record.start:
+            os.close(pidfd)
+            return None
+        group = None
+        if record.cgroup is not None and cgroups is not None:
+            group = Group(cgroups.layout, PurePosixPath(record.cgroup))
+        return AdoptedChild(record, self, pidfd, group)
+
+    def forget(self, record: ProcessRecord) -> None:
+        """Drop the record and the FIFO of a process that is gone or was stopped."""
+        self.records.remove(record)
+        if record.fifo:
+            with contextlib.suppress(OSError):
+                os.unlink(record.fifo)
+
+    def stop(self, record: ProcessRecord, grace: float) -> bool:
+        """Stop a recorded process that is not wanted (blocking: run it in a thread).
+        SIGTERM to its group, SIGKILL after ``grace``. True if it was still running."""
+        running = record.alive()
+        if running:
+            with contextlib.suppress(OSError):
+                os.killpg(record.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _group_runs(record.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with contextlib.suppress(OSError):
+                os.killpg(record.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(record.pid, os.WNOHANG)
+        self.forget(record)
+        return running
+
+
+def _group_runs(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except OSError:
+        return False
+    return any(reaper.in_group(p, pgid) for p in psutil.process_iter())
