@@ -6,7 +6,7 @@ import json
 import os
 import re
 import signal
-import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -96,8 +96,27 @@ def nginx_pid(daemon: Dokuen) -> int | None:
     return int(pid) if pid else None
 
 
+def started_at(daemon: Dokuen) -> float | None:
+    """When the dokuend image that answers now started; None while none answers."""
+    result = daemon.ctl("status", "--json", check=False)
+    return float(json.loads(result.stdout)["started"]) if result.returncode == 0 else None
+
+
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Dokuen, int]]:
+def entry(tmp_path: Path) -> Path:
+    """dokuend's entry point as a file of this test's own, which a test may break (a bad
+    upgrade) without touching the environment other tests share."""
+    script = tmp_path / "dokuend-entry.py"
+    script.write_text(
+        "import sys\nfrom dokuen.cli.dokuend import main\n\n"
+        "if sys.argv[1:2] and sys.argv[1].endswith('/dokuend'):\n"
+        "    del sys.argv[1]  # the fixture's own dokuend path\nmain()\n"
+    )
+    return script
+
+
+@pytest.fixture
+def served(tmp_path: Path, entry: Path) -> Iterator[tuple[Dokuen, int]]:
     """A dokuend with nginx in front and ``blog`` deployed: web.1, clock.1 and clock.2."""
     port = free_port_block(1)[0]
     daemon = Dokuen(
@@ -108,6 +127,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Dokuen, int]]:
             "DOKUEN_HTTP_PORT": str(port),
             "DOKUEN_HTTP_ADDR": "127.0.0.1",
         },
+        launcher=(sys.executable, str(entry)),
     )
     daemon.start()
     try:
@@ -132,7 +152,8 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
     along), stops clock.2 (no longer in the formation) and loses no line."""
     daemon, port = served
     before, master = pids(daemon), nginx_pid(daemon)
-    assert daemon.process is not None and master is not None
+    assert daemon.process is not None
+    assert master is not None
     load = Load(port, "blog.localhost")
     load.start()
     daemon.process.send_signal(signal.SIGKILL)
@@ -142,7 +163,8 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
     formation.write_text(json.dumps({"web": 1, "clock": 1}))
     written_while_dead = len(ticks(daemon.log(), "clock.1"))
     time.sleep(1.0)  # the apps serve and write with no daemon at all
-    assert psutil.pid_exists(before["web.1"]) and psutil.pid_exists(master)
+    assert psutil.pid_exists(before["web.1"])
+    assert psutil.pid_exists(master)
     daemon.start()
     wait_for(lambda: len(daemon.ps("blog")) == 2 or None, "the formation of two")
     after = pids(daemon)
@@ -155,8 +177,9 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
     assert set(results) == {"200"}, results
     # The ~200 lines clock.1 wrote with no daemon waited in its FIFO and are in the log.
     last = wait_for(
-        lambda: (n := assert_every_tick_once(daemon.log(), "clock.1")) > written_while_dead + 150
-        and n,
+        lambda: (
+            (n := assert_every_tick_once(daemon.log(), "clock.1")) > written_while_dead + 150 and n
+        ),
         "clock.1's lines from while no daemon ran",
     )
     assert last
@@ -173,3 +196,85 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
     assert not psutil.pid_exists(before["web.1"]) or (
         psutil.Process(before["web.1"]).status() == psutil.STATUS_ZOMBIE
     )
+
+
+def test_daemon_reload_re_executes_in_place_under_load(served: tuple[Dokuen, int]) -> None:
+    """``daemon:reload``: a new dokuend image in the same process; every app process, the
+    nginx master and the port stay, 0 failed requests, 0 lost or doubled log lines."""
+    daemon, port = served
+    assert daemon.process is not None
+    before, master = pids(daemon), nginx_pid(daemon)
+    started = json.loads(daemon.ctl("status", "--json").stdout)["started"]
+    load = Load(port, "blog.localhost")
+    load.start()
+    time.sleep(0.3)
+    result = daemon.ctl("daemon:reload")
+    assert re.fullmatch(r"dokuend \S+ re-executed \(pid \d+\) in [\d.]+s\n", result.stdout)
+    status = json.loads(daemon.ctl("status", "--json").stdout)
+    assert status["pid"] == daemon.process.pid  # the same process, a new image
+    assert status["started"] != started
+    assert pids(daemon) == before
+    assert nginx_pid(daemon) == master
+    time.sleep(0.3)
+    results = load.stop()
+    assert set(results) == {"200"}, results
+    assert sum(results.values()) > 20
+    for dyno in ("clock.1", "clock.2"):
+        count = len(ticks(daemon.log(), dyno))
+        wait_for(lambda d=dyno, c=count: assert_every_tick_once(daemon.log(), d) > c + 20, dyno)
+    # Still supervised as children: an exit is seen with its real status and restarted.
+    os.kill(before["clock.2"], signal.SIGKILL)
+    wait_for(lambda: "blog[dokuen]: clock.2 killed by SIGKILL" in daemon.log(), "the exit")
+    wait_for(lambda: pids(daemon).get("clock.2") not in (None, before["clock.2"]), "restart")
+    # A second reload works as well, and SIGUSR2 does the same.
+    daemon.process.send_signal(signal.SIGUSR2)
+    wait_for(lambda: started_at(daemon) not in (None, status["started"]), "the re-exec on SIGUSR2")
+    assert pids(daemon)["web.1"] == before["web.1"]
+    assert daemon.terminate() == 0
+
+
+def test_a_failing_new_dokuend_is_refused_and_the_old_one_goes_on(
+    served: tuple[Dokuen, int], entry: Path
+) -> None:
+    """A broken upgrade (the new program does not start) is reported in one line; the
+    running dokuend, its apps and nginx are untouched."""
+    daemon, _port = served
+    before = pids(daemon)
+    entry.write_text("raise SystemExit('this dokuend upgrade is broken')\n")
+    result = daemon.ctl("daemon:reload", check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: the new dokuend does not start (this dokuend upgrade is broken); fix the "
+        "installation and try again\n"
+    )
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert pids(daemon) == before
+    assert daemon.ctl("status").returncode == 0
+
+
+def test_a_restart_has_no_404_window(served: tuple[Dokuen, int]) -> None:
+    """A clean restart (SIGTERM, start): while nginx is up, blog never answers 404, and it
+    answers 200 as soon as its process is up (no wait for other apps' checks)."""
+    daemon, port = served
+    load = Load(port, "blog.localhost")
+    load.start()
+    assert daemon.terminate() == 0
+    daemon.start()
+    wait_for(lambda: answers(port, "blog.localhost"), "blog through nginx again")
+    results = load.stop()
+    assert "404" not in results, results
+    assert results["200"] > 0
+
+
+def test_the_nginx_master_killed_is_noticed_and_replaced(served: tuple[Dokuen, int]) -> None:
+    """kill -9 of the master while its workers hold the pipe and the port: the workers
+    are ended, a new master binds and serves."""
+    daemon, port = served
+    master = nginx_pid(daemon)
+    assert master is not None
+    workers = psutil.Process(master).children()
+    assert workers
+    os.kill(master, signal.SIGKILL)
+    wait_for(lambda: (pid := nginx_pid(daemon)) and pid != master, "a new nginx master")
+    wait_for(lambda: answers(port, "blog.localhost"), "blog through the new master")
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

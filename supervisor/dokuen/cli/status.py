@@ -130,9 +130,7 @@ def daemon_reload(client: Client, timeout: float) -> None:
             continue
         if info.get("started") != old["started"]:
             took = time.monotonic() - began
-            client.echo(
-                f"dokuend re-executed (pid {info['pid']}, {info['version']}) in {took:.1f}s"
-            )
+            client.echo(f"dokuend {info['version']} re-executed (pid {info['pid']}) in {took:.1f}s")
             return
     raise DokuenError(
         f"dokuend did not answer within {timeout:g}s of its re-exec (see its log: "
