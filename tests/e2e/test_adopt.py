@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -221,7 +222,11 @@ def test_daemon_reload_re_executes_in_place_under_load(served: tuple[Dokuen, int
     assert sum(results.values()) > 20
     for dyno in ("clock.1", "clock.2"):
         count = len(ticks(daemon.log(), dyno))
-        wait_for(lambda d=dyno, c=count: assert_every_tick_once(daemon.log(), d) > c + 20, dyno)
+
+        def more(dyno: str = dyno, count: int = count) -> bool:
+            return assert_every_tick_once(daemon.log(), dyno) > count + 20
+
+        wait_for(more, f"{dyno}'s lines after the re-exec")
     # Still supervised as children: an exit is seen with its real status and restarted.
     os.kill(before["clock.2"], signal.SIGKILL)
     wait_for(lambda: "blog[dokuen]: clock.2 killed by SIGKILL" in daemon.log(), "the exit")
@@ -278,3 +283,59 @@ def test_the_nginx_master_killed_is_noticed_and_replaced(served: tuple[Dokuen, i
     wait_for(lambda: (pid := nginx_pid(daemon)) and pid != master, "a new nginx master")
     wait_for(lambda: answers(port, "blog.localhost"), "blog through the new master")
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_a_build_a_killed_dokuend_left_is_killed_and_its_release_discarded(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    """kill -9 of dokuend in the middle of a build: the pusher sees the connection drop,
+    the next dokuend kills the build's processes and removes the half-made release."""
+    marker = f"97{os.getpid() % 1000:03d}3"
+    pack = tmp_path / "pack"
+    (pack / "bin").mkdir(parents=True)
+    for name, body in {
+        "detect": "echo Slow",
+        "compile": f'echo "-----> compiling"; mkdir -p "$1/half"; sleep {marker}',
+        "release": "echo '--- {}'",
+    }.items():
+        (pack / "bin" / name).write_text(f"#!/bin/sh\n{body}\n")
+        (pack / "bin" / name).chmod(0o755)
+    dokuen.ctl("apps:create", "blog")
+    dokuen.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    source = write_app(tmp_path / "src", "web: python3 envserver.py\n")
+    deploy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dokuenctl"), "deploy", "blog", str(source)],
+        env=dokuen.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: sleeping(marker), "the build to be compiling")
+        releases = dokuen.home / "apps/blog/releases"
+        assert [p.name for p in releases.iterdir()] == ["v1"]  # half made
+        assert dokuen.process is not None
+        dokuen.process.send_signal(signal.SIGKILL)
+        dokuen.process.wait()
+        dokuen.process = None
+        _out, err = deploy.communicate(timeout=30)
+        assert deploy.returncode != 0
+        assert err.startswith("error: ")
+        dokuen.start()
+        wait_for(lambda: not sleeping(marker), "the orphaned build to be killed")
+        assert list(releases.iterdir()) == []
+        assert dokuen.ctl("releases", "blog", "--json").stdout.strip() == "[]"
+        assert "blog[dokuen]: discarded v1, a build that never finished" in dokuen.log()
+    finally:
+        deploy.kill()
+        deploy.wait()
+        for process in sleeping(marker):
+            process.kill()
+
+
+def sleeping(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] == ["sleep", marker]:
+            found.append(process)
+    return found

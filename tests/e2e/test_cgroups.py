@@ -260,9 +260,11 @@ def test_bad_limits_are_refused_at_config_set(dokuen: Dokuen) -> None:
     assert "DOKUEN_MEMORY_LIMIT" not in dokuen.ctl("config", "blog").stdout
 
 
-def test_a_new_daemon_kills_what_a_killed_one_left_running(
+def test_a_new_daemon_adopts_or_kills_what_a_killed_one_left_running(
     daemon: Dokuen, tmp_path: Path, mode: str
 ) -> None:
+    """The process the formation still wants is adopted in its cgroup (same pid); once the
+    formation no longer wants it, the next dokuend kills it, group and all."""
     marker = _marker()
     daemon.deploy("orphan", write_app(tmp_path / "src", f"worker: exec sleep 4{marker}\n"))
     wait_for(lambda: leftover_processes(marker), "the process")
@@ -273,9 +275,16 @@ def test_a_new_daemon_kills_what_a_killed_one_left_running(
     (old,) = leftover_processes(marker)
     daemon.start()
     wait_for(lambda: daemon.running("orphan", 1), "the app restored")
-    (new,) = leftover_processes(marker)
-    assert new.pid != old.pid
+    assert [p.pid for p in leftover_processes(marker)] == [old.pid]  # adopted, not copied
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait()
+    daemon.process = None
+    (daemon.home / "apps/orphan/formation.json").write_text('{"worker": 0}\n')
+    daemon.start()
+    wait_for(lambda: not leftover_processes(marker), "the unwanted process killed")
     assert not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
+    assert daemon.ps("orphan") == []
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
 from dokuen.errors import explain
 from dokuen.proxy.driver import NGINX_APP
+from dokuen.supervise import reaper
 from dokuen.supervise.formation import expand
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.record import ProcessRecord
@@ -110,6 +111,21 @@ async def adopt_all(apps: Mapping[str, App], runtime: Runtime, grace: float) -> 
     kept = await _offer(apps, keeper, grace) if keeper is not None else set()
     if cgroups is not None and not await anyio.to_thread.run_sync(cgroups.clear_except, kept):
         log.warning("cgroups.leftovers", group=str(cgroups.root.name))
+    for app in apps.values():  # after the build's processes are gone: its half release
+        await anyio.to_thread.run_sync(_discard_builds, app, cgroups is None)
+
+
+def _discard_builds(app: App, kill_uid: bool) -> None:
+    """A build a killed dokuend left: with no cgroup to kill it in, whatever runs as the
+    app's own build uid (its alone) is it; then the half-made release goes."""
+    if kill_uid:
+        with contextlib.suppress(OSError, ValueError):
+            uid = int(app.dir.build_uid_file.read_text(encoding="ascii"))
+            if uid > 0:
+                reaper.kill_uid(uid)
+    for name in releases.discard_unfinished(app.dir):
+        app.runtime.mux.event(app.name, f"discarded {name}, a build that never finished")
+        log.warning("build.discarded", app=app.name, release=name)
 
 
 async def _offer(apps: Mapping[str, App], keeper: Keeper, grace: float) -> set[str]:

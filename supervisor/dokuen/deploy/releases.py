@@ -163,15 +163,24 @@ def start_release(app: AppDir, source: Path) -> Release:
     Later edits to ``source`` change nothing in the release. Until ``finish_release``, the
     release is not listed and nothing runs from it.
     """
+    discard_unfinished(app)
+    release = Release(next_version(app), app.releases / f"v{next_version(app)}")
+    app.releases.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, release.path, symlinks=True, ignore=_IGNORED)
+    return release
+
+
+def discard_unfinished(app: AppDir) -> list[str]:
+    """Remove the builds that never made a release (a build a killed dokuend left half
+    made); return their names."""
+    gone = []
     if app.releases.is_dir():
         for entry in app.releases.iterdir():
             match = _ENTRY.fullmatch(entry.name)
             if match and match[2] is None and _unfinished(app, int(match[1])):
                 discard(Release(int(match[1]), entry))
-    release = Release(next_version(app), app.releases / f"v{next_version(app)}")
-    app.releases.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source, release.path, symlinks=True, ignore=_IGNORED)
-    return release
+                gone.append(entry.name)
+    return gone
 
 
 def _unfinished(app: AppDir, version: int) -> bool:
