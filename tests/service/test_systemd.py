@@ -57,8 +57,8 @@ def test_the_system_unit_has_what_the_service_needs() -> None:
     unit = directives(rendered(SYSTEM))
     assert unit["Type"] == ["notify"]
     assert unit["ExecStart"] == [str(DOKUEND)]
-    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
-    assert unit["KillMode"] == ["mixed"]
+    assert unit["ExecReload"] == ["/bin/kill -USR2 $MAINPID"]  # re-exec in place
+    assert unit["KillMode"] == ["process"]  # a crashed dokuend leaves the apps to adopt
     assert unit["Restart"] == ["on-failure"]
     assert unit["StateDirectory"] == ["dokuen"]
     assert unit["Environment"] == ["DOKUEN_HOME=/var/lib/dokuen"]

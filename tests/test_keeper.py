@@ -1,0 +1,85 @@
+"""The FIFOs that carry a process's output across a dokuend crash or re-exec: what is
+written while no daemon reads waits in the pipe, a new reader drains it by path, the
+writer never gets EPIPE, and the end of file comes when the last writer is gone."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from dokuen.supervise.keeper import Fifo, Keeper
+from dokuen.supervise.spawn import OsSpawner
+
+pytestmark = pytest.mark.anyio
+
+WRITER = """\
+import os, signal, sys, time
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # an EPIPE would kill it
+for n in range(1, 2001):
+    sys.stdout.write(f"line {n}\\n")
+    sys.stdout.flush()
+"""
+
+
+async def read_all(fifo: Fifo, keeper: Keeper) -> bytes:
+    chunks = []
+    with anyio.fail_after(20):
+        while chunk := await fifo.read(1 << 16, keeper):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def test_the_writer_never_gets_epipe_while_no_daemon_reads(tmp_path: Path) -> None:
+    path = tmp_path / "out"
+    fifo, child_end = Fifo.make(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER], stdout=child_end)
+    os.close(child_end)
+    fifo.close()  # the daemon dies before it read a byte
+    # SIGPIPE is fatal to it, yet it writes its 2000 lines: it holds a reader itself.
+    assert writer.wait(20) == 0
+
+
+async def test_a_new_reader_drains_what_a_running_writer_left(tmp_path: Path) -> None:
+    keeper = Keeper(tmp_path / "run", OsSpawner())
+    path = tmp_path / "out"
+    fifo, child_end = Fifo.make(path)
+    gate = tmp_path / "gate"
+    program = (
+        WRITER
+        + f"import pathlib\nwhile not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.01)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", program], stdout=child_end)
+    os.close(child_end)
+    os.close(fifo._reader)
+    fifo._reader = -1
+    again = Fifo.reopen(path)
+    assert again is not None
+    while True:  # the 2000 lines are all written into the pipe with no reader at all
+        with anyio.move_on_after(0.05):
+            await anyio.wait_readable(again._reader)
+            break
+    gate.touch()
+    data = await read_all(again, keeper)
+    assert writer.wait(20) == 0
+    assert data.decode().splitlines() == [f"line {n}" for n in range(1, 2001)]
+    again.close()
+    assert not path.exists()
+
+
+async def test_a_frozen_keeper_reads_nothing_until_thawed(tmp_path: Path) -> None:
+    keeper = Keeper(tmp_path / "run", OsSpawner())
+    fifo, child_end = Fifo.make(tmp_path / "out")
+    os.write(child_end, b"held\n")
+    keeper.frozen = True
+    with anyio.move_on_after(0.2) as waited:
+        await fifo.read(100, keeper)
+    assert waited.cancelled_caught
+    keeper.frozen = False
+    assert await fifo.read(100, keeper) == b"held\n"
+    os.close(child_end)
+    assert await fifo.read(100, keeper) == b""
+    fifo.close()
