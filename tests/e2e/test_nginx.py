@@ -295,7 +295,8 @@ def test_changes_that_arrive_together_cost_one_reload(proxied: Dokuen, apps_dir:
     assert proxied.log().count("nginx[dokuen]: reloaded") == reloads + 1
     conf = (proxied.home / "nginx/apps/blog.conf").read_text()
     assert conf.count("server 127.0.0.1:") == 10
-    # A boot with several apps: one reload for all of them, after every one is up.
+    # A boot with several apps: each reaches nginx whole (all ten of blog's web processes
+    # in one reload) as soon as it is up, without waiting for the others' health checks.
     for name in ("shop", "wiki", "notes"):
         proxied.deploy(name, write_app(apps_dir / name, WEB))
     assert proxied.terminate() == 0
@@ -308,8 +309,8 @@ def test_changes_that_arrive_together_cost_one_reload(proxied: Dokuen, apps_dir:
     wait_for(lambda: "nginx[dokuen]: reloaded" in since_boot(), "the boot's reload")
     wait_for(lambda: env_via(port, "notes.localhost"), "the last app through nginx")
     boot = since_boot()
-    assert boot.count("nginx[dokuen]: reloaded (4 apps)") == 1
-    assert boot.count("nginx[dokuen]: reloaded") == 1
+    assert 1 <= boot.count("nginx[dokuen]: reloaded (4 apps)") <= 4
+    assert boot.count("nginx[dokuen]: reloaded") == boot.count("reloaded (4 apps)")
     for name in ("blog", "shop", "wiki", "notes"):
         assert env_via(port, f"{name}.localhost") is not None
 

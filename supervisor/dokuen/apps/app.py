@@ -287,7 +287,7 @@ class App:
         await self._stop_slots(stopped)
         if swapped:
             await self._swap(swapped, [make(wanted[old.spec.name], None) for old in swapped])
-        async with self.runtime.proxy_batch():  # new web processes: one nginx reload
+        async with self.runtime.proxy_batch(self.name):  # new web processes: one reload
             fresh = []
             for spec in specs:
                 if spec.name not in self._slots:
@@ -301,9 +301,9 @@ class App:
                         del self._slots[spec.name]
                         raise
                     fresh.append(slot)
-        for slot in fresh:  # outside the batch: other apps' changes reach nginx meanwhile
-            if slot.config.health is not None:
-                await slot.settled.wait()
+            for slot in fresh:
+                if slot.config.health is not None:
+                    await slot.settled.wait()
 
     def _slot_maker(
         self, release: releases.Release

@@ -30,7 +30,10 @@ class Runtime:
     proxy_changed: Callable[[], None] = lambda: None  # a web process came, went or moved
     proxy_sync: Callable[[], Awaitable[None]] = anyio.lowlevel.checkpoint  # nginx caught up
     proxied: bool = False  # nginx is in front: web processes are health-checked and swapped
-    proxy_batch: Callable[[], AbstractAsyncContextManager[None]] = contextlib.nullcontext
+    # Holds one app's nginx changes until the batch ends (proxy/driver.py).
+    proxy_batch: Callable[[str], AbstractAsyncContextManager[None]] = lambda _app: (
+        contextlib.nullcontext()
+    )
     builder: Builder | None = None  # None: a daemon of fakes, which cannot build
     cgroups: Cgroups | None = None  # None: no cgroups (status says why)
     keeper: Keeper | None = None  # FIFOs and records, so processes outlive a dokuend

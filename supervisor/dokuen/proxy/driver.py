@@ -109,8 +109,7 @@ class NginxProxy:
         self._error: DokuenError | None = None
         self._error_generation = -1
         self._done = anyio.Event()
-        self._holds = 0
-        self._released = anyio.Event()
+        self._held: dict[str, int] = {}  # apps in a batch: how many batches each
         self._live: dict[str, str] = {}
         self.master_pid: int | None = None
         self.keeper: Keeper | None = None  # records the master, so a new dokuend adopts it
@@ -141,17 +140,18 @@ class NginxProxy:
         self._dirty.set()
 
     @contextlib.asynccontextmanager
-    async def batch(self) -> AsyncIterator[None]:
-        """Hold applies while a batch of changes happens (a scale of 10, a boot with 20
-        apps): they cost one reload when the last batch ends. Never await sync() inside."""
-        self._holds += 1
+    async def batch(self, app: str) -> AsyncIterator[None]:
+        """Hold one app's changes while a batch of them happens (a scale of 10, its boot):
+        nginx shows the app as it was until the batch ends, then all of it in one reload.
+        Other apps' changes reach nginx meanwhile: no app waits for another's checks."""
+        self._held[app] = self._held.get(app, 0) + 1
         try:
             yield
         finally:
-            self._holds -= 1
-            if not self._holds:
-                self._released.set()
-                self._released = anyio.Event()
+            self._held[app] -= 1
+            if not self._held[app]:
+                del self._held[app]
+                self.changed()
 
     async def sync(self) -> None:
         """Wait until every change so far is applied; raise DokuenError if nginx refused it."""
@@ -192,8 +192,6 @@ class NginxProxy:
                     await self._heal_prefix()
                     continue
                 await anyio.sleep(COALESCE)
-                while self._holds:
-                    await self._released.wait()
                 self._dirty = anyio.Event()
                 generation = self._requested
                 try:
@@ -250,6 +248,7 @@ class NginxProxy:
         sites = self._sites()
         router = self.router is not None
         texts = {site.app: render_site(site, self.managed.listen, router) for site in sites}
+        texts.update((app, self._live[app]) for app in self._held if app in self._live)
         if self.router is not None:
             self.router.update(
                 (site.app, dyno, port)
