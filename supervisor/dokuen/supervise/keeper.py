@@ -50,10 +50,17 @@ class Fifo:
         """A new FIFO at ``path``: the daemon's reader, and the read-write end for the child
         (the caller closes it once the child has it)."""
         os.mkfifo(path, 0o600)
-        child_end = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        with contextlib.suppress(OSError):  # a smaller pipe still works
-            fcntl.fcntl(child_end, F_SETPIPE_SZ, PIPE_SIZE)
-        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        child_end = reader = -1
+        try:
+            child_end = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            with contextlib.suppress(OSError):  # a smaller pipe still works
+                fcntl.fcntl(child_end, F_SETPIPE_SZ, PIPE_SIZE)
+            reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            if child_end >= 0:
+                os.close(child_end)
+            path.unlink()
+            raise
         return cls(path, reader), child_end
 
     @classmethod
@@ -187,12 +194,18 @@ class Keeper:
         user: int | None,
         cgroup: Group | None,
         meta: dict[str, Any],
-    ) -> KeptChild:
+    ) -> "KeptChild | PidfdChild | LoopChild":
         """Start ``command`` as the spawner does, its output on a new FIFO, and record it
-        (``meta``: app, name, release, port)."""
-        ensure_private(self.fifos)
+        (``meta``: app, name, release, port). When no FIFO can be made (a full disk), on an
+        anonymous pipe as before: it runs, it just cannot be adopted after a crash."""
         path = self.fifos / f"{meta['app']}.{meta['name']}.{time.monotonic_ns()}"
-        fifo, child_end = Fifo.make(path)
+        try:
+            ensure_private(self.run)
+            ensure_private(self.fifos)
+            fifo, child_end = Fifo.make(path)
+        except OSError as exc:
+            log.warning("fifo.unavailable", path=str(path), error=str(exc))
+            return await self.spawner(command, env, cwd, user=user, cgroup=cgroup)
         try:
             inner = await self.spawner(
                 command, env, cwd, user=user, cgroup=cgroup, stdio=Stdio(output=child_end)
@@ -214,7 +227,10 @@ class Keeper:
         return KeptChild(inner, fifo, record, self)
 
     def adopt(self, record: ProcessRecord, cgroups: Cgroups | None) -> AdoptedChild | None:
-        """Take over the recorded process when it is still the very same one; else None."""
+        """Take over the recorded process when it is still the very same one; else None
+        (always without pidfds, on macOS: what a dead dokuend left is stopped there)."""
+        if not hasattr(os, "pidfd_open"):
+            return None
         try:
             pidfd = os.pidfd_open(record.pid)
         except OSError:

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
 import structlog
 
 log = structlog.get_logger()
@@ -24,6 +25,13 @@ def start_time(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as stat:
             text = stat.read()
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None  # Linux: no such process
+        try:  # no /proc (macOS): the creation time in hundredths of a second
+            return int(psutil.Process(pid).create_time() * 100)
+        except psutil.Error:
+            return None
     except OSError:
         return None
     # The command (field 2) is in parentheses and may hold spaces or ')': split after it.
