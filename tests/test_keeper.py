@@ -83,3 +83,31 @@ async def test_a_frozen_keeper_reads_nothing_until_thawed(tmp_path: Path) -> Non
     os.close(child_end)
     assert await fifo.read(100, keeper) == b""
     fifo.close()
+
+
+async def test_a_line_cut_by_a_re_exec_is_carried_whole_to_the_next_image(
+    tmp_path: Path,
+) -> None:
+    keeper = Keeper(tmp_path / "run", OsSpawner())
+    path = tmp_path / "out"
+    fifo, child_end = Fifo.make(path)
+    keeper.fifos_open.add(fifo)
+    os.write(child_end, b"one\ntw")
+    assert await fifo.read(100, keeper) == b"one\n"  # whole lines only
+    keeper.frozen = True
+    await anyio.sleep(0.3)  # longer than the hold-back: still kept, since it is frozen
+    keeper.freeze()
+    assert fifo.carry_file.read_bytes() == b"tw"
+    os.write(child_end, b"o\nthree\n")  # the rest arrives while no daemon reads
+    os.close(fifo._reader)
+    fifo._reader = -1
+    thawed = Keeper(tmp_path / "run", OsSpawner())
+    again = Fifo.reopen(path)
+    assert again is not None
+    assert not again.carry_file.exists()
+    assert await again.read(100, thawed) == b"two\nthree\n"
+    os.write(child_end, b"prompt> ")  # no newline ever comes: handed out after a moment
+    assert await again.read(100, thawed) == b"prompt> "
+    os.close(child_end)
+    assert await again.read(100, thawed) == b""
+    again.close()

@@ -11,6 +11,7 @@ import os
 import shlex
 import shutil
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -43,6 +44,8 @@ log = structlog.get_logger()
 COALESCE = 0.02  # seconds to gather changes that arrive together into one reload
 NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified log
 MAX_RESTART_DELAY = 30.0
+FIRST_RESTART_DELAY = 0.5
+SERVED = 1.0  # seconds a master must have run for its death not to count as a failed start
 STOP_TIMEOUT = 10.0
 RELOAD_TIMEOUT = 5.0
 RELOAD_SETTLE = 1.0  # at most this long for old workers to go before sync() returns
@@ -330,7 +333,7 @@ class NginxProxy:
     ) -> None:
         """Keep the nginx master running; restart it (with backoff) if it dies. The first
         master may be one a dead dokuend left (adopted in ``run``)."""
-        delay = 0.5
+        delay = FIRST_RESTART_DELAY
         argv = [self.binary, "-p", str(self.managed.prefix), "-c", str(self.managed.config)]
         while True:
             child: PidfdChild | LoopChild | AdoptedChild | None = self._adopted
@@ -355,8 +358,11 @@ class NginxProxy:
                 self._mux.event(NGINX_APP, f"{started}, pid {child.pid}, port {self.port}")
                 task_status.started()
                 task_status = anyio.TASK_STATUS_IGNORED
+                began = time.monotonic()
                 try:
                     status, output = await watch(child)
+                    if time.monotonic() - began >= SERVED:  # it served: no backoff
+                        delay = FIRST_RESTART_DELAY
                 finally:
                     with anyio.CancelScope(shield=True):
                         await stop_master(child, STOP_TIMEOUT)

@@ -66,7 +66,9 @@ class Handover:
         self._reloading()
         if self._keeper is not None:
             self._keeper.frozen = True
-        await anyio.sleep(SETTLE)
+        await anyio.sleep(SETTLE)  # every pump hands the log what it has read
+        if self._keeper is not None:
+            self._keeper.freeze()  # and the lines it holds back wait in carry files
         await self._mux.drained()
         error = reexec.execute(argv, environ)
         if self._keeper is not None:  # still the old image: it goes on as it was

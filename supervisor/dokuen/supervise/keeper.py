@@ -36,14 +36,24 @@ PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 # An adopted process that is not our child: its exit status went to its new parent (init).
 UNKNOWN_STATUS = 255
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+TAIL_DELAY = 0.1  # seconds a line without its newline is held back for the rest of it
+FROZEN_POLL = 0.05
 
 
 class Fifo:
-    """The daemon's read end of one process's named pipe."""
+    """The daemon's read end of one process's named pipe. It hands out whole lines; a line
+    still without its newline is held back (``TAIL_DELAY`` at most, then handed out as it
+    is) and, on a re-exec, saved beside the FIFO (``.carry``) for the next image, so a
+    line cut in two by the hand-over is never split in the log."""
 
     def __init__(self, path: Path, reader: int) -> None:
         self.path = path
         self._reader = reader
+        self._tail = b""
+
+    @property
+    def carry_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".carry")
 
     @classmethod
     def make(cls, path: Path) -> "tuple[Fifo, int]":
@@ -65,30 +75,69 @@ class Fifo:
 
     @classmethod
     def reopen(cls, path: Path) -> "Fifo | None":
-        """The reader of a FIFO a dead daemon left; None when it is gone."""
+        """The reader of a FIFO a dead daemon left (with the line it carried); None when
+        it is gone."""
         try:
-            return cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            fifo = cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError:
             return None
+        with contextlib.suppress(OSError):
+            fifo._tail = fifo.carry_file.read_bytes()
+            fifo.carry_file.unlink()
+        return fifo
+
+    def save_tail(self) -> None:
+        """Before a re-exec: the line held back goes to the carry file (blocking, small)."""
+        if self._tail:
+            try:
+                descriptor = os.open(self.carry_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(descriptor, "wb") as carry:
+                    carry.write(self._tail)
+            except OSError as exc:
+                log.warning("fifo.carry_failed", path=str(self.carry_file), error=str(exc))
 
     async def read(self, max_bytes: int, keeper: "Keeper") -> bytes:
-        """The next bytes; b"" once no writer is left. Holds while the keeper is frozen."""
+        """The next whole lines (or a line held back for ``TAIL_DELAY``); b"" once no
+        writer is left. Reads nothing while the keeper is frozen (a re-exec)."""
         while True:
-            while keeper.frozen:  # a re-exec: what is not read yet stays in the pipe
-                await anyio.sleep(3600)
+            while keeper.frozen:  # what is not read yet stays in the pipe
+                await anyio.sleep(FROZEN_POLL)
             if self._reader < 0:
                 return b""
             try:
-                return os.read(self._reader, max_bytes)
+                data = os.read(self._reader, max_bytes)
             except BlockingIOError:
-                await anyio.wait_readable(self._reader)
+                if not self._tail:
+                    await anyio.wait_readable(self._reader)
+                    continue
+                with anyio.move_on_after(TAIL_DELAY):
+                    await anyio.wait_readable(self._reader)
+                    continue
+                if keeper.frozen:
+                    continue
+                data, self._tail = self._tail, b""
+                return data
+            if not data:  # no writer left: the last bytes, then the end
+                data, self._tail = self._tail, b""
+                if not data:
+                    return b""
+                return data
+            data = self._tail + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0 and len(data) < max_bytes:
+                self._tail = data
+                continue
+            cut = cut or len(data)
+            self._tail = data[cut:]
+            return data[:cut]
 
     def close(self) -> None:
         if self._reader >= 0:
             os.close(self._reader)
             self._reader = -1
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        for path in (self.path, self.carry_file):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 class KeptChild:
@@ -124,6 +173,7 @@ class KeptChild:
 
     async def aclose(self) -> None:
         self.fifo.close()
+        self._keeper.fifos_open.discard(self.fifo)
         self._keeper.records.remove(self.record)
         await self.inner.aclose()
 
@@ -140,6 +190,8 @@ class AdoptedChild(_OsChild):
         self._keeper = keeper
         self._pidfd = pidfd
         self.fifo = Fifo.reopen(Path(record.fifo)) if record.fifo else None
+        if self.fifo is not None:
+            keeper.fifos_open.add(self.fifo)
         keeper.spawner.live.add(self.pid)  # ours again after a re-exec: the reaper keeps off
 
     async def read(self, max_bytes: int) -> bytes:
@@ -171,6 +223,7 @@ class AdoptedChild(_OsChild):
             os.close(self._pidfd)
         if self.fifo is not None:
             self.fifo.close()
+            self._keeper.fifos_open.discard(self.fifo)
         self._keeper.records.remove(self.record)
         await self._discard_cgroup()
 
@@ -184,6 +237,7 @@ class Keeper:
         self.fifos = run / "fifo"
         self.spawner = spawner
         self.frozen = False  # set just before a re-exec: no more reads
+        self.fifos_open: set[Fifo] = set()  # whose held-back lines a re-exec saves
 
     async def spawn(
         self,
@@ -215,6 +269,7 @@ class Keeper:
             raise
         finally:
             os.close(child_end)
+        self.fifos_open.add(fifo)
         started = start_time(inner.pid)
         record = ProcessRecord(
             pid=inner.pid,
@@ -244,12 +299,19 @@ class Keeper:
             group = Group(cgroups.layout, PurePosixPath(record.cgroup))
         return AdoptedChild(record, self, pidfd, group)
 
+    def freeze(self) -> None:
+        """Stop reading (before a re-exec) and save every line held back for the next image."""
+        self.frozen = True
+        for fifo in self.fifos_open:
+            fifo.save_tail()
+
     def forget(self, record: ProcessRecord) -> None:
         """Drop the record and the FIFO of a process that is gone or was stopped."""
         self.records.remove(record)
         if record.fifo:
-            with contextlib.suppress(OSError):
-                os.unlink(record.fifo)
+            for path in (record.fifo, record.fifo + ".carry"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def stop(self, record: ProcessRecord, grace: float) -> bool:
         """Stop a recorded process that is not wanted (blocking: run it in a thread).
