@@ -64,6 +64,9 @@ def optional_arg(args: dict[str, Any], key: str) -> str | None:
 
 MAX_REQUEST = 1 << 20
 IDLE_TIMEOUT = 60.0  # a client that sends no whole request line in this long is dropped
+# The listening socket's descriptor, handed to the next image by a re-exec. Not DOKUEN_*:
+# it is no setting (an unknown DOKUEN_ setting is an error at start).
+INHERITED_FD = "DOKUEND_CONTROL_FD"
 # Out of descriptors or memory, accept() fails while the connection waits in the backlog:
 # wait a little (the idle timeout frees descriptors) instead of spinning or dying.
 _ACCEPT_RETRY = 0.1
@@ -175,6 +178,26 @@ def prepare_socket_path(path: Path) -> None:
         probe.close()
 
 
+def inherited_listener(path: Path) -> socket.socket | None:
+    """The listening socket an earlier image of this dokuend handed over across its re-exec
+    (``INHERITED_FD``), when it is one listening on ``path``; taken out of the environment."""
+    text = os.environ.pop(INHERITED_FD, None)
+    if not text or not text.isdigit():
+        return None
+    try:
+        sock = socket.socket(fileno=int(text))
+    except OSError:
+        return None
+    try:
+        if sock.family == socket.AF_UNIX and sock.getsockname() == str(path.absolute()):
+            sock.set_inheritable(False)
+            return sock
+    except OSError:
+        pass
+    sock.close()
+    return None
+
+
 async def serve(
     path: Path,
     handler: Handler,
@@ -182,16 +205,24 @@ async def serve(
     group: str | None = None,
     warnings: Warnings = list,
     idle_timeout: float = IDLE_TIMEOUT,
+    listening: Callable[[socket.socket], None] = lambda _sock: None,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``path`` (mode 0600, or 0660 when ``group`` names its group) until cancelled;
     ``warnings`` gives what every reply warns about. A client that sends no request line
     within ``idle_timeout`` seconds is dropped; one that is being answered (a deploy, a
-    ``logs -f``) never is."""
+    ``logs -f``) never is. ``listening`` is told the socket (a re-exec hands it over:
+    clients that connect meanwhile wait in its backlog)."""
     old_umask = os.umask(0o177)  # no window in which the socket is open to others
     try:
-        prepare_socket_path(path)
-        listener = await anyio.create_unix_listener(path)
+        inherited = inherited_listener(path)
+        if inherited is not None:
+            listener: anyio.abc.SocketListener = await anyio.abc.SocketListener.from_socket(
+                inherited
+            )
+        else:
+            prepare_socket_path(path)
+            listener = await anyio.create_unix_listener(path)
     except OSError as exc:
         raise DokuenError(
             f"cannot listen on {path}: {explain(exc)} (set DOKUEN_SOCKET to a path in a "
@@ -199,6 +230,7 @@ async def serve(
         ) from None
     finally:
         os.umask(old_umask)
+    listening(listener.extra(SocketAttribute.raw_socket))
     if group is not None:
         with contextlib.suppress(KeyError, PermissionError):
             os.chown(path, -1, grp.getgrnam(group).gr_gid)

@@ -207,6 +207,7 @@ class Daemon:
                 group=socket_group(),
                 warnings=self.backups.scheduler.warnings,
                 idle_timeout=self.settings.control_timeout,
+                listening=self.handover.listening,
             )
             await root.start(listen, self.settings.socket, self.handle)
             if isinstance(spawner := self.runtime.spawner, OsSpawner):

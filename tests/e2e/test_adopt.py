@@ -208,8 +208,24 @@ def test_daemon_reload_re_executes_in_place_under_load(served: tuple[Dokuen, int
     started = json.loads(daemon.ctl("status", "--json").stdout)["started"]
     load = Load(port, "blog.localhost")
     load.start()
+    socket_inode = (daemon.home / "dokuend.sock").stat().st_ino
+    asked: list[int] = []  # dokuenctl status exit codes while the reload runs
+    halt = threading.Event()
+
+    def ask() -> None:
+        while not halt.is_set():
+            asked.append(daemon.ctl("status", check=False).returncode)
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
     time.sleep(0.3)
     result = daemon.ctl("daemon:reload")
+    halt.set()
+    asker.join(60)
+    # The control socket itself was handed over: a client never found it missing.
+    assert asked
+    assert set(asked) == {0}, asked
+    assert (daemon.home / "dokuend.sock").stat().st_ino == socket_inode
     assert re.fullmatch(r"dokuend \S+ re-executed \(pid \d+\) in [\d.]+s\n", result.stdout)
     status = json.loads(daemon.ctl("status", "--json").stdout)
     assert status["pid"] == daemon.process.pid  # the same process, a new image

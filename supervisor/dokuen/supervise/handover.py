@@ -4,6 +4,7 @@ and ``execve`` (reexec.py). Whatever the apps write meanwhile waits in their FIF
 new image, which adopts them (keeper.py): not one line is lost or written twice."""
 
 import contextlib
+import socket
 from collections.abc import Callable
 
 import anyio
@@ -11,6 +12,7 @@ import anyio.abc
 import structlog
 
 from dokuen import reexec
+from dokuen.control import INHERITED_FD
 from dokuen.errors import DokuenError, explain
 from dokuen.supervise.keeper import Keeper
 from dokuen.supervise.logmux import LogMux
@@ -39,6 +41,11 @@ class Handover:
         self._deploying = deploying
         self._reloading = reloading
         self._ready = ready
+        self._listener: socket.socket | None = None
+
+    def listening(self, sock: socket.socket) -> None:
+        """The control socket: the next image inherits it, so no client is refused."""
+        self._listener = sock
 
     async def request(self, group: anyio.abc.TaskGroup) -> None:
         """Check that a re-exec may happen now and start it in ``group``; DokuenError (one
@@ -70,7 +77,12 @@ class Handover:
         if self._keeper is not None:
             self._keeper.freeze()  # and the lines it holds back wait in carry files
         await self._mux.drained()
+        if self._listener is not None:
+            self._listener.set_inheritable(True)
+            environ = {**environ, INHERITED_FD: str(self._listener.fileno())}
         error = reexec.execute(argv, environ)
+        if self._listener is not None:
+            self._listener.set_inheritable(False)
         if self._keeper is not None:  # still the old image: it goes on as it was
             self._keeper.frozen = False
         log.error("daemon.reexec_failed", error=explain(error))
