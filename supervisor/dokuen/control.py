@@ -178,19 +178,31 @@ def prepare_socket_path(path: Path) -> None:
         probe.close()
 
 
+_handed_over: list[int] = []  # the descriptor seal_inherited took, for serve
+
+
+def seal_inherited() -> None:
+    """First thing at start, before anything is spawned: the control socket an earlier
+    image handed over (``INHERITED_FD``) is made close-on-exec and its variable taken out
+    of the environment, so no child (an app, nginx, PostgreSQL) ever holds it."""
+    text = os.environ.pop(INHERITED_FD, "")
+    if text.isdigit():
+        with contextlib.suppress(OSError):
+            os.set_inheritable(int(text), False)
+            _handed_over.append(int(text))
+
+
 def inherited_listener(path: Path) -> socket.socket | None:
-    """The listening socket an earlier image of this dokuend handed over across its re-exec
-    (``INHERITED_FD``), when it is one listening on ``path``; taken out of the environment."""
-    text = os.environ.pop(INHERITED_FD, None)
-    if not text or not text.isdigit():
+    """The listening socket an earlier image of this dokuend handed over across its re-exec,
+    when it is one listening on ``path``."""
+    if not _handed_over:
         return None
     try:
-        sock = socket.socket(fileno=int(text))
+        sock = socket.socket(fileno=_handed_over.pop())
     except OSError:
         return None
     try:
         if sock.family == socket.AF_UNIX and sock.getsockname() == str(path.absolute()):
-            sock.set_inheritable(False)
             return sock
     except OSError:
         pass

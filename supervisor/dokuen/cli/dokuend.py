@@ -21,6 +21,7 @@ import click
 import structlog
 
 from dokuen import __version__
+from dokuen.control import seal_inherited
 from dokuen.daemon import Daemon
 from dokuen.errors import DokuenError, explain, leaf
 from dokuen.homelock import lock_home
@@ -118,6 +119,7 @@ def configure_logging(verbose: bool) -> None:
 @click.version_option(__version__, prog_name="dokuend")
 def main(home: Path | None, verbose: bool) -> None:
     """Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT."""
+    seal_inherited()  # a re-exec's control socket: no child may inherit it
     keep_standard_descriptors()
     configure_logging(verbose)
     try:
