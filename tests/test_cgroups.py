@@ -131,3 +131,35 @@ def test_usage_and_limits_where_the_controllers_are(cgroups: Cgroups) -> None:
     else:
         assert memory is None
     assert group.oom_kills() == 0
+
+
+def test_clearing_all_but_the_adopted_groups(cgroups: Cgroups, tmp_path: Path) -> None:
+    """What a new dokuend does at start: every group emptied and removed but those of the
+    processes it adopted, and new groups numbered past them (never the same name twice)."""
+    kept, other = cgroups.process("blog", "web.1"), cgroups.process("blog", "web.2")
+    build, gone_app = cgroups.build("blog"), cgroups.process("gone", "web.1")
+    children = []
+    for group in (kept, other, build, gone_app):
+        group.create()
+        children.append(subprocess.Popen([*cgroups.entry(group, None), "sleep", "600"]))
+    try:
+        deadline = time.monotonic() + 10
+        while not all(g.pids() for g in (kept, other, build, gone_app)):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # A new dokuend's own Cgroups, whose count of lives starts again from 0.
+        fresh = Cgroups(cgroups.layout, cgroups.home, cgroups.setpriv)
+        assert fresh.clear_except({str(kept.name)})
+        for child in children[1:]:
+            assert child.wait(5) == -9
+        assert children[0].poll() is None  # the adopted one runs on
+        assert kept.pids() == {children[0].pid}
+        for group in (other, build, gone_app):
+            assert not any(d.exists() for d in group.directories())
+        assert int(fresh.process("blog", "web.1").name.name.rsplit(".", 1)[1]) > int(
+            kept.name.name.rsplit(".", 1)[1]
+        )
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
