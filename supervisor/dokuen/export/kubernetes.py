@@ -57,8 +57,15 @@ def render_kubernetes(spec: ExportSpec, target: KubernetesTarget) -> list[File]:
     return files
 
 
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML: a value used twice (a probe's check) is written out twice, no anchors."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _dump(document: dict[str, Any]) -> bytes:
-    text = yaml.safe_dump(document, sort_keys=True, default_flow_style=False, width=100)
+    text = yaml.dump(document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100)
     return f"---\n{text}".encode()
 
 
