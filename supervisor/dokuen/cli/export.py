@@ -18,7 +18,7 @@ from dokuen.cli.console import Client, pass_client
 from dokuen.errors import DokuenError, InvalidName
 from dokuen.export.kubernetes import KubernetesTarget, render_kubernetes
 from dokuen.export.oci import ImageConfig, build_image, read_base
-from dokuen.export.spec import ExportSpec, File, spec_from_json
+from dokuen.export.spec import ExportSpec, File, image_owner, spec_from_json
 from dokuen.export.systemd import SystemdTarget, render_systemd
 from dokuen.names import check_domain
 
@@ -186,8 +186,7 @@ def image(
 def image_config(spec: ExportSpec, port: int) -> ImageConfig:
     """The image's side of the spec: the first web (or first) type is the default command;
     every type's command is a label ``io.dokuen.process.TYPE``. No config value goes in."""
-    uid = spec.uid if spec.uid is not None else 1000
-    gid = spec.gid if spec.gid is not None else uid
+    uid, gid = image_owner(spec.uid, spec.gid)
     default = next(
         (t for t in spec.types if t.name == "web"), spec.types[0] if spec.types else None
     )

@@ -19,7 +19,13 @@ from dokuen.control import Command, Output, optional_arg
 from dokuen.deploy import releases
 from dokuen.errors import InvalidName, NotFound
 from dokuen.export.layer import write_layer
-from dokuen.export.spec import PLATFORM_KEYS, RELEASE_TYPE, ExportSpec, ProcessType
+from dokuen.export.spec import (
+    PLATFORM_KEYS,
+    RELEASE_TYPE,
+    ExportSpec,
+    ProcessType,
+    image_owner,
+)
 from dokuen.names import not_found
 from dokuen.supervise.formation import default_formation
 from dokuen.supervise.spawn import with_profile
@@ -48,7 +54,7 @@ class ExportCommands:
         app: App = self._find_app(args)
         release = find_release(app, optional_arg(args, "release"))
         found = app.runtime.isolation.identity(app.dir)
-        uid, gid = (found.uid, found.gid) if found else (0, 0)
+        uid, gid = image_owner(found.uid, found.gid) if found else image_owner(None, None)
         mtime = created_epoch(release)
         with tempfile.TemporaryFile(dir=app.runtime.settings.home) as layer:
 

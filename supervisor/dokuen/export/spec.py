@@ -27,6 +27,18 @@ PLATFORM_KEYS = frozenset(
     }
 )
 RELEASE_TYPE = "release"
+# Who an image runs as (and owns its slug) when the app has no uid of its own on Dokuen
+# (dokuend without root): a plain unprivileged uid, never root.
+IMAGE_UID = 1000
+
+
+def image_owner(uid: int | None, gid: int | None) -> tuple[int, int]:
+    """The uid and gid an image of the app runs as and its slug belongs to."""
+    if uid is None:
+        return IMAGE_UID, IMAGE_UID
+    return uid, uid if gid is None else gid
+
+
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
