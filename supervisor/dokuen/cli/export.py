@@ -98,22 +98,27 @@ def export(
         client.echo(
             f"wrote {directory / file.path}" + (" (secret: mode 0600)" if file.secret else "")
         )
+    if kind == "systemd":  # the code itself, for WorkingDirectory (images carry their own)
+        slug = directory / f"{app}-{spec.release}.slug.tar"
+        with _scratch(directory) as scratch:
+            _receive_slug(client, app, spec.release, scratch / "slug.tar")
+            (scratch / "slug.tar").chmod(0o600)  # as private as the release on Dokuen
+            os.replace(scratch / "slug.tar", slug)
+        client.echo(f"wrote {slug} (the slug: mode 0600)")
     for note in notes(spec):
         client.echo(f"note: {note}", err=True)
 
 
 def notes(spec: ExportSpec) -> list[str]:
     """What the export does not carry, for the person moving the app."""
-    said = [
+    if not spec.database:
+        return []
+    return [
+        "DATABASE_URL points at Dokuen's PostgreSQL: move the data (dokuenctl "
+        "backups:download, then pg_restore) and set DATABASE_URL to the new database",
         "backups (dokuenctl backups:schedule) are not exported: schedule pg_dump on the new "
-        "engine (a CronJob, a systemd timer)"
+        "engine (a CronJob, a systemd timer)",
     ]
-    if spec.database:
-        said.append(
-            "DATABASE_URL points at Dokuen's PostgreSQL: move the data (dokuenctl "
-            "backups:download, then pg_restore) and set DATABASE_URL to the new database"
-        )
-    return said
 
 
 def write_files(directory: Path, files: list[File]) -> None:
