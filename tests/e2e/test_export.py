@@ -164,6 +164,9 @@ def test_export_systemd_and_kubernetes_from_a_real_release(shop: Dokuen, tmp_pat
     assert missing.stderr.startswith("error: ")
     assert "v99" in missing.stderr
     assert not (tmp_path / "x").exists()
+    usage = shop.ctl("export", "shop", "--format", "kubernetes", "--tls-secret", "x", check=False)
+    assert usage.returncode == 2
+    assert "HOST=SECRET_NAME" in usage.stderr
 
 
 def blobs(archive: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -220,6 +223,10 @@ def test_image_of_a_release_reads_back_and_runs(shop: Dokuen, tmp_path: Path) ->
     assert owners == {tuple(int(n) for n in settings["User"].split(":"))}  # its own files
     assert settings["User"] != "0:0"
 
+    shop.extra_env.pop("DOKUEN_BASE_IMAGE")
+    unset = shop.ctl("image", "shop", "-o", str(tmp_path / "none.tar"), check=False)
+    assert unset.returncode == 1
+    assert unset.stderr.startswith("error: no base image: set DOKUEN_BASE_IMAGE")
     bad = shop.ctl(
         "image", "shop", "-o", str(tmp_path / "bad.tar"), "--base", str(tmp_path), check=False
     )

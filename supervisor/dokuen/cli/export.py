@@ -10,17 +10,18 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dokuen.cli.arguments import APP
 from dokuen.cli.console import Client, pass_client
 from dokuen.errors import DokuenError, InvalidName
-from dokuen.export.kubernetes import KubernetesTarget, render_kubernetes
-from dokuen.export.oci import ImageConfig, build_image, read_base
 from dokuen.export.spec import ExportSpec, File, image_owner, spec_from_json
-from dokuen.export.systemd import SystemdTarget, render_systemd
 from dokuen.names import check_domain
+
+if TYPE_CHECKING:
+    from dokuen.export.oci import ImageConfig
 
 BASE_IMAGE = "DOKUEN_BASE_IMAGE"
 RELEASE = click.option("--release", metavar="vN", help="The release (default: the current one).")
@@ -82,6 +83,10 @@ def export(
 ) -> None:
     """Write an app's release out as systemd units or Kubernetes manifests."""
     client.refuse_over_ssh("export", "export writes files on the server; run it there")
+    # The renderers (YAML, tar) load only here: every other dokuenctl (a git hook) starts fast.
+    from dokuen.export.kubernetes import KubernetesTarget, render_kubernetes  # noqa: PLC0415
+    from dokuen.export.systemd import SystemdTarget, render_systemd  # noqa: PLC0415
+
     tls = _tls(tls_secret)
     spec = spec_from_json(client.call("export:spec", app=app, release=release))
     if kind == "systemd":
@@ -168,6 +173,8 @@ def image(
 ) -> None:
     """Write an OCI image archive of a release: its slug as a layer on a base image."""
     client.refuse_over_ssh("image", "image writes a file on the server; run it there")
+    from dokuen.export.oci import build_image, read_base  # noqa: PLC0415 (see export)
+
     if base is None:
         raise DokuenError(
             f"no base image: set {BASE_IMAGE} to an OCI archive or layout (skopeo copy "
@@ -188,7 +195,7 @@ def image(
     client.echo(f"wrote {output}: {ref} ({digest}), {output.stat().st_size} bytes")
 
 
-def image_config(spec: ExportSpec, port: int) -> ImageConfig:
+def image_config(spec: ExportSpec, port: int) -> "ImageConfig":
     """The image's side of the spec: the first web (or first) type is the default command;
     every type's command is a label ``io.dokuen.process.TYPE``. No config value goes in."""
     uid, gid = image_owner(spec.uid, spec.gid)
@@ -202,6 +209,8 @@ def image_config(spec: ExportSpec, port: int) -> ImageConfig:
     }
     if spec.release_command is not None:
         labels["io.dokuen.process.release"] = spec.release_command.shell
+    from dokuen.export.oci import ImageConfig  # noqa: PLC0415 (see export)
+
     return ImageConfig(
         app=spec.app,
         release=spec.release,
