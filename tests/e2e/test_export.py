@@ -102,6 +102,12 @@ def test_export_systemd_and_kubernetes_from_a_real_release(shop: Dokuen, tmp_pat
         )
         assert (verify.returncode, verify.stderr) == (0, "")
 
+    units_only = tmp_path / "units"
+    shop.ctl("export", "shop", "--format", "systemd", "--no-slug", "-o", str(units_only))
+    assert sorted(p.name for p in units_only.iterdir()) == sorted(
+        name for name in tree(first) if not name.endswith(".slug.tar")
+    )
+
     k8s = tmp_path / "k8s"
     shop.ctl(
         "export",

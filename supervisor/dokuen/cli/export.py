@@ -62,6 +62,11 @@ def _tls(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="systemd: of the target machine (254+ gets RestartSteps= backoff).",
 )
+@click.option(
+    "--slug/--no-slug",
+    default=True,
+    help="systemd: write the slug too, APP-vN.slug.tar (default: yes).",
+)
 @click.option("--image", help="kubernetes: the image (default: APP:vN, see dokuenctl image).")
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option("--tls-secret", multiple=True, metavar="HOST=NAME", help="kubernetes: TLS secret.")
@@ -76,6 +81,7 @@ def export(
     app_dir: str | None,
     port_base: int,
     systemd_version: int,
+    slug: bool,
     image: str | None,
     port: int,
     tls_secret: tuple[str, ...],
@@ -103,13 +109,13 @@ def export(
         client.echo(
             f"wrote {directory / file.path}" + (" (secret: mode 0600)" if file.secret else "")
         )
-    if kind == "systemd":  # the code itself, for WorkingDirectory (images carry their own)
-        slug = directory / f"{app}-{spec.release}.slug.tar"
+    if kind == "systemd" and slug:  # the code, for WorkingDirectory (images carry their own)
+        tar = directory / f"{app}-{spec.release}.slug.tar"
         with _scratch(directory) as scratch:
             _receive_slug(client, app, spec.release, scratch / "slug.tar")
             (scratch / "slug.tar").chmod(0o600)  # as private as the release on Dokuen
-            os.replace(scratch / "slug.tar", slug)
-        client.echo(f"wrote {slug} (the slug: mode 0600)")
+            os.replace(scratch / "slug.tar", tar)
+        client.echo(f"wrote {tar} (the slug: mode 0600)")
     for note in notes(spec):
         client.echo(f"note: {note}", err=True)
 
