@@ -47,6 +47,7 @@ from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
+from dokuen.tls.requests import CertCommands
 
 log = structlog.get_logger()
 
@@ -66,8 +67,7 @@ class Daemon:
         dokuenctl: Path | None = None,
         service: ServiceManager | None = None,
     ) -> None:
-        """``dokuenctl`` is what git hooks and ssh keys run (default: the one installed
-        beside this program)."""
+        """``dokuenctl``: what git hooks and ssh keys run (default: the one beside dokuend)."""
         self.settings = settings
         self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
         self.service = service or ServiceManager()
@@ -126,17 +126,17 @@ class Daemon:
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
-        self._commands: dict[str, Command] = {"status": self.status}
+        self.https = CertCommands(self, find_app)
+        self._commands: dict[str, Command] = {"status": self.status, **self.https.handlers()}
         for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
 
     def _sites(self) -> list[Site]:
-        """Every app nginx should show; an app whose files were hand-edited into something
-        invalid is left out (and said so), not allowed to block the others."""
+        """Every app nginx shows, with its certificate; a broken app is left out (and said so)."""
         sites = []
         for app in self.apps.values():
             try:
-                sites.append(app.site())
+                sites.append(self.https.certs.decorate(app.site()))
             except DokuenError as exc:
                 self.runtime.mux.event(app.name, f"left out of nginx: {exc}")
         return sites
@@ -204,6 +204,7 @@ class Daemon:
                 await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
                 await root.start(self.backups.scheduler.run)
+                await root.start(self.https.certs.run)
                 log.info(
                     "daemon.ready",
                     version=__version__,
@@ -247,8 +248,7 @@ class Daemon:
         self.apps[directory.name] = app
         return app
 
-    def _clear_scratch(self) -> None:
-        """Dumps and bundles a killed dokuend left half made (a whole database each)."""
+    def _clear_scratch(self) -> None:  # dumps and bundles a killed dokuend left half made
         for leftover in (self.settings.home / "tmp").glob("*-*"):
             if leftover.name.startswith(("backup-", "bundle-")):
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -372,6 +372,7 @@ class Daemon:
                 else {"mode": "off", "problem": self.proxy_problem}
             ),
             "postgres": self.postgres.status(),
+            "https": self.https.certs.status(),
             "cgroups": cgroups.status()
             if (cgroups := self.runtime.cgroups)
             else off(str(self._cgroups_off)),
