@@ -184,7 +184,8 @@ def test_acme_issue_redirect_new_domain_renewal_under_load_and_a_ca_that_is_down
 def test_certs_add_refuses_bad_pairs_then_serves_a_good_one(
     open_home: Path, tmp_path: Path
 ) -> None:
-    daemon, http, https = start_dokuen(open_home)
+    (tmp_path / "backups").mkdir()
+    daemon, http, https = start_dokuen(open_home, DOKUEN_BACKUP_URL=f"file://{tmp_path}/backups")
     try:
         daemon.deploy("blog", write_app(tmp_path / "src", WEB))
         ca = MiniCa()
@@ -231,11 +232,24 @@ def test_certs_add_refuses_bad_pairs_then_serves_a_good_one(
         assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf
         daemon.ctl("certs:hsts", "blog", "on")
         assert "Strict-Transport-Security" in (daemon.home / "nginx/apps/blog.conf").read_text()
+        # Backed up by itself when added, with the key.
+        kits = sorted((tmp_path / "backups/blog/tls").glob("*.json"))
+        assert len(kits) == 1
+        assert json.loads(kits[0].read_text())["key"] == good.key.decode()
+        assert "certificate backed up: blog/tls/" in daemon.log()
+        assert "stored blog/tls/" in daemon.ctl("certs:backup", "blog").stdout  # HSTS on now
+        kits = sorted((tmp_path / "backups/blog/tls").glob("*.json"))
+        assert len(kits) == 2
         # Removed: HTTPS is gone for the app, HTTP serves on.
         daemon.ctl("certs:remove", "blog")
         with pytest.raises(ConnectionRefusedError):
             https_get(https, HOST, tmp_path / "ca.pem")
         assert get(http, HOST)[0] == 200
         assert list((daemon.home / "tls/blog").glob("*.key")) == []
+        # Restored from the backup: served at once, HSTS as it was.
+        restored = daemon.ctl("certs:restore", "blog")
+        assert f"restored certificate backup {kits[1].stem} of blog" in restored.stdout
+        assert https_get(https, HOST, tmp_path / "ca.pem")[2] == served
+        assert "Strict-Transport-Security" in (daemon.home / "nginx/apps/blog.conf").read_text()
     finally:
         daemon.terminate()

@@ -132,4 +132,34 @@ def certs_hsts(client: Client, app: str, state: str) -> None:
     client.echo(f"{app}: HSTS {state}")
 
 
-COMMANDS = (certs, certs_add, certs_remove, certs_auto, certs_renew, certs_redirect, certs_hsts)
+@click.command("certs:backup")
+@APP
+@pass_client
+def certs_backup(client: Client, app: str) -> None:
+    """Store APP's certificate, key and ACME account key in DOKUEN_BACKUP_URL now."""
+    stored = client.call("certs:backup", app=app)
+    client.echo(f"stored {stored['key']}")
+
+
+@click.command("certs:restore")
+@APP
+@click.argument("backup_id", required=False)
+@pass_client
+def certs_restore(client: Client, app: str, backup_id: str | None) -> None:
+    """Serve APP's certificate from the backup target again (BACKUP_ID: default newest)."""
+    info = client.call("certs:restore", app=app, id=backup_id)
+    client.echo(f"restored certificate backup {info['restored']} of {app}")
+    show_info(client, info)
+
+
+COMMANDS = (
+    certs,
+    certs_add,
+    certs_remove,
+    certs_auto,
+    certs_renew,
+    certs_redirect,
+    certs_hsts,
+    certs_backup,
+    certs_restore,
+)

@@ -51,6 +51,8 @@ APP_REQUESTS = frozenset(
         "certs:renew",
         "certs:redirect",
         "certs:hsts",
+        "certs:backup",
+        "certs:restore",
         "git:repo",
         "pg:create",
         "pg:info",

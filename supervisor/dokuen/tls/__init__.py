@@ -3,8 +3,9 @@ keystore.py keeps keys and certificates (root-only), acmeclient.py talks RFC 855
 certbot's ``acme`` library, renewal.py obtains and renews them in the background, and
 requests.py answers the ``certs*`` requests.
 
-May import: the core, supervise (the unified log), proxy (what nginx serves) and apps.
+May import: the core, supervise (the unified log), proxy (what nginx serves), apps and
+backup (the target certificates are kept in).
 """
 
-__all__ = ["acmeclient", "certificates", "keystore", "renewal", "requests"]
-DEPENDS_ON: tuple[str, ...] = ("apps", "proxy", "supervise")
+__all__ = ["acmeclient", "backups", "certificates", "keystore", "renewal", "requests"]
+DEPENDS_ON: tuple[str, ...] = ("apps", "backup", "proxy", "supervise")

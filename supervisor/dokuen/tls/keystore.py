@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import CHALLENGE_PATH
 from dokuen.store import write_atomic
+from dokuen.tls.backups import Kit
 from dokuen.tls.certificates import CertificateError, CertInfo, check_pair
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -158,6 +159,29 @@ class KeyStore:
     def reload(self) -> None:
         """Read every app's files again (a backup was restored into ``tls/``)."""
         self._current.clear()
+
+    # -- backups ------------------------------------------------------------------------
+
+    def kit(self, app: str) -> Kit:
+        """What a backup holds of the app (its certificate must exist)."""
+        current = self.current(app)
+        if current is None:
+            raise DokuenError(f"{app} has no certificate to back up")
+        account = self.root / "account.pem"
+        return Kit(
+            cert=current.cert.read_text(),
+            key=current.key.read_text(),
+            source=current.source,
+            options=asdict(self.options(app)),
+            account_key=account.read_text() if account.exists() else None,
+        )
+
+    def adopt_account(self, kit: Kit) -> None:
+        """The backup's ACME account key, unless this home has one already."""
+        account = self.root / "account.pem"
+        if kit.account_key and not account.exists():
+            self.root.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(account, kit.account_key, 0o600)
 
     # -- HTTP-01 challenges -------------------------------------------------------------
 

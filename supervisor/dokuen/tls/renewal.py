@@ -11,6 +11,7 @@ import datetime
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -18,16 +19,22 @@ import structlog
 
 from dokuen.apps.app import App
 from dokuen.apps.runtime import Runtime
+from dokuen.backup.storage import Storage
 from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import Site, SiteTls
 from dokuen.settings import Settings
+from dokuen.tls import backups
 from dokuen.tls.acmeclient import Acme, obtain
 from dokuen.tls.certificates import needs_new, renew_at, retry_delay
 from dokuen.tls.keystore import Current, KeyStore, Options
 
 log = structlog.get_logger()
 
-LONGEST_SLEEP = 3600.0  # look at every certificate at least this often
+LONGEST_SLEEP = 3600.0
+# acmeclient.obtain's shape: (CA, account key, names, put_challenge) -> (chain, key)
+Issuer = Callable[
+    [Acme, bytes, list[str], Callable[[str, str], Path]], tuple[bytes, bytes]
+]  # look at every certificate at least this often
 
 
 @dataclass(frozen=True)
@@ -50,13 +57,19 @@ class Certificates:
         runtime: Callable[[], Runtime],
         apps: Callable[[], Mapping[str, App]],
         keystore: KeyStore,
+        storage: Callable[[], Storage],
         now: Callable[[], float] = time.time,
+        issue: "Issuer | None" = None,
     ) -> None:
-        self._settings = settings
+        """``storage`` is the backup target (blocking); ``issue`` obtains a certificate
+        from the CA (blocking; default: acmeclient.obtain)."""
+        self.settings = settings
         self.runtime = runtime
         self._apps = apps
         self.keystore = keystore
         self._now = now
+        self.storage = storage
+        self._issue = issue or obtain
         self.failures: dict[str, Failure] = {}
         self._lock = anyio.Lock()  # one order at a time: they share the account
         self._wake = anyio.Event()
@@ -81,7 +94,7 @@ class Certificates:
         options = options or self.keystore.options(app)
         if options.auto is not None:
             return options.auto
-        settings = self._settings()
+        settings = self.settings()
         return settings.acme and settings.acme_email is not None
 
     def _utcnow(self) -> datetime.datetime:
@@ -133,7 +146,7 @@ class Certificates:
             app = self._apps().get(name)
             if app is None:
                 raise DokuenError(f"no app {name!r}")
-            settings = self._settings()
+            settings = self.settings()
             hosts = app.hosts()
             # nginx must answer on every host first (a domain just added is a reload away)
             await self.runtime().proxy_sync()
@@ -144,7 +157,7 @@ class Certificates:
             try:
                 account_key = await anyio.to_thread.run_sync(self.keystore.account_key)
                 chain, key = await anyio.to_thread.run_sync(
-                    obtain,
+                    self._issue,
                     acme,
                     account_key,
                     hosts,
@@ -163,7 +176,32 @@ class Certificates:
                 f"expires {info.not_after:%Y-%m-%d}",
             )
             log.info("tls.installed", app=name, expires=info.not_after.isoformat())
-            return current
+        await self.back_up(name, quiet=True)
+        return current
+
+    async def back_up(self, app: str, quiet: bool = False) -> str | None:
+        """Store the app's certificate in the backup target (None: there is none). With
+        ``quiet``, a failure is logged rather than raised (the certificate still serves)."""
+        settings = self.settings()
+        if settings.backup_url is None and quiet:
+            return None
+        mux = self.runtime().mux
+
+        def store() -> str:
+            kit = self.keystore.kit(app)
+            now = datetime.datetime.fromtimestamp(self._now(), datetime.UTC)
+            return backups.store(self.storage(), app, kit, now, settings.home / "tmp")
+
+        try:
+            key = await anyio.to_thread.run_sync(store)
+        except (DokuenError, OSError) as exc:
+            if not quiet:
+                raise
+            mux.event(app, f"certificate backup FAILED: {exc}")
+            log.error("tls.backup_failed", app=app, error=str(exc))
+            return None
+        mux.event(app, f"certificate backed up: {key}")
+        return key
 
     def _failed(self, name: str, error: str) -> None:
         now = self._now()
@@ -224,7 +262,7 @@ class Certificates:
 
     def status(self) -> dict[str, object]:
         """What ``dokuenctl status`` shows."""
-        settings = self._settings()
+        settings = self.settings()
         served = [name for name in self._apps() if self._safe_current(name) is not None]
         return {
             "port": settings.https_listen_port,

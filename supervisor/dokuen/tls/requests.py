@@ -7,13 +7,17 @@ import datetime
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import anyio
+
 from dokuen.apps.app import App
 from dokuen.apps.runtime import Runtime
-from dokuen.control import Command, Output, text_arg
+from dokuen.backup.requests import BackupCommands
+from dokuen.control import Command, Output, optional_arg, text_arg
 from dokuen.errors import DokuenError, InvalidName
 from dokuen.settings import Settings
+from dokuen.tls import backups
 from dokuen.tls.certificates import CertificateError, check_pair, check_usable, renew_at
-from dokuen.tls.keystore import KeyStore
+from dokuen.tls.keystore import KeyStore, Options
 from dokuen.tls.renewal import Certificates
 
 MAX_PEM = 1 << 20
@@ -26,13 +30,18 @@ class Host(Protocol):
     settings: Settings
     runtime: Runtime
     apps: dict[str, App]
+    backups: BackupCommands
 
 
 class CertCommands:
     def __init__(self, host: Host, find: Callable[[dict[str, Any]], App]) -> None:
         keystore = KeyStore(host.settings.home)
         self.certs = Certificates(
-            lambda: host.settings, lambda: host.runtime, lambda: host.apps, keystore
+            lambda: host.settings,
+            lambda: host.runtime,
+            lambda: host.apps,
+            keystore,
+            host.backups.storage,
         )
         self._find = find
 
@@ -45,6 +54,8 @@ class CertCommands:
             "certs:renew": self.renew,
             "certs:redirect": self.redirect,
             "certs:hsts": self.hsts,
+            "certs:backup": self.backup,
+            "certs:restore": self.restore,
         }
 
     def info(self, app: App) -> dict[str, Any]:
@@ -82,7 +93,36 @@ class CertCommands:
         store.set_options(app.name, dataclasses.replace(store.options(app.name), auto=False))
         self.certs.failures.pop(app.name, None)
         await self.certs.install(app.name, cert, key, "manual")
+        await self.certs.back_up(app.name, quiet=True)
         return self.info(app)
+
+    async def backup(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._find(args)
+        return {"key": await self.certs.back_up(app.name)}
+
+    async def restore(self, args: dict[str, Any], out: Output) -> Any:
+        """The app's certificate from the backup target (``id``, default the newest),
+        served at once; the account key comes too when this home has none."""
+        app = self._find(args)
+        wanted = optional_arg(args, "id")
+        settings = self.certs.settings()
+        storage = self.certs.storage
+        scratch = settings.home / "tmp"
+        backup, kit = await anyio.to_thread.run_sync(
+            lambda: backups.fetch(storage(), app.name, wanted, scratch)
+        )
+        try:
+            info = check_pair(kit.cert.encode(), kit.key.encode())
+            check_usable(info, app.hosts(), datetime.datetime.now(datetime.UTC))
+        except CertificateError as exc:
+            raise CertificateError(f"certificate backup {backup} refused: {exc}") from None
+        store = self.certs.keystore
+        store.adopt_account(kit)
+        options = Options(**{k: kit.options[k] for k in ("auto", "redirect", "hsts")})
+        store.set_options(app.name, options)
+        self.certs.failures.pop(app.name, None)
+        await self.certs.install(app.name, kit.cert.encode(), kit.key.encode(), kit.source)
+        return {**self.info(app), "restored": backup}
 
     async def remove(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find(args)
