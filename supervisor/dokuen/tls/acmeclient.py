@@ -104,25 +104,18 @@ def _obtain(
         net.account = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
     key_pem = new_key_pem()
     order = ca.new_order(crypto_util.make_csr(key_pem, names))
-    written: list[Path] = []
-    try:
-        for authz in order.authorizations:
-            if authz.body.status == messages.STATUS_VALID:
-                continue  # validated a moment ago, for another order
-            http01 = next(
-                (c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)),
-                None,
-            )
-            if http01 is None:
-                raise AcmeError(
-                    f"the CA offers no HTTP-01 challenge for {authz.body.identifier.value}"
-                )
-            response, validation = http01.response_and_validation(account_key)
-            written.append(put_challenge(http01.chall.encode("token"), validation))
-            ca.answer_challenge(http01, response)
-        deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_TIMEOUT)
-        order = ca.poll_and_finalize(order, deadline)
-    finally:
-        for path in written:
-            path.unlink(missing_ok=True)
+    for authz in order.authorizations:
+        if authz.body.status == messages.STATUS_VALID:
+            continue  # validated a moment ago, for another order
+        http01 = next(
+            (c for c in authz.body.challenges if isinstance(c.chall, challenges.HTTP01)),
+            None,
+        )
+        if http01 is None:
+            raise AcmeError(f"the CA offers no HTTP-01 challenge for {authz.body.identifier.value}")
+        response, validation = http01.response_and_validation(account_key)
+        put_challenge(http01.chall.encode("token"), validation)
+        ca.answer_challenge(http01, response)
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_TIMEOUT)
+    order = ca.poll_and_finalize(order, deadline)
     return order.fullchain_pem.encode(), key_pem

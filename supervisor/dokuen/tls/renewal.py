@@ -156,14 +156,19 @@ class Certificates:
             log.info("tls.obtaining", app=name, hosts=hosts, reason=reason, ca=acme.directory)
             try:
                 account_key = await anyio.to_thread.run_sync(self.keystore.account_key)
-                chain, key = await anyio.to_thread.run_sync(
-                    self._issue,
-                    acme,
-                    account_key,
-                    hosts,
-                    self.keystore.put_challenge,
-                    abandon_on_cancel=True,
-                )
+                written: list[Path] = []
+
+                def put(token: str, content: str) -> Path:
+                    written.append(self.keystore.put_challenge(token, content))
+                    return written[-1]
+
+                try:
+                    chain, key = await anyio.to_thread.run_sync(
+                        self._issue, acme, account_key, hosts, put, abandon_on_cancel=True
+                    )
+                finally:
+                    for path in written:  # answered or not, the CA is done with them
+                        path.unlink(missing_ok=True)
                 current = await self.install(name, chain, key, "acme")
             except (DokuenError, OSError) as exc:
                 self._failed(name, str(exc))
