@@ -139,3 +139,14 @@ async def test_an_app_with_auto_off_is_left_alone(tmp_path: Path) -> None:
     assert ca.orders == []
     info: dict[str, Any] = certs.status()
     assert info["certificates"] == 0
+
+
+async def test_a_destroyed_apps_files_are_forgotten(tmp_path: Path) -> None:
+    certs, _, _ = make(tmp_path, ["blog.example.com"])
+    await certs._look_at("blog")
+    certs.keystore.set_options("gone", Options(redirect=True))
+    assert certs.keystore.app_names() == {"blog", "gone"}
+    with anyio.move_on_after(0.5):
+        await certs.run()
+    assert certs.keystore.app_names() == {"blog"}
+    assert not (tmp_path / "tls/gone").exists()

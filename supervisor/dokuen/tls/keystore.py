@@ -151,6 +151,12 @@ class KeyStore:
         self._current[app] = None
         self.prune(app)
 
+    def app_names(self) -> set[str]:
+        """The apps with files here."""
+        if not self.root.is_dir():
+            return set()
+        return {path.name for path in self.root.iterdir() if path.is_dir()}
+
     def forget(self, app: str) -> None:
         """Everything of a destroyed app."""
         shutil.rmtree(self.root / app, ignore_errors=True)

@@ -237,6 +237,9 @@ class Certificates:
         while True:
             self._wake = anyio.Event()
             sleep = LONGEST_SLEEP
+            for gone in self.keystore.app_names() - set(self._apps()):
+                self.keystore.forget(gone)  # destroyed: a new app of that name starts afresh
+                self.failures.pop(gone, None)
             for name in sorted(self._apps()):
                 try:
                     sleep = min(sleep, await self._look_at(name))
