@@ -53,7 +53,8 @@ def show_info(client: Client, info: dict[str, Any]) -> None:
         next_try = duration(max(0.0, failing["next_try"] - time.time()))
         client.echo(
             f"FAILING since {duration(time.time() - failing['since'])} ago "
-            f"({failing['attempts']} attempts, next in {next_try}): {failing['error']}",
+            f"({failing['attempts']} attempt{'' if failing['attempts'] == 1 else 's'}, "
+            f"next in {next_try}): {failing['error']}",
             err=True,
         )
 
