@@ -79,6 +79,7 @@ def certs(client: Client, app: str, as_json: bool) -> None:
 @pass_client
 def certs_add(client: Client, app: str, cert: Path, key: Path) -> None:
     """Serve APP over HTTPS with your own certificate (CERT: PEM, the chain after it)."""
+    client.check("certs:add", {"app": app})  # over ssh: refused before a file is read
     info = client.call(
         "certs:add", app=app, cert=_read_pem(cert, "certificate"), key=_read_pem(key, "key")
     )
