@@ -5,6 +5,7 @@ import datetime
 import hashlib
 import json
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -77,6 +78,15 @@ def https_get(port: int, host: str, cafile: Path, path: str = "/") -> tuple[int,
     return int(head.split()[1]), body.decode(errors="replace"), served
 
 
+def served(port: int, host: str, cafile: Path) -> int | None:
+    """The status over HTTPS once nginx serves a certificate for ``host`` (certs shows a
+    new one a reload before nginx serves it), else None."""
+    try:
+        return https_get(port, host, cafile)[0]
+    except ssl.SSLError:
+        return None
+
+
 def certs(daemon: Dokuen, app: str = "blog") -> dict[str, Any]:
     info: dict[str, Any] = json.loads(daemon.ctl("certs", app, "--json").stdout)
     return info
@@ -111,6 +121,15 @@ def test_acme_issue_redirect_new_domain_renewal_under_load_and_a_ca_that_is_down
             assert status == 200
             assert json.loads(body)["APP"] == "blog"
             assert first == info["certificate"]["fingerprint"]
+            # DOKUEN_ACME=1 (dokuend.env, SIGHUP): a new app gets one by itself, web
+            # process or not.
+            (daemon.home / "dokuend.env").write_text("DOKUEN_ACME=1\n")
+            assert daemon.process is not None
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: "ACME for every app" in daemon.ctl("status").stdout, "the reload")
+            daemon.ctl("apps:create", "shop")
+            wait_for(lambda: certs(daemon, "shop")["certificate"], "shop's own certificate")
+            assert wait_for(lambda: served(https, "shop.example.com", root), "shop") == 503
             # No certificate for a host no app has: the handshake is refused.
             with pytest.raises(ssl.SSLError):
                 https_get(https, "nobody.example.com", root)
@@ -135,7 +154,7 @@ def test_acme_issue_redirect_new_domain_renewal_under_load_and_a_ca_that_is_down
                 "a certificate for the new domain",
                 timeout=30,
             )
-            assert https_get(https, "www.example.com", root)[0] == 200
+            assert wait_for(lambda: served(https, "www.example.com", root), "www") == 200
             # A forced renewal under load: every request answered.
             before = https_get(https, HOST, root)[2]
             results: list[object] = []

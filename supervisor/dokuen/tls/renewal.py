@@ -79,8 +79,12 @@ class Certificates:
     def decorate(self, site: Site) -> Site:
         """The app's site with its certificate; an automatic app that lacks one for one
         of its hosts (a new domain) wakes the renewal task."""
-        options = self.keystore.options(site.app)
-        current = self.keystore.current(site.app)
+        try:
+            options = self.keystore.options(site.app)
+            current = self.keystore.current(site.app)
+        except DokuenError as exc:  # broken files under tls/: HTTP serves on
+            self.runtime().mux.event(site.app, f"served without HTTPS: {exc}")
+            return site
         info = current.info if current else None
         automatic = self.automatic(site.app, options) and site.app not in self.failures
         if automatic and needs_new(info, list(site.hosts), self._utcnow()):
