@@ -248,7 +248,8 @@ class NginxProxy:
         router = self.router is not None
         https = self.managed.https
         texts = {site.app: render_site(site, self.managed.listen, router, https) for site in sites}
-        if https is not None and any(site.tls for site in sites):
+        # A system nginx has a default server of its own on 443: only ours gets this one.
+        if https is not None and not self.system and any(site.tls for site in sites):
             texts["00-https-default"] = render_https_default(https)  # no app is named so
         if self.router is not None:
             self.router.update(
