@@ -108,11 +108,19 @@ async def test_a_failing_ca_backs_off_and_the_old_certificate_stays(tmp_path: Pa
         await certs._look_at("blog")  # due and failing again: the delay doubles
     assert certs.failures["blog"].attempts == 2
     assert certs.failures["blog"].next_try - clock[0] == 120
+    status = certs.status()
+    assert status["failing"] == {
+        "blog": "cannot reach the ACME CA at https://ca.test/dir (connection refused)"
+    }
+    assert list(status["expiring"]) == []  # 30 days left: not yet warned of
+    clock[0] += 17 * DAY
+    assert list(certs.status()["expiring"]) == ["blog"]  # 13 days left
     ca.down = False
     clock[0] += 120
     await certs._look_at("blog")
     assert "blog" not in certs.failures
     assert certs.status()["failing"] == {}
+    assert certs.status()["expiring"] == {}
 
 
 async def test_a_new_host_wakes_the_task_and_nginx_gets_the_options(tmp_path: Path) -> None:

@@ -234,6 +234,13 @@ def test_certs_add_refuses_bad_pairs_then_serves_a_good_one(
         assert not (daemon.home / "nginx/apps/00-https-default.conf").exists()
         with pytest.raises(ConnectionRefusedError):  # no certificate: no HTTPS at all
             https_get(https, HOST, tmp_path / "ca.pem")
+        with socket.create_server(("127.0.0.1", https)):  # someone else holds the port
+            busy = add(good.cert, good.key)
+        assert busy.returncode == 1
+        assert f"port {https} is already in use, so nginx cannot serve HTTPS" in busy.stderr
+        assert "(free it, or set DOKUEN_HTTPS_PORT); HTTP serves on" in busy.stderr
+        assert certs(daemon)["certificate"] is None
+        assert get(http, HOST)[0] == 200
         added = add(good.cert, good.key)
         assert added.returncode == 0, added.stderr
         assert "added by hand" in added.stdout

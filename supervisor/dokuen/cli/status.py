@@ -86,6 +86,8 @@ def _https_lines(client: Client, https: dict[str, Any] | None) -> None:
     )
     for app, error in https["failing"].items():
         client.echo(f"warning: https: {app}: certificate not obtained: {error}", err=True)
+    for app, expires in https.get("expiring", {}).items():
+        client.echo(f"warning: https: {app}: certificate expires {expires[:16]}Z", err=True)
 
 
 def _postgres_line(postgres: dict[str, Any]) -> str:

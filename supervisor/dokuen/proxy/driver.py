@@ -259,6 +259,12 @@ class NginxProxy:
             )
         if texts == self._live and self._live:
             return
+        opens_https = "00-https-default" in texts and "00-https-default" not in self._live
+        if opens_https and https is not None and not port_is_free(https.port):
+            raise DokuenError(
+                f"port {https.port} is already in use, so nginx cannot serve HTTPS "
+                "(free it, or set DOKUEN_HTTPS_PORT)"
+            )
         staging = self.managed.prefix / "apps.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()

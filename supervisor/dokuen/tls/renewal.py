@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -31,6 +32,7 @@ from dokuen.tls.keystore import Current, KeyStore, Options
 log = structlog.get_logger()
 
 LONGEST_SLEEP = 3600.0
+EXPIRY_WARNING = datetime.timedelta(days=14)  # `status` warns of a certificate this close
 # acmeclient.obtain's shape: (CA, account key, names, put_challenge) -> (chain, key)
 Issuer = Callable[
     [Acme, bytes, list[str], Callable[[str, str], Path]], tuple[bytes, bytes]
@@ -128,7 +130,8 @@ class Certificates:
                 await runtime.proxy_sync()
             finally:
                 self.keystore.prune(app)
-            raise DokuenError(f"{exc}; the previous certificate keeps serving") from exc
+            kept = "the previous certificate keeps serving" if previous else "HTTP serves on"
+            raise DokuenError(f"{exc}; {kept}") from exc
         await anyio.to_thread.run_sync(self.keystore.prune, app)
         return current
 
@@ -272,11 +275,17 @@ class Certificates:
             return LONGEST_SLEEP
         return (renew_at(current.info) - self._utcnow()).total_seconds()
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """What ``dokuenctl status`` shows."""
         settings = self.settings()
-        served = [name for name in self._apps() if self._safe_current(name) is not None]
+        served = {name: c for name in self._apps() if (c := self._safe_current(name))}
+        soon = self._utcnow() + EXPIRY_WARNING
         return {
+            "expiring": {
+                name: current.info.not_after.isoformat()
+                for name, current in sorted(served.items())
+                if current.info.not_after <= soon
+            },
             "port": settings.https_listen_port,
             "acme": settings.acme_directory,
             "default_auto": settings.acme and settings.acme_email is not None,
