@@ -2,11 +2,13 @@
 fake nginx; the real key store in a temporary home."""
 
 import datetime
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import anyio
 import anyio.lowlevel
 import pytest
 
@@ -128,6 +130,7 @@ async def test_a_new_host_wakes_the_task_and_nginx_gets_the_options(tmp_path: Pa
     certs, ca, _ = make(tmp_path, hosts)
     await certs._look_at("blog")
     certs.keystore.set_options("blog", Options(auto=None, redirect=True, hsts=True))
+    certs._known = {"blog"}  # as after the task looked at every app: no news
     site = certs.decorate(Site("blog", tuple(hosts), (5001,)))
     assert site.tls is not None
     assert site.tls.redirect
@@ -149,12 +152,21 @@ async def test_an_app_with_auto_off_is_left_alone(tmp_path: Path) -> None:
     assert info["certificates"] == 0
 
 
-async def test_a_destroyed_apps_files_are_forgotten(tmp_path: Path) -> None:
+async def test_files_follow_a_rename_and_go_with_a_destroyed_app(tmp_path: Path) -> None:
+    (tmp_path / "apps/blog").mkdir(parents=True)
     certs, _, _ = make(tmp_path, ["blog.example.com"])
     await certs._look_at("blog")
-    certs.keystore.set_options("gone", Options(redirect=True))
-    assert certs.keystore.app_names() == {"blog", "gone"}
-    with anyio.move_on_after(0.5):
-        await certs.run()
-    assert certs.keystore.app_names() == {"blog"}
-    assert not (tmp_path / "tls/gone").exists()
+    served = certs.keystore.current("blog")
+    store = certs.keystore
+    (tmp_path / "apps/blog").rename(tmp_path / "apps/notes")  # apps:rename: one rename
+    assert store.reconcile({"notes"}) == ["blog renamed to notes: its certificate follows"]
+    moved = store.current("notes")
+    assert moved is not None
+    assert served is not None
+    assert moved.info == served.info
+    assert moved.cert.parent == tmp_path / "tls/notes"
+    shutil.rmtree(tmp_path / "apps/notes")  # apps:destroy, then apps:create of the name
+    (tmp_path / "apps/notes").mkdir()
+    assert store.reconcile({"notes"}) == ["certificate files of notes removed (the app is gone)"]
+    assert store.current("notes") is None
+    assert store.app_names() == set()

@@ -277,5 +277,14 @@ def test_certs_add_refuses_bad_pairs_then_serves_a_good_one(
         assert f"restored certificate backup {kits[1].stem} of blog" in restored.stdout
         assert https_get(https, HOST, tmp_path / "ca.pem")[2] == served
         assert "Strict-Transport-Security" in (daemon.home / "nginx/apps/blog.conf").read_text()
+        # The files follow apps:rename, and go with apps:destroy.
+        daemon.ctl("apps:rename", "blog", "notes")
+        moved = wait_for(lambda: certs(daemon, "notes")["certificate"], "the certificate to follow")
+        assert moved["fingerprint"] == served
+        assert not (daemon.home / "tls/blog").exists()
+        daemon.ctl("apps:destroy", "notes", "--confirm", "notes")
+        wait_for(lambda: not (daemon.home / "tls/notes").exists(), "the files to go")
+        daemon.ctl("apps:create", "notes")
+        assert certs(daemon, "notes")["certificate"] is None
     finally:
         daemon.terminate()

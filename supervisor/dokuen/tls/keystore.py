@@ -11,6 +11,7 @@ readable by nginx's workers (they hold nothing secret)."""
 import json
 import os
 import re
+import secrets
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +49,7 @@ class Current:
 
 class KeyStore:
     def __init__(self, home: Path) -> None:
+        self.home = home
         self.root = home / "tls"
         self.webroot = home / "acme"
         self._current: dict[str, Current | None] = {}
@@ -56,7 +58,49 @@ class KeyStore:
         directory = self.root / app
         self.root.mkdir(mode=0o700, exist_ok=True)
         directory.mkdir(mode=0o700, exist_ok=True)
+        owner = self._owner(app)
+        if owner is not None and not (directory / "owner").exists():
+            write_atomic(directory / "owner", f"{owner}\n", 0o600)
         return directory
+
+    def _owner(self, app: str) -> str | None:
+        """Which app the files belong to: a token kept in the app's own directory, so it
+        moves with apps:rename (one rename of the directory) and goes with apps:destroy."""
+        token_file = self.home / "apps" / app / "tls-owner"
+        try:
+            return token_file.read_text().strip()
+        except FileNotFoundError:
+            if not token_file.parent.is_dir():
+                return None
+            write_atomic(token_file, f"{secrets.token_hex(16)}\n", 0o600)
+            return token_file.read_text().strip()
+        except OSError:
+            return None
+
+    def reconcile(self, apps: set[str]) -> list[str]:
+        """Make the files follow the apps: a renamed app's go with it, a destroyed app's
+        go away (a new app of that name starts afresh). Returns what was done."""
+        done = []
+        owners = {self._owner(app): app for app in apps}
+        for name in sorted(self.app_names()):
+            try:
+                recorded: str | None = (self.root / name / "owner").read_text().strip()
+            except OSError:
+                recorded = None
+            if recorded is None and name in apps:
+                continue  # made before owners were recorded: leave it be
+            owner = owners.get(recorded)
+            if owner == name:
+                continue
+            if owner is not None and not (self.root / owner).exists():
+                (self.root / name).rename(self.root / owner)
+                self._current.pop(name, None)
+                self._current.pop(owner, None)
+                done.append(f"{name} renamed to {owner}: its certificate follows")
+            else:
+                self.forget(name)
+                done.append(f"certificate files of {name} removed (the app is gone)")
+        return done
 
     # -- the ACME account ---------------------------------------------------------------
 

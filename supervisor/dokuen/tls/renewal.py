@@ -32,6 +32,7 @@ from dokuen.tls.keystore import Current, KeyStore, Options
 log = structlog.get_logger()
 
 LONGEST_SLEEP = 3600.0
+APPS_POLL = 2.0
 EXPIRY_WARNING = datetime.timedelta(days=14)  # `status` warns of a certificate this close
 # acmeclient.obtain's shape: (CA, account key, names, put_challenge) -> (chain, key)
 Issuer = Callable[
@@ -75,12 +76,15 @@ class Certificates:
         self.failures: dict[str, Failure] = {}
         self._lock = anyio.Lock()  # one order at a time: they share the account
         self._wake = anyio.Event()
+        self._known: set[str] = set()  # the apps the task last looked at
 
     # -- what nginx serves ------------------------------------------------------------
 
     def decorate(self, site: Site) -> Site:
         """The app's site with its certificate; an automatic app that lacks one for one
         of its hosts (a new domain) wakes the renewal task."""
+        if site.app not in self._known:  # a new, renamed or destroyed app: files follow
+            self._wake.set()
         try:
             options = self.keystore.options(site.app)
             current = self.keystore.current(site.app)
@@ -244,9 +248,10 @@ class Certificates:
         while True:
             self._wake = anyio.Event()
             sleep = LONGEST_SLEEP
-            for gone in self.keystore.app_names() - set(self._apps()):
-                self.keystore.forget(gone)  # destroyed: a new app of that name starts afresh
-                self.failures.pop(gone, None)
+            self._known = set(self._apps())
+            for change in await anyio.to_thread.run_sync(self.keystore.reconcile, self._known):
+                log.info("tls.reconciled", change=change)
+            self.failures = {k: v for k, v in self.failures.items() if k in self._known}
             for name in sorted(self._apps()):
                 try:
                     sleep = min(sleep, await self._look_at(name))
@@ -254,8 +259,17 @@ class Certificates:
                     continue  # recorded, and retried after its delay
                 except Exception as exc:
                     log.error("tls.check_failed", app=name, error=str(exc))
-            with anyio.move_on_after(max(1.0, sleep)):
-                await self._wake.wait()
+            await self._sleep(max(1.0, sleep))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until woken, ``seconds`` pass, or the set of apps changes (an app destroyed or
+        renamed shows in no site: looked for every APPS_POLL seconds)."""
+        with anyio.move_on_after(seconds):
+            while set(self._apps()) == self._known:
+                with anyio.move_on_after(APPS_POLL):
+                    await self._wake.wait()
+                if self._wake.is_set():
+                    return
 
     async def _look_at(self, name: str) -> float:
         """Obtain the app's certificate if due; return the seconds until the next look."""
