@@ -288,3 +288,21 @@ def test_certs_add_refuses_bad_pairs_then_serves_a_good_one(
         assert certs(daemon, "notes")["certificate"] is None
     finally:
         daemon.terminate()
+
+
+def test_without_nginx_certificates_are_refused_before_any_ca_is_asked(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    dokuen.ctl("apps:create", "blog")
+    issued = MiniCa().issue(["blog.localhost"])
+    (tmp_path / "c.pem").write_bytes(issued.cert)
+    (tmp_path / "k.pem").write_bytes(issued.key)
+    for args in (["certs:add", "blog", str(tmp_path / "c.pem"), str(tmp_path / "k.pem")],
+                 ["certs:auto", "blog"]):  # fmt: skip
+        result = dokuen.ctl(*args, check=False)
+        assert result.returncode == 1
+        assert "error: nginx is off, so nothing would serve HTTPS (set DOKUEN_NGINX=managed)" in (
+            result.stderr
+        )
+    assert "obtaining a certificate" not in dokuen.log()
+    assert not list(dokuen.home.glob("tls/blog/*.key"))

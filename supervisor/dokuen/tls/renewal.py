@@ -75,6 +75,7 @@ class Certificates:
         self._issue = issue or obtain
         self.failures: dict[str, Failure] = {}
         self._lock = anyio.Lock()  # one order at a time: they share the account
+        self._installing = anyio.Lock()  # one swap at a time (an order's, a certs:add)
         self._wake = anyio.Event()
         self._known: set[str] = set()  # the apps the task last looked at
 
@@ -115,11 +116,18 @@ class Certificates:
     async def install(self, app: str, cert_pem: bytes, key_pem: bytes, source: str) -> Current:
         """Serve a checked pair: nginx -t and a reload; if nginx refuses it, the previous
         certificate goes back and keeps serving."""
-        runtime = self.runtime()
-        if not runtime.proxied:
+        self._check_proxied()
+        async with self._installing:
+            return await self._install(app, cert_pem, key_pem, source)
+
+    def _check_proxied(self) -> None:
+        if not self.runtime().proxied:
             raise DokuenError(
                 "nginx is off, so nothing would serve HTTPS (set DOKUEN_NGINX=managed)"
             )
+
+    async def _install(self, app: str, cert_pem: bytes, key_pem: bytes, source: str) -> Current:
+        runtime = self.runtime()
         previous = self.keystore.current(app)
         current = await anyio.to_thread.run_sync(
             self.keystore.install, app, cert_pem, key_pem, source
@@ -153,6 +161,7 @@ class Certificates:
     async def obtain(self, name: str, reason: str) -> Current:
         """A certificate from the ACME CA for every host of the app, served at once.
         Raises DokuenError (recorded as the app's failure, with the next try)."""
+        self._check_proxied()  # before the CA issues a certificate nothing would serve
         async with self._lock:
             app = self._apps().get(name)
             if app is None:
