@@ -15,6 +15,7 @@ from dokuen import __version__
 from dokuen.cli import (
     apps,
     backups,
+    certs,
     config,
     databases,
     domains,
@@ -87,6 +88,7 @@ COMMAND_MODULES = (
     releases,
     config,
     domains,
+    certs,
     maintenance,
     sshkeys,
     hooks,
