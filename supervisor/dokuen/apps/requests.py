@@ -241,7 +241,8 @@ class AppCommands:
         target = args.get("release")
         if target is not None:
             _check_release_name(text_arg(args, "release"))
-        done = await releasing.rollback(app, target, _speaker(out))
+        force = args.get("force") is True
+        done = await releasing.rollback(app, target, _speaker(out), force)
         await self._sync_proxy()
         return done
 

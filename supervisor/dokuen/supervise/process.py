@@ -100,6 +100,7 @@ class SlotConfig:
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
     user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
     cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
+    release: str = ""  # the release it runs (vN), so a switch tells old slots from new
 
 
 class ProcessSlot:
@@ -274,6 +275,7 @@ class ProcessSlot:
             status: int | None = None
             try:
                 status = await child.wait()
+                tg.cancel_scope.cancel()  # exited while booting: its check fails now, not later
             finally:
                 with anyio.CancelScope(shield=True):
                     stopping = status is None
