@@ -20,6 +20,7 @@ pytestmark = [
 ]
 
 # The worker says which release it runs (from the slug's .env) when it starts.
+EIO = "Input/output error (an input/output error: check the disk (dmesg))"
 WORKER = 'worker: echo "worker of $TAG up"; exec sleep 1000\n'
 
 
@@ -200,3 +201,55 @@ def test_scaling_past_the_port_range_is_refused_before_anything_changes(
     assert "scaled" not in dokuen.log()
     dokuen.ctl("ps:scale", "blog", f"web={size - 1}")  # exactly what fits
     wait_for(lambda: dokuen.running("blog", size), "the range full")
+
+
+def test_eio_while_writing_config_or_state_keeps_the_previous_state_serving(
+    tmp_path: Path, apps_dir: Path
+) -> None:
+    """Fault injection: DOKUEN_FAULT_EIO names a file listing the file names whose writes
+    fail with EIO (store.injected_fault, the seam in every atomic write of state and config)."""
+    faults = tmp_path / "faults"
+    faults.write_text("")
+    with nginx_dokuen(tmp_path / "home", DOKUEN_FAULT_EIO=str(faults)) as daemon:
+        port = http_port(daemon)
+        daemon.deploy("blog", tagged(apps_dir / "blog", "one", "exec python3 envserver.py"))
+        daemon.ctl("config:set", "blog", "FOO=1")  # v2
+        wait_for(lambda: (env_via(port, "blog.localhost") or {}).get("FOO") == "1", "v2")
+        env_file = daemon.home / "apps/blog/env/FOO"
+        # The new processes pass, then writing the config fails: v3 never becomes current.
+        faults.write_text("FOO\n")
+        result = daemon.ctl("config:set", "blog", "FOO=2", check=False)
+        assert result.returncode == 1
+        assert result.stderr == (f"error: config change of v3 failed: {env_file}: {EIO}\n")
+        assert env_file.read_text() == "1"
+        assert not list(env_file.parent.glob(".*.tmp"))
+        served = wait_for(lambda: env_via(port, "blog.localhost"), "the previous config")
+        assert served["FOO"] == "1"
+        wait_for(lambda: daemon.running("blog", 2), "v2's web and worker")
+        rows = listing(daemon, "blog")
+        assert [(r["version"], r["current"], bool(r["failed"])) for r in rows[:2]] == [
+            ("v3", False, True),
+            ("v2", True, False),
+        ]
+        # The state file of a scale: the new worker stops again, the formation stays.
+        formation_file = daemon.home / "apps/blog/formation.json"
+        faults.write_text("formation.json\n")
+        result = daemon.ctl("ps:scale", "blog", "worker=2", check=False)
+        assert result.returncode == 1
+        assert result.stderr == f"error: {formation_file}: {EIO}\n"
+        assert json.loads(formation_file.read_text()) == {"web": 1, "worker": 1}
+        wait_for(lambda: daemon.running("blog", 2), "one worker again")
+        # The record of a switch under way cannot be written: nothing starts.
+        faults.write_text("pending.json\n")
+        web = pids(daemon, "blog")["web.1"]
+        result = daemon.ctl("config:set", "blog", "FOO=4", check=False)
+        assert result.returncode == 1
+        assert "pending.json: Input/output error" in result.stderr
+        assert pids(daemon, "blog")["web.1"] == web
+        # The daemon goes on: with the disk healthy again, everything works.
+        faults.write_text("")
+        daemon.ctl("config:set", "blog", "FOO=5")
+        wait_for(lambda: (env_via(port, "blog.localhost") or {}).get("FOO") == "5", "FOO=5")
+        daemon.ctl("ps:scale", "blog", "worker=2")
+        wait_for(lambda: daemon.running("blog", 3), "two workers")
+        assert daemon.process is not None and daemon.process.poll() is None

@@ -33,13 +33,13 @@ async def switch_to(
     wanted = dict(config) if config is not None else app.config()
     formation = default_formation(release.procfile(), app.dir.read_formation())
     shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
-    await anyio.to_thread.run_sync(pending.begin, app.dir, release)
     target = Target(release, formation, wanted)
-    app.pending = target
-    app.runtime.mux.event(app.name, f"{verb}: starting {release.name} ({shown}), pending")
-    await say(f"-----> Starting {release.name} with formation {shown}")
     try:
         try:
+            await anyio.to_thread.run_sync(pending.begin, app.dir, release)
+            app.pending = target
+            app.runtime.mux.event(app.name, f"{verb}: starting {release.name} ({shown}), pending")
+            await say(f"-----> Starting {release.name} with formation {shown}")
             await app.converge(replace=lambda _spec: True, gate=True)
             await anyio.to_thread.run_sync(pending.commit, app.dir, target)
         finally:
@@ -59,6 +59,8 @@ async def _back(app: App, release: releases.Release, reason: str) -> None:
     and the previous processes running (what of ``release`` started, stopped)."""
     try:
         await anyio.to_thread.run_sync(pending.undo, app.dir, reason)
+        if releases.current_release(app.dir) != release:  # no record was made: mark it here
+            await anyio.to_thread.run_sync(releases.mark_failed, release, reason)
     except (DokuenError, OSError) as exc:  # the record stays: the next start undoes it
         app.runtime.mux.event(app.name, f"cannot put back the previous state yet: {explain(exc)}")
     with contextlib.suppress(DokuenError, OSError):
