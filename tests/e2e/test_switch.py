@@ -252,4 +252,5 @@ def test_eio_while_writing_config_or_state_keeps_the_previous_state_serving(
         wait_for(lambda: (env_via(port, "blog.localhost") or {}).get("FOO") == "5", "FOO=5")
         daemon.ctl("ps:scale", "blog", "worker=2")
         wait_for(lambda: daemon.running("blog", 3), "two workers")
-        assert daemon.process is not None and daemon.process.poll() is None
+        assert daemon.process is not None
+        assert daemon.process.poll() is None

@@ -22,7 +22,7 @@ from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir
 from dokuen.supervise.formation import ProcessSpec, in_procfile_order, parse_scale
-from dokuen.supervise.process import ProcessSlot, ProcessState
+from dokuen.supervise.process import STUCK, ProcessSlot, ProcessState
 from dokuen.supervise.procfile import Procfile
 
 
@@ -121,7 +121,12 @@ class App:
     # -- views -----------------------------------------------------------------------
 
     def processes(self) -> list[dict[str, Any]]:
-        return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
+        rows = [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
+        return rows + [slot.info() for slot in self.slots.stuck]
+
+    def stuck(self) -> list[str]:
+        """A line for each stopped process that SIGKILL did not end (left to the kernel)."""
+        return [f"{self.name} {s.spec.name} (pid {s.pid}) {STUCK}" for s in self.slots.stuck]
 
     def summary(self) -> dict[str, Any]:
         """The app at a glance; ``broken`` names the file that keeps it down and the fix."""

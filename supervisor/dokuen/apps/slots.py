@@ -56,6 +56,7 @@ class Slots:
         self.name = directory.name
         self.runtime = runtime
         self.live: dict[str, ProcessSlot] = {}
+        self.stuck: list[ProcessSlot] = []  # stopped, but SIGKILL did not end them
         self.task_group: anyio.abc.TaskGroup | None = None
 
     async def converge(
@@ -212,3 +213,10 @@ class Slots:
         for slot in slots:
             if self.live.get(slot.spec.name) is slot:  # its replacement may hold the name
                 del self.live[slot.spec.name]
+            if slot.stuck is not None and self.task_group is not None:
+                self.stuck.append(slot)  # shown in ps until the kernel ends it
+                self.task_group.start_soon(self._reap, slot)
+
+    async def _reap(self, slot: ProcessSlot) -> None:
+        await slot.reap()
+        self.stuck.remove(slot)
