@@ -190,7 +190,7 @@ def test_scaling_past_the_port_range_is_refused_before_anything_changes(
     first, last = dokuen.ports
     assert result.stderr == (
         f"error: cannot run {size + 1} processes: DOKUEN_PORT_RANGE {first}-{last} has room "
-        f"for {size} more of this app's (one port each; widen DOKUEN_PORT_RANGE and restart "
+        f"for {size} (one port each; widen DOKUEN_PORT_RANGE and restart "
         "dokuend, or scale something down)\n"
     )
     assert pids(dokuen, "blog") == before

@@ -43,7 +43,7 @@ def check_room(ports: PortPool, formation: Mapping[str, int], holding: int) -> N
     if wanted > free:
         raise DokuenError(
             f"cannot run {wanted} processes: DOKUEN_PORT_RANGE {ports.ports.first}-"
-            f"{ports.ports.last} has room for {free} more of this app's (one port each; "
+            f"{ports.ports.last} has room for {free} (one port each; "
             "widen DOKUEN_PORT_RANGE and restart dokuend, or scale something down)"
         )
 

@@ -47,7 +47,7 @@ async def switch_to(
     except (DokuenError, OSError) as exc:
         reason = explain(exc)
         with anyio.CancelScope(shield=True):
-            await _back(app, release, f"{verb} failed: {reason.splitlines()[0]}")
+            await _back(app, release, f"{verb} failed: {_short(reason)}")
         app.runtime.mux.event(app.name, f"{verb} of {release.name} failed: {reason}")
         raise DokuenError(f"{verb} of {release.name} failed: {reason}") from None
     app.failure = None
@@ -65,3 +65,9 @@ async def _back(app: App, release: releases.Release, reason: str) -> None:
         app.runtime.mux.event(app.name, f"cannot put back the previous state yet: {explain(exc)}")
     with contextlib.suppress(DokuenError, OSError):
         await app.converge(replace=lambda _spec: False)
+
+
+def _short(reason: str) -> str:
+    """The failure as a release records it: its first line, without the last lines."""
+    first = reason.splitlines()[0].removesuffix(" Its last lines:").removesuffix(" (none)")
+    return first.replace("; the old ones keep serving.", "").rstrip(".")
