@@ -164,8 +164,23 @@ def test_a_first_deploy_whose_web_never_answers_fails_with_its_last_lines(
         assert nothing.returncode == 1
         assert "has no release before the current one" in nothing.stderr
         # A good deploy then works, as v3; rollback has nothing proven to go back to.
-        daemon.deploy("blog", tagged(apps_dir / "3", "three", "exec python3 envserver.py"))
+        second_fails = (
+            'test "$DYNO" = web.2 && { echo "no room for two"; exit 4; }; exec python3 envserver.py'
+        )
+        daemon.deploy("blog", tagged(apps_dir / "3", "three", second_fails))
         assert wait_for(lambda: env_via(port, "blog.localhost"), "v3")["TAG"] == "three"
+        # A scale is pending until its new web processes pass: web.2 fails, nothing changes.
+        before = pids(daemon, "blog")
+        scale = daemon.ctl("ps:scale", "blog", "web=2", check=False)
+        assert scale.returncode == 1
+        assert scale.stderr.startswith(
+            "error: scaling blog web=2 failed (the formation stays web=1, worker=1): web.2 "
+            "exited with code 4 before it answered. Its last lines:\n"
+        )
+        assert "    no room for two" in scale.stderr
+        assert pids(daemon, "blog") == before
+        formation = json.loads((daemon.home / "apps/blog/formation.json").read_text())
+        assert formation == {"web": 1, "worker": 1}
         refused = daemon.ctl("rollback", "blog", check=False)
         assert refused.returncode == 1
         assert "no release before the current one that did not fail to boot" in refused.stderr

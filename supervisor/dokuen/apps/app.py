@@ -208,9 +208,9 @@ class App:
                     self.runtime.mux.event(self.name, f"scaling {shown} failed: {exc}")
                     if isinstance(exc, OSError):
                         raise
+                    kept = ", ".join(f"{t}={n}" for t, n in current.items()) or "empty"
                     raise DokuenError(
-                        f"scaling {self.name} {shown} failed: {exc}\nThe formation stays "
-                        f"{shown_formation(self.dir)}."
+                        f"scaling {self.name} {shown} failed (the formation stays {kept}): {exc}"
                     ) from None
                 finally:
                     self.pending = None
