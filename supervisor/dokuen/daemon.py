@@ -30,6 +30,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError, explain
+from dokuen.export.requests import ExportCommands
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
@@ -120,14 +121,14 @@ class Daemon:
             spawner,
             lambda: self.backups.storage(),  # noqa: PLW0108 (self.backups is made next)
         )
-        self.backups = BackupCommands(
-            lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
-        )
+        apps = lambda: self.apps  # noqa: E731
+        self.backups = BackupCommands(lambda: self.settings, self.store, find_app, apps, dumps, mux)
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
         self._commands: dict[str, Command] = {"status": self.status}
-        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
+        wings = (self.app_requests, maintenance, self.databases, dumps, self.backups, keys)
+        for wing in (*wings, ExportCommands(find_app)):
             self._commands.update(wing.handlers())
 
     def _sites(self) -> list[Site]:

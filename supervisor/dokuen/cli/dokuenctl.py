@@ -18,6 +18,7 @@ from dokuen.cli import (
     config,
     databases,
     domains,
+    export,
     hooks,
     maintenance,
     releases,
@@ -92,6 +93,7 @@ COMMAND_MODULES = (
     backups,
     databases,
     service,
+    export,
 )
 for module in COMMAND_MODULES:
     for command in module.COMMANDS:
