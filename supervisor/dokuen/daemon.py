@@ -21,6 +21,7 @@ from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
 from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
+from dokuen.backup.dumps import clear_leftovers
 from dokuen.backup.requests import BackupCommands
 from dokuen.control import Command, Output, serve
 from dokuen.data.cluster import POSTGRES_APP
@@ -30,6 +31,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError
+from dokuen.export.requests import ExportCommands
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
@@ -49,6 +51,7 @@ from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import Spawner
 from dokuen.supervise.record import RUN_DIR
 from dokuen.supervise.spawn import OsSpawner
+from dokuen.tls.requests import CertCommands
 
 log = structlog.get_logger()
 
@@ -66,16 +69,16 @@ class Daemon:
         dokuenctl: Path | None = None,
         service: ServiceManager | None = None,
     ) -> None:
-        """``dokuenctl`` is what git hooks and ssh keys run (default: the one installed
-        beside this program)."""
+        """``dokuenctl``: what git hooks and ssh keys run (default: the one beside dokuend)."""
         self.settings = settings
         self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
         self.service = service or ServiceManager()
         self._environ = dict(os.environ if environ is None else environ)
         self.store = Store(settings.home)
         spawner = spawner or OsSpawner(subreaper=reaper.become_subreaper())
-        run = settings.home / RUN_DIR
-        keeper = Keeper(run, spawner) if isinstance(spawner, OsSpawner) else None
+        keeper = (
+            Keeper(settings.home / RUN_DIR, spawner) if isinstance(spawner, OsSpawner) else None
+        )
         self.runtime = Runtime(
             settings=settings,
             ports=PortPool(settings.port_range),
@@ -108,8 +111,8 @@ class Daemon:
             lambda: sorted(app.name for app in self.apps.values() if app.deploying),
             self.service.reloading,
             lambda: self.service.ready(self._status_line()),
+            self.started,
         )
-        self._root: anyio.abc.TaskGroup
         mux = self.runtime.mux
         self.app_requests = AppCommands(
             self.apps,
@@ -133,23 +136,24 @@ class Daemon:
             spawner,
             lambda: self.backups.storage(),  # noqa: PLW0108 (self.backups is made next)
         )
-        self.backups = BackupCommands(
-            lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
-        )
+        apps = lambda: self.apps  # noqa: E731
+        self.backups = BackupCommands(lambda: self.settings, self.store, find_app, apps, dumps, mux)
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
-        self._commands: dict[str, Command] = {"status": self.status, "daemon:reload": self._reexec}
-        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
+        self.https = CertCommands(self, find_app)
+        self._commands: dict[str, Command] = {"status": self.status, **self.https.handlers()}
+        self._commands["daemon:reload"] = lambda _args, _out: self.handover.request(self._root)
+        wings = (self.app_requests, maintenance, self.databases, dumps, self.backups, keys)
+        for wing in (*wings, ExportCommands(find_app)):
             self._commands.update(wing.handlers())
 
     def _sites(self) -> list[Site]:
-        """Every app nginx should show; an app whose files were hand-edited into something
-        invalid is left out (and said so), not allowed to block the others."""
+        """Every app nginx shows, with its certificate; a broken app is left out (and said so)."""
         sites = []
         for app in self.apps.values():
             try:
-                sites.append(app.site())
+                sites.append(self.https.certs.decorate(app.site()))
             except DokuenError as exc:
                 self.runtime.mux.event(app.name, f"left out of nginx: {exc}")
         return sites
@@ -221,6 +225,7 @@ class Daemon:
                 await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
                 await root.start(self.backups.scheduler.run)
+                await root.start(self.https.certs.run)
                 log.info(
                     "daemon.ready",
                     version=__version__,
@@ -242,7 +247,7 @@ class Daemon:
         await adopt_all(self.apps, self.runtime, self.settings.stop_timeout)
 
     async def _restore(self) -> None:
-        await anyio.to_thread.run_sync(self.store.clear_scratch)
+        await anyio.to_thread.run_sync(clear_leftovers, self.settings.home / "tmp")
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         apps = [self.store.app(name) for name in self.store.app_names()]
         home, isolation = self.settings.home, self.runtime.isolation
@@ -328,11 +333,6 @@ class Daemon:
 
     # -- requests --------------------------------------------------------------------
 
-    async def _reexec(self, args: dict[str, Any], out: Output) -> Any:
-        """``daemon:reload``: re-execute dokuend in place once the reply is out."""
-        await self.handover.request(self._root)
-        return {"pid": os.getpid(), "started": self.started}
-
     async def handle(self, command: str, args: dict[str, Any], out: Output) -> Any:
         try:
             handler = self._commands[command]
@@ -372,6 +372,7 @@ class Daemon:
                 else {"mode": "off", "problem": self.proxy_problem}
             ),
             "postgres": self.postgres.status(),
+            "https": self.https.certs.status(),
             "cgroups": cgroups.status()
             if (cgroups := self.runtime.cgroups)
             else off(str(self._cgroups_off)),

@@ -58,7 +58,7 @@ def plan(
 async def take_over(
     app: App, records: list[ProcessRecord], keeper: Keeper, grace: float
 ) -> list[ProcessRecord]:
-    """Hand ``app`` the processes it may adopt (``app.adoptable``) and stop the others.
+    """Hand ``app`` the processes it may adopt (``app.slots.adoptable``) and stop the others.
     Returns the records it was given to adopt whose process was gone."""
     chosen, rest = plan(app, records)
     gone = []
@@ -68,7 +68,7 @@ async def take_over(
             gone.append(record)
             keeper.forget(record)
         else:
-            app.adoptable[name] = child
+            app.slots.adoptable[name] = child
     await stop(rest, keeper, grace)
     return gone
 
@@ -87,7 +87,7 @@ async def stop(records: list[ProcessRecord], keeper: Keeper, grace: float) -> No
 
 async def release_unclaimed(app: App, grace: float) -> None:
     """Stop what ``app`` was offered and did not take (it could not be restored)."""
-    left, app.adoptable = list(app.adoptable.values()), {}
+    left, app.slots.adoptable = list(app.slots.adoptable.values()), {}
     async with anyio.create_task_group() as group:
         for child in left:
             group.start_soon(_stop_child, child, grace)
@@ -140,7 +140,7 @@ async def _offer(apps: Mapping[str, App], keeper: Keeper, grace: float) -> set[s
         for name, found in by_app.items():
             if name in apps:
                 group.start_soon(take_over, apps[name], found, keeper, grace)
-    kept = [child for app in apps.values() for child in app.adoptable.values()]
+    kept = [child for app in apps.values() for child in app.slots.adoptable.values()]
     in_use = {str(child.fifo.path) for child in kept if child.fifo is not None}
     with contextlib.suppress(OSError):
         for fifo in keeper.fifos.iterdir():

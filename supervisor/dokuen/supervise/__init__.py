@@ -6,8 +6,8 @@ Every module here is public: the other wings build on them.
 """
 
 __all__ = [
-    "child",
     "clock",
+    "ending",
     "envdir",
     "environment",
     "formation",

@@ -4,6 +4,7 @@ and ``execve`` (reexec.py). Whatever the apps write meanwhile waits in their FIF
 new image, which adopts them (keeper.py): not one line is lost or written twice."""
 
 import contextlib
+import os
 import socket
 from collections.abc import Callable
 
@@ -34,6 +35,7 @@ class Handover:
         deploying: Callable[[], list[str]],
         reloading: Callable[[], None],
         ready: Callable[[], None],
+        started: float,
     ) -> None:
         self._keeper = keeper
         self._mux = mux
@@ -41,15 +43,17 @@ class Handover:
         self._deploying = deploying
         self._reloading = reloading
         self._ready = ready
+        self._started = started  # when this image started: the client waits for a new one
         self._listener: socket.socket | None = None
 
     def listening(self, sock: socket.socket) -> None:
         """The control socket: the next image inherits it, so no client is refused."""
         self._listener = sock
 
-    async def request(self, group: anyio.abc.TaskGroup) -> None:
-        """Check that a re-exec may happen now and start it in ``group``; DokuenError (one
-        line) when it must not (a deploy runs, the new program does not start)."""
+    async def request(self, group: anyio.abc.TaskGroup) -> dict[str, float | int]:
+        """``daemon:reload``: check that a re-exec may happen now and start it in ``group``
+        once the reply is out; DokuenError (one line) when it must not (a deploy runs, the
+        new program does not start)."""
         if busy := self._deploying():
             raise DokuenError(
                 f"{', '.join(busy)} is deploying; run dokuenctl daemon:reload once it is done"
@@ -59,6 +63,7 @@ class Handover:
             log.error("daemon.reexec_refused", error=problem)
             raise DokuenError(problem)
         group.start_soon(self._replace, argv, environ)
+        return {"pid": os.getpid(), "started": self._started}
 
     def on_signal(self, group: anyio.abc.TaskGroup) -> None:
         """SIGUSR2 (``systemctl reload``): the same, its refusal in the log."""

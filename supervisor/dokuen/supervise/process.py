@@ -3,11 +3,11 @@ and stop the whole process tree."""
 
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
@@ -15,9 +15,8 @@ import structlog
 
 from dokuen.errors import DokuenError
 from dokuen.isolate.cgroups import Group
-from dokuen.supervise import reaper
-from dokuen.supervise.child import Child, Spawner, describe_exit
 from dokuen.supervise.clock import Clock
+from dokuen.supervise.ending import Child, Ending
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.keeper import AdoptedChild, Keeper
@@ -39,7 +38,10 @@ log = structlog.get_logger()
 READ_SIZE = 1 << 18
 PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
-GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
+STUCK = (
+    "is stuck in uninterruptible sleep (state D): SIGKILL did not end it, so it is left to "
+    "the kernel (a file system or device it waits on does not answer: check dmesg)"
+)
 
 
 class ProcessState(StrEnum):
@@ -49,6 +51,30 @@ class ProcessState(StrEnum):
     CRASHED = "crashed"
     STOPPING = "stopping"
     STOPPED = "stopped"
+    STUCK = "stuck"  # SIGKILL did not end it (uninterruptible sleep): left to the kernel
+
+
+class Spawner(Protocol):
+    async def __call__(
+        self,
+        command: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        user: int | None = None,
+        cgroup: Group | None = None,
+    ) -> Child: ...
+
+
+def describe_exit(status: int) -> str:
+    """``exited with code 1`` or ``killed by SIGKILL``."""
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"killed by {name}"
+    return f"exited with code {status}"
 
 
 @dataclass(frozen=True)
@@ -63,7 +89,7 @@ class SlotConfig:
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
     user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
     cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
-    release: str = ""  # the release it runs (recorded, so a new dokuend knows what it is)
+    release: str = ""  # the release it runs (vN), so a switch tells old slots from new
 
 
 class ProcessSlot:
@@ -110,6 +136,8 @@ class ProcessSlot:
         self.failure: str | None = None
         self.recent: deque[str] = deque(maxlen=10)  # its last lines, for failure reports
         self._reported_start = False
+        self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
+        self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
 
     def adopt(self, child: "AdoptedChild") -> None:
         """Make ``child`` (a process an earlier dokuend left serving) this slot's first
@@ -166,9 +194,19 @@ class ProcessSlot:
         finally:
             if self.port is not None:
                 self._ports.release(self.port)
-            self.state = ProcessState.STOPPED
-            self.pid = self.port = None
+            self.state = ProcessState.STUCK if self.stuck else ProcessState.STOPPED
+            self.port = None
+            if self.stuck is None:
+                self.pid = None
             self._done.set()
+
+    async def reap(self) -> None:
+        """Wait until the kernel ends a stuck process at last, then say so."""
+        if self.stuck is not None:
+            status = await self.stuck.wait()
+            self._event(f"(stuck) is gone at last ({describe_exit(status)})", "process.unstuck")
+            self.stuck, self.pid = None, None
+            self.state = ProcessState.STOPPED
 
     async def _supervise(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         while True:
@@ -268,13 +306,18 @@ class ProcessSlot:
             status: int | None = None
             try:
                 status = await child.wait()
+                tg.cancel_scope.cancel()  # exited while booting: its check fails now, not later
             finally:
                 with anyio.CancelScope(shield=True):
                     stopping = status is None
                     if status is None:
-                        status = await self._terminate(child)
+                        self.state = ProcessState.STOPPING
+                        status = await self._ending.terminate(child, self.config.stop_timeout)
+                        if status is None:  # not even SIGKILL ends it: left to the kernel
+                            self.stuck = child
+                            status = -signal.SIGKILL
                     else:  # it exited: whatever it left in its group goes too
-                        await self._clean_group(child, self.config.stop_timeout)
+                        await self._ending.clean_group(child, self.config.stop_timeout)
                     with anyio.move_on_after(DRAIN_AFTER_EXIT):
                         await pumped.wait()
                     pump_scope.cancel()
@@ -282,51 +325,14 @@ class ProcessSlot:
                     if self.cgroup is not None and self.cgroup.oom_kills():
                         self._event("out of memory (DOKUEN_MEMORY_LIMIT): killed", "process.oom")
                     await child.aclose()
-                    if stopping:  # after its last lines, not before them
+                    if self.stuck is not None:
+                        self._event(STUCK, "process.stuck")
+                    elif stopping:  # after its last lines, not before them
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
-
-    async def _terminate(self, child: Child) -> int:
-        self.state = ProcessState.STOPPING
-        grace = self.config.stop_timeout
-        deadline = self._clock.now() + grace
-        child.signal_group(signal.SIGTERM)
-        status = -signal.SIGTERM
-        with anyio.move_on_after(grace) as patience:
-            status = await child.wait()
-        if patience.cancelled_caught:
-            child.signal_group(signal.SIGKILL)
-            status = await child.wait()
-            self._event(
-                f"did not stop within {grace:g}s of SIGTERM, sent SIGKILL", "process.killed"
-            )
-        await self._clean_group(child, max(0.0, deadline - self._clock.now()))
-        return status
-
-    async def _clean_group(self, child: Child, grace: float) -> None:
-        """After the main process exited: SIGTERM what is left of its group, SIGKILL it after
-        ``grace``, then kill anything that came from it and left the group."""
-        if child.group_alive():
-            child.signal_group(signal.SIGTERM)
-            with anyio.move_on_after(grace):
-                while child.group_alive():
-                    await anyio.sleep(GROUP_POLL)
-            if child.group_alive():
-                child.signal_group(signal.SIGKILL)
-                while child.group_alive():
-                    await anyio.sleep(GROUP_POLL)
-        strays = child.leftovers(self.spec.app, self.spec.name)
-        if strays:
-            killed = await anyio.to_thread.run_sync(reaper.kill_all, strays)
-            if killed:
-                self._event(
-                    f"killed {killed} process(es) it left behind outside its group",
-                    "process.leftovers_killed",
-                    count=killed,
-                )
 
     async def _check_health(self, health: HealthCheck, child: Child) -> None:
         """Probe the new process until it answers from its own port (then it is RUNNING:
