@@ -17,6 +17,7 @@ import shlex
 import shutil
 import signal
 import stat
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ class Job:
     path: str  # the build's PATH
     limits: Limits
     bundled: Path  # the bundled buildpacks (a copy builds of their own uid can reach)
+    uv: str | None = None  # the uv program builds may use (DOKUEN_UV in their environment)
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,8 @@ class Builder:
     ) -> tuple[int, str]:
         """Run one build program to its end: its exit status and (without ``say``, which
         gets it live instead) its output. Cancelled, it kills its whole tree."""
-        env = {**build_environment(job.path, job.workspace / "home", job.commit), **(extra or {})}
+        env = build_environment(job.path, job.workspace / "home", job.commit, job.uv)
+        env.update(extra or {})
         limited = ["bash", "-c", _LIMITED, "dokuen-build", *_ulimits(job.limits), *argv]
         group = self._groups.get(job.workspace)
         self._steps += 1
@@ -350,6 +353,45 @@ def reachable_buildpacks(home: Path) -> Path:
     shutil.rmtree(copy, ignore_errors=True)
     staging.rename(copy)
     return copy
+
+
+def find_uv(configured: str | None, path: str) -> str | None:
+    """The uv builds install Python apps with: ``DOKUEN_UV``, else the one installed beside
+    dokuend (it is a dependency of Dokuen), else the first on the build's PATH."""
+    if configured:
+        return configured if configured != "off" else None
+    beside = Path(sys.executable).parent / "uv"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("uv", path=path)
+
+
+def reachable_uv(uv: str, home: Path) -> str:
+    """``uv`` where builds of their own uid can run it: a copy under ``home`` when the
+    original lies in a directory they cannot reach (dokuend in root's home, say), renewed
+    when the original changes."""
+    source = Path(uv)
+    info = source.stat()
+    if _reachable_by_others(source):
+        return uv
+    tools = home / "tools"
+    tools.mkdir(mode=0o755, exist_ok=True)
+    copy = tools / "uv"
+    stamp = tools / "uv.installed-from"
+    mark = f"{source}\n{info.st_mtime_ns} {info.st_size}\n"
+    if not (copy.is_file() and stamp.is_file() and stamp.read_text() == mark):
+        staging = tools / ".uv.new"
+        shutil.copyfile(source, staging)
+        staging.chmod(0o755)
+        staging.rename(copy)
+        stamp.write_text(mark)
+    return str(copy)
+
+
+def _reachable_by_others(path: Path) -> bool:
+    if not path.stat().st_mode & stat.S_IXOTH:
+        return False
+    return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
 
 
 def _sourcing(exports: list[Path]) -> list[str]:

@@ -142,7 +142,13 @@ def merge_release(infos: list[ReleaseInfo]) -> ReleaseInfo:
     return ReleaseInfo(types, config)
 
 
-def build_environment(path: str, home: Path, commit: str | None) -> dict[str, str]:
+def build_environment(
+    path: str, home: Path, commit: str | None, uv: str | None = None
+) -> dict[str, str]:
     """The whole environment of a build step: nothing of the daemon's, no config vars (those
-    are in ENV_DIR, for the buildpack to read if it wants them)."""
-    return {"PATH": path, "HOME": str(home), "STACK": STACK, "SOURCE_VERSION": commit or ""}
+    are in ENV_DIR, for the buildpack to read if it wants them). ``DOKUEN_UV`` names the uv
+    the bundled python buildpack installs with, when there is one."""
+    env = {"PATH": path, "HOME": str(home), "STACK": STACK, "SOURCE_VERSION": commit or ""}
+    if uv:
+        env["DOKUEN_UV"] = uv
+    return env
