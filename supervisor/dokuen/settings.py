@@ -78,7 +78,9 @@ class Settings:
     build_processes: int = 512
     cgroups: str = "auto"  # v2, v1 or off; auto: v2 if it can limit, else v1, else v2, else off
     build_uids: BuildUids = "home"
-    uv: str | None = None  # the uv builds install Python apps with; default: dokuen's own, or PATH's
+    uv: str | None = (
+        None  # the uv builds install Python apps with; default: dokuen's own, or PATH's
+    )
     app_uids: str = "auto"  # auto: each app runs as its own uid when dokuend is root; or off
     backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (backup/targets.py)
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)

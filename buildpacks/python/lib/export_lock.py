@@ -29,9 +29,7 @@ def _lines(entries: list[tuple[str, list[str]]]) -> str:
     hashed = bool(entries) and all(hashes for _, hashes in entries)
     out = []
     for spec, hashes in entries:
-        if hashed:
-            spec += "".join(f" --hash={h}" for h in hashes)
-        out.append(spec)
+        out.append(spec + ("".join(f" --hash={h}" for h in hashes) if hashed else ""))
     return "".join(line + "\n" for line in out)
 
 
@@ -96,7 +94,9 @@ def _main_names(project: dict[str, Any]) -> set[str]:
 def poetry(build_dir: Path) -> str:
     lock = build_dir / "poetry.lock"
     data = _toml(lock)
-    project = _toml(build_dir / "pyproject.toml") if (build_dir / "pyproject.toml").is_file() else {}
+    project = (
+        _toml(build_dir / "pyproject.toml") if (build_dir / "pyproject.toml").is_file() else {}
+    )
     packages = {_name(p["name"]): p for p in data.get("package", []) if "name" in p}
     if any("groups" in p for p in packages.values()):
         wanted = {n for n, p in packages.items() if "main" in (p.get("groups") or [])}

@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 
 from dokuen.deploy import releases
-from dokuen.deploy.build import Builder, Job, Limits, find_uv, reachable_buildpacks, reachable_uv
+from dokuen.deploy.build import Builder, Job, Limits
+from dokuen.deploy.tools import find_uv, reachable_buildpacks, reachable_uv
 from dokuen.errors import DokuenError
 from dokuen.isolate.isolation import Isolation
 from dokuen.resources import shipped
