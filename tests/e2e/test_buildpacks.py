@@ -6,15 +6,17 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import textwrap
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Dokuen, get_json, wait_for, write_app
+from tests.e2e.conftest import Dokuen, free_port_block, get_json, wait_for, write_app
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -140,6 +142,7 @@ def test_a_warm_redeploy_installs_nothing_and_a_changed_lock_installs_again(
 
 
 DJANGO_SETTINGS = """\
+from collections.abc import Iterator
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -280,3 +283,43 @@ def test_a_node_app_runs_on_the_node_its_engines_ask_for(dokuen: Dokuen, tmp_pat
     again = dokuen.deploy("node22", source)
     assert "-----> Installing node 22.x" in again.stdout
     assert facts(dokuen, "node22")[0] == running
+
+
+@pytest.fixture
+def open_home() -> Iterator[Path]:
+    """A DOKUEN_HOME the build user can reach (pytest's temporary directories are 0700)."""
+    top = Path(tempfile.mkdtemp(prefix="dokuen-buildpacks-"))
+    top.chmod(0o755)
+    yield top
+    shutil.rmtree(top)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root switches to a build user")
+def test_as_a_build_uid_python_builds_with_uv_and_only_interpreters_it_can_run(
+    open_home: Path,
+) -> None:
+    daemon = Dokuen(home=open_home / "home", ports=free_port_block())
+    # A range of its own: a build's end kills every process of its uid.
+    daemon.extra_env["DOKUEN_BUILD_UIDS"] = "2100003000-2100003009"
+    daemon.extra_env["DOKUEN_APP_PATH"] = f"{PYTHON_313}:{DEFAULT_PATH}"
+    daemon.start()
+    try:
+        source = python_app(open_home / "src", **{"requirements.txt": "six==1.17.0\n"})
+        cold = daemon.deploy("iso", source)
+        assert "-----> Installing dependencies from requirements.txt with uv (" in cold.stdout
+        assert facts(daemon, "iso")[1:] == ["True", "False"]
+        assert (daemon.home / "apps/iso/cache/python/venv").stat().st_uid == 2100003000
+        assert (daemon.home / "apps/iso/releases/v1/.venv/bin/python").lstat().st_uid == 0
+        warm = daemon.deploy("iso", source)
+        assert "Nothing to install: requirements.txt is unchanged" in warm.stdout
+        assert facts(daemon, "iso")[1:] == ["True", "False"]
+        if PYTHON_313.is_dir():  # on PATH, but under /root: the build uid cannot run it
+            (source / ".python-version").write_text("3.13\n")
+            failed = daemon.deploy_result("iso", source)
+            assert failed.returncode != 0
+            assert ".python-version asks for Python 3.13, but this build can run only" in (
+                failed.stdout
+            )
+            assert "3.13.0" not in failed.stdout.split("can run only")[1]
+    finally:
+        daemon.terminate()
