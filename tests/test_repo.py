@@ -54,6 +54,21 @@ def test_every_hook_is_a_static_script() -> None:
     assert sorted(hooks) == ["post-receive", "pre-receive"]
     for name, script in hooks.items():
         golden(name, script)
+    # Without a backup target no post-receive hook runs after each push.
+    assert sorted(render_hooks(ENTRY, backups=False)) == ["pre-receive"]
+
+
+def test_a_hook_left_out_is_removed_and_other_hooks_stay(tmp_path: Path) -> None:
+    path = tmp_path / "repo.git"
+    ensure_repo(path, render_hooks(ENTRY))
+    assert (path / "hooks" / "post-receive").is_file()
+    (path / "hooks" / "update").write_text("#!/bin/sh\n")  # not one of dokuend's
+    ensure_repo(path, render_hooks(ENTRY, backups=False))
+    assert not (path / "hooks" / "post-receive").exists()
+    assert (path / "hooks" / "pre-receive").is_file()
+    assert (path / "hooks" / "update").is_file()
+    ensure_repo(path, render_hooks(ENTRY, backups=True))
+    assert (path / "hooks" / "post-receive").is_file()
 
 
 def test_ensure_repo_makes_a_bare_repository_once_and_keeps_its_hook_current(

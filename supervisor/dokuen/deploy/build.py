@@ -30,6 +30,7 @@ from dokuen.deploy.buildpack import (
     ReleaseInfo,
     Source,
     build_environment,
+    detect_bundled,
     merge_release,
     parse_buildpacks_file,
     parse_release,
@@ -85,6 +86,7 @@ class Outcome:
 class _Pack:
     source: Source
     path: Path
+    detected: str = ""  # the name a bundled buildpack's detect gave, decided without it
 
     def program(self, name: str) -> Path:
         program = self.path / "bin" / name
@@ -152,7 +154,7 @@ class Builder:
         exports: list[Path] = []
         env_dir, cache = job.workspace / "env", job.cache_dir
         for pack in packs:
-            names.append(await self._detect(pack, job, explicit=True))
+            names.append(pack.detected or await self._detect(pack, job, explicit=True))
             await say(f"-----> {names[-1]} app detected\n")
             compile_ = [str(pack.program("compile")), str(job.build_dir), str(cache), str(env_dir)]
             status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
@@ -182,12 +184,11 @@ class Builder:
         elif (text := read_optional(job.build_dir, ".buildpacks", _BUILDPACKS_LIMIT)) is not None:
             sources = parse_buildpacks_file(text.decode("utf-8", errors="replace"))
         else:
-            for name in BUNDLED:
-                pack = _Pack(Source(name), job.bundled / name)
-                if await self._detect(pack, job, explicit=False):
-                    return [pack]
+            for name in BUNDLED:  # their bin/detect as data: no process to start
+                if found := detect_bundled(name, job.build_dir):
+                    return [_Pack(Source(name), job.bundled / name, found)]
             raise BuildError(
-                "no buildpack applies to this app. Tried: python (requirements.txt, "
+                "no buildpack applies to this app. Tried: python (requirements.txt, Pipfile, "
                 "pyproject.toml or setup.py), node (package.json), static (index.html without "
                 "a Procfile), procfile (a Procfile). Add one of those files, or name a "
                 "buildpack with: dokuenctl config:set APP BUILDPACK_URL=URL"
