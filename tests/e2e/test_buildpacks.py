@@ -141,81 +141,9 @@ def test_a_warm_redeploy_installs_nothing_and_a_changed_lock_installs_again(
     assert facts(dokuen, "warm")[1:] == ["True", "True"]
 
 
-DJANGO_SETTINGS = """\
-from collections.abc import Iterator
-from pathlib import Path
-
-BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = "not-secret-test-key"
-DEBUG = False
-ALLOWED_HOSTS = ["*"]
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-]
-MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-]
-ROOT_URLCONF = "site_app.urls"
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ]
-        },
-    }
-]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/unused.sqlite3"}}
-STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-"""
-
-DJANGO_MANAGE = """\
-import json
-import os
-import sys
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "site_app.settings")
-from django.core.management import execute_from_command_line
-
-execute_from_command_line(sys.argv)
-"""
-
-
 def test_a_django_app_has_its_admin_css(dokuen: Dokuen, tmp_path: Path) -> None:
     source = tmp_path / "django"
-    (source / "site_app").mkdir(parents=True)
-    (source / "site_app" / "__init__.py").write_text("")
-    (source / "site_app" / "settings.py").write_text(DJANGO_SETTINGS)
-    (source / "site_app" / "urls.py").write_text(
-        "from django.contrib import admin\nfrom django.urls import path\n\n"
-        'urlpatterns = [path("admin/", admin.site.urls)]\n'
-    )
-    (source / "site_app" / "wsgi.py").write_text(
-        "import os\n\nfrom django.core.wsgi import get_wsgi_application\n\n"
-        'os.environ.setdefault("DJANGO_SETTINGS_MODULE", "site_app.settings")\n'
-        "application = get_wsgi_application()\n"
-    )
-    (source / "manage.py").write_text(DJANGO_MANAGE)
-    write_app(
-        source,
-        "web: gunicorn site_app.wsgi --bind 127.0.0.1:$PORT --workers 1\n",
-        {"requirements.txt": "Django==5.2.8\nwhitenoise==6.11.0\ngunicorn==23.0.0\n"},
-    )
+    shutil.copytree(APPS / "django", source)  # a Django 5.2 project with whitenoise
     result = dokuen.deploy("django", source)
     assert "-----> Running Django's collectstatic (manage.py collectstatic --noinput) (" in (
         result.stdout
