@@ -43,7 +43,7 @@ def pipenv(build_dir: Path) -> str:
         data = json.loads(lock.read_text(encoding="utf-8"))
         default = data["default"]
         assert isinstance(default, dict)
-    except (ValueError, KeyError, AssertionError):
+    except (ValueError, KeyError, TypeError, AssertionError):
         raise Unusable(
             "Pipfile.lock is not a pipenv lock (no 'default' section): run `pipenv lock` again"
         ) from None
@@ -149,6 +149,14 @@ def main() -> int:
         sys.stdout.write(pipenv(build_dir) if kind == "pipenv" else poetry(build_dir))
     except Unusable as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a shape it cannot read
+        lock = "Pipfile.lock" if kind == "pipenv" else "poetry.lock"
+        print(
+            f"{lock} is not in a form this buildpack reads ({type(exc).__name__}: {exc}): "
+            f"lock again ({'pipenv lock' if kind == 'pipenv' else 'poetry lock'}) and commit it",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
