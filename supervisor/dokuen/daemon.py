@@ -250,8 +250,7 @@ class Daemon:
         return app
 
     def _refresh_entrypoints(self) -> None:
-        """Give every app its repository (apps made before there were any get one now) and
-        write the hooks and authorized_keys again for the dokuenctl installed now."""
+        """Give every app its repository; write hooks and authorized_keys for this dokuenctl."""
         try:
             entrypoint = self._entrypoint()
             hooks = repo.render_hooks(entrypoint, self.settings.backup_url is not None)
