@@ -361,3 +361,24 @@ def test_procfile_builds_nothing(tmp_path: Path) -> None:
     )
     assert sorted(path.name for path in app.iterdir()) == ["Procfile"]
     assert release("procfile", app, tmp_path)["default_process_types"] == {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_node_uses_pnpm_through_corepack_and_prunes_dev_dependencies(tmp_path: Path) -> None:
+    package = (
+        '{"name": "demo", "version": "1.0.0", "packageManager": "pnpm@9.15.0",'
+        ' "dependencies": {"is-number": "7.0.0"}, "devDependencies": {"is-odd": "3.0.1"},'
+        ' "scripts": {"build": "node -e \\"require(\'is-odd\')\\""}}'
+    )
+    app = make_app(tmp_path / "app", {"package.json": package, "server.js": ""})
+    result = compile_app(
+        "node", app, tmp_path / "cache", make_env_dir(tmp_path / "env", {}), tmp_path
+    )
+    assert result.returncode == 0, result.stdout
+    assert "-----> Preparing pnpm with corepack (pnpm@9.15.0)" in result.stdout
+    assert "-----> Installing dependencies with pnpm install (no pnpm-lock.yaml)" in result.stdout
+    assert "-----> Running the build script (pnpm run build)" in result.stdout  # is-odd there
+    assert (app / "node_modules" / "is-number").is_dir()
+    assert not (app / "node_modules" / "is-odd").exists()  # pruned after the build
+    assert (tmp_path / "cache" / "corepack").is_dir()
