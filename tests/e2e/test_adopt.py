@@ -199,6 +199,7 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
     )
 
 
+@pytest.mark.slow  # two re-execs under load: about 20 s
 def test_daemon_reload_re_executes_in_place_under_load(served: tuple[Dokuen, int]) -> None:
     """``daemon:reload``: a new dokuend image in the same process; every app process, the
     nginx master and the port stay, 0 failed requests, 0 lost or doubled log lines."""
