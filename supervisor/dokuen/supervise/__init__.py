@@ -11,6 +11,7 @@ __all__ = [
     "environment",
     "formation",
     "health",
+    "lines",
     "logmux",
     "ports",
     "process",
