@@ -38,7 +38,7 @@ class App:
         self.name = directory.name
         self.runtime = runtime
         self._slots: dict[str, ProcessSlot] = {}
-        self._procfiles: dict[str, Procfile] = {}  # the current release's, read once
+        self._procfiles: dict[str, Procfile] = {}  # the current release's (releases.py)
         self._lock = anyio.Lock()
         self._building = anyio.Lock()  # one build at a time; other operations go on
         self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
@@ -219,13 +219,11 @@ class App:
     # -- the machinery ---------------------------------------------------------------
 
     def _procfile(self) -> Procfile:
-        release = releases.current_release(self.dir)
-        if release is None:
+        procfile = releases.current_procfile(self.dir, self._procfiles)
+        if procfile is None:
             hint = f"deploy it: dokuenctl deploy {self.name} DIR"
             raise NotFound(f"app {self.name!r} has no release yet ({hint})")
-        if str(release.path) not in self._procfiles:  # a release is immutable: read it once
-            self._procfiles = {str(release.path): release.procfile()}
-        return self._procfiles[str(release.path)]
+        return procfile
 
     def _ordered_slots(self) -> list[ProcessSlot]:
         """The slots in the Procfile's order of types, then by index."""
