@@ -10,14 +10,18 @@ import pytest
 from dokuen.errors import InvalidName, SettingsError
 from dokuen.names import check_domain
 from dokuen.proxy.nginx import (
+    Https,
     Managed,
     Site,
+    SiteTls,
     check_body_size,
     listen_directive,
+    render_https_default,
     render_main,
     render_site,
     render_system_include,
 )
+from tests.e2e.pebble import MiniCa
 
 GOLDEN = Path(__file__).parent / "golden"
 PREFIX = Path("/srv/dokuen/nginx")
@@ -68,6 +72,39 @@ def test_maintenance_without_router_lines_for_a_system_nginx() -> None:
     assert "dokuen-blog" not in text  # no upstream: nothing is proxied in maintenance
 
 
+HTTPS = Https("127.0.0.1:8443", 8443, Path("/srv/dokuen/acme"))
+TLS = SiteTls(Path("/srv/dokuen/tls/blog/ab12.crt"), Path("/srv/dokuen/tls/blog/ab12.key"))
+
+
+@pytest.mark.parametrize(
+    ("name", "site", "https"),
+    [
+        ("site-https.conf", Site("blog", ("blog.localhost",), (5001,), tls=TLS), HTTPS),
+        (
+            "site-https-redirect-hsts.conf",
+            Site(
+                "blog",
+                ("blog.example.com",),
+                (5001,),
+                tls=SiteTls(TLS.cert, TLS.key, redirect=True, hsts=True, stapling=True),
+            ),
+            Https("443", 443, HTTPS.webroot),
+        ),
+        ("site-challenges-only.conf", Site("shop", ("shop.example.com",), ()), HTTPS),
+    ],
+)
+def test_https_site_files(name: str, site: Site, https: Https) -> None:
+    text = render_site(site, "8080", router=True, https=https)
+    golden(name, text)
+    # The challenges come before anything else: a redirect, a 503, the app.
+    assert text.index("/.well-known/acme-challenge/") < text.index("location / {")
+    assert ("ssl_certificate" in text) == (site.tls is not None)
+
+
+def test_https_default_server_refuses_unknown_names() -> None:
+    golden("https-default.conf", render_https_default(HTTPS))
+
+
 def test_main_file() -> None:
     golden("nginx.conf", render_main(Managed(PREFIX, "127.0.0.1:8080")))
 
@@ -82,14 +119,21 @@ def test_nginx_accepts_everything_rendered(tmp_path: Path) -> None:
     for directory in ("apps", "logs", "temp"):
         (tmp_path / directory).mkdir()
     managed.config.write_text(render_main(managed))
+    issued = MiniCa().issue(["tls.example.com"])
+    (tmp_path / "tls.crt").write_bytes(issued.cert)
+    (tmp_path / "tls.key").write_bytes(issued.key)
+    tls = SiteTls(tmp_path / "tls.crt", tmp_path / "tls.key", redirect=True, hsts=True)
+    https = Https("127.0.0.1:8443", 8443, tmp_path / "acme")
+    (managed.sites / "00-https-default.conf").write_text(render_https_default(https))
     sites = [
+        Site("tls", ("tls.example.com",), (5020,), tls=tls),
         Site("blog", ("blog.localhost", "blog.example.com"), (5001, 5003)),
         Site("shop", ("shop.localhost",), ()),
         Site("files", ("files.home.example",), (5010,), "512m"),
         Site("down", ("down.localhost",), (5011,), maintenance=True),
     ]
     for site in sites:
-        text = render_site(site, managed.listen, router=site.app != "files")
+        text = render_site(site, managed.listen, router=site.app != "files", https=https)
         (managed.sites / f"{site.app}.conf").write_text(text)
     result = subprocess.run(
         ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(managed.config)],

@@ -11,6 +11,7 @@ import pytest
 
 from dokuen.isolate.cgroups import Group
 from dokuen.settings import PortRange
+from dokuen.supervise import ending
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
@@ -23,8 +24,16 @@ pytestmark = pytest.mark.anyio
 class FakeChild:
     """A child that exits when told to, or when signalled (unless it ignores SIGTERM)."""
 
-    def __init__(self, pid: int, output: bytes, exit_status: int | None, ignore_term: bool) -> None:
+    def __init__(
+        self,
+        pid: int,
+        output: bytes,
+        exit_status: int | None,
+        ignore_term: bool,
+        unkillable: bool = False,
+    ) -> None:
         self.pid = pid
+        self.unkillable = unkillable  # as a process in uninterruptible sleep (state D)
         self.signals: list[int] = []
         self._output = [output] if output else []
         self._exited = anyio.Event()
@@ -49,6 +58,8 @@ class FakeChild:
 
     def signal_group(self, signum: int) -> None:
         self.signals.append(signum)
+        if self.unkillable:
+            return
         if signum == signal.SIGKILL or not self._ignore_term:
             self.exit(-signum)
 
@@ -66,8 +77,13 @@ class FakeSpawner:
     """Hands out FakeChild objects; each exits at once with ``exit_status`` unless None."""
 
     def __init__(
-        self, exit_status: int | None = None, output: bytes = b"", ignore_term: bool = False
+        self,
+        exit_status: int | None = None,
+        output: bytes = b"",
+        ignore_term: bool = False,
+        unkillable: bool = False,
     ) -> None:
+        self.unkillable = unkillable
         self.exit_status = exit_status
         self.output = output
         self.ignore_term = ignore_term
@@ -85,7 +101,11 @@ class FakeSpawner:
         cgroup: Group | None = None,
     ) -> FakeChild:
         child = FakeChild(
-            1000 + len(self.children), self.output, self.exit_status, self.ignore_term
+            1000 + len(self.children),
+            self.output,
+            self.exit_status,
+            self.ignore_term,
+            self.unkillable,
         )
         self.children.append(child)
         self.envs.append(dict(env))
@@ -226,6 +246,37 @@ async def test_a_process_that_ignores_sigterm_gets_sigkill_after_the_grace(tmp_p
     log = (tmp_path / "dokuen.log").read_text()
     assert "did not stop within 0.05s of SIGTERM, sent SIGKILL" in log
     assert "stopped (killed by SIGKILL)" in log
+
+
+async def test_a_process_sigkill_does_not_end_is_reported_stuck_and_stop_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision logic only (a fake child that ignores SIGKILL, as one in state D does);
+    tests/e2e/test_stuck.py makes a real D-state process on a FUSE mount."""
+    monkeypatch.setattr(ending, "KILL_WAIT", 0.05)
+    spawner, clock = FakeSpawner(unkillable=True), FakeClock()
+    ports = PortPool(PortRange(20000, 20009), is_free=lambda _port: True)
+    slot, mux = make_slot(tmp_path, spawner, clock, stop_timeout=0.05, ports=ports)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(slot.run)
+        with anyio.fail_after(5):  # does not hang
+            await slot.stop()
+        child = spawner.children[0]
+        assert child.signals == [signal.SIGTERM, signal.SIGKILL]
+        assert slot.state is ProcessState.STUCK
+        assert slot.info()["state"] == "stuck"
+        assert slot.info()["pid"] == child.pid
+        assert ports.taken == set()  # the port is checked by binding before it is reused
+        child.exit(-signal.SIGKILL)  # the kernel ends it at last
+        with anyio.fail_after(5):
+            await slot.reap()
+        assert (slot.info()["state"], slot.pid) == ("stopped", None)
+        tg.cancel_scope.cancel()
+    log = (tmp_path / "dokuen.log").read_text()
+    assert "web.1 is stuck in uninterruptible sleep (state D): SIGKILL did not end it" in log
+    assert "web.1 (stuck) is gone at last (killed by SIGKILL)" in log
+    assert "stopped (killed" not in log
 
 
 async def test_a_first_spawn_failure_reaches_the_caller(tmp_path: Path) -> None:

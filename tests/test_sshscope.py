@@ -40,6 +40,7 @@ def test_an_admin_key_may_make_every_request(command: str, args: dict[str, Any])
     [
         ("deploy", "deploy APP DIR is not available over ssh (it reads DIR on the server); "),
         ("pg:connection", "pg:psql is not available over ssh: psql's \\! and \\copy"),
+        ("certs:add", "certs:add is not available over ssh (it reads CERT and KEY on the server)"),
     ],
 )
 def test_no_key_may_deploy_a_server_directory_or_run_psql(
@@ -58,6 +59,8 @@ def test_no_key_may_deploy_a_server_directory_or_run_psql(
         ("logs", {"app": "blog", "ps": "web.1", "follow": True}),
         ("config:set", {"app": "blog", "values": {"A": "1"}}),
         ("run", {"app": "notes", "line": "env"}),
+        ("certs:auto", {"app": "blog", "on": True}),
+        ("certs:redirect", {"app": "notes", "on": True}),
         ("releases:output", {"app": "blog", "release": "v1"}),
         ("pg:info", {"app": "blog"}),
         ("backups:download", {"app": "blog", "id": None}),

@@ -3,7 +3,6 @@
 import dataclasses
 import functools
 import os
-import shutil
 import signal
 import sys
 import time
@@ -21,6 +20,7 @@ from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
 from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
+from dokuen.backup.dumps import clear_leftovers
 from dokuen.backup.requests import BackupCommands
 from dokuen.control import Command, Output, serve
 from dokuen.data.cluster import POSTGRES_APP
@@ -30,6 +30,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError, explain
+from dokuen.export.requests import ExportCommands
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
@@ -47,6 +48,7 @@ from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
+from dokuen.tls.requests import CertCommands
 
 log = structlog.get_logger()
 
@@ -66,8 +68,7 @@ class Daemon:
         dokuenctl: Path | None = None,
         service: ServiceManager | None = None,
     ) -> None:
-        """``dokuenctl`` is what git hooks and ssh keys run (default: the one installed
-        beside this program)."""
+        """``dokuenctl``: what git hooks and ssh keys run (default: the one beside dokuend)."""
         self.settings = settings
         self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
         self.service = service or ServiceManager()
@@ -120,23 +121,23 @@ class Daemon:
             spawner,
             lambda: self.backups.storage(),  # noqa: PLW0108 (self.backups is made next)
         )
-        self.backups = BackupCommands(
-            lambda: self.settings, self.store, find_app, lambda: self.apps, dumps, mux
-        )
+        apps = lambda: self.apps  # noqa: E731
+        self.backups = BackupCommands(lambda: self.settings, self.store, find_app, apps, dumps, mux)
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
-        self._commands: dict[str, Command] = {"status": self.status}
-        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
+        self.https = CertCommands(self, find_app)
+        self._commands: dict[str, Command] = {"status": self.status, **self.https.handlers()}
+        wings = (self.app_requests, maintenance, self.databases, dumps, self.backups, keys)
+        for wing in (*wings, ExportCommands(find_app)):
             self._commands.update(wing.handlers())
 
     def _sites(self) -> list[Site]:
-        """Every app nginx should show; an app whose files were hand-edited into something
-        invalid is left out (and said so), not allowed to block the others."""
+        """Every app nginx shows, with its certificate; a broken app is left out (and said so)."""
         sites = []
         for app in self.apps.values():
             try:
-                sites.append(app.site())
+                sites.append(self.https.certs.decorate(app.site()))
             except DokuenError as exc:
                 self.runtime.mux.event(app.name, f"left out of nginx: {exc}")
         return sites
@@ -204,6 +205,7 @@ class Daemon:
                 await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
                 await root.start(self.backups.scheduler.run)
+                await root.start(self.https.certs.run)
                 log.info(
                     "daemon.ready",
                     version=__version__,
@@ -221,7 +223,7 @@ class Daemon:
         cgroups = self.runtime.cgroups  # the socket is ours: no other dokuend of this home runs
         if cgroups is not None and not await anyio.to_thread.run_sync(cgroups.clear):
             log.warning("cgroups.leftovers", group=str(cgroups.root.name))  # killed dokuend's
-        await anyio.to_thread.run_sync(self._clear_scratch)
+        await anyio.to_thread.run_sync(clear_leftovers, self.settings.home / "tmp")
         await anyio.to_thread.run_sync(self._refresh_entrypoints)
         apps = [self.store.app(name) for name in self.store.app_names()]
         home, isolation = self.settings.home, self.runtime.isolation
@@ -246,12 +248,6 @@ class Daemon:
         await self._apps_group.start(app.run)
         self.apps[directory.name] = app
         return app
-
-    def _clear_scratch(self) -> None:
-        """Dumps and bundles a killed dokuend left half made (a whole database each)."""
-        for leftover in (self.settings.home / "tmp").glob("*-*"):
-            if leftover.name.startswith(("backup-", "bundle-")):
-                shutil.rmtree(leftover, ignore_errors=True)
 
     def _refresh_entrypoints(self) -> None:
         """Give every app its repository (apps made before there were any get one now) and
@@ -372,6 +368,7 @@ class Daemon:
                 else {"mode": "off", "problem": self.proxy_problem}
             ),
             "postgres": self.postgres.status(),
+            "https": self.https.certs.status(),
             "cgroups": cgroups.status()
             if (cgroups := self.runtime.cgroups)
             else off(str(self._cgroups_off)),

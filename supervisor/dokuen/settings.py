@@ -54,6 +54,7 @@ DEFAULT_PORTS = PortRange(5000, 5999)
 # (the way of Dokuen 0.1), "off" builds as dokuend's user.
 BuildUids = tuple[int, int] | Literal["home", "off"]
 APP_UIDS_MODES = ("auto", "off")
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ class Settings:
     postgres_port: int = 5433  # the managed cluster's socket, .s.PGSQL.PORT (no TCP)
     postgres_bin: str | None = None  # default: the newest /usr/lib/postgresql/*/bin, or PATH
     postgres_user: str | None = None  # default: dokuen-postgres when dokuend is root
+    https_port: int | None = None  # default: 443 when it may bind it, else 8443
+    acme: bool = False  # every app gets a certificate from the ACME CA (needs acme_email)
+    acme_email: str | None = None
+    acme_directory: str = LETS_ENCRYPT
+    acme_ca_bundle: str | None = None  # PEM file of the CA that signed the directory's TLS
 
     @property
     def backup_environ(self) -> dict[str, str]:
@@ -107,6 +113,12 @@ class Settings:
         if self.http_port is not None:
             return self.http_port
         return 80 if may_bind_low_ports() else 8080
+
+    @property
+    def https_listen_port(self) -> int:
+        if self.https_port is not None:
+            return self.https_port
+        return 443 if may_bind_low_ports() else 8443
 
     @property
     def log_file(self) -> Path:
@@ -199,6 +211,33 @@ def _url(key: str, text: str) -> str:
     return text
 
 
+def _directory(key: str, text: str) -> str:
+    if not re.fullmatch(r"https://[^\s/]+(/\S*)?", text):
+        raise SettingsError(
+            f"{key}={text!r} is not an ACME directory URL like "
+            "https://acme-staging-v02.api.letsencrypt.org/directory"
+        )
+    return text
+
+
+def _email(key: str, text: str) -> str:
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", text):
+        raise SettingsError(f"{key}={text!r} is not an email address like you@example.com")
+    return text
+
+
+def _flag(key: str, text: str) -> bool:
+    if text not in ("0", "1"):
+        raise SettingsError(f"{key}={text!r} is not 0 or 1")
+    return text == "1"
+
+
+def _pem_file(key: str, text: str) -> str:
+    if not Path(text).is_file():
+        raise SettingsError(f"{key}={text!r}: no such file (give a PEM file of CA certificates)")
+    return text
+
+
 def _text(key: str, text: str) -> str:
     if not text:
         raise SettingsError(f"{key} is empty")
@@ -237,6 +276,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_POSTGRES_PORT": ("postgres_port", _port),
     "DOKUEN_POSTGRES_BIN": ("postgres_bin", _text),
     "DOKUEN_POSTGRES_USER": ("postgres_user", _user),
+    "DOKUEN_HTTPS_PORT": ("https_port", _port),
+    "DOKUEN_ACME": ("acme", _flag),
+    "DOKUEN_ACME_EMAIL": ("acme_email", _email),
+    "DOKUEN_ACME_DIRECTORY": ("acme_directory", _directory),
+    "DOKUEN_ACME_CA_BUNDLE": ("acme_ca_bundle", _pem_file),
 }
 KNOWN = frozenset({"DOKUEN_HOME", "DOKUEN_SOCKET", *_PARSERS})
 # The usual AWS variables, for an S3 backup target: taken as they are from dokuend.env or the
@@ -303,5 +347,10 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
             "DOKUEN_POSTGRES=external needs DOKUEN_POSTGRES_URL "
             "(postgres://ADMIN:PASSWORD@HOST:PORT/postgres, a role that may create roles "
             "and databases)"
+        )
+    if settings.acme and settings.acme_email is None:
+        raise SettingsError(
+            "DOKUEN_ACME=1 needs DOKUEN_ACME_EMAIL (the address the CA writes to about "
+            "expiring certificates)"
         )
     return settings

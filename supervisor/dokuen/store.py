@@ -19,6 +19,7 @@ they may be slow (copies, deletes).
 """
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,23 @@ from pathlib import Path
 
 from dokuen.errors import Conflict, SettingsError
 from dokuen.names import check_app_name
+
+FAULTS = "DOKUEN_FAULT_EIO"
+
+
+def injected_fault(path: Path) -> None:
+    """The fault-injection seam of the tests (issue 13): when ``DOKUEN_FAULT_EIO`` names a
+    file, a write of any file whose name is a line of it fails with EIO, as a dying disk's
+    would. Unset (always, outside the tests): nothing."""
+    listing = os.environ.get(FAULTS)
+    if not listing:
+        return
+    try:
+        names = Path(listing).read_text(encoding="utf-8").split()
+    except OSError:
+        return
+    if path.name in names:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
 
 
 def write_atomic(path: Path, content: str, mode: int | None = None) -> None:
@@ -42,6 +60,7 @@ def write_atomic(path: Path, content: str, mode: int | None = None) -> None:
                 os.fchmod(handle.fileno(), mode)
             handle.write(content)
             handle.flush()
+            injected_fault(path)
             os.fsync(handle.fileno())
     except BaseException as exc:  # a full disk: the old file stays, and no half-written copy
         temporary.unlink(missing_ok=True)

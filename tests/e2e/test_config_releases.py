@@ -211,11 +211,26 @@ def test_a_config_change_whose_processes_fail_leaves_the_old_release_and_config(
             "DOKUEN_BOOT_TIMEOUT": "1.5",
             "KEPT": "yes",
         }
-        assert [(r["version"], r["current"]) for r in listing(proxied, "blog")] == [("v1", True)]
+        # v2 is kept, marked failed (with the reason), never current.
+        rows = listing(proxied, "blog")
+        assert [(r["version"], r["current"], bool(r["failed"])) for r in rows] == [
+            ("v2", False, True),
+            ("v1", True, False),
+        ]
+        assert rows[0]["failed"].startswith("config change failed: web.1 of the new processes")
+        assert proxied.ctl("releases", "blog").stdout.splitlines()[1].rstrip().endswith("failed")
         assert (proxied.home / "apps/blog/current").readlink().name == "v1"
-        proxied.ctl("config:set", "blog", "KEPT=still")  # the next one works, as v2
+        assert not (proxied.home / "apps/blog/pending.json").exists()
+        proxied.ctl("config:set", "blog", "KEPT=still")  # the next one works, as v3
         wait_for(
             lambda: (env_via(port, "blog.localhost") or {}).get("KEPT") == "still",
-            "v2 through nginx",
+            "v3 through nginx",
         )
-        assert listing(proxied, "blog")[0]["version"] == "v2"
+        assert listing(proxied, "blog")[0]["version"] == "v3"
+        # rollback goes to the newest release before v3 that booted: v1, not the failed v2;
+        # an explicit rollback to v2 is refused with the reason unless --force.
+        refused = proxied.ctl("rollback", "blog", "v2", check=False)
+        assert refused.returncode == 1
+        assert "v2 of blog failed to boot (config change failed: web.1" in refused.stderr
+        assert "dokuenctl rollback blog v2 --force" in refused.stderr
+        assert "-----> Rolled back to v1 as v4" in proxied.ctl("rollback", "blog").stdout

@@ -197,6 +197,7 @@ def test_idle_clients_are_dropped_and_running_out_of_descriptors_is_survived(
         launcher=("sh", "-c", 'ulimit -Sn 32 && ulimit -Hn 128 && exec "$0"'),
     )
     daemon.start()
+    crowd: list[socket.socket] = []
     try:
         assert daemon.process is not None
         limits = Path(f"/proc/{daemon.process.pid}/limits").read_text()
@@ -222,7 +223,6 @@ def test_idle_clients_are_dropped_and_running_out_of_descriptors_is_survived(
 
         # More silent clients than the daemon has descriptors: accept fails with EMFILE
         # until the timeout frees some; the daemon lives through it.
-        crowd = []
         for _ in range(200):
             client = socket.socket(socket.AF_UNIX)
             client.setblocking(False)
@@ -256,6 +256,8 @@ def test_idle_clients_are_dropped_and_running_out_of_descriptors_is_survived(
         follower.wait(10)
         follower.stdout.close()
     finally:
+        for client in crowd:
+            client.close()
         if daemon.process is not None:
             daemon.terminate()
 

@@ -3,16 +3,17 @@ that change them: scale, restart, stop, start, config (deploys and rollbacks swi
 release through releasing.py)."""
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import anyio
 import anyio.abc
 
-from dokuen.apps import resources
+from dokuen.apps import pending, resources
 from dokuen.apps.detached import DetachedRuns
-from dokuen.apps.options import app_options
 from dokuen.apps.runtime import Runtime
+from dokuen.apps.slots import Slots, Target, check_room
 from dokuen.apps.state import shown_formation, state_problem
 from dokuen.deploy import releases
 from dokuen.errors import DokuenError, NotFound
@@ -20,9 +21,8 @@ from dokuen.names import check_domain, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir
-from dokuen.supervise.environment import process_environment
-from dokuen.supervise.formation import ProcessSpec, expand, in_procfile_order, parse_scale
-from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
+from dokuen.supervise.formation import ProcessSpec, in_procfile_order, parse_scale
+from dokuen.supervise.process import STUCK, ProcessSlot, ProcessState
 from dokuen.supervise.procfile import Procfile
 
 
@@ -37,7 +37,8 @@ class App:
         self.dir = directory
         self.name = directory.name
         self.runtime = runtime
-        self._slots: dict[str, ProcessSlot] = {}
+        self.slots = Slots(directory, runtime)
+        self.pending: Target | None = None  # a switch under way: what it starts, not proven
         self._procfiles: dict[str, Procfile] = {}  # the current release's (releases.py)
         self._lock = anyio.Lock()
         self._building = anyio.Lock()  # one build at a time; other operations go on
@@ -47,7 +48,6 @@ class App:
         self.detached = DetachedRuns(runtime.mux, runtime.clock)  # run:detached
         self.failure: str | None = None  # why it could not be restored or started
         self._scope = anyio.CancelScope()
-        self._task_group: anyio.abc.TaskGroup | None = None
 
     # -- the app's task --------------------------------------------------------------
 
@@ -57,7 +57,7 @@ class App:
         """Hold the app's task group until cancelled; cancellation stops every process."""
         with self._scope:
             async with anyio.create_task_group() as task_group:
-                self._task_group = task_group
+                self.slots.task_group = task_group
                 await task_group.start(self.detached.run)
                 task_status.started()
                 await anyio.sleep_forever()
@@ -70,7 +70,7 @@ class App:
             pass
         async with self.exclusive():
             self._closed = True
-            await self._stop_slots(list(self._slots.values()))
+            await self.slots.stop(list(self.slots.live.values()))
             await self.detached.stop()  # gone before the app's files and cgroup go
             resources.discard(self.runtime.cgroups, self.name)
         self._scope.cancel()
@@ -108,6 +108,9 @@ class App:
 
     async def restore(self) -> None:
         """Bring the app back to its formation; DokuenError when one of its files is bad."""
+        undone = await anyio.to_thread.run_sync(pending.undo, self.dir)
+        if undone is not None:  # the last dokuend died in a switch: back on the proven state
+            self.runtime.mux.event(self.name, f"{undone} was not proven: {pending.INTERRUPTED}")
         if problem := await anyio.to_thread.run_sync(state_problem, self.dir):
             raise DokuenError(problem)
         await anyio.to_thread.run_sync(protect, self.dir.env)  # made by an older dokuend
@@ -119,12 +122,17 @@ class App:
     # -- views -----------------------------------------------------------------------
 
     def processes(self) -> list[dict[str, Any]]:
-        return [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
+        rows = [{**slot.info(), **resources.usage(slot)} for slot in self._ordered_slots()]
+        return rows + [slot.info() for slot in self.slots.stuck]
+
+    def stuck(self) -> list[str]:
+        """A line for each stopped process that SIGKILL did not end (left to the kernel)."""
+        return [f"{self.name} {s.spec.name} (pid {s.pid}) {STUCK}" for s in self.slots.stuck]
 
     def summary(self) -> dict[str, Any]:
         """The app at a glance; ``broken`` names the file that keeps it down and the fix."""
         release = releases.current_release(self.dir)
-        states = [slot.state for slot in self._slots.values()]
+        states = [slot.state for slot in self.slots.live.values()]
         return {
             "name": self.name,
             "release": release.name if release else None,
@@ -153,7 +161,7 @@ class App:
     def site(self) -> Site:
         """The app as nginx sees it: its host names and its running web processes."""
         webs = sorted(
-            (slot for slot in self._slots.values() if slot.spec.type == "web"),
+            (slot for slot in self.slots.live.values() if slot.spec.type == "web"),
             key=lambda slot: slot.spec.index,
         )
         serving = [s for s in webs if s.state is ProcessState.RUNNING and s.port]
@@ -184,11 +192,30 @@ class App:
                 return in_procfile_order(current, procfile)
             changes = parse_scale(args, procfile, current)
             formation = in_procfile_order({**current, **changes}, procfile)
-            self.dir.write_formation(formation)
+            check_room(self.runtime.ports, formation, len(self.slots.live))
             shown = ", ".join(f"{t}={n}" for t, n in changes.items())
+            target = self.target()
+            if self.dir.stopped or target is None:
+                self.dir.write_formation(formation)
+            else:  # pending until the new processes pass; then it is written
+                self.pending = dataclasses.replace(target, formation=formation)
+                try:
+                    await self.converge(replace=lambda _spec: False, gate=True)
+                    await anyio.to_thread.run_sync(self.dir.write_formation, formation)
+                except (DokuenError, OSError) as exc:
+                    self.pending = None
+                    with anyio.CancelScope(shield=True), contextlib.suppress(DokuenError):
+                        await self.converge(replace=lambda _spec: False)
+                    self.runtime.mux.event(self.name, f"scaling {shown} failed: {exc}")
+                    if isinstance(exc, OSError):
+                        raise
+                    kept = ", ".join(f"{t}={n}" for t, n in current.items()) or "empty"
+                    raise DokuenError(
+                        f"scaling {self.name} {shown} failed (the formation stays {kept}): {exc}"
+                    ) from None
+                finally:
+                    self.pending = None
             self.runtime.mux.event(self.name, f"scaled {shown}")
-            if not self.dir.stopped:
-                await self.converge(replace=lambda _spec: False)
             return formation
 
     async def restart(self, target: str | None) -> list[str]:
@@ -207,7 +234,7 @@ class App:
         async with self.exclusive():
             self.dir.set_stopped(True)
             self.runtime.mux.event(self.name, "stopping all processes")
-            await self._stop_slots(list(self._slots.values()))
+            await self.slots.stop(list(self.slots.live.values()))
 
     async def start(self) -> None:
         async with self.exclusive():
@@ -232,7 +259,7 @@ class App:
         except DokuenError:  # no release, or a bad one: alphabetical is the best left
             order = {}
         return sorted(
-            self._slots.values(),
+            self.slots.live.values(),
             key=lambda slot: (
                 order.get(slot.spec.type, len(order)),
                 slot.spec.type,
@@ -254,145 +281,16 @@ class App:
             )
         return chosen
 
-    async def converge(self, replace: Callable[[ProcessSpec], bool]) -> None:
-        """Make the running slots match the current release and formation: stop what is
-        not wanted, is crashed, or ``replace`` picks; start what is missing.
-
-        Behind nginx, a serving web process that ``replace`` picks is swapped instead: its
-        replacement starts beside it on a new port, and only once every replacement passes
-        its health check does nginx switch to them and the old ones stop. If one fails, the
-        new ones stop, the old ones keep serving, and DokuenError says why.
-        """
+    def target(self) -> Target | None:
+        """What the processes should run: a switch's pending target while one is under way,
+        else the current release, formation and config (None before the first release)."""
+        if self.pending is not None:
+            return self.pending
         release = releases.current_release(self.dir)
         if release is None:
-            return
-        procfile = release.procfile()
-        specs = expand(self.name, procfile, self.dir.read_formation())
-        wanted = {spec.name: spec for spec in specs}
-        make = self._slot_maker(release)
-        doomed = [
-            slot
-            for name, slot in self._slots.items()
-            if wanted.get(name) != slot.spec
-            or slot.config.cwd != release.path
-            or slot.state is ProcessState.CRASHED
-            or replace(slot.spec)
-        ]
-        swapped = [
-            slot
-            for slot in doomed
-            if self.runtime.proxied
-            and slot.spec.type == "web"
-            and slot.spec.name in wanted
-            and slot.state is ProcessState.RUNNING
-        ]
-        stopped = [slot for slot in doomed if slot not in swapped]
-        ports = {slot.spec.name: slot.port for slot in stopped}
-        await self._stop_slots(stopped)
-        if swapped:
-            await self._swap(swapped, [make(wanted[old.spec.name], None) for old in swapped])
-        async with self.runtime.proxy_batch():  # new web processes: one nginx reload
-            fresh = []
-            for spec in specs:
-                if spec.name not in self._slots:
-                    slot = make(spec, ports.get(spec.name))
-                    self._slots[spec.name] = slot
-                    try:
-                        await self._start(slot)
-                    except DokuenError:
-                        del self._slots[spec.name]
-                        raise
-                    fresh.append(slot)
-            for slot in fresh:
-                if slot.config.health is not None:
-                    await slot.settled.wait()
+            return None
+        return Target(release, self.dir.read_formation(), self.config())
 
-    def _slot_maker(
-        self, release: releases.Release
-    ) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
-        config = self.config()
-        options = app_options(config, self.runtime.settings.stop_timeout)
-        for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
-            self.runtime.mux.event(self.name, problem)
-        defaults = release.defaults(config)
-        app_path, home = self.runtime.settings.app_path, self.dir.data
-        user = self.runtime.isolation.runs_as(self.dir)
-
-        def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
-            def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, home, app_path, defaults, config)
-
-            web = spec.type == "web"
-            health = options.health if web and self.runtime.proxied else None
-            cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
-            return ProcessSlot(
-                SlotConfig(
-                    spec,
-                    release.path,
-                    environment,
-                    options.stop_timeout,
-                    options.policy,
-                    health,
-                    user=user,
-                    cgroup=cgroup,
-                ),
-                ports=self.runtime.ports,
-                mux=self.runtime.mux,
-                spawner=self.runtime.spawner,
-                clock=self.runtime.clock,
-                port=port,
-                on_change=self.runtime.proxy_changed if web else lambda: None,
-            )
-
-        return make
-
-    async def _start(self, slot: ProcessSlot) -> None:
-        assert self._task_group is not None
-        try:
-            await self._task_group.start(slot.run)
-        except DokuenError:
-            raise
-        except Exception as exc:  # no /bin/sh, a bad cwd, an environment Popen refuses
-            raise DokuenError(f"cannot start {self.name} {slot.spec.name}: {exc}") from exc
-
-    async def _swap(self, old: list[ProcessSlot], new: list[ProcessSlot]) -> None:
-        """Zero downtime: start ``new`` beside ``old``, switch nginx once all pass, stop old."""
-        started: list[ProcessSlot] = []
-        try:
-            for slot in new:
-                await self._start(slot)
-                started.append(slot)
-            for slot in new:
-                await slot.settled.wait()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._stop_slots(started)
-            raise
-        failed = [slot for slot in new if slot.failure]
-        if failed:
-            await self._stop_slots(new)
-            first = failed[0]
-            last = "".join(f"\n    {line}" for line in first.recent) or " (none)"
-            raise DokuenError(
-                f"{first.spec.name} of the new processes {first.failure}; the old ones keep "
-                f"serving. Its last lines:{last}"
-            )
-        for slot in new:
-            self._slots[slot.spec.name] = slot
-        self.runtime.proxy_changed()
-        try:
-            await self.runtime.proxy_sync()  # nginx sends new requests to the new processes
-        except DokuenError:  # nginx kept the old config (a full disk): so do we
-            self._slots.update((slot.spec.name, slot) for slot in old)
-            await self._stop_slots(new)
-            raise
-        await self._stop_slots(old)
-
-    async def _stop_slots(self, slots: list[ProcessSlot]) -> None:
-        """Stop slots all at once (each waits out its own grace period) and forget them."""
-        async with anyio.create_task_group() as task_group:
-            for slot in slots:
-                task_group.start_soon(slot.stop)
-        for slot in slots:
-            if self._slots.get(slot.spec.name) is slot:  # its replacement may hold the name
-                del self._slots[slot.spec.name]
+    async def converge(self, replace: Callable[[ProcessSpec], bool], gate: bool = False) -> None:
+        """Bring the processes to ``target()`` (``Slots.converge``); hold the app's lock."""
+        await self.slots.converge(self.target(), replace, gate)

@@ -15,8 +15,9 @@ import anyio
 
 from dokuen.control import Output
 from dokuen.errors import DokuenError, ProtocolError
+from dokuen.supervise.ending import Child
 from dokuen.supervise.formation import ProcessSpec
-from dokuen.supervise.process import Child, Spawner
+from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
 from dokuen.supervise.streams import Streams, WindowSize, check_term
 

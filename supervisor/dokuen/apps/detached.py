@@ -17,12 +17,12 @@ from dokuen.errors import NotFound
 from dokuen.isolate.cgroups import Group, measure
 from dokuen.names import not_found
 from dokuen.supervise.clock import Clock
+from dokuen.supervise.ending import Child
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.process import (
     PARTIAL_LINE_DELAY,
     READ_SIZE,
-    Child,
     ProcessState,
     Spawner,
     describe_exit,

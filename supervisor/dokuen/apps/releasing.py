@@ -17,15 +17,16 @@ from dokuen.apps import resources
 from dokuen.apps.app import App
 from dokuen.apps.attach import Attached
 from dokuen.apps.options import app_options
+from dokuen.apps.pending import write_config
+from dokuen.apps.switch import switch_to
 from dokuen.control import cancel_when
 from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
 from dokuen.deploy.slug import make_release
 from dokuen.errors import Conflict, DokuenError, NotFound
 from dokuen.names import check_config_key, check_settable_config_key, not_found
-from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.environment import process_environment
-from dokuen.supervise.formation import ProcessSpec, default_formation
+from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.process import describe_exit
 from dokuen.supervise.procfile import read_procfile
 
@@ -68,7 +69,7 @@ async def deploy(
         )
     async with app.exclusive():
         await anyio.to_thread.run_sync(releases.restamp_config, release, app.config())
-        await _switch_to(app, release, "deploy", say)
+        await switch_to(app, release, "deploy", say)
         await _prune(app)
         app.runtime.mux.event(app.name, f"deployed {release.name}")
         await say(f"-----> Released {release.name}")
@@ -120,18 +121,21 @@ async def _build_and_release(
     return release
 
 
-async def rollback(app: App, target: str | None, say: Say) -> dict[str, str]:
+async def rollback(app: App, target: str | None, say: Say, force: bool = False) -> dict[str, str]:
     """Heroku's rollback: a new release that runs an earlier one's slug (the one before the
     current, or ``vN``) with that release's config, which replaces the app's; no build, the
-    same zero-downtime switch as a deploy. Return the new release's and the target's names."""
+    same zero-downtime switch as a deploy; never to a release that failed to boot unless
+    ``force``. Return the new release's and the target's names."""
     async with app.exclusive():
         current = releases.current_release(app.dir)
         known = releases.list_releases(app.dir)
-        if target is None:
+        if target is None:  # the newest proven release before the current one
             earlier = [r for r in known if current is None or r.version < current.version]
-            if not earlier:
-                raise NotFound(f"app {app.name!r} has no release before the current one")
-            chosen = earlier[-1]
+            proven = [r for r in earlier if not releases.failure(r)]
+            if not proven:
+                failed = " that did not fail to boot" if earlier else ""
+                raise NotFound(f"app {app.name!r} has no release before the current one{failed}")
+            chosen = proven[-1]
         else:
             matches = [r for r in known if r.name == target]
             if not matches:
@@ -147,6 +151,11 @@ async def rollback(app: App, target: str | None, say: Say) -> dict[str, str]:
             chosen = matches[0]
         if chosen == current:
             raise Conflict(f"{chosen.name} is already the current release of {app.name}")
+        if (reason := releases.failure(chosen)) and not force:
+            raise Conflict(
+                f"{chosen.name} of {app.name} failed to boot ({reason}); roll back to another "
+                f"release, or try it anyway: dokuenctl rollback {app.name} {chosen.name} --force"
+            )
         snapshot = chosen.record().get("config")
         config = dict(snapshot) if isinstance(snapshot, dict) else app.config()
         release = await anyio.to_thread.run_sync(
@@ -179,14 +188,14 @@ async def change_config(
         app.runtime.mux.event(app.name, f"config changed ({keys})")
         current = releases.current_release(app.dir)
         if current is None:
-            await anyio.to_thread.run_sync(_write_config, app, merged)
+            await anyio.to_thread.run_sync(write_config, app.dir, merged)
             return None, False
         description = releases.config_description(changes, removals)
         release = await anyio.to_thread.run_sync(
             releases.derived_release, app.dir, current, merged, description
         )
         if app.dir.stopped:
-            await anyio.to_thread.run_sync(_write_config, app, merged)
+            await anyio.to_thread.run_sync(write_config, app.dir, merged)
             releases.switch_current(app.dir, release)
             await _prune(app)
             return release.name, False
@@ -198,23 +207,11 @@ async def _quiet(_text: str) -> None:
     pass
 
 
-def _write_config(app: App, config: Mapping[str, str]) -> None:
-    """Make the app's env dir hold exactly ``config``."""
-    gone = [key for key in app.config() if key not in config]
-    write_envdir(app.dir.env, config, gone)
-
-
 async def _switch_derived(
     app: App, release: releases.Release, verb: str, say: Say, config: Mapping[str, str]
 ) -> None:
-    """Switch to a release made by ``derived_release`` with its ``config``: if that fails,
-    the old config is written back and the release never was."""
-    try:
-        await _switch_to(app, release, verb, say, config)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(releases.discard, release)
-        raise
+    """Switch to a release made by ``derived_release`` with its ``config``; prune after."""
+    await switch_to(app, release, verb, say, config)
     await _prune(app)
 
 
@@ -255,44 +252,6 @@ async def _release_phase(app: App, release: releases.Release, command: str, say:
             f"the release command of {release.name} exited with code {status}; "
             "nothing was changed, the running release keeps serving"
         )
-
-
-async def _switch_to(
-    app: App,
-    release: releases.Release,
-    verb: str,
-    say: Say,
-    config: Mapping[str, str] | None = None,
-) -> None:
-    """Make ``release`` current and run it (with ``config`` as the app's, when given); hold
-    the app's lock around the call. If its processes cannot start (or fail their health
-    checks), the previous release and config stay current and keep serving."""
-    before = app.config()
-    if config is not None:
-        await anyio.to_thread.run_sync(_write_config, app, config)
-    procfile = release.procfile()
-    formation = default_formation(procfile, app.dir.read_formation())
-    shown = ", ".join(f"{t}={n}" for t, n in formation.items()) or "none"
-    previous, previous_formation = releases.current_release(app.dir), app.dir.read_formation()
-    app.dir.write_formation(formation)
-    releases.switch_current(app.dir, release)
-    app.dir.set_stopped(False)
-    app.runtime.mux.event(app.name, f"{verb}: starting {release.name} ({shown})")
-    await say(f"-----> Starting {release.name} with formation {shown}")
-    try:
-        await app.converge(replace=lambda _spec: True)
-    except DokuenError as exc:
-        if config is not None:  # before anything of the old release starts again
-            await anyio.to_thread.run_sync(_write_config, app, before)
-        if previous is not None:  # the old release is what serves: point back at it
-            releases.switch_current(app.dir, previous)
-            app.dir.write_formation(previous_formation)
-            # Run whatever of it stopped; other types than web were started again with
-            # the new config (the same slug), so they restart with the old one.
-            with contextlib.suppress(DokuenError):
-                await app.converge(replace=lambda spec: config is not None and spec.type != "web")
-        app.runtime.mux.event(app.name, f"{verb} of {release.name} failed: {exc}")
-        raise DokuenError(f"{verb} of {release.name} failed: {exc}") from None
 
 
 async def run_once(

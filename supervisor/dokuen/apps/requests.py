@@ -246,7 +246,8 @@ class AppCommands:
         target = args.get("release")
         if target is not None:
             _check_release_name(text_arg(args, "release"))
-        done = await releasing.rollback(app, target, _speaker(out))
+        force = args.get("force") is True
+        done = await releasing.rollback(app, target, _speaker(out), force)
         await self._sync_proxy()
         return done
 
@@ -280,14 +281,14 @@ class AppCommands:
                 )
         names = await app.restart(target)
         await self._sync_proxy()
-        return names
+        return {"restarted": names, "stuck": app.stuck()}
 
     async def stop(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         await app.detached.stop()  # run:detached processes stop with the app
         await app.stop()
         await self._sync_proxy()
-        return None
+        return {"stuck": app.stuck()}
 
     async def start(self, args: dict[str, Any], out: Output) -> Any:
         await self.find(args).start()

@@ -50,6 +50,7 @@ def release_info(app: App, name: str) -> dict[str, Any]:
         "buildpacks": record.get("buildpacks", []),
         "process_types": dict(record.get("process_types") or {}),
         "build_log": release.log_file.exists(),
+        "failed": record.get("failed"),  # why its processes failed to boot, or None
     }
 
 
@@ -69,6 +70,8 @@ def release_list(app: App) -> list[dict[str, Any]]:
                 "buildpacks": record.get("buildpacks", []),
                 "process_types": list(record.get("process_types") or {}),  # Procfile order
                 "current": release == current,
+                "pending": app.pending is not None and app.pending.release == release,
+                "failed": record.get("failed"),
             }
         )
     return rows

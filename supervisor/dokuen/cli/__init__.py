@@ -2,8 +2,9 @@
 over the control socket, and is the git hook and the ssh forced command).
 
 May import: the core, and the pure parsers of deploy (pushes), ssh (forced commands),
-backup (cron schedules) and service (installing the unit). Nothing imports cli.
+backup (cron schedules), service (installing the unit) and export (its renderers).
+Nothing imports cli.
 """
 
 __all__ = ["dokuenctl", "dokuend"]
-DEPENDS_ON: tuple[str, ...] = ("backup", "deploy", "service", "ssh")
+DEPENDS_ON: tuple[str, ...] = ("backup", "deploy", "export", "service", "ssh")

@@ -240,8 +240,10 @@ def ps_scale(client: Client, app: str, changes: tuple[str, ...]) -> None:
 @pass_client
 def restart(client: Client, app: str, target: str | None) -> None:
     """Restart an app's processes: all, one type's, or one."""
-    names = client.call("restart", app=app, target=target)
+    result = client.call("restart", app=app, target=target)
+    names = result["restarted"] if isinstance(result, dict) else result
     client.echo(f"restarted {app}: {', '.join(names) or 'nothing was running'}")
+    client.on_warnings(result.get("stuck", []) if isinstance(result, dict) else [])
 
 
 @click.command()
@@ -249,8 +251,9 @@ def restart(client: Client, app: str, target: str | None) -> None:
 @pass_client
 def stop(client: Client, app: str) -> None:
     """Stop every process of an app (it stays stopped across daemon restarts)."""
-    client.call("stop", app=app)
+    result = client.call("stop", app=app)
     client.echo(f"stopped {app}")
+    client.on_warnings(result.get("stuck", []) if isinstance(result, dict) else [])
 
 
 @click.command()

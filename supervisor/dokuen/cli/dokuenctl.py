@@ -15,9 +15,11 @@ from dokuen import __version__
 from dokuen.cli import (
     apps,
     backups,
+    certs,
     config,
     databases,
     domains,
+    export,
     hooks,
     maintenance,
     releases,
@@ -86,12 +88,14 @@ COMMAND_MODULES = (
     releases,
     config,
     domains,
+    certs,
     maintenance,
     sshkeys,
     hooks,
     backups,
     databases,
     service,
+    export,
 )
 for module in COMMAND_MODULES:
     for command in module.COMMANDS:

@@ -1,6 +1,8 @@
 """``dokuenctl releases``, ``releases:info``, ``releases:output`` and ``rollback``: an app's
 kept releases."""
 
+from typing import Any
+
 import click
 
 from dokuen.cli.arguments import APP, JSON, print_json
@@ -26,11 +28,15 @@ def releases(client: Client, app: str, as_json: bool) -> None:
             (r["commit"] or "-")[:8],
             ", ".join(r["buildpacks"]) or "-",
             " ".join(r["process_types"]),
-            "current" if r["current"] else "",
+            "current" if r["current"] else "pending" if r.get("pending") else _failed(r),
         ]
         for r in listing
     ]
     client.table(["RELEASE", "DESCRIPTION", "CREATED", "COMMIT", "BUILDPACKS", "TYPES", ""], rows)
+
+
+def _failed(row: dict[str, Any]) -> str:
+    return "failed" if row.get("failed") else ""
 
 
 @click.command("releases:info")
@@ -50,6 +56,8 @@ def releases_info(client: Client, app: str, release: str, as_json: bool) -> None
     client.echo(f"created     {info['created'] or '-'}")
     client.echo(f"commit      {info['commit'] or '-'}")
     client.echo(f"buildpacks  {', '.join(info['buildpacks']) or '-'}")
+    if info.get("failed"):
+        client.echo(one_line(f"failed      {info['failed']}"))
     for process_type, command in info["process_types"].items():
         client.echo(one_line(f"{process_type + ':':<11} {command}"))
 
@@ -66,11 +74,12 @@ def releases_output(client: Client, app: str, release: str | None) -> None:
 @click.command()
 @APP
 @click.argument("release", required=False, metavar="[vN]")
+@click.option("--force", is_flag=True, help="Roll back to vN even if it failed to boot.")
 @pass_client
-def rollback(client: Client, app: str, release: str | None) -> None:
-    """Run an earlier release's code and config again as a new release (default: the one
-    before the current), no build."""
-    result = client.call("rollback", app=app, release=release)
+def rollback(client: Client, app: str, release: str | None, force: bool) -> None:
+    """Run an earlier release's code and config again as a new release (default: the newest
+    one before the current that did not fail to boot), no build."""
+    result = client.call("rollback", app=app, release=release, force=force)
     client.echo(f"{app} {result['release']} is running (rollback to {result['target']})")
 
 

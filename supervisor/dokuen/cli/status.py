@@ -52,6 +52,7 @@ def status(client: Client, as_json: bool) -> None:
     if postgres["problem"]:
         client.echo(f"warning: {postgres['problem']}", err=True)
     client.echo(f"cgroups    {_cgroups_line(info.get('cgroups'))}")
+    _https_lines(client, info.get("https"))
     offline = set(info.get("maintenance", ()))
     for app, url in sorted(info["urls"].items()):
         note = " (maintenance mode: 503)" if app in offline else ""
@@ -71,6 +72,22 @@ def _backups_lines(client: Client, backups: dict[str, Any] | None) -> None:
     client.echo(f"backups    {where}, {on} on a schedule")
     for failure in backups["failing"]:
         client.echo(f"backups    FAILING: {failure}")
+
+
+def _https_lines(client: Client, https: dict[str, Any] | None) -> None:
+    """``https      port 443, 2 certificates, ACME https://...`` and a line per failure."""
+    if not https:
+        return
+    count = https["certificates"]
+    auto = "every app" if https["default_auto"] else "apps with certs:auto"
+    client.echo(
+        f"https      port {https['port']}, {count} certificate{'' if count == 1 else 's'}, "
+        f"ACME for {auto} from {https['acme']}"
+    )
+    for app, error in https["failing"].items():
+        client.echo(f"warning: https: {app}: certificate not obtained: {error}", err=True)
+    for app, expires in https.get("expiring", {}).items():
+        client.echo(f"warning: https: {app}: certificate expires {expires[:16]}Z", err=True)
 
 
 def _postgres_line(postgres: dict[str, Any]) -> str:

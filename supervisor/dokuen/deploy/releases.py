@@ -231,6 +231,23 @@ def finish_release(release: Release, record: dict[str, Any]) -> None:
     write_atomic(release.record_file, json.dumps(record, indent=2) + "\n", 0o600)
 
 
+def mark_failed(release: Release, reason: str) -> None:
+    """Record that the release's processes failed to boot (``releases`` shows it; a
+    ``rollback`` never picks it by default)."""
+    record = release.record()
+    if record.get("failed") != reason:
+        finish_release(release, {**record, "failed": reason})
+
+
+def failure(release: Release) -> str | None:
+    """Why the release failed to boot, or None (it never failed, or cannot be read)."""
+    try:
+        reason = release.record().get("failed")
+    except DokuenError:
+        return None
+    return str(reason) if reason else None
+
+
 def discard(release: Release) -> None:
     """Remove a release's record, build log and own directory (never the slug of another
     release it runs from)."""

@@ -7,6 +7,7 @@ never replaces the live files; the error reaches the log and whoever awaits ``sy
 """
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import shutil
@@ -21,9 +22,11 @@ import structlog
 from dokuen.errors import DokuenError, explain
 from dokuen.proxy.listener import RouterListener
 from dokuen.proxy.nginx import (
+    Https,
     Managed,
     Site,
     listen_directive,
+    render_https_default,
     render_main,
     render_site,
     render_system_include,
@@ -74,7 +77,13 @@ def make_proxy(
         log.warning("nginx.missing", problem=problem)
         return None, problem
     port = settings.listen_port
-    managed = Managed(settings.home / "nginx", listen_directive(settings.http_addr, port))
+    https_port = settings.https_listen_port
+    https = Https(
+        listen_directive(settings.http_addr, https_port), https_port, settings.home / "acme"
+    )
+    managed = Managed(
+        settings.home / "nginx", listen_directive(settings.http_addr, port), https=https
+    )
     proxy = NginxProxy(managed, port, binary, sites, spawner, mux, settings.nginx == "system")
     return proxy, None
 
@@ -237,7 +246,11 @@ class NginxProxy:
     async def _apply_tree(self, *, reload: bool) -> None:
         sites = self._sites()
         router = self.router is not None
-        texts = {site.app: render_site(site, self.managed.listen, router) for site in sites}
+        https = self.managed.https
+        texts = {site.app: render_site(site, self.managed.listen, router, https) for site in sites}
+        # A system nginx has a default server of its own on 443: only ours gets this one.
+        if https is not None and not self.system and any(site.tls for site in sites):
+            texts["00-https-default"] = render_https_default(https)  # no app is named so
         if self.router is not None:
             self.router.update(
                 (site.app, dyno, port)
@@ -246,6 +259,12 @@ class NginxProxy:
             )
         if texts == self._live and self._live:
             return
+        opens_https = "00-https-default" in texts and "00-https-default" not in self._live
+        if opens_https and https is not None and not port_is_free(https.port):
+            raise DokuenError(
+                f"port {https.port} is already in use, so nginx cannot serve HTTPS "
+                "(free it, or set DOKUEN_HTTPS_PORT)"
+            )
         staging = self.managed.prefix / "apps.new"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -257,9 +276,7 @@ class NginxProxy:
             self._mux.event(NGINX_APP, f"system nginx reloaded ({len(texts)} apps)")
             return
         test_config = self.managed.prefix / "nginx.test.conf"
-        test_config.write_text(
-            render_main(Managed(self.managed.prefix, self.managed.listen, staging))
-        )
+        test_config.write_text(render_main(dataclasses.replace(self.managed, sites_dir=staging)))
         status, output = await self._spawner.run(
             [self.binary, "-t", "-q", "-p", str(self.managed.prefix), "-c", str(test_config)],
             self.managed.prefix,

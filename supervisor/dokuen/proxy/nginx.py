@@ -28,6 +28,26 @@ def check_body_size(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class SiteTls:
+    """An app's certificate as nginx serves it (files dokuend wrote, root-only keys)."""
+
+    cert: Path  # the chain, leaf first
+    key: Path
+    redirect: bool = False  # plain HTTP answers 301 to https (but the ACME challenges)
+    hsts: bool = False  # Strict-Transport-Security on the HTTPS answers
+    stapling: bool = False  # the certificate names an OCSP responder
+
+
+@dataclass(frozen=True)
+class Https:
+    """Where nginx serves HTTPS and the ACME HTTP-01 challenges dokuend writes."""
+
+    listen: str  # a listen_directive
+    port: int
+    webroot: Path  # holds .well-known/acme-challenge/TOKEN
+
+
+@dataclass(frozen=True)
 class Site:
     """One app as nginx sees it."""
 
@@ -37,6 +57,7 @@ class Site:
     body_size: str = DEFAULT_BODY_SIZE
     dynos: tuple[str, ...] = ()  # their names (web.1, ...), in the order of ports
     maintenance: bool = False  # 503 with a plain page, whatever runs
+    tls: SiteTls | None = None  # served on HTTPS too, with this certificate
 
 
 def listen_directive(address: str | None, port: int) -> str:
@@ -47,9 +68,28 @@ def listen_directive(address: str | None, port: int) -> str:
     return f"[{host}]:{port}" if host.version == 6 else f"{host}:{port}"
 
 
-def render_site(site: Site, listen: str, router: bool = False) -> str:
+# Mozilla's "intermediate" profile (ssl-config.mozilla.org, nginx 1.22, OpenSSL 3).
+MOZILLA_INTERMEDIATE = """\
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1:secp384r1;
+    ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:\
+DHE-RSA-CHACHA20-POLY1305;
+    ssl_prefer_server_ciphers off;
+    ssl_session_timeout 1d;
+    ssl_session_cache shared:DokuenTLS:10m;
+    ssl_session_tickets off;
+"""
+CHALLENGE_PATH = "/.well-known/acme-challenge/"
+HSTS = '    add_header Strict-Transport-Security "max-age=63072000" always;\n'
+
+
+def render_site(site: Site, listen: str, router: bool = False, https: Https | None = None) -> str:
     """The file for one app: its upstream of web processes and its server block; with
     ``router``, every request is logged to dokuend's router socket (managed nginx only).
+    With ``https``, the HTTP server answers the ACME challenges from its webroot, and an
+    app with a certificate gets a second server on the HTTPS port.
 
     An app with no running web process answers 503 rather than borrowing another's, and one
     in maintenance mode answers 503 with a page saying so."""
@@ -60,7 +100,37 @@ def render_site(site: Site, listen: str, router: bool = False) -> str:
         lines.append(f"upstream {upstream} {{\n")
         lines += [f"    server 127.0.0.1:{port} max_fails=0;\n" for port in site.ports]
         lines.append("    keepalive 16;\n}\n\n")
-    lines += [
+    lines += _server_head(site, listen, router, serving)
+    tls = site.tls if https is not None else None
+    if https is not None:
+        lines += [
+            f"    location ^~ {CHALLENGE_PATH} {{\n",
+            f"        root {https.webroot};\n",
+            "        default_type text/plain;\n",
+            "    }\n",
+        ]
+    if https is not None and tls is not None and tls.redirect:
+        port = "" if https.port == 443 else f":{https.port}"
+        lines += ["    location / {\n", f"        return 301 https://$host{port}$request_uri;\n"]
+        lines += ["    }\n", "}\n"]
+    else:
+        lines += _locations(site, upstream)
+    if https is None or tls is None:
+        return "".join(lines)
+    lines += ["\n", *_server_head(site, f"{https.listen} ssl http2", router, serving)]
+    lines += [f"    ssl_certificate {tls.cert};\n", f"    ssl_certificate_key {tls.key};\n"]
+    lines.append(MOZILLA_INTERMEDIATE)
+    if tls.stapling:
+        lines += ["    ssl_stapling on;\n", "    ssl_stapling_verify on;\n"]
+        lines.append(f"    ssl_trusted_certificate {tls.cert};\n")
+    if tls.hsts:
+        lines.append(HSTS)
+    lines += _locations(site, upstream)
+    return "".join(lines)
+
+
+def _server_head(site: Site, listen: str, router: bool, serving: bool) -> list[str]:
+    lines = [
         "server {\n",
         f"    listen {listen};\n",
         f"    server_name {' '.join(site.hosts)};\n",
@@ -73,16 +143,24 @@ def render_site(site: Site, listen: str, router: bool = False) -> str:
             f"    set $dokuen_state {state};\n",
             render_access_log(),
         ]
+    return lines
+
+
+def _locations(site: Site, upstream: str) -> list[str]:
+    """What the app answers: a 503 page in maintenance, a 503 with no web process, else
+    its web processes. In a location, so that the ACME challenges still get through."""
     if site.maintenance:
-        lines += [
-            "    default_type text/html;\n",
-            f"    return 503 '{maintenance_page(site.app)}';\n}}\n",
+        return [
+            "    location / {\n",
+            "        default_type text/html;\n",
+            f"        return 503 '{maintenance_page(site.app)}';\n    }}\n}}\n",
         ]
-        return "".join(lines)
     if not site.ports:
-        lines.append(f'    return 503 "{site.app} has no running web process\\n";\n}}\n')
-        return "".join(lines)
-    lines += [
+        return [
+            "    location / {\n",
+            f'        return 503 "{site.app} has no running web process\\n";\n    }}\n}}\n',
+        ]
+    return [
         "    location / {\n",
         f"        proxy_pass http://{upstream};\n",
         "        proxy_http_version 1.1;\n",
@@ -101,7 +179,15 @@ def render_site(site: Site, listen: str, router: bool = False) -> str:
         "    }\n",
         "}\n",
     ]
-    return "".join(lines)
+
+
+def render_https_default(https: Https) -> str:
+    """The HTTPS port's default server: a TLS handshake for a host no app has a
+    certificate for is refused (never another app's certificate)."""
+    return (
+        f"{GENERATED}server {{\n    listen {https.listen} ssl http2 default_server;\n"
+        "    ssl_reject_handshake on;\n}\n"
+    )
 
 
 def maintenance_page(app: str) -> str:
@@ -121,6 +207,7 @@ class Managed:
     prefix: Path
     listen: str
     sites_dir: Path | None = None  # where the app files are; default PREFIX/apps
+    https: Https | None = None  # HTTPS and ACME challenges, for apps with certificates
 
     @property
     def config(self) -> Path:

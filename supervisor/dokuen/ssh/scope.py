@@ -45,6 +45,14 @@ APP_REQUESTS = frozenset(
         "domains",
         "domains:add",
         "domains:remove",
+        "certs",
+        "certs:remove",
+        "certs:auto",
+        "certs:renew",
+        "certs:redirect",
+        "certs:hsts",
+        "certs:backup",
+        "certs:restore",
         "git:repo",
         "pg:create",
         "pg:info",
@@ -63,6 +71,10 @@ ANY_KEY = frozenset({"ssh:audit"})
 # Refused over ssh whatever the key: these would have the server read a path, or run a
 # program with a shell escape as the platform's account.
 NOT_OVER_SSH = {
+    "certs:add": (
+        "certs:add is not available over ssh (it reads CERT and KEY on the server); copy "
+        "them to the server and run it there, or let the ACME CA issue one: certs:auto APP"
+    ),
     "deploy": (
         "deploy APP DIR is not available over ssh (it reads DIR on the server); "
         "deploy by git push: git push dokuen@HOST:APP main"

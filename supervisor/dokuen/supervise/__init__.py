@@ -7,6 +7,7 @@ Every module here is public: the other wings build on them.
 
 __all__ = [
     "clock",
+    "ending",
     "envdir",
     "environment",
     "formation",

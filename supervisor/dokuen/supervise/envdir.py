@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dokuen.errors import InvalidName
 from dokuen.names import check_config_key
+from dokuen.store import injected_fault
 
 
 def read_envdir(path: Path) -> dict[str, str]:
@@ -57,6 +58,7 @@ def write_envdir(path: Path, changes: Mapping[str, str], removals: Iterable[str]
                 os.fchmod(handle.fileno(), 0o600)
                 handle.write(value.replace("\n", "\0"))
                 handle.flush()
+                injected_fault(path / key)
                 os.fsync(handle.fileno())
     except BaseException as exc:
         for temporary in written:

@@ -11,13 +11,12 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import psutil
 import structlog
 
 from dokuen.errors import DokuenError
 from dokuen.isolate.cgroups import Group
-from dokuen.supervise import reaper
 from dokuen.supervise.clock import Clock
+from dokuen.supervise.ending import Child, Ending
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.logmux import LineFramer, LogMux
@@ -35,7 +34,10 @@ READ_SIZE = 1 << 16
 BURST, BURST_PAUSE = 4096, 0.005
 PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
-GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
+STUCK = (
+    "is stuck in uninterruptible sleep (state D): SIGKILL did not end it, so it is left to "
+    "the kernel (a file system or device it waits on does not answer: check dmesg)"
+)
 
 
 class ProcessState(StrEnum):
@@ -45,30 +47,7 @@ class ProcessState(StrEnum):
     CRASHED = "crashed"
     STOPPING = "stopping"
     STOPPED = "stopped"
-
-
-class Child(Protocol):
-    """A spawned process as a slot sees it: real, or a fake in tests."""
-
-    pid: int
-
-    async def read(self, max_bytes: int) -> bytes:
-        """Output bytes; b"" at end of file."""
-
-    async def wait(self) -> int:
-        """The exit status: the code, or minus the signal number."""
-
-    def signal_group(self, signum: int) -> None:
-        """Send a signal to the child's whole process group; no error if it is gone."""
-
-    def group_alive(self) -> bool:
-        """After the child itself exited: True while another process of its group runs."""
-
-    def leftovers(self, app: str, dyno: str) -> list[psutil.Process]:
-        """Processes that came from this child and left its group (setsid)."""
-
-    async def aclose(self) -> None:
-        """Release the output pipe (after the last read, or when a leftover holds it)."""
+    STUCK = "stuck"  # SIGKILL did not end it (uninterruptible sleep): left to the kernel
 
 
 class Spawner(Protocol):
@@ -106,6 +85,7 @@ class SlotConfig:
     health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
     user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
     cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
+    release: str = ""  # the release it runs (vN), so a switch tells old slots from new
 
 
 class ProcessSlot:
@@ -149,6 +129,8 @@ class ProcessSlot:
         self.failure: str | None = None
         self._recent: deque[bytes] = deque(maxlen=10)  # its last lines, for failure reports
         self._reported_start = False
+        self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
+        self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
 
     @property
     def recent(self) -> list[str]:
@@ -202,9 +184,19 @@ class ProcessSlot:
         finally:
             if self.port is not None:
                 self._ports.release(self.port)
-            self.state = ProcessState.STOPPED
-            self.pid = self.port = None
+            self.state = ProcessState.STUCK if self.stuck else ProcessState.STOPPED
+            self.port = None
+            if self.stuck is None:
+                self.pid = None
             self._done.set()
+
+    async def reap(self) -> None:
+        """Wait until the kernel ends a stuck process at last, then say so."""
+        if self.stuck is not None:
+            status = await self.stuck.wait()
+            self._event(f"(stuck) is gone at last ({describe_exit(status)})", "process.unstuck")
+            self.stuck, self.pid = None, None
+            self.state = ProcessState.STOPPED
 
     async def _supervise(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         while True:
@@ -285,13 +277,18 @@ class ProcessSlot:
             status: int | None = None
             try:
                 status = await child.wait()
+                tg.cancel_scope.cancel()  # exited while booting: its check fails now, not later
             finally:
                 with anyio.CancelScope(shield=True):
                     stopping = status is None
                     if status is None:
-                        status = await self._terminate(child)
+                        self.state = ProcessState.STOPPING
+                        status = await self._ending.terminate(child, self.config.stop_timeout)
+                        if status is None:  # not even SIGKILL ends it: left to the kernel
+                            self.stuck = child
+                            status = -signal.SIGKILL
                     else:  # it exited: whatever it left in its group goes too
-                        await self._clean_group(child, self.config.stop_timeout)
+                        await self._ending.clean_group(child, self.config.stop_timeout)
                     with anyio.move_on_after(DRAIN_AFTER_EXIT):
                         await pumped.wait()
                     pump_scope.cancel()
@@ -299,51 +296,14 @@ class ProcessSlot:
                     if self.cgroup is not None and self.cgroup.oom_kills():
                         self._event("out of memory (DOKUEN_MEMORY_LIMIT): killed", "process.oom")
                     await child.aclose()
-                    if stopping:  # after its last lines, not before them
+                    if self.stuck is not None:
+                        self._event(STUCK, "process.stuck")
+                    elif stopping:  # after its last lines, not before them
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
-
-    async def _terminate(self, child: Child) -> int:
-        self.state = ProcessState.STOPPING
-        grace = self.config.stop_timeout
-        deadline = self._clock.now() + grace
-        child.signal_group(signal.SIGTERM)
-        status = -signal.SIGTERM
-        with anyio.move_on_after(grace) as patience:
-            status = await child.wait()
-        if patience.cancelled_caught:
-            child.signal_group(signal.SIGKILL)
-            status = await child.wait()
-            self._event(
-                f"did not stop within {grace:g}s of SIGTERM, sent SIGKILL", "process.killed"
-            )
-        await self._clean_group(child, max(0.0, deadline - self._clock.now()))
-        return status
-
-    async def _clean_group(self, child: Child, grace: float) -> None:
-        """After the main process exited: SIGTERM what is left of its group, SIGKILL it after
-        ``grace``, then kill anything that came from it and left the group."""
-        if child.group_alive():
-            child.signal_group(signal.SIGTERM)
-            with anyio.move_on_after(grace):
-                while child.group_alive():
-                    await anyio.sleep(GROUP_POLL)
-            if child.group_alive():
-                child.signal_group(signal.SIGKILL)
-                while child.group_alive():
-                    await anyio.sleep(GROUP_POLL)
-        strays = child.leftovers(self.spec.app, self.spec.name)
-        if strays:
-            killed = await anyio.to_thread.run_sync(reaper.kill_all, strays)
-            if killed:
-                self._event(
-                    f"killed {killed} process(es) it left behind outside its group",
-                    "process.leftovers_killed",
-                    count=killed,
-                )
 
     async def _check_health(self, health: HealthCheck, child: Child) -> None:
         """Probe the new process until it answers from its own port (then it is RUNNING:

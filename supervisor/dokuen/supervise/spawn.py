@@ -12,6 +12,7 @@ import pwd
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypedDict
@@ -28,6 +29,7 @@ from dokuen.supervise.streams import NO_INPUT, Stdio
 log = structlog.get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
+DISCARD_WAIT = 5.0  # seconds to empty and remove a dead child's cgroup before giving up
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
 # stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
 _COMPOUND = re.compile(r"[;&|<>()`\n]")
@@ -123,7 +125,10 @@ class _OsChild:
         if self.cgroup is None:
             return
         try:
-            for _ in range(250):
+            # Bounded in time, not in tries: on cgroup v1 a kill waits for the freezer, which
+            # never freezes a process stuck in D state (ending.py reports that one).
+            deadline = time.monotonic() + DISCARD_WAIT
+            while time.monotonic() < deadline:
                 if self.cgroup.remove():
                     return
                 self.cgroup.kill()

@@ -1,0 +1,189 @@
+"""The ``certs*`` requests: an app's certificate shown, added by hand, removed, obtained
+from the ACME CA (``certs:auto``), renewed now (``certs:renew``), and the redirect to HTTPS
+and HSTS turned on or off."""
+
+import dataclasses
+import datetime
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import anyio
+
+from dokuen.apps.app import App
+from dokuen.apps.runtime import Runtime
+from dokuen.backup.requests import BackupCommands
+from dokuen.control import Command, Output, optional_arg, text_arg
+from dokuen.errors import DokuenError, InvalidName
+from dokuen.settings import Settings
+from dokuen.tls import backups
+from dokuen.tls.certificates import CertificateError, check_pair, check_usable, renew_at
+from dokuen.tls.keystore import KeyStore, Options
+from dokuen.tls.renewal import Certificates
+
+MAX_PEM = 1 << 20
+
+
+class Host(Protocol):
+    """What the certificates need of the daemon (read anew each time: SIGHUP replaces
+    the settings and the runtime)."""
+
+    settings: Settings
+    runtime: Runtime
+    apps: dict[str, App]
+    backups: BackupCommands
+
+
+class CertCommands:
+    def __init__(self, host: Host, find: Callable[[dict[str, Any]], App]) -> None:
+        keystore = KeyStore(host.settings.home)
+        self.certs = Certificates(
+            lambda: host.settings,
+            lambda: host.runtime,
+            lambda: host.apps,
+            keystore,
+            host.backups.storage,
+        )
+        self._find = find
+
+    def handlers(self) -> dict[str, Command]:
+        return {
+            "certs": self.show,
+            "certs:add": self.add,
+            "certs:remove": self.remove,
+            "certs:auto": self.auto,
+            "certs:renew": self.renew,
+            "certs:redirect": self.redirect,
+            "certs:hsts": self.hsts,
+            "certs:backup": self.backup,
+            "certs:restore": self.restore,
+        }
+
+    def info(self, app: App) -> dict[str, Any]:
+        store = self.certs.keystore
+        current = store.current(app.name)
+        options = store.options(app.name)
+        failure = self.certs.failures.get(app.name)
+        return {
+            "app": app.name,
+            "hosts": app.hosts(),
+            "auto": self.certs.automatic(app.name, options),
+            "redirect": options.redirect,
+            "hsts": options.hsts,
+            "certificate": current
+            and {
+                **current.info.as_dict(),
+                "source": current.source,
+                "renew_at": renew_at(current.info).isoformat(),
+            },
+            "failing": failure and failure.as_dict(),
+        }
+
+    async def show(self, args: dict[str, Any], out: Output) -> Any:
+        return self.info(self._find(args))
+
+    async def add(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._find(args)
+        cert, key = _pem(args, "cert"), _pem(args, "key")
+        try:
+            info = check_pair(cert, key)
+            check_usable(info, app.hosts(), datetime.datetime.now(datetime.UTC))
+        except CertificateError as exc:
+            raise CertificateError(f"certificate refused for {app.name}: {exc}") from None
+        store = self.certs.keystore
+        store.set_options(app.name, dataclasses.replace(store.options(app.name), auto=False))
+        self.certs.failures.pop(app.name, None)
+        await self.certs.install(app.name, cert, key, "manual")
+        await self.certs.back_up(app.name, quiet=True)
+        return self.info(app)
+
+    async def backup(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._find(args)
+        return {"key": await self.certs.back_up(app.name)}
+
+    async def restore(self, args: dict[str, Any], out: Output) -> Any:
+        """The app's certificate from the backup target (``id``, default the newest),
+        served at once; the account key comes too when this home has none."""
+        app = self._find(args)
+        wanted = optional_arg(args, "id")
+        settings = self.certs.settings()
+        storage = self.certs.storage
+        scratch = settings.home / "tmp"
+        backup, kit = await anyio.to_thread.run_sync(
+            lambda: backups.fetch(storage(), app.name, wanted, scratch)
+        )
+        try:
+            info = check_pair(kit.cert.encode(), kit.key.encode())
+            check_usable(info, app.hosts(), datetime.datetime.now(datetime.UTC))
+        except CertificateError as exc:
+            raise CertificateError(f"certificate backup {backup} refused: {exc}") from None
+        store = self.certs.keystore
+        store.adopt_account(kit)
+        options = Options(**{k: kit.options[k] for k in ("auto", "redirect", "hsts")})
+        store.set_options(app.name, options)
+        self.certs.failures.pop(app.name, None)
+        await self.certs.install(app.name, kit.cert.encode(), kit.key.encode(), kit.source)
+        return {**self.info(app), "restored": backup}
+
+    async def remove(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._find(args)
+        if self.certs.keystore.current(app.name) is None:
+            raise DokuenError(f"{app.name} has no certificate")
+        await self.certs.remove(app.name)
+        return self.info(app)
+
+    async def auto(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._find(args)
+        on = _switch(args)
+        store = self.certs.keystore
+        store.set_options(app.name, dataclasses.replace(store.options(app.name), auto=on))
+        if on:
+            current = store.current(app.name)
+            if current is None or current.source != "acme":
+                await self.certs.obtain(app.name, "certs:auto")
+            else:
+                self.certs.wake()
+        return self.info(app)
+
+    async def renew(self, args: dict[str, Any], out: Output) -> Any:
+        app = self._find(args)
+        if not self.certs.automatic(app.name):
+            raise DokuenError(
+                f"{app.name}'s certificate is not from the ACME CA; turn that on first: "
+                f"dokuenctl certs:auto {app.name}"
+            )
+        await self.certs.obtain(app.name, "certs:renew")
+        return self.info(app)
+
+    async def redirect(self, args: dict[str, Any], out: Output) -> Any:
+        return await self._option(args, "redirect")
+
+    async def hsts(self, args: dict[str, Any], out: Output) -> Any:
+        return await self._option(args, "hsts")
+
+    async def _option(self, args: dict[str, Any], option: str) -> Any:
+        app = self._find(args)
+        on = _switch(args)
+        store = self.certs.keystore
+        if on and store.current(app.name) is None:
+            raise DokuenError(
+                f"{app.name} has no certificate yet (certs:auto {app.name}, or certs:add)"
+            )
+        store.set_options(app.name, dataclasses.replace(store.options(app.name), **{option: on}))
+        runtime = self.certs.runtime()
+        runtime.proxy_changed()
+        await runtime.proxy_sync()
+        return self.info(app)
+
+
+def _pem(args: dict[str, Any], key: str) -> bytes:
+    text = text_arg(args, key)
+    if len(text) > MAX_PEM:
+        raise CertificateError(f"the {key} file is over {MAX_PEM} bytes: not a PEM file")
+    return text.encode()
+
+
+def _switch(args: dict[str, Any]) -> bool:
+    value = args.get("on", True)
+    if not isinstance(value, bool):
+        raise InvalidName("on must be true or false")
+    return value
