@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from dokuen.deploy.build import reachable_buildpacks
+from dokuen.deploy.tools import reachable_buildpacks
 from dokuen.resources import shipped
 
 

@@ -118,6 +118,7 @@ def test_the_build_environment_holds_only_what_the_api_names() -> None:
         "STACK": "dokuen-1",
         "SOURCE_VERSION": "",
     }
+    assert build_environment("/bin", Path("/h"), None, "/opt/uv")["DOKUEN_UV"] == "/opt/uv"
     assert build_environment("/bin", Path("/h"), "ab" * 20)["SOURCE_VERSION"] == "ab" * 20
 
 

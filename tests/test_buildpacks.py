@@ -7,6 +7,7 @@ rest run offline.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dokuen.deploy.tools import find_uv
 from dokuen.resources import shipped
 
 BUILDPACKS = shipped("buildpacks")
@@ -31,9 +33,14 @@ BUILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 UNREACHABLE_INDEX = "http://127.0.0.1:9/simple"
 
 
-def build_env(home: Path, path: str = BUILD_PATH) -> dict[str, str]:
+# The uv Dokuen gives builds (DOKUEN_UV): the one installed with it.
+UV = find_uv(None, BUILD_PATH)
+
+
+def build_env(home: Path, path: str = BUILD_PATH, uv: str | None = None) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
-    return {"PATH": path, "HOME": str(home), "STACK": "dokuen-1", "SOURCE_VERSION": ""}
+    env = {"PATH": path, "HOME": str(home), "STACK": "dokuen-1", "SOURCE_VERSION": ""}
+    return {**env, **({"DOKUEN_UV": uv} if uv else {})}
 
 
 def make_app(root: Path, files: dict[str, str]) -> Path:
@@ -67,9 +74,9 @@ def run_bin(
 
 
 def compile_app(
-    buildpack: str, app: Path, cache: Path, env_dir: Path, home: Path
+    buildpack: str, app: Path, cache: Path, env_dir: Path, home: Path, uv: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return run_bin(buildpack, "compile", app, cache, env_dir, env=build_env(home))
+    return run_bin(buildpack, "compile", app, cache, env_dir, env=build_env(home, uv=uv))
 
 
 def release(buildpack: str, app: Path, home: Path) -> dict[str, Any]:
@@ -114,6 +121,8 @@ def last_line(output: str) -> str:
         ("python", {"requirements.txt": "six\n"}, "Python"),
         ("python", {"pyproject.toml": "[project]\n"}, "Python"),
         ("python", {"setup.py": ""}, "Python"),
+        ("python", {"Pipfile": ""}, "Python"),
+        ("python", {"Pipfile.lock": "{}"}, "Python"),
         ("python", {"package.json": "{}"}, None),
         ("python", {"src/requirements.txt": ""}, None),
         ("node", {"package.json": "{}"}, "Node.js"),
@@ -141,55 +150,82 @@ def test_scripts_are_executable(buildpack: str) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_python_installs_requirements_and_a_warm_rebuild_downloads_nothing(
+def test_python_installs_requirements_with_uv_and_a_warm_rebuild_installs_nothing(
     tmp_path: Path,
 ) -> None:
+    assert UV is not None
     cache = tmp_path / "cache"
-    cold = make_app(tmp_path / "v1", {"requirements.txt": "six\n"})
-    result = compile_app("python", cold, cache, make_env_dir(tmp_path / "env1", {}), tmp_path)
+    cold = make_app(tmp_path / "v1", {"requirements.txt": "six==1.17.0\n"})
+    env_dir = make_env_dir(tmp_path / "env1", {})
+    result = compile_app("python", cold, cache, env_dir, tmp_path, UV)
     assert result.returncode == 0, result.stdout
-    assert "-----> Installing dependencies with pip\n" in result.stdout
-    assert [wheel.name.split("-")[0] for wheel in (cache / "wheels").iterdir()] == ["six"]
-
+    assert re.search(
+        r"^-----> Installing dependencies from requirements.txt with uv \(\d+\.\ds\)$",
+        result.stdout,
+        re.M,
+    ), result.stdout
+    assert (cache / "python" / "venv" / "pyvenv.cfg").is_file()
     ran = run_in_app(
         cold, 'python -c "import six, sys; print(sys.prefix)"; echo "$PYTHONUNBUFFERED"'
     )
     assert ran.stdout == f"{cold / '.venv'}\n1\n", ran.stderr
     assert release("python", cold, tmp_path)["default_process_types"] == {}
 
-    # The same requirements again, with the only index unreachable: the wheelhouse serves all.
-    warm = make_app(tmp_path / "v2", {"requirements.txt": "six\n"})
+    # The same requirements again, with the only index unreachable: nothing is installed,
+    # and the copied virtualenv runs from its new place (console scripts too).
+    warm = make_app(tmp_path / "v2", {"requirements.txt": "six==1.17.0\n"})
     env_dir = make_env_dir(tmp_path / "env2", {"PIP_INDEX_URL": UNREACHABLE_INDEX})
-    result = compile_app("python", warm, cache, env_dir, tmp_path)
+    result = compile_app("python", warm, cache, env_dir, tmp_path, UV)
     assert result.returncode == 0, result.stdout
-    assert "Installed from the build cache: nothing downloaded" in result.stdout
+    assert "Nothing to install: requirements.txt is unchanged" in result.stdout
+    shutil.rmtree(cold)
     assert run_in_app(warm, 'python -c "import six"').returncode == 0
+    assert run_in_app(warm, "pip --version || uv --version || true").returncode == 0
+
+    # A changed requirement installs again, from the (unreachable) index: a clear failure.
+    (warm / "requirements.txt").write_text("six==1.16.0\n")
+    result = compile_app("python", warm, cache, env_dir, tmp_path, UV)
+    assert result.returncode != 0
+    assert last_line(result.stdout).startswith(" !     Check the names and versions in")
 
 
-def test_python_pip_failure_fails_the_build(tmp_path: Path) -> None:
+def test_python_without_uv_installs_with_pip(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {"requirements.txt": "# nothing\n"})
+    result = compile_app(
+        "python", app, tmp_path / "cache", make_env_dir(tmp_path / "e", {}), tmp_path
+    )
+    assert result.returncode == 0, result.stdout
+    assert "Creating a virtualenv with python -m venv (uv is not installed)" in result.stdout
+    assert "Installing dependencies from requirements.txt with pip" in result.stdout
+    assert not (tmp_path / "cache" / "python" / "venv").exists()  # pip venvs are not moved
+
+
+def test_python_install_failure_fails_the_build(tmp_path: Path) -> None:
     empty_index = tmp_path / "index"
     empty_index.mkdir()
     app = make_app(tmp_path / "app", {"requirements.txt": "dokuen-no-such-package==1.0\n"})
     env_dir = make_env_dir(tmp_path / "env", {"PIP_INDEX_URL": empty_index.as_uri()})
-    result = compile_app("python", app, tmp_path / "cache", env_dir, tmp_path)
+    result = compile_app("python", app, tmp_path / "cache", env_dir, tmp_path, UV)
     assert result.returncode != 0
-    assert "No matching distribution found for dokuen-no-such-package" in result.stdout
-    assert last_line(result.stdout).startswith(" !     pip could not ")
-    assert not (tmp_path / "cache" / "wheels").exists()
+    assert "dokuen-no-such-package" in result.stdout
+    assert " !     Installing the dependencies in requirements.txt failed" in result.stdout
+    assert not (tmp_path / "cache" / "python" / "venv").exists()
 
 
-def test_python_warns_when_runtime_txt_asks_for_another_python(tmp_path: Path) -> None:
+def test_python_fails_when_runtime_txt_asks_for_a_python_the_build_lacks(tmp_path: Path) -> None:
     app = make_app(
         tmp_path / "app", {"requirements.txt": "# nothing\n", "runtime.txt": "python-2.7.18\n"}
     )
-    empty_index = tmp_path / "index"
-    empty_index.mkdir()
-    env_dir = make_env_dir(tmp_path / "env", {"PIP_INDEX_URL": empty_index.as_uri()})
-    result = compile_app("python", app, tmp_path / "cache", env_dir, tmp_path)
-    assert result.returncode == 0, result.stdout
-    assert " !     Warning: the app asks for Python 2.7.18, but this machine has Python 3." in (
-        result.stdout
-    )
+    for uv in (UV, None):
+        result = compile_app("python", app, tmp_path / "cache", tmp_path, tmp_path, uv)
+        assert result.returncode != 0
+        assert " !     runtime.txt asks for Python 2.7.18, but this build can run only: " in (
+            result.stdout
+        )
+    (app / "runtime.txt").write_text("python-3.x; rm -rf /\n")
+    result = compile_app("python", app, tmp_path / "cache", tmp_path, tmp_path, UV)
+    assert result.returncode != 0
+    assert "runtime.txt: '3.x;rm-rf/' is not a Python version" in result.stdout
 
 
 PACKAGE_JSON = """{
@@ -208,7 +244,9 @@ def test_node_runs_the_build_script(tmp_path: Path) -> None:
         "node", app, tmp_path / "cache", make_env_dir(tmp_path / "env", {}), tmp_path
     )
     assert result.returncode == 0, result.stdout
-    assert "-----> Running the build script (npm run build)\n" in result.stdout
+    assert re.search(
+        r"^-----> Running the build script \(npm run build\) \(\d+\.\ds\)$", result.stdout, re.M
+    )
     assert (app / "built.txt").read_text() == "production"
     assert release("node", app, tmp_path)["default_process_types"] == {"web": "npm start"}
     ran = run_in_app(app, 'echo "$PATH"; echo "$NODE_ENV"')
@@ -323,3 +361,24 @@ def test_procfile_builds_nothing(tmp_path: Path) -> None:
     )
     assert sorted(path.name for path in app.iterdir()) == ["Procfile"]
     assert release("procfile", app, tmp_path)["default_process_types"] == {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_node_uses_pnpm_through_corepack_and_prunes_dev_dependencies(tmp_path: Path) -> None:
+    package = (
+        '{"name": "demo", "version": "1.0.0", "packageManager": "pnpm@9.15.0",'
+        ' "dependencies": {"is-number": "7.0.0"}, "devDependencies": {"is-odd": "3.0.1"},'
+        ' "scripts": {"build": "node -e \\"require(\'is-odd\')\\""}}'
+    )
+    app = make_app(tmp_path / "app", {"package.json": package, "server.js": ""})
+    result = compile_app(
+        "node", app, tmp_path / "cache", make_env_dir(tmp_path / "env", {}), tmp_path
+    )
+    assert result.returncode == 0, result.stdout
+    assert "-----> Preparing pnpm with corepack (pnpm@9.15.0)" in result.stdout
+    assert "-----> Installing dependencies with pnpm install (no pnpm-lock.yaml)" in result.stdout
+    assert "-----> Running the build script (pnpm run build)" in result.stdout  # is-odd there
+    assert (app / "node_modules" / "is-number").is_dir()
+    assert not (app / "node_modules" / "is-odd").exists()  # pruned after the build
+    assert (tmp_path / "cache" / "corepack").is_dir()

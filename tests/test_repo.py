@@ -4,6 +4,7 @@ import contextlib
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,65 @@ def test_every_hook_is_a_static_script() -> None:
     assert sorted(hooks) == ["post-receive", "pre-receive"]
     for name, script in hooks.items():
         golden(name, script)
+    # Without a backup target no post-receive hook runs after each push.
+    assert sorted(render_hooks(ENTRY, backups=False)) == ["pre-receive"]
+
+
+def test_the_hook_runs_the_light_githook_on_dokuenctls_python(tmp_path: Path) -> None:
+    python = tmp_path / "venv" / "bin" / "python3"
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    dokuenctl = python.parent / "dokuenctl"
+    dokuenctl.write_text(f"#!{python}\nfrom dokuen.cli.dokuenctl import main\n")
+    entry = Entrypoint(dokuenctl, Path("/var/lib/dokuen/dokuend.sock"))
+    hook = render_hook(entry)
+    assert hook.splitlines()[-1] == (
+        f"exec {python} -I -m dokuen.cli.githook --socket /var/lib/dokuen/dokuend.sock"
+    )
+    # A #! line that is not one plain path (env, options, spaces): dokuenctl git-hook.
+    for first in ("#!/usr/bin/env python3", f"#!{python} -E", "#!/tmp/a b/python", ""):
+        dokuenctl.write_text(f"{first}\nfrom dokuen.cli.dokuenctl import main\n")
+        assert render_hook(entry).splitlines()[-1] == (
+            f"exec {dokuenctl} --socket /var/lib/dokuen/dokuend.sock git-hook"
+        )
+
+
+def test_the_light_hook_says_its_usage_and_a_missing_daemon_in_one_line(tmp_path: Path) -> None:
+    def hook(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-I", "-m", "dokuen.cli.githook", *args]
+        return subprocess.run(
+            argv, cwd=tmp_path, input="", capture_output=True, text=True, check=False
+        )
+
+    assert hook().returncode == 2
+    assert hook("--socket", "relative.sock").returncode == 2
+    repository = tmp_path / "apps" / "blog" / "repo.git"
+    repository.mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-I", "-m", "dokuen.cli.githook", "--socket", str(tmp_path / "no.sock")],
+        cwd=repository,
+        input="0" * 40 + " " + "1" * 40 + " refs/heads/main\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ")
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_hook_left_out_is_removed_and_other_hooks_stay(tmp_path: Path) -> None:
+    path = tmp_path / "repo.git"
+    ensure_repo(path, render_hooks(ENTRY))
+    assert (path / "hooks" / "post-receive").is_file()
+    (path / "hooks" / "update").write_text("#!/bin/sh\n")  # not one of dokuend's
+    ensure_repo(path, render_hooks(ENTRY, backups=False))
+    assert not (path / "hooks" / "post-receive").exists()
+    assert (path / "hooks" / "pre-receive").is_file()
+    assert (path / "hooks" / "update").is_file()
+    ensure_repo(path, render_hooks(ENTRY, backups=True))
+    assert (path / "hooks" / "post-receive").is_file()
 
 
 def test_ensure_repo_makes_a_bare_repository_once_and_keeps_its_hook_current(

@@ -250,11 +250,10 @@ class Daemon:
         return app
 
     def _refresh_entrypoints(self) -> None:
-        """Give every app its repository (apps made before there were any get one now) and
-        write the hooks and authorized_keys again for the dokuenctl installed now."""
+        """Give every app its repository; write hooks and authorized_keys for this dokuenctl."""
         try:
             entrypoint = self._entrypoint()
-            hooks = repo.render_hooks(entrypoint)
+            hooks = repo.render_hooks(entrypoint, self.settings.backup_url is not None)
             if sshkeys.refresh(self._authorized_keys, entrypoint, self._git and self._git[1]):
                 log.info("ssh_keys.refreshed", file=str(self._authorized_keys))
         except DokuenError as exc:
@@ -320,6 +319,7 @@ class Daemon:
             log.error("daemon.reload_failed", error=str(exc))
             return
         self.settings = settings
+        self._refresh_entrypoints()  # the post-receive hook comes and goes with DOKUEN_BACKUP_URL
         mux, ports = self.runtime.mux, self.runtime.ports
         mux.max_bytes, mux.keep = settings.log_max_bytes, settings.log_keep
         ports.ports = settings.port_range

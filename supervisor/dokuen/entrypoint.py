@@ -5,6 +5,7 @@ That command line is written unquoted into a shell script and into authorized_ke
 parts are held to a plain character set: anything else is refused, never escaped.
 """
 
+import os
 import re
 import shutil
 import sys
@@ -41,6 +42,29 @@ class Entrypoint:
             if not (PLAIN_WORD.fullmatch(arg) or PLAIN_OPTION.fullmatch(arg)):
                 raise ValueError(f"not a plain word: {arg!r}")
         return " ".join([*parts, *args])
+
+    def python(self) -> Path | None:
+        """The interpreter dokuenctl runs on, from its ``#!`` line as pip writes it, when
+        that is one plain path to a program; None otherwise."""
+        try:
+            with self.dokuenctl.open("rb") as script:
+                first = script.readline(512)
+        except OSError:
+            return None
+        words = first[2:].decode(errors="replace").split() if first.startswith(b"#!") else []
+        if len(words) != 1 or not PLAIN_PATH.fullmatch(words[0]):
+            return None
+        return Path(words[0]) if os.access(words[0], os.X_OK) else None
+
+    def module_command(self, module: str) -> str | None:
+        """``/abs/python -I -m MODULE --socket /abs/dokuend.sock``: a module of Dokuen run
+        by dokuenctl's interpreter without dokuenctl's own imports; None when that
+        interpreter is not known (then ``command`` it is)."""
+        python = self.python()
+        if python is None or not re.fullmatch(r"dokuen(\.[a-z_]+)+", module):
+            return None
+        socket = _plain_path("the control socket", self.socket)
+        return " ".join([str(python), "-I", "-m", module, "--socket", socket])
 
 
 def _plain_path(what: str, path: Path) -> str:

@@ -78,6 +78,9 @@ class Settings:
     build_processes: int = 512
     cgroups: str = "auto"  # v2, v1 or off; auto: v2 if it can limit, else v1, else v2, else off
     build_uids: BuildUids = "home"
+    uv: str | None = (
+        None  # the uv builds install Python apps with; default: dokuen's own, or PATH's
+    )
     app_uids: str = "auto"  # auto: each app runs as its own uid when dokuend is root; or off
     backup_url: str | None = None  # file:///srv/backups or s3://bucket/prefix (backup/targets.py)
     backup_endpoint_url: str | None = None  # an S3 compatible's endpoint (s3.py)
@@ -267,6 +270,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
     "DOKUEN_BUILD_UIDS": ("build_uids", _uid_range),
+    "DOKUEN_UV": ("uv", _text),
     "DOKUEN_CGROUPS": ("cgroups", lambda key, text: _choice(key, text, CGROUP_MODES)),
     "DOKUEN_APP_UIDS": ("app_uids", lambda key, text: _choice(key, text, APP_UIDS_MODES)),
     "DOKUEN_BACKUP_URL": ("backup_url", _text),

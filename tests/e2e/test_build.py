@@ -71,8 +71,13 @@ def test_a_build_sees_config_only_through_env_dir(dokuen: Dokuen, tmp_path: Path
     assert "-----> Compiled by the test buildpack" in result.stdout
     release = dokuen.home / "apps/blog/releases/v1"
     names = {line.split("=", 1)[0] for line in (release / "build-env").read_text().splitlines()}
-    assert names <= {"PATH", "HOME", "STACK", "SOURCE_VERSION", "PWD", "SHLVL", "_", "OLDPWD"}
+    assert names <= {
+        *("PATH", "HOME", "STACK", "SOURCE_VERSION", "DOKUEN_UV"),
+        *("PWD", "SHLVL", "_", "OLDPWD"),
+    }
     build_env = (release / "build-env").read_text()
+    uv = next(line for line in build_env.splitlines() if line.startswith("DOKUEN_UV="))
+    assert os.access(uv.removeprefix("DOKUEN_UV="), os.X_OK)  # the uv Python builds use
     assert "STACK=dokuen-1\n" in build_env
     assert f"HOME={dokuen.home}/apps/blog/build/home\n" in build_env
     assert "s3cret" not in build_env

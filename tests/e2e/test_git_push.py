@@ -38,9 +38,13 @@ def test_apps_create_makes_a_bare_repository_with_the_hook(dokuen: Dokuen) -> No
     assert head.stdout == "refs/heads/main\n"
     hook = repo / "hooks" / "pre-receive"
     assert stat.S_IMODE(hook.stat().st_mode) == 0o755
+    # dokuenctl's own interpreter runs the light hook (no click to import).
+    python = (BIN / "dokuenctl").read_text().splitlines()[0].removeprefix("#!")
     assert hook.read_text().splitlines()[-1] == (
-        f"exec {BIN}/dokuenctl --socket {dokuen.home}/dokuend.sock git-hook"
+        f"exec {python} -I -m dokuen.cli.githook --socket {dokuen.home}/dokuend.sock"
     )
+    # No backup target: nothing runs after a push lands.
+    assert not (repo / "hooks" / "post-receive").exists()
 
 
 def test_a_push_to_main_deploys_and_the_pusher_sees_the_build(

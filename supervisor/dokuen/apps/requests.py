@@ -153,10 +153,16 @@ class AppCommands:
             app = await self._create(name, "created")
         return {"name": name, "repo": str(app.dir.repo)}
 
+    def _hooks(self) -> dict[str, str]:
+        """The hooks of an app's repository (a post-receive one only with a backup target)."""
+        return repo.render_hooks(
+            self._entrypoint(), self._runtime().settings.backup_url is not None
+        )
+
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""
         check_new_app_name(name)
-        hooks = repo.render_hooks(self._entrypoint())  # before anything touches the disk
+        hooks = self._hooks()  # before anything touches the disk
 
         isolation = self._runtime().isolation
 
@@ -365,7 +371,7 @@ class AppCommands:
                 await self._create(name, f"created by a push over ssh (key {key})")
                 created = True
         app = self.find(args)
-        hooks = repo.render_hooks(self._entrypoint())
+        hooks = self._hooks()
         if await anyio.to_thread.run_sync(repo.ensure_repo, app.dir.repo, hooks):
             log.info("git.repo_created", app=name)
         if key is not None:

@@ -3,7 +3,6 @@ authorized key), ``git-hook`` (pre-receive: build and deploy) and ``git-post-rec
 (back the repository up)."""
 
 import os
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +10,9 @@ from typing import Any
 
 import click
 
+from dokuen.cli import githook
 from dokuen.cli.arguments import app_name, checked
-from dokuen.cli.console import Client, pass_client, write_out
+from dokuen.cli.console import Client, pass_client
 from dokuen.cli.terminal import printable
 from dokuen.errors import DokuenError
 from dokuen.names import check_ssh_key_name
@@ -28,26 +28,13 @@ def _stop_on_signal(signum: int, _frame: object) -> None:
 @click.command("git-hook", hidden=True)
 @pass_client
 def git_hook(client: Client) -> None:
-    """The pre-receive hook of every app's repository (git runs it in the repository)."""
-    from dokuen.deploy.receive import receive  # noqa: PLC0415 (tarfile and co. only here)
-
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _stop_on_signal)
+    """The pre-receive hook of repositories whose hook predates the light one (githook.py):
+    the same work, started the heavier way. dokuend rewrites the hooks when it starts."""
 
     def request(command: str, args: dict[str, Any], on_output: Callable[[str], None]) -> Any:
         return client.call(command, on_output, **args)
 
-    def write(text: str) -> None:
-        # git shows the hook's output to the pusher, in a terminal as often as not: the
-        # build output an app's code and buildpacks wrote is always made safe for one.
-        write_out(printable(text))
-
-    try:
-        receive(Path.cwd(), sys.stdin.read(), request, write)
-    except BrokenPipeError:
-        # git went away mid-push. Not the usual exit 0 for a closed pipe: a hook that
-        # exits 0 accepts the push.
-        sys.exit(1)
+    githook.run(request)
 
 
 @click.command("ssh-serve", hidden=True)

@@ -30,6 +30,7 @@ from dokuen.deploy.buildpack import (
     ReleaseInfo,
     Source,
     build_environment,
+    detect_bundled,
     merge_release,
     parse_buildpacks_file,
     parse_release,
@@ -37,7 +38,6 @@ from dokuen.deploy.buildpack import (
 )
 from dokuen.isolate.cgroups import Group
 from dokuen.isolate.paths import chown_tree, read_optional
-from dokuen.resources import shipped
 from dokuen.supervise import reaper
 from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.spawn import OsSpawner
@@ -73,6 +73,7 @@ class Job:
     path: str  # the build's PATH
     limits: Limits
     bundled: Path  # the bundled buildpacks (a copy builds of their own uid can reach)
+    uv: str | None = None  # the uv program builds may use (DOKUEN_UV in their environment)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class Outcome:
 class _Pack:
     source: Source
     path: Path
+    detected: str = ""  # the name a bundled buildpack's detect gave, decided without it
 
     def program(self, name: str) -> Path:
         program = self.path / "bin" / name
@@ -152,7 +154,7 @@ class Builder:
         exports: list[Path] = []
         env_dir, cache = job.workspace / "env", job.cache_dir
         for pack in packs:
-            names.append(await self._detect(pack, job, explicit=True))
+            names.append(pack.detected or await self._detect(pack, job, explicit=True))
             await say(f"-----> {names[-1]} app detected\n")
             compile_ = [str(pack.program("compile")), str(job.build_dir), str(cache), str(env_dir)]
             status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
@@ -182,12 +184,11 @@ class Builder:
         elif (text := read_optional(job.build_dir, ".buildpacks", _BUILDPACKS_LIMIT)) is not None:
             sources = parse_buildpacks_file(text.decode("utf-8", errors="replace"))
         else:
-            for name in BUNDLED:
-                pack = _Pack(Source(name), job.bundled / name)
-                if await self._detect(pack, job, explicit=False):
-                    return [pack]
+            for name in BUNDLED:  # their bin/detect as data: no process to start
+                if found := detect_bundled(name, job.build_dir):
+                    return [_Pack(Source(name), job.bundled / name, found)]
             raise BuildError(
-                "no buildpack applies to this app. Tried: python (requirements.txt, "
+                "no buildpack applies to this app. Tried: python (requirements.txt, Pipfile, "
                 "pyproject.toml or setup.py), node (package.json), static (index.html without "
                 "a Procfile), procfile (a Procfile). Add one of those files, or name a "
                 "buildpack with: dokuenctl config:set APP BUILDPACK_URL=URL"
@@ -236,7 +237,8 @@ class Builder:
     ) -> tuple[int, str]:
         """Run one build program to its end: its exit status and (without ``say``, which
         gets it live instead) its output. Cancelled, it kills its whole tree."""
-        env = {**build_environment(job.path, job.workspace / "home", job.commit), **(extra or {})}
+        env = build_environment(job.path, job.workspace / "home", job.commit, job.uv)
+        env.update(extra or {})
         limited = ["bash", "-c", _LIMITED, "dokuen-build", *_ulimits(job.limits), *argv]
         group = self._groups.get(job.workspace)
         self._steps += 1
@@ -332,24 +334,6 @@ def _finish(job: Job) -> None:
     shutil.rmtree(job.workspace / "env", ignore_errors=True)
     if job.limits.user is not None:
         chown_tree(job.build_dir, os.getuid(), os.getgid())
-
-
-def reachable_buildpacks(home: Path) -> Path:
-    """The bundled buildpacks where builds of their own uid reach them: a copy under
-    ``home`` (dokuend may be installed in a private directory, like root's home), renewed
-    when the installed ones change."""
-    source = shipped("buildpacks")
-    stamp = f"{source}\n{max(p.stat().st_mtime_ns for p in source.rglob('*'))}\n"
-    copy = home / "buildpacks"
-    if (copy / ".installed-from").is_file() and (copy / ".installed-from").read_text() == stamp:
-        return copy
-    staging = home / ".buildpacks.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    (staging / ".installed-from").write_text(stamp)
-    shutil.rmtree(copy, ignore_errors=True)
-    staging.rename(copy)
-    return copy
 
 
 def _sourcing(exports: list[Path]) -> list[str]:

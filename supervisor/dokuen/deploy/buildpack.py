@@ -15,6 +15,19 @@ from dokuen.names import check_config_key
 # Tried in this order when the app names no buildpack: the first whose bin/detect says yes.
 BUNDLED = ("python", "node", "static", "procfile")
 STACK = "dokuen-1"
+# What each bundled buildpack's bin/detect looks for, as data, so that choosing one starts
+# no process: (the name it prints, files one of which must be at the root, files that must
+# not be). tests/test_detect.py holds the scripts and this table to the same answers.
+BUNDLED_DETECT: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "python": (
+        "Python",
+        ("requirements.txt", "Pipfile", "Pipfile.lock", "pyproject.toml", "setup.py"),
+        (),
+    ),
+    "node": ("Node.js", ("package.json",), ()),
+    "static": ("Static HTML", ("index.html",), ("Procfile",)),
+    "procfile": ("Procfile", ("Procfile",), ()),
+}
 _TYPE = re.compile(r"[A-Za-z0-9_-]+")
 # git URLs: scheme://..., or scp-like user@host:path. Never starting with "-" (a git option).
 _GIT_URL = re.compile(r"(?:https?|git|ssh|file)://[^\s]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+")
@@ -142,7 +155,24 @@ def merge_release(infos: list[ReleaseInfo]) -> ReleaseInfo:
     return ReleaseInfo(types, config)
 
 
-def build_environment(path: str, home: Path, commit: str | None) -> dict[str, str]:
+def detect_bundled(name: str, build_dir: Path) -> str:
+    """What bundled buildpack ``name``'s bin/detect would print for ``build_dir`` ("" for
+    no), as its ``[[ -f FILE ]]`` tests decide: regular files, links followed."""
+    shown, any_of, none_of = BUNDLED_DETECT[name]
+    if any((build_dir / f).is_file() for f in any_of) and not any(
+        (build_dir / f).is_file() for f in none_of
+    ):
+        return shown
+    return ""
+
+
+def build_environment(
+    path: str, home: Path, commit: str | None, uv: str | None = None
+) -> dict[str, str]:
     """The whole environment of a build step: nothing of the daemon's, no config vars (those
-    are in ENV_DIR, for the buildpack to read if it wants them)."""
-    return {"PATH": path, "HOME": str(home), "STACK": STACK, "SOURCE_VERSION": commit or ""}
+    are in ENV_DIR, for the buildpack to read if it wants them). ``DOKUEN_UV`` names the uv
+    the bundled python buildpack installs with, when there is one."""
+    env = {"PATH": path, "HOME": str(home), "STACK": STACK, "SOURCE_VERSION": commit or ""}
+    if uv:
+        env["DOKUEN_UV"] = uv
+    return env

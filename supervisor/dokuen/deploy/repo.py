@@ -41,15 +41,21 @@ exec {command}
 def render_hook(entrypoint: Entrypoint) -> str:
     """The pre-receive hook: the same static script for every app (the app is known from
     the repository's path). Raises SettingsError for paths that are not plain."""
-    return HOOK.format(command=entrypoint.command("git-hook"))
+    light = entrypoint.module_command("dokuen.cli.githook")  # no click: faster to start
+    return HOOK.format(command=light or entrypoint.command("git-hook"))
 
 
-def render_hooks(entrypoint: Entrypoint) -> dict[str, str]:
-    """Every hook of an app's repository by name, each as static as ``render_hook``'s."""
-    return {
-        "pre-receive": render_hook(entrypoint),
-        "post-receive": POST_HOOK.format(command=entrypoint.command("git-post-receive")),
-    }
+MANAGED_HOOKS = ("pre-receive", "post-receive")
+
+
+def render_hooks(entrypoint: Entrypoint, backups: bool = True) -> dict[str, str]:
+    """Every hook of an app's repository by name, each as static as ``render_hook``'s. The
+    post-receive hook only with a backup target (``backups``): without one it would start
+    a dokuenctl after every push, for nothing, while the pusher waits."""
+    hooks = {"pre-receive": render_hook(entrypoint)}
+    if backups:
+        hooks["post-receive"] = POST_HOOK.format(command=entrypoint.command("git-post-receive"))
+    return hooks
 
 
 EXPORT_AS_COMMITTED = "* -export-ignore -export-subst\n"
@@ -57,7 +63,8 @@ EXPORT_AS_COMMITTED = "* -export-ignore -export-subst\n"
 
 def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
     """Make ``path`` a bare repository (default branch main) unless it is one, and make its
-    ``hooks`` (name -> script). Returns True when the repository was created.
+    ``hooks`` (name -> script), and remove the hooks dokuend writes that ``hooks`` leaves
+    out. Returns True when the repository was created.
 
     Raises:
         SettingsError: git is missing, or ``path`` is something else.
@@ -78,6 +85,9 @@ def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
     if not (path / "info" / "attributes").is_file():
         write_atomic(path / "info" / "attributes", EXPORT_AS_COMMITTED)
     (path / "hooks").mkdir(exist_ok=True)
+    for name in MANAGED_HOOKS:
+        if name not in hooks:
+            (path / "hooks" / name).unlink(missing_ok=True)
     for name, script in hooks.items():
         hook = path / "hooks" / name
         try:

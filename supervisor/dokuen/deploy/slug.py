@@ -10,7 +10,8 @@ from pathlib import Path
 import anyio
 
 from dokuen.deploy import releases
-from dokuen.deploy.build import Builder, Job, Limits, reachable_buildpacks
+from dokuen.deploy.build import Builder, Job, Limits
+from dokuen.deploy.tools import find_uv, reachable_buildpacks, reachable_uv
 from dokuen.errors import DokuenError
 from dokuen.isolate.isolation import Isolation
 from dokuen.resources import shipped
@@ -123,9 +124,12 @@ async def make_release(
     try:
         await transcript.write(f"-----> Building {app} {release.name} from {commit or source}\n")
         uid, bundled = None, shipped("buildpacks")
+        uv = find_uv(settings.uv, settings.app_path)
         if settings.isolated_builds:
             uid = await anyio.to_thread.run_sync(_build_uid, settings, isolation, directory)
             bundled = await anyio.to_thread.run_sync(reachable_buildpacks, settings.home)
+            if uv is not None:
+                uv = await anyio.to_thread.run_sync(reachable_uv, uv, settings.home)
         limits = Limits(
             settings.build_timeout, settings.build_memory_mib, settings.build_processes, uid
         )
@@ -139,6 +143,7 @@ async def make_release(
             settings.app_path,
             limits,
             bundled,
+            uv,
         )
         outcome = await builder.build(job, transcript.write)
         await transcript.end_line()

@@ -1,0 +1,55 @@
+"""The bundled buildpacks' bin/detect and the table dokuend decides with (BUNDLED_DETECT)
+give the same answer for every app: each case runs the real script too."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dokuen.deploy.buildpack import BUNDLED, BUNDLED_DETECT, detect_bundled
+from dokuen.resources import shipped
+
+CASES = [
+    (),
+    ("requirements.txt",),
+    ("Pipfile",),
+    ("Pipfile.lock",),
+    ("pyproject.toml", "poetry.lock"),
+    ("pyproject.toml", "uv.lock"),
+    ("setup.py",),
+    ("setup.cfg",),
+    ("package.json",),
+    ("package.json", "requirements.txt"),
+    ("index.html",),
+    ("index.html", "Procfile"),
+    ("Procfile",),
+    ("Procfile", "package.json"),
+    ("README.md", "app.py"),
+]
+
+
+@pytest.mark.parametrize("files", CASES, ids=lambda files: "+".join(files) or "empty")
+def test_the_table_answers_as_each_bin_detect_does(tmp_path: Path, files: tuple[str, ...]) -> None:
+    for name in files:
+        (tmp_path / name).write_text("x\n")
+    for pack in BUNDLED:
+        script = shipped("buildpacks") / pack / "bin" / "detect"
+        done = subprocess.run(
+            [str(script), str(tmp_path)], capture_output=True, text=True, check=False
+        )
+        expected = done.stdout.strip() if done.returncode == 0 else ""
+        assert detect_bundled(pack, tmp_path) == expected, (pack, files)
+
+
+def test_a_directory_or_a_dangling_link_is_not_a_marker_file(tmp_path: Path) -> None:
+    (tmp_path / "requirements.txt").mkdir()
+    (tmp_path / "package.json").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "Procfile").symlink_to(tmp_path / "real-procfile")
+    (tmp_path / "real-procfile").write_text("web: x\n")
+    assert detect_bundled("python", tmp_path) == ""
+    assert detect_bundled("node", tmp_path) == ""
+    assert detect_bundled("procfile", tmp_path) == "Procfile"  # a link followed, as -f does
+
+
+def test_every_bundled_buildpack_has_a_row() -> None:
+    assert set(BUNDLED_DETECT) == set(BUNDLED)
