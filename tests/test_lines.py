@@ -82,7 +82,7 @@ def test_cut_batch_cuts_at_the_first_line_end_past_the_room() -> None:
 
 def test_write_all_writes_every_part_in_order(tmp_path: Path) -> None:
     rng = random.Random(5)
-    parts = [bytes([48 + n % 10]) * rng.choice([1, 100, 70000]) + b"\n" for n in range(3000)]
+    parts = [bytes([48 + n % 10]) * rng.choice([1, 100, 5000]) + b"\n" for n in range(1100)]
     parts.insert(5, b"")
     assert len(parts) > IOV_MAX
     assert sum(map(len, parts)) > WRITE_SIZE
