@@ -21,7 +21,7 @@ PEERS = ("honcho", "supervisord", "circus")
 PIP_PACKAGES = {"honcho": "honcho", "supervisord": "supervisor", "circus": "circus"}
 
 
-def bootstrap(only: str | None, script: Path) -> None:
+def bootstrap(only: list[str] | None, script: Path) -> None:
     """Make bench/.venv, install psutil and the peers there, and re-exec ``script`` (bench/run.py)
     with its Python and the same arguments.
 
@@ -33,7 +33,7 @@ def bootstrap(only: str | None, script: Path) -> None:
     if not python.exists():
         print(f"creating {VENV.relative_to(ROOT)}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    packages = ["psutil"] + [PIP_PACKAGES[name] for name in PEERS if only is None or only == name]
+    packages = ["psutil"] + [PIP_PACKAGES[name] for name in PEERS if not only or name in only]
     for package in packages:
         print(f"pip install {package} (into {VENV.relative_to(ROOT)})", flush=True)
         done = subprocess.run(

@@ -362,6 +362,108 @@ def restarts(daemon: Dokuend, http_port: int, count: int) -> dict[str, Any]:
 # --- main ---------------------------------------------------------------------------------
 
 
+HAND_CONF = """daemon off;
+master_process on;
+worker_processes auto;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 4096;
+    multi_accept on;
+}}
+http {{
+    access_log {prefix}/access.log combined buffer=64k flush=1s;
+{router_format}
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    upstream app {{
+        server 127.0.0.1:{app_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        server_name {host};
+{router_log}
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering on;
+            proxy_buffers 16 16k;
+        }}
+    }}
+}}
+"""
+
+
+class HandNginx:
+    """The yardstick for dokuend's config: the nginx a sysadmin would write by hand for
+    this one app on this machine (a worker per core, upstream keepalive, buffering,
+    reuseport, a buffered access log), its own master on ``port``."""
+
+    def __init__(self, prefix: Path, port: int, app_port: int, router: Path | None) -> None:
+        """With ``router`` (dokuend's router socket), every request also goes to dokuend as
+        a router line, as through dokuend's own nginx: that separates the cost of the
+        router lines from the cost of the rest of the config."""
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.conf = prefix / "nginx.conf"
+        router_format = router_log = ""
+        if router is not None:  # dokuend's own directives, from the files it wrote
+            main = (router.parent / "nginx.conf").read_text()
+            router_format = next(ln for ln in main.splitlines() if "log_format" in ln)
+            sites = "".join(p.read_text() for p in router.parent.glob("**/*.conf"))
+            access = next(ln for ln in sites.splitlines() if "access_log syslog:" in ln)
+            access = access.replace("unix:router.sock", f"unix:{router}")
+            router_log = f"        set $dokuen_app {APP};\n        set $dokuen_state serving;\n"
+            router_log += f"    {access}"
+        conf = HAND_CONF.format(
+            prefix=prefix,
+            port=port,
+            app_port=app_port,
+            host=HOST,
+            router_format=router_format,
+            router_log=router_log,
+        )
+        self.conf.write_text(conf)
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> HandNginx:
+        self.proc = subprocess.Popen(
+            ["nginx", "-c", str(self.conf), "-p", str(self.conf.parent)],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: serving(self.port, HOST), 20, "the hand-written nginx to answer")
+        except BenchError:
+            errors = self.conf.with_name("error.log")
+            print(errors.read_text()[-2000:] if errors.exists() else "no error.log")
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()  # the master, by its pid: it stops its workers
+            self.proc.wait(20)
+
+
+def ensure_wrk() -> None:
+    """wrk from Debian when it is missing and this is root on a Debian-like machine."""
+    if shutil.which("wrk") or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    print("installing wrk (apt-get install wrk)", flush=True)
+
+    def apt(*args: str) -> int:
+        done = subprocess.run(["apt-get", *args], capture_output=True, check=False)
+        return done.returncode
+
+    if apt("install", "-y", "wrk") != 0:
+        apt("update")
+        apt("install", "-y", "wrk")
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -386,7 +488,11 @@ def main() -> int:
     parser.add_argument("--port-range", default="21000-21099")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    parser.add_argument("--hand-port", type=int, default=21501, help="the hand-written nginx")
+    parser.add_argument("--throughput-only", action="store_true", help="skip the restarts")
     args = parser.parse_args()
+    if not args.python_client:
+        ensure_wrk()
     seconds = 2.0 if args.quick else 10.0
     count = 3 if args.quick else 10
     if not port_free(args.http_port):
@@ -424,21 +530,48 @@ def main() -> int:
         wait_for(lambda: serving(args.http_port, HOST), 30, "nginx to answer")
 
         print(f"(1) throughput: {client}, {args.connections} connections, {seconds:g} s each")
-        load(args.http_port, HOST, args.connections, 1.0)  # warm-up
-        direct = load(app_port, None, args.connections, seconds)
-        print(f"  direct:  {direct['rps']:,.0f} req/s, median {direct['p50_ms']:.3f} ms")
-        proxied = load(args.http_port, HOST, args.connections, seconds)
-        print(f"  nginx:   {proxied['rps']:,.0f} req/s, median {proxied['p50_ms']:.3f} ms")
+        router = daemon.home / "nginx" / "router.sock"
+        hand_port, routed_port = args.hand_port, args.hand_port + 1
+        with (
+            HandNginx(tmp / "hand", hand_port, app_port, None),
+            HandNginx(tmp / "routed", routed_port, app_port, router),
+        ):
+            ports = {"direct": app_port, "nginx": args.http_port, "hand": hand_port}
+            ports["hand_router"] = routed_port
+            for port in ports.values():
+                load(port, HOST, args.connections, 1.0)  # warm-up
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
+            for _round in range(2):  # interleaved, so that a burst of other work hits all
+                for name, port in ports.items():
+                    host = None if name == "direct" else HOST
+                    runs[name].append(load(port, host, args.connections, seconds))
+        best = {name: max(each, key=lambda r: r["rps"]) for name, each in runs.items()}
+        direct, proxied, hand = best["direct"], best["nginx"], best["hand"]
+        for name, each in runs.items():
+            rates = ", ".join(f"{r['rps']:,.0f}" for r in each)
+            print(f"  {name:<12} {rates} req/s, median latency {best[name]['p50_ms']:.3f} ms")
         ratio = proxied["rps"] / direct["rps"]
-        print(f"  ratio nginx/direct: {ratio:.2f}")
+        vs_hand = proxied["rps"] / hand["rps"]
+        vs_routed = proxied["rps"] / best["hand_router"]["rps"]
+        print(
+            f"  ratio dokuen's nginx/direct: {ratio:.2f}; "
+            f"dokuen's nginx/hand-written: {vs_hand:.2f}; dokuen's nginx/hand-written with "
+            f"router lines: {vs_routed:.2f}"
+        )
         results["throughput"] = {
             "seconds": seconds,
             "connections": args.connections,
+            "runs": runs,
             "direct": direct,
             "nginx": proxied,
+            "hand": hand,
             "rps_ratio": round(ratio, 3),
+            "rps_vs_hand": round(vs_hand, 3),
+            "rps_vs_hand_with_router_lines": round(vs_routed, 3),
             "p50_ratio": round(proxied["p50_ms"] / direct["p50_ms"], 3),
         }
+        if args.throughput_only:
+            return 0
 
         print(
             f"(2)+(3) {count} restarts under load (web=2; 3 keep-alive connections and 2 with "

@@ -5,6 +5,7 @@ Run it from the repository root::
     python bench/run.py            # the full run (about 7.5 minutes on 2 cores)
     python bench/run.py --quick    # small sizes, a smoke run
     python bench/run.py --only supervisord --workload 1
+    python bench/run.py --only dokuend --only supervisord --workload 1 --workload 3
 
 The first start creates ``bench/.venv``, installs psutil and the peers (honcho, supervisor,
 circus) there from PyPI, and re-runs itself with that interpreter; a peer that does not
@@ -82,7 +83,9 @@ WORKLOADS = [
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--only", choices=SYSTEMS, help="run one system only")
+    parser.add_argument(
+        "--only", action="append", choices=SYSTEMS, help="run this system only (repeatable)"
+    )
     parser.add_argument(
         "--workload",
         action="append",
@@ -171,7 +174,7 @@ def main() -> None:
     bootstrap(args.only, Path(__file__))
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     sizes = QUICK if args.quick else FULL
-    wanted = [args.only] if args.only else list(SYSTEMS)
+    wanted = [name for name in SYSTEMS if name in args.only] if args.only else list(SYSTEMS)
     run = Run(sizes, [])
     for name in wanted:
         reason = SYSTEM_TYPES[name](Path()).unavailable()

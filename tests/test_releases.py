@@ -8,6 +8,7 @@ import pytest
 
 from dokuen.deploy import releases
 from dokuen.store import AppDir
+from dokuen.supervise.procfile import Procfile
 
 
 @pytest.mark.parametrize(
@@ -123,3 +124,26 @@ def test_the_current_release_is_never_pruned(tmp_path: Path) -> None:
     releases.prune(app, 1)
     assert [r.name for r in releases.list_releases(app)] == ["v1", "v3"]
     assert json.loads(v1.record_file.read_text())["slug"] == "v1"
+
+
+def test_the_current_procfile_is_read_once_a_release_and_follows_the_pointer(
+    tmp_path: Path,
+) -> None:
+    app = AppDir(tmp_path / "blog")
+    cache: dict[str, Procfile] = {}
+    assert releases.current_procfile(app, cache) is None
+    v1 = built(app, 1)
+    v2 = built(app, 2, process_types={"worker": "./work"})
+
+    def types() -> tuple[str, ...]:
+        procfile = releases.current_procfile(app, cache)
+        assert procfile is not None
+        return procfile.types
+
+    releases.switch_current(app, v1)
+    assert types() == ("web", "release")
+    v1.record_file.write_text("{not json")  # a release never changes: not read again
+    assert types() == ("web", "release")
+    releases.switch_current(app, v2)  # a new pointer: the new release is read
+    assert types() == ("worker",)
+    assert len(cache) == 1

@@ -4,7 +4,6 @@ names.
 Everything is checked with ``re.fullmatch``: ``$`` would let a trailing newline through.
 """
 
-import difflib
 import re
 from collections.abc import Iterable
 
@@ -114,6 +113,8 @@ def parse_process_name(text: str) -> tuple[str, int | None]:
 
 def not_found(kind: str, name: str, known: Iterable[str]) -> NotFound:
     """Build a NotFound error that suggests the closest known name, if any."""
+    import difflib  # noqa: PLC0415 (only for a name not found)
+
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return NotFound(f"no {kind} named {name!r}{hint}")

@@ -168,10 +168,10 @@ def test_a_django_app_has_its_admin_css(dokuen: Dokuen, tmp_path: Path) -> None:
         "Running Django's collectstatic (manage.py collectstatic --noinput)", result.stdout
     )
     assert "static files copied to" in result.stdout
-    (web,) = wait_for(lambda: dokuen.running("django", 1), "gunicorn")
+    wait_for(lambda: _status(dokuen, "django", "/static/admin/css/base.css") == 200, "the CSS")
+    (web,) = dokuen.running("django", 1) or []
     url = f"http://127.0.0.1:{web['port']}/static/admin/css/base.css"
     with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.status == 200
         assert b"body" in response.read()
     assert _status(dokuen, "django", "/static/admin/css/nothing-here.css") == 404
 

@@ -100,4 +100,4 @@ def test_a_process_in_uninterruptible_sleep_is_left_to_the_kernel(
     assert not psutil.pid_exists(old) or psutil.Process(old).status() != "disk-sleep"
     assert dokuen.log().count("worker.1 (stuck) is gone at last") == 2
     dokuen.ctl("start", "blog")  # and the app goes on
-    wait_for(lambda: dokuen.running("blog", 2), "web and worker again")
+    wait_for(lambda: dokuen.running("blog", 2), "web and worker again", timeout=60)

@@ -39,6 +39,7 @@ class App:
         self.runtime = runtime
         self.slots = Slots(directory, runtime)
         self.pending: Target | None = None  # a switch under way: what it starts, not proven
+        self._procfiles: dict[str, Procfile] = {}  # the current release's (releases.py)
         self._lock = anyio.Lock()
         self._building = anyio.Lock()  # one build at a time; other operations go on
         self._preparing: set[anyio.CancelScope] = set()  # deploys not yet switching
@@ -245,11 +246,11 @@ class App:
     # -- the machinery ---------------------------------------------------------------
 
     def _procfile(self) -> Procfile:
-        release = releases.current_release(self.dir)
-        if release is None:
+        procfile = releases.current_procfile(self.dir, self._procfiles)
+        if procfile is None:
             hint = f"deploy it: dokuenctl deploy {self.name} DIR"
             raise NotFound(f"app {self.name!r} has no release yet ({hint})")
-        return release.procfile()
+        return procfile
 
     def _ordered_slots(self) -> list[ProcessSlot]:
         """The slots in the Procfile's order of types, then by index."""

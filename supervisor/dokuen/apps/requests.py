@@ -51,10 +51,15 @@ def _check_release_name(name: str) -> str:
     return name
 
 
-def app_url(app: App) -> str | None:
+def app_url(app: App, rows: list[dict[str, Any]] | None = None) -> str | None:
     """Where the app answers: through nginx, or (without it) its first web process's port;
-    None when it has no web process or its files were edited by hand into something bad."""
+    None when it has no web process or its files were edited by hand into something bad.
+    ``rows``, the app's ``ps`` rows when the caller has them, spare reading its files."""
     try:
+        if not app.runtime.proxied and rows is not None:
+            up = [r for r in rows if r.get("type") == "web" and r.get("state") == "running"]
+            port = next((r["port"] for r in sorted(up, key=lambda r: r["index"]) if r["port"]), 0)
+            return f"http://127.0.0.1:{port}/" if port else None
         if not app.runtime.proxied:
             ports = app.site().ports
             return f"http://127.0.0.1:{ports[0]}/" if ports else None
@@ -254,11 +259,12 @@ class AppCommands:
 
     async def ps(self, args: dict[str, Any], out: Output) -> Any:
         apps = [self.find(args)] if args.get("app") else [self.apps[n] for n in sorted(self.apps)]
-        return [
-            {**row, "url": app_url(app)}
-            for app in apps
-            for row in [*app.processes(), *app.detached.rows()]  # run:detached last
-        ]
+        shown = []
+        for app in apps:
+            rows = [*app.processes(), *app.detached.rows()]  # run:detached last
+            url = app_url(app, rows)  # once an app, not once a process
+            shown += [{**row, "url": url} for row in rows]
+        return shown
 
     async def scale(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)

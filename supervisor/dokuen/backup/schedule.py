@@ -21,8 +21,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from dokuen.errors import InvalidName, SettingsError
 from dokuen.store import write_atomic
 
@@ -103,8 +101,8 @@ def check_cron(text: str) -> str:
         raise InvalidName(usage)
     try:
         # It must also come due: "0 0 31 2 *" parses, and then never matches.
-        croniter(expression, datetime.now(UTC)).get_next(datetime)
-        croniter(expression, datetime.now(UTC)).get_prev(datetime)
+        _cron(expression, datetime.now(UTC)).get_next(datetime)
+        _cron(expression, datetime.now(UTC)).get_prev(datetime)
     except (ValueError, KeyError):  # croniter's errors are ValueErrors
         raise InvalidName(usage) from None
     return expression
@@ -121,11 +119,18 @@ def make_schedule(
     return Schedule(check_cron(cron), since, keep, verify_every)
 
 
+def _cron(expression: str, start: datetime) -> Any:
+    """croniter, imported when a schedule is first read (a daemon without one never does)."""
+    from croniter import croniter  # noqa: PLC0415
+
+    return croniter(expression, start)
+
+
 def latest_due(cron: str, now: datetime) -> datetime:
     """The most recent time at or before ``now`` the schedule was due (in ``now``'s zone)."""
     # croniter's get_prev is strictly before its start: start from the next whole minute.
     start = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    due: datetime = croniter(cron, start).get_prev(datetime)
+    due: datetime = _cron(cron, start).get_prev(datetime)
     return due.astimezone(UTC)
 
 
@@ -138,7 +143,7 @@ def next_run(schedule: Schedule, last_run: datetime | None, now: datetime) -> da
     anchor = max(schedule.since, last_run) if last_run is not None else schedule.since
     if latest_due(schedule.cron, now) > anchor.astimezone(UTC):
         return now.astimezone(UTC)
-    following: datetime = croniter(schedule.cron, now).get_next(datetime)
+    following: datetime = _cron(schedule.cron, now).get_next(datetime)
     return following.astimezone(UTC)
 
 

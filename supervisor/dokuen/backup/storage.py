@@ -9,7 +9,6 @@ A half-written upload is never listed.
 import hashlib
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Protocol
 
@@ -77,7 +76,7 @@ class DirectoryStorage:
         target = self._path(key)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+            temporary = target.with_name(f".{target.name}.{os.urandom(16).hex()}.partial")
             try:
                 with source.open("rb") as reader, temporary.open("wb") as writer:
                     os.fchmod(writer.fileno(), 0o600)  # a database's dump: for dokuend only

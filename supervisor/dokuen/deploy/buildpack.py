@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dokuen.errors import DokuenError, InvalidName
 from dokuen.names import check_config_key
 
@@ -113,6 +111,8 @@ def parse_release(text: str, origin: str) -> ReleaseInfo:
 
     Raises BuildError naming ``origin`` when it is not a mapping of the expected shape.
     """
+    import yaml  # noqa: PLC0415 (only a build reads it: the daemon starts without it)
+
     try:
         data: Any = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:

@@ -148,6 +148,22 @@ def current_release(app: AppDir) -> Release | None:
     return _release(app.releases, int(match[1]))
 
 
+def current_procfile(app: AppDir, cache: dict[str, Procfile]) -> Procfile | None:
+    """The current release's process types, None before the first deploy. A release never
+    changes: ``cache`` keeps them by the ``current`` pointer, so another call is a readlink."""
+    try:
+        name = os.readlink(app.current)
+    except OSError:
+        return None
+    if name not in cache:
+        release = current_release(app)
+        if release is None:
+            return None
+        cache.clear()
+        cache[name] = release.procfile()
+    return cache[name]
+
+
 def next_version(app: AppDir) -> int:
     """One past every version there is: records, slugs (a build under way too), logs."""
     if not app.releases.is_dir():

@@ -14,6 +14,7 @@ __all__ = [
     "handover",
     "health",
     "keeper",
+    "lines",
     "logmux",
     "ports",
     "process",
