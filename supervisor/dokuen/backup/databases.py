@@ -44,6 +44,9 @@ class Certificates(Protocol):
     async def restore_kit(self, app: App, data: bytes, label: str) -> list[str]:
         """Serve the kit's certificate at once; returns warnings."""
 
+    async def back_up(self, app: str, quiet: bool = False) -> str | None:
+        """Store the kit alone (``APP/tls/ID.json``); None when there is nothing to store."""
+
 
 class DatabaseBackupCommands:
     """``backups`` and ``backups:*`` of databases, over the daemon's apps, its PostgreSQL

@@ -111,13 +111,16 @@ class BackupCommands:
             return await anyio.to_thread.run_sync(capture)
 
     async def _scheduled_capture(self, name: str, verify: bool) -> BackupResult:
-        """What a scheduled backup stores: the app's database dump (when it has a database)
-        and its repository bundle (when anything was pushed). Returns the dump's result when
+        """What a scheduled backup stores: the app's database dump (when it has a database;
+        with the app's certificate, stored alone when it has none) and its repository
+        bundle (when anything was pushed). Returns the dump's result when
         there is one. Raises DokuenError when either fails, NotFound when there is neither."""
         app = self._find_app({"app": name})
         stored = []
         if app.dir.database_file.exists():
-            stored.append(await self._capture_database(app, verify))
+            stored.append(await self._capture_database(app, verify))  # with its certificate
+        elif (certificates := self._databases.certificates) and await certificates.kit_of(app):
+            await certificates.back_up(app.name, quiet=True)  # no dump to carry it: alone
         with contextlib.suppress(NotFound):
             stored.append(await self._bundle_and_record(app, "on schedule", verify))
         if not stored:

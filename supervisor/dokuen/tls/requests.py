@@ -132,6 +132,9 @@ class CertCommands:
             return None
         return backups.encode(await anyio.to_thread.run_sync(store.kit, app.name))
 
+    async def back_up(self, app: str, quiet: bool = False) -> str | None:
+        return await self.certs.back_up(app, quiet)
+
     def check_kit(self, app: App, data: bytes, label: str) -> list[str]:
         """Check a kit before a restore changes anything. Raises DokuenError when it is
         damaged or its certificate is unusable (not PEM, not its key's); returns warnings."""
