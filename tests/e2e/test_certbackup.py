@@ -16,8 +16,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from dokuen.data.postgres import find_bindir, has_server
-from tests.e2e.conftest import Dokuen, find_nginx_binary, free_port_block, write_app
+from tests.e2e.conftest import Dokuen, find_nginx_binary, free_port_block, wait_for, write_app
 from tests.e2e.pebble import MiniCa
+from tests.e2e.test_backups import set_two_days_ago
 from tests.e2e.test_https import HOST, WEB, https_get
 from tests.e2e.test_postgres import sql
 
@@ -164,5 +165,34 @@ def test_a_backup_brings_the_certificate_back_refuses_a_changed_one_and_follows_
         ] == fingerprint(first.cert)
         with socket.create_connection(("127.0.0.1", https), timeout=5):
             pass  # nginx still listens on HTTPS
+
+        # Schedules carry it too: with the database's dump, or alone for an app without one.
+        daemon.ctl("apps:create", "shop")
+        shop = ca.issue(["shop.example.com"])
+        (tmp_path / "c.pem").write_bytes(shop.cert)
+        (tmp_path / "k.pem").write_bytes(shop.key)
+        daemon.ctl("certs:add", "shop", str(tmp_path / "c.pem"), str(tmp_path / "k.pem"))
+        for app in ("notes", "shop"):
+            daemon.ctl("backups:schedule", app, "0 3 * * *")
+        daemon.terminate()
+        for app in ("notes", "shop"):
+            set_two_days_ago(daemon, app)
+        daemon.start()
+
+        def scheduled(app: str) -> dict[str, object] | None:
+            status = daemon.home / "apps" / app / "backup-status.json"
+            run = status.exists() and json.loads(status.read_text())["scheduled"]
+            return run or None
+
+        notes_run = wait_for(lambda: scheduled("notes"), "the scheduled backup of notes")
+        shop_run = wait_for(lambda: scheduled("shop"), "the scheduled backup of shop")
+        assert notes_run["ok"] is True, notes_run
+        assert shop_run["ok"] is True, shop_run
+        notes_manifest = json.loads((backups / f"notes/db/{notes_run['id']}.json").read_text())
+        notes_kit = (backups / f"notes/db/{notes_run['id']}.tls.json").read_bytes()
+        assert hashlib.sha256(notes_kit).hexdigest() == notes_manifest["certificate_sha256"]
+        shop_kit = json.loads((backups / f"shop/tls/{shop_run['id']}.json").read_text())
+        assert shop_kit["cert"] == shop.cert.decode()
+        assert len(list((backups / "shop/tls").glob("*.json"))) == 2  # certs:add's and this
     finally:
         daemon.terminate()

@@ -8,6 +8,7 @@ every dokuenctl reply (scheduler.py).
 
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -119,12 +120,20 @@ class BackupCommands:
         stored = []
         if app.dir.database_file.exists():
             stored.append(await self._capture_database(app, verify))  # with its certificate
-        elif (certificates := self._databases.certificates) and await certificates.kit_of(app):
-            await certificates.back_up(app.name, quiet=True)  # no dump to carry it: alone
+        elif (certificates := self._databases.certificates) and (
+            kit := await certificates.kit_of(app)
+        ):
+            key = await certificates.back_up(app.name)  # no dump to carry it: alone
+            if key is not None:
+                backup = key.rsplit("/", 1)[-1].removesuffix(".json")
+                digest = hashlib.sha256(kit).hexdigest()
+                stored.append(BackupResult(app.name, "tls", backup, key, len(kit), digest))
         with contextlib.suppress(NotFound):
             stored.append(await self._bundle_and_record(app, "on schedule", verify))
         if not stored:
-            raise NotFound(f"{name} has no database and nothing was pushed to it yet")
+            raise NotFound(
+                f"{name} has no database, no certificate and nothing was pushed to it yet"
+            )
         return stored[0]
 
     async def _capture_database(self, app: App, verify: bool) -> BackupResult:
