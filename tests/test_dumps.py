@@ -13,12 +13,14 @@ from dokuen.backup.manifest import (
     BackupError,
     Manifest,
     backup_ids,
+    certificate_key,
     compare_tables,
     dump_key,
     manifest_key,
     new_id,
     verified_key,
 )
+from dokuen.backup.schedule import expired_keys
 from dokuen.backup.storage import DirectoryStorage, sha256_of
 from dokuen.errors import InvalidName
 from dokuen.supervise.spawn import OsSpawner
@@ -47,6 +49,7 @@ def test_keys() -> None:
     assert dump_key("blog", "20261125T224400Z") == "blog/db/20261125T224400Z.dump"
     assert manifest_key("blog", "20261125T224400Z") == "blog/db/20261125T224400Z.json"
     assert verified_key("blog", "20261125T224400Z") == "blog/db/20261125T224400Z.verified.json"
+    assert certificate_key("blog", "20261125T224400Z") == "blog/db/20261125T224400Z.tls.json"
     with pytest.raises(InvalidName, match="invalid backup id"):
         dump_key("blog", "../../etc")
 
@@ -79,6 +82,8 @@ def test_a_manifest_round_trips_and_later_fields_are_ignored() -> None:
         {"app": "../x"},
         {"id": "yesterday"},
         {"sha256": "abc"},
+        {"certificate_sha256": "abc"},
+        {"certificate_sha256": 7},
         {"tables": {"public.items": "many"}},
         {"size": None, "extra": 1, "format": None},
     ],
@@ -125,3 +130,33 @@ def test_a_corrupt_dump_is_refused_naming_the_checksum(tmp_path: Path) -> None:
     stored.write_bytes(b"PGDMP and the resT")
     with pytest.raises(ChecksumMismatch, match="corrupt: checksum mismatch"):
         backups.fetch(manifest, tmp_path / "copy2")
+
+
+def test_a_certificate_changed_in_the_target_is_refused_and_goes_with_its_backup(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "target").mkdir()
+    storage = DirectoryStorage("file:///target", tmp_path / "target")
+    backups = Backups(storage, Tools("pg_dump", "pg_restore", OsSpawner(), tmp_path / "tmp"))
+    assert backups.fetch_certificate(MANIFEST) is None  # taken without a certificate
+    kit = tmp_path / "kit"
+    kit.write_bytes(b'{"cert": "..."}')
+    manifest = replace(MANIFEST, certificate_sha256=sha256_of(kit))
+    storage.put(certificate_key("blog", manifest.id), kit, sha256_of(kit))
+    assert Manifest.from_json(manifest.to_json(), "k") == manifest
+    assert backups.fetch_certificate(manifest) == kit.read_bytes()
+    (tmp_path / "target" / certificate_key("blog", manifest.id)).write_bytes(b'{"cert": "!"}')
+    with pytest.raises(ChecksumMismatch, match=r"its certificate \(blog/db/.*\.tls\.json\)"):
+        backups.fetch_certificate(manifest)
+    # An expired backup takes its certificate with it; it is not a backup of its own.
+    keys = [
+        f"blog/db/{i}.{ext}"
+        for i in ("20261124T000000Z", MANIFEST.id)
+        for ext in ("dump", "tls.json", "json")
+    ]
+    assert backup_ids(keys, "blog") == ["20261124T000000Z", MANIFEST.id]
+    assert expired_keys(keys, "blog", 1) == [
+        "blog/db/20261124T000000Z.json",
+        "blog/db/20261124T000000Z.dump",
+        "blog/db/20261124T000000Z.tls.json",
+    ]

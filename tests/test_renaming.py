@@ -64,3 +64,16 @@ def test_a_key_taken_under_the_new_name_moves_nothing(tmp_path: Path) -> None:
         move_backups(storage, "blog", "journal", scratch)
     assert len(storage.keys("blog/")) == 5
     assert (storage.root / f"journal/db/{BACKUP}.dump").read_text() == "another app's"
+
+
+def test_certificates_move_with_the_backups_and_are_not_taken_for_manifests(
+    tmp_path: Path,
+) -> None:
+    storage, scratch = stored(tmp_path)
+    kit = json.dumps({"cert": "PEM", "key": "PEM", "app": "blog"})  # "app" as a trap
+    put(storage, f"blog/db/{BACKUP}.tls.json", kit, scratch)
+    put(storage, f"blog/tls/{BACKUP}.json", kit, scratch)
+    assert move_backups(storage, "blog", "journal", scratch) == 7
+    assert storage.keys("blog/") == []
+    for key in (f"journal/db/{BACKUP}.tls.json", f"journal/tls/{BACKUP}.json"):
+        assert (storage.root / key).read_text() == kit  # byte for byte: its SHA-256 holds

@@ -141,7 +141,7 @@ class Daemon:
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
-        self.https = CertCommands(self, find_app)
+        self.https = dumps.certificates = CertCommands(self, find_app)  # backups carry certs
         self._commands: dict[str, Command] = {"status": self.status, **self.https.handlers()}
         self._commands["daemon:reload"] = lambda _args, _out: self.handover.request(self._root)
         wings = (self.app_requests, maintenance, self.databases, dumps, self.backups, keys)

@@ -3,11 +3,14 @@
 
 Each capture, restore and verification holds the app's database (data/requests.py), as
 ``pg:create`` and ``pg:destroy`` do: one database operation per app at a time.
+
+A backup carries the app's certificate too (``ID.tls.json``), through ``Certificates``:
+the tls wing answers it (this wing does not import it); the daemon wires the two.
 """
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -27,6 +30,22 @@ from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
 
 DOWNLOAD_CHUNK = 3 << 18  # bytes of dump per output line (a multiple of 3: whole base64)
+
+
+class Certificates(Protocol):
+    """What a backup needs of the app's HTTPS (tls/requests.py's CertCommands)."""
+
+    async def kit_of(self, app: App) -> bytes | None:
+        """The app's certificate, key, options and account key; None: it has none."""
+
+    def check_kit(self, app: App, data: bytes, label: str) -> list[str]:
+        """Raises DokuenError for a kit that cannot be served; returns warnings."""
+
+    async def restore_kit(self, app: App, data: bytes, label: str) -> list[str]:
+        """Serve the kit's certificate at once; returns warnings."""
+
+    async def back_up(self, app: str, quiet: bool = False) -> str | None:
+        """Store the kit alone (``APP/tls/ID.json``); None when there is nothing to store."""
 
 
 class DatabaseBackupCommands:
@@ -49,6 +68,7 @@ class DatabaseBackupCommands:
         self._mux = mux
         self._spawner = spawner
         self._storage = storage  # blocking: opens the backup target (requests.py)
+        self.certificates: Certificates | None = None  # set by the daemon
 
     def handlers(self) -> dict[str, Command]:
         return {
@@ -101,11 +121,17 @@ class DatabaseBackupCommands:
             self._mux.event(app.name, f"backup of database {record.name} started")
             release = releases.current_release(app.dir)
             try:
-                manifest = await backups.capture(app.name, release.name if release else None, login)
+                kit = self.certificates and await self.certificates.kit_of(app)
+                manifest = await backups.capture(
+                    app.name, release.name if release else None, login, kit or None
+                )
             except DokuenError as exc:
                 self._mux.event(app.name, f"backup failed: {exc}")
                 raise
-            self._mux.event(app.name, f"backup {manifest.id} captured ({manifest.size} bytes)")
+            with_kit = " with its certificate" if manifest.certificate_sha256 else ""
+            self._mux.event(
+                app.name, f"backup {manifest.id} captured ({manifest.size} bytes){with_kit}"
+            )
         return manifest
 
     async def restore(self, args: dict[str, Any], out: Output) -> Any:
@@ -129,6 +155,10 @@ class DatabaseBackupCommands:
                 f"restoring it replaces {app.name}'s tables with {manifest.app}'s (add --force "
                 "if that is what you want)"
             )
+        label = f"the certificate of backup {manifest.id}"
+        kit = await anyio.to_thread.run_sync(backups.fetch_certificate, manifest)
+        if kit is not None and self.certificates is not None:  # before anything changes
+            self.certificates.check_kit(app, kit, label)
         async with self._databases.exclusive(app.name, f"restoring backup {manifest.id}"):
             record, login = await self._databases.login(app)
             self._mux.event(app.name, f"restoring backup {manifest.id} of {manifest.app}")
@@ -146,8 +176,17 @@ class DatabaseBackupCommands:
                 self._mux.event(app.name, f"restore of {manifest.id} failed: {exc}")
                 raise
             self._mux.event(app.name, f"backup {manifest.id} restored into {record.name}")
+            warnings = []
+            if kit is not None and self.certificates is not None:
+                try:
+                    warnings = await self.certificates.restore_kit(app, kit, label)
+                except DokuenError as exc:  # the database is back: that restore stands
+                    warnings = [f"{label} was not put back: {exc}"]
+                for warning in warnings:
+                    self._mux.event(app.name, f"warning: {warning}")
             restarted = await _restart_if_running(app)
-        return {**summary(manifest, None), "restarted": restarted}
+        result = {**summary(manifest, None), "restarted": restarted, "warnings": warnings}
+        return {**result, "certificate": kit is not None}
 
     async def _newest_sound(self, backups: Backups, app: str) -> Manifest:
         """The newest backup of ``app`` whose last verification did not fail (a restore that

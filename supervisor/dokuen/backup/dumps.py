@@ -2,6 +2,7 @@
 Each backup's objects, manifest and verification record are described in manifest.py."""
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from dokuen.backup.manifest import (
     Manifest,
     Verification,
     backup_ids,
+    certificate_key,
     compare_tables,
     dump_key,
     manifest_key,
@@ -94,8 +96,11 @@ class Backups:
 
     # -- capture -----------------------------------------------------------------------
 
-    async def capture(self, app: str, release: str | None, login: ConnInfo) -> Manifest:
-        """Dump the database ``login`` reaches and store it with its manifest.
+    async def capture(
+        self, app: str, release: str | None, login: ConnInfo, certificate: bytes | None = None
+    ) -> Manifest:
+        """Dump the database ``login`` reaches and store it with its manifest, and with
+        ``certificate`` (the app's HTTPS kit, secret as the dump is) when given.
 
         The row counts come from the dump's own snapshot: a transaction exports it, pg_dump
         dumps it, and the same transaction counts each table.
@@ -146,7 +151,14 @@ class Backups:
                 pg_dump_version=version,
                 tables=tables,
             )
-            await anyio.to_thread.run_sync(self._store, manifest, dump, work)
+            kit = None
+            if certificate is not None:
+                kit = work / "certificate.json"
+                kit.write_bytes(certificate)
+                kit.chmod(0o600)
+                digest = await anyio.to_thread.run_sync(sha256_of, kit)
+                manifest = dataclasses.replace(manifest, certificate_sha256=digest)
+            await anyio.to_thread.run_sync(self._store, manifest, dump, kit, work)
         return manifest
 
     async def _fresh_id(self, app: str) -> str:
@@ -166,16 +178,21 @@ class Backups:
         match = re.search(r"\(PostgreSQL\) (\S+)", output)
         return match[1] if match else output.strip()
 
-    def _store(self, manifest: Manifest, dump: Path, work: Path) -> None:
-        """The dump, then the manifest that makes it a backup; neither if either fails."""
+    def _store(self, manifest: Manifest, dump: Path, kit: Path | None, work: Path) -> None:
+        """The dump (and certificate), then the manifest that makes it a backup; none of
+        them if any fails."""
         self.storage.put(dump_key(manifest.app, manifest.id), dump, manifest.sha256)
         try:
+            if kit is not None and manifest.certificate_sha256 is not None:
+                key = certificate_key(manifest.app, manifest.id)
+                self.storage.put(key, kit, manifest.certificate_sha256)
             record = work / "manifest.json"
             record.write_text(manifest.to_json(), encoding="utf-8")
             self.storage.put(manifest_key(manifest.app, manifest.id), record, sha256_of(record))
         except BaseException:
-            with contextlib.suppress(StorageError, OSError):
-                self.storage.delete(dump_key(manifest.app, manifest.id))
+            for made in (certificate_key, dump_key):
+                with contextlib.suppress(StorageError, OSError):
+                    self.storage.delete(made(manifest.app, manifest.id))
             raise
 
     # -- reading -----------------------------------------------------------------------
@@ -242,6 +259,24 @@ class Backups:
                 f"dump's SHA-256 is {digest[:16]}... ({size} bytes) but its manifest says "
                 f"{manifest.sha256[:16]}... ({manifest.size} bytes); it was not used"
             )
+
+    def fetch_certificate(self, manifest: Manifest) -> bytes | None:
+        """The backup's certificate kit (blocking), checked against its manifest; None when
+        the app had no certificate. Raises ChecksumMismatch when it was changed."""
+        if manifest.certificate_sha256 is None:
+            return None
+        key = certificate_key(manifest.app, manifest.id)
+        with self.tools.scratch() as work:
+            self.storage.get(key, work / "certificate.json")
+            digest = sha256_of(work / "certificate.json")
+            data = (work / "certificate.json").read_bytes()
+        if digest != manifest.certificate_sha256:
+            raise ChecksumMismatch(
+                f"backup {manifest.id} of {manifest.app} is corrupt: its certificate "
+                f"({key}) has SHA-256 {digest[:16]}... but its manifest says "
+                f"{manifest.certificate_sha256[:16]}...; nothing was restored"
+            )
+        return data
 
     # -- restore and verify ------------------------------------------------------------
 

@@ -1,9 +1,12 @@
 """A database backup as its target holds it: the keys of its objects, its manifest and the
 record of its last verification. Pure: dumps.py does the I/O.
 
-A backup of app ``blog`` taken at 2026-11-25 22:44:00 UTC is three objects:
+A backup of app ``blog`` taken at 2026-11-25 22:44:00 UTC is three objects (four when the
+app has a certificate):
 
     blog/db/20261125T224400Z.dump           pg_dump's custom format (compressed)
+    blog/db/20261125T224400Z.tls.json       the app's certificate, key, certs options and
+                                            the ACME account key (tls/backups.py)
     blog/db/20261125T224400Z.json           its manifest, written last
     blog/db/20261125T224400Z.verified.json  the result of its last verification
 
@@ -49,6 +52,10 @@ def verified_key(app: str, backup_id: str) -> str:
     return f"{check_app_name(app)}/db/{check_backup_id(backup_id)}.verified.json"
 
 
+def certificate_key(app: str, backup_id: str) -> str:
+    return f"{check_app_name(app)}/db/{check_backup_id(backup_id)}.tls.json"
+
+
 def backup_ids(keys: list[str], app: str) -> list[str]:
     """The ids of complete backups (those with a manifest) among ``keys``, oldest first."""
     prefix = f"{app}/db/"
@@ -72,6 +79,7 @@ class Manifest:
     server_version: str
     pg_dump_version: str
     tables: dict[str, int] = field(default_factory=dict)  # "schema.table": rows
+    certificate_sha256: str | None = None  # of ID.tls.json, when the app had a certificate
     format: int = MANIFEST_FORMAT
     dokuen_version: str = __version__
 
@@ -89,8 +97,9 @@ class Manifest:
             manifest = cls(**{key: value for key, value in data.items() if key in known})
             check_app_name(manifest.app)
             check_backup_id(manifest.id)
-            if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256):
-                raise ValueError("bad sha256")
+            for digest in (manifest.sha256, manifest.certificate_sha256 or "0" * 64):
+                if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                    raise ValueError("bad sha256")
             if not all(isinstance(v, int) for v in manifest.tables.values()):
                 raise ValueError("bad row counts")
         except (ValueError, TypeError, DokuenError) as exc:

@@ -8,6 +8,7 @@ every dokuenctl reply (scheduler.py).
 
 import contextlib
 import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -111,17 +112,28 @@ class BackupCommands:
             return await anyio.to_thread.run_sync(capture)
 
     async def _scheduled_capture(self, name: str, verify: bool) -> BackupResult:
-        """What a scheduled backup stores: the app's database dump (when it has a database)
-        and its repository bundle (when anything was pushed). Returns the dump's result when
+        """What a scheduled backup stores: the app's database dump (when it has a database;
+        with the app's certificate, stored alone when it has none) and its repository
+        bundle (when anything was pushed). Returns the dump's result when
         there is one. Raises DokuenError when either fails, NotFound when there is neither."""
         app = self._find_app({"app": name})
         stored = []
         if app.dir.database_file.exists():
-            stored.append(await self._capture_database(app, verify))
+            stored.append(await self._capture_database(app, verify))  # with its certificate
+        elif (certificates := self._databases.certificates) and (
+            kit := await certificates.kit_of(app)
+        ):
+            key = await certificates.back_up(app.name)  # no dump to carry it: alone
+            if key is not None:
+                backup = key.rsplit("/", 1)[-1].removesuffix(".json")
+                digest = hashlib.sha256(kit).hexdigest()
+                stored.append(BackupResult(app.name, "tls", backup, key, len(kit), digest))
         with contextlib.suppress(NotFound):
             stored.append(await self._bundle_and_record(app, "on schedule", verify))
         if not stored:
-            raise NotFound(f"{name} has no database and nothing was pushed to it yet")
+            raise NotFound(
+                f"{name} has no database, no certificate and nothing was pushed to it yet"
+            )
         return stored[0]
 
     async def _capture_database(self, app: App, verify: bool) -> BackupResult:

@@ -204,7 +204,8 @@ def expired_keys(keys: Iterable[str], app: str, keep: int) -> list[str]:
         # be an upload under way, and is left alone.
         ids = sorted(i for i, found in backups.items() if f"{app}/{kind}/{i}.json" in found)
         for backup in ids[: max(len(ids) - keep, 0)]:
-            doomed += sorted(backups[backup], key=lambda key: not key.endswith(".json"))
+            manifest = f"{app}/{kind}/{backup}.json"
+            doomed += sorted(backups[backup], key=lambda key: key != manifest)
     return doomed
 
 

@@ -58,7 +58,8 @@ def backups(client: Client, app: str, as_json: bool) -> None:
 
 
 def _described(backup: dict[str, Any]) -> str:
-    return f"{size(backup['size'])}, {len(backup['tables'])} tables, {backup['rows']} rows"
+    described = f"{size(backup['size'])}, {len(backup['tables'])} tables, {backup['rows']} rows"
+    return described + (", its certificate" if backup.get("certificate_sha256") else "")
 
 
 @click.command("backups:capture")
@@ -120,7 +121,12 @@ def backups_restore(
         "backups:restore", app=app, id=backup_id, confirm=confirm, force=force, source=source
     )
     restarted = "; its processes restarted" if backup["restarted"] else ""
-    client.echo(f"restored backup {backup['id']} of {backup['app']} into {app}{restarted}")
+    certificate = ", with its certificate" if backup.get("certificate") else ""
+    client.echo(
+        f"restored backup {backup['id']} of {backup['app']} into {app}{certificate}{restarted}"
+    )
+    for warning in backup.get("warnings") or []:
+        client.echo(f"warning: {warning}", err=True)
 
 
 @click.command("backups:verify")

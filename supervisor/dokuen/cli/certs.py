@@ -152,6 +152,8 @@ def certs_restore(client: Client, app: str, backup_id: str | None) -> None:
     info = client.call("certs:restore", app=app, id=backup_id)
     client.echo(f"restored certificate backup {info['restored']} of {app}")
     show_info(client, info)
+    for warning in info.get("warnings") or []:
+        client.echo(f"warning: {warning}", err=True)
 
 
 COMMANDS = (

@@ -3,6 +3,10 @@ chain, its key, the app's certs options and the ACME account key (secrets, as th
 dumps beside it are). Stored after every new certificate when ``DOKUEN_BACKUP_URL`` is set,
 and by ``certs:backup``; ``certs:restore`` serves one again at once. The 5 newest are kept.
 
+A database backup (``backups:capture``, a schedule) carries the same kit as
+``APP/db/ID.tls.json`` beside its dump, its SHA-256 in the backup's manifest: ``encode`` and
+``decode`` are that file's bytes.
+
 Blocking storage and file I/O: the daemon calls these in a worker thread."""
 
 import json
@@ -30,6 +34,24 @@ class Kit:
     account_key: str | None
 
 
+def encode(kit: Kit) -> bytes:
+    return json.dumps({field: getattr(kit, field) for field in FIELDS}).encode()
+
+
+def decode(data: bytes, label: str) -> Kit:
+    """The kit in ``data``; DokuenError naming ``label`` when it is not one."""
+    try:
+        parsed = json.loads(data)
+        kit = Kit(**{field: parsed[field] for field in FIELDS})
+        if not (isinstance(kit.cert, str) and isinstance(kit.key, str)):
+            raise TypeError("the certificate and key are not text")
+        if not isinstance(kit.options, dict):
+            raise TypeError("the options are not an object")
+        return kit
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DokuenError(f"{label} is damaged ({exc})") from exc
+
+
 def _ids(storage: Storage, app: str) -> list[str]:
     prefix = f"{app}/{KIND}/"
     return sorted(k[len(prefix) : -5] for k in storage.keys(prefix) if k.endswith(".json"))
@@ -41,7 +63,7 @@ def store(storage: Storage, app: str, kit: Kit, now: datetime, scratch: Path) ->
     key = f"{app}/{KIND}/{unique_id(now, taken)}.json"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=scratch, prefix="tls-", suffix=".json") as file:
-        json.dump({field: getattr(kit, field) for field in FIELDS}, file)  # mode 0600
+        file.write(encode(kit).decode())  # mode 0600
         file.flush()
         storage.put(key, Path(file.name), sha256_of(Path(file.name)))
     for old in _ids(storage, app)[:-KEEP]:
@@ -60,8 +82,5 @@ def fetch(storage: Storage, app: str, backup: str | None, scratch: Path) -> tupl
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=scratch, prefix="tls-") as file:
         storage.get(f"{app}/{KIND}/{backup}.json", Path(file.name))
-        try:
-            data = json.loads(Path(file.name).read_text())
-            return backup, Kit(**{field: data[field] for field in FIELDS})
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DokuenError(f"certificate backup {backup} of {app} is damaged ({exc})") from exc
+        data = Path(file.name).read_bytes()
+    return backup, decode(data, f"certificate backup {backup} of {app}")

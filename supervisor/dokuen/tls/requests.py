@@ -16,8 +16,14 @@ from dokuen.control import Command, Output, optional_arg, text_arg
 from dokuen.errors import DokuenError, InvalidName
 from dokuen.settings import Settings
 from dokuen.tls import backups
-from dokuen.tls.certificates import CertificateError, check_pair, check_usable, renew_at
-from dokuen.tls.keystore import KeyStore, Options
+from dokuen.tls.certificates import (
+    CertificateError,
+    check_pair,
+    check_usable,
+    renew_at,
+    served_hosts,
+)
+from dokuen.tls.keystore import Current, KeyStore, Options
 from dokuen.tls.renewal import Certificates
 
 MAX_PEM = 1 << 20
@@ -111,18 +117,81 @@ class CertCommands:
         backup, kit = await anyio.to_thread.run_sync(
             lambda: backups.fetch(storage(), app.name, wanted, scratch)
         )
+        label = f"certificate backup {backup}"
+        warnings = self._check(app, kit, label, expired_ok=False)
+        await self._put_back(app, kit)
+        return {**self.info(app), "restored": backup, "warnings": warnings}
+
+    # -- inside database backups (backup/databases.py calls these) ----------------------
+
+    async def kit_of(self, app: App) -> bytes | None:
+        """What a database backup of the app carries of HTTPS (``tls/backups.py``'s kit),
+        or None when the app has no certificate."""
+        store = self.certs.keystore
+        if store.current(app.name) is None:
+            return None
+        return backups.encode(await anyio.to_thread.run_sync(store.kit, app.name))
+
+    async def back_up(self, app: str, quiet: bool = False) -> str | None:
+        return await self.certs.back_up(app, quiet)
+
+    def check_kit(self, app: App, data: bytes, label: str) -> list[str]:
+        """Check a kit before a restore changes anything. Raises DokuenError when it is
+        damaged or its certificate is unusable (not PEM, not its key's); returns warnings."""
+        return self._check(app, backups.decode(data, label), label, expired_ok=True)
+
+    async def restore_kit(self, app: App, data: bytes, label: str) -> list[str]:
+        """Serve the kit's certificate at once (a checked reload), with its options;
+        an expired one is left out. Returns warnings."""
+        kit = backups.decode(data, label)
+        warnings = self._check(app, kit, label, expired_ok=True)
+        info = check_pair(kit.cert.encode(), kit.key.encode())
+        if datetime.datetime.now(datetime.UTC) >= info.not_after:
+            return [f"{warning}; it was not put back" for warning in warnings]
+        current = await self._put_back(app, kit)
+        self.certs.runtime().mux.event(
+            app.name,
+            f"{label} serves again: {', '.join(current.info.names)}, expires "
+            f"{current.info.not_after:%Y-%m-%d}",
+        )
+        return warnings
+
+    def _check(self, app: App, kit: backups.Kit, label: str, *, expired_ok: bool) -> list[str]:
+        """Refuse (CertificateError) a pair that is not one; a certificate naming none of
+        the app's hosts (and, with ``expired_ok``, one out of its dates) is a warning."""
         try:
             info = check_pair(kit.cert.encode(), kit.key.encode())
-            check_usable(info, app.hosts(), datetime.datetime.now(datetime.UTC))
         except CertificateError as exc:
-            raise CertificateError(f"certificate backup {backup} refused: {exc}") from None
+            raise CertificateError(
+                f"{label} refused: {exc}; the certificate that serves is unchanged"
+            ) from None
+        warnings = []
+        if not served_hosts(info, app.hosts()):
+            warnings.append(
+                f"{label} names {', '.join(info.names) or 'no host'}, none of {app.name}'s "
+                f"hosts ({', '.join(app.hosts())}): browsers will refuse it until a "
+                "certificate for them is added (certs:add, certs:auto)"
+            )
+        try:
+            check_usable(info, served_hosts(info, app.hosts()) or list(info.names), _now())
+        except CertificateError as exc:
+            if not expired_ok:
+                raise CertificateError(f"{label} refused: {exc}") from None
+            warnings.append(f"{label}: {exc}")
+        return warnings
+
+    async def _put_back(self, app: App, kit: backups.Kit) -> Current:
         store = self.certs.keystore
         store.adopt_account(kit)
-        options = Options(**{k: kit.options[k] for k in ("auto", "redirect", "hsts")})
+        auto = kit.options.get("auto")
+        options = Options(
+            auto=auto if isinstance(auto, bool) else None,
+            redirect=kit.options.get("redirect") is True,
+            hsts=kit.options.get("hsts") is True,
+        )
         store.set_options(app.name, options)
         self.certs.failures.pop(app.name, None)
-        await self.certs.install(app.name, kit.cert.encode(), kit.key.encode(), kit.source)
-        return {**self.info(app), "restored": backup}
+        return await self.certs.install(app.name, kit.cert.encode(), kit.key.encode(), kit.source)
 
     async def remove(self, args: dict[str, Any], out: Output) -> Any:
         app = self._find(args)
@@ -180,6 +249,10 @@ def _pem(args: dict[str, Any], key: str) -> bytes:
     if len(text) > MAX_PEM:
         raise CertificateError(f"the {key} file is over {MAX_PEM} bytes: not a PEM file")
     return text.encode()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _switch(args: dict[str, Any]) -> bool:
