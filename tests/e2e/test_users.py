@@ -15,6 +15,7 @@ from typing import Any
 import psutil
 import pytest
 
+from dokuen.tls.keystore import KeyStore
 from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs apps as their users")
@@ -381,3 +382,43 @@ def test_an_app_reaches_its_own_database_socket_and_not_anothers(open_top: Path)
         assert (daemon.home / "apps" / "alpha" / "run").stat().st_gid == alpha["gid"]
     finally:
         daemon.terminate()
+
+
+def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
+    isolated: Dokuen, open_top: Path
+) -> None:
+    """What crash adoption and HTTPS added to the home (records and FIFOs under run/, the
+    ACME webroot, the tools builds run) is out of an app's reach: it can neither read nor
+    forge a record, write into another app's output FIFO, nor place a challenge file."""
+    deploy_pair(isolated, open_top)
+    home = isolated.home
+    beta_pid = isolated.running("beta", 1)[0]["pid"]
+    records = sorted((home / "run" / "processes").glob("beta.*.json"))
+    fifos = [Path(os.readlink(f"/proc/{beta_pid}/fd/1"))]
+    assert records
+    assert fifos[0].parent == home / "run" / "fifo", fifos
+    # The webroot as dokuend makes it for a real challenge (its own code, as root).
+    challenge = KeyStore(home).put_challenge("real-token", "real-token.thumbprint").parent
+    targets = {
+        "ls": [home / "run", home / "run" / "processes", home / "run" / "fifo"],
+        "cat": [records[0]],
+        "write": [
+            records[0],
+            home / "run" / "processes" / "beta.web.1.1.json",
+            fifos[0],
+            challenge / "forged-token",
+            home / "acme" / "forged",
+        ],
+    }
+    script = "\n".join(
+        [f"try ls {path}" for path in targets["ls"]]
+        + [f"try cat {path}" for path in targets["cat"]]
+        + [f"try sh -c 'echo forged-line > {path}'" for path in targets["write"]]
+    )
+    out = run(isolated, "alpha", script)
+    assert [line for line in out.splitlines() if line.startswith("ok ")] == [], out
+    assert len([line for line in out.splitlines() if line.startswith("denied ")]) == 9, out
+    assert "forged-line" not in isolated.log()
+    assert not (challenge / "forged-token").exists()
+    assert (challenge / "real-token").read_text() == "real-token.thumbprint"
+    assert not (home / "run" / "processes" / "beta.web.1.1.json").exists()
