@@ -392,7 +392,7 @@ def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
     forge a record, write into another app's output FIFO, nor place a challenge file."""
     deploy_pair(isolated, open_top)
     home = isolated.home
-    beta_pid = isolated.running("beta", 1)[0]["pid"]
+    beta_pid = wait_for(lambda: isolated.running("beta", 1), "beta running")[0]["pid"]
     records = sorted((home / "run" / "processes").glob("beta.*.json"))
     fifos = [Path(os.readlink(f"/proc/{beta_pid}/fd/1"))]
     assert records
