@@ -17,6 +17,7 @@ import pytest
 
 from dokuen.tls.keystore import KeyStore
 from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
+from tests.e2e.test_build import buildpack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs apps as their users")
 
@@ -422,3 +423,34 @@ def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
     assert not (challenge / "forged-token").exists()
     assert (challenge / "real-token").read_text() == "real-token.thumbprint"
     assert not (home / "run" / "processes" / "beta.web.1.1.json").exists()
+
+
+def test_a_later_build_cannot_change_an_earlier_release_through_a_hard_link(
+    isolated: Dokuen, open_top: Path
+) -> None:
+    """A build (as the app's build uid) hard-links a file of its cache into the slug. Once
+    built, the release is dokuend's: the next build, handed the cache again, must not be
+    handed that inode too (it is v1's file as well), nor any other file linked from outside
+    the tree it is given (/etc/shadow, on a host without fs.protected_hardlinks)."""
+    pack = open_top / "linker"
+    buildpack(
+        pack,
+        """\
+        if [ -f "$2/shared" ]; then
+          if echo tampered > "$2/shared" 2>/dev/null; then echo "-----> TAMPERED"
+          else echo "-----> REFUSED"; fi
+        else
+          echo original > "$2/shared"
+          ln "$2/shared" "$1/shared"
+        fi
+        """,
+    )
+    isolated.ctl("apps:create", "blog")
+    isolated.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    first = isolated.deploy("blog", write_app(open_top / "src1", WEB))
+    v1 = isolated.home / "apps/blog/releases/v1/shared"
+    assert v1.read_text() == "original\n", first.stdout
+    second = isolated.deploy("blog", write_app(open_top / "src2", WEB, {"more.txt": "2"}))
+    assert "REFUSED" in second.stdout, second.stdout
+    assert v1.read_text() == "original\n"
+    assert v1.stat().st_uid == 0
