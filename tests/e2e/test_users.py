@@ -17,6 +17,7 @@ import pytest
 
 from dokuen.tls.keystore import KeyStore
 from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
+from tests.e2e.pebble import MiniCa
 from tests.e2e.test_build import buildpack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs apps as their users")
@@ -390,7 +391,8 @@ def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
 ) -> None:
     """What crash adoption and HTTPS added to the home (records and FIFOs under run/, the
     ACME webroot, the tools builds run) is out of an app's reach: it can neither read nor
-    forge a record, write into another app's output FIFO, nor place a challenge file."""
+    forge a record, read another app's certificate key, write into another app's output
+    FIFO, nor place a challenge file."""
     deploy_pair(isolated, open_top)
     home = isolated.home
     beta_pid = wait_for(lambda: isolated.running("beta", 1), "beta running")[0]["pid"]
@@ -399,10 +401,13 @@ def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
     assert records
     assert fifos[0].parent == home / "run" / "fifo", fifos
     # The webroot as dokuend makes it for a real challenge (its own code, as root).
-    challenge = KeyStore(home).put_challenge("real-token", "real-token.thumbprint").parent
+    keystore = KeyStore(home)
+    challenge = keystore.put_challenge("real-token", "real-token.thumbprint").parent
+    issued = MiniCa().issue(["beta.localhost"])
+    key = keystore.install("beta", issued.cert, issued.key, "manual").key
     targets = {
         "ls": [home / "run", home / "run" / "processes", home / "run" / "fifo"],
-        "cat": [records[0]],
+        "cat": [records[0], key],
         "write": [
             records[0],
             home / "run" / "processes" / "beta.web.1.1.json",
@@ -418,7 +423,8 @@ def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
     )
     out = run(isolated, "alpha", script)
     assert [line for line in out.splitlines() if line.startswith("ok ")] == [], out
-    assert len([line for line in out.splitlines() if line.startswith("denied ")]) == 9, out
+    assert len([line for line in out.splitlines() if line.startswith("denied ")]) == 10, out
+    assert issued.key.decode() not in out
     assert "forged-line" not in isolated.log()
     assert not (challenge / "forged-token").exists()
     assert (challenge / "real-token").read_text() == "real-token.thumbprint"
