@@ -95,6 +95,17 @@ def test_a_scoped_key_may_make_requests_on_its_apps(command: str, args: dict[str
         ("logs", {"app": ["blog"]}, "may only use commands that name one of its apps"),
         ("service:install", {}, "dokuenctl service:install is for admin keys"),
         ("some:new-request", {"app": "blog"}, "dokuenctl some:new-request is for admin keys"),
+        # today's requests: the export's (a slug holds the app's files, and the spec its
+        # config) are for admin keys even for the key's own app; certs only of its apps
+        ("export:spec", {"app": "blog"}, "dokuenctl export:spec is for admin keys"),
+        ("export:slug", {"app": "blog"}, "dokuenctl export:slug is for admin keys"),
+        ("export:slug", {"app": "shop", "release": "v1"}, "export:slug is for admin keys"),
+        ("certs", {"app": "shop"}, f"{CI_IS} may not use app 'shop'"),
+        ("certs:backup", {"app": "shop"}, f"{CI_IS} may not use app 'shop'"),
+        ("certs:restore", {"app": "shop", "id": None}, f"{CI_IS} may not use app 'shop'"),
+        ("certs:remove", {"app": "shop"}, f"{CI_IS} may not use app 'shop'"),
+        ("certs:auto", {"app": "shop", "on": True}, f"{CI_IS} may not use app 'shop'"),
+        ("daemon:reload", {}, "dokuenctl daemon:reload is for admin keys"),
     ],
 )
 def test_a_scoped_key_is_refused_the_rest_naming_the_key_and_its_apps(

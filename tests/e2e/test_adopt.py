@@ -356,3 +356,41 @@ def sleeping(marker: str) -> list[psutil.Process]:
         if process.info["cmdline"] == ["sleep", marker]:
             found.append(process)
     return found
+
+
+def _fds(pid: int) -> dict[str, str]:
+    """What each descriptor of ``pid`` points at (``socket:[N]``, a path, ``pipe:[N]``)."""
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+    return found
+
+
+def test_no_descriptor_of_dokuend_leaks_into_apps_across_a_reload(
+    served: tuple[Dokuen, int],
+) -> None:
+    """After ``daemon:reload`` (the control socket handed to the new image, the FIFOs
+    reopened): no app process, adopted or started by the new image, nor the nginx master,
+    holds the control socket, another socket of dokuend's or another process's FIFO."""
+    daemon, _port = served
+    assert daemon.process is not None
+    before = pids(daemon)
+    daemon.ctl("daemon:reload")
+    os.kill(before["clock.2"], signal.SIGKILL)  # restarted by the new image
+    wait_for(lambda: pids(daemon).get("clock.2") not in (None, before["clock.2"]), "restart")
+    ours = _fds(daemon.process.pid)
+    sockets = {target for target in ours.values() if target.startswith("socket:")}
+    assert sockets  # the control socket at least
+    fifos = str(daemon.home / "run" / "fifo")
+    master = nginx_pid(daemon)
+    assert master is not None
+    for name, pid in [*pids(daemon).items(), ("nginx", master)]:
+        held = _fds(pid)
+        shared = {fd: t for fd, t in held.items() if t in sockets}
+        assert not shared, f"{name} holds dokuend's sockets: {shared} (all: {held})"
+        its_fifos = {t for t in held.values() if t.startswith(fifos)}
+        # an app process: its own output FIFO and none other; nginx's master: none
+        assert len(its_fifos) == (name != "nginx"), f"{name} holds FIFOs: {its_fifos} (all: {held})"

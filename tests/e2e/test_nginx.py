@@ -373,3 +373,29 @@ def test_a_web_process_that_never_answers_is_killed_and_retried(
     assert "mute[dokuen]: web.1 killed by SIGKILL, restarting in" in log
     assert proxied.ps("mute")[0]["state"] in ("starting", "backoff")
     assert get(http_port(proxied), "mute.localhost")[0] == 503  # never in the upstream
+
+
+def test_a_new_app_is_refused_the_host_another_app_took_as_its_domain(
+    proxied: Dokuen, apps_dir: Path
+) -> None:
+    """An app (or its scoped key) that added ``later.localhost`` before app ``later`` existed
+    does not get to share, serve or take a certificate for the new app's own host: the new
+    app is refused in one line naming the fix."""
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    proxied.ctl("domains:add", "blog", "later.localhost")
+    result = proxied.ctl("apps:create", "later", check=False)
+    assert result.returncode == 1, result.stdout
+    assert result.stderr == (
+        "error: later.localhost, the host of app 'later', is a domain of app 'blog'; "
+        "free it first: dokuenctl domains:remove blog later.localhost\n"
+    )
+    assert not (proxied.home / "apps" / "later").exists()
+    env = wait_for(lambda: env_via(port, "later.localhost"), "blog on the domain")
+    assert env["APP"] == "blog"
+    proxied.ctl("apps:create", "notes")
+    renamed = proxied.ctl("apps:rename", "notes", "later", check=False)
+    assert renamed.returncode == 1
+    assert "later.localhost, the host of app 'later', is a domain of app 'blog'" in renamed.stderr
+    proxied.ctl("domains:remove", "blog", "later.localhost")
+    proxied.ctl("apps:create", "later")

@@ -15,7 +15,10 @@ from typing import Any
 import psutil
 import pytest
 
+from dokuen.tls.keystore import KeyStore
 from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
+from tests.e2e.pebble import MiniCa
+from tests.e2e.test_build import buildpack
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs apps as their users")
 
@@ -381,3 +384,79 @@ def test_an_app_reaches_its_own_database_socket_and_not_anothers(open_top: Path)
         assert (daemon.home / "apps" / "alpha" / "run").stat().st_gid == alpha["gid"]
     finally:
         daemon.terminate()
+
+
+def test_an_app_reaches_no_record_fifo_or_challenge_of_the_platform(
+    isolated: Dokuen, open_top: Path
+) -> None:
+    """What crash adoption and HTTPS added to the home (records and FIFOs under run/, the
+    ACME webroot, the tools builds run) is out of an app's reach: it can neither read nor
+    forge a record, read another app's certificate key, write into another app's output
+    FIFO, nor place a challenge file."""
+    deploy_pair(isolated, open_top)
+    home = isolated.home
+    beta_pid = wait_for(lambda: isolated.running("beta", 1), "beta running")[0]["pid"]
+    records = sorted((home / "run" / "processes").glob("beta.*.json"))
+    fifos = [Path(os.readlink(f"/proc/{beta_pid}/fd/1"))]
+    assert records
+    assert fifos[0].parent == home / "run" / "fifo", fifos
+    # The webroot as dokuend makes it for a real challenge (its own code, as root).
+    keystore = KeyStore(home)
+    challenge = keystore.put_challenge("real-token", "real-token.thumbprint").parent
+    issued = MiniCa().issue(["beta.localhost"])
+    key = keystore.install("beta", issued.cert, issued.key, "manual").key
+    targets = {
+        "ls": [home / "run", home / "run" / "processes", home / "run" / "fifo"],
+        "cat": [records[0], key],
+        "write": [
+            records[0],
+            home / "run" / "processes" / "beta.web.1.1.json",
+            fifos[0],
+            challenge / "forged-token",
+            home / "acme" / "forged",
+        ],
+    }
+    script = "\n".join(
+        [f"try ls {path}" for path in targets["ls"]]
+        + [f"try cat {path}" for path in targets["cat"]]
+        + [f"try sh -c 'echo forged-line > {path}'" for path in targets["write"]]
+    )
+    out = run(isolated, "alpha", script)
+    assert [line for line in out.splitlines() if line.startswith("ok ")] == [], out
+    assert len([line for line in out.splitlines() if line.startswith("denied ")]) == 10, out
+    assert issued.key.decode() not in out
+    assert "forged-line" not in isolated.log()
+    assert not (challenge / "forged-token").exists()
+    assert (challenge / "real-token").read_text() == "real-token.thumbprint"
+    assert not (home / "run" / "processes" / "beta.web.1.1.json").exists()
+
+
+def test_a_later_build_cannot_change_an_earlier_release_through_a_hard_link(
+    isolated: Dokuen, open_top: Path
+) -> None:
+    """A build (as the app's build uid) hard-links a file of its cache into the slug. Once
+    built, the release is dokuend's: the next build, handed the cache again, must not be
+    handed that inode too (it is v1's file as well), nor any other file linked from outside
+    the tree it is given (/etc/shadow, on a host without fs.protected_hardlinks)."""
+    pack = open_top / "linker"
+    buildpack(
+        pack,
+        """\
+        if [ -f "$2/shared" ]; then
+          if echo tampered > "$2/shared" 2>/dev/null; then echo "-----> TAMPERED"
+          else echo "-----> REFUSED"; fi
+        else
+          echo original > "$2/shared"
+          ln "$2/shared" "$1/shared"
+        fi
+        """,
+    )
+    isolated.ctl("apps:create", "blog")
+    isolated.ctl("config:set", "blog", f"BUILDPACK_URL={pack}")
+    first = isolated.deploy("blog", write_app(open_top / "src1", WEB))
+    v1 = isolated.home / "apps/blog/releases/v1/shared"
+    assert v1.read_text() == "original\n", first.stdout
+    second = isolated.deploy("blog", write_app(open_top / "src2", WEB, {"more.txt": "2"}))
+    assert "REFUSED" in second.stdout, second.stdout
+    assert v1.read_text() == "original\n"
+    assert v1.stat().st_uid == 0

@@ -162,6 +162,7 @@ class AppCommands:
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""
         check_new_app_name(name)
+        self._check_host_free(name)
         hooks = self._hooks()  # before anything touches the disk
 
         isolation = self._runtime().isolation
@@ -176,6 +177,17 @@ class AppCommands:
         self._runtime().proxy_changed()
         await self._sync_proxy()
         return app
+
+    def _check_host_free(self, name: str, renamed: str | None = None) -> None:
+        """``NAME.DOKUEN_DOMAIN`` is no other app's domain: that app would keep serving
+        (and could hold a certificate for) the new app's own host."""
+        host = f"{name}.{self._runtime().settings.domain}"
+        for other in self.apps.values():
+            if other.name != renamed and host in other.dir.read_domains():
+                raise Conflict(
+                    f"{host}, the host of app {name!r}, is a domain of app {other.name!r}; "
+                    f"free it first: dokuenctl domains:remove {other.name} {host}"
+                )
 
     async def destroy_app(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
@@ -202,6 +214,7 @@ class AppCommands:
     async def rename_app(self, args: dict[str, Any], out: Output) -> Any:
         """Everything of the app follows its new name (renaming.py)."""
         app, new = self.find(args), check_new_app_name(text_arg(args, "new"))
+        self._check_host_free(new, app.name)
         async with self._creating:  # no apps:create or first push of NEW meanwhile
             renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
         warnings = renaming.stale_paths(renamed, app.dir)

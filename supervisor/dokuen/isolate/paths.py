@@ -68,13 +68,21 @@ def read_optional(root: Path, relative: str, limit: int) -> bytes | None:
 def chown_tree(top: Path, uid: int, gid: int) -> None:
     """Give ``top`` and everything below it to ``uid``:``gid``, through directory file
     descriptors: a symbolic link is changed itself (lchown), never followed, and a
-    directory swapped for a link during the walk is not entered."""
+    directory swapped for a link during the walk is not entered. Given to another uid, a
+    file with more than one name that is not the uid's already is left as it is: its
+    inode is also somewhere else (an earlier release a build linked it into, or a file
+    of the system on a host without fs.protected_hardlinks)."""
+    giving_away = uid != os.geteuid()
     with _open_dir(top) as fd:
         os.fchown(fd, uid, gid)
     for _path, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
-        for name in [*dirs, *files]:
+        for index, name in enumerate([*dirs, *files]):
             # Gone meanwhile (a build's temporary file): nothing left to hand over.
             with contextlib.suppress(FileNotFoundError):
+                if giving_away and index >= len(dirs):
+                    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if info.st_nlink > 1 and info.st_uid != uid:
+                        continue
                 os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
 
 
