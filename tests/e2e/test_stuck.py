@@ -99,5 +99,10 @@ def test_a_process_in_uninterruptible_sleep_is_left_to_the_kernel(
     wait_for(lambda: dokuen.ps("blog") == [], "the stuck processes to be gone")
     assert not psutil.pid_exists(old) or psutil.Process(old).status() != "disk-sleep"
     assert dokuen.log().count("worker.1 (stuck) is gone at last") == 2
-    dokuen.ctl("start", "blog")  # and the app goes on
+    # And the app goes on, its worker now waiting on a FIFO nobody writes (the mount is gone:
+    # reading its old path would end at once, and the worker would crash in a loop).
+    quiet = apps_dir / "quiet"
+    os.mkfifo(quiet)
+    dokuen.ctl("config:set", "blog", f"STUCK={quiet}")
+    dokuen.ctl("start", "blog")
     wait_for(lambda: dokuen.running("blog", 2), "web and worker again", timeout=60)
