@@ -449,6 +449,52 @@ class HandNginx:
             self.proc.wait(20)
 
 
+# One knob at a time on a copy of dokuend's own config (``--variants``): each variant is
+# its own nginx master on its own port, rendered from the files dokuend wrote.
+VARIANTS = ("copy", "before", "workers1", "no_reuseport", "keepalive16", "no_router", "file_log")
+
+
+def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str) -> str:
+    """dokuend's nginx.conf and the app's file, rewritten into one file under ``prefix``
+    with ``knob`` changed (``copy``: nothing changed, the control; ``before``: the config
+    dokuend rendered before issue 17's tuning)."""
+    nginx = home / "nginx"
+    main = (nginx / "nginx.conf").read_text()
+    site = "".join(p.read_text() for p in sorted(nginx.glob("apps/*.conf")))
+    for d in ("logs", "temp"):
+        (prefix / d).mkdir(parents=True, exist_ok=True)
+    main = main.replace(f"{nginx}/", f"{prefix}/")
+    main = re.sub(r"\n\s*include \S+;\n", "\n" + site.replace("\n", "\n    ") + "\n", main)
+    main = main.replace(f":{http_port}", f":{port}")
+    main = main.replace("unix:router.sock", f"unix:{nginx / 'router.sock'}")
+    if knob in ("before", "workers1"):
+        main = main.replace("worker_processes auto;", "worker_processes 1;")
+    if knob in ("before", "no_reuseport"):
+        main = main.replace(" reuseport backlog=4096;", ";")
+    if knob in ("before", "keepalive16"):
+        main = main.replace("keepalive 64;", "keepalive 16;")
+    if knob == "before":
+        main = main.replace("worker_connections 4096;", "worker_connections 1024;")
+    elif knob == "no_router":
+        main = re.sub(r"access_log syslog:\S+ dokuen_router;", "access_log off;", main)
+    elif knob == "file_log":  # written, not read: dokuend does not parse these
+        main = re.sub(
+            r"access_log syslog:\S+ dokuen_router;",
+            f"access_log {prefix}/router.log dokuen_router buffer=32k flush=1s;",
+            main,
+        )
+    return main
+
+
+class VariantNginx(HandNginx):
+    def __init__(self, home: Path, prefix: Path, port: int, http_port: int, knob: str) -> None:
+        prefix.mkdir(parents=True, exist_ok=True)
+        self.conf = prefix / "nginx.conf"
+        self.conf.write_text(variant_conf(home, prefix, port, http_port, knob))
+        self.port = port
+        self.proc = None
+
+
 def ensure_wrk() -> None:
     """wrk from Debian when it is missing and this is root on a Debian-like machine."""
     if shutil.which("wrk") or os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -490,10 +536,15 @@ def main() -> int:
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--hand-port", type=int, default=21501, help="the hand-written nginx")
     parser.add_argument("--throughput-only", action="store_true", help="skip the restarts")
+    parser.add_argument(
+        "--variants", action="store_true", help="also dokuend's config, one knob changed"
+    )
+    parser.add_argument("--seconds", type=float, default=None, help="each throughput run")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds")
     args = parser.parse_args()
     if not args.python_client:
         ensure_wrk()
-    seconds = 2.0 if args.quick else 10.0
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
     count = 3 if args.quick else 10
     if not port_free(args.http_port):
         raise BenchError(f"port {args.http_port} is in use")
@@ -532,24 +583,44 @@ def main() -> int:
         print(f"(1) throughput: {client}, {args.connections} connections, {seconds:g} s each")
         router = daemon.home / "nginx" / "router.sock"
         hand_port, routed_port = args.hand_port, args.hand_port + 1
-        with (
-            HandNginx(tmp / "hand", hand_port, app_port, None),
-            HandNginx(tmp / "routed", routed_port, app_port, router),
-        ):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(HandNginx(tmp / "hand", hand_port, app_port, None))
+            stack.enter_context(HandNginx(tmp / "routed", routed_port, app_port, router))
             ports = {"direct": app_port, "nginx": args.http_port, "hand": hand_port}
             ports["hand_router"] = routed_port
+            for i, knob in enumerate(VARIANTS if args.variants else ()):
+                port = routed_port + 1 + i
+                stack.enter_context(
+                    VariantNginx(daemon.home, tmp / knob, port, args.http_port, knob)
+                )
+                ports[f"ours+{knob}"] = port
             for port in ports.values():
                 load(port, HOST, args.connections, 1.0)  # warm-up
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
-            for _round in range(2):  # interleaved, so that a burst of other work hits all
+            # Each run right after a run of the hand-written nginx, its yardstick: the load
+            # other work puts on the machine drifts within a round, and hits both alike.
+            paired: dict[str, list[float]] = {name: [] for name in ports}
+            for _round in range(args.rounds):
                 for name, port in ports.items():
+                    if name == "hand":
+                        continue
+                    yardstick = load(hand_port, HOST, args.connections, seconds)
+                    runs["hand"].append(yardstick)
                     host = None if name == "direct" else HOST
                     runs[name].append(load(port, host, args.connections, seconds))
+                    paired[name].append(runs[name][-1]["rps"] / yardstick["rps"])
+                    paired["hand"].append(1.0)
         best = {name: max(each, key=lambda r: r["rps"]) for name, each in runs.items()}
         direct, proxied, hand = best["direct"], best["nginx"], best["hand"]
+        per_round = paired
         for name, each in runs.items():
             rates = ", ".join(f"{r['rps']:,.0f}" for r in each)
-            print(f"  {name:<12} {rates} req/s, median latency {best[name]['p50_ms']:.3f} ms")
+            ratios = ", ".join(f"{x:.2f}" for x in per_round[name])
+            middle = statistics.median(per_round[name])
+            print(
+                f"  {name:<20} {rates} req/s, median latency {best[name]['p50_ms']:.3f} ms; "
+                f"÷ the hand-written run before it {ratios} (median {middle:.2f})"
+            )
         ratio = proxied["rps"] / direct["rps"]
         vs_hand = proxied["rps"] / hand["rps"]
         vs_routed = proxied["rps"] / best["hand_router"]["rps"]
@@ -562,6 +633,7 @@ def main() -> int:
             "seconds": seconds,
             "connections": args.connections,
             "runs": runs,
+            "vs_hand_by_round": per_round,
             "direct": direct,
             "nginx": proxied,
             "hand": hand,

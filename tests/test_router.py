@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from dokuen.proxy import router
 from dokuen.proxy.router import FIELDS, TRUNCATED, RouterLine, parse_datagram
 
 HEADER = b"<190>Dec  6 09:01:02 dokuen: "
@@ -161,3 +162,16 @@ def test_what_is_not_our_format_is_refused(data: bytes, error: str) -> None:
 def test_bytes_that_are_not_utf8_are_replaced_not_fatal() -> None:
     data = datagram(path="/PLACEHOLDER").replace(b"PLACEHOLDER", b"\xff\xfe")
     assert 'path="/\ufffd\ufffd"' in parse_datagram(data, DYNOS).line
+
+
+def test_quote_fast_path_agrees_with_json_escaping() -> None:
+    """The plain-ASCII shortcut in _quote gives what the full escaping gives, for every
+    character alone and inside text (quotes, backslashes, controls, non-ASCII)."""
+
+    def escaped(text: str) -> str:
+        quoted = json.dumps(text, ensure_ascii=False)
+        return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in quoted)
+
+    for code in [*range(0x300), 0x2028, 0x2029, 0xFEFF]:
+        for text in (chr(code), f"a{chr(code)}b", f"/p?q={chr(code)}"):
+            assert router._quote(text) == escaped(text), repr(text)

@@ -99,7 +99,7 @@ def render_site(site: Site, listen: str, router: bool = False, https: Https | No
     if serving:
         lines.append(f"upstream {upstream} {{\n")
         lines += [f"    server 127.0.0.1:{port} max_fails=0;\n" for port in site.ports]
-        lines.append("    keepalive 16;\n}\n\n")
+        lines.append("    keepalive 64;\n}\n\n")  # idle connections kept per worker
     lines += _server_head(site, listen, router, serving)
     tls = site.tls if https is not None else None
     if https is not None:
@@ -224,14 +224,16 @@ def render_main(managed: Managed) -> str:
     p = managed.prefix
     return f"""{GENERATED}daemon off;
 master_process on;
-worker_processes 1;
+# A worker per core, each with its own listening socket (reuseport, on the default
+# server): measured in bench/proxy.py against a hand-written config (docs/benchmarks.md).
+worker_processes auto;
 pid {p}/nginx.pid;
 error_log {p}/logs/error.log warn;
 # Old workers of past reloads finish their requests, but not forever.
 worker_shutdown_timeout 30s;
 
 events {{
-    worker_connections 1024;
+    worker_connections 4096;
 }}
 
 http {{
@@ -247,7 +249,7 @@ http {{
 {render_log_format()}
 {render_connection_map()}
     server {{
-        listen {managed.listen} default_server;
+        listen {managed.listen} default_server reuseport backlog=4096;
         server_name _;
         # Declares the variables the router log format reads, even with no app yet.
         set $dokuen_app "";

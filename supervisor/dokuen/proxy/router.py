@@ -42,6 +42,9 @@ _PATH_KEY = ',"path":"'
 _HOST = re.compile(r"[a-z0-9.-]{1,253}(?::[0-9]{1,5})?")
 _ADDRESS = re.compile(r"127\.0\.0\.1:([0-9]{1,5})")
 _METHOD = re.compile(r"[A-Z]{1,20}")
+_TOKEN = re.compile(r"[A-Za-z0-9._-]{0,64}")
+# Printable ASCII but the quote and the backslash: quoted as is (json.dumps would agree).
+_PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 def render_log_format() -> str:
@@ -165,11 +168,13 @@ def _milliseconds(seconds: str) -> str:
 
 
 def _token(text: str) -> str:
-    return text if re.fullmatch(r"[A-Za-z0-9._-]{0,64}", text) else _quote(text)
+    return text if _TOKEN.fullmatch(text) else _quote(text)
 
 
 def _quote(text: str) -> str:
     """A double-quoted value with quotes, backslashes and every unprintable character
     (C0 and C1 controls, line separators) escaped, so a line stays one line on a terminal."""
+    if _PLAIN.fullmatch(text):  # the common case, once a request for most fields
+        return f'"{text}"'
     quoted = json.dumps(text, ensure_ascii=False)
     return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in quoted)
