@@ -199,6 +199,30 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
     )
 
 
+def test_what_a_broken_app_was_offered_is_stopped_not_left_running(
+    served: tuple[Dokuen, int],
+) -> None:
+    """kill -9 of dokuend, then one app's formation.json spoiled: the next dokuend marks the
+    app broken and ends every process it had been offered (none is left running unwatched)."""
+    daemon, _ = served
+    before = pids(daemon)
+    assert daemon.process is not None
+    daemon.process.send_signal(signal.SIGKILL)
+    daemon.process.wait()
+    daemon.process = None
+    (daemon.home / "apps" / "blog" / "formation.json").write_text("{")
+    daemon.start()
+
+    def gone(pid: int) -> bool:
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+
+    wait_for(lambda: all(gone(pid) for pid in before.values()), "the offered processes to end")
+    apps = json.loads(daemon.ctl("apps", "--json").stdout)
+    (blog,) = [a for a in apps if a["name"] == "blog"]
+    assert "formation.json" in blog["broken"]
+    assert daemon.ps("blog") == []
+
+
 @pytest.mark.slow  # two re-execs under load: about 20 s
 def test_daemon_reload_re_executes_in_place_under_load(served: tuple[Dokuen, int]) -> None:
     """``daemon:reload``: a new dokuend image in the same process; every app process, the

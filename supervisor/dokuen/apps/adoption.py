@@ -5,7 +5,6 @@ the others (another release, an instance past the formation, a stopped or broken
 second copy of one instance) are stopped before anything replaces them."""
 
 import contextlib
-import signal
 from collections.abc import Iterable, Mapping
 
 import anyio
@@ -17,8 +16,10 @@ from dokuen.deploy import releases
 from dokuen.errors import explain
 from dokuen.proxy.driver import NGINX_APP
 from dokuen.supervise import reaper
+from dokuen.supervise.ending import Ending
 from dokuen.supervise.formation import expand
 from dokuen.supervise.keeper import AdoptedChild, Keeper
+from dokuen.supervise.process import STUCK
 from dokuen.supervise.record import ProcessRecord
 
 log = structlog.get_logger()
@@ -90,16 +91,20 @@ async def release_unclaimed(app: App, grace: float) -> None:
     left, app.slots.adoptable = list(app.slots.adoptable.values()), {}
     async with anyio.create_task_group() as group:
         for child in left:
-            group.start_soon(_stop_child, child, grace)
+            group.start_soon(_stop_child, app, child, grace)
 
 
-async def _stop_child(child: AdoptedChild, grace: float) -> None:
-    child.signal_group(signal.SIGTERM)
-    with anyio.move_on_after(grace) as patience:
-        await child.wait()
-    if patience.cancelled_caught:
-        child.signal_group(signal.SIGKILL)
-        await child.wait()
+async def _stop_child(app: App, child: AdoptedChild, grace: float) -> None:
+    """End it as a slot ends its process (SIGTERM, SIGKILL, what its group left), so that
+    one stuck in uninterruptible sleep is reported and left to the kernel, never waited for."""
+    name = child.record.name
+
+    def say(message: str, event: str, **fields: object) -> None:
+        app.runtime.mux.event(app.name, f"{name} {message}")
+        log.info(event, app=app.name, proc=name, pid=child.pid, **fields)
+
+    if await Ending(app.name, name, app.runtime.clock, say).terminate(child, grace) is None:
+        say(STUCK, "process.stuck")
     await child.aclose()
 
 
