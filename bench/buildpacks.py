@@ -37,8 +37,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deploy import SERVER_PY, Repo, answer, free_port
-from harness import ROOT, BenchError, Dokuend, wait_for
+from deploy import SERVER_PY, Repo, answer
+from harness import ROOT, BenchError, Dokuend, free_port, wait_for
 
 RESULTS = ROOT / "bench" / "results" / "buildpacks.json"
 APPS = ROOT / "tests" / "e2e" / "apps"

@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -36,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, BenchError, Dokuend, wait_for
+from harness import ROOT, BenchError, Dokuend, free_port, wait_for
 
 RESULTS = ROOT / "bench" / "results" / "deploy.json"
 TARGETS = {"procfile": 3.0, "rollback": 2.0}
@@ -130,12 +129,6 @@ def show(name: str, stats: dict[str, Any]) -> None:
         verdict = "meets" if stats["max"] < stats["target"] else "MISSES"
         line += f" ({stats['median_over_target']:.2f}x the {stats['target']:g} s target: {verdict})"
     print(line)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> int:

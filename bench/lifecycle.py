@@ -28,7 +28,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, BenchError, Dokuend, wait_for
+from harness import ROOT, BenchError, Dokuend, free_port, wait_for
 
 RESULTS = ROOT / "bench" / "results" / "lifecycle.json"
 APP = "bench"
@@ -48,12 +47,6 @@ COUNTER = (
     "    print(f'tick {n}', flush=True)\n    time.sleep(0.005)\n"
 )
 PROCFILE = "web: exec python3 -m http.server $PORT --bind 127.0.0.1\nclock: python3 -u counter.py\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(port: int) -> str:
