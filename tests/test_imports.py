@@ -1,10 +1,12 @@
 """The daemon starts light: what only some requests need (a build's YAML, a backup schedule's
-cron parser, S3, the client's terminal rendering) is imported when first needed, never at
-start, so that an idle dokuend's memory stays what docs/benchmarks.md measures."""
+cron parser, S3, the client's terminal rendering, the ACME client and the X.509 parser, an
+app's .env) is imported when first needed, never at start, so that an idle dokuend's memory
+stays what docs/benchmarks.md measures."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 # Each of these costs the daemon resident memory for its whole life (docs/benchmarks.md,
 # workload 3), and only some requests use it.
@@ -18,6 +20,12 @@ HEAVY = (
     "rich",  # dokuenctl's tables and colours
     "pygments",
     "psycopg",
+    "cryptography",  # X.509 and keys: an app with a certificate (about 10 MiB)
+    "acme",  # the ACME client: the first certificate ordered (with the next three, 9 MiB)
+    "josepy",
+    "requests",
+    "urllib3",
+    "dotenv",  # dokuend.env and an app's .env, when there is one (1.2 MiB)
 )
 
 
@@ -48,3 +56,50 @@ def test_the_heavy_modules_still_load_where_they_are_needed() -> None:
         "from dokuen.deploy.buildpack import parse_release; parse_release('{}', 'x')"
     )
     assert {"croniter", "yaml"} <= loaded
+
+
+def test_tls_and_dotenv_load_where_they_are_needed() -> None:
+    """A certificate parsed, an order's client, a .env read: each pulls its library in."""
+    loaded = started_modules(
+        "from dokuen.tls.certificates import new_key_pem, describe\n"
+        "import dokuen.tls.acmeclient\n"
+        "from dokuen.supervise.environment import expand_dotenv\n"
+        "expand_dotenv([('A', '1')], {})"
+    )
+    assert {"cryptography", "acme", "requests", "dotenv"} <= loaded
+
+
+def test_a_certificate_still_parses_after_a_lazy_start(tmp_path: Path) -> None:
+    """The deferred imports work in a process that started like the daemon: a key made,
+    a self-signed certificate made and read back, a dokuend.env read."""
+    (tmp_path / "dokuend.env").write_text("DOKUEN_KEEP_RELEASES=7\n")
+    shown = subprocess.run(
+        [sys.executable, "-c", PARSE_AFTER_START, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == ["example.test", "7"]
+
+
+PARSE_AFTER_START = """
+import sys, datetime
+import dokuen.cli.dokuend, dokuen.daemon
+assert "cryptography" not in sys.modules
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+from dokuen.settings import load_settings
+from dokuen.tls.certificates import check_pair, new_key_pem
+key_pem = new_key_pem()
+key = serialization.load_pem_private_key(key_pem, None)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "example.test")])
+now = datetime.datetime.now(datetime.UTC)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+info = check_pair(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+from pathlib import Path
+settings = load_settings({}, Path(sys.argv[1]))
+print(" ".join(info.names), settings.keep_releases)
+"""

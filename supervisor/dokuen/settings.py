@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dotenv import dotenv_values
-
 from dokuen.conninfo import parse_url
 from dokuen.errors import SettingsError
 from dokuen.names import check_domain
@@ -323,6 +321,9 @@ def load_settings(environ: Mapping[str, str], home: Path | None = None) -> Setti
     aws: dict[str, str] = {}
     file = home / SETTINGS_FILE
     if file.is_file():
+        # Imported here: python-dotenv costs the daemon 1.2 MiB for its whole life.
+        from dotenv import dotenv_values  # noqa: PLC0415
+
         try:
             pairs = dotenv_values(file, interpolate=False)
         except (OSError, UnicodeDecodeError) as exc:

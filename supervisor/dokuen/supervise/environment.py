@@ -4,9 +4,6 @@ import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from dotenv.main import DotEnv
-from dotenv.variables import parse_variables
-
 from dokuen.errors import UnsafeFile
 from dokuen.isolate.paths import read_optional
 from dokuen.supervise.formation import ProcessSpec
@@ -34,6 +31,9 @@ def read_dotenv(app_dir: Path, config: Mapping[str, str] | None = None) -> dict[
         raise UnsafeFile(f".env:{line}: cannot read it as UTF-8 text ({exc.reason})") from None
     # Parsed without interpolation: python-dotenv would fill ${VAR} from the daemon's own
     # environment (its secrets, its PATH); expand_dotenv fills it from the app's alone.
+    # Imported here: python-dotenv costs the daemon 1.2 MiB, and most apps have no .env.
+    from dotenv.main import DotEnv  # noqa: PLC0415
+
     entries = DotEnv(None, stream=io.StringIO(text), interpolate=False).parse()
     return expand_dotenv(entries, config or {})
 
@@ -46,6 +46,8 @@ def expand_dotenv(
     variable expands to its default, or to nothing; ``$VAR`` without braces stays as is,
     as with python-dotenv. A key without ``=`` is dropped; the last of a repeated key wins.
     """
+    from dotenv.variables import parse_variables  # noqa: PLC0415 (see read_dotenv)
+
     values: dict[str, str] = {}
     for key, value in entries:
         if value is None:

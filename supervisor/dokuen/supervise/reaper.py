@@ -8,7 +8,6 @@ APP and DYNO variables they inherited), kill them and reap them.
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import signal
 import subprocess
@@ -25,7 +24,9 @@ def become_subreaper() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        # The running program's own symbols, libc's among them: ctypes.util.find_library
+        # would run ldconfig and import shutil, tempfile, lzma and bz2 for the whole life.
+        libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return False
     return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)

@@ -5,14 +5,15 @@ renew it. No I/O; the clock is an argument."""
 import datetime
 import hashlib
 from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+from typing import TYPE_CHECKING
 
 from dokuen.errors import DokuenError
+
+# cryptography (and the OpenSSL it loads) costs dokuend about 10 MiB for its whole life;
+# only an app with a certificate needs it, so it is imported by the functions that parse
+# or make one (tests/test_imports.py keeps it out of the daemon's start).
+if TYPE_CHECKING:
+    from cryptography import x509
 
 RENEW_BEFORE = datetime.timedelta(days=30)
 FIRST_RETRY = 60.0  # seconds after the first failure; doubled after each next one
@@ -46,6 +47,10 @@ class CertInfo:
 
 def describe(cert_pem: bytes) -> CertInfo:
     """The leaf (first) certificate of a PEM chain; CertificateError when it is none."""
+    from cryptography import x509  # noqa: PLC0415 (see the imports)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID  # noqa: PLC0415
+
     leaf = load_chain(cert_pem)[0]
     try:
         alt = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
@@ -72,7 +77,9 @@ def describe(cert_pem: bytes) -> CertInfo:
     )
 
 
-def load_chain(cert_pem: bytes) -> list[x509.Certificate]:
+def load_chain(cert_pem: bytes) -> "list[x509.Certificate]":
+    from cryptography import x509  # noqa: PLC0415 (see the imports)
+
     try:
         chain = x509.load_pem_x509_certificates(cert_pem)
     except ValueError:
@@ -84,6 +91,9 @@ def load_chain(cert_pem: bytes) -> list[x509.Certificate]:
 
 def check_pair(cert_pem: bytes, key_pem: bytes) -> CertInfo:
     """The chain's leaf must be the key's: else CertificateError saying so."""
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415 (see the imports)
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     leaf = load_chain(cert_pem)[0]
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
@@ -154,6 +164,9 @@ def retry_delay(failures: int) -> float:
 
 def new_key_pem() -> bytes:
     """A fresh ECDSA P-256 key for a certificate, PEM (PKCS#8, unencrypted)."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415 (see the imports)
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
     return ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

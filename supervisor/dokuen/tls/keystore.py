@@ -16,9 +16,6 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import CHALLENGE_PATH
 from dokuen.store import write_atomic
@@ -110,6 +107,10 @@ class KeyStore:
         if path.exists():
             return path.read_bytes()
         self.root.mkdir(mode=0o700, exist_ok=True)
+        # Not at the top: cryptography only once a certificate is ordered (certificates.py).
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         pem = key.private_bytes(
             serialization.Encoding.PEM,

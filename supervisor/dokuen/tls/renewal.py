@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -25,9 +25,11 @@ from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import Site, SiteTls
 from dokuen.settings import Settings
 from dokuen.tls import backups
-from dokuen.tls.acmeclient import Acme, obtain
 from dokuen.tls.certificates import needs_new, renew_at, retry_delay
 from dokuen.tls.keystore import Current, KeyStore, Options
+
+if TYPE_CHECKING:
+    from dokuen.tls.acmeclient import Acme
 
 log = structlog.get_logger()
 
@@ -36,7 +38,7 @@ APPS_POLL = 2.0
 EXPIRY_WARNING = datetime.timedelta(days=14)  # `status` warns of a certificate this close
 # acmeclient.obtain's shape: (CA, account key, names, put_challenge) -> (chain, key)
 Issuer = Callable[
-    [Acme, bytes, list[str], Callable[[str, str], Path]], tuple[bytes, bytes]
+    ["Acme", bytes, list[str], Callable[[str, str], Path]], tuple[bytes, bytes]
 ]  # look at every certificate at least this often
 
 
@@ -72,7 +74,7 @@ class Certificates:
         self.keystore = keystore
         self._now = now
         self.storage = storage
-        self._issue = issue or obtain
+        self._issue = issue  # None: acmeclient.obtain, imported on the first order
         self.failures: dict[str, Failure] = {}
         self._lock = anyio.Lock()  # one order at a time: they share the account
         self._installing = anyio.Lock()  # one swap at a time (an order's, a certs:add)
@@ -170,7 +172,12 @@ class Certificates:
             hosts = app.hosts()
             # nginx must answer on every host first (a domain just added is a reload away)
             await self.runtime().proxy_sync()
-            acme = Acme(settings.acme_directory, settings.acme_ca_bundle, settings.acme_email)
+            # acme, requests and cryptography: about 19 MiB, for the first order only
+            from dokuen.tls import acmeclient  # noqa: PLC0415
+
+            acme = acmeclient.Acme(
+                settings.acme_directory, settings.acme_ca_bundle, settings.acme_email
+            )
             mux = self.runtime().mux
             mux.event(name, f"obtaining a certificate for {', '.join(hosts)} ({reason})")
             log.info("tls.obtaining", app=name, hosts=hosts, reason=reason, ca=acme.directory)
@@ -184,7 +191,12 @@ class Certificates:
 
                 try:
                     chain, key = await anyio.to_thread.run_sync(
-                        self._issue, acme, account_key, hosts, put, abandon_on_cancel=True
+                        self._issue or acmeclient.obtain,
+                        acme,
+                        account_key,
+                        hosts,
+                        put,
+                        abandon_on_cancel=True,
                     )
                 finally:
                     for path in written:  # answered or not, the CA is done with them
