@@ -26,6 +26,7 @@ HEAVY = (
     "requests",
     "urllib3",
     "dotenv",  # dokuend.env and an app's .env, when there is one (1.2 MiB)
+    "click",  # dokuenctl's; dokuend reads its four options itself (1 MiB)
 )
 
 

@@ -1,6 +1,8 @@
 """``dokuend``: run the daemon in the foreground.
 
-Kept free of the client's libraries so the daemon stays light.
+Kept free of the client's libraries so the daemon stays light: its four options are read
+here (``parse_args``) rather than by click, which would stay in the daemon's memory for its
+whole life (1 MiB of 30); dokuenctl, a short-lived command, uses click.
 """
 
 import sys
@@ -14,10 +16,10 @@ import contextlib
 import logging
 import os
 import resource
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import click
 import structlog
 
 from dokuen import __version__
@@ -108,16 +110,84 @@ def configure_logging(verbose: bool) -> None:
     )
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="State directory (default: $DOKUEN_HOME, /var/lib/dokuen as root, "
-    "else ~/.local/share/dokuen).",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Log debug events too.")
-@click.version_option(__version__, prog_name="dokuend")
-def main(home: Path | None, verbose: bool) -> None:
+USAGE = """Usage: dokuend [OPTIONS]
+
+  Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT.
+
+Options:
+  --home DIRECTORY  State directory (default: $DOKUEN_HOME, /var/lib/dokuen as
+                    root, else ~/.local/share/dokuen).
+  -v, --verbose     Log debug events too.
+  --version         Show the version and exit.
+  -h, --help        Show this message and exit.
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What dokuend's command line asks for."""
+
+    home: Path | None = None
+    verbose: bool = False
+    show: str | None = None  # "help" or "version": print it and exit
+
+
+class UsageError(Exception):
+    """A command line dokuend does not take; the message names the option."""
+
+
+def parse_args(argv: list[str]) -> Options:
+    """dokuend's options (``--home DIR`` or ``--home=DIR``, ``-v``/``--verbose``,
+    ``--version``, ``-h``/``--help``); the first of help and version wins, as with click.
+
+    Raises:
+        UsageError: an unknown option or argument, ``--home`` without a directory.
+    """
+    home: Path | None = None
+    verbose = False
+    args = iter(argv)
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if name == "--home":
+            if not equals:
+                value = next(args, "")
+            if not value:
+                raise UsageError("option '--home' requires a directory")
+            home = Path(value)
+        elif equals:
+            raise UsageError(f"option {name!r} does not take a value")
+        elif arg in ("-v", "--verbose"):
+            verbose = True
+        elif arg in ("-h", "--help"):
+            return Options(show="help")
+        elif arg == "--version":
+            return Options(show="version")
+        elif arg.startswith("-"):
+            raise UsageError(f"no such option: {arg!r}")
+        else:
+            raise UsageError(f"unexpected argument {arg!r}")
+    if home is not None and home.exists() and not home.is_dir():
+        raise UsageError(f"--home: {str(home)!r} is a file, not a directory")
+    return Options(home, verbose)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``dokuend`` program: exit status 0, 1 (the daemon failed: one line says why) or
+    2 (a bad command line)."""
+    try:
+        options = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        fail(f"{exc} (dokuend --help lists the options)")
+        sys.exit(2)
+    if options.show == "help":
+        sys.stdout.write(USAGE)
+    elif options.show == "version":
+        sys.stdout.write(f"dokuend, version {__version__}\n")
+    else:
+        run(options.home, options.verbose)
+
+
+def run(home: Path | None, verbose: bool) -> None:
     """Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT."""
     seal_inherited()  # a re-exec's control socket: no child may inherit it
     keep_standard_descriptors()
