@@ -71,16 +71,20 @@ def idle_cost(system: System, sizes: Sizes) -> Metrics:
     before = cpu_seconds(supervisor)
     time.sleep(sizes.idle_seconds)
     cpu = cpu_seconds(supervisor) - before
-    rss = pss = 0
+    # RSS counts every page mapped, the shared libraries' text too; PSS divides a shared page
+    # among the processes that map it; USS is what this process alone holds (its heap).
+    rss = pss = uss = 0
     for process in supervisor:
         with contextlib.suppress(psutil.Error):
             memory = process.memory_full_info()
             rss += memory.rss
             pss += memory.pss
+            uss += memory.uss
     system.stop()
     return {
         "w3_rss_mib": rss / 2**20,
         "w3_pss_mib": pss / 2**20,
+        "w3_uss_mib": uss / 2**20,
         "w3_cpu_s": cpu,
         "w3_helpers": len(supervisor) - 1,
     }

@@ -39,6 +39,7 @@ METRICS = [
     Metric("w2_gone_s", "2 all gone", "s"),
     Metric("w3_rss_mib", "3 supervisor RSS", "MiB", decimals=1),
     Metric("w3_pss_mib", "3 supervisor PSS", "MiB", decimals=1),
+    Metric("w3_uss_mib", "3 supervisor USS (private)", "MiB", decimals=1),
     Metric("w3_cpu_s", "3 idle CPU", "s", decimals=3),
     Metric("w4_restart_median_ms", "4 restart median", "ms", decimals=1),
     Metric("w4_restart_max_ms", "4 restart max", "ms", decimals=1),

@@ -130,3 +130,43 @@ async def test_a_plain_command_is_the_process_itself(tmp_path: Path) -> None:
         with anyio.fail_after(10):
             assert await child.wait() == -signal.SIGKILL
         await child.aclose()
+
+
+@pytest.mark.skipif(not HAVE_PIDFD, reason="no pidfd")
+async def test_spawns_under_way_together_each_get_their_own_child(tmp_path: Path) -> None:
+    """Spawns run in worker threads (a restore starts hundreds at once): each caller gets
+    its own child and its own exit status, and the reaper waits while any is under way."""
+    spawner = OsSpawner()
+    statuses: dict[int, int] = {}
+
+    async def one(code: int) -> None:
+        child = await spawner(f"exit {code}", ENV, tmp_path)
+        assert child.pid in spawner.live
+        statuses[code] = await child.wait()
+        await child.aclose()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as group:
+            for code in range(12):
+                group.start_soon(one, code)
+            await anyio.sleep(0)  # the first spawns are under way
+            assert spawner.spawning > 0
+    assert statuses == {code: code for code in range(12)}
+    assert spawner.spawning == 0
+    assert spawner.live == set()
+
+
+@pytest.mark.skipif(not HAVE_PIDFD, reason="no pidfd")
+async def test_a_spawn_cancelled_on_its_way_still_hands_back_its_child(tmp_path: Path) -> None:
+    """Once a spawn starts, its child reaches the caller (and ``live``) even if the caller
+    is cancelled meanwhile: a child nobody holds would run on, unsupervised."""
+    spawner = OsSpawner()
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        child = await spawner("exec sleep 1000", ENV, tmp_path)
+    assert child.pid in spawner.live
+    child.signal_group(signal.SIGKILL)
+    with anyio.fail_after(10):
+        assert await child.wait() == -signal.SIGKILL
+    await child.aclose()
+    assert spawner.live == set()

@@ -16,7 +16,7 @@ from dokuen.apps.runtime import Runtime
 from dokuen.apps.slots import Slots, Target, check_room
 from dokuen.apps.state import shown_formation, state_problem
 from dokuen.deploy import releases
-from dokuen.errors import DokuenError, NotFound
+from dokuen.errors import DokuenError, NotFound, explain
 from dokuen.names import check_domain, not_found
 from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
@@ -108,12 +108,12 @@ class App:
 
     async def restore(self) -> None:
         """Bring the app back to its formation; DokuenError when one of its files is bad."""
-        undone = await anyio.to_thread.run_sync(pending.undo, self.dir)
+        # One trip to a worker thread, not three: a restore of 200 apps waits on them all.
+        undone, problem = await anyio.to_thread.run_sync(_prepare, self.dir)
         if undone is not None:  # the last dokuend died in a switch: back on the proven state
             self.runtime.mux.event(self.name, f"{undone} was not proven: {pending.INTERRUPTED}")
-        if problem := await anyio.to_thread.run_sync(state_problem, self.dir):
+        if problem:
             raise DokuenError(problem)
-        await anyio.to_thread.run_sync(protect, self.dir.env)  # made by an older dokuend
         if not self.active:
             return
         async with self.exclusive():
@@ -294,3 +294,17 @@ class App:
     async def converge(self, replace: Callable[[ProcessSpec], bool], gate: bool = False) -> None:
         """Bring the processes to ``target()`` (``Slots.converge``); hold the app's lock."""
         await self.slots.converge(self.target(), replace, gate)
+
+
+def _prepare(directory: AppDir) -> tuple[str | None, str | None]:
+    """Before a restore (blocking): put back the proven state of a switch the last dokuend
+    died in (its name), then check the app's files (the problem); when they read, protect
+    the env dir an older dokuend made."""
+    undone = pending.undo(directory)
+    try:
+        problem = state_problem(directory)
+        if problem is None:
+            protect(directory.env)
+    except OSError as exc:  # said as restore_app says it, after the switch's undoing
+        problem = explain(exc)
+    return undone, problem

@@ -2,8 +2,9 @@
 tree signalled. ``OsSpawner`` is the production ``Spawner`` of process.py.
 
 On Linux a child is started with ``subprocess.Popen`` (vfork and exec: about five times
-faster than the event loop's own spawn) and watched through a pidfd, so its exit wakes the
-loop like any readable file. Elsewhere the loop's subprocess support does both.
+faster than the event loop's own spawn) in a worker thread, and watched through a pidfd, so
+its exit wakes the loop like any readable file. Elsewhere the loop's subprocess support
+does both.
 """
 
 import contextlib
@@ -30,6 +31,11 @@ log = structlog.get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 REAP_INTERVAL = 5.0
+# Spawns at once, each in a worker thread: the parent of a vfork waits until its child has
+# called exec, which on a loaded machine is 4 ms (bench/scale.py's restart of 400
+# processes spent 1.7 s of its 5 s there, the loop stopped). In threads those waits
+# overlap and the loop goes on; more than a few gain nothing on a small machine.
+SPAWN_THREADS = 4
 DISCARD_WAIT = 5.0  # seconds to empty and remove a dead child's cgroup before giving up
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
 # stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
@@ -230,6 +236,10 @@ class _Options(TypedDict):
     extra_groups: list[int] | None
 
 
+def _popen(argv: list[str], options: _Options) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(argv, **options)
+
+
 class OsSpawner:
     """Starts ``/bin/sh -c COMMAND`` in a new session with exactly the given environment,
     stdout and stderr on one pipe, and remembers which live children are ours (so the
@@ -245,6 +255,8 @@ class OsSpawner:
         self.subreaper = subreaper  # True when orphans of our processes come to us
         self.use_pidfd = use_pidfd
         self.cgroups = cgroups  # None: no cgroups here (or DOKUEN_CGROUPS=off)
+        self.spawning = 0  # spawns under way: their children may not be in `live` yet
+        self._spawn_threads = anyio.CapacityLimiter(SPAWN_THREADS)
 
     async def __call__(
         self,
@@ -317,12 +329,22 @@ class OsSpawner:
             extra_groups=None if user is None else [],
         )
         child: PidfdChild | LoopChild
-        if self.use_pidfd:
-            # vfork+exec returns in about half a millisecond: cheaper than a thread hop.
-            child = PidfdChild(subprocess.Popen(argv, **options), self, cgroup)  # noqa: ASYNC220
-        else:
+        if not self.use_pidfd:
             child = LoopChild(await anyio.open_process(argv, **options), self, cgroup)
-        self.live.add(child.pid)
+            self.live.add(child.pid)
+            return child
+        self.spawning += 1  # the reaper waits: a child that exits at once is still ours
+        try:
+            # Shielded: once the thread runs Popen, its child must reach `live` and the
+            # caller, whom a cancellation reaches at its next await (the slot stops it).
+            with anyio.CancelScope(shield=True):
+                popen = await anyio.to_thread.run_sync(
+                    _popen, argv, options, limiter=self._spawn_threads
+                )
+            child = PidfdChild(popen, self, cgroup)
+            self.live.add(child.pid)
+        finally:
+            self.spawning -= 1
         return child
 
     async def reap_orphans(self) -> None:
@@ -331,7 +353,8 @@ class OsSpawner:
         seconds: one read of /proc/self/task/*/children, nothing when there is none."""
         while self.subreaper:
             await anyio.sleep(REAP_INTERVAL)
-            reaper.reap_strays(self.live)
+            if not self.spawning:
+                reaper.reap_strays(self.live)
 
     async def run(
         self,
