@@ -134,9 +134,15 @@ async def test_a_plain_command_is_the_process_itself(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not HAVE_PIDFD, reason="no pidfd")
 async def test_spawns_under_way_together_each_get_their_own_child(tmp_path: Path) -> None:
-    """Spawns run in worker threads (a restore starts hundreds at once): each caller gets
-    its own child and its own exit status, and the reaper waits while any is under way."""
+    """While overlapping (a restore starts hundreds at once), spawns run in worker threads:
+    each caller gets its own child and its own exit status, and the reaper waits while any
+    is under way. Alone, a spawn runs on the loop."""
     spawner = OsSpawner()
+    alone = await spawner("exit 7", ENV, tmp_path)
+    assert spawner.spawning == 0  # it never left the loop
+    with anyio.fail_after(10):
+        assert await alone.wait() == 7
+    await alone.aclose()
     statuses: dict[int, int] = {}
 
     async def one(code: int) -> None:
@@ -145,7 +151,7 @@ async def test_spawns_under_way_together_each_get_their_own_child(tmp_path: Path
         statuses[code] = await child.wait()
         await child.aclose()
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(20), spawner.overlapping():
         async with anyio.create_task_group() as group:
             for code in range(12):
                 group.start_soon(one, code)
@@ -161,7 +167,7 @@ async def test_a_spawn_cancelled_on_its_way_still_hands_back_its_child(tmp_path:
     """Once a spawn starts, its child reaches the caller (and ``live``) even if the caller
     is cancelled meanwhile: a child nobody holds would run on, unsupervised."""
     spawner = OsSpawner()
-    with anyio.CancelScope() as scope:
+    with spawner.overlapping(), anyio.CancelScope() as scope:
         scope.cancel()
         child = await spawner("exec sleep 1000", ENV, tmp_path)
     assert child.pid in spawner.live

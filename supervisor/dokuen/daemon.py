@@ -15,7 +15,7 @@ import anyio.abc
 import structlog
 
 from dokuen import __version__
-from dokuen.apps.adoption import adopt_all, restore_app
+from dokuen.apps.adoption import adopt_all, restore_all
 from dokuen.apps.app import App
 from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
@@ -255,9 +255,7 @@ class Daemon:
             log.warning("isolate.left_alone", problem=problem)
         # Before their processes start: apps of Dokuen 0.1 get their socket's DATABASE_URL.
         await self.databases.restore_sockets(self.apps.values())
-        async with anyio.create_task_group() as restores:  # each reaches nginx when it is up
-            for app in self.apps.values():
-                restores.start_soon(restore_app, app, self.settings.stop_timeout)
+        await restore_all(self.apps.values(), self.runtime, self.settings.stop_timeout)
         try:
             await self._sync_proxy()
         except DokuenError as exc:

@@ -6,6 +6,7 @@ second copy of one instance) are stopped before anything replaces them."""
 
 import contextlib
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 
 import anyio
 import structlog
@@ -21,6 +22,7 @@ from dokuen.supervise.formation import expand
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.process import STUCK
 from dokuen.supervise.record import ProcessRecord
+from dokuen.supervise.spawn import OsSpawner
 
 log = structlog.get_logger()
 
@@ -164,3 +166,13 @@ async def restore_app(app: App, grace: float) -> None:
         log.error("app.broken", app=app.name, problem=app.failure)
         log.debug("app.restore_failed", app=app.name, exc_info=exc)
     await release_unclaimed(app, grace)
+
+
+async def restore_all(apps: Iterable[App], runtime: Runtime, grace: float) -> None:
+    """Restore every app at once (each reaches nginx as soon as it is up), their processes
+    spawned in worker threads meanwhile (``OsSpawner.overlapping``)."""
+    spawner = runtime.spawner
+    with spawner.overlapping() if isinstance(spawner, OsSpawner) else nullcontext():
+        async with anyio.create_task_group() as restores:
+            for app in apps:
+                restores.start_soon(restore_app, app, grace)

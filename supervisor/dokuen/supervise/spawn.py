@@ -2,9 +2,9 @@
 tree signalled. ``OsSpawner`` is the production ``Spawner`` of process.py.
 
 On Linux a child is started with ``subprocess.Popen`` (vfork and exec: about five times
-faster than the event loop's own spawn) in a worker thread, and watched through a pidfd, so
-its exit wakes the loop like any readable file. Elsewhere the loop's subprocess support
-does both.
+faster than the event loop's own spawn; in worker threads while a restore starts every app),
+and watched through a pidfd, so its exit wakes the loop like any readable file. Elsewhere
+the loop's subprocess support does both.
 """
 
 import contextlib
@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict
 
@@ -31,10 +31,9 @@ log = structlog.get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 REAP_INTERVAL = 5.0
-# Spawns at once, each in a worker thread: the parent of a vfork waits until its child has
-# called exec, which on a loaded machine is 4 ms (bench/scale.py's restart of 400
-# processes spent 1.7 s of its 5 s there, the loop stopped). In threads those waits
-# overlap and the loop goes on; more than a few gain nothing on a small machine.
+# Spawns at once in worker threads while `OsSpawner.overlapping` (a restart's restore of
+# 400 processes spent 1.7 s of its 5 s in vfork parents waiting for their children's exec,
+# the loop stopped: bench/scale.py); more than a few gain nothing on a small machine.
 SPAWN_THREADS = 4
 DISCARD_WAIT = 5.0  # seconds to empty and remove a dead child's cgroup before giving up
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
@@ -255,7 +254,8 @@ class OsSpawner:
         self.subreaper = subreaper  # True when orphans of our processes come to us
         self.use_pidfd = use_pidfd
         self.cgroups = cgroups  # None: no cgroups here (or DOKUEN_CGROUPS=off)
-        self.spawning = 0  # spawns under way: their children may not be in `live` yet
+        self.spawning = 0  # spawns under way in threads: their children may not be in `live`
+        self._overlapping = 0  # see `overlapping`
         self._spawn_threads = anyio.CapacityLimiter(SPAWN_THREADS)
 
     async def __call__(
@@ -331,21 +331,31 @@ class OsSpawner:
         child: PidfdChild | LoopChild
         if not self.use_pidfd:
             child = LoopChild(await anyio.open_process(argv, **options), self, cgroup)
-            self.live.add(child.pid)
-            return child
-        self.spawning += 1  # the reaper waits: a child that exits at once is still ours
-        try:
-            # Shielded: once the thread runs Popen, its child must reach `live` and the
-            # caller, whom a cancellation reaches at its next await (the slot stops it).
-            with anyio.CancelScope(shield=True):
-                popen = await anyio.to_thread.run_sync(
-                    _popen, argv, options, limiter=self._spawn_threads
-                )
-            child = PidfdChild(popen, self, cgroup)
-            self.live.add(child.pid)
-        finally:
-            self.spawning -= 1
+        elif not self._overlapping:  # vfork+exec in about half a millisecond: no thread hop
+            child = PidfdChild(_popen(argv, options), self, cgroup)
+        else:  # the reaper waits meanwhile: a child that exits at once is still ours
+            self.spawning += 1
+            try:  # shielded: a child once started must reach `live` and the caller
+                with anyio.CancelScope(shield=True):
+                    popen = await anyio.to_thread.run_sync(
+                        _popen, argv, options, limiter=self._spawn_threads
+                    )
+                child = PidfdChild(popen, self, cgroup)
+            finally:
+                self.spawning -= 1
+        self.live.add(child.pid)
         return child
+
+    @contextlib.contextmanager
+    def overlapping(self) -> Iterator[None]:
+        """While this lasts (a start's restore of every app), spawns run in worker threads:
+        a vfork parent waits for its child's exec, 4 ms on a loaded machine, and hundreds
+        of those waits overlap there. Alone, a spawn is cheaper on the loop."""
+        self._overlapping += 1
+        try:
+            yield
+        finally:
+            self._overlapping -= 1
 
     async def reap_orphans(self) -> None:
         """Reap orphans we adopted as subreaper that died while their process lives on
