@@ -9,12 +9,16 @@ import socket
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dokuen.client import request
+from dokuen.errors import DokuenError
 from tests.e2e.conftest import Dokuen, find_nginx_binary, free_port_block, wait_for, write_app
 
 NGINX = find_nginx_binary()
@@ -399,3 +403,43 @@ def test_a_new_app_is_refused_the_host_another_app_took_as_its_domain(
     assert "later.localhost, the host of app 'later', is a domain of app 'blog'" in renamed.stderr
     proxied.ctl("domains:remove", "blog", "later.localhost")
     proxied.ctl("apps:create", "later")
+
+
+def test_claims_racing_a_busy_app_give_each_host_to_one_app(dokuen: Dokuen, apps_dir: Path) -> None:
+    """A domains:add to an app that is busy (here: stopping a process that ignores SIGTERM)
+    waits for the app; a claim on the same host meanwhile (the same domain for another app,
+    or apps:create of the app whose host it is) must not both pass: each host ends up with
+    exactly one app, and the loser is told in one line."""
+    stubborn = "web: trap '' TERM; while :; do sleep 0.1; done\n"
+    dokuen.deploy("alpha", write_app(apps_dir / "alpha", stubborn))
+    dokuen.ctl("config:set", "alpha", "DOKUEN_STOP_TIMEOUT=3")
+    wait_for(lambda: dokuen.running("alpha", 1), "alpha running")
+    dokuen.ctl("apps:create", "beta")
+    sock = dokuen.home / "dokuend.sock"
+
+    def claim(command: str, args: dict[str, str]) -> str:
+        try:
+            request(sock, command, args, lambda _: None)
+        except DokuenError as exc:
+            return str(exc)
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        stopping = pool.submit(claim, "stop", {"app": "alpha"})
+        wait_for(lambda: "stopping all processes" in dokuen.log(), "alpha stopping")
+        waiting = [
+            pool.submit(claim, "domains:add", {"app": "alpha", "domain": d})
+            for d in ("shop.example.com", "later.localhost")
+        ]
+        time.sleep(0.5)  # both requests have reached dokuend and wait for alpha
+        assert not any(future.done() for future in waiting)
+        other = claim("domains:add", {"app": "beta", "domain": "shop.example.com"})
+        created = claim("apps:create", {"app": "later"})
+        assert stopping.result() == "ok"
+        first, squat = (future.result() for future in waiting)
+    assert other == "ok", other
+    assert first == "domain 'shop.example.com' already belongs to app 'beta'"
+    assert created == "ok", created
+    assert squat == "domain 'later.localhost' already belongs to app 'later'"
+    assert dokuen.ctl("domains", "alpha").stdout.split() == ["alpha.localhost"]
+    assert "shop.example.com" in dokuen.ctl("domains", "beta").stdout.split()

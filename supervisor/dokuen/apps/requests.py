@@ -4,7 +4,7 @@
 
 import contextlib
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,8 @@ class AppCommands:
         self._forget = forget
         self._renamed = renamed
         self._servers = tuple(servers)  # compared with ==: the name may be any JSON value
-        self._creating = anyio.Lock()  # one apps:create (or first push) at a time
+        self._creating = anyio.Lock()  # one apps:create, first push or rename at a time
+        self._arriving: set[str] = set()  # the name being created or renamed to, meanwhile
 
     def handlers(self) -> dict[str, Command]:
         return {
@@ -164,6 +165,20 @@ class AppCommands:
         check_new_app_name(name)
         self._check_host_free(name)
         hooks = self._hooks()  # before anything touches the disk
+        with self._arrives(name):
+            return await self._make(name, event, hooks)
+
+    @contextlib.contextmanager
+    def _arrives(self, name: str) -> Iterator[None]:
+        """While app ``name`` is being made (or renamed to), its host is claimed: a
+        domains:add of it is refused although no app has that name yet."""
+        self._arriving.add(name)
+        try:
+            yield
+        finally:
+            self._arriving.discard(name)
+
+    async def _make(self, name: str, event: str, hooks: dict[str, str]) -> App:
 
         isolation = self._runtime().isolation
 
@@ -214,9 +229,10 @@ class AppCommands:
     async def rename_app(self, args: dict[str, Any], out: Output) -> Any:
         """Everything of the app follows its new name (renaming.py)."""
         app, new = self.find(args), check_new_app_name(text_arg(args, "new"))
-        self._check_host_free(new, app.name)
         async with self._creating:  # no apps:create or first push of NEW meanwhile
-            renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
+            self._check_host_free(new, app.name)
+            with self._arrives(new):
+                renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
         warnings = renaming.stale_paths(renamed, app.dir)
         warnings += await self._renamed(app.name, new) if self._renamed else []
         self._runtime().proxy_changed()
@@ -356,10 +372,19 @@ class AppCommands:
     async def domains_add(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         domain = check_domain(text_arg(args, "domain"))
-        for other in self.apps.values():
-            if domain in other.hosts():
-                raise Conflict(f"domain {domain!r} already belongs to app {other.name!r}")
-        await app.set_domains([*app.dir.read_domains(), domain])
+
+        def domains() -> list[str]:
+            """Checked and written with no await between: two claims on one host, or one
+            racing an apps:create, cannot both pass."""
+            for other in self.apps.values():
+                if domain in other.hosts():
+                    raise Conflict(f"domain {domain!r} already belongs to app {other.name!r}")
+            arriving = {f"{name}.{self._runtime().settings.domain}" for name in self._arriving}
+            if domain in arriving:
+                raise Conflict(f"domain {domain!r} is the host of an app being created now")
+            return [*app.dir.read_domains(), domain]
+
+        await app.set_domains(domains)
         await self._sync_proxy()
         return app.hosts()
 
@@ -369,7 +394,7 @@ class AppCommands:
         domains = app.dir.read_domains()
         if domain not in domains:
             raise not_found("domain", domain, domains)
-        await app.set_domains([d for d in domains if d != domain])
+        await app.set_domains(lambda: [d for d in app.dir.read_domains() if d != domain])
         await self._sync_proxy()
         return app.hosts()
 
