@@ -11,7 +11,6 @@ import dataclasses
 import os
 import shlex
 import shutil
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import structlog
 
 from dokuen.errors import DokuenError, explain
 from dokuen.proxy.listener import RouterListener
-from dokuen.proxy.master import adopt_master, record_master, stop_master, watch
+from dokuen.proxy.master import adopt_master, record_master, reload_master, stop_master, watch
 from dokuen.proxy.nginx import (
     Https,
     Managed,
@@ -35,7 +34,6 @@ from dokuen.proxy.nginx import (
 )
 from dokuen.proxy.router import SOCKET_NAME
 from dokuen.settings import Settings
-from dokuen.supervise import reaper
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import port_is_free
@@ -331,19 +329,8 @@ class NginxProxy:
         await anyio.sleep(SYSTEM_RELOAD_SETTLE)
 
     async def _reload(self, master: int) -> None:
-        """SIGHUP the master, then wait until workers with the new config run: only then do
-        requests see it (old workers finish their requests and quit on their own)."""
-        old_workers = reaper.children(master)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(master, signal.SIGHUP)
-        with anyio.move_on_after(RELOAD_TIMEOUT):
-            while not reaper.children(master) - old_workers:
-                await anyio.sleep(0.005)
-        # Old workers accept no new connection once they quit, which is at once unless a
-        # request is still in flight; wait for that, but not for a slow request.
-        with anyio.move_on_after(RELOAD_SETTLE):
-            while reaper.children(master) & old_workers:
-                await anyio.sleep(0.005)
+        """Reload the master; return once only workers with the new config accept."""
+        await reload_master(master, RELOAD_TIMEOUT, RELOAD_SETTLE)
 
     async def _supervise_master(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
