@@ -43,6 +43,7 @@ from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 log = structlog.get_logger()
 
 COALESCE = 0.02  # seconds to gather changes that arrive together into one reload
+# (unless a sync() waits for them: a deploy's switch, which waits for nothing else)
 NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified log
 MAX_RESTART_DELAY = 30.0
 FIRST_RESTART_DELAY = 0.5
@@ -114,6 +115,7 @@ class NginxProxy:
         self._spawner = spawner
         self._mux = mux
         self._dirty = anyio.Event()
+        self._awaited = anyio.Event()  # someone waits in sync(): no gathering, apply now
         self._requested = 0
         self._applied = 0
         self._error: DokuenError | None = None
@@ -166,6 +168,8 @@ class NginxProxy:
     async def sync(self) -> None:
         """Wait until every change so far is applied; raise DokuenError if nginx refused it."""
         generation = self._requested
+        if self._applied < generation:
+            self._awaited.set()
         while self._applied < generation:
             await self._done.wait()
         if self._error is not None and self._error_generation >= generation:
@@ -201,8 +205,9 @@ class NginxProxy:
                 if not self._dirty.is_set():
                     await self._heal_prefix()
                     continue
-                await anyio.sleep(COALESCE)
-                self._dirty = anyio.Event()
+                with anyio.move_on_after(COALESCE):
+                    await self._awaited.wait()
+                self._dirty, self._awaited = anyio.Event(), anyio.Event()
                 generation = self._requested
                 try:
                     await self._apply(reload=True)
