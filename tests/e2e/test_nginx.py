@@ -244,12 +244,23 @@ class Load:
         self._thread.join(10)
 
 
+def workers(master: int) -> dict[int, str]:
+    """The nginx master's children and the state of each (Z: exited, not yet reaped)."""
+    found = {}
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):
+            found[int(pid)] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return found
+
+
 def test_restart_and_deploy_under_load_drop_no_request(proxied: Dokuen, apps_dir: Path) -> None:
     port = http_port(proxied)
     source = write_app(apps_dir / "blog", WEB)
     proxied.deploy("blog", source)
     proxied.ctl("ps:scale", "blog", "web=2")
     wait_for(lambda: proxied.running("blog", 2), "two web processes")
+    master = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"]
+    first_workers = workers(master)
     with Load(port, "blog.localhost") as load:
         before = proxied.ps("blog")
         proxied.ctl("restart", "blog")
@@ -264,6 +275,13 @@ def test_restart_and_deploy_under_load_drop_no_request(proxied: Dokuen, apps_dir
     # During a reload nginx's old and new workers both accept for a moment, so v1 and v2
     # may alternate briefly; after the deploy returned, only v2 answers.
     assert set(load.releases[served_after_deploy:]) == {"v2"}
+    # The old workers were told to quit as soon as the new ones ran, before the master
+    # itself does: once it reaped them it started no replacement (as many workers as at
+    # first, none of them old).
+    wait_for(lambda: "Z" not in workers(master).values(), "the master to reap the old workers")
+    now = workers(master)
+    assert len(now) == len(first_workers)
+    assert not set(now) & set(first_workers)
 
 
 def test_a_deploy_that_never_opens_its_port_fails_and_the_old_release_serves(
