@@ -6,6 +6,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -95,11 +96,27 @@ class Dokuen:
             self.process = subprocess.Popen(
                 [*self.launcher, str(BIN / "dokuend")], env=self.env, stdout=stderr, stderr=stderr
             )
+        # A connect is cheap and a dokuenctl costs a Python start: wait for the socket to take
+        # connections before asking dokuenctl, as before, whether the daemon answers.
+        wait_for(lambda: self._accepts() or self._died(), "dokuend to listen on its socket")
         wait_for(
             lambda: self.ctl("status", check=False).returncode == 0 or self._died(),
             "dokuend to answer on its socket",
         )
         assert self.process.poll() is None, self.daemon_stderr()
+
+    def _accepts(self) -> bool:
+        """Whether the control socket takes a connection (from whichever dokuend holds it);
+        True too when it cannot be tried from here (a path too long): dokuenctl decides."""
+        path = self.env.get("DOKUEN_SOCKET") or str(self.home / "dokuend.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            try:
+                client.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return False
+            except OSError:
+                return True
+        return True
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
