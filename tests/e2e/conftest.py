@@ -218,9 +218,9 @@ def leftover_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
-@pytest.fixture
-def dokuen(tmp_path: Path) -> Iterator[Dokuen]:
-    daemon = Dokuen(home=tmp_path / "home", ports=free_port_block())
+def running_dokuen(home: Path) -> Iterator[Dokuen]:
+    """A dokuend started on ``home`` and a free block of ports, terminated afterwards."""
+    daemon = Dokuen(home=home, ports=free_port_block())
     daemon.start()
     yield daemon
     if daemon.process is not None:
@@ -229,6 +229,11 @@ def dokuen(tmp_path: Path) -> Iterator[Dokuen]:
         except subprocess.TimeoutExpired:
             daemon.process.kill()
             raise
+
+
+@pytest.fixture
+def dokuen(tmp_path: Path) -> Iterator[Dokuen]:
+    yield from running_dokuen(tmp_path / "home")
 
 
 @pytest.fixture
