@@ -13,6 +13,7 @@ import textwrap
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -218,22 +219,26 @@ def leftover_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+@contextmanager
 def running_dokuen(home: Path) -> Iterator[Dokuen]:
     """A dokuend started on ``home`` and a free block of ports, terminated afterwards."""
     daemon = Dokuen(home=home, ports=free_port_block())
     daemon.start()
-    yield daemon
-    if daemon.process is not None:
-        try:
-            daemon.terminate(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.process.kill()
-            raise
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None:
+            try:
+                daemon.terminate(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                raise
 
 
 @pytest.fixture
 def dokuen(tmp_path: Path) -> Iterator[Dokuen]:
-    yield from running_dokuen(tmp_path / "home")
+    with running_dokuen(tmp_path / "home") as daemon:
+        yield daemon
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ def deploy_blog(dokuen: Dokuen, apps_dir: Path) -> int:
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dokuen]:
     """One dokuend for the tests whose input is refused: a refusal leaves everything as it
     was (each of them checks it), so they can all be refused by the same daemon."""
-    yield from running_dokuen(tmp_path_factory.mktemp("bad-input") / "home")
+    with running_dokuen(tmp_path_factory.mktemp("bad-input") / "home") as shared:
+        yield shared
 
 
 @pytest.fixture(scope="module")
