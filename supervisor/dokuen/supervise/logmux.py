@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from dokuen.supervise.intake import Intake
 from dokuen.supervise.lines import (
     CONTINUED,
     CONTINUES,
@@ -203,17 +204,20 @@ class LogMux:
         self._drained = anyio.Event()
         self._followers: list[Follower] = []
         self.lost = 0  # bytes that could not be written to the file
+        self.intake = Intake(self)  # reads every process's output into write_block
 
     def write(self, app: str, source: str, lines: list[bytes]) -> None:
         """Stamp and queue lines that one source wrote."""
         if lines:
             self._queue(render(timestamp(self.clock()), app, source, lines))
 
-    def write_block(self, app: str, source: str, block: bytes) -> None:
+    def write_block(self, app: str, source: str, block: bytes, stamp: str | None = None) -> None:
         """Stamp and queue lines that one source wrote, as ``LineFramer.feed_block`` gives
-        them."""
+        them; with ``stamp``, a timestamp taken for every pipe read at once (the intake)."""
         if block:
-            self._queue(render_block(timestamp(self.clock()), app, source, block))
+            if stamp is None:
+                stamp = timestamp(self.clock())
+            self._queue(render_block(stamp, app, source, block))
 
     def event(self, app: str, message: str) -> None:
         """Queue one of the daemon's own lifecycle lines, ``APP[dokuen]: message``."""
