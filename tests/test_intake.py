@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dokuen.supervise.intake import BURST, READ_SIZE, Intake, Outlet
+from dokuen.supervise.intake import BURST, PARTIAL_LINE_DELAY, READ_SIZE, Intake, Outlet
 from dokuen.supervise.keeper import Fifo, Keeper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.spawn import OsSpawner
@@ -206,6 +206,24 @@ async def test_nothing_is_read_while_the_log_is_behind() -> None:
         assert received.data == b"a" * BURST + b"\n"
         sink.behind = False
         await received.until(b"a" * BURST + b"\nheld back\n")
+        os.close(write)
+    os.close(read)
+
+
+async def test_a_line_is_never_cut_while_the_log_is_behind() -> None:
+    read, write = nonblocking_pipe()
+    sink = Sink()
+    received = Received()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Intake(sink).pump, PipeChild(Outlet(read)), received)
+        os.write(write, b"one\nthe start of a line ")
+        await received.until(b"one\n")
+        sink.behind = True  # its rest comes while nothing is read: it waits in the pipe
+        os.write(write, b"and its end\n")
+        await anyio.sleep(3 * PARTIAL_LINE_DELAY)
+        assert received.data == b"one\n"  # not written as a line of its own
+        sink.behind = False
+        await received.until(b"one\nthe start of a line and its end\n")
         os.close(write)
     os.close(read)
 

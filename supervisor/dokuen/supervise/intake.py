@@ -111,19 +111,26 @@ class Pipe:
     """One child's output as the intake reads it: framed into lines, a partial line written
     after ``PARTIAL_LINE_DELAY`` without a read, everything left written at the end."""
 
-    def __init__(self, outlet: Outlet, deliver: Deliver, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        outlet: Outlet,
+        deliver: Deliver,
+        loop: asyncio.AbstractEventLoop,
+        partial_due: Callable[["Pipe"], None],
+    ) -> None:
         self.fd = outlet.fd
         self.frozen = outlet.frozen
         self.ended = anyio.Event()
         self.error: Exception | None = None  # a failure in a callback, for the pump to raise
         self.watched = False  # registered with the loop (else paused, or done)
         self.done = False
+        self.last = 0.0  # the loop's time of the last read that left a partial line
+        self.timer: asyncio.TimerHandle | None = None  # for that partial line
         self._tail = outlet.tail
         self._deliver = deliver
         self._loop = loop
+        self._partial_due = partial_due
         self._framer = LineFramer()
-        self._timer: asyncio.TimerHandle | None = None
-        self._last = 0.0  # the loop's time of the last read that left a partial line
 
     def read(self, stamp: str, reads: int = 1) -> int:
         """Read what is there, up to ``reads`` full reads; how many bytes (-1: the end)."""
@@ -153,22 +160,13 @@ class Pipe:
             if block:
                 self._deliver(block, stamp)
         if self._framer.pending or (self._tail is not None and self._tail.held):
-            self._last = self._loop.time()
-            if self._timer is None:
-                self._timer = self._loop.call_later(PARTIAL_LINE_DELAY, self._partial_due)
+            self.last = self._loop.time()
+            if self.timer is None:
+                self.arm(PARTIAL_LINE_DELAY)
 
-    def _partial_due(self) -> None:
-        self._timer = None
-        if self.done:
-            return
-        wait = self._last + PARTIAL_LINE_DELAY - self._loop.time()
-        if self.frozen() or wait > 0:  # frozen: the line waits for the next image
-            self._timer = self._loop.call_later(max(wait, PARTIAL_LINE_DELAY), self._partial_due)
-            return
-        try:
-            self.flush(None)
-        except Exception as exc:  # raised again by the pump, in its task
-            self.fail(exc)
+    def arm(self, delay: float) -> None:
+        """Look at the partial line again in ``delay`` seconds."""
+        self.timer = self._loop.call_later(delay, self._partial_due, self)
 
     def flush(self, stamp: str | None) -> None:
         """Write the line held back and the framer's partial line, each as a line."""
@@ -185,9 +183,9 @@ class Pipe:
         if self.done:
             return
         self.done = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         try:
             if self.error is None:
                 self.flush(stamp)
@@ -222,7 +220,7 @@ class Intake:
             return
         # anyio has no reader that stays registered: the loop's own add_reader is used.
         loop = self._loop = asyncio.get_running_loop()
-        pipe = Pipe(outlet, deliver, loop)
+        pipe = Pipe(outlet, deliver, loop, self._partial_due)
         self._watch(pipe)
         try:
             await pipe.ended.wait()
@@ -263,6 +261,30 @@ class Intake:
         if self._timer is None:
             assert self._loop is not None
             self._timer = self._loop.call_later(BURST_PAUSE, self._turn)
+
+    def _partial_due(self, pipe: Pipe) -> None:
+        """A partial line waited: written as a line when no byte came for
+        ``PARTIAL_LINE_DELAY`` and none waits in the pipe. Not while frozen (it waits for
+        the next image) nor while the log is behind (its rest may be in the pipe, unread)."""
+        assert self._loop is not None
+        pipe.timer = None
+        if pipe.done:
+            return
+        try:
+            wait = pipe.last + PARTIAL_LINE_DELAY - self._loop.time()
+            if wait > 0 or pipe.frozen() or self._sink.behind:
+                pipe.arm(max(wait, BURST_PAUSE))
+                return
+            size = pipe.read(timestamp(self._sink.clock()))  # what came meanwhile
+            if size < 0:
+                self._unwatch(pipe)
+            elif size == 0:
+                pipe.flush(None)
+            elif size >= BURST and pipe.watched:
+                self._pause(pipe)
+        except Exception as exc:  # raised again by the pump, in its task
+            self._unwatch(pipe)
+            pipe.fail(exc)
 
     def _turn(self) -> None:
         """Read every paused pipe once (with one timestamp), in the order they paused."""
