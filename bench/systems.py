@@ -131,7 +131,9 @@ class System(abc.ABC):
 
 class Dokuend(System):
     name = "dokuend"
-    bin: ClassVar[Path] = DOKUEN_BIN  # dokuend and dokuenctl: the project's .venv
+    # dokuend and dokuenctl: the project's .venv, or DOKUEN_BENCH_BIN's (a snapshot that
+    # does not change under a long run while the working tree does)
+    bin: ClassVar[Path] = Path(os.environ.get("DOKUEN_BENCH_BIN", DOKUEN_BIN))
     _SOURCE = re.compile(rb"\S+ " + DOKUEN_APP.encode() + rb"\[p(\d\d)\.1\]: ")
 
     def __init__(self, work: Path) -> None:

@@ -21,6 +21,7 @@ from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.intake import PARTIAL_LINE_DELAY, READ_SIZE
 from dokuen.supervise.keeper import AdoptedChild, Keeper
+from dokuen.supervise.lines import last_lines
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.restart import RestartPolicy, Run, next_delay
@@ -38,6 +39,7 @@ __all__ = [
 
 log = structlog.get_logger()
 
+RECENT = 10  # lines a slot keeps for a failure report
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
 STUCK = (
     "is stuck in uninterruptible sleep (state D): SIGKILL did not end it, so it is left to "
@@ -135,7 +137,7 @@ class ProcessSlot:
         # Set once the first life passed its health check (or failed it: see `failure`).
         self.settled = anyio.Event()
         self.failure: str | None = None
-        self._recent: deque[bytes] = deque(maxlen=10)  # its last lines, for failure reports
+        self._recent: deque[bytes] = deque(maxlen=RECENT)  # its last lines, for failure reports
         self._reported_start = False
         self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
         self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
@@ -372,7 +374,7 @@ class ProcessSlot:
             pumped.set()
 
     def _lines(self, block: bytes, stamp: str | None) -> None:
-        self._recent.extend(block.rsplit(b"\n", 11)[:-1][-10:])
+        self._recent.extend(last_lines(block, RECENT))
         self._mux.write_block(self.spec.app, self.spec.name, block, stamp)
 
     def _event(self, message: str, event: str, **fields: object) -> None:
