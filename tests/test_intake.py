@@ -192,6 +192,25 @@ async def test_a_frozen_keeper_leaves_its_fifos_unread_until_thawed(tmp_path: Pa
     fifo.close()
 
 
+async def test_a_line_carried_across_a_re_exec_is_written_even_if_nothing_follows(
+    tmp_path: Path,
+) -> None:
+    fifo, child_end = Fifo.make(tmp_path / "out")
+    fifo.carry_file.write_bytes(b"prompt> ")  # what the old image held back at its re-exec
+    fifo._reader, reader = -1, fifo._reader
+    os.close(reader)
+    again = Fifo.reopen(tmp_path / "out")  # the new image
+    assert again is not None
+    outlet = again.outlet(Keeper(tmp_path / "run", OsSpawner()))
+    assert outlet is not None
+    received = Received()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(Intake(Sink()).pump, PipeChild(outlet), received)
+        await received.until(b"prompt> \n")  # no byte follows: written after the pause
+        os.close(child_end)
+    again.close()
+
+
 async def test_nothing_is_read_while_the_log_is_behind() -> None:
     read, write = nonblocking_pipe()
     sink = Sink()

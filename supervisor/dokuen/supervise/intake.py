@@ -221,6 +221,9 @@ class Intake:
         # anyio has no reader that stays registered: the loop's own add_reader is used.
         loop = self._loop = asyncio.get_running_loop()
         pipe = Pipe(outlet, deliver, loop, self._partial_due)
+        if outlet.tail is not None and outlet.tail.held:  # a line an earlier image carried
+            pipe.last = loop.time()
+            pipe.arm(PARTIAL_LINE_DELAY)
         self._watch(pipe)
         try:
             await pipe.ended.wait()
