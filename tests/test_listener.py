@@ -12,8 +12,8 @@ from dokuen.supervise.logmux import LogMux
 
 pytestmark = pytest.mark.anyio
 GOOD = (
-    b'<190>Dec  6 09:01:02 dokuen: {"app":"blog","state":"serving","method":"GET",'
-    b'"host":"blog.localhost","upstream":"127.0.0.1:5001","status":"200","path":"/%d"}'
+    b"<190>Dec  6 09:01:02 dokuen: blog serving 200 GET 0f1e2d3c4b5a69788796a5b4c3d2e1f0 "
+    b"127.0.0.1 1234 http blog.localhost\t127.0.0.1:5001|0.001|0.000|0.002\t/%d"
 )
 
 
