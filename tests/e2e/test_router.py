@@ -263,3 +263,39 @@ def test_maintenance_needs_nginx_and_an_app_that_exists(dokuen: Dokuen) -> None:
     assert missing.returncode == 1
     assert "no app 'nope'" in missing.stderr or "nope" in missing.stderr
     assert dokuen.ctl("maintenance:on", "Bad_Name", check=False).returncode == 2
+
+
+def test_an_adopted_nginx_with_an_older_log_format_is_reloaded_with_today_s(
+    tmp_path: Path, apps_dir: Path
+) -> None:
+    """A dokuend of another version (killed, or re-executed into this one) left nginx
+    running with the log format it had: the next dokuend adopts the master and reloads it
+    (adopting the apps is a change nginx shows), so the requests after it are router lines
+    again."""
+    with nginx_dokuen(tmp_path / "home") as daemon:
+        port = http_port(daemon)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+        master = psutil.Process(json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["pid"])
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait()
+        daemon.process = None
+        config = daemon.home / "nginx" / "nginx.conf"
+        older = 'log_format dokuen_router escape=json \'{"app":"$dokuen_app"}\''
+        config.write_text(
+            re.sub(r"log_format dokuen_router escape=json '[^']*'", older, config.read_text())
+        )
+        workers = {child.pid for child in master.children()}
+        master.send_signal(signal.SIGHUP)  # it logs as the older dokuend had it log
+        wait_for(
+            lambda: {c.pid for c in master.children() if c.status() != "zombie"}.isdisjoint(
+                workers
+            ),
+            "nginx's new workers",
+        )
+        daemon.start()
+        assert json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["pid"] == master.pid
+        wait_for(lambda: "nginx[dokuen]: reloaded" in daemon.log(), "the reload")
+        assert get(port, "blog.localhost", "/after-upgrade")[0] == 200
+        line_with(daemon, 'path="/after-upgrade"', "blog")
