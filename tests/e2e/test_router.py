@@ -159,7 +159,8 @@ def test_a_flood_while_dokuend_cannot_read_is_served_at_full_speed(
     apps_dir: Path,
 ) -> None:
     """nginx never waits for the router socket: with dokuend frozen (SIGSTOP), every request
-    is still answered at once, and the lines that did not fit in the socket are gone."""
+    is still answered at once, and the lines that did not fit in the socket are gone, and
+    counted."""
     port = http_port(proxied)
     proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
     wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
@@ -183,6 +184,11 @@ def test_a_flood_while_dokuend_cannot_read_is_served_at_full_speed(
     )
     assert 0 < len(lines) < count
     assert len({line.split('path="')[1].split('"')[0] for line in lines}) == len(lines)
+    # nginx said so for each request it could not send, and status counts those.
+    router = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["router"]
+    assert router["dropped"] == router["malformed"] == 0
+    assert router["unsent"] == count - len(lines)
+    assert f", {count - len(lines)} not sent by nginx" in proxied.ctl("status").stdout
     # Once dokuend reads again, every request is a line again.
     get(port, "blog.localhost", "/after")
     line_with(proxied, 'path="/after"', "blog")

@@ -2,10 +2,12 @@
 (``$DOKUEN_HOME/nginx/router.sock``) and hands each parsed line to the log multiplexer.
 
 nginx's workers send without blocking, so a reader that falls behind never slows a request:
-the kernel drops what does not fit (nginx does not count those). This side counts what it
-drops itself (while the log writer is behind), what does not parse, and datagrams from
-processes that are not the managed master's workers (the socket is writable by all, for the
-workers' unprivileged user; the kernel's SCM_CREDENTIALS say who sent each datagram).
+what does not fit in the socket (net.unix.max_dgram_qlen datagrams) is not sent, and nginx
+says so in its error log, a line each (``unsent``, counted from that log when ``status``
+asks). This side counts what it drops itself (while the log writer is behind), what does
+not parse, and datagrams from processes that are not the managed master's workers (the
+socket is writable by all, for the workers' unprivileged user; the kernel's
+SCM_CREDENTIALS say who sent each datagram).
 """
 
 import asyncio
@@ -20,7 +22,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen.proxy.router import SOURCE, parse_datagram
+from dokuen.proxy.router import ERROR_LOG, SOURCE, parse_datagram
 from dokuen.supervise.logmux import LogMux
 
 log = structlog.get_logger()
@@ -34,6 +36,7 @@ BATCH = 256  # datagrams read before other tasks get a turn
 # CPU per request). The socket itself holds only net.unix.max_dgram_qlen datagrams (10
 # by default; nginx drops what does not fit): it is read as soon as anything is in it.
 FLUSH_EVERY = 0.01
+UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 _ANCILLARY = socket.CMSG_SPACE(_UCRED.size)
@@ -59,7 +62,10 @@ class RouterListener:
         self._previous: dict[int, tuple[str, str]] = {}
         self._senders: dict[int, bool] = {}
         self._senders_since = 0.0
-        self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0}
+        self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0, "unsent": 0}
+        # nginx's error log (beside the socket, in nginx's prefix): what it could not send
+        self.errors = path.parent / ERROR_LOG
+        self._errors_read = _size(self.errors)  # what came before this dokuend is not counted
         self._lines: list[tuple[str, bytes]] = []  # read, not yet handed to the log
         self._size = 0  # their bytes
         self._timer: asyncio.TimerHandle | None = None
@@ -74,7 +80,23 @@ class RouterListener:
 
     def status(self) -> dict[str, int | str | None]:
         """What ``dokuenctl status`` shows: the counts, and why there are no lines if so."""
+        self._count_unsent()
         return {**self.counts, "problem": self.problem}
+
+    def _count_unsent(self) -> None:
+        """Count nginx's ``send() to syslog failed`` lines written since the last look."""
+        size = _size(self.errors)
+        if size == self._errors_read:
+            return
+        start = self._errors_read if size > self._errors_read else 0  # rotated: all of it
+        try:
+            with self.errors.open("rb") as log_file:
+                log_file.seek(start)
+                text = log_file.read(size - start)
+        except OSError:
+            return
+        self._errors_read = size
+        self.counts["unsent"] += text.count(UNSENT)
 
     @property
     def dynos(self) -> Mapping[int, tuple[str, str]]:
@@ -196,6 +218,13 @@ def _bind(sock: socket.socket, path: Path) -> None:
         sock.bind(f"/proc/self/fd/{directory}/{path.name}")
     finally:
         os.close(directory)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _parent(pid: int) -> int | None:

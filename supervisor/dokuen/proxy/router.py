@@ -26,6 +26,7 @@ LOG_FORMAT_NAME = "dokuen_router"
 # Relative to nginx's working directory, which is its prefix ($DOKUEN_HOME/nginx): the
 # workers (nobody, when the master is root) may not search the directories above it.
 SOCKET_NAME = "router.sock"
+ERROR_LOG = "logs/error.log"  # nginx's, in the same directory: it says what it did not send
 SOURCE = ROUTER_SOURCE  # APP[router]: in the unified log
 # The words before the first tab, in order; values that hold no space (nginx refuses
 # spaces and control characters in a request line and a Host header). The host is last,
