@@ -244,3 +244,38 @@ def test_quote_fast_path_agrees_with_json_escaping() -> None:
     for code in [*range(0x300), 0x2028, 0x2029, 0xFEFF]:
         for text in (chr(code), f"a{chr(code)}b", f"/p?q={chr(code)}"):
             assert router._quote(text) == escaped(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"status": "404", "path": "/a?b=c&d=%22"},
+        {"status": "301", "method": "POST", "scheme": "https", "host": "blog.example.com:8443"},
+        {"path": '/q"\\x', "connect": "1.234", "service": "60.001", "bytes": "0"},
+        {"upstream": "127.0.0.1:5009", "app": "blog-2"},  # another app's port: no dyno
+        {"upstream": "127.0.0.1:5002", "fwd": "10.20.30.40"},
+        {"status": "500", "header": "0.500"},
+    ],
+)
+def test_the_common_case_is_what_word_by_word_gives(changes: dict[str, str]) -> None:
+    """The one-match shortcut for most requests and the word-by-word way agree."""
+    text = datagram(**changes).partition(b": ")[2].decode()
+    common = router._common(text, DYNOS)
+    assert common is not None
+    assert common == router._word_by_word(text, DYNOS, cut=False)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "499"},
+        {"status": "503", "state": "idle", "upstream": "", "header": "", "connect": ""},
+        {"upstream": "127.0.0.1:5001, 127.0.0.1:5002", "connect": "-, 0.001"},
+        {"path": "/caf\u00e9"},
+        {"host": "BLOG"},
+        {"fwd": "::1"},
+    ],
+)
+def test_the_rest_goes_word_by_word(changes: dict[str, str]) -> None:
+    assert router._common(datagram(**changes).partition(b": ")[2].decode(), DYNOS) is None

@@ -61,6 +61,15 @@ _TOKEN = re.compile(r"[A-Za-z0-9._-]{0,64}")
 _ESCAPED = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt])*')
 # A value cut inside an escape: the whole escapes and characters before the cut.
 _WHOLE = re.compile(r"(?:[^\\]|\\u[0-9a-fA-F]{4}|\\[^u])*")
+# Most requests, whole: answered by the app's one web process it was sent to at the first
+# try, the address, host, path and times plain. Such a line is put together at once.
+_COMMON = re.compile(
+    r"([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ([0-9]{3}) ([A-Z]{1,20}) ([0-9a-f]{32}) "
+    r"([0-9.]{7,15}) ([0-9]{1,19}) (https?) ([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)\t"
+    r"127\.0\.0\.1:([0-9]{1,5})\|[0-9.]+\|([0-9]{1,9})\.([0-9]{3})\|([0-9]{1,9})\.([0-9]{3})\t"
+    r'((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt])*)'
+)
+_ROUTER_ERRORS = frozenset(("499", "502", "503", "504"))  # maybe not at=info: see _outcome
 # Printable ASCII but the quote and the backslash: quoted as is (json.dumps would agree).
 _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
@@ -98,7 +107,13 @@ def parse_datagram(
     head, separator, body = data.partition(b": ")
     if not separator or not head.startswith(b"<") or not head.endswith(b" dokuen"):
         raise ValueError("not a syslog message tagged dokuen")
-    parts = body.decode("utf-8", errors="replace").split("\t", 2)
+    text = body.decode("utf-8", errors="replace")
+    return (None if cut else _common(text, dynos)) or _word_by_word(text, dynos, cut)
+
+
+def _word_by_word(text: str, dynos: Mapping[int, tuple[str, str]], cut: bool) -> RouterLine:
+    """The line of any datagram of our format (the text after the syslog header)."""
+    parts = text.split("\t", 2)
     if len(parts) != 3:
         raise ValueError("not the router log format (no two tabs)")
     words, upstreams, path = parts
@@ -136,6 +151,25 @@ def parse_datagram(
         f"protocol={_token(scheme)}",
     ]
     return RouterLine(app, " ".join(shown_words), dyno)
+
+
+def _common(text: str, dynos: Mapping[int, tuple[str, str]]) -> RouterLine | None:
+    """The line of a request that ``_COMMON`` matches, as ``parse_datagram`` puts it
+    together word by word; None for any other."""
+    match = _COMMON.fullmatch(text)
+    if match is None or match[2] in _ROUTER_ERRORS:
+        return None
+    app, status, method, request_id, fwd, sent, scheme, host, port, *times, path = match.groups()
+    owner = dynos.get(int(port))
+    dyno = owner[1] if owner is not None and owner[0] == app else None
+    connect, service = int(times[0] + times[1]), int(times[2] + times[3])  # 0.012 s: 12 ms
+    return RouterLine(
+        app,
+        f'at=info method={method} path="{path}" host={host} request_id={request_id} '
+        f'fwd="{fwd}" dyno={dyno or ""} connect={connect}ms service={service}ms '
+        f"status={status} bytes={sent} protocol={scheme}",
+        dyno,
+    )
 
 
 def _outcome(state: str, status: str, header: str) -> tuple[str, ...]:
