@@ -589,7 +589,7 @@ def throughput(
                 for y, stick in sticks.items():
                     paired[y].setdefault(name, []).append(run["rps"] / stick["rps"])
     print(
-        "  target               req/s by round; ÷ hand-written without a log | with a buffered"
+        "  target               req/s by round; ÷ hand-written with a buffered log | without a"
         " log, run just before (median); CPU per request (median): dokuend, nginx workers"
     )
     for name, each in runs.items():
