@@ -9,9 +9,9 @@ It starts a fresh dokuend (managed nginx when installed, else none) in a tempora
 directory and measures, from the start of ``git push`` to the first answer of the new
 release (through nginx when it runs), each push changing the answer:
 
-1. a Procfile-only app (target: under 3 s);
-2. a python app with one dependency (six) on a warm build cache (the first, cold push is
-   reported apart);
+1. a Procfile-only app (target: 0.3 s, issue 17; issue 4 asked for under 3 s);
+2. a python app with one dependency (six) on a warm build cache (target: 1.5 s, issue 17;
+   the first, cold push is reported apart);
 3. ``dokuenctl rollback`` to the previous release until its answer comes back (target:
    under 2 s).
 
@@ -38,7 +38,7 @@ from typing import Any
 from harness import ROOT, BenchError, Dokuend, free_port, wait_for
 
 RESULTS = ROOT / "bench" / "results" / "deploy.json"
-TARGETS = {"procfile": 3.0, "rollback": 2.0}
+TARGETS = {"procfile": 0.3, "python_warm": 1.5, "rollback": 2.0}
 
 SERVER_PY = """\
 import http.server, os, pathlib
@@ -177,7 +177,7 @@ def main() -> int:
         cold = python.push(daemon, "py", "py 0")
         warm = [python.push(daemon, "py", f"py {n}") for n in range(1, runs + 1)]
         results["python_cold"] = round(cold, 3)
-        results["python_warm"] = summary(warm, None)
+        results["python_warm"] = summary(warm, TARGETS["python_warm"])
         rollbacks = []
         newest = json.loads(daemon.ctl("releases", "plain", "--json").stdout)[0]["version"]
         for n in range(runs):  # back to the one before, then to the newest again, ...

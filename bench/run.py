@@ -6,6 +6,8 @@ Run it from the repository root::
     python bench/run.py --quick    # small sizes, a smoke run
     python bench/run.py --only supervisord --workload 1
     python bench/run.py --only dokuend --only supervisord --workload 1 --workload 3
+    DOKUEN_BENCH_BASE=/tmp/main/venv/bin python bench/run.py --only dokuend \
+        --only dokuend-base --workload 1 --repeats 5   # a change against another build
 
 The first start creates ``bench/.venv``, installs psutil and the peers (honcho, supervisor,
 circus) there from PyPI, and re-runs itself with that interpreter; a peer that does not
@@ -44,7 +46,7 @@ from logs import log_throughput, printer_ceiling
 from processes import idle_cost, restart_latency, spawn_and_stop, stubborn_stop
 from report import dokuenctl_startup, source_state, table, targets, versions
 from sizes import FULL, QUICK, Metrics, Sizes
-from systems import Circus, Dokuend, Supervisord, System
+from systems import Circus, Dokuend, DokuendBase, Supervisord, System
 
 try:
     import psutil
@@ -52,9 +54,9 @@ except ModuleNotFoundError:  # started outside bench/.venv: bootstrap() re-execs
     psutil = None  # type: ignore[assignment]
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
-SYSTEMS = ("dokuend", "honcho", "supervisord", "circus", "plain")
+SYSTEMS = ("dokuend", "dokuend-base", "honcho", "supervisord", "circus", "plain")
 SYSTEM_TYPES: dict[str, type[System]] = {
-    cls.name: cls for cls in (Dokuend, Honcho, Supervisord, Circus, Plain)
+    cls.name: cls for cls in (Dokuend, DokuendBase, Honcho, Supervisord, Circus, Plain)
 }
 
 
@@ -91,6 +93,12 @@ def parse_args() -> argparse.Namespace:
         action="append",
         choices=[w.number for w in WORKLOADS],
         help="run only this workload (repeatable)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=REPEATS,
+        help=f"runs of each repeated workload per system, alternating systems (default {REPEATS})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     return parser.parse_args()
@@ -138,31 +146,38 @@ def run_once(run: Run, workload: Workload, name: str, work: Path, keep: bool) ->
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run_workloads(run: Run, chosen: list[Workload], base: Path, keep: bool) -> None:
+def run_workloads(run: Run, chosen: list[Workload], base: Path, keep: bool, repeats: int) -> None:
+    """Each workload on every system; a repeated one round after round, the systems taking
+    turns in each round, so that a change in the machine's load falls on all of them."""
     for workload in chosen:
         print(f"workload {workload.number}: {workload.title}", flush=True)
-        for name in run.systems:
-            started = time.perf_counter()
-            runs: list[Metrics] = []
-            while len(runs) < (REPEATS if workload.repeat else 1):
-                work = base / f"w{workload.number}-{name}-{len(runs) + 1}"
+        runs: dict[str, list[Metrics]] = {name: [] for name in run.systems}
+        spent = dict.fromkeys(run.systems, 0.0)
+        failed: set[str] = set()
+        for round_ in range(repeats if workload.repeat else 1):
+            for name in run.systems:
+                if name in failed or (round_ and spent[name] > REPEAT_BUDGET * repeats / REPEATS):
+                    continue
+                started = time.perf_counter()
+                work = base / f"w{workload.number}-{name}-{round_ + 1}"
                 metrics = run_once(run, workload, name, work, keep)
+                spent[name] += time.perf_counter() - started
                 if metrics is None:
-                    break
-                runs.append(metrics)
-                if time.perf_counter() - started > REPEAT_BUDGET:
-                    break
-            if not runs:
+                    failed.add(name)
+                    continue
+                runs[name].append(metrics)
+        for name in run.systems:
+            if not runs[name]:
                 continue
-            combined = combine(runs)
+            combined = combine(runs[name])
             run.results.setdefault(name, {}).update(combined)
-            run.runs.setdefault(name, {})[workload.number] = runs
+            run.runs.setdefault(name, {})[workload.number] = runs[name]
             summary = ", ".join(
                 f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
                 for key, value in combined.items()
             )
-            took = time.perf_counter() - started
-            print(f"  {name:<12} {took:5.1f}s  {len(runs)} run(s)  {summary}", flush=True)
+            took = spent[name]
+            print(f"  {name:<12} {took:5.1f}s  {len(runs[name])} run(s)  {summary}", flush=True)
 
 
 def exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -194,7 +209,7 @@ def main() -> None:
         print(f"printers writing to /dev/null (no supervisor): {ceiling:,.0f} lines/s")
     began = time.perf_counter()
     try:
-        run_workloads(run, chosen, base, args.keep)
+        run_workloads(run, chosen, base, args.keep, max(1, args.repeats))
     finally:
         end_launched()
         if args.keep:

@@ -131,6 +131,9 @@ class System(abc.ABC):
 
 class Dokuend(System):
     name = "dokuend"
+    # dokuend and dokuenctl: the project's .venv, or DOKUEN_BENCH_BIN's (a snapshot that
+    # does not change under a long run while the working tree does)
+    bin: ClassVar[Path] = Path(os.environ.get("DOKUEN_BENCH_BIN", DOKUEN_BIN))
     _SOURCE = re.compile(rb"\S+ " + DOKUEN_APP.encode() + rb"\[p(\d\d)\.1\]: ")
 
     def __init__(self, work: Path) -> None:
@@ -147,11 +150,11 @@ class Dokuend(System):
         }
 
     def unavailable(self) -> str | None:
-        missing = [n for n in ("dokuend", "dokuenctl") if not (DOKUEN_BIN / n).exists()]
-        return f"{', '.join(missing)} not in {DOKUEN_BIN}" if missing else None
+        missing = [n for n in ("dokuend", "dokuenctl") if not (self.bin / n).exists()]
+        return f"{', '.join(missing)} not in {self.bin}" if missing else None
 
     def ctl(self, *args: str) -> str:
-        return run_cli([str(DOKUEN_BIN / "dokuenctl"), *args], self.env)
+        return run_cli([str(self.bin / "dokuenctl"), *args], self.env)
 
     def request(self, command: str, args: dict[str, Any]) -> Any:
         """One request on the control socket (the protocol dokuenctl speaks), without the
@@ -185,7 +188,7 @@ class Dokuend(System):
     def prepare(self, procs: list[Proc], grace: int) -> None:
         super().prepare(procs, grace)
         self.main = launch(
-            [str(DOKUEN_BIN / "dokuend")], env=self.env, output=self.work / "dokuend.err"
+            [str(self.bin / "dokuend")], env=self.env, output=self.work / "dokuend.err"
         )
         wait_for(lambda: socket_answers(self.socket), 20, "dokuend's control socket", 0.01)
         source = self.work / "src"
@@ -219,6 +222,20 @@ class Dokuend(System):
     def source_of(self, path: Path, prefix: bytes) -> int | None:
         match = self._SOURCE.fullmatch(prefix)
         return int(match[1]) if match else None
+
+
+class DokuendBase(Dokuend):
+    """Another build of dokuend (the one a change is measured against: main, say), from the
+    directory that ``DOKUEN_BENCH_BASE`` names (a virtualenv's bin/ with dokuend installed
+    in it, not editable), run exactly as dokuend is."""
+
+    name = "dokuend-base"
+    bin = Path(os.environ.get("DOKUEN_BENCH_BASE", "/nonexistent"))
+
+    def unavailable(self) -> str | None:
+        if "DOKUEN_BENCH_BASE" not in os.environ:
+            return "set DOKUEN_BENCH_BASE to the bin/ of a virtualenv with the other dokuen"
+        return super().unavailable()
 
 
 class Supervisord(System):

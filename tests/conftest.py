@@ -8,3 +8,16 @@ import pytest
 @pytest.fixture
 def anyio_backend() -> tuple[str, dict[str, Any]]:
     return "asyncio", {"use_uvloop": True}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the costly tests first: those marked slow, then the end-to-end ones, then the rest,
+    each in collection order. pytest-xdist's work stealing (bin/test) takes from the end of a
+    worker's queue, so the last tests to run are short and both workers finish together."""
+
+    def cost_class(item: pytest.Item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if item.nodeid.startswith("tests/e2e/") else 2
+
+    items.sort(key=cost_class)

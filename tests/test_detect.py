@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.deploy.buildpack import BUNDLED, BUNDLED_DETECT, detect_bundled
+from dokuen.deploy.buildpack import (
+    BUNDLED,
+    BUNDLED_AS_DATA,
+    BUNDLED_DETECT,
+    build_environment,
+    detect_bundled,
+    parse_release,
+)
 from dokuen.resources import shipped
 
 CASES = [
@@ -53,3 +60,29 @@ def test_a_directory_or_a_dangling_link_is_not_a_marker_file(tmp_path: Path) -> 
 
 def test_every_bundled_buildpack_has_a_row() -> None:
     assert set(BUNDLED_DETECT) == set(BUNDLED)
+
+
+@pytest.mark.parametrize("pack", sorted(BUNDLED_AS_DATA))
+def test_a_buildpack_taken_as_data_says_what_its_scripts_say(tmp_path: Path, pack: str) -> None:
+    """A build with it runs neither bin/compile nor bin/release: the table must say what
+    they would, for an app it detects, byte for byte."""
+    app, cache, env_dir = tmp_path / "app", tmp_path / "cache", tmp_path / "env"
+    for directory in (app, cache, env_dir):
+        directory.mkdir()
+    (app / BUNDLED_DETECT[pack][1][0]).write_text("web: ./serve\n")
+    env = build_environment("/usr/bin:/bin", tmp_path, None)
+    scripts = shipped("buildpacks") / pack / "bin"
+    compiled = subprocess.run(
+        [str(scripts / "compile"), str(app), str(cache), str(env_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    released = subprocess.run(
+        [str(scripts / "release"), str(app)], capture_output=True, text=True, env=env, check=True
+    )
+    said, info = BUNDLED_AS_DATA[pack]
+    assert compiled.stdout + compiled.stderr == said
+    assert parse_release(released.stdout, pack) == info
+    assert sorted(path.name for path in app.iterdir()) == [BUNDLED_DETECT[pack][1][0]]

@@ -111,3 +111,17 @@ async def test_a_line_cut_by_a_re_exec_is_carried_whole_to_the_next_image(
     os.close(child_end)
     assert await again.read(100, thawed) == b""
     again.close()
+
+
+def test_take_hands_out_whole_lines_and_holds_the_rest(tmp_path: Path) -> None:
+    fifo, child_end = Fifo.make(tmp_path / "out")
+    os.close(child_end)
+    assert fifo.take(b"one\ntw", 100) == b"one\n"
+    assert fifo.held
+    assert fifo.take(b"o", 100) == b""  # still no newline: all of it held
+    assert fifo.take(b"\nthree\nfo", 100) == b"two\nthree\n"
+    assert fifo.release() == b"fo"
+    assert not fifo.held
+    assert fifo.take(b"x" * 100, 100) == b"x" * 100  # a full read with no newline goes on
+    assert not fifo.held
+    fifo.close()

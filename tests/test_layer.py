@@ -72,3 +72,35 @@ def test_a_base_blob_that_does_not_match_its_digest_is_refused(tmp_path: Path) -
     blob.unlink()
     with read_base(base) as image, pytest.raises((DokuenError, OSError)):
         build_image(image, slug, ours, "shop:v1", io.BytesIO())
+
+
+def test_a_file_the_app_may_not_read_is_refused_not_copied_out(tmp_path: Path) -> None:
+    """Where fs.protected_hardlinks is 0 an app may hard-link a file it cannot read (root's)
+    into its release; root tarring the release must not copy it out for the app."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own a file the app may not read")
+    app_uid, app_gid = 54321, 54321
+    slug = tmp_path / "slug"
+    slug.mkdir()
+    (slug / "mine.txt").write_text("the app's own\n")
+    os.chown(slug / "mine.txt", app_uid, app_gid)
+    (slug / "mine.txt").chmod(0o600)
+    (slug / "shared.txt").write_text("world-readable, root's\n")  # 0644: the app may read it
+    secret = tmp_path / "shadow"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    os.link(secret, slug / "stolen")  # what the app could do with protected_hardlinks=0
+
+    def layer(reader: tuple[int, int] | None) -> bytes:
+        out = io.BytesIO()
+        write_layer(slug, out, prefix="app", uid=1, gid=1, mtime=0, reader=reader)
+        return out.getvalue()
+
+    with pytest.raises(DokuenError, match=r"^app/stolen: the app's user may not read it"):
+        layer((app_uid, app_gid))
+    os.unlink(slug / "stolen")
+    tar_bytes = layer((app_uid, app_gid))
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        assert sorted(tar.getnames()) == ["app", "app/mine.txt", "app/shared.txt"]
+    os.link(secret, slug / "stolen")
+    assert b"root's secret" in layer(None)  # the check is what keeps it out

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from dokuen.supervise.lines import LineFramer, render, render_block, timestamp
+from dokuen.supervise.lines import (
+    LineFramer,
+    last_lines,
+    render,
+    render_block,
+    render_parts,
+    timestamp,
+)
 from dokuen.supervise.logmux import IOV_MAX, WRITE_SIZE, _write_all, cut_batch
 
 SMALL = 16
@@ -61,6 +68,24 @@ def test_render_block_renders_as_render_does(block: bytes) -> None:
     assert render_block(stamp, "web", "web.1", block) == render(stamp, "web", "web.1", lines)
 
 
+@pytest.mark.parametrize(
+    "block",
+    [b"one\n", b"a\nb\n", b"x\n" * 2000, b"L" * 5000 + b"\n", b"y\n" * 3 + b"L" * 5000 + b"\n"]
+    + [b"".join(b"n%d %s\n" % (n, b"x" * size) for n in range(40)) for size in (10, 150, 250)],
+)
+def test_last_lines_are_the_last_lines(block: bytes) -> None:
+    for count in (1, 10):
+        assert last_lines(block, count) == block.split(b"\n")[:-1][-count:]
+
+
+@pytest.mark.parametrize("block", [b"one\n", b"a\nbb\n\n", b"\n", b"x y z\n" * 50])
+def test_render_parts_are_render_block_in_two(block: bytes) -> None:
+    stamp = "2026-11-25T19:07:30.123456+00:00"
+    prefix, body = render_parts(stamp, "web", "web.1", block)
+    assert prefix == f"{stamp} web[web.1]: ".encode()
+    assert prefix + bytes(body) == render(stamp, "web", "web.1", block.split(b"\n")[:-1])
+
+
 def test_timestamp_equals_datetime_rounding() -> None:
     rng = random.Random(3)
     values = [rng.uniform(0, 4e9) for _ in range(20000)]
@@ -78,6 +103,20 @@ def test_cut_batch_cuts_at_the_first_line_end_past_the_room() -> None:
         assert joined + b"".join(rest) == whole
         old_cut = len(whole) if len(whole) <= room else whole.find(b"\n", max(room - 1, 0)) + 1
         assert joined == whole[:old_cut], room
+
+
+def test_cut_batch_cuts_only_at_a_line_end_with_prefixes_and_views() -> None:
+    stamp = "2026-11-25T19:07:30.123456+00:00"
+    batch: list[bytes | memoryview] = []
+    for n in range(5):
+        batch += render_parts(stamp, "web", f"web.{n}", b"one\ntwo\n" * (n + 1))
+    whole = b"".join(batch)
+    for room in range(-2, len(whole) + 3):
+        head, rest = cut_batch(batch, room)
+        joined = b"".join(head)
+        assert joined + b"".join(rest) == whole
+        cut = len(whole) if len(whole) <= room else whole.find(b"\n", max(room - 1, 0)) + 1
+        assert joined == whole[:cut], room
 
 
 def test_write_all_writes_every_part_in_order(tmp_path: Path) -> None:

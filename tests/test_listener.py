@@ -12,8 +12,8 @@ from dokuen.supervise.logmux import LogMux
 
 pytestmark = pytest.mark.anyio
 GOOD = (
-    b'<190>Dec  6 09:01:02 dokuen: {"app":"blog","state":"serving","method":"GET",'
-    b'"host":"blog.localhost","upstream":"127.0.0.1:5001","status":"200","path":"/%d"}'
+    b"<190>Dec  6 09:01:02 dokuen: blog serving 200 GET 0f1e2d3c4b5a69788796a5b4c3d2e1f0 "
+    b"127.0.0.1 1234 http blog.localhost\t127.0.0.1:5001|0.001|0.000|0.002\t/%d"
 )
 
 
@@ -45,7 +45,7 @@ async def test_lines_from_the_master_s_children_reach_the_log(tmp_path: Path) ->
     mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
     # This test process is the sender, so its parent plays the nginx master.
     listener = await exchange(tmp_path, mux, os.getppid(), [GOOD % 1, b"garbage", GOOD % 2])
-    assert listener.counts == {"lines": 2, "dropped": 0, "malformed": 1, "refused": 0}
+    assert listener.counts == {"lines": 2, "dropped": 0, "malformed": 1, "refused": 0, "unsent": 0}
     text = mux.path.read_text()
     assert ' blog[router]: at=info method=GET path="/1" ' in text
     assert " dyno=web.1 " in text
@@ -55,7 +55,7 @@ async def test_lines_from_the_master_s_children_reach_the_log(tmp_path: Path) ->
 async def test_a_sender_that_is_not_an_nginx_worker_is_refused(tmp_path: Path) -> None:
     mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
     listener = await exchange(tmp_path, mux, os.getpid(), [GOOD % 1])  # we are no child of us
-    assert listener.counts == {"lines": 0, "dropped": 0, "malformed": 0, "refused": 1}
+    assert listener.counts == {"lines": 0, "dropped": 0, "malformed": 0, "refused": 1, "unsent": 0}
     listener = await exchange(tmp_path, mux, None, [GOOD % 1])  # nginx is down
     assert listener.counts["refused"] == 1
     assert mux.path.read_text() == ""
@@ -68,7 +68,7 @@ async def test_lines_are_dropped_and_counted_while_the_log_writer_is_behind(
     listener = await exchange(tmp_path, mux, os.getppid(), [GOOD % n for n in range(5)])
     # All five wait in the socket; the first line puts the writer over its high-water mark
     # (it runs only once the listener yields): the other four are dropped and counted.
-    assert listener.counts == {"lines": 1, "dropped": 4, "malformed": 0, "refused": 0}
+    assert listener.counts == {"lines": 1, "dropped": 4, "malformed": 0, "refused": 0, "unsent": 0}
 
 
 async def test_a_home_too_long_for_a_socket_address_still_gets_router_lines(
@@ -89,3 +89,23 @@ async def test_a_socket_that_cannot_be_made_leaves_a_problem_not_a_crash(tmp_pat
         await tg.start(listener.run)
     assert listener.problem is not None
     assert "no router lines: cannot bind" in listener.problem
+
+
+def test_what_nginx_could_not_send_is_counted_from_its_error_log(tmp_path: Path) -> None:
+    """nginx logs a warning for each datagram the full socket did not take: status counts
+    those written since this dokuend started, and keeps counting across a rotation."""
+    errors = tmp_path / "logs" / "error.log"
+    errors.parent.mkdir()
+    warning = b"2026/12/06 14:45:55 [warn] 7#7: *%d send() to syslog failed while logging request\n"
+    errors.write_bytes(warning % 1)  # an earlier dokuend's
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = RouterListener(tmp_path / "router.sock", mux, lambda: None)
+    assert listener.status()["unsent"] == 0
+    with errors.open("ab") as log:
+        log.write(warning % 2 + b"2026/12/06 14:45:56 [warn] 7#7: something else\n" + warning % 3)
+    assert listener.status()["unsent"] == 2
+    assert listener.status()["unsent"] == 2  # each line counted once
+    errors.write_bytes(warning % 4)  # rotated: a new, shorter file
+    assert listener.status()["unsent"] == 3
+    errors.unlink()
+    assert listener.status()["unsent"] == 3

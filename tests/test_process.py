@@ -46,6 +46,9 @@ class FakeChild:
         self._status = status
         self._exited.set()
 
+    def outlet(self) -> None:
+        return None  # read with read(): the intake's fallback
+
     async def read(self, max_bytes: int) -> bytes:
         if self._output:
             return self._output.pop(0)

@@ -1,44 +1,73 @@
-"""Router lines: nginx's datagrams (as its syslog writer sends them) to Heroku router lines."""
+"""Router lines: nginx's datagrams (as its syslog writer sends them, in dokuend's log format)
+to Heroku router lines."""
 
 import json
+import re
 from typing import Any
 
 import pytest
 
 from dokuen.proxy import router
-from dokuen.proxy.router import FIELDS, TRUNCATED, RouterLine, parse_datagram
+from dokuen.proxy.router import TRUNCATED, UPSTREAM, WORDS, RouterLine, parse_datagram
 
 HEADER = b"<190>Dec  6 09:01:02 dokuen: "
 DYNOS = {5001: ("blog", "web.1"), 5002: ("blog", "web.2"), 5009: ("shop", "web.1")}
 NORMAL = {
     "app": "blog",
     "state": "serving",
+    "status": "200",
     "method": "GET",
-    "host": "blog.localhost",
     "id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
     "fwd": "127.0.0.1",
+    "bytes": "1234",
+    "scheme": "http",
+    "host": "blog.localhost",
     "upstream": "127.0.0.1:5001",
     "header": "0.011",
     "connect": "0.000",
     "service": "0.012",
-    "time": "0.012",
-    "status": "200",
-    "bytes": "1234",
-    "scheme": "http",
     "path": "/",
 }
 TAIL = 'request_id=0f1e2d3c4b5a69788796a5b4c3d2e1f0 fwd="127.0.0.1"'
+# A Heroku router line, word by word: key=value, the value plain or double-quoted.
+WORD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^" ]*)(?: |$)')
+ORDER = "at method path host request_id fwd dyno connect service status bytes protocol"
+
+
+def escape_json(text: str | bytes) -> bytes:
+    """What nginx's ``escape=json`` makes of a value (ngx_escape_json): a backslash before
+    a quote or a backslash, short escapes, ``\\u00XX`` in capitals, every other byte as is."""
+    raw = text.encode() if isinstance(text, str) else text
+    short = {0x22: b'\\"', 0x5C: b"\\\\", 0x0A: b"\\n", 0x0D: b"\\r", 0x09: b"\\t"}
+    short |= {0x08: b"\\b", 0x0C: b"\\f"}
+    return b"".join(short.get(b, b"\\u%04X" % b if b < 0x20 else bytes([b])) for b in raw)
 
 
 def datagram(**changes: Any) -> bytes:
-    """A datagram as nginx's escape=json format writes it, fields in FIELDS order."""
+    """A datagram as nginx writes it with dokuend's log_format."""
     fields = {**NORMAL, **changes}
-    body = ",".join(f'"{key}":{json.dumps(fields[key])}' for key, _ in FIELDS)
-    return HEADER + ("{" + body + "}").encode()
+    words = b" ".join(escape_json(fields[key]) for key in list(NORMAL)[:9])
+    tried = b"|".join(escape_json(fields[key]) for key in list(NORMAL)[9:13])
+    return HEADER + words + b"\t" + tried + b"\t" + escape_json(fields["path"])
 
 
 def line(**changes: Any) -> str:
     return parse_datagram(datagram(**changes), DYNOS).line
+
+
+def keys(text: str) -> list[str]:
+    """The keys of a router line, checking that it is nothing but key=value words."""
+    found = WORD.findall(text)
+    assert "".join(f"{k}={v} " for k, v in found).rstrip() == text
+    return [key for key, _ in found]
+
+
+def test_the_log_format_is_the_one_these_datagrams_are_made_by() -> None:
+    assert len(WORDS) == 9
+    assert len(UPSTREAM) == 4
+    format_line = router.render_log_format()
+    assert "escape=json" in format_line
+    assert " ".join(WORDS) + "\\t" + "|".join(UPSTREAM) + "\\t$request_uri'" in format_line
 
 
 def test_a_normal_request_is_heroku_s_router_line() -> None:
@@ -82,6 +111,7 @@ def test_no_upstream_leaves_dyno_connect_and_service_empty_as_heroku_does() -> N
 def test_a_retried_request_names_the_process_that_answered_last() -> None:
     text = line(upstream="127.0.0.1:5001, 127.0.0.1:5002", connect="-, 0.001", service="0, 0.020")
     assert " dyno=web.2 connect=1ms service=20ms " in text
+    assert " connect=1234ms service=60001ms " in line(connect="1.234", service="60.001")
 
 
 @pytest.mark.parametrize(
@@ -99,6 +129,7 @@ def test_a_port_that_is_not_this_app_s_web_process_names_no_dyno(upstream: str, 
         ("/back\\slash", r'path="/back\\slash"'),
         ("/esc\x1b[31mred", r'path="/esc\u001b[31mred"'),
         ("/new\nline\r", r'path="/new\nline\r"'),
+        ("/del\x7f", r'path="/del\u007f"'),
         ("/csi\x9bx", r'path="/csi\u009bx"'),
         ("/sep\u2028x", r'path="/sep\u2028x"'),
         ("/caf\u00e9", 'path="/caf\u00e9"'),
@@ -110,48 +141,86 @@ def test_quotes_and_control_characters_are_escaped_never_passed(path: str, shown
     assert text.isprintable()
 
 
-def test_a_path_cut_by_the_datagram_limit_keeps_what_arrived() -> None:
-    whole = datagram(path="/long/" + "x" * 5000)
-    cut = whole[:4096]
-    text = parse_datagram(cut, DYNOS).line
+def test_a_hostile_path_forges_no_word_and_no_line() -> None:
+    """Quotes, spaces, tabs, newlines and a forged line of another app, in the path: it all
+    stays inside path="...", on one line, and the words are the real ones."""
+    forged = '/x" host=shop.localhost status=500 dyno=web.9\t\n2026 shop[router]: at=info "\\'
+    text = line(path=forged)
+    assert "\n" not in text
+    assert "\t" not in text
+    assert keys(text) == ORDER.split()
+    words = dict(WORD.findall(text))
+    assert words["host"] == "blog.localhost"
+    assert words["status"] == "200"
+    assert words["dyno"] == "web.1"
+    assert json.loads(words["path"]) == forged
+
+
+def test_escaped_values_are_shown_as_the_value_quoted() -> None:
+    """What nginx escaped is shown exactly as ``_quote`` shows the value itself (the fast
+    path for printable ASCII and the slow one for the rest agree), for every character
+    alone and inside text."""
+    for code in [*range(0x300), 0x2028, 0x2029, 0xFEFF, 0x1F600]:
+        for text in (chr(code), f"a{chr(code)}b", f"/p?q={chr(code)}"):
+            escaped = escape_json(text).decode()
+            assert router._escaped(escaped) == router._quote(text), repr(text)
+            assert line(path=text).split(" path=", 1)[1].startswith(router._quote(text) + " ")
+
+
+def test_a_path_cut_by_the_read_buffer_keeps_what_arrived() -> None:
+    whole = datagram(path="/long/" + "x" * 9000)
+    text = parse_datagram(whole[:8192], DYNOS, cut=True).line
     assert " status=200 " in text
-    assert f'x{TRUNCATED}"' in text
+    assert f'x{TRUNCATED}" host=blog.localhost ' in text
 
 
-@pytest.mark.parametrize("cut", range(1, 8))
+@pytest.mark.parametrize("cut", range(1, 13))
 def test_a_cut_inside_an_escape_sequence_still_parses(cut: int) -> None:
     whole = datagram(path="/q" + "\x01" * 10)  # each one \u0001 in the datagram
-    text = parse_datagram(whole[: len(whole) - 2 - cut], DYNOS).line
+    text = parse_datagram(whole[: len(whole) - cut], DYNOS, cut=True).line
     kept = 10 - (cut + 5) // 6  # whole escapes (6 characters each) left before the cut
     escapes = "\\u0001" * kept
     assert f'path="/q{escapes}{TRUNCATED}"' in text
+    half = datagram(path='/q"\\' * 4)  # \" and \\, two characters each
+    text = parse_datagram(half[: len(half) - cut], DYNOS, cut=True).line
+    assert keys(text) == ORDER.split()
 
 
 @pytest.mark.parametrize(
-    "host", ["b\u00fccher.localhost", "blog.localhost evil=1", "BLOG", "a" * 300]
+    "host", ["b\u00fccher.localhost", 'a"b.localhost', "a\\b", "BLOG", "a" * 300]
 )
 def test_a_host_that_is_not_a_plain_name_is_quoted(host: str) -> None:
-    assert f" host={json.dumps(host, ensure_ascii=False)} " in line(host=host)
+    assert f" host={router._quote(host)} " in line(host=host)
 
 
-def test_the_method_and_numbers_are_quoted_when_odd() -> None:
-    text = line(method="GET /x", bytes="12 status=200")
-    assert 'method="GET /x"' in text
-    assert 'bytes="12 status=200"' in text
+def test_a_host_with_a_space_stays_one_word() -> None:
+    """nginx refuses such a host; were it not to, the host is the last of the words."""
+    text = line(host="blog.localhost evil=1")
+    assert ' host="blog.localhost evil=1" ' in text
+    assert keys(text) == ORDER.split()
+
+
+def test_odd_one_word_values_are_quoted() -> None:
+    text = line(method='GE"T', bytes="12=3", status="2x0", id="-")
+    assert 'method="GE\\"T"' in text
+    assert 'bytes="12=3"' in text
+    assert "status=2x0" in text  # a token: plain
+    assert keys(text) == ORDER.split()
 
 
 @pytest.mark.parametrize(
     ("data", "error"),
     [
         (b"", "not a syslog message"),
-        (b"<190>Dec  6 09:01:02 other: {}", "not a syslog message"),
+        (b"<190>Dec  6 09:01:02 other: blog", "not a syslog message"),
         (b"hello: {}", "not a syslog message"),
-        (HEADER + b"not json", "not JSON"),
-        (HEADER + b"[1, 2]", "not a JSON object"),
-        (HEADER + b'{"app": 1}', "not a JSON object of strings"),
+        (HEADER + b'{"app": "blog", "path": "/"}', "no two tabs"),
+        (HEADER + b"blog serving 200\tx|y|z|w\t/", "words missing"),
+        (datagram().replace(b"|0.011|", b"|"), "words missing"),
         (datagram(app=""), "no app name"),
-        (datagram(app="Blog; evil"), "no app name"),
+        (datagram(app="Blog;"), "no app name"),
         (datagram(app="blog\n"), "no app name"),
+        (datagram(app="-blog"), "no app name"),
     ],
 )
 def test_what_is_not_our_format_is_refused(data: bytes, error: str) -> None:
@@ -160,7 +229,7 @@ def test_what_is_not_our_format_is_refused(data: bytes, error: str) -> None:
 
 
 def test_bytes_that_are_not_utf8_are_replaced_not_fatal() -> None:
-    data = datagram(path="/PLACEHOLDER").replace(b"PLACEHOLDER", b"\xff\xfe")
+    data = datagram(path=b"/\xff\xfe")
     assert 'path="/\ufffd\ufffd"' in parse_datagram(data, DYNOS).line
 
 
@@ -175,3 +244,38 @@ def test_quote_fast_path_agrees_with_json_escaping() -> None:
     for code in [*range(0x300), 0x2028, 0x2029, 0xFEFF]:
         for text in (chr(code), f"a{chr(code)}b", f"/p?q={chr(code)}"):
             assert router._quote(text) == escaped(text), repr(text)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"status": "404", "path": "/a?b=c&d=%22"},
+        {"status": "301", "method": "POST", "scheme": "https", "host": "blog.example.com:8443"},
+        {"path": '/q"\\x', "connect": "1.234", "service": "60.001", "bytes": "0"},
+        {"upstream": "127.0.0.1:5009", "app": "blog-2"},  # another app's port: no dyno
+        {"upstream": "127.0.0.1:5002", "fwd": "10.20.30.40"},
+        {"status": "500", "header": "0.500"},
+    ],
+)
+def test_the_common_case_is_what_word_by_word_gives(changes: dict[str, str]) -> None:
+    """The one-match shortcut for most requests and the word-by-word way agree."""
+    text = datagram(**changes).partition(b": ")[2].decode()
+    common = router._common(text, DYNOS)
+    assert common is not None
+    assert common == router._word_by_word(text, DYNOS, cut=False)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "499"},
+        {"status": "503", "state": "idle", "upstream": "", "header": "", "connect": ""},
+        {"upstream": "127.0.0.1:5001, 127.0.0.1:5002", "connect": "-, 0.001"},
+        {"path": "/caf\u00e9"},
+        {"host": "BLOG"},
+        {"fwd": "::1"},
+    ],
+)
+def test_the_rest_goes_word_by_word(changes: dict[str, str]) -> None:
+    assert router._common(datagram(**changes).partition(b": ")[2].decode(), DYNOS) is None

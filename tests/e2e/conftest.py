@@ -6,12 +6,14 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -95,11 +97,27 @@ class Dokuen:
             self.process = subprocess.Popen(
                 [*self.launcher, str(BIN / "dokuend")], env=self.env, stdout=stderr, stderr=stderr
             )
+        # A connect is cheap and a dokuenctl costs a Python start: wait for the socket to take
+        # connections before asking dokuenctl, as before, whether the daemon answers.
+        wait_for(lambda: self._accepts() or self._died(), "dokuend to listen on its socket")
         wait_for(
             lambda: self.ctl("status", check=False).returncode == 0 or self._died(),
             "dokuend to answer on its socket",
         )
         assert self.process.poll() is None, self.daemon_stderr()
+
+    def _accepts(self) -> bool:
+        """Whether the control socket takes a connection (from whichever dokuend holds it);
+        True too when it cannot be tried from here (a path too long): dokuenctl decides."""
+        path = self.env.get("DOKUEN_SOCKET") or str(self.home / "dokuend.sock")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            try:
+                client.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                return False
+            except OSError:
+                return True
+        return True
 
     def _died(self) -> bool:
         return self.process is not None and self.process.poll() is not None
@@ -201,17 +219,26 @@ def leftover_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
+@contextmanager
+def running_dokuen(home: Path) -> Iterator[Dokuen]:
+    """A dokuend started on ``home`` and a free block of ports, terminated afterwards."""
+    daemon = Dokuen(home=home, ports=free_port_block())
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None:
+            try:
+                daemon.terminate(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                raise
+
+
 @pytest.fixture
 def dokuen(tmp_path: Path) -> Iterator[Dokuen]:
-    daemon = Dokuen(home=tmp_path / "home", ports=free_port_block())
-    daemon.start()
-    yield daemon
-    if daemon.process is not None:
-        try:
-            daemon.terminate(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.process.kill()
-            raise
+    with running_dokuen(tmp_path / "home") as daemon:
+        yield daemon
 
 
 @pytest.fixture

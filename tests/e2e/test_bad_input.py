@@ -3,20 +3,40 @@
 import json
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
+from tests.e2e.conftest import BIN, Dokuen, running_dokuen, wait_for, write_app
 
 
-@pytest.fixture
-def serving(dokuen: Dokuen, apps_dir: Path) -> int:
+def deploy_blog(dokuen: Dokuen, apps_dir: Path) -> int:
     """The app 'blog' running v1; returns web.1's pid."""
     dokuen.deploy("blog", write_app(apps_dir / "blog", "web: exec sleep 1000\n"))
     (row,) = wait_for(lambda: dokuen.running("blog", 1), "web.1")
     pid: int = row["pid"]
     return pid
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dokuen]:
+    """One dokuend for the tests whose input is refused: a refusal leaves everything as it
+    was (each of them checks it), so they can all be refused by the same daemon."""
+    with running_dokuen(tmp_path_factory.mktemp("bad-input") / "home") as shared:
+        yield shared
+
+
+@pytest.fixture(scope="module")
+def serving(daemon: Dokuen) -> int:
+    """'blog' running v1 on the shared daemon; returns web.1's pid."""
+    return deploy_blog(daemon, daemon.home.parent / "src")
+
+
+@pytest.fixture
+def own_blog(dokuen: Dokuen, apps_dir: Path) -> int:
+    """'blog' running v1 on a daemon of the test's own (for the tests that change it)."""
+    return deploy_blog(dokuen, apps_dir)
 
 
 def still_serving(dokuen: Dokuen, pid: int) -> None:
@@ -40,54 +60,54 @@ def still_serving(dokuen: Dokuen, pid: int) -> None:
     ],
 )
 def test_a_bad_procfile_is_refused_and_the_release_keeps_running(
-    dokuen: Dokuen, apps_dir: Path, serving: int, procfile: str, message: str
+    daemon: Dokuen, apps_dir: Path, serving: int, procfile: str, message: str
 ) -> None:
     source = write_app(apps_dir / "bad", procfile)
-    result = dokuen.ctl("deploy", "blog", str(source), check=False)
+    result = daemon.ctl("deploy", "blog", str(source), check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: ")
     assert message in result.stderr
-    still_serving(dokuen, serving)
+    still_serving(daemon, serving)
 
 
 def test_nothing_to_build_and_a_missing_directory(
-    dokuen: Dokuen, tmp_path: Path, serving: int
+    daemon: Dokuen, tmp_path: Path, serving: int
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = dokuen.ctl("deploy", "blog", str(empty), check=False)
+    result = daemon.ctl("deploy", "blog", str(empty), check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: no buildpack applies to this app. Tried: python")
     assert "procfile (a Procfile)" in result.stderr
-    missing = dokuen.ctl("deploy", "blog", str(tmp_path / "nowhere"), check=False)
+    missing = daemon.ctl("deploy", "blog", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 1
     assert "no directory" in missing.stderr
-    still_serving(dokuen, serving)
+    still_serving(daemon, serving)
 
 
 @pytest.mark.parametrize("name", ["../x", "Blog", "a b", "x" * 70, "blog\n", "-blog", ""])
 def test_an_app_name_that_is_not_a_dns_label_never_touches_the_disk(
-    dokuen: Dokuen, name: str
+    daemon: Dokuen, serving: int, name: str
 ) -> None:
-    result = dokuen.ctl("apps:create", "--", name, check=False)
+    result = daemon.ctl("apps:create", "--", name, check=False)
     assert result.returncode == 2
     assert "invalid app name" in result.stderr
-    apps = dokuen.home / "apps"
-    assert not apps.exists() or list(apps.iterdir()) == []
-    assert not (dokuen.home.parent / "x").exists()
+    apps = daemon.home / "apps"
+    assert [path.name for path in apps.iterdir()] == ["blog"]  # the one app there was
+    assert not (daemon.home.parent / "x").exists()
 
 
-def test_the_platforms_own_names_are_refused_for_new_apps(dokuen: Dokuen) -> None:
-    result = dokuen.ctl("apps:create", "nginx", check=False)
+def test_the_platforms_own_names_are_refused_for_new_apps(daemon: Dokuen) -> None:
+    result = daemon.ctl("apps:create", "nginx", check=False)
     assert result.returncode == 2
     assert "app name 'nginx' is reserved for the platform" in result.stderr
-    reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "www"}})
+    reply = raw_request(daemon, {"command": "apps:create", "args": {"app": "www"}})
     assert "app name 'www' is reserved for the platform" in str(reply[0]["error"])
-    assert not (dokuen.home / "apps" / "www").exists()
+    assert not (daemon.home / "apps" / "www").exists()
 
 
-def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(dokuen: Dokuen) -> None:
-    reply = raw_request(dokuen, {"command": "apps:create", "args": {"app": "../../etc"}})
+def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(daemon: Dokuen) -> None:
+    reply = raw_request(daemon, {"command": "apps:create", "args": {"app": "../../etc"}})
     assert reply == [{"ok": False, "error": reply[0]["error"], "usage": True}]
     assert "invalid app name '../../etc'" in str(reply[0]["error"])
 
@@ -102,36 +122,36 @@ def test_a_bad_app_name_sent_straight_to_the_socket_is_refused_too(dokuen: Dokue
     ],
 )
 def test_a_bad_scale_is_refused(
-    dokuen: Dokuen, serving: int, args: list[str], message: str
+    daemon: Dokuen, serving: int, args: list[str], message: str
 ) -> None:
-    result = dokuen.ctl("ps:scale", "blog", *args, check=False)
+    result = daemon.ctl("ps:scale", "blog", *args, check=False)
     assert result.returncode == 2  # a usage error, though only dokuend can tell
     assert message in result.stderr
-    still_serving(dokuen, serving)
+    still_serving(daemon, serving)
 
 
 @pytest.mark.parametrize("pair", ["1ABC=x", "A-B=x", "A B=x", "=x", "NOEQUALS"])
-def test_a_bad_config_key_is_refused(dokuen: Dokuen, serving: int, pair: str) -> None:
-    result = dokuen.ctl("config:set", "blog", pair, check=False)
+def test_a_bad_config_key_is_refused(daemon: Dokuen, serving: int, pair: str) -> None:
+    result = daemon.ctl("config:set", "blog", pair, check=False)
     assert result.returncode == 2
     assert "KEY=VALUE" in result.stderr
-    assert dokuen.ctl("config", "blog").stdout == ""
-    still_serving(dokuen, serving)
+    assert daemon.ctl("config", "blog").stdout == ""
+    still_serving(daemon, serving)
 
 
-def test_port_is_refused_as_a_config_key_with_the_reason(dokuen: Dokuen, serving: int) -> None:
-    result = dokuen.ctl("config:set", "blog", "PORT=5000", check=False)
+def test_port_is_refused_as_a_config_key_with_the_reason(daemon: Dokuen, serving: int) -> None:
+    result = daemon.ctl("config:set", "blog", "PORT=5000", check=False)
     assert result.returncode == 2
     assert "config var PORT cannot be set: dokuend gives each process a port" in result.stderr
     reply = raw_request(
-        dokuen, {"command": "config:set", "args": {"app": "blog", "values": {"DYNO": "x"}}}
+        daemon, {"command": "config:set", "args": {"app": "blog", "values": {"DYNO": "x"}}}
     )
     assert "config var DYNO cannot be set" in str(reply[-1]["error"])
-    assert dokuen.ctl("config", "blog").stdout == ""
-    still_serving(dokuen, serving)
+    assert daemon.ctl("config", "blog").stdout == ""
+    still_serving(daemon, serving)
 
 
-def test_config_set_says_whether_it_restarted_anything(dokuen: Dokuen, serving: int) -> None:
+def test_config_set_says_whether_it_restarted_anything(dokuen: Dokuen, own_blog: int) -> None:
     restarted = dokuen.ctl("config:set", "blog", "A=1").stdout
     assert restarted == "set A on blog in release v2; its processes restarted\n"
     dokuen.ctl("stop", "blog")
@@ -149,9 +169,9 @@ def test_config_set_says_whether_it_restarted_anything(dokuen: Dokuen, serving: 
     "command", [["config:get", "blog", "bad-key"], ["config:unset", "blog", "1BAD"]]
 )
 def test_a_bad_key_is_a_usage_error_everywhere(
-    dokuen: Dokuen, serving: int, command: list[str]
+    daemon: Dokuen, serving: int, command: list[str]
 ) -> None:
-    result = dokuen.ctl(*command, check=False)
+    result = daemon.ctl(*command, check=False)
     assert result.returncode == 2
     assert "invalid config key" in result.stderr
 
@@ -186,24 +206,24 @@ def test_a_hand_edited_bad_file_keeps_only_that_app_down(dokuen: Dokuen, apps_di
     assert f"bad[dokuen]: broken, not restored: {env}: invalid config key 'A=B'" in dokuen.log()
 
 
-def test_a_bad_app_option_is_refused_before_anything_restarts(dokuen: Dokuen, serving: int) -> None:
-    result = dokuen.ctl("config:set", "blog", "DOKUEN_STOP_TIMEOUT=soon", check=False)
+def test_a_bad_app_option_is_refused_before_anything_restarts(daemon: Dokuen, serving: int) -> None:
+    result = daemon.ctl("config:set", "blog", "DOKUEN_STOP_TIMEOUT=soon", check=False)
     assert result.returncode == 1
     assert "DOKUEN_STOP_TIMEOUT='soon' is not a number of seconds" in result.stderr
-    still_serving(dokuen, serving)
+    still_serving(daemon, serving)
 
 
-def test_an_unknown_app_suggests_the_near_one(dokuen: Dokuen, serving: int) -> None:
-    result = dokuen.ctl("restart", "blgo", check=False)
+def test_an_unknown_app_suggests_the_near_one(daemon: Dokuen, serving: int) -> None:
+    result = daemon.ctl("restart", "blgo", check=False)
     assert result.returncode == 1
     assert result.stderr.startswith("error: no app named 'blgo'; did you mean 'blog'?")
 
 
-def test_destroy_needs_the_name_again(dokuen: Dokuen, serving: int) -> None:
+def test_destroy_needs_the_name_again(dokuen: Dokuen, own_blog: int) -> None:
     result = dokuen.ctl("apps:destroy", "blog", check=False)
     assert result.returncode == 2
     assert "--confirm blog" in result.stderr
-    still_serving(dokuen, serving)
+    still_serving(dokuen, own_blog)
     dokuen.ctl("apps:destroy", "blog", "--confirm", "blog")
     assert not (dokuen.home / "apps" / "blog").exists()
     assert dokuen.ps() == []
@@ -232,12 +252,12 @@ def raw_request(
     ],
 )
 def test_a_bad_request_on_the_socket_gets_an_error_and_the_daemon_lives(
-    dokuen: Dokuen, serving: int, raw: bytes, message: str
+    daemon: Dokuen, serving: int, raw: bytes, message: str
 ) -> None:
-    (reply,) = raw_request(dokuen, None, raw)
+    (reply,) = raw_request(daemon, None, raw)
     assert reply["ok"] is False
     assert message in str(reply["error"])
-    still_serving(dokuen, serving)
+    still_serving(daemon, serving)
 
 
 def test_when_dokuend_is_not_running_dokuenctl_says_how_to_start_it(tmp_path: Path) -> None:
@@ -255,22 +275,22 @@ def test_when_dokuend_is_not_running_dokuenctl_says_how_to_start_it(tmp_path: Pa
     )
 
 
-def test_a_second_dokuend_on_the_same_home_refuses_to_start(dokuen: Dokuen) -> None:
+def test_a_second_dokuend_on_the_same_home_refuses_to_start(daemon: Dokuen) -> None:
     result = subprocess.run(
         [str(BIN / "dokuend")],
-        env=dokuen.env,
+        env=daemon.env,
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
     assert result.returncode == 1
-    assert dokuen.process is not None
-    assert f"another dokuend (pid {dokuen.process.pid}) runs on {dokuen.home}" in result.stderr
-    assert dokuen.ctl("status").returncode == 0
+    assert daemon.process is not None
+    assert f"another dokuend (pid {daemon.process.pid}) runs on {daemon.home}" in result.stderr
+    assert daemon.ctl("status").returncode == 0
 
 
-def test_unknown_command_and_usage_errors_exit_2(dokuen: Dokuen) -> None:
-    assert dokuen.ctl("frobnicate", check=False).returncode == 2
-    assert dokuen.ctl("ps:scale", check=False).returncode == 2
-    assert dokuen.ctl("logs", "--ps", "web.0", check=False).returncode == 2
+def test_unknown_command_and_usage_errors_exit_2(daemon: Dokuen) -> None:
+    assert daemon.ctl("frobnicate", check=False).returncode == 2
+    assert daemon.ctl("ps:scale", check=False).returncode == 2
+    assert daemon.ctl("logs", "--ps", "web.0", check=False).returncode == 2

@@ -9,12 +9,16 @@ import socket
 import stat
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dokuen.client import request
+from dokuen.errors import DokuenError
 from tests.e2e.conftest import Dokuen, find_nginx_binary, free_port_block, wait_for, write_app
 
 NGINX = find_nginx_binary()
@@ -240,12 +244,23 @@ class Load:
         self._thread.join(10)
 
 
+def workers(master: int) -> dict[int, str]:
+    """The nginx master's children and the state of each (Z: exited, not yet reaped)."""
+    found = {}
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):
+            found[int(pid)] = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return found
+
+
 def test_restart_and_deploy_under_load_drop_no_request(proxied: Dokuen, apps_dir: Path) -> None:
     port = http_port(proxied)
     source = write_app(apps_dir / "blog", WEB)
     proxied.deploy("blog", source)
     proxied.ctl("ps:scale", "blog", "web=2")
     wait_for(lambda: proxied.running("blog", 2), "two web processes")
+    master = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"]
+    first_workers = workers(master)
     with Load(port, "blog.localhost") as load:
         before = proxied.ps("blog")
         proxied.ctl("restart", "blog")
@@ -260,6 +275,13 @@ def test_restart_and_deploy_under_load_drop_no_request(proxied: Dokuen, apps_dir
     # During a reload nginx's old and new workers both accept for a moment, so v1 and v2
     # may alternate briefly; after the deploy returned, only v2 answers.
     assert set(load.releases[served_after_deploy:]) == {"v2"}
+    # The old workers were told to quit as soon as the new ones ran, before the master
+    # itself does: once it reaped them it started no replacement (as many workers as at
+    # first, none of them old).
+    wait_for(lambda: "Z" not in workers(master).values(), "the master to reap the old workers")
+    now = workers(master)
+    assert len(now) == len(first_workers)
+    assert not set(now) & set(first_workers)
 
 
 def test_a_deploy_that_never_opens_its_port_fails_and_the_old_release_serves(
@@ -399,3 +421,43 @@ def test_a_new_app_is_refused_the_host_another_app_took_as_its_domain(
     assert "later.localhost, the host of app 'later', is a domain of app 'blog'" in renamed.stderr
     proxied.ctl("domains:remove", "blog", "later.localhost")
     proxied.ctl("apps:create", "later")
+
+
+def test_claims_racing_a_busy_app_give_each_host_to_one_app(dokuen: Dokuen, apps_dir: Path) -> None:
+    """A domains:add to an app that is busy (here: stopping a process that ignores SIGTERM)
+    waits for the app; a claim on the same host meanwhile (the same domain for another app,
+    or apps:create of the app whose host it is) must not both pass: each host ends up with
+    exactly one app, and the loser is told in one line."""
+    stubborn = "web: trap '' TERM; while :; do sleep 0.1; done\n"
+    dokuen.deploy("alpha", write_app(apps_dir / "alpha", stubborn))
+    dokuen.ctl("config:set", "alpha", "DOKUEN_STOP_TIMEOUT=3")
+    wait_for(lambda: dokuen.running("alpha", 1), "alpha running")
+    dokuen.ctl("apps:create", "beta")
+    sock = dokuen.home / "dokuend.sock"
+
+    def claim(command: str, args: dict[str, str]) -> str:
+        try:
+            request(sock, command, args, lambda _: None)
+        except DokuenError as exc:
+            return str(exc)
+        return "ok"
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        stopping = pool.submit(claim, "stop", {"app": "alpha"})
+        wait_for(lambda: "stopping all processes" in dokuen.log(), "alpha stopping")
+        waiting = [
+            pool.submit(claim, "domains:add", {"app": "alpha", "domain": d})
+            for d in ("shop.example.com", "later.localhost")
+        ]
+        time.sleep(0.5)  # both requests have reached dokuend and wait for alpha
+        assert not any(future.done() for future in waiting)
+        other = claim("domains:add", {"app": "beta", "domain": "shop.example.com"})
+        created = claim("apps:create", {"app": "later"})
+        assert stopping.result() == "ok"
+        first, squat = (future.result() for future in waiting)
+    assert other == "ok", other
+    assert first == "domain 'shop.example.com' already belongs to app 'beta'"
+    assert created == "ok", created
+    assert squat == "domain 'later.localhost' already belongs to app 'later'"
+    assert dokuen.ctl("domains", "alpha").stdout.split() == ["alpha.localhost"]
+    assert "shop.example.com" in dokuen.ctl("domains", "beta").stdout.split()

@@ -159,7 +159,8 @@ def test_a_flood_while_dokuend_cannot_read_is_served_at_full_speed(
     apps_dir: Path,
 ) -> None:
     """nginx never waits for the router socket: with dokuend frozen (SIGSTOP), every request
-    is still answered at once, and the lines that did not fit in the socket are gone."""
+    is still answered at once, and the lines that did not fit in the socket are gone, and
+    counted."""
     port = http_port(proxied)
     proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
     wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
@@ -183,6 +184,11 @@ def test_a_flood_while_dokuend_cannot_read_is_served_at_full_speed(
     )
     assert 0 < len(lines) < count
     assert len({line.split('path="')[1].split('"')[0] for line in lines}) == len(lines)
+    # nginx said so for each request it could not send, and status counts those.
+    router = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["router"]
+    assert router["dropped"] == router["malformed"] == 0
+    assert router["unsent"] == count - len(lines)
+    assert f", {count - len(lines)} not sent by nginx" in proxied.ctl("status").stdout
     # Once dokuend reads again, every request is a line again.
     get(port, "blog.localhost", "/after")
     line_with(proxied, 'path="/after"', "blog")
@@ -263,3 +269,39 @@ def test_maintenance_needs_nginx_and_an_app_that_exists(dokuen: Dokuen) -> None:
     assert missing.returncode == 1
     assert "no app 'nope'" in missing.stderr or "nope" in missing.stderr
     assert dokuen.ctl("maintenance:on", "Bad_Name", check=False).returncode == 2
+
+
+def test_an_adopted_nginx_with_an_older_log_format_is_reloaded_with_today_s(
+    tmp_path: Path, apps_dir: Path
+) -> None:
+    """A dokuend of another version (killed, or re-executed into this one) left nginx
+    running with the log format it had: the next dokuend adopts the master and reloads it
+    (adopting the apps is a change nginx shows), so the requests after it are router lines
+    again."""
+    with nginx_dokuen(tmp_path / "home") as daemon:
+        port = http_port(daemon)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+        master = psutil.Process(json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["pid"])
+        assert daemon.process is not None
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait()
+        daemon.process = None
+        config = daemon.home / "nginx" / "nginx.conf"
+        older = 'log_format dokuen_router escape=json \'{"app":"$dokuen_app"}\''
+        config.write_text(
+            re.sub(r"log_format dokuen_router escape=json '[^']*'", older, config.read_text())
+        )
+        workers = {child.pid for child in master.children()}
+        master.send_signal(signal.SIGHUP)  # it logs as the older dokuend had it log
+        wait_for(
+            lambda: {c.pid for c in master.children() if c.status() != "zombie"}.isdisjoint(
+                workers
+            ),
+            "nginx's new workers",
+        )
+        daemon.start()
+        assert json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["pid"] == master.pid
+        wait_for(lambda: "nginx[dokuen]: reloaded" in daemon.log(), "the reload")
+        assert get(port, "blog.localhost", "/after-upgrade")[0] == 200
+        line_with(daemon, 'path="/after-upgrade"', "blog")

@@ -17,6 +17,7 @@ import pytest
 
 from dokuen.tls.keystore import KeyStore
 from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
+from tests.e2e.ocibase import busybox, write_base
 from tests.e2e.pebble import MiniCa
 from tests.e2e.test_build import buildpack
 
@@ -193,7 +194,8 @@ def test_the_tree_has_its_owners_and_modes_after_create_and_deploy(
     assert (release / "envserver.py").stat().st_uid == who["uid"]
     assert mode(app / "releases" / "v1.json") == mode(app / "releases" / "v1.log") == 0o600
     assert mode(app / "formation.json") == mode(app / "env" / "SECRET") == 0o600
-    assert mode(app / "build") == 0o700
+    # A Procfile-only build starts no process: no workspace to make for one.
+    assert not (app / "build").exists()
     assert (app / "cache").stat().st_uid == who["build_uid"]
     # Nothing directly in the app's directory is readable by others.
     for path in app.iterdir():
@@ -460,3 +462,28 @@ def test_a_later_build_cannot_change_an_earlier_release_through_a_hard_link(
     assert "REFUSED" in second.stdout, second.stdout
     assert v1.read_text() == "original\n"
     assert v1.stat().st_uid == 0
+    image_refuses_a_file_the_app_may_not_read(isolated, open_top)
+
+
+def image_refuses_a_file_the_app_may_not_read(daemon: Dokuen, top: Path) -> None:
+    """`dokuenctl image` reads the release as root: a hard link the app made to a file it
+    may not read (possible with fs.protected_hardlinks=0, planted here by the test as root)
+    is refused by name, and its bytes go nowhere."""
+    binary = busybox()
+    if binary is None:
+        return
+    base = write_base(top / "base", binary)
+    image = top / "blog.tar"
+    daemon.ctl("image", "blog", "v2", "-o", str(image), "--base", str(base))
+    assert image.stat().st_size > 0
+    secret = top / "shadow"
+    secret.write_text("root's secret\n")
+    secret.chmod(0o600)
+    os.link(secret, daemon.home / "apps/blog/releases/v2/stolen")
+    refused = daemon.ctl(
+        "image", "blog", "v2", "-o", str(top / "no.tar"), "--base", str(base), check=False
+    )
+    assert refused.returncode == 1, refused
+    assert refused.stderr.startswith("error: app/stolen: the app's user may not read it"), refused
+    assert "Traceback" not in refused.stderr
+    assert not (top / "no.tar").exists()

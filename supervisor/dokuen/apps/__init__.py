@@ -8,6 +8,7 @@ May import: the core, isolate, supervise, proxy and deploy.
 __all__ = [
     "adoption",
     "app",
+    "claims",
     "maintenance",
     "options",
     "releasing",

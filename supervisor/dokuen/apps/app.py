@@ -174,9 +174,11 @@ class App:
         ports, dynos = tuple(s.port or 0 for s in serving), tuple(s.spec.name for s in serving)
         return Site(self.name, tuple(self.hosts()), ports, size, dynos, self.dir.maintenance)
 
-    async def set_domains(self, domains: list[str]) -> None:
+    async def set_domains(self, domains: Callable[[], list[str]]) -> None:
+        """Write the app's domains as ``domains()`` gives them once the app's lock is held
+        (it may raise to refuse)."""
         async with self.exclusive():
-            self.dir.write_domains(domains)
+            self.dir.write_domains(domains())
             self.runtime.proxy_changed()
 
     # -- operations ------------------------------------------------------------------

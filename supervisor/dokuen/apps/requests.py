@@ -13,6 +13,7 @@ import structlog
 
 from dokuen.apps import releasing, renaming, views
 from dokuen.apps.app import App
+from dokuen.apps.claims import Claims
 from dokuen.apps.logs import stream_logs
 from dokuen.apps.runs import RunCommands
 from dokuen.apps.runtime import Runtime
@@ -97,7 +98,8 @@ class AppCommands:
         self._forget = forget
         self._renamed = renamed
         self._servers = tuple(servers)  # compared with ==: the name may be any JSON value
-        self._creating = anyio.Lock()  # one apps:create (or first push) at a time
+        self._creating = anyio.Lock()  # one apps:create, first push or rename at a time
+        self._claims = Claims(lambda: self._runtime().settings.domain)
 
     def handlers(self) -> dict[str, Command]:
         return {
@@ -162,9 +164,12 @@ class AppCommands:
     async def _create(self, name: str, event: str) -> App:
         """Make the app, its repository included; hold ``_creating`` around the call."""
         check_new_app_name(name)
-        self._check_host_free(name)
+        self._claims.check_new_app(name, self.apps)
         hooks = self._hooks()  # before anything touches the disk
+        with self._claims.arriving(name):
+            return await self._make(name, event, hooks)
 
+    async def _make(self, name: str, event: str, hooks: dict[str, str]) -> App:
         isolation = self._runtime().isolation
 
         def prepare(directory: AppDir) -> None:
@@ -177,17 +182,6 @@ class AppCommands:
         self._runtime().proxy_changed()
         await self._sync_proxy()
         return app
-
-    def _check_host_free(self, name: str, renamed: str | None = None) -> None:
-        """``NAME.DOKUEN_DOMAIN`` is no other app's domain: that app would keep serving
-        (and could hold a certificate for) the new app's own host."""
-        host = f"{name}.{self._runtime().settings.domain}"
-        for other in self.apps.values():
-            if other.name != renamed and host in other.dir.read_domains():
-                raise Conflict(
-                    f"{host}, the host of app {name!r}, is a domain of app {other.name!r}; "
-                    f"free it first: dokuenctl domains:remove {other.name} {host}"
-                )
 
     async def destroy_app(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
@@ -214,9 +208,10 @@ class AppCommands:
     async def rename_app(self, args: dict[str, Any], out: Output) -> Any:
         """Everything of the app follows its new name (renaming.py)."""
         app, new = self.find(args), check_new_app_name(text_arg(args, "new"))
-        self._check_host_free(new, app.name)
         async with self._creating:  # no apps:create or first push of NEW meanwhile
-            renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
+            self._claims.check_new_app(new, self.apps, renamed=app.name)
+            with self._claims.arriving(new):
+                renamed = await renaming.rename(app, new, self.apps, self._store, self._start_app)
         warnings = renaming.stale_paths(renamed, app.dir)
         warnings += await self._renamed(app.name, new) if self._renamed else []
         self._runtime().proxy_changed()
@@ -356,10 +351,12 @@ class AppCommands:
     async def domains_add(self, args: dict[str, Any], out: Output) -> Any:
         app = self.find(args)
         domain = check_domain(text_arg(args, "domain"))
-        for other in self.apps.values():
-            if domain in other.hosts():
-                raise Conflict(f"domain {domain!r} already belongs to app {other.name!r}")
-        await app.set_domains([*app.dir.read_domains(), domain])
+
+        def domains() -> list[str]:  # under the app's lock, written at once
+            self._claims.check_domain(domain, self.apps)
+            return [*app.dir.read_domains(), domain]
+
+        await app.set_domains(domains)
         await self._sync_proxy()
         return app.hosts()
 
@@ -369,7 +366,7 @@ class AppCommands:
         domains = app.dir.read_domains()
         if domain not in domains:
             raise not_found("domain", domain, domains)
-        await app.set_domains([d for d in domains if d != domain])
+        await app.set_domains(lambda: [d for d in app.dir.read_domains() if d != domain])
         await self._sync_proxy()
         return app.hosts()
 

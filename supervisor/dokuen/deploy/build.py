@@ -26,6 +26,7 @@ import psutil
 
 from dokuen.deploy.buildpack import (
     BUNDLED,
+    BUNDLED_AS_DATA,
     BuildError,
     ReleaseInfo,
     Source,
@@ -111,6 +112,14 @@ class Builder:
 
         Raises BuildError when no buildpack applies, one fails, or the time runs out.
         """
+        chosen = _bundled_choice(job)
+        if chosen is not None and chosen.source.text in BUNDLED_AS_DATA:
+            # Its compile and release only say fixed things: no process, so no workspace,
+            # no cgroup, no build uid to hand the tree to and nothing left to kill.
+            said, info = BUNDLED_AS_DATA[chosen.source.text]
+            await say(f"-----> {chosen.detected} app detected\n")
+            await say(said)
+            return Outcome((chosen.detected,), info)
         await anyio.to_thread.run_sync(_prepare, job)
         group = await self._make_group(job, say)
         try:
@@ -183,10 +192,9 @@ class Builder:
             sources = [parse_source(job.config["BUILDPACK_URL"], "BUILDPACK_URL")]
         elif (text := read_optional(job.build_dir, ".buildpacks", _BUILDPACKS_LIMIT)) is not None:
             sources = parse_buildpacks_file(text.decode("utf-8", errors="replace"))
+        elif (chosen := _bundled_choice(job)) is not None:
+            return [chosen]
         else:
-            for name in BUNDLED:  # their bin/detect as data: no process to start
-                if found := detect_bundled(name, job.build_dir):
-                    return [_Pack(Source(name), job.bundled / name, found)]
             raise BuildError(
                 "no buildpack applies to this app. Tried: python (requirements.txt, Pipfile, "
                 "pyproject.toml or setup.py), node (package.json), static (index.html without "
@@ -291,6 +299,17 @@ class Builder:
                 if process.environ().get("HOME") == home:
                     found.append(process)
         return found
+
+
+def _bundled_choice(job: Job) -> _Pack | None:
+    """The first bundled buildpack whose bin/detect says yes (as data: no process), when
+    the app names none (no ``BUILDPACK_URL``, no ``.buildpacks``); else None."""
+    if "BUILDPACK_URL" in job.config or os.path.lexists(job.build_dir / ".buildpacks"):
+        return None
+    for name in BUNDLED:
+        if found := detect_bundled(name, job.build_dir):
+            return _Pack(Source(name), job.bundled / name, found)
+    return None
 
 
 def _ulimits(limits: Limits) -> list[str]:

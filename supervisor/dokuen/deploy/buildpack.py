@@ -106,6 +106,17 @@ class ReleaseInfo:
     config_vars: Mapping[str, str] = field(default_factory=dict)
 
 
+# Bundled buildpacks whose bin/compile and bin/release only ever say the same thing: a
+# build that uses one alone starts no process at all (name -> what bin/compile prints, what
+# bin/release says). tests/test_detect.py holds the scripts to this table.
+BUNDLED_AS_DATA: dict[str, tuple[str, ReleaseInfo]] = {
+    "procfile": (
+        "-----> Nothing to build: the Procfile's commands run as they are\n",
+        ReleaseInfo(),
+    ),
+}
+
+
 def parse_release(text: str, origin: str) -> ReleaseInfo:
     """Parse ``bin/release`` output (YAML, read with ``safe_load``).
 

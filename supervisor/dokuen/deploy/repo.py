@@ -11,14 +11,15 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dokuen.entrypoint import Entrypoint
 from dokuen.errors import DokuenError, InvalidName, SettingsError
 from dokuen.names import check_app_name
-from dokuen.store import write_atomic
+
+if TYPE_CHECKING:  # the hook imports this module: it starts without their imports
+    from dokuen.entrypoint import Entrypoint
 
 REPO_DIR = "repo.git"
 DEFAULT_BRANCH = "main"
@@ -38,7 +39,7 @@ exec {command}
 """
 
 
-def render_hook(entrypoint: Entrypoint) -> str:
+def render_hook(entrypoint: "Entrypoint") -> str:
     """The pre-receive hook: the same static script for every app (the app is known from
     the repository's path). Raises SettingsError for paths that are not plain."""
     light = entrypoint.module_command("dokuen.cli.githook")  # no click: faster to start
@@ -48,7 +49,7 @@ def render_hook(entrypoint: Entrypoint) -> str:
 MANAGED_HOOKS = ("pre-receive", "post-receive")
 
 
-def render_hooks(entrypoint: Entrypoint, backups: bool = True) -> dict[str, str]:
+def render_hooks(entrypoint: "Entrypoint", backups: bool = True) -> dict[str, str]:
     """Every hook of an app's repository by name, each as static as ``render_hook``'s. The
     post-receive hook only with a backup target (``backups``): without one it would start
     a dokuenctl after every push, for nothing, while the pusher waits."""
@@ -69,6 +70,8 @@ def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
     Raises:
         SettingsError: git is missing, or ``path`` is something else.
     """
+    from dokuen.store import write_atomic  # noqa: PLC0415 (see TYPE_CHECKING above)
+
     created = False
     if not (path / "HEAD").is_file():
         if path.exists():
@@ -154,10 +157,11 @@ def ref_value(repo: Path, ref: str) -> str | None:
 def export_commit(repo: Path, commit: str, destination: Path) -> None:
     """Write the tree of ``commit`` into the empty directory ``destination``.
 
-    git checks the tree out itself (``read-tree`` into a scratch index, ``checkout-index``):
-    git trees hold no absolute paths, no ``..``, no devices, and git never writes through a
-    link. What git would allow and a deploy must not, a link that points out of the tree,
-    is refused after the fact. Unlike tarfile's extraction filters (Python 3.11.4+), this
+    git checks the tree out itself, in one process (``read-tree --reset -u`` with a scratch
+    index, ``destination.index``, and ``destination`` as its work tree): git trees hold no
+    absolute paths, no ``..``, no devices, and git never writes through a link. What git
+    would allow and a deploy must not, a link that points out of the tree, is refused
+    after the fact. Unlike tarfile's extraction filters (Python 3.11.4+), this
     needs nothing of the Python it runs on.
 
     Raises:
@@ -165,17 +169,17 @@ def export_commit(repo: Path, commit: str, destination: Path) -> None:
         (named).
     """
     short = check_object_id(commit)[:7]
-    with tempfile.TemporaryDirectory(prefix="dokuen-index-") as scratch:
-        # The hook's own environment (see above), and an index of our own.
-        env = {**os.environ, "GIT_INDEX_FILE": os.path.join(scratch, "index")}
-        for argv in (
-            ["git", "read-tree", commit],
-            ["git", f"--work-tree={destination}", "checkout-index", "--all", "--force"],
-        ):
-            done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, check=False)
-            if done.returncode != 0:
-                errors = done.stderr.decode(errors="replace").strip()
-                raise DokuenError(f"cannot check out commit {short}: {errors}")
+    # The hook's own environment (see above), and an index of our own beside the tree.
+    index = destination.with_name(f"{destination.name}.index")
+    env = {**os.environ, "GIT_INDEX_FILE": str(index)}
+    argv = ["git", f"--work-tree={destination}", "read-tree", "--reset", "-u", commit]
+    try:
+        done = subprocess.run(argv, cwd=repo, env=env, capture_output=True, check=False)
+    finally:
+        index.unlink(missing_ok=True)
+    if done.returncode != 0:
+        errors = done.stderr.decode(errors="replace").strip()
+        raise DokuenError(f"cannot check out commit {short}: {errors}")
     for link in _links_out_of(destination):
         raise DokuenError(
             f"commit {short} cannot be deployed: {link.relative_to(destination)} is a link "

@@ -6,24 +6,58 @@ import os
 import stat
 import tarfile
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from dokuen.errors import UnsafeFile
 
 
-def write_layer(root: Path, out: IO[bytes], *, prefix: str, uid: int, gid: int, mtime: int) -> None:
+def write_layer(
+    root: Path,
+    out: IO[bytes],
+    *,
+    prefix: str,
+    uid: int,
+    gid: int,
+    mtime: int,
+    reader: tuple[int, int] | None = None,
+) -> None:
     """Write the tree under ``root`` to ``out`` as a tar whose entries are ``prefix/...``,
     sorted, owned by ``uid``:``gid``, with ``mtime``. Directories, regular files and
     symbolic links (as links) go in; anything else (a FIFO, a socket) is left out. Below
     ``root`` nothing is followed: each file is opened ``O_NOFOLLOW`` from its directory's
-    descriptor and must still be a regular file (an app wrote the tree)."""
+    descriptor and must still be a regular file (an app wrote the tree).
+
+    ``reader`` is the app's uid and gid: a file that user could not read itself is refused,
+    so that root never copies out a hard link the app made to a file not its own (possible
+    where ``fs.protected_hardlinks`` is 0)."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             tar.addfile(_info(f"{prefix}/", os.fstat(top), uid, gid, mtime))
-            _add_tree(tar, top, prefix, uid, gid, mtime)
+            _add_tree(tar, top, _Walk(prefix, uid, gid, mtime, reader))
         finally:
             os.close(top)
+
+
+class _Walk(NamedTuple):
+    prefix: str
+    uid: int
+    gid: int
+    mtime: int
+    reader: tuple[int, int] | None
+
+    def below(self, name: str) -> "_Walk":
+        return self._replace(prefix=f"{self.prefix}/{name}")
+
+
+def readable_by(status: os.stat_result, reader: tuple[int, int]) -> bool:
+    """Whether a user ``(uid, gid)`` with no other groups may read the file."""
+    uid, gid = reader
+    if status.st_uid == uid:
+        return bool(status.st_mode & stat.S_IRUSR)
+    if status.st_gid == gid:
+        return bool(status.st_mode & stat.S_IRGRP)
+    return bool(status.st_mode & stat.S_IROTH)
 
 
 def _info(name: str, status: os.stat_result, uid: int, gid: int, mtime: int) -> tarfile.TarInfo:
@@ -35,12 +69,11 @@ def _info(name: str, status: os.stat_result, uid: int, gid: int, mtime: int) -> 
     return info
 
 
-def _add_tree(
-    tar: tarfile.TarFile, directory: int, prefix: str, uid: int, gid: int, mtime: int
-) -> None:
+def _add_tree(tar: tarfile.TarFile, directory: int, walk: _Walk) -> None:
+    uid, gid, mtime = walk.uid, walk.gid, walk.mtime
     for name in sorted(os.listdir(directory)):
         status = os.stat(name, dir_fd=directory, follow_symlinks=False)
-        path = f"{prefix}/{name}"
+        path = f"{walk.prefix}/{name}"
         if stat.S_ISLNK(status.st_mode):
             info = _info(path, status, uid, gid, mtime)
             info.type, info.linkname, info.mode = (
@@ -53,7 +86,7 @@ def _add_tree(
             child = _open(name, directory, os.O_DIRECTORY)
             try:
                 tar.addfile(_info(path, os.fstat(child), uid, gid, mtime))
-                _add_tree(tar, child, path, uid, gid, mtime)
+                _add_tree(tar, child, walk.below(name))
             finally:
                 os.close(child)
         elif stat.S_ISREG(status.st_mode):
@@ -62,6 +95,11 @@ def _add_tree(
                 current = os.fstat(handle.fileno())
                 if not stat.S_ISREG(current.st_mode):
                     raise UnsafeFile(f"{path}: changed while it was read (not a file now)")
+                if walk.reader and not readable_by(current, walk.reader):
+                    raise UnsafeFile(
+                        f"{path}: the app's user may not read it (owner uid {current.st_uid},"
+                        f" mode {stat.S_IMODE(current.st_mode):o}); remove it from the release"
+                    )
                 info = _info(path, current, uid, gid, mtime)
                 info.size = current.st_size
                 tar.addfile(info, _Exactly(handle, current.st_size, path))

@@ -55,11 +55,20 @@ class ExportCommands:
         release = find_release(app, optional_arg(args, "release"))
         found = app.runtime.isolation.identity(app.dir)
         uid, gid = image_owner(found.uid, found.gid) if found else image_owner(None, None)
+        reader = (found.uid, found.gid) if found and app.runtime.isolation.apps else None
         mtime = created_epoch(release)
         with tempfile.TemporaryFile(dir=app.runtime.settings.home) as layer:
 
             def write() -> None:
-                write_layer(release.path, layer, prefix=LAYER_ROOT, uid=uid, gid=gid, mtime=mtime)
+                write_layer(
+                    release.path,
+                    layer,
+                    prefix=LAYER_ROOT,
+                    uid=uid,
+                    gid=gid,
+                    mtime=mtime,
+                    reader=reader,
+                )
                 layer.seek(0)
 
             await anyio.to_thread.run_sync(write)

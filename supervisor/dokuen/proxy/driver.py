@@ -11,7 +11,6 @@ import dataclasses
 import os
 import shlex
 import shutil
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import structlog
 
 from dokuen.errors import DokuenError, explain
 from dokuen.proxy.listener import RouterListener
-from dokuen.proxy.master import adopt_master, record_master, stop_master, watch
+from dokuen.proxy.master import adopt_master, record_master, reload_master, stop_master, watch
 from dokuen.proxy.nginx import (
     Https,
     Managed,
@@ -35,7 +34,6 @@ from dokuen.proxy.nginx import (
 )
 from dokuen.proxy.router import SOCKET_NAME
 from dokuen.settings import Settings
-from dokuen.supervise import reaper
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import port_is_free
@@ -45,6 +43,7 @@ from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 log = structlog.get_logger()
 
 COALESCE = 0.02  # seconds to gather changes that arrive together into one reload
+# (unless a sync() waits for them: a deploy's switch, which waits for nothing else)
 NGINX_APP = "nginx"  # how nginx's own lines and events appear in the unified log
 MAX_RESTART_DELAY = 30.0
 FIRST_RESTART_DELAY = 0.5
@@ -116,6 +115,7 @@ class NginxProxy:
         self._spawner = spawner
         self._mux = mux
         self._dirty = anyio.Event()
+        self._awaited = anyio.Event()  # someone waits in sync(): no gathering, apply now
         self._requested = 0
         self._applied = 0
         self._error: DokuenError | None = None
@@ -168,6 +168,8 @@ class NginxProxy:
     async def sync(self) -> None:
         """Wait until every change so far is applied; raise DokuenError if nginx refused it."""
         generation = self._requested
+        if self._applied < generation:
+            self._awaited.set()
         while self._applied < generation:
             await self._done.wait()
         if self._error is not None and self._error_generation >= generation:
@@ -203,8 +205,9 @@ class NginxProxy:
                 if not self._dirty.is_set():
                     await self._heal_prefix()
                     continue
-                await anyio.sleep(COALESCE)
-                self._dirty = anyio.Event()
+                with anyio.move_on_after(COALESCE):
+                    await self._awaited.wait()
+                self._dirty, self._awaited = anyio.Event(), anyio.Event()
                 generation = self._requested
                 try:
                     await self._apply(reload=True)
@@ -331,19 +334,8 @@ class NginxProxy:
         await anyio.sleep(SYSTEM_RELOAD_SETTLE)
 
     async def _reload(self, master: int) -> None:
-        """SIGHUP the master, then wait until workers with the new config run: only then do
-        requests see it (old workers finish their requests and quit on their own)."""
-        old_workers = reaper.children(master)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(master, signal.SIGHUP)
-        with anyio.move_on_after(RELOAD_TIMEOUT):
-            while not reaper.children(master) - old_workers:
-                await anyio.sleep(0.005)
-        # Old workers accept no new connection once they quit, which is at once unless a
-        # request is still in flight; wait for that, but not for a slow request.
-        with anyio.move_on_after(RELOAD_SETTLE):
-            while reaper.children(master) & old_workers:
-                await anyio.sleep(0.005)
+        """Reload the master; return once only workers with the new config accept."""
+        await reload_master(master, RELOAD_TIMEOUT, RELOAD_SETTLE)
 
     async def _supervise_master(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

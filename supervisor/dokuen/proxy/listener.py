@@ -2,12 +2,15 @@
 (``$DOKUEN_HOME/nginx/router.sock``) and hands each parsed line to the log multiplexer.
 
 nginx's workers send without blocking, so a reader that falls behind never slows a request:
-the kernel drops what does not fit (nginx does not count those). This side counts what it
-drops itself (while the log writer is behind), what does not parse, and datagrams from
-processes that are not the managed master's workers (the socket is writable by all, for the
-workers' unprivileged user; the kernel's SCM_CREDENTIALS say who sent each datagram).
+what does not fit in the socket (net.unix.max_dgram_qlen datagrams) is not sent, and nginx
+says so in its error log, a line each (``unsent``, counted from that log when ``status``
+asks). This side counts what it drops itself (while the log writer is behind), what does
+not parse, and datagrams from processes that are not the managed master's workers (the
+socket is writable by all, for the workers' unprivileged user; the kernel's
+SCM_CREDENTIALS say who sent each datagram).
 """
 
+import asyncio
 import os
 import socket
 import struct
@@ -19,7 +22,7 @@ import anyio
 import anyio.abc
 import structlog
 
-from dokuen.proxy.router import SOURCE, parse_datagram
+from dokuen.proxy.router import ERROR_LOG, SOURCE, parse_datagram
 from dokuen.supervise.logmux import LogMux
 
 log = structlog.get_logger()
@@ -27,8 +30,16 @@ log = structlog.get_logger()
 DATAGRAM = 8192  # nginx's syslog messages are at most about 4 KiB
 RECEIVE_BUFFER = 4 << 20
 BATCH = 256  # datagrams read before other tasks get a turn
+# Lines wait this long (seconds) in the listener and go to the log writer together: one
+# write, and one wakeup of the writer's thread, for every request of that time rather
+# than for each (measured in bench/proxy.py: the writer's wakeups were most of dokuend's
+# CPU per request). The socket itself holds only net.unix.max_dgram_qlen datagrams (10
+# by default; nginx drops what does not fit): it is read as soon as anything is in it.
+FLUSH_EVERY = 0.01
+UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+_ANCILLARY = socket.CMSG_SPACE(_UCRED.size)
 
 
 class RouterListener:
@@ -51,7 +62,13 @@ class RouterListener:
         self._previous: dict[int, tuple[str, str]] = {}
         self._senders: dict[int, bool] = {}
         self._senders_since = 0.0
-        self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0}
+        self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0, "unsent": 0}
+        # nginx's error log (beside the socket, in nginx's prefix): what it could not send
+        self.errors = path.parent / ERROR_LOG
+        self._errors_read = _size(self.errors)  # what came before this dokuend is not counted
+        self._lines: list[tuple[str, bytes]] = []  # read, not yet handed to the log
+        self._size = 0  # their bytes
+        self._timer: asyncio.TimerHandle | None = None
         self.problem: str | None = None
 
     def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
@@ -63,7 +80,23 @@ class RouterListener:
 
     def status(self) -> dict[str, int | str | None]:
         """What ``dokuenctl status`` shows: the counts, and why there are no lines if so."""
+        self._count_unsent()
         return {**self.counts, "problem": self.problem}
+
+    def _count_unsent(self) -> None:
+        """Count nginx's ``send() to syslog failed`` lines written since the last look."""
+        size = _size(self.errors)
+        if size == self._errors_read:
+            return
+        start = self._errors_read if size > self._errors_read else 0  # rotated: all of it
+        try:
+            with self.errors.open("rb") as log_file:
+                log_file.seek(start)
+                text = log_file.read(size - start)
+        except OSError:
+            return
+        self._errors_read = size
+        self.counts["unsent"] += text.count(UNSENT)
 
     @property
     def dynos(self) -> Mapping[int, tuple[str, str]]:
@@ -89,38 +122,65 @@ class RouterListener:
             # nginx's workers run as an unprivileged user; who sent what is checked per datagram.
             self.path.chmod(0o666)
             task_status.started()
-            while True:
-                await anyio.wait_readable(sock)
-                self._drain(sock)
-                await anyio.lowlevel.checkpoint()
+            # A reader callback for as long as the socket lives, rather than a wait per
+            # wakeup (each one an epoll registration and a task switch): _drain runs in
+            # the loop as soon as a datagram is in.
+            loop = asyncio.get_running_loop()
+            loop.add_reader(sock.fileno(), self._drain, sock, loop)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                loop.remove_reader(sock.fileno())
+                self._drain(sock, None)  # what is in the socket still
+                self._flush()
         finally:
             sock.close()
             self.path.unlink(missing_ok=True)
             log.info("router.closed", **self.counts)
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Read what the socket holds (up to BATCH datagrams) and keep their lines for the
+        next flush, which ``loop`` runs FLUSH_EVERY seconds after the first of them."""
         dynos = self.dynos
         for _ in range(BATCH):
             try:
-                data, ancillary, _flags, _address = sock.recvmsg(
-                    DATAGRAM, socket.CMSG_SPACE(_UCRED.size)
-                )
+                data, ancillary, flags, _address = sock.recvmsg(DATAGRAM, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
-                return
+                break
+            except OSError as exc:  # not expected of a bound datagram socket; never fatal
+                log.warning("router.read_failed", error=str(exc))
+                break
             if not self._from_nginx(ancillary):
                 self.counts["refused"] += 1
                 continue
-            if self._mux.behind:
+            if self._mux.behind or self._size > self._mux.high_water:
                 self.counts["dropped"] += 1
                 continue
             try:
-                line = parse_datagram(data, dynos)
+                line = parse_datagram(data, dynos, cut=bool(flags & socket.MSG_TRUNC))
             except ValueError as exc:
                 self.counts["malformed"] += 1
                 log.warning("router.malformed", error=str(exc), size=len(data))
                 continue
-            self.counts["lines"] += 1
-            self._mux.write(line.app, SOURCE, [line.line.encode()])
+            text = line.line.encode()
+            self._lines.append((line.app, text))
+            self._size += len(text)
+        if self._lines and self._timer is None and loop is not None:
+            self._timer = loop.call_later(FLUSH_EVERY, self._flush)
+
+    def _flush(self) -> None:
+        """Hand the lines kept so far to the log, stamped alike, one write for each run of
+        lines of the same app, in the order they came."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines, self._size = self._lines, [], 0
+        start = 0
+        for end in range(1, len(lines) + 1):
+            if end == len(lines) or lines[end][0] != lines[start][0]:
+                self._mux.write(lines[start][0], SOURCE, [text for _, text in lines[start:end]])
+                start = end
+        self.counts["lines"] += len(lines)
 
     def _from_nginx(self, ancillary: list[tuple[int, int, bytes]]) -> bool:
         """Whether the sender (from SCM_CREDENTIALS) is a child of the nginx master."""
@@ -158,6 +218,13 @@ def _bind(sock: socket.socket, path: Path) -> None:
         sock.bind(f"/proc/self/fd/{directory}/{path.name}")
     finally:
         os.close(directory)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _parent(pid: int) -> int | None:

@@ -14,6 +14,7 @@ import anyio
 import psutil
 import structlog
 
+from dokuen.supervise import reaper
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.record import ProcessRecord, start_time
 from dokuen.supervise.spawn import LoopChild, PidfdChild
@@ -127,3 +128,41 @@ async def stop_master(child: Master, grace: float) -> None:
             child.signal_group(signal.SIGKILL)
             await anyio.sleep(0.02)
     await child.aclose()
+
+
+async def reload_master(master: int, patience: float, settle: float) -> None:
+    """Have the master load its new config, and return once only workers with it accept.
+
+    On SIGHUP the master starts workers with the new config, then sleeps a fixed 100 ms
+    before it tells the old ones to quit (SIGQUIT), its signals blocked meanwhile. Once the
+    new workers run, the old ones get that SIGQUIT from here at once: they close their
+    listening sockets (shared with the new workers: a connection waits in the backlog, it
+    is never refused) and finish what they serve. When the master wakes it marks them as
+    exiting before it sees them exit, so it starts no replacement. A worker has stopped
+    accepting once it exited (a zombie counts); a request still in flight is waited for,
+    but at most ``settle`` seconds.
+    """
+    old = reaper.children(master)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(master, signal.SIGHUP)
+    with anyio.move_on_after(patience):  # no new workers by then: the old ones stay
+        while not reaper.children(master) - old:
+            await anyio.sleep(0.005)
+    if not reaper.children(master) - old:
+        return
+    for pid in old:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGQUIT)
+    with anyio.move_on_after(settle):
+        while _running(reaper.children(master) & old):
+            await anyio.sleep(0.005)
+
+
+def _running(pids: set[int]) -> set[int]:
+    """The processes of ``pids`` that have not exited (a zombie has: it holds no socket)."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                found.add(pid)
+    return found

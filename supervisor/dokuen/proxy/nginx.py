@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dokuen.errors import SettingsError
-from dokuen.proxy.router import render_access_log, render_log_format
+from dokuen.proxy.router import ERROR_LOG, render_access_log, render_log_format
 
 _SIZE = re.compile(r"[0-9]{1,6}[kKmMgG]?")
 DEFAULT_BODY_SIZE = "10m"
@@ -228,7 +228,7 @@ master_process on;
 # server): measured in bench/proxy.py against a hand-written config (docs/benchmarks.md).
 worker_processes auto;
 pid {p}/nginx.pid;
-error_log {p}/logs/error.log warn;
+error_log {p}/{ERROR_LOG} warn;
 # Old workers of past reloads finish their requests, but not forever.
 worker_shutdown_timeout 30s;
 

@@ -1,9 +1,18 @@
 """Router lines, the pure half: what nginx logs for each request and how one of its
 datagrams becomes a Heroku router line (``at=info method=GET path="/" ... status=200``).
 
-nginx writes one JSON object per request (``log_format ... escape=json``) as a syslog
-datagram to dokuend's router socket; ``parse_datagram`` turns one datagram into the app's
-name and the line, or refuses it with ValueError. The I/O half is listener.py.
+nginx writes each request as a syslog datagram to dokuend's router socket, in a format
+made for it (``log_format ... escape=json``): nine space-separated words whose values
+cannot hold a space (the app and its state, which dokuend's config sets, then what nginx
+knows of the request, the host last), a tab, what the web processes did (``|``-separated),
+a tab, and the path as escape=json wrote it, last so that a datagram cut short loses only
+the path's end. escape=json turns a quote into ``\\"``, a backslash into ``\\\\`` and every
+byte below 0x20 (a tab, a newline) into an escape, so the two tabs are nginx's own and no
+value can end its quotes, start a word of the line or split it. What remains for
+dokuend (``parse_datagram``) is mostly to put the words in Heroku's order: a value that is
+printable ASCII is already escaped as the line shows it; anything else (UTF-8, DEL,
+``\\u`` escapes) is unescaped and quoted again, as the line always quotes. The I/O half is
+listener.py.
 """
 
 import json
@@ -17,40 +26,58 @@ LOG_FORMAT_NAME = "dokuen_router"
 # Relative to nginx's working directory, which is its prefix ($DOKUEN_HOME/nginx): the
 # workers (nobody, when the master is root) may not search the directories above it.
 SOCKET_NAME = "router.sock"
+ERROR_LOG = "logs/error.log"  # nginx's, in the same directory: it says what it did not send
 SOURCE = ROUTER_SOURCE  # APP[router]: in the unified log
-# `path` comes last: a request line too long for one syslog datagram (nginx cuts at about
-# 4 KiB) loses the end of its path, and everything before it still parses.
-FIELDS = (
-    ("app", "$dokuen_app"),
-    ("state", "$dokuen_state"),
-    ("method", "$request_method"),
-    ("host", "$host"),
-    ("id", "$request_id"),
-    ("fwd", "$remote_addr"),
-    ("upstream", "$upstream_addr"),
-    ("header", "$upstream_header_time"),
-    ("connect", "$upstream_connect_time"),
-    ("service", "$upstream_response_time"),
-    ("time", "$request_time"),
-    ("status", "$status"),
-    ("bytes", "$bytes_sent"),
-    ("scheme", "$scheme"),
-    ("path", "$request_uri"),
+# The words before the first tab, in order; values that hold no space (nginx refuses
+# spaces and control characters in a request line and a Host header). The host is last,
+# so that even a host with a space would stay one word.
+WORDS = (
+    "$dokuen_app",
+    "$dokuen_state",
+    "$status",
+    "$request_method",
+    "$request_id",
+    "$remote_addr",
+    "$bytes_sent",
+    "$scheme",
+    "$host",
 )
+# After the first tab: nginx's own (an address list, times), never what a client sent.
+UPSTREAM = (
+    "$upstream_addr",
+    "$upstream_header_time",
+    "$upstream_connect_time",
+    "$upstream_response_time",
+)
+PATH = "$request_uri"  # after the second tab, the rest of the datagram
 TRUNCATED = "[cut]"
-_PATH_KEY = ',"path":"'
+_APP = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _HOST = re.compile(r"[a-z0-9.-]{1,253}(?::[0-9]{1,5})?")
 _ADDRESS = re.compile(r"127\.0\.0\.1:([0-9]{1,5})")
 _METHOD = re.compile(r"[A-Z]{1,20}")
 _TOKEN = re.compile(r"[A-Za-z0-9._-]{0,64}")
+# Printable ASCII as escape=json leaves it: no bare quote or backslash, and no \u escape
+# (nginx writes those in capitals; the line in small letters, as json.dumps does).
+_ESCAPED = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt])*')
+# A value cut inside an escape: the whole escapes and characters before the cut.
+_WHOLE = re.compile(r"(?:[^\\]|\\u[0-9a-fA-F]{4}|\\[^u])*")
+# Most requests, whole: answered by the app's one web process it was sent to at the first
+# try, the address, host, path and times plain. Such a line is put together at once.
+_COMMON = re.compile(
+    r"([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ([0-9]{3}) ([A-Z]{1,20}) ([0-9a-f]{32}) "
+    r"([0-9.]{7,15}) ([0-9]{1,19}) (https?) ([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)\t"
+    r"127\.0\.0\.1:([0-9]{1,5})\|[0-9.]+\|([0-9]{1,9})\.([0-9]{3})\|([0-9]{1,9})\.([0-9]{3})\t"
+    r'((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt])*)'
+)
+_ROUTER_ERRORS = frozenset(("499", "502", "503", "504"))  # maybe not at=info: see _outcome
 # Printable ASCII but the quote and the backslash: quoted as is (json.dumps would agree).
 _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 def render_log_format() -> str:
-    """The ``log_format`` directive nginx's http block needs (one JSON object a request)."""
-    body = ",".join(f'"{key}":"{variable}"' for key, variable in FIELDS)
-    return f"    log_format {LOG_FORMAT_NAME} escape=json '{{{body}}}';\n"
+    """The ``log_format`` directive nginx's http block needs (one datagram a request)."""
+    body = " ".join(WORDS) + "\\t" + "|".join(UPSTREAM) + "\\t" + PATH
+    return f"    log_format {LOG_FORMAT_NAME} escape=json '{body}';\n"
 
 
 def render_access_log() -> str:
@@ -68,81 +95,87 @@ class RouterLine:
     dyno: str | None = None
 
 
-def parse_datagram(data: bytes, dynos: Mapping[int, tuple[str, str]]) -> RouterLine:
+def parse_datagram(
+    data: bytes, dynos: Mapping[int, tuple[str, str]], cut: bool = False
+) -> RouterLine:
     """The router line for one syslog datagram from nginx.
 
-    ``dynos`` maps a web process's port to its app and name (``("blog", "web.1")``).
-    Raises ValueError when the datagram is not one of our log format's lines.
+    ``dynos`` maps a web process's port to its app and name (``("blog", "web.1")``);
+    ``cut``: the datagram was longer than the buffer it was read into (its path lost its
+    end). Raises ValueError when the datagram is not one of our log format's lines.
     """
     head, separator, body = data.partition(b": ")
     if not separator or not head.startswith(b"<") or not head.endswith(b" dokuen"):
         raise ValueError("not a syslog message tagged dokuen")
-    fields = _fields(body.decode("utf-8", errors="replace"))
-    app = fields.get("app", "")
-    if not re.fullmatch(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?", app):
+    text = body.decode("utf-8", errors="replace")
+    return (None if cut else _common(text, dynos)) or _word_by_word(text, dynos, cut)
+
+
+def _word_by_word(text: str, dynos: Mapping[int, tuple[str, str]], cut: bool) -> RouterLine:
+    """The line of any datagram of our format (the text after the syslog header)."""
+    parts = text.split("\t", 2)
+    if len(parts) != 3:
+        raise ValueError("not the router log format (no two tabs)")
+    words, upstreams, path = parts
+    fields = words.split(" ", len(WORDS) - 1)
+    tried = upstreams.split("|")
+    if len(fields) != len(WORDS) or len(tried) != len(UPSTREAM):
+        raise ValueError("not the router log format (words missing)")
+    app, state, status, method, request_id, fwd, sent, scheme, host = fields
+    if not _APP.fullmatch(app):
         raise ValueError(f"no app name in the message ({app[:70]!r})")
-    upstream = fields.get("upstream", "").rpartition(", ")[2]
+    upstream, header, connect, service = tried
     dyno = None
-    if match := _ADDRESS.fullmatch(upstream):
+    if match := _ADDRESS.fullmatch(upstream.rpartition(", ")[2]):
         owner = dynos.get(int(match[1]))
         dyno = owner[1] if owner is not None and owner[0] == app else None
-    return RouterLine(app, " ".join(_words(fields, dyno)), dyno)
-
-
-def _fields(text: str) -> dict[str, str]:
-    try:
-        fields = json.loads(text)
-    except ValueError:
-        # Cut by nginx's datagram limit: the path (last) lost its end. Keep what arrived.
-        start = text.rfind(_PATH_KEY)
-        if start < 0:
-            raise ValueError("the message is not JSON") from None
-        fields = json.loads(text[:start] + "}")
-        if isinstance(fields, dict):
-            fields["path"] = _cut_string(text[start + len(_PATH_KEY) :]) + TRUNCATED
-    if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
-        raise ValueError("the message is not a JSON object of strings")
-    return fields
-
-
-def _cut_string(escaped: str) -> str:
-    """The text of a JSON string body cut anywhere, even inside an escape (``\\u00``)."""
-    for end in range(len(escaped), max(len(escaped) - 6, 0) - 1, -1):
-        try:
-            return str(json.loads(f'"{escaped[:end]}"'))
-        except ValueError:
-            continue
-    raise ValueError("the message's path is not a JSON string")
-
-
-def _words(fields: Mapping[str, str], dyno: str | None) -> list[str]:
-    status = fields.get("status", "")
-    words = list(_outcome(fields, status))
-    method = fields.get("method", "")
-    host = fields.get("host", "")
-    words += [
-        f"method={method if _METHOD.fullmatch(method) else _quote(method)}",
-        f"path={_quote(fields.get('path', ''))}",
+    if cut:
+        path = _WHOLE.match(path)[0]  # type: ignore[index]  # it matches "" at least
+    shown = _escaped(path)
+    if cut:
+        shown = shown[:-1] + TRUNCATED + '"'
+    contacted = bool(upstream)
+    shown_words = [
+        *_outcome(state, status, header),
+        f"method={method if _METHOD.fullmatch(method) else _requoted(method)}",
+        f"path={shown}",
         # nginx refuses hosts that are not names, but say so rather than trust it.
-        f"host={host if _HOST.fullmatch(host) else _quote(host)}",
-        f"request_id={_token(fields.get('id', ''))}",
-        f"fwd={_quote(fields.get('fwd', ''))}",
-    ]
-    contacted = bool(fields.get("upstream"))
-    words += [
+        f"host={host if _HOST.fullmatch(host) else _requoted(host)}",
+        f"request_id={_token(request_id)}",
+        f"fwd={_escaped(fwd)}",
         f"dyno={dyno or ''}",
-        f"connect={_milliseconds(fields.get('connect', '')) if contacted else ''}",
-        f"service={_milliseconds(fields.get('service', '')) if contacted else ''}",
+        f"connect={_milliseconds(connect) if contacted else ''}",
+        f"service={_milliseconds(service) if contacted else ''}",
         f"status={_token(status)}",
-        f"bytes={_token(fields.get('bytes', ''))}",
-        f"protocol={_token(fields.get('scheme', ''))}",
+        f"bytes={_token(sent)}",
+        f"protocol={_token(scheme)}",
     ]
-    return words
+    return RouterLine(app, " ".join(shown_words), dyno)
 
 
-def _outcome(fields: Mapping[str, str], status: str) -> tuple[str, ...]:
+def _common(text: str, dynos: Mapping[int, tuple[str, str]]) -> RouterLine | None:
+    """The line of a request that ``_COMMON`` matches, as ``parse_datagram`` puts it
+    together word by word; None for any other."""
+    match = _COMMON.fullmatch(text)
+    if match is None or match[2] in _ROUTER_ERRORS:
+        return None
+    app, status, method, request_id, fwd, sent, scheme, host, port, *times, path = match.groups()
+    owner = dynos.get(int(port))
+    dyno = owner[1] if owner is not None and owner[0] == app else None
+    connect, service = int(times[0] + times[1]), int(times[2] + times[3])  # 0.012 s: 12 ms
+    return RouterLine(
+        app,
+        f'at=info method={method} path="{path}" host={host} request_id={request_id} '
+        f'fwd="{fwd}" dyno={dyno or ""} connect={connect}ms service={service}ms '
+        f"status={status} bytes={sent} protocol={scheme}",
+        dyno,
+    )
+
+
+def _outcome(state: str, status: str, header: str) -> tuple[str, ...]:
     """``at=info``, or Heroku's code and description where nginx itself answered."""
-    state = fields.get("state")
+    if status == "200":  # the common case, decided at once
+        return ("at=info",)
     if state == "maintenance" and status == "503":
         return ("at=info", "code=H80", 'desc="Maintenance mode"')
     if state == "idle" and status == "503":
@@ -150,7 +183,7 @@ def _outcome(fields: Mapping[str, str], status: str) -> tuple[str, ...]:
     if status == "499":
         return ("sock=client", "at=warning", "code=H27", 'desc="Client Request Interrupted"')
     # No response header from any web process: the 502 or 504 is nginx's, not the app's.
-    answered = fields.get("header", "-").rpartition(", ")[2] not in ("-", "")
+    answered = header.rpartition(", ")[2] not in ("-", "")
     if status == "504" and not answered:
         return ("at=error", "code=H12", 'desc="Request timeout"')
     if status == "502" and not answered:
@@ -167,8 +200,24 @@ def _milliseconds(seconds: str) -> str:
         return ""
 
 
-def _token(text: str) -> str:
-    return text if _TOKEN.fullmatch(text) else _quote(text)
+def _token(escaped: str) -> str:
+    return escaped if _TOKEN.fullmatch(escaped) else _requoted(escaped)
+
+
+def _escaped(escaped: str) -> str:
+    """A value as escape=json wrote it, double-quoted as ``_quote`` quotes the value."""
+    if _ESCAPED.fullmatch(escaped):  # the common case: already what _quote would give
+        return f'"{escaped}"'
+    return _requoted(escaped)
+
+
+def _requoted(escaped: str) -> str:
+    """``_quote`` of the value that escape=json wrote as ``escaped``."""
+    try:
+        value = str(json.loads(f'"{escaped}"'))
+    except ValueError:  # nginx does not write such a thing; show it, harmless, all the same
+        value = escaped
+    return _quote(value)
 
 
 def _quote(text: str) -> str:

@@ -13,6 +13,7 @@ __all__ = [
     "formation",
     "handover",
     "health",
+    "intake",
     "keeper",
     "lines",
     "logmux",

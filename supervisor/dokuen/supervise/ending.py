@@ -13,6 +13,7 @@ import psutil
 
 from dokuen.supervise import reaper
 from dokuen.supervise.clock import Clock
+from dokuen.supervise.intake import Outlet
 
 KILL_WAIT = 5.0  # seconds a SIGKILLed process has to be gone before it counts as stuck
 GROUP_POLL = 0.02  # seconds between checks for group members that outlive the main process
@@ -24,6 +25,9 @@ class Child(Protocol):
     """A spawned process as a slot sees it: real, or a fake in tests."""
 
     pid: int
+
+    def outlet(self) -> Outlet | None:
+        """Its output's descriptor for the intake to watch; None: read it with ``read``."""
 
     async def read(self, max_bytes: int) -> bytes:
         """Output bytes; b"" at end of file."""

@@ -12,7 +12,9 @@ from dokuen.isolate.listeners import prove
 
 _PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
 PROBE_TIMEOUT = 2.0
-POLL = 0.05  # seconds between probes of a new process
+POLL = 0.05  # seconds between probes of a new process, at most
+FIRST_POLL = 0.005  # the first wait: doubled after each probe up to POLL (a refused
+# connect on loopback costs microseconds, a web process is often up within 0.1 s)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ async def serving(
     Otherwise why not: at once when another process holds the port (``port 5012 is held by
     pid 4242 (not web.1's)``), else once ``health.timeout`` has passed."""
     unproven = ""
+    pause = FIRST_POLL
     with anyio.move_on_after(health.timeout):
         while True:
             if await probe(port, health.path):
@@ -67,6 +70,7 @@ async def serving(
                 if proof.final:
                     return proof.reason
                 unproven = f" ({proof.reason})"
-            await anyio.sleep(POLL)
+            await anyio.sleep(pause)
+            pause = min(pause * 2, POLL)
     waited = f"within {health.timeout:g}s{unproven}"
     return f"did not answer {health.describe()} on port {port} {waited}"

@@ -26,6 +26,7 @@ import structlog
 
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
+from dokuen.supervise.intake import Outlet
 from dokuen.supervise.record import ProcessRecord, Records, ensure_private, start_time
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild, _OsChild
 from dokuen.supervise.streams import Stdio
@@ -96,6 +97,36 @@ class Fifo:
             except OSError as exc:
                 log.warning("fifo.carry_failed", path=str(self.carry_file), error=str(exc))
 
+    @property
+    def held(self) -> bool:
+        """True while a line without its newline is held back."""
+        return bool(self._tail)
+
+    def take(self, data: bytes, max_bytes: int) -> bytes:
+        """The whole lines of ``data``, a read of at most ``max_bytes`` (with the line held
+        back before it); what follows the last newline is held back, unless the read was
+        full and has no newline at all (a line longer than a read goes on at once)."""
+        if self._tail:
+            data = self._tail + data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0 and len(data) < max_bytes:
+            self._tail = data
+            return b""
+        cut = cut or len(data)
+        self._tail = data[cut:]
+        return data[:cut]
+
+    def release(self) -> bytes:
+        """The line held back, handed out as it is (after ``TAIL_DELAY``, or at the end)."""
+        data, self._tail = self._tail, b""
+        return data
+
+    def outlet(self, keeper: "Keeper") -> Outlet | None:
+        """What the intake reads: the read end, the line held back, the keeper's freeze."""
+        if self._reader < 0:
+            return None
+        return Outlet(self._reader, self, lambda: keeper.frozen)
+
     async def read(self, max_bytes: int, keeper: "Keeper") -> bytes:
         """The next whole lines (or a line held back for ``TAIL_DELAY``); b"" once no
         writer is left. Reads nothing while the keeper is frozen (a re-exec)."""
@@ -115,21 +146,12 @@ class Fifo:
                     continue
                 if keeper.frozen:
                     continue
-                data, self._tail = self._tail, b""
-                return data
+                return self.release()
             if not data:  # no writer left: the last bytes, then the end
-                data, self._tail = self._tail, b""
-                if not data:
-                    return b""
-                return data
-            data = self._tail + data
-            cut = data.rfind(b"\n") + 1
-            if cut == 0 and len(data) < max_bytes:
-                self._tail = data
-                continue
-            cut = cut or len(data)
-            self._tail = data[cut:]
-            return data[:cut]
+                return self.release()
+            lines = self.take(data, max_bytes)
+            if lines:
+                return lines
 
     def close(self) -> None:
         if self._reader >= 0:
@@ -155,6 +177,9 @@ class KeptChild:
         self.fifo = fifo
         self.record = record
         self._keeper = keeper
+
+    def outlet(self) -> Outlet | None:
+        return self.fifo.outlet(self._keeper)
 
     async def read(self, max_bytes: int) -> bytes:
         return await self.fifo.read(max_bytes, self._keeper)
@@ -193,6 +218,9 @@ class AdoptedChild(_OsChild):
         if self.fifo is not None:
             keeper.fifos_open.add(self.fifo)
         keeper.spawner.live.add(self.pid)  # ours again after a re-exec: the reaper keeps off
+
+    def outlet(self) -> Outlet | None:
+        return None if self.fifo is None else self.fifo.outlet(self._keeper)
 
     async def read(self, max_bytes: int) -> bytes:
         return b"" if self.fifo is None else await self.fifo.read(max_bytes, self._keeper)

@@ -1,6 +1,6 @@
 """Lines: the pure half of the unified log. ``LineFramer`` cuts a process's byte stream into
-whole lines (bounded in length, a trailing partial kept), and ``render`` and
-``render_block`` stamp them as unified-log lines, ``TIME APP[SOURCE]: LINE``.
+whole lines (bounded in length, a trailing partial kept), and ``render``, ``render_block``
+and ``render_parts`` stamp them as unified-log lines, ``TIME APP[SOURCE]: LINE``.
 """
 
 import functools
@@ -113,5 +113,23 @@ def render(stamp: str, app: str, source: str, lines: list[bytes]) -> bytes:
 
 def render_block(stamp: str, app: str, source: str, block: bytes) -> bytes:
     """``render`` for lines given as one block, each ending in a newline (``feed_block``)."""
+    return b"".join(render_parts(stamp, app, source, block))
+
+
+def render_parts(stamp: str, app: str, source: str, block: bytes) -> tuple[bytes, memoryview]:
+    """``render_block``'s bytes in two parts, for a ``writev``: the first line's prefix, and
+    the rest. The block is copied once (by the replace); a big block's extra copies cost
+    more than the replace itself (the allocator returns and takes back the memory)."""
     prefix = f"{stamp} {app}[{source}]: ".encode()
-    return prefix + block[:-1].replace(b"\n", b"\n" + prefix) + b"\n"
+    body = block.replace(b"\n", b"\n" + prefix)
+    return prefix, memoryview(body)[: len(body) - len(prefix)]
+
+
+def last_lines(block: bytes, count: int, window: int = 2048) -> list[bytes]:
+    """The last ``count`` lines of a block (each line ending in a newline), copying no more
+    than the last ``window`` bytes when those hold them all."""
+    if len(block) > window:
+        lines = block[-window:].rsplit(b"\n", count + 1)
+        if len(lines) == count + 2:  # the first piece may be cut: dropped
+            return lines[1:-1]
+    return block.rsplit(b"\n", count + 1)[:-1][-count:]

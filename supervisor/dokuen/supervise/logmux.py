@@ -9,7 +9,7 @@ waiting on them.
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import anyio
 import anyio.abc
 import structlog
 
+from dokuen.supervise.intake import Intake
 from dokuen.supervise.lines import (
     CONTINUED,
     CONTINUES,
@@ -24,6 +25,7 @@ from dokuen.supervise.lines import (
     LineFramer,
     render,
     render_block,
+    render_parts,
     timestamp,
 )
 
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger()
+
+Part = bytes | memoryview  # a piece of the rendered stream
 
 DAEMON_SOURCE = "dokuen"
 
@@ -192,9 +196,10 @@ class LogMux:
         self.clock = clock
         self.high_water = high_water
         self.follower_limit = follower_limit
-        self._pending: list[bytes] = []
+        # Rendered parts, in order: each whole lines, or a line's prefix (render_parts).
+        self._pending: list[Part] = []
         self._pending_bytes = 0
-        self._inflight: list[bytes] = []  # taken off the queue, not yet in the file
+        self._inflight: list[Part] = []  # taken off the queue, not yet in the file
         self._written = 0  # stream positions: bytes ever written, and ever queued
         self._queued = 0
         self._fd = -1
@@ -203,17 +208,25 @@ class LogMux:
         self._drained = anyio.Event()
         self._followers: list[Follower] = []
         self.lost = 0  # bytes that could not be written to the file
+        self.intake = Intake(self)  # reads every process's output into write_block
 
     def write(self, app: str, source: str, lines: list[bytes]) -> None:
         """Stamp and queue lines that one source wrote."""
         if lines:
             self._queue(render(timestamp(self.clock()), app, source, lines))
 
-    def write_block(self, app: str, source: str, block: bytes) -> None:
+    def write_block(self, app: str, source: str, block: bytes, stamp: str | None = None) -> None:
         """Stamp and queue lines that one source wrote, as ``LineFramer.feed_block`` gives
-        them."""
+        them; with ``stamp``, a timestamp taken for every pipe read at once (the intake)."""
         if block:
-            self._queue(render_block(timestamp(self.clock()), app, source, block))
+            if stamp is None:
+                stamp = timestamp(self.clock())
+            prefix, body = render_parts(stamp, app, source, block)
+            self._pending += (prefix, body)
+            size = len(prefix) + len(body)
+            self._pending_bytes += size
+            self._queued += size
+            self._wake.set()
 
     def event(self, app: str, message: str) -> None:
         """Queue one of the daemon's own lifecycle lines, ``APP[dokuen]: message``."""
@@ -288,7 +301,7 @@ class LogMux:
             with anyio.CancelScope(shield=True):  # off the queue now: it must land
                 await self._append(self._inflight)
 
-    async def _append(self, batch: list[bytes]) -> None:
+    async def _append(self, batch: list[Part]) -> None:
         """Write a batch (rendered chunks, each ending in a newline) with as few ``writev``
         calls as it takes, rotating at the first line end past ``max_bytes``."""
         while batch:
@@ -335,17 +348,20 @@ class LogMux:
         return self._open()
 
 
-def cut_batch(batch: list[bytes], room: int) -> tuple[list[bytes], list[bytes]]:
-    """Split rendered chunks at the first line end at or past ``room`` bytes (all of them
+def cut_batch(batch: Sequence[Part], room: int) -> tuple[list[Part], list[Part]]:
+    """Split rendered parts at the first line end at or past ``room`` bytes (all of them
     when they fit): what goes into the current file, and what goes into the next."""
     total = 0
     for index, chunk in enumerate(batch):
         if total + len(chunk) >= room:
-            cut = chunk.find(b"\n", max(room - total - 1, 0)) + 1 or len(chunk)
-            head, rest = chunk[:cut], chunk[cut:]
-            return [*batch[:index], head], ([rest] if rest else []) + batch[index + 1 :]
+            start = max(room - total - 1, 0)
+            found = (chunk if isinstance(chunk, bytes) else bytes(chunk)).find(b"\n", start)
+            if found >= 0:
+                head, rest = chunk[: found + 1], chunk[found + 1 :]
+                return [*batch[:index], head], [*([rest] if rest else []), *batch[index + 1 :]]
+            room = total + len(chunk)  # a prefix: the line ends in a part after it
         total += len(chunk)
-    return batch, []
+    return list(batch), []
 
 
 IOV_MAX = 1024  # Linux's limit on the buffers of one writev
@@ -354,7 +370,7 @@ IOV_MAX = 1024  # Linux's limit on the buffers of one writev
 WRITE_SIZE = 1 << 20
 
 
-def _write_all(fd: int, parts: list[bytes]) -> None:
+def _write_all(fd: int, parts: Sequence[Part]) -> None:
     """Write every part, in order, with writev: one system call for up to IOV_MAX parts and
     about WRITE_SIZE bytes, more only when the kernel takes less than all of it."""
     views = [memoryview(part) for part in parts if part]

@@ -19,12 +19,16 @@ from dokuen.supervise.clock import Clock
 from dokuen.supervise.ending import Child, Ending
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
+from dokuen.supervise.intake import PARTIAL_LINE_DELAY, READ_SIZE
 from dokuen.supervise.keeper import AdoptedChild, Keeper
-from dokuen.supervise.logmux import LineFramer, LogMux
+from dokuen.supervise.lines import last_lines
+from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.restart import RestartPolicy, Run, next_delay
 
 __all__ = [
+    "PARTIAL_LINE_DELAY",
+    "READ_SIZE",
     "Child",
     "ProcessSlot",
     "ProcessState",
@@ -35,14 +39,7 @@ __all__ = [
 
 log = structlog.get_logger()
 
-# A pipe's size. CPython allocates a read's whole size first: past glibc's mmap threshold
-# (128 KiB) that is an mmap and a munmap per read, 45 us each.
-READ_SIZE = 1 << 16
-# A read of a burst (BURST bytes or more) is followed by a pause: a fast writer's lines come
-# in fewer, bigger reads (40% less CPU in bench/run.py's workload 1), a quiet one's at once.
-# Only a writer of over 12 MiB/s fills its 64 KiB pipe meanwhile; it waits, losing nothing.
-BURST, BURST_PAUSE = 4096, 0.005
-PARTIAL_LINE_DELAY = 0.2  # seconds a line without its newline waits before it is written
+RECENT = 10  # lines a slot keeps for a failure report
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
 STUCK = (
     "is stuck in uninterruptible sleep (state D): SIGKILL did not end it, so it is left to "
@@ -140,7 +137,7 @@ class ProcessSlot:
         # Set once the first life passed its health check (or failed it: see `failure`).
         self.settled = anyio.Event()
         self.failure: str | None = None
-        self._recent: deque[bytes] = deque(maxlen=10)  # its last lines, for failure reports
+        self._recent: deque[bytes] = deque(maxlen=RECENT)  # its last lines, for failure reports
         self._reported_start = False
         self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
         self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
@@ -370,29 +367,15 @@ class ProcessSlot:
             self.settled.set()
 
     async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: anyio.Event) -> None:
-        framer = LineFramer()
-        app, name, mux = self.spec.app, self.spec.name, self._mux
         try:
             with scope:
-                while chunk := await self._read(child, framer):
-                    block = framer.feed_block(chunk)
-                    if block:
-                        self._recent.extend(block.rsplit(b"\n", 11)[:-1][-10:])
-                        mux.write_block(app, name, block)
-                    await mux.backpressure()
-                    if len(chunk) >= BURST:  # a fast writer: let its next lines gather
-                        await anyio.sleep(BURST_PAUSE)
+                await self._mux.intake.pump(child, self._lines)
         finally:
-            mux.write(app, name, framer.flush())
             pumped.set()
 
-    async def _read(self, child: Child, framer: LineFramer) -> bytes:
-        """The next chunk; a partial line that waits too long for its newline is written."""
-        while framer.pending:
-            with anyio.move_on_after(PARTIAL_LINE_DELAY):
-                return await child.read(READ_SIZE)
-            self._mux.write(self.spec.app, self.spec.name, framer.flush())
-        return await child.read(READ_SIZE)
+    def _lines(self, block: bytes, stamp: str | None) -> None:
+        self._recent.extend(last_lines(block, RECENT))
+        self._mux.write_block(self.spec.app, self.spec.name, block, stamp)
 
     def _event(self, message: str, event: str, **fields: object) -> None:
         self._mux.event(self.spec.app, f"{self.spec.name} {message}")

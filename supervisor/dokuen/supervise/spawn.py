@@ -25,6 +25,7 @@ import structlog
 
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
+from dokuen.supervise.intake import Outlet
 from dokuen.supervise.streams import NO_INPUT, Stdio
 
 log = structlog.get_logger()
@@ -164,6 +165,11 @@ class PidfdChild(_OsChild):
             os.set_blocking(self._output.fileno(), False)
         self._pidfd = os.pidfd_open(process.pid)
 
+    def outlet(self) -> Outlet | None:
+        if self._output is None or self._output.closed:
+            return None
+        return Outlet(self._output.fileno())
+
     async def read(self, max_bytes: int) -> bytes:
         if self._output is None or self._output.closed:
             return b""
@@ -204,6 +210,9 @@ class LoopChild(_OsChild):
     ) -> None:
         super().__init__(process.pid, spawner, cgroup)
         self._process = process
+
+    def outlet(self) -> Outlet | None:
+        return None  # the loop's transport reads its pipe: read() it is
 
     async def read(self, max_bytes: int) -> bytes:
         if self._process.stdout is None:  # the output went elsewhere (Stdio)
