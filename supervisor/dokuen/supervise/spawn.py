@@ -2,9 +2,8 @@
 tree signalled. ``OsSpawner`` is the production ``Spawner`` of process.py.
 
 On Linux a child is started with ``subprocess.Popen`` (vfork and exec: about five times
-faster than the event loop's own spawn; in worker threads while a restore starts every app),
-and watched through a pidfd, so its exit wakes the loop like any readable file. Elsewhere
-the loop's subprocess support does both.
+faster than the event loop's own spawn) and watched through a pidfd, so its exit wakes the
+loop like any readable file. Elsewhere the loop's subprocess support does both.
 """
 
 import contextlib
@@ -32,10 +31,7 @@ log = structlog.get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 REAP_INTERVAL = 5.0
-# Spawns at once in worker threads while `OsSpawner.overlapping` (a restart's restore of
-# 400 processes spent 1.7 s of its 5 s in vfork parents waiting for their children's exec,
-# the loop stopped: bench/scale.py); more than a few gain nothing on a small machine.
-SPAWN_THREADS = 4
+SPAWN_THREADS = 4  # spawns at once while `OsSpawner.overlapping`: more gain nothing on 2 cores
 DISCARD_WAIT = 5.0  # seconds to empty and remove a dead child's cgroup before giving up
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
 # stay, or a first word that is an assignment, a keyword or a builtin exec cannot run.
@@ -263,8 +259,7 @@ class OsSpawner:
         self.subreaper = subreaper  # True when orphans of our processes come to us
         self.use_pidfd = use_pidfd
         self.cgroups = cgroups  # None: no cgroups here (or DOKUEN_CGROUPS=off)
-        self.spawning = 0  # spawns under way in threads: their children may not be in `live`
-        self._overlapping = 0  # see `overlapping`
+        self.spawning = self._overlapping = 0  # spawns in threads now (not yet in `live`)
         self._spawn_threads = anyio.CapacityLimiter(SPAWN_THREADS)
 
     async def __call__(
@@ -357,9 +352,8 @@ class OsSpawner:
 
     @contextlib.contextmanager
     def overlapping(self) -> Iterator[None]:
-        """While this lasts (a start's restore of every app), spawns run in worker threads:
-        a vfork parent waits for its child's exec, 4 ms on a loaded machine, and hundreds
-        of those waits overlap there. Alone, a spawn is cheaper on the loop."""
+        """While this lasts (a start's restore of every app), spawns run in worker threads,
+        where the vfork parents' waits for exec (4 ms when loaded) overlap."""
         self._overlapping += 1
         try:
             yield
