@@ -214,7 +214,10 @@ def test_what_a_broken_app_was_offered_is_stopped_not_left_running(
     daemon.start()
 
     def gone(pid: int) -> bool:
-        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
 
     wait_for(lambda: all(gone(pid) for pid in before.values()), "the offered processes to end")
     apps = json.loads(daemon.ctl("apps", "--json").stdout)
