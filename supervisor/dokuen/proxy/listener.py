@@ -59,11 +59,11 @@ class RouterListener:
         master: Callable[[], int | None],
         clock: Callable[[], float] = time.monotonic,
         long_queue: int = LONG_QUEUE,
-        pause: float = PAUSE,
+        pause: float | None = None,
     ) -> None:
         """``master`` is the managed nginx master's pid (None while it is down): only its
         children's datagrams are taken. A socket made to hold ``long_queue`` datagrams or
-        more is read in turns, ``pause`` seconds apart."""
+        more is read in turns, ``pause`` seconds apart (PAUSE when None)."""
         self.path = path
         self._mux = mux
         self._master = master
@@ -80,7 +80,7 @@ class RouterListener:
         self._size = 0  # their bytes
         self._timer: asyncio.TimerHandle | None = None
         self._long_queue = long_queue
-        self._pause = pause
+        self._pause = PAUSE if pause is None else pause
         self.queue = 0  # datagrams the socket holds (net.unix.max_dgram_qlen), once bound
         self.turns = 0  # wakeups that read something
         self._resume: asyncio.TimerHandle | None = None  # while the socket is off the loop
