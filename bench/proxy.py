@@ -560,13 +560,13 @@ def throughput(
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
         paired: dict[str, dict[str, list[float]]] = {y: {} for y in YARDSTICKS}
 
-        def router_lines() -> int:
+        def router_counts() -> tuple[int, int]:
             status = json.loads(daemon.ctl("status", "--json").stdout)
-            return int(status["nginx"]["router"]["lines"])
+            return int(status["nginx"]["router"]["lines"]), int(status["nginx"]["router"]["turns"])
 
         def measure(name: str) -> dict[str, Any]:
             nginx = workers(masters[name]) if name in masters else []
-            lines = router_lines() if name == "nginx" else 0
+            lines, turns = router_counts() if name == "nginx" else (0, 0)
             before = cpu_seconds([daemon.proc.pid]), cpu_seconds(nginx)  # type: ignore[union-attr]
             run: dict[str, Any] = load(
                 ports[name], None if name == "direct" else HOST, args.connections, seconds
@@ -577,7 +577,9 @@ def throughput(
             run["nginx_cpu_us"] = round((after[1] - before[1]) * per, 2) if nginx else None
             if name == "nginx":  # requests whose router line reached the log (nginx drops
                 time.sleep(0.2)  # what the socket cannot hold), once the last are in
-                run["lines_per_request"] = round((router_lines() - lines) / run["requests"], 4)
+                lines_after, turns_after = router_counts()
+                run["lines_per_request"] = round((lines_after - lines) / run["requests"], 4)
+                run["wakeups_per_request"] = round((turns_after - turns) / run["requests"], 4)
             runs[name].append(run)
             return run
 
@@ -607,6 +609,8 @@ def throughput(
         print(f"  {name:<20} {rates}; {ratios or '(yardstick)'}; {cpus}")
     shares = ", ".join(f"{r['lines_per_request']:.2%}" for r in runs["nginx"])
     print(f"  router lines in the log per request through dokuend's nginx: {shares}")
+    wakeups = ", ".join(f"{r['wakeups_per_request']:.3f}" for r in runs["nginx"])
+    print(f"  dokuend's wakeups that read the router socket, per request: {wakeups}")
     best = {name: max(each, key=lambda r: r["rps"]) for name, each in runs.items()}
     strict = statistics.median(paired["hand_nolog"]["nginx"])
     lenient = statistics.median(paired["hand"]["nginx"])

@@ -94,9 +94,10 @@ class RouterListener:
             self._previous, self._dynos = self._dynos, dynos
 
     def status(self) -> dict[str, int | str | None]:
-        """What ``dokuenctl status`` shows: the counts, and why there are no lines if so."""
+        """What ``dokuenctl status`` shows: the counts, and why there are no lines if so;
+        also the socket's queue length and the wakeups that read it (``--json``)."""
         self._count_unsent()
-        return {**self.counts, "problem": self.problem}
+        return {**self.counts, "problem": self.problem, "queue": self.queue, "turns": self.turns}
 
     def _count_unsent(self) -> None:
         """Count nginx's ``send() to syslog failed`` lines written since the last look."""
