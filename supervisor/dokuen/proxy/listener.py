@@ -41,7 +41,7 @@ FLUSH_EVERY = 0.01
 # loop for PAUSE seconds, so a burst is read in one wakeup instead of one each. With the
 # kernel's default (10) it is read at every wakeup: a pause would let nginx drop lines.
 LONG_QUEUE = 128
-PAUSE = 0.005
+PAUSE = 0.01  # of 2, 5 and 10 ms the fewest wakeups, least CPU (docs/benchmarks.md)
 QUEUE_LENGTH = Path("/proc/sys/net/unix/max_dgram_qlen")  # taken when a socket is made
 UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
