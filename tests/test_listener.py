@@ -163,6 +163,7 @@ async def test_a_long_queue_is_read_in_turns_a_burst_in_one_wakeup(tmp_path: Pat
     assert listener.queue > 0  # this machine's max_dgram_qlen, read when the socket was made
     assert listener.counts == {"lines": 6, "dropped": 0, "malformed": 0, "refused": 0, "unsent": 0}
     assert listener.turns == 2  # the first datagram at once, the five others after the pause
+    assert listener.status()["turns"] == 2
     stamps, paths = stamps_and_paths(mux)
     assert paths == ["/0", "/1", "/2", "/3", "/4", "/5"]
     assert stamps[1:] == [stamps[1]] * 5  # the five read in one turn: one write
