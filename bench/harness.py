@@ -40,6 +40,7 @@ class Dokuend:
     home: Path
     settings: Mapping[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    command: list[str] | None = None  # instead of the .venv's dokuend
 
     def env(self) -> dict[str, str]:
         # Temporary directories are private to root: builds run as dokuend's user here.
@@ -49,7 +50,9 @@ class Dokuend:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         with (self.home.parent / "dokuend.out").open("wb") as log:
-            self.proc = subprocess.Popen([str(BIN / "dokuend")], env=self.env(), stderr=log)
+            self.proc = subprocess.Popen(
+                self.command or [str(BIN / "dokuend")], env=self.env(), stderr=log
+            )
         wait_for(
             lambda: (
                 (self.proc is not None and self.proc.poll() is not None)

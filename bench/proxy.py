@@ -4,6 +4,7 @@ Run it from the repository root::
 
     python bench/proxy.py            # the full run (about 1.5 minutes)
     python bench/proxy.py --quick    # short durations, 3 restarts: a smoke run
+    python bench/proxy.py --throughput-only --dgram-qlen 512   # as on a systemd host (root)
 
 It starts a fresh dokuend (DOKUEN_NGINX=managed) in a temporary directory, deploys a tiny
 asyncio HTTP app whose answers carry its pid, and measures:
@@ -42,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, BenchError, Dokuend, wait_for
+from harness import BIN, ROOT, BenchError, Dokuend, wait_for
 
 RESULTS = ROOT / "bench" / "results" / "proxy.json"
 APP = "bench"
@@ -559,13 +560,13 @@ def throughput(
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in ports}
         paired: dict[str, dict[str, list[float]]] = {y: {} for y in YARDSTICKS}
 
-        def router_lines() -> int:
+        def router_counts() -> tuple[int, int]:
             status = json.loads(daemon.ctl("status", "--json").stdout)
-            return int(status["nginx"]["router"]["lines"])
+            return int(status["nginx"]["router"]["lines"]), int(status["nginx"]["router"]["turns"])
 
         def measure(name: str) -> dict[str, Any]:
             nginx = workers(masters[name]) if name in masters else []
-            lines = router_lines() if name == "nginx" else 0
+            lines, turns = router_counts() if name == "nginx" else (0, 0)
             before = cpu_seconds([daemon.proc.pid]), cpu_seconds(nginx)  # type: ignore[union-attr]
             run: dict[str, Any] = load(
                 ports[name], None if name == "direct" else HOST, args.connections, seconds
@@ -576,7 +577,9 @@ def throughput(
             run["nginx_cpu_us"] = round((after[1] - before[1]) * per, 2) if nginx else None
             if name == "nginx":  # requests whose router line reached the log (nginx drops
                 time.sleep(0.2)  # what the socket cannot hold), once the last are in
-                run["lines_per_request"] = round((router_lines() - lines) / run["requests"], 4)
+                lines_after, turns_after = router_counts()
+                run["lines_per_request"] = round((lines_after - lines) / run["requests"], 4)
+                run["wakeups_per_request"] = round((turns_after - turns) / run["requests"], 4)
             runs[name].append(run)
             return run
 
@@ -606,6 +609,8 @@ def throughput(
         print(f"  {name:<20} {rates}; {ratios or '(yardstick)'}; {cpus}")
     shares = ", ".join(f"{r['lines_per_request']:.2%}" for r in runs["nginx"])
     print(f"  router lines in the log per request through dokuend's nginx: {shares}")
+    wakeups = ", ".join(f"{r['wakeups_per_request']:.3f}" for r in runs["nginx"])
+    print(f"  dokuend's wakeups that read the router socket, per request: {wakeups}")
     best = {name: max(each, key=lambda r: r["rps"]) for name, each in runs.items()}
     strict = statistics.median(paired["hand_nolog"]["nginx"])
     lenient = statistics.median(paired["hand"]["nginx"])
@@ -671,7 +676,48 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=None, help="each throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds")
+    parser.add_argument(
+        "--dgram-qlen",
+        type=int,
+        default=None,
+        help="set net.unix.max_dgram_qlen for the run (root; restored after): 512 is systemd's",
+    )
+    parser.add_argument(
+        "--router-pause",
+        type=float,
+        default=None,
+        help="ms between the listener's turns on a long queue (default: dokuend's own)",
+    )
     args = parser.parse_args()
+    with dgram_qlen(args.dgram_qlen) as (before, now):
+        print(
+            f"net.unix.max_dgram_qlen: {now}"
+            + (f" (set for this run; was {before})" if before != now else "")
+        )
+        return run(args)
+
+
+QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
+
+
+@contextlib.contextmanager
+def dgram_qlen(wanted: int | None) -> Iterator[tuple[int, int]]:
+    """The length of the queue of the Unix datagram sockets made meanwhile (dokuend's router
+    socket is made when it starts): ``wanted`` if given, the old value back afterwards."""
+    before = int(QLEN.read_text())
+    if wanted is None or wanted == before:
+        yield before, before
+        return
+    if os.geteuid() != 0:
+        raise BenchError("--dgram-qlen needs root (it writes net.unix.max_dgram_qlen)")
+    QLEN.write_text(f"{wanted}\n")
+    try:
+        yield before, wanted
+    finally:
+        QLEN.write_text(f"{before}\n")
+
+
+def run(args: argparse.Namespace) -> int:
     if not args.python_client:
         ensure_wrk()
     seconds = args.seconds or (2.0 if args.quick else 10.0)
@@ -694,12 +740,23 @@ def main() -> int:
         "DOKUEN_HTTP_PORT": str(args.http_port),
         "DOKUEN_HTTP_ADDR": "127.0.0.1",
     }
-    daemon = Dokuend(tmp / "home", settings)
+    command = None
+    if args.router_pause is not None:  # the listener's pause, set before dokuend starts
+        print(f"router listener's pause between turns: {args.router_pause:g} ms")
+        command = [
+            str(BIN / "python"),
+            "-c",
+            "import sys; from dokuen.cli.dokuend import main; import dokuen.proxy.listener as l;"
+            f" l.PAUSE = {args.router_pause / 1000!r}; sys.exit(main())",
+        ]
+    daemon = Dokuend(tmp / "home", settings, command=command)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": machine(),
         "client": client,
+        "max_dgram_qlen": int(QLEN.read_text()),
+        "router_pause_ms": args.router_pause,
     }
     try:
         daemon.start()

@@ -109,3 +109,72 @@ def test_what_nginx_could_not_send_is_counted_from_its_error_log(tmp_path: Path)
     assert listener.status()["unsent"] == 3
     errors.unlink()
     assert listener.status()["unsent"] == 3
+
+
+class Ticks:
+    """A clock for the log's stamps that moves on at every reading: one stamp, one write."""
+
+    def __init__(self) -> None:
+        self.now = 1_765_000_000.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+async def trickle(tmp_path: Path, long_queue: int, pause: float) -> tuple[RouterListener, LogMux]:
+    """Send six datagrams 20 ms apart, the loop free in between (each could be read on its
+    own), then wait until all six are in the log."""
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1, clock=Ticks())
+    listener = RouterListener(
+        tmp_path / "router.sock", mux, os.getppid, long_queue=long_queue, pause=pause
+    )
+    listener.update([("blog", "web.1", 5001)])
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(listener.run)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            sender.connect(str(tmp_path / "router.sock"))
+            sender.send(GOOD % 0)
+            with anyio.fail_after(5):
+                while listener.turns < 1:
+                    await anyio.sleep(0.001)
+            for n in range(1, 6):
+                await anyio.sleep(0.02)
+                sender.send(GOOD % n)
+        with anyio.fail_after(5):
+            while listener.counts["lines"] < 6:
+                await anyio.sleep(0.01)
+        await mux.drained()
+        tg.cancel_scope.cancel()
+    return listener, mux
+
+
+def stamps_and_paths(mux: LogMux) -> tuple[list[str], list[str]]:
+    lines = mux.path.read_text().splitlines()
+    return [line.split()[0] for line in lines], [line.split('path="')[1][:2] for line in lines]
+
+
+async def test_a_long_queue_is_read_in_turns_a_burst_in_one_wakeup(tmp_path: Path) -> None:
+    """Where the socket holds many datagrams (systemd's 512), the listener drains it and
+    then leaves it alone for a pause: what came meanwhile is read whole, in one wakeup, in
+    the order it was sent, and handed to the log with one stamp."""
+    listener, mux = await trickle(tmp_path, long_queue=0, pause=1.0)
+    assert listener.queue > 0  # this machine's max_dgram_qlen, read when the socket was made
+    assert listener.counts == {"lines": 6, "dropped": 0, "malformed": 0, "refused": 0, "unsent": 0}
+    assert listener.turns == 2  # the first datagram at once, the five others after the pause
+    assert listener.status()["turns"] == 2
+    stamps, paths = stamps_and_paths(mux)
+    assert paths == ["/0", "/1", "/2", "/3", "/4", "/5"]
+    assert stamps[1:] == [stamps[1]] * 5  # the five read in one turn: one write
+    assert stamps[0] != stamps[1]
+
+
+async def test_a_short_queue_is_read_at_every_wakeup(tmp_path: Path) -> None:
+    """With the kernel's default queue (10 datagrams) a pause would let nginx drop lines:
+    each datagram is read as it comes, whatever the pause says."""
+    listener, mux = await trickle(tmp_path, long_queue=1 << 30, pause=60.0)
+    assert listener.turns == 6
+    stamps, paths = stamps_and_paths(mux)
+    assert paths == ["/0", "/1", "/2", "/3", "/4", "/5"]
+    assert len(set(stamps)) == 6  # each flushed on its own, 10 ms after it was read

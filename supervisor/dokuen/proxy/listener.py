@@ -34,8 +34,15 @@ BATCH = 256  # datagrams read before other tasks get a turn
 # write, and one wakeup of the writer's thread, for every request of that time rather
 # than for each (measured in bench/proxy.py: the writer's wakeups were most of dokuend's
 # CPU per request). The socket itself holds only net.unix.max_dgram_qlen datagrams (10
-# by default; nginx drops what does not fit): it is read as soon as anything is in it.
+# by default; nginx drops what does not fit).
 FLUSH_EVERY = 0.01
+# Where the socket holds this many datagrams or more (systemd sets 512 on every host it
+# boots), it is read in turns: what is queued is drained, then the socket stays off the
+# loop for PAUSE seconds, so a burst is read in one wakeup instead of one each. With the
+# kernel's default (10) it is read at every wakeup: a pause would let nginx drop lines.
+LONG_QUEUE = 128
+PAUSE = 0.01  # of 2, 5 and 10 ms the fewest wakeups, least CPU (docs/benchmarks.md)
+QUEUE_LENGTH = Path("/proc/sys/net/unix/max_dgram_qlen")  # taken when a socket is made
 UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -51,9 +58,12 @@ class RouterListener:
         mux: LogMux,
         master: Callable[[], int | None],
         clock: Callable[[], float] = time.monotonic,
+        long_queue: int = LONG_QUEUE,
+        pause: float | None = None,
     ) -> None:
         """``master`` is the managed nginx master's pid (None while it is down): only its
-        children's datagrams are taken."""
+        children's datagrams are taken. A socket made to hold ``long_queue`` datagrams or
+        more is read in turns, ``pause`` seconds apart (PAUSE when None)."""
         self.path = path
         self._mux = mux
         self._master = master
@@ -69,6 +79,11 @@ class RouterListener:
         self._lines: list[tuple[str, bytes]] = []  # read, not yet handed to the log
         self._size = 0  # their bytes
         self._timer: asyncio.TimerHandle | None = None
+        self._long_queue = long_queue
+        self._pause = PAUSE if pause is None else pause
+        self.queue = 0  # datagrams the socket holds (net.unix.max_dgram_qlen), once bound
+        self.turns = 0  # wakeups that read something
+        self._resume: asyncio.TimerHandle | None = None  # while the socket is off the loop
         self.problem: str | None = None
 
     def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
@@ -79,9 +94,10 @@ class RouterListener:
             self._previous, self._dynos = self._dynos, dynos
 
     def status(self) -> dict[str, int | str | None]:
-        """What ``dokuenctl status`` shows: the counts, and why there are no lines if so."""
+        """What ``dokuenctl status`` shows: the counts, and why there are no lines if so;
+        also the socket's queue length and the wakeups that read it (``--json``)."""
         self._count_unsent()
-        return {**self.counts, "problem": self.problem}
+        return {**self.counts, "problem": self.problem, "queue": self.queue, "turns": self.turns}
 
     def _count_unsent(self) -> None:
         """Count nginx's ``send() to syslog failed`` lines written since the last look."""
@@ -107,6 +123,7 @@ class RouterListener:
     ) -> None:
         """Bind the socket, then read it until cancelled."""
         self.path.unlink(missing_ok=True)
+        self.queue = _queue_length()  # before the socket: it keeps the value of its birth
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
@@ -127,9 +144,13 @@ class RouterListener:
             # the loop as soon as a datagram is in.
             loop = asyncio.get_running_loop()
             loop.add_reader(sock.fileno(), self._drain, sock, loop)
+            log.info("router.listening", queue=self.queue, turns=self.queue >= self._long_queue)
             try:
                 await anyio.sleep_forever()
             finally:
+                if self._resume is not None:
+                    self._resume.cancel()
+                    self._resume = None
                 loop.remove_reader(sock.fileno())
                 self._drain(sock, None)  # what is in the socket still
                 self._flush()
@@ -139,10 +160,13 @@ class RouterListener:
             log.info("router.closed", **self.counts)
 
     def _drain(self, sock: socket.socket, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Read what the socket holds (up to BATCH datagrams) and keep their lines for the
-        next flush, which ``loop`` runs FLUSH_EVERY seconds after the first of them."""
+        """Read what the socket holds (up to BATCH datagrams, or all of a long queue) and
+        keep their lines for the next flush, which ``loop`` runs FLUSH_EVERY seconds after
+        the first of them. A long queue is then left off ``loop`` for a pause."""
         dynos = self.dynos
-        for _ in range(BATCH):
+        turns = self.queue >= self._long_queue
+        read = 0
+        while read < (max(BATCH, self.queue) if turns else BATCH):
             try:
                 data, ancillary, flags, _address = sock.recvmsg(DATAGRAM, _ANCILLARY)
             except (BlockingIOError, InterruptedError):
@@ -150,6 +174,7 @@ class RouterListener:
             except OSError as exc:  # not expected of a bound datagram socket; never fatal
                 log.warning("router.read_failed", error=str(exc))
                 break
+            read += 1
             if not self._from_nginx(ancillary):
                 self.counts["refused"] += 1
                 continue
@@ -165,8 +190,20 @@ class RouterListener:
             text = line.line.encode()
             self._lines.append((line.app, text))
             self._size += len(text)
-        if self._lines and self._timer is None and loop is not None:
+        if read:
+            self.turns += 1
+        if loop is None:
+            return
+        if self._lines and self._timer is None:
             self._timer = loop.call_later(FLUSH_EVERY, self._flush)
+        if turns and read:  # the next datagrams gather in the socket meanwhile
+            loop.remove_reader(sock.fileno())
+            self._resume = loop.call_later(self._pause, self._read_again, sock, loop)
+
+    def _read_again(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """After a pause: back on the loop, which calls ``_drain`` at once if anything came."""
+        self._resume = None
+        loop.add_reader(sock.fileno(), self._drain, sock, loop)
 
     def _flush(self) -> None:
         """Hand the lines kept so far to the log, stamped alike, one write for each run of
@@ -218,6 +255,14 @@ def _bind(sock: socket.socket, path: Path) -> None:
         sock.bind(f"/proc/self/fd/{directory}/{path.name}")
     finally:
         os.close(directory)
+
+
+def _queue_length() -> int:
+    """net.unix.max_dgram_qlen: the datagrams a Unix socket made now will hold."""
+    try:
+        return int(QUEUE_LENGTH.read_text())
+    except (OSError, ValueError):
+        return 0
 
 
 def _size(path: Path) -> int:
