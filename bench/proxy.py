@@ -465,7 +465,19 @@ class HandNginx:
 
 # One knob at a time on a copy of dokuend's own config (``--variants``): each variant is
 # its own nginx master on its own port, rendered from the files dokuend wrote.
-VARIANTS = ("copy", "before", "workers1", "no_reuseport", "keepalive16", "no_router", "file_log")
+VARIANTS = (
+    "copy",
+    "before",
+    "workers1",
+    "no_reuseport",
+    "keepalive16",
+    "no_router",
+    "file_log",
+    "bare",
+)
+# What dokuend's config gives an app beyond the hand-written one: Heroku's request headers
+# and WebSocket upgrades (``bare`` leaves them out, with the router lines).
+FEATURE_HEADERS = r"X-Request-Id|X-Forwarded-Proto|X-Forwarded-Host|X-Request-Start|Upgrade"
 
 
 def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str) -> str:
@@ -488,8 +500,11 @@ def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str)
         main = main.replace("keepalive 64;", "keepalive 16;")
     if knob == "before":
         main = main.replace("worker_connections 4096;", "worker_connections 1024;")
-    elif knob == "no_router":
+    elif knob in ("no_router", "bare"):
         main = re.sub(r"access_log syslog:\S+ dokuen_router;", "access_log off;", main)
+    if knob == "bare":  # the hand-written config's headers only
+        main = re.sub(rf"\n\s*proxy_set_header ({FEATURE_HEADERS}) [^\n]*;", "", main)
+        main = main.replace("Connection $dokuen_connection;", 'Connection "";')
     elif knob == "file_log":  # written, not read: dokuend does not parse these
         main = re.sub(
             r"access_log syslog:\S+ dokuen_router;",
@@ -497,6 +512,14 @@ def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str)
             main,
         )
     return main
+
+
+def chosen_variants(given: str) -> list[str]:
+    chosen = [knob for knob in given.split(",") if knob]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"error: no such variant: {', '.join(unknown)} (one of {VARIANTS})")
+    return chosen
 
 
 class VariantNginx(HandNginx):
@@ -550,7 +573,7 @@ def throughput(
         masters["hand_router"] = routed.pid
         ports = {"direct": app_port, "nginx": args.http_port, "hand": hand_port}
         ports.update(hand_nolog=hand_port + 1, hand_router=hand_port + 2)
-        for i, knob in enumerate(VARIANTS if args.variants else ()):
+        for i, knob in enumerate(chosen_variants(args.variants)):
             port = hand_port + 3 + i
             variant = VariantNginx(daemon.home, tmp / knob, port, args.http_port, knob)
             masters[f"ours+{knob}"] = stack.enter_context(variant).pid
@@ -672,7 +695,11 @@ def main() -> int:
     parser.add_argument("--hand-port", type=int, default=21501, help="the hand-written nginx")
     parser.add_argument("--throughput-only", action="store_true", help="skip the restarts")
     parser.add_argument(
-        "--variants", action="store_true", help="also dokuend's config, one knob changed"
+        "--variants",
+        nargs="?",
+        const=",".join(VARIANTS),
+        default="",
+        help=f"also dokuend's config, one knob changed (all, or some of {','.join(VARIANTS)})",
     )
     parser.add_argument("--seconds", type=float, default=None, help="each throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds")
