@@ -1,0 +1,133 @@
+"""The intake as an attacker's app would try it: a process that writes at full speed for
+ever does not hold back a quiet app's line, nor does an app whose delivery fails; a line
+that never ends is written in pieces of at most MAX_LINE, never held whole in memory."""
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from dokuen.supervise.intake import Intake, Outlet
+from dokuen.supervise.keeper import Fifo, Keeper
+from dokuen.supervise.lines import CONTINUED, CONTINUES, MAX_LINE
+from dokuen.supervise.spawn import OsSpawner
+from tests.test_intake import PipeChild, Received, Sink, nonblocking_pipe
+
+pytestmark = pytest.mark.anyio
+
+
+FLOOD_LINE = 99
+
+
+class Counted:
+    """A delivery that only counts what it was given (a flood's megabytes)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.longest = 0
+        self.odd = 0  # lines of another length than the flood's
+
+    def __call__(self, block: bytes, stamp: str | None) -> None:
+        self.size += len(block)
+        lines = block[:-1].split(b"\n")  # every block ends in a newline
+        self.longest = max(self.longest, *map(len, lines))
+        self.odd += sum(len(line) != FLOOD_LINE for line in lines)
+
+    async def until(self, predicate: Callable[[], bool]) -> None:
+        with anyio.fail_after(20):
+            while not predicate():
+                await anyio.sleep(0.005)
+
+
+async def test_a_flood_and_a_broken_pipe_do_not_hold_back_a_quiet_line(tmp_path: Path) -> None:
+    intake = Intake(Sink())
+    spawner = OsSpawner()
+    flood = await spawner("exec yes " + "f" * FLOOD_LINE, {"PATH": os.defpath}, tmp_path)
+    assert flood.outlet() is not None
+    flooded = Counted()
+    quiet_read, quiet_write = nonblocking_pipe()
+    quiet = Received()
+    broken_read, broken_write = nonblocking_pipe()
+
+    def broken(block: bytes, stamp: str | None) -> None:
+        raise RuntimeError("this app's log broke")
+
+    failures: list[Exception] = []
+
+    async def pump_broken() -> None:
+        try:
+            await intake.pump(PipeChild(Outlet(broken_read)), broken)
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(intake.pump, flood, flooded)
+        tg.start_soon(intake.pump, PipeChild(Outlet(quiet_read)), quiet)
+        tg.start_soon(pump_broken)
+        await flooded.until(lambda: flooded.size > 8 << 20)  # the flood in its turns
+        os.write(broken_write, b"boom\n")
+        for n in range(20):  # each line read while the flood goes on
+            os.write(quiet_write, b"quiet %d\n" % n)
+            await quiet.until(b"".join(b"quiet %d\n" % i for i in range(n + 1)))
+        before = flooded.size
+        await flooded.until(lambda: flooded.size > before + (1 << 20))  # not starved either
+        assert [str(exc) for exc in failures] == ["this app's log broke"]
+        os.close(quiet_write)
+        flood.signal_group(9)
+        assert await flood.wait() != 0
+    await flood.aclose()
+    assert flooded.odd <= 1  # every line whole, but the one cut by the kill
+    assert intake.paused == 0
+    for fd in (quiet_read, broken_read, broken_write):
+        os.close(fd)
+
+
+ENDLESS = """
+import os, sys, time
+for _ in range(128):
+    os.write(1, b"a" * 65536)  # 8 MiB, not one newline
+sys.stdout.flush()
+time.sleep(1000)
+"""
+
+
+@pytest.mark.parametrize("through", ["pipe", "fifo"])
+async def test_a_line_that_never_ends_is_written_in_pieces(through: str, tmp_path: Path) -> None:
+    received = Counted()
+    (tmp_path / "endless.py").write_text(ENDLESS)
+    fifo: Fifo | None = None
+    if through == "fifo":  # as a kept process writes: the FIFO holds a tail line too
+        fifo, write = Fifo.make(tmp_path / "out")
+        outlet = fifo.outlet(Keeper(tmp_path / "run", OsSpawner()))
+        assert outlet is not None
+        read = -1
+    else:
+        read, write = nonblocking_pipe()
+        outlet = Outlet(read)
+    with open(os.devnull, "rb") as nothing:
+        writer = await anyio.open_process(
+            [sys.executable, "endless.py"], stdin=nothing, stdout=write, cwd=tmp_path
+        )
+    os.close(write)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(Intake(Sink()).pump, PipeChild(outlet), received)
+            # All of it written while the writer still holds its end open: nothing waits
+            # for a newline that never comes.
+            await received.until(lambda: received.size >= (8 << 20) - MAX_LINE)
+            assert writer.returncode is None
+            assert received.longest <= len(CONTINUED) + MAX_LINE + len(CONTINUES)
+            writer.kill()
+            await writer.wait()
+    finally:
+        if writer.returncode is None:
+            writer.kill()
+            await writer.wait()
+        if fifo is not None:
+            fifo.close()
+        else:
+            os.close(read)
+    assert received.size >= 8 << 20  # the rest at the end
