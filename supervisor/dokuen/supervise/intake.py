@@ -275,8 +275,11 @@ class Intake:
             return
         try:
             wait = pipe.last + PARTIAL_LINE_DELAY - self._loop.time()
-            if wait > 0 or pipe.frozen() or self._sink.behind:
+            if wait > 0:
                 pipe.arm(max(wait, BURST_PAUSE))
+                return
+            if pipe.frozen() or self._sink.behind:  # not sooner: a timer per held line
+                pipe.arm(PARTIAL_LINE_DELAY)  # 200 times a second would feed the backlog
                 return
             size = pipe.read(timestamp(self._sink.clock()))  # what came meanwhile
             if size < 0:
