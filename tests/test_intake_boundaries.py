@@ -1,6 +1,7 @@
 """The intake as an attacker's app would try it: a process that writes at full speed for
 ever does not hold back a quiet app's line, nor does an app whose delivery fails; a line
-that never ends is written in pieces of at most MAX_LINE, never held whole in memory; held partial lines do not spin while the log is behind."""
+that never ends is written in pieces of at most MAX_LINE, never held whole in memory;
+held partial lines do not spin while the log is behind."""
 
 import os
 import sys
