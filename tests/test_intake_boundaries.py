@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dokuen.supervise.intake import PARTIAL_LINE_DELAY, Intake, Outlet, Pipe
+from dokuen.supervise.intake import BURST, BURST_PAUSE, PARTIAL_LINE_DELAY, Intake, Outlet, Pipe
 from dokuen.supervise.keeper import Fifo, Keeper
 from dokuen.supervise.lines import CONTINUED, CONTINUES, MAX_LINE
 from dokuen.supervise.spawn import OsSpawner
@@ -168,3 +168,57 @@ async def test_held_lines_do_not_spin_while_the_log_is_behind() -> None:
             os.close(write)
     for read, _ in pipes:
         os.close(read)
+
+
+async def test_a_paused_pipe_s_number_reused_by_another_slot_is_read_only_by_it() -> None:
+    """A pipe that waits for the next turn (a burst) when its pump ends, its descriptor
+    closed and the number given to another slot's pipe before that turn: the turn reads
+    the new pipe for nobody; only its own pump reads it."""
+    sink = Sink()
+    intake = Intake(sink)
+    read, write = nonblocking_pipe()
+    first = Received()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(intake.pump, PipeChild(Outlet(read)), first)
+        os.write(write, b"b" * BURST + b"\n")
+        await first.until(b"b" * BURST + b"\n")
+        sink.behind = True  # from now on each turn puts it back: it stays paused
+        os.write(write, b"b" * BURST + b"\n")
+        await anyio.sleep(3 * BURST_PAUSE)
+        assert intake.paused == 1
+        tg.cancel_scope.cancel()
+    os.close(read)
+    os.close(write)
+    again, write = nonblocking_pipe()
+    assert again == read
+    os.write(write, b"the other slot's line\n")
+    sink.behind = False
+    await anyio.sleep(3 * BURST_PAUSE)  # the turn the old pipe waited for has come
+    second = Received()
+    os.close(write)
+    with anyio.fail_after(10):
+        await intake.pump(PipeChild(Outlet(again)), second)
+    assert second.data == b"the other slot's line\n"
+    assert first.data == (b"b" * BURST + b"\n") * 2  # its unread line, read at its end
+    os.close(again)
+
+
+async def test_lines_left_in_the_pipe_are_written_when_the_pump_is_cut_short() -> None:
+    """A slot waits DRAIN_AFTER_EXIT for the end of its pipe, then cancels the pump: while
+    the log is behind nothing was read meanwhile, and the process's last lines (in the
+    pipe, before its end) must still be written, not dropped with the pipe."""
+    sink = Sink()
+    intake = Intake(sink)
+    read, write = nonblocking_pipe()
+    received = Received()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(intake.pump, PipeChild(Outlet(read)), received)
+        os.write(write, b"b" * BURST + b"\n")
+        await received.until(b"b" * BURST + b"\n")
+        sink.behind = True
+        os.write(write, b"last words\nno newline")
+        os.close(write)
+        await anyio.sleep(3 * BURST_PAUSE)
+        tg.cancel_scope.cancel()  # the slot's drain timed out
+    assert received.data == b"b" * BURST + b"\nlast words\nno newline\n"
+    os.close(read)

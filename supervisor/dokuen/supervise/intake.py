@@ -229,6 +229,13 @@ class Intake:
             await pipe.ended.wait()
         finally:
             self._unwatch(pipe)
+            if not (pipe.done or pipe.frozen()):
+                # Cut short (a slot's drain timed out while the log was behind): what is
+                # in the pipe now is still written, up to a turn's reads.
+                try:
+                    pipe.read(timestamp(self._sink.clock()), READS_PER_TURN)
+                except Exception as exc:
+                    pipe.error = exc
             pipe.end(None)
         if pipe.error is not None:
             raise pipe.error
