@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dokuen.deploy.build import Job, Limits, _bundled_choice
 from dokuen.deploy.buildpack import (
     BUNDLED,
     BUNDLED_AS_DATA,
@@ -86,3 +87,33 @@ def test_a_buildpack_taken_as_data_says_what_its_scripts_say(tmp_path: Path, pac
     assert compiled.stdout + compiled.stderr == said
     assert parse_release(released.stdout, pack) == info
     assert sorted(path.name for path in app.iterdir()) == [BUNDLED_DETECT[pack][1][0]]
+
+
+@pytest.mark.parametrize(
+    ("names", "config", "taken"),
+    [
+        ((), {}, True),  # a Procfile alone: the procfile buildpack, as data
+        ((".buildpacks",), {}, False),  # the app names its buildpacks: they run
+        ((), {"BUILDPACK_URL": "https://example.test/bp.git"}, False),
+        (("dangling-link:.buildpacks",), {}, False),  # a link is there: the app named some
+    ],
+)
+def test_buildpacks_the_app_names_are_never_skipped_for_bundled_data(
+    tmp_path: Path, names: tuple[str, ...], config: dict[str, str], taken: bool
+) -> None:
+    """A Procfile is the procfile buildpack's detect; `.buildpacks` or BUILDPACK_URL still
+    decide first, whatever the source holds, so no bin/compile an app asked for is left out."""
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Procfile").write_text("web: ./serve\n")
+    for name in names:
+        if name.startswith("dangling-link:"):
+            (app / name.split(":", 1)[1]).symlink_to(tmp_path / "nowhere")
+        else:
+            (app / name).write_text("https://example.test/bp.git\n")
+    job = Job(
+        "blog", app, tmp_path / "c", tmp_path / "w", config, None, "/usr/bin:/bin",
+        Limits(60, 512, 64), shipped("buildpacks"),
+    )  # fmt: skip
+    chosen = _bundled_choice(job)
+    assert (chosen is not None and chosen.source.text in BUNDLED_AS_DATA) is taken

@@ -8,6 +8,7 @@ import pytest
 
 from dokuen import __version__
 from dokuen.cli.dokuend import Options, UsageError, parse_args
+from dokuen.errors import explain
 
 
 @pytest.mark.parametrize(
@@ -65,3 +66,33 @@ def test_the_program_answers_version_help_and_a_bad_option() -> None:
     bad = dokuend("--bogus")
     assert bad.returncode == 2
     assert bad.stderr == "error: no such option: '--bogus' (dokuend --help lists the options)\n"
+
+
+def test_a_library_imported_on_first_use_is_looked_for_at_start() -> None:
+    """The daemon imports cryptography, python-dotenv and others only when a request needs
+    them: a broken installation must fail `dokuend --version` (which a re-exec runs first)
+    and the start, in one line, not the first certificate or `.env` in a traceback."""
+    hide = "import sys; sys.modules['cryptography'] = sys.modules['dotenv'] = None\n"
+    run = "from dokuen.cli.dokuend import main; main(['--version'])"
+    done = subprocess.run(
+        [sys.executable, "-c", hide + run], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "error: dokuend's installation lacks cryptography, dotenv: reinstall dokuen with its "
+        "dependencies (bin/setup, or pip install --force-reinstall dokuen)"
+    ]
+    whole = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, check=False)
+    assert whole.returncode == 0
+    assert whole.stdout.startswith("dokuend, version ")
+
+
+def test_a_library_that_fails_to_import_later_is_one_line_naming_the_fix() -> None:
+    try:
+        import dokuen_no_such_library  # type: ignore[import-not-found]  # noqa: F401, PLC0415
+    except ImportError as exc:
+        message = explain(exc)
+    assert message == (
+        "dokuen's installation is broken (No module named 'dokuen_no_such_library'): "
+        "reinstall dokuen with its dependencies, then dokuenctl daemon:reload"
+    )

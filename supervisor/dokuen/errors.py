@@ -107,6 +107,11 @@ def explain(exc: BaseException) -> str:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{what}" + (f" ({fix})" if fix else "")
     text = " ".join(str(exc).split()) or "no message"
+    if isinstance(exc, ImportError):  # a library imported on first use, gone or broken
+        return (
+            f"dokuen's installation is broken ({text}): reinstall dokuen with its "
+            "dependencies, then dokuenctl daemon:reload"
+        )
     return (
         f"internal error: {type(exc).__name__}: {text} (a bug in dokuen; its traceback is in "
         "dokuend's log with -v, please report it)"

@@ -13,6 +13,7 @@ import sys
 sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
 
 import contextlib
+import importlib.util
 import logging
 import os
 import resource
@@ -171,6 +172,25 @@ def parse_args(argv: list[str]) -> Options:
     return Options(home, verbose)
 
 
+# What the daemon imports only when a request needs it (tests/test_imports.py): looked for
+# (not imported) at start and by `--version`, which a re-exec runs first, so a broken
+# installation fails there, not at the first certificate, backup or `.env`.
+LAZY = ("yaml", "croniter", "boto3", "psycopg", "cryptography", "acme", "requests", "dotenv")
+
+
+def missing_libraries() -> list[str]:
+    """The lazily imported libraries that cannot be found (a broken installation)."""
+    missing = []
+    for name in LAZY:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: kept out of sys.modules (None)
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> None:
     """The ``dokuend`` program: exit status 0, 1 (the daemon failed: one line says why) or
     2 (a bad command line)."""
@@ -181,7 +201,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     if options.show == "help":
         sys.stdout.write(USAGE)
-    elif options.show == "version":
+        return
+    if missing := missing_libraries():
+        fail(
+            f"dokuend's installation lacks {', '.join(missing)}: reinstall dokuen with its "
+            "dependencies (bin/setup, or pip install --force-reinstall dokuen)"
+        )
+        sys.exit(1)
+    if options.show == "version":
         sys.stdout.write(f"dokuend, version {__version__}\n")
     else:
         run(options.home, options.verbose)

@@ -142,20 +142,40 @@ async def reload_master(master: int, patience: float, settle: float) -> None:
     accepting once it exited (a zombie counts); a request still in flight is waited for,
     but at most ``settle`` seconds.
     """
-    old = reaper.children(master)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(master, signal.SIGHUP)
-    with anyio.move_on_after(patience):  # no new workers by then: the old ones stay
-        while not reaper.children(master) - old:
-            await anyio.sleep(0.005)
-    if not reaper.children(master) - old:
-        return
-    for pid in old:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGQUIT)
+    pinned = _pin_children(master)
+    old = set(pinned)
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(master, signal.SIGHUP)
+        with anyio.move_on_after(patience):  # no new workers by then: the old ones stay
+            while not reaper.children(master) - old:
+                await anyio.sleep(0.005)
+        if not reaper.children(master) - old:
+            return
+        for pidfd in pinned.values():  # the very processes seen: never a pid reused since
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                signal.pidfd_send_signal(pidfd, signal.SIGQUIT)
+    finally:
+        for pidfd in pinned.values():
+            os.close(pidfd)
     with anyio.move_on_after(settle):
         while _running(reaper.children(master) & old):
             await anyio.sleep(0.005)
+
+
+def _pin_children(master: int) -> dict[int, int]:
+    """A pidfd for each child of ``master`` (its old workers), opened before the master was
+    told anything: a worker that exits later leaves its pidfd pointing at nothing, so a
+    process that is given its pid (an app's, anyone's) is never signalled. A pid that was
+    no longer the master's child once its pidfd was open is left out."""
+    pinned: dict[int, int] = {}
+    for pid in reaper.children(master):
+        with contextlib.suppress(ProcessLookupError):
+            pinned[pid] = os.pidfd_open(pid)
+    still = reaper.children(master)
+    for pid in set(pinned) - still:
+        os.close(pinned.pop(pid))
+    return pinned
 
 
 def _running(pids: set[int]) -> set[int]:

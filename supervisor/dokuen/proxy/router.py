@@ -15,6 +15,7 @@ printable ASCII is already escaped as the line shows it; anything else (UTF-8, D
 listener.py.
 """
 
+import codecs
 import json
 import re
 from collections.abc import Mapping
@@ -107,7 +108,10 @@ def parse_datagram(
     head, separator, body = data.partition(b": ")
     if not separator or not head.startswith(b"<") or not head.endswith(b" dokuen"):
         raise ValueError("not a syslog message tagged dokuen")
-    text = body.decode("utf-8", errors="replace")
+    if cut:  # a character cut in two is left out, not shown as U+FFFD before the [cut]
+        text = codecs.getincrementaldecoder("utf-8")("replace").decode(body)
+    else:
+        text = body.decode("utf-8", errors="replace")
     return (None if cut else _common(text, dynos)) or _word_by_word(text, dynos, cut)
 
 

@@ -229,6 +229,13 @@ class Intake:
             await pipe.ended.wait()
         finally:
             self._unwatch(pipe)
+            if not (pipe.done or pipe.frozen()):
+                # Cut short (a slot's drain timed out while the log was behind): what is
+                # in the pipe now is still written, up to a turn's reads.
+                try:
+                    pipe.read(timestamp(self._sink.clock()), READS_PER_TURN)
+                except Exception as exc:
+                    pipe.error = exc
             pipe.end(None)
         if pipe.error is not None:
             raise pipe.error
@@ -275,8 +282,11 @@ class Intake:
             return
         try:
             wait = pipe.last + PARTIAL_LINE_DELAY - self._loop.time()
-            if wait > 0 or pipe.frozen() or self._sink.behind:
+            if wait > 0:
                 pipe.arm(max(wait, BURST_PAUSE))
+                return
+            if pipe.frozen() or self._sink.behind:  # not sooner: a timer per held line
+                pipe.arm(PARTIAL_LINE_DELAY)  # 200 times a second would feed the backlog
                 return
             size = pipe.read(timestamp(self._sink.clock()))  # what came meanwhile
             if size < 0:

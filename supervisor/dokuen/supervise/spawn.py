@@ -93,7 +93,8 @@ class _OsChild:
                         os.kill(pid, signum)
 
     def group_alive(self) -> bool:
-        reaper.reap_strays(self._spawner.live)
+        if not self._spawner.spawning:  # a child spawned in a thread is not in `live` yet
+            reaper.reap_strays(self._spawner.live)
         if self.cgroup is not None:  # a zombie has left its cgroup already
             return bool(self.cgroup.pids())
         try:
