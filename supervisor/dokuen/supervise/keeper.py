@@ -235,16 +235,8 @@ class AdoptedChild(_OsChild):
         self._keeper.spawner.live.discard(self.pid)
         return code
 
-    def group_alive(self) -> bool:
-        if self.cgroup is not None:
-            return super().group_alive()
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return any(reaper.in_group(p, self.pid) for p in psutil.process_iter())
+    def _candidates(self) -> list[psutil.Process]:
+        return list(psutil.process_iter())  # not our descendants: any process may be one
 
     async def aclose(self) -> None:
         with contextlib.suppress(OSError):
