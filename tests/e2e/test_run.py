@@ -314,8 +314,15 @@ def test_the_same_session_over_ssh_with_a_terminal(
     shell.expect(b"42 xterm-256color\r\n")
     shell.expect(b"30 100\r\n")
     shell.resize(40, 120)  # ssh sends it on, sshd resizes its pty, dokuenctl follows
-    shell.type(b"stty size\r")
-    shell.expect(b"40 120\r\n")
+
+    def size_followed() -> bool:
+        """The new size travels beside the typed keys (ssh's window-change, then
+        dokuenctl's request to dokuend), so a `stty size` typed at once may still see the
+        old one: ask again until the new one shows."""
+        shell.type(b"stty size; echo asked-$((1+1))\r")
+        return b"40 120\r\n" in shell.expect(b"asked-2\r\n")
+
+    wait_for(size_followed, "the new terminal size inside the run")
     marker = f"sleep 11{os.getpid() % 1000 + 3000}"
     shell.type(f"{marker}\r".encode())
     wait_for(lambda: leftover_processes(marker), "the sleep to start")
