@@ -248,3 +248,20 @@ def test_export_commit_refuses_an_unknown_or_malformed_commit(pushed: tuple[Path
         export_commit(bare, "1" * 40, bare.parent)
     with pytest.raises(InvalidName, match="not a full commit id"):
         export_commit(bare, "--output=/tmp/x", bare.parent)
+
+
+def test_export_commit_refuses_a_chain_of_links_that_climbs_out(pushed: tuple[Path, Path]) -> None:
+    # "here" points at its own directory; "shadow" reads as here/here/.../../../etc/shadow,
+    # which a lexical look folds back into the tree (here/.. is "."), but the kernel follows
+    # each "here" first and climbs one real level per "..": to /etc/shadow.
+    bare, work = pushed
+    (work / "Procfile").write_text("web: ./run\n")
+    (work / "here").symlink_to(".")
+    depth = len(bare.parent.parts) + 4
+    (work / "shadow").symlink_to("/".join(["here"] * depth + [".."] * depth + ["etc/shadow"]))
+    commit = commit_and_push(bare, work)
+    out = bare.parent / "out"
+    out.mkdir()
+    assert os.path.realpath(work / "shadow") == "/etc/shadow"  # what the link really reaches
+    with pytest.raises(DokuenError, match=r"shadow is a link out of the app's tree"):
+        export_commit(bare, commit, out)

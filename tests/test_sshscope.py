@@ -118,3 +118,35 @@ def test_a_scoped_key_is_refused_the_rest_naming_the_key_and_its_apps(
 def test_the_requests_a_scoped_key_may_make_all_name_an_app() -> None:
     assert not APP_REQUESTS & {"apps", "status", "ssh-keys", "ssh-keys:add", "apps:destroy"}
     assert not APP_REQUESTS & set(NOT_OVER_SSH)
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "key"),
+    [
+        ("config:set", {"app": "blog", "values": {"DOKUEN_PROCESS_LIMIT": "4194304"}}, "PROCESS"),
+        ("config:set", {"app": "blog", "values": {"A": "", "DOKUEN_MEMORY_LIMIT": "1T"}}, "MEMORY"),
+        ("config:unset", {"app": "notes", "keys": ["A", "DOKUEN_PROCESS_LIMIT"]}, "PROCESS"),
+        ("config:unset", {"app": "blog", "keys": ("DOKUEN_MEMORY_LIMIT",)}, "MEMORY"),
+    ],
+)
+def test_a_scoped_key_may_not_change_its_apps_limits(
+    command: str, args: dict[str, Any], key: str
+) -> None:
+    with pytest.raises(Refused, match=f"^{re.escape(CI_IS)} may not change DOKUEN_{key}_LIMIT: "):
+        check_request(CI, command, args)
+    check_request(ADMIN, command, args)  # an admin key holds the app in, and lets it out
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("config:set", {"app": "blog", "values": {"DOKUEN_STOP_TIMEOUT": "5"}}),
+        ("config:set", {"app": "blog", "values": {"dokuen_process_limit": "1"}}),  # not it
+        ("config:unset", {"app": "blog", "keys": ["DOKUEN_HEALTHCHECK_PATH"]}),
+        ("config:get", {"app": "blog", "key": "DOKUEN_PROCESS_LIMIT"}),  # reading is fine
+    ],
+)
+def test_a_scoped_key_may_still_set_its_apps_other_options(
+    command: str, args: dict[str, Any]
+) -> None:
+    check_request(CI, command, args)

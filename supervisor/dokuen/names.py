@@ -75,6 +75,12 @@ PLATFORM_VARS = {
 }
 
 
+# App config vars that hold the app in for the sake of the others (its cgroup's limits):
+# only an admin sets or unsets them (a key scoped to the app may not: ssh/scope.py), and a
+# rollback leaves them as they are (apps/releasing.py).
+LIMIT_VARS = ("DOKUEN_MEMORY_LIMIT", "DOKUEN_PROCESS_LIMIT")
+
+
 def check_settable_config_key(key: str) -> str:
     """``check_config_key``, and not a variable the platform sets for each process."""
     check_config_key(key)

@@ -24,7 +24,12 @@ from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
 from dokuen.deploy.slug import make_release
 from dokuen.errors import Conflict, DokuenError, NotFound
-from dokuen.names import check_config_key, check_settable_config_key, not_found
+from dokuen.names import (
+    LIMIT_VARS,
+    check_config_key,
+    check_settable_config_key,
+    not_found,
+)
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.process import describe_exit
@@ -123,7 +128,8 @@ async def _build_and_release(
 
 async def rollback(app: App, target: str | None, say: Say, force: bool = False) -> dict[str, str]:
     """Heroku's rollback: a new release that runs an earlier one's slug (the one before the
-    current, or ``vN``) with that release's config, which replaces the app's; no build, the
+    current, or ``vN``) with that release's config, which replaces the app's (but for its
+    limits, which stay as they are: ``with_limits_of``); no build, the
     same zero-downtime switch as a deploy; never to a release that failed to boot unless
     ``force``. Return the new release's and the target's names."""
     async with app.exclusive():
@@ -158,12 +164,21 @@ async def rollback(app: App, target: str | None, say: Say, force: bool = False) 
             )
         snapshot = chosen.record().get("config")
         config = dict(snapshot) if isinstance(snapshot, dict) else app.config()
+        config = with_limits_of(app.config(), config)
         release = await anyio.to_thread.run_sync(
             releases.derived_release, app.dir, chosen, config, f"Rollback to {chosen.name}"
         )
         await _switch_derived(app, release, "rollback", say, config)
         await say(f"-----> Rolled back to {chosen.name} as {release.name}")
         return {"release": release.name, "target": chosen.name}
+
+
+def with_limits_of(now: Mapping[str, str], config: Mapping[str, str]) -> dict[str, str]:
+    """``config`` with the app's limits (``LIMIT_VARS``) as they are ``now``: a rollback
+    brings back an earlier release's config, never the limits an admin has changed since
+    (a key scoped to the app could otherwise undo them by rolling back)."""
+    kept = {key: value for key, value in config.items() if key not in LIMIT_VARS}
+    return kept | {key: now[key] for key in LIMIT_VARS if key in now}
 
 
 async def change_config(

@@ -188,7 +188,12 @@ def export_commit(repo: Path, commit: str, destination: Path) -> None:
 
 
 def _links_out_of(top: Path) -> list[Path]:
-    """The symbolic links under ``top`` whose target lies outside it (never followed)."""
+    """The symbolic links under ``top`` whose target lies outside it, read as text and as
+    the kernel resolves it. The text alone is not enough: with ``here -> .``, the link
+    ``here/here/../../etc/shadow`` folds back into the tree on paper, but the kernel
+    follows each ``here`` before each ``..`` and climbs to /etc/shadow. ``top`` is a fresh
+    directory only this process writes, so nothing changes the links while they are
+    resolved."""
     found = []
     root = os.path.realpath(top)
     for directory, dirs, files in os.walk(top):  # os.walk does not descend into links
@@ -197,6 +202,11 @@ def _links_out_of(top: Path) -> list[Path]:
             if path.is_symlink():
                 target = os.path.join(directory, os.readlink(path))
                 resolved = os.path.normpath(os.path.join(root, os.path.relpath(target, top)))
-                if os.path.isabs(os.readlink(path)) or os.path.commonpath([root, resolved]) != root:
+                followed = os.path.realpath(path)  # every link on the way, as the kernel would
+                if (
+                    os.path.isabs(os.readlink(path))
+                    or os.path.commonpath([root, resolved]) != root
+                    or os.path.commonpath([root, followed]) != root
+                ):
                     found.append(path)
     return found

@@ -10,8 +10,9 @@ key (its forced command, ``dokuenctl ssh-serve NAME [--app APP]...``) passes
 - A key scoped to apps: only the requests that name one of its apps (a push to it, its
   processes, logs, config, releases, domains, database and backups), and nothing that lists
   or changes every app or the platform (``apps``, ``status``, ``ps`` and ``logs`` without
-  an app, ``ssh-keys*``, ``apps:destroy``, ``backups:capture --all``). Deny by default: a
-  request not named here is refused.
+  an app, ``ssh-keys*``, ``apps:destroy``, ``backups:capture --all``), nor the limits an
+  admin holds its apps in (``config:set``/``config:unset`` of ``DOKUEN_MEMORY_LIMIT`` and
+  ``DOKUEN_PROCESS_LIMIT``). Deny by default: a request not named here is refused.
 """
 
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dokuen.errors import Refused
+from dokuen.names import LIMIT_VARS
 
 # Requests a scoped key may make when their ``app`` (and ``source``) is one of its apps.
 APP_REQUESTS = frozenset(
@@ -130,3 +132,22 @@ def check_request(scope: KeyScope, command: str, args: Mapping[str, Any]) -> Non
         if app is not None and app not in scope.apps:
             doing = "push to" if command == "git:repo" else "use"
             raise Refused(f"{scope.describe()} may not {doing} app {app!r}")
+    _check_limits(scope, command, args)
+
+
+def _check_limits(scope: KeyScope, command: str, args: Mapping[str, Any]) -> None:
+    """A scoped key may not change the limits its apps run under: they keep one app from
+    taking the machine's memory or process table from the others."""
+    values, keys = args.get("values"), args.get("keys")
+    if command == "config:set" and isinstance(values, Mapping):
+        changed = list(values)
+    elif command == "config:unset" and isinstance(keys, list | tuple):
+        changed = list(keys)
+    else:
+        return
+    for key in changed:
+        if key in LIMIT_VARS:
+            raise Refused(
+                f"{scope.describe()} may not change {key}: an app's limits are for admin "
+                "keys (they keep one app from taking the machine from the others)"
+            )

@@ -1,0 +1,198 @@
+"""An attacker who controls one app (what it pushes, what its processes do) or one ssh key
+scoped to it tries to reach another app or the platform (docs/security.md). Each test is
+one attempt, against real processes: it must fail, and the other app must not notice."""
+
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Dokuen, free_port_block, wait_for
+from tests.e2e.gitwork import Work, remote_lines
+from tests.e2e.sshd import Sshd, keygen
+from tests.e2e.test_git_push import WEB
+
+CI_IS = "ssh key 'ci' (apps: blog)"
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 standing for what no key may reach (another app's
+    port, the database): it counts every connection it is handed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.sendall(b"the other app's secret\n")
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    served = Listener()
+    yield served
+    served.close()
+
+
+def test_a_pushed_chain_of_links_cannot_make_dokuend_look_outside_the_tree(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    """``here -> .`` and ``requirements.txt -> here/here/.../../../<another app's config
+    file>`` read as a link inside the tree, but the kernel climbs out. Before the fix the
+    push passed the check and dokuend (root) looked through the link to choose a
+    buildpack: "Python app detected" told whether another app had a config var of that
+    name (and here, with builds as root, the build printed its value). Now the push is
+    refused the same way whether the target exists or not."""
+    dokuen.ctl("apps:create", "alpha")
+    dokuen.ctl("config:set", "alpha", "SECRET_KEY=of-alpha")
+    secret = dokuen.home / "apps" / "alpha" / "env" / "SECRET_KEY"
+    assert secret.is_file()
+    dokuen.ctl("apps:create", "beta")
+    bare = str(dokuen.home / "apps" / "beta" / "repo.git")
+    work = Work.create(tmp_path / "beta", WEB)
+    first = work.push(bare, "main")
+    assert first.returncode == 0, first.stderr
+    depth = len(dokuen.home.parts) + 4
+    (work.path / "here").symlink_to(".")
+    for target in (secret, secret.with_name("NO_SUCH_KEY")):
+        (work.path / "requirements.txt").unlink(missing_ok=True)
+        climb = "/".join(["here"] * depth + [".."] * depth)
+        (work.path / "requirements.txt").symlink_to(f"{climb}{target}")
+        assert os.path.realpath(work.path / "requirements.txt") == str(target)
+        commit = work.commit(f"probe {target.name}")
+        push = work.push(bare, "main")
+        assert push.returncode != 0, push.stderr
+        assert (
+            f"error: commit {commit[:7]} cannot be deployed: requirements.txt is a link out of "
+            "the app's tree"
+        ) in push.stderr, push.stderr
+        assert "app detected" not in push.stderr
+        assert "of-alpha" not in push.stderr
+    releases = dokuen.ctl("releases", "beta").stdout
+    assert "v1" in releases
+    assert "v2" not in releases
+    assert "of-alpha" not in dokuen.log()
+
+
+def test_a_scoped_key_reaches_no_port_and_cannot_lift_its_apps_limits(
+    dokuen: Dokuen, sshd: Sshd, listener: Listener, tmp_path: Path
+) -> None:
+    """A key for blog alone tries sshd's own ways around its forced command (local, stdio,
+    dynamic and remote forwarding, a subsystem) towards a port on 127.0.0.1, and to lift
+    the limits an admin holds blog in: by config:set, config:unset and a rollback to a
+    release from before the limit."""
+    keygen(tmp_path / "ci")
+    dokuen.ctl("ssh-keys:add", "ci", str(tmp_path / "ci.pub"), "--app", "blog")
+    ci = replace(sshd, client_key=tmp_path / "ci")
+    host = f"{ci.user}@127.0.0.1"
+
+    # A stdio forward (ssh -W) to the port: refused by sshd, nothing connects.
+    stdio = subprocess.run(
+        [*ci.ssh_argv, "-W", f"127.0.0.1:{listener.port}", host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert stdio.returncode != 0
+    assert "administratively prohibited" in stdio.stderr, stdio.stderr
+    assert "secret" not in stdio.stdout
+
+    # A remote forward (ssh -R): the server's side never listens.
+    remote_spec = f"127.0.0.1:{free_port_block(1)[0]}:127.0.0.1:{listener.port}"
+    remote = subprocess.run(
+        [*ci.ssh_argv, "-N", "-o", "ExitOnForwardFailure=yes", "-R", remote_spec, host],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert remote.returncode != 0
+    assert "remote port forwarding failed" in remote.stderr, remote.stderr
+
+    # Local and dynamic forwards (ssh -N -L, -D): the client listens, sshd opens nothing.
+    local_port, socks_port = free_port_block(2)
+    local_spec = f"{local_port}:127.0.0.1:{listener.port}"
+    forward = subprocess.Popen(
+        [*ci.ssh_argv, "-N", "-L", local_spec, "-D", f"127.0.0.1:{socks_port}", host],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: _accepts(local_port) or forward.poll() is not None, "ssh -L to listen")
+        with socket.create_connection(("127.0.0.1", local_port), timeout=10) as tunnel:
+            tunnel.settimeout(10)
+            assert tunnel.recv(100) == b""  # closed by the client: the channel was refused
+        with socket.create_connection(("127.0.0.1", socks_port), timeout=10) as socks:
+            socks.settimeout(10)
+            request = b"\x04\x01" + listener.port.to_bytes(2, "big") + bytes([127, 0, 0, 1])
+            socks.sendall(request + b"\x00")
+            assert socks.recv(100)[:2] != b"\x00\x5a"  # not granted
+    finally:
+        forward.terminate()
+        _, errors = forward.communicate(timeout=30)
+    assert "administratively prohibited" in errors.decode(errors="replace")
+
+    # A subsystem (sftp) gets the forced command, which refuses it.
+    sftp = subprocess.run(
+        [*ci.ssh_argv, "-s", host, "sftp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sftp.returncode != 0
+    assert listener.accepted == 0
+
+    # The limits: the key deploys blog, an admin then holds it in.
+    work = Work.create(tmp_path / "blog", WEB, ssh=ci.git_ssh_command)
+    push = work.push(ci.url("blog"), "main")
+    assert push.returncode == 0, push.stderr
+    assert "-----> Released v1" in remote_lines(push.stderr)
+    dokuen.ctl("config:set", "blog", "DOKUEN_PROCESS_LIMIT=64", "DOKUEN_MEMORY_LIMIT=256M")
+    for asked, key in [
+        ("dokuenctl config:set blog DOKUEN_PROCESS_LIMIT=4194304", "DOKUEN_PROCESS_LIMIT"),
+        ("dokuenctl config:set blog GREETING=hi DOKUEN_MEMORY_LIMIT=1T", "DOKUEN_MEMORY_LIMIT"),
+        ("dokuenctl config:unset blog DOKUEN_PROCESS_LIMIT", "DOKUEN_PROCESS_LIMIT"),
+    ]:
+        refused = ci.ssh(asked)
+        assert refused.returncode == 1, (asked, refused.stderr)
+        assert refused.stderr.startswith(f"error: {CI_IS} may not change {key}: "), refused.stderr
+    assert ci.ssh("dokuenctl config:set blog GREETING=hi").returncode == 0  # its own config
+    rolled = ci.ssh("dokuenctl rollback blog v1")
+    assert rolled.returncode == 0, rolled.stderr
+    config = dokuen.ctl("config", "blog").stdout
+    assert "DOKUEN_PROCESS_LIMIT=64" in config, config
+    assert "DOKUEN_MEMORY_LIMIT=256M" in config, config
+    assert "GREETING" not in config  # the rest of the config is v1's, as Heroku does
+    wait_for(lambda: dokuen.running("blog", 1), "blog to run after the rollback")
+    # An admin key may lift them.
+    lifted = dokuen.ctl("config:unset", "blog", "DOKUEN_PROCESS_LIMIT")
+    assert lifted.returncode == 0
+    assert "DOKUEN_PROCESS_LIMIT" not in dokuen.ctl("config", "blog").stdout
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
