@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Dokuen, free_port_block, wait_for
+from tests.e2e.conftest import Dokuen, free_port_block, get_json, wait_for, write_app
 from tests.e2e.gitwork import Work, remote_lines
 from tests.e2e.sshd import Sshd, keygen
 from tests.e2e.test_git_push import WEB
+from tests.e2e.test_users import (
+    identity,
+    open_top,  # noqa: F401 (a fixture)
+    start,
+)
 
 CI_IS = "ssh key 'ci' (apps: blog)"
 
@@ -190,9 +195,53 @@ def test_a_scoped_key_reaches_no_port_and_cannot_lift_its_apps_limits(
     assert "DOKUEN_PROCESS_LIMIT" not in dokuen.ctl("config", "blog").stdout
 
 
+def _answer(port: int) -> dict[str, str] | None:
+    try:
+        env: dict[str, str] = get_json(port)
+    except OSError:
+        return None
+    return env
+
+
 def _accepts(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
     except OSError:
         return False
     return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs apps as their users")
+def test_an_apps_environment_never_reaches_a_process_that_runs_as_root(
+    open_top: Path,  # noqa: F811
+) -> None:
+    """Each process enters its cgroup as root (a shell, then setpriv) before it becomes the
+    app's uid. Before the fix those root steps ran with the app's environment, and the app
+    chooses that (its .env, its config): LD_PRELOAD named a library root's dynamic loader
+    loaded. glibc's own libmemusage.so stands for the app's library: it (re)creates the file
+    MEMUSAGE_OUTPUT names, as whoever loads it. Here that file is another app's config
+    var, root-only: the root steps overwrote it. Now they see nothing of the app's
+    environment, and the app's own program still gets all of it."""
+    library = next(iter(Path("/").glob("usr/lib/*/libmemusage.so")), None)
+    assert library is not None, "glibc's libmemusage.so (Debian's libc6) is missing"
+    daemon = start(open_top)
+    try:
+        daemon.ctl("apps:create", "beta")
+        daemon.ctl("config:set", "beta", "SECRET=secret-of-beta")
+        target = daemon.home / "apps" / "beta" / "env" / "SECRET"
+        assert target.read_text() == "secret-of-beta"
+        dotenv = f"LD_PRELOAD={library}\nMEMUSAGE_OUTPUT={target}\n"
+        source = write_app(open_top / "src" / "alpha", WEB, {".env": dotenv})
+        daemon.deploy("alpha", source)  # web.1 started (its root steps ran) before this returns
+        ran = daemon.ctl("run", "alpha", "echo ran as $(id -u)").stdout
+        assert target.read_bytes() == b"secret-of-beta"
+        assert daemon.ctl("config:get", "beta", "SECRET").stdout == "secret-of-beta\n"
+        rows = wait_for(lambda: daemon.running("alpha", 1), "alpha to run")
+        env = wait_for(lambda: _answer(rows[0]["port"]), "alpha to answer")
+        # The app's own program got what it asked for (a Heroku app may preload jemalloc).
+        assert env["LD_PRELOAD"] == str(library)
+        assert env["MEMUSAGE_OUTPUT"] == str(target)
+        assert not [key for key in env if key.startswith("DOKUEN_")], env
+        assert ran.endswith(f"ran as {identity(daemon, 'alpha')['uid']}\n"), ran
+    finally:
+        daemon.terminate()

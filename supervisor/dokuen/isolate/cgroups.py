@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 
+from dokuen.isolate.carried import carry
 from dokuen.isolate.limits import limit_files
 
 V1_NEEDED = ("memory", "pids", "freezer")
@@ -313,6 +314,16 @@ class Cgroups:
         if self.setpriv is None:
             raise OSError(errno.ENOENT, "setpriv is not installed (apt install util-linux)")
         return [*argv, self.setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+
+    def enter(
+        self, group: Group, user: int | None, argv: list[str], env: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """``entry`` and then ``argv``, and the environment to start them with: ``env``
+        itself when nobody changes uid, else root's steps see none of it (carried.py)."""
+        if user is None:
+            return [*self.entry(group, None), *argv], dict(env)
+        argv, env = carry(env, argv)
+        return [*self.entry(group, user), *argv], env
 
     def clear(self) -> bool:
         """Kill and remove every group of this home (what an earlier dokuend left, or this

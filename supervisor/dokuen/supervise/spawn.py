@@ -298,10 +298,10 @@ class OsSpawner:
             cgroup = None
         if cgroup is not None:
             assert self.cgroups is not None
-            # Root's shell enters the group, then drops to the user: no app code runs
-            # outside it, not even for an instant (Popen's own setuid would come first).
+            # Root's shell enters the group, then drops to the user (Popen's own setuid
+            # would come first), seeing none of the app's environment (carried.py).
             uid = pwd.getpwnam(user).pw_uid if isinstance(user, str) else user
-            argv, user = [*self.cgroups.entry(cgroup, uid), *argv], None
+            (argv, env), user = self.cgroups.enter(cgroup, uid, argv, env), None
             cgroup.create()
         try:
             return await self._start(argv, env, cwd, user, cgroup, stdio)

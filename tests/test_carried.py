@@ -1,0 +1,60 @@
+"""An app's environment carried past root's steps (isolate/carried.py): root sees none of
+it, and the program at the end gets all of it back, byte for byte, through a real shell."""
+
+import json
+import subprocess
+import sys
+
+from dokuen.isolate.carried import PREFIX, RESTORE, ROOT_ENVIRONMENT, carry
+
+HOSTILE = {
+    "PATH": "/app/bin:/usr/bin:/bin",
+    "LD_PRELOAD": "/app/evil.so",
+    "MEMUSAGE_OUTPUT": "/etc/passwd",
+    "IFS": "/",
+    "ENV": "/app/rc",
+    "QUOTES": 'it\'s "quoted" \\ and `id` and $(id) and ${HOME}',
+    "LINES": "one\ntwo\n\nthree\n",
+    "GLOB": "* ?[a]",
+    "SPACES": "  a  b  ",
+    "EMPTY": "",
+    "UNICODE": "caf\u00e9 \u202e \U0001f600",
+    "EVAL": '"; touch /tmp/dokuen-carried-pwned; "',
+    "X": "the value of X",
+    "DOKUEN_CARRIED_X": "a var that looks like X's carrier",
+    "DOKUEN_CARRIED": "the script's look-alike",
+    "DOKUEN_CARRIED_DOKUEN_CARRIED": "and its carrier's",
+    "LONG": "v" * 100_000,
+}
+DUMP = "import json, os; print(json.dumps(dict(os.environ)))"
+
+
+def test_root_sees_nothing_of_the_apps_environment() -> None:
+    argv, env = carry(HOSTILE, ["/bin/true"])
+    for name in ROOT_ENVIRONMENT:
+        assert env[name] == ROOT_ENVIRONMENT[name]
+    assert {"LD_PRELOAD", "MEMUSAGE_OUTPUT", "IFS", "ENV", "X"}.isdisjoint(env)
+    assert all(name in ROOT_ENVIRONMENT or name.startswith("DOKUEN_CARRIED") for name in env)
+    assert argv == ["/bin/sh", "-c", RESTORE, "dokuen-env", "/bin/true"]  # no value in argv
+
+
+def test_the_program_gets_the_whole_environment_back_through_a_real_shell() -> None:
+    argv, env = carry(HOSTILE, [sys.executable, "-c", DUMP])
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout)
+    got.pop("PWD", None)  # the shell's own, as any /bin/sh -c gives
+    got.pop("LC_CTYPE", None)  # Python's C locale coercion, not the shell's
+    assert got == HOSTILE
+    # The program itself (as the app) is the one asked to preload, and only it.
+    assert done.stderr.count("ERROR: ld.so: object '/app/evil.so'") == 1, done.stderr
+
+
+def test_a_name_no_shell_can_export_is_left_out() -> None:
+    argv, env = carry({"A-B": "x", "1X": "y", "OK": "z"}, [sys.executable, "-c", DUMP])
+    assert "A-B" not in env["DOKUEN_CARRIED"]
+    assert env[f"{PREFIX}OK"] == "z"
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout)
+    assert got.get("OK") == "z"
+    assert "A-B" not in got
+    assert "1X" not in got
