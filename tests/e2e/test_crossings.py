@@ -245,3 +245,98 @@ def test_an_apps_environment_never_reaches_a_process_that_runs_as_root(
         assert ran.endswith(f"ran as {identity(daemon, 'alpha')['uid']}\n"), ran
     finally:
         daemon.terminate()
+
+
+REUSING_SERVER = """\
+import http.server, os, socket
+
+class Server(http.server.HTTPServer):
+    def server_bind(self):  # as gunicorn --reuse-port, uvicorn workers, node's cluster do
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "5")
+        self.end_headers()
+        self.wfile.write(b"beta\\n")
+
+    def log_message(self, *args):
+        pass
+
+Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+# Run by `dokuenctl run APP python3 -c SHARE PORT`: join the listener on PORT.
+SHARE = """\
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen()
+    print("shared")
+except OSError as exc:
+    print("refused", exc.errno)
+"""
+# Run detached: hold every free port from FIRST to LAST, then wait.
+HOG = """\
+import socket, sys, time
+held = []
+for port in range(int(sys.argv[1]), int(sys.argv[2]) + 1):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        held.append(s)
+    except OSError:
+        s.close()
+print(f"holding {len(held)} ports", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs apps as their users")
+def test_an_app_cannot_join_another_apps_listener_and_a_port_hog_takes_nothing_that_serves(
+    open_top: Path,  # noqa: F811
+) -> None:
+    """beta's server sets SO_REUSEPORT (many do), which lets a second socket of the same
+    uid share its port and take half its connections: alpha's process tries it and is
+    refused, as its own uid; a process of beta's may (so the probe can tell). Then alpha
+    holds every free port of the range: beta cannot start another process (a scale here, a
+    deploy's new web processes behind nginx) and says why, and its running web process
+    keeps serving. That beta cannot grow while alpha squats is the known limit
+    (docs/security.md, "Ports")."""
+    daemon = start(open_top)
+    try:
+        beta = write_app(open_top / "src" / "beta", "web: python3 reuse.py\n")
+        (beta / "reuse.py").write_text(REUSING_SERVER)
+        daemon.deploy("beta", beta)
+        daemon.deploy("alpha", write_app(open_top / "src" / "alpha", WEB))
+        port = wait_for(lambda: daemon.running("beta", 1), "beta to run")[0]["port"]
+        share = ["run", "--no-tty", "{app}", "python3", "-c", SHARE, str(port)]
+        alpha_try = daemon.ctl(*[a.format(app="alpha") for a in share]).stdout
+        beta_try = daemon.ctl(*[a.format(app="beta") for a in share]).stdout
+        assert alpha_try.strip() == "refused 98", alpha_try  # EADDRINUSE
+        assert beta_try.strip() == "shared", beta_try
+
+        first, last = daemon.ports
+        daemon.ctl("run:detached", "alpha", "python3", "-c", HOG, str(first), str(last))
+        wait_for(lambda: "holding" in daemon.log(), "alpha to hold the ports")
+        scale = daemon.ctl("ps:scale", "beta", "web=2", check=False)
+        assert scale.returncode == 1, daemon.log()[-3000:]
+        assert f"no free port in {first}-{last}" in scale.stderr, scale.stderr
+        rows = daemon.ps("beta")
+        assert [(r["name"], r["port"], r["state"]) for r in rows] == [("web.1", port, "running")]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert conn.makefile("rb").read().endswith(b"beta\n")
+        hog = [row["name"] for row in daemon.ps("alpha") if row["type"] == "run"]
+        daemon.ctl("ps:stop", "alpha", *hog)
+        wait_for(
+            lambda: daemon.ctl("ps:scale", "beta", "web=2", check=False).returncode == 0,
+            "beta to get a port once the hog is gone",
+        )
+    finally:
+        daemon.terminate()
