@@ -340,3 +340,40 @@ def test_an_app_cannot_join_another_apps_listener_and_a_port_hog_takes_nothing_t
         )
     finally:
         daemon.terminate()
+
+
+def test_a_pushed_gitattributes_runs_no_filter_and_changes_no_byte(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    """The push is checked out by the platform's account (root, often) with git, which
+    obeys the tree's .gitattributes: ``filter=NAME`` runs the driver that account's git
+    config defines (git-lfs's, after ``git lfs install``, fetches from the URL the tree's
+    .lfsconfig names), ``text eol=crlf`` and ``ident`` rewrite files. The account's config
+    here (its HOME is the pusher's in a local push) defines a driver that leaves a mark."""
+    mark = tmp_path / "filter-ran"
+    home = tmp_path / "home-of-account"
+    home.mkdir()
+    (home / ".gitconfig").write_text(
+        f'[filter "probe"]\n\tsmudge = "touch {mark}; cat"\n\tclean = cat\n\trequired = false\n'
+    )
+    dokuen.ctl("apps:create", "blog")
+    work = Work.create(home / "blog", WEB)
+    work.commit(
+        "attributes",
+        {
+            "script.sh": "line one\nline two\n",
+            "id.txt": "$Id$\n",
+        },
+    )
+    (work.path / ".gitattributes").write_text(
+        "* filter=probe\nscript.sh text eol=crlf\nid.txt ident\n"
+    )
+    work.commit("attributes after the files, so the work tree keeps them as written")
+    assert not mark.exists()
+    push = work.push(str(dokuen.home / "apps" / "blog" / "repo.git"), "main")
+    assert push.returncode == 0, push.stderr
+    release = dokuen.home / "apps" / "blog" / "releases" / "v1"
+    ran = mark.exists()
+    assert (release / "script.sh").read_bytes() == b"line one\nline two\n", ran
+    assert (release / "id.txt").read_bytes() == b"$Id$\n"
+    assert not mark.exists(), "the filter named by the pushed .gitattributes ran"

@@ -59,7 +59,13 @@ def render_hooks(entrypoint: "Entrypoint", backups: bool = True) -> dict[str, st
     return hooks
 
 
-EXPORT_AS_COMMITTED = "* -export-ignore -export-subst\n"
+# A deploy is the commit's tree byte for byte, whatever the pushed .gitattributes asks of
+# the checkout (info/attributes wins over it): no filter driver of the checking-out
+# account's git config runs (git-lfs's would fetch from the URL the tree names, as root),
+# no end-of-line, $Id$ or encoding rewrite; and `git archive` leaves nothing out.
+EXPORT_AS_COMMITTED = (
+    "* -filter -text -eol -ident -working-tree-encoding -export-ignore -export-subst\n"
+)
 
 
 def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
@@ -82,11 +88,11 @@ def ensure_repo(path: Path, hooks: Mapping[str, str]) -> bool:
         staging.chmod(0o700)  # pushes and history are the app's: for its owner alone
         staging.rename(path)
         created = True
-    # A deploy is the commit's tree as committed: .gitattributes must not leave files out
-    # (export-ignore) or rewrite them (export-subst) on the way out of `git archive`.
+    # dokuend's own file: written again when an older dokuend wrote less (EXPORT_AS_COMMITTED).
     (path / "info").mkdir(exist_ok=True)
-    if not (path / "info" / "attributes").is_file():
-        write_atomic(path / "info" / "attributes", EXPORT_AS_COMMITTED)
+    attributes = path / "info" / "attributes"
+    if not attributes.is_file() or attributes.read_text(errors="replace") != EXPORT_AS_COMMITTED:
+        write_atomic(attributes, EXPORT_AS_COMMITTED)
     (path / "hooks").mkdir(exist_ok=True)
     for name in MANAGED_HOOKS:
         if name not in hooks:
