@@ -74,6 +74,9 @@ class Settings:
     build_timeout: float = 900.0
     build_memory_mib: int = 4096  # RLIMIT_DATA of each build process
     build_processes: int = 512
+    # pids.max of an app that sets no DOKUEN_PROCESS_LIMIT: one app's fork bomb must not take
+    # the machine's process table (kernel.pid_max, often 32768) from the others. None: "max".
+    app_processes: int | None = 4096
     cgroups: str = "auto"  # v2, v1 or off; auto: v2 if it can limit, else v1, else v2, else off
     build_uids: BuildUids = "home"
     uv: str | None = (
@@ -227,6 +230,14 @@ def _email(key: str, text: str) -> str:
     return text
 
 
+def _count_or_max(key: str, text: str) -> int | None:
+    if text == "max":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{key}={text!r} is not a number of processes (like 4096) or max")
+    return int(text)
+
+
 def _flag(key: str, text: str) -> bool:
     if text not in ("0", "1"):
         raise SettingsError(f"{key}={text!r} is not 0 or 1")
@@ -267,6 +278,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "DOKUEN_BUILD_TIMEOUT": ("build_timeout", _at_least(float, 1)),
     "DOKUEN_BUILD_MEMORY": ("build_memory_mib", _at_least(int, 64)),
     "DOKUEN_BUILD_PROCESSES": ("build_processes", _at_least(int, 8)),
+    "DOKUEN_APP_PROCESSES": ("app_processes", _count_or_max),
     "DOKUEN_BUILD_UIDS": ("build_uids", _uid_range),
     "DOKUEN_UV": ("uv", _text),
     "DOKUEN_CGROUPS": ("cgroups", lambda key, text: _choice(key, text, CGROUP_MODES)),

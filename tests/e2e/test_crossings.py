@@ -2,6 +2,7 @@
 scoped to it tries to reach another app or the platform (docs/security.md). Each test is
 one attempt, against real processes: it must fail, and the other app must not notice."""
 
+import json
 import os
 import socket
 import subprocess
@@ -377,3 +378,49 @@ def test_a_pushed_gitattributes_runs_no_filter_and_changes_no_byte(
     assert (release / "script.sh").read_bytes() == b"line one\nline two\n", ran
     assert (release / "id.txt").read_bytes() == b"$Id$\n"
     assert not mark.exists(), "the filter named by the pushed .gitattributes ran"
+
+
+# Forks until the kernel says no, then reports and waits. It gives up at 200 (a shared CI
+# machine): a missing limit then fails the test rather than taking the machine.
+FORK_BOMB = """\
+import os, time
+forked = 0
+try:
+    while forked < 200:
+        if os.fork() == 0:
+            time.sleep(3600)
+            os._exit(0)
+        forked += 1
+    print("forked 200 and no limit stopped it", flush=True)
+except OSError as exc:
+    print(f"forked {forked} then {type(exc).__name__}", flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups are root's to hand out here")
+def test_an_app_that_sets_no_process_limit_still_has_one(tmp_path: Path) -> None:
+    """An app's fork bomb, with no DOKUEN_PROCESS_LIMIT set, stops at the platform's
+    default (DOKUEN_APP_PROCESSES, small here; 4096 by default), and the other app still
+    starts processes. Before, the bomb had the machine's whole process table."""
+    daemon = Dokuen(
+        home=tmp_path / "home",
+        ports=free_port_block(),
+        extra_env={"DOKUEN_APP_PROCESSES": "12"},
+    )
+    daemon.start()
+    try:
+        status = json.loads(daemon.ctl("status", "--json").stdout)["cgroups"]
+        if "pids" not in status["controllers"]:
+            pytest.skip(f"no pids controller here ({status['problem']})")
+        bomb = write_app(tmp_path / "bomb", "worker: python3 bomb.py\n", {"bomb.py": FORK_BOMB})
+        daemon.deploy("bomb", bomb)
+        wait_for(lambda: "forked 11 then BlockingIOError" in daemon.log(), "the bomb to stop")
+        daemon.deploy("calm", write_app(tmp_path / "calm", WEB))
+        wait_for(lambda: daemon.running("calm", 1), "the other app to run")
+        assert daemon.ctl("run", "calm", "echo still forking").stdout == "still forking\n"
+        # The app's own limit, an admin's, wins over the default.
+        daemon.ctl("config:set", "bomb", "DOKUEN_PROCESS_LIMIT=20")
+        wait_for(lambda: "forked 19 then BlockingIOError" in daemon.log(), "the app's own limit")
+    finally:
+        daemon.terminate()

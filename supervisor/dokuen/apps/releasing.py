@@ -309,7 +309,8 @@ async def _one_off(
     cgroups = app.runtime.cgroups
     try:
         if cgroups is not None:  # under the app's limits (its processes say what is amiss)
-            resources.apply_limits(cgroups, app.name, app_options(app.config(), 0))
+            options = app_options(app.config(), 0)
+            resources.apply_limits(cgroups, app.name, options, app.runtime.settings.app_processes)
         cgroup = cgroups.process(app.name, spec.name) if cgroups is not None else None
         spawner = app.runtime.spawner if attach is None else attach.spawner(app.runtime.spawner)
         child = await spawner(spec.command, env, release.path, user=user, cgroup=cgroup)

@@ -13,9 +13,12 @@ from dokuen.isolate.limits import show_size
 from dokuen.supervise.process import ProcessSlot
 
 
-def apply_limits(cgroups: Cgroups | None, app: str, options: AppOptions) -> list[str]:
-    """Write the app's limits into its group (made now if need be); return what could not
-    be applied, each a sentence for the app's log."""
+def apply_limits(
+    cgroups: Cgroups | None, app: str, options: AppOptions, default_processes: int | None
+) -> list[str]:
+    """Write the app's limits into its group (made now if need be), ``default_processes``
+    (DOKUEN_APP_PROCESSES) where it sets no DOKUEN_PROCESS_LIMIT; return what could not be
+    applied of what the app set, each a sentence for the app's log."""
     wanted = {
         "memory": ("DOKUEN_MEMORY_LIMIT", options.memory_limit),
         "pids": ("DOKUEN_PROCESS_LIMIT", options.process_limit),
@@ -33,7 +36,8 @@ def apply_limits(cgroups: Cgroups | None, app: str, options: AppOptions) -> list
         group.create()
     except OSError as exc:
         return [*problems, f"cannot make the app's cgroup {group.name}: {exc}"]
-    problems += group.set_limits(options.memory_limit, options.process_limit)
+    processes = options.process_limit or default_processes
+    problems += group.set_limits(options.memory_limit, processes)
     return problems
 
 

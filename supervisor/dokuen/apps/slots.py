@@ -134,8 +134,10 @@ class Slots:
 
     def _maker(self, target: Target) -> Callable[[ProcessSpec, int | None], ProcessSlot]:
         release, config = target.release, target.config
-        options = app_options(config, self.runtime.settings.stop_timeout)
-        for problem in resources.apply_limits(self.runtime.cgroups, self.name, options):
+        settings = self.runtime.settings
+        options = app_options(config, settings.stop_timeout)
+        cgroups, default = self.runtime.cgroups, settings.app_processes
+        for problem in resources.apply_limits(cgroups, self.name, options, default):
             self.runtime.mux.event(self.name, problem)
         defaults = release.defaults(config)
         app_path, home = self.runtime.settings.app_path, self.dir.data
