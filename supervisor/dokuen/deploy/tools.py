@@ -48,7 +48,8 @@ def reachable_uv(uv: str, home: Path) -> str:
     if _reachable_by_others(source):
         return uv
     tools = home / "tools"
-    tools.mkdir(mode=0o755, exist_ok=True)
+    tools.mkdir(exist_ok=True)
+    tools.chmod(0o755)  # not mkdir's mode: the service's UMask=0027 would make it 0750
     copy = tools / "uv"
     stamp = tools / "uv.installed-from"
     mark = f"{source}\n{info.st_mtime_ns} {info.st_size}\n"
