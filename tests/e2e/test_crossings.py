@@ -424,3 +424,31 @@ def test_an_app_that_sets_no_process_limit_still_has_one(tmp_path: Path) -> None
         wait_for(lambda: "forked 19 then BlockingIOError" in daemon.log(), "the app's own limit")
     finally:
         daemon.terminate()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs builds as their own users")
+def test_a_buildpack_path_tells_nothing_of_another_apps_private_directories(
+    open_top: Path,  # noqa: F811
+) -> None:
+    """A ``.buildpacks`` line is a directory dokuend (root) looks at before the build (its
+    own uid) runs from it. Through ``OTHER/releases/v1/DIR/../../...`` that look told
+    whether beta's private release holds DIR: "it has no bin/detect" when it does, "no
+    such buildpack directory" when not. Now both get the same answer."""
+    daemon = start(open_top)
+    try:
+        beta = write_app(open_top / "src" / "beta", WEB)
+        (beta / "private-dir").mkdir()
+        daemon.deploy("beta", beta)
+        release = daemon.home / "apps" / "beta" / "releases" / "v1"
+        assert (release / "private-dir").is_dir()
+        answers = []
+        for name in ("private-dir", "no-such-dir"):
+            climb = "/".join([str(release / name), *[".."] * (len(release.parts) + 2), "usr"])
+            source = write_app(open_top / "src" / f"alpha-{name}", WEB, {".buildpacks": climb})
+            result = daemon.deploy_result("alpha", source)
+            assert result.returncode == 1
+            answers.append(result.stderr.replace(name, "DIR"))
+        assert answers[0] == answers[1], answers
+        assert "no such buildpack directory, or builds (uid " in answers[0], answers[0]
+    finally:
+        daemon.terminate()

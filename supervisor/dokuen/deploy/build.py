@@ -207,10 +207,11 @@ class Builder:
         if source.bundled:
             return _Pack(source, job.bundled / source.text)
         if source.local is not None:
-            if not (source.local / "bin").is_dir():
+            if not _reaches(source.local / "bin", uid := job.limits.user):
+                who = f", or builds (uid {uid}) cannot reach it" if uid is not None else ""
                 raise BuildError(
-                    f"buildpack {source.text}: no such buildpack directory (it needs a bin/ "
-                    "with detect and compile)"
+                    f"buildpack {source.text}: no such buildpack directory{who} (it needs a "
+                    "bin/ with detect and compile)"
                 )
             return _Pack(source, source.local)
         url, ref = source.git
@@ -365,18 +366,32 @@ def _describe(status: int) -> str:
     return f"signal {-status}" if status < 0 else f"code {status}"
 
 
+def _reaches(directory: Path, uid: int | None) -> bool:
+    """Whether ``directory`` is one that the build's uid (if any) may pass, and every one on
+    the way, looked at from the top: root's look stops where the build's would, so a
+    ``.buildpacks`` naming ``/…/apps/OTHER/releases/v3/x/../..`` learns nothing of ``x``."""
+    for step in [*reversed(directory.parents), directory]:
+        try:
+            info = step.stat()
+        except OSError:
+            return False
+        if not stat.S_ISDIR(info.st_mode) or (uid is not None and not _passes(info, uid)):
+            return False
+    return True
+
+
+def _passes(info: os.stat_result, uid: int) -> bool:
+    """Whether uid ``uid`` (its gid the same number, no other groups) may pass a directory."""
+    owner, group = info.st_uid == uid, info.st_gid == uid
+    return bool(info.st_mode & (stat.S_IXUSR if owner else stat.S_IXGRP if group else stat.S_IXOTH))
+
+
 def _check_reachable(path: Path, uid: int) -> None:
     """Raise BuildError when the build's uid (its gid is the same number) cannot pass
     through a parent of ``path``."""
     for parent in reversed(path.parents):
         info = parent.stat()
-        if info.st_uid == uid:
-            allowed = info.st_mode & stat.S_IXUSR
-        elif info.st_gid == uid:
-            allowed = info.st_mode & stat.S_IXGRP
-        else:
-            allowed = info.st_mode & stat.S_IXOTH
-        if not allowed:
+        if not _passes(info, uid):
             raise BuildError(
                 f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
                 f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"
