@@ -4,6 +4,7 @@ one attempt, against real processes: it must fail, and the other app must not no
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -194,6 +195,23 @@ def test_a_scoped_key_reaches_no_port_and_cannot_lift_its_apps_limits(
     lifted = dokuen.ctl("config:unset", "blog", "DOKUEN_PROCESS_LIMIT")
     assert lifted.returncode == 0
     assert "DOKUEN_PROCESS_LIMIT" not in dokuen.ctl("config", "blog").stdout
+
+
+def _linking_buildpack(path: Path, target: Path) -> str:
+    """A buildpack in a git repository at ``path`` (its file:// URL returned) whose
+    ``export`` is a link to ``target``; it detects and compiles anything."""
+    work = Work(path / "work")
+    (work.path / "bin").mkdir(parents=True)
+    for name in ("detect", "compile"):
+        (work.path / "bin" / name).write_text("#!/bin/sh\necho Linked\n")
+        (work.path / "bin" / name).chmod(0o755)
+    (work.path / "export").symlink_to(target)
+    work.git("init", "-q", "-b", "main")
+    work.commit("buildpack")
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(work.path), str(path / "bp.git")], check=True
+    )
+    return f"file://{path / 'bp.git'}"
 
 
 def _answer(port: int) -> dict[str, str] | None:
@@ -450,5 +468,21 @@ def test_a_buildpack_path_tells_nothing_of_another_apps_private_directories(
             answers.append(result.stderr.replace(name, "DIR"))
         assert answers[0] == answers[1], answers
         assert "no such buildpack directory, or builds (uid " in answers[0], answers[0]
+
+        # A buildpack the build clones is the build's: its files may be links anywhere.
+        # Root used to look through `export` to decide whether to source it (and the build
+        # then failed, unable to read it): whether beta had a config var of that name.
+        daemon.ctl("config:set", "beta", "SECRET_KEY=of-beta")
+        outcomes = []
+        for key in ("SECRET_KEY", "NO_SUCH_KEY"):
+            pack = _linking_buildpack(open_top / f"bp-{key}", daemon.home / "apps/beta/env" / key)
+            shutil.chown(open_top / f"bp-{key}", identity(daemon, "alpha")["build_uid"])
+            for path in (open_top / f"bp-{key}").rglob("*"):
+                os.chown(path, identity(daemon, "alpha")["build_uid"], -1, follow_symlinks=False)
+            twice = f"{pack}\n{pack}\n"  # the second's compile sources the first's export
+            source = write_app(open_top / "src" / f"alpha-{key}", WEB, {".buildpacks": twice})
+            result = daemon.deploy_result("alpha", source)
+            outcomes.append((result.returncode, "failed to compile" in result.stderr))
+        assert outcomes[0] == outcomes[1] == (0, False), outcomes
     finally:
         daemon.terminate()

@@ -38,7 +38,7 @@ from dokuen.deploy.buildpack import (
     parse_source,
 )
 from dokuen.isolate.cgroups import Group
-from dokuen.isolate.paths import chown_tree, read_optional
+from dokuen.isolate.paths import chown_tree, passes, reaches, read_optional
 from dokuen.supervise import reaper
 from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.spawn import OsSpawner
@@ -89,9 +89,15 @@ class _Pack:
     path: Path
     detected: str = ""  # the name a bundled buildpack's detect gave, decided without it
 
-    def program(self, name: str) -> Path:
+    def has(self, relative: str, uid: int | None) -> bool:
+        """Whether the pack holds the regular file ``relative`` where the build's uid can
+        reach it (root's look stops where the build's would: the pack is the build's)."""
+        path = self.path / relative
+        return reaches(path.parent, uid) and reaches(path.parent, uid, real=path) and path.is_file()
+
+    def program(self, name: str, uid: int | None) -> Path:
         program = self.path / "bin" / name
-        if not program.is_file():
+        if not self.has(f"bin/{name}", uid):
             raise BuildError(f"buildpack {self.source.shown}: it has no bin/{name}")
         if not program.stat().st_mode & stat.S_IXUSR:
             raise BuildError(
@@ -161,24 +167,29 @@ class Builder:
         packs = await self._choose(job, say)
         names = []
         exports: list[Path] = []
-        env_dir, cache = job.workspace / "env", job.cache_dir
+        env_dir, cache, uid = job.workspace / "env", job.cache_dir, job.limits.user
         for pack in packs:
             names.append(pack.detected or await self._detect(pack, job, explicit=True))
             await say(f"-----> {names[-1]} app detected\n")
-            compile_ = [str(pack.program("compile")), str(job.build_dir), str(cache), str(env_dir)]
+            compile_ = [
+                str(pack.program("compile", uid)),
+                str(job.build_dir),
+                str(cache),
+                str(env_dir),
+            ]
             status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
             if status != 0:
                 raise BuildError(
                     f"buildpack {names[-1]} failed to compile the app (its bin/compile exited "
                     f"with {_describe(status)}){_limits_hint(job.limits, status)}"
                 )
-            if (pack.path / "export").is_file():
+            if pack.has("export", uid):
                 exports.append(pack.path / "export")
         infos = []
         for pack, name in zip(packs, names, strict=True):
-            if (pack.path / "bin" / "release").exists():
+            if pack.has("bin/release", uid):
                 status, text = await self._step(
-                    job, [str(pack.program("release")), str(job.build_dir)]
+                    job, [str(pack.program("release", uid)), str(job.build_dir)]
                 )
                 if status != 0:
                     raise BuildError(f"buildpack {name}: bin/release exited with {status}")
@@ -207,7 +218,7 @@ class Builder:
         if source.bundled:
             return _Pack(source, job.bundled / source.text)
         if source.local is not None:
-            if not _reaches(source.local / "bin", uid := job.limits.user):
+            if not reaches(source.local / "bin", uid := job.limits.user):
                 who = f", or builds (uid {uid}) cannot reach it" if uid is not None else ""
                 raise BuildError(
                     f"buildpack {source.text}: no such buildpack directory{who} (it needs a "
@@ -227,7 +238,9 @@ class Builder:
 
     async def _detect(self, pack: _Pack, job: Job, *, explicit: bool) -> str:
         """The name bin/detect prints, or "" when it says no (an error when ``explicit``)."""
-        status, text = await self._step(job, [str(pack.program("detect")), str(job.build_dir)])
+        status, text = await self._step(
+            job, [str(pack.program("detect", job.limits.user)), str(job.build_dir)]
+        )
         if status == 0:
             return text.strip().splitlines()[0][:60] if text.strip() else pack.source.shown
         if explicit:
@@ -366,32 +379,12 @@ def _describe(status: int) -> str:
     return f"signal {-status}" if status < 0 else f"code {status}"
 
 
-def _reaches(directory: Path, uid: int | None) -> bool:
-    """Whether ``directory`` is one that the build's uid (if any) may pass, and every one on
-    the way, looked at from the top: root's look stops where the build's would, so a
-    ``.buildpacks`` naming ``/…/apps/OTHER/releases/v3/x/../..`` learns nothing of ``x``."""
-    for step in [*reversed(directory.parents), directory]:
-        try:
-            info = step.stat()
-        except OSError:
-            return False
-        if not stat.S_ISDIR(info.st_mode) or (uid is not None and not _passes(info, uid)):
-            return False
-    return True
-
-
-def _passes(info: os.stat_result, uid: int) -> bool:
-    """Whether uid ``uid`` (its gid the same number, no other groups) may pass a directory."""
-    owner, group = info.st_uid == uid, info.st_gid == uid
-    return bool(info.st_mode & (stat.S_IXUSR if owner else stat.S_IXGRP if group else stat.S_IXOTH))
-
-
 def _check_reachable(path: Path, uid: int) -> None:
     """Raise BuildError when the build's uid (its gid is the same number) cannot pass
     through a parent of ``path``."""
     for parent in reversed(path.parents):
         info = parent.stat()
-        if not _passes(info, uid):
+        if not passes(info, uid):
             raise BuildError(
                 f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
                 f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"
