@@ -4,8 +4,10 @@ being followed, also while the tree is changed under the walk."""
 
 import contextlib
 import os
+import shutil
 import socket
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dokuen.errors import UnsafeFile
-from dokuen.isolate.paths import chown_tree, read_file, read_optional
+from dokuen.isolate.paths import chown_tree, reaches, read_file, read_optional
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only root changes owners")
 OTHER = 2100009999  # a uid nothing on the machine uses
@@ -229,3 +231,33 @@ def test_chown_tree_never_enters_a_directory_swapped_for_a_link(app: Path, outsi
     for path in [outside, outside / "shadow", outside / "sub", outside / "sub" / "shadow"]:
         assert path.stat().st_uid == 0, path
     assert (app / "config" / "deep" / "file0").stat().st_uid in (OTHER, OTHER + 1)
+
+
+def test_reaches_answers_the_same_behind_a_directory_the_uid_cannot_pass() -> None:
+    """``reaches`` looks from the top down and stops where the uid would: behind a private
+    directory, what exists and what does not get the same answer, and so does a link into
+    it from a directory the uid may pass."""
+    nobody = 65534
+    top = Path(tempfile.mkdtemp(prefix="dokuen-reaches-"))  # pytest's are private
+    try:
+        _check_reaches(top, nobody)
+    finally:
+        shutil.rmtree(top)
+
+
+def _check_reaches(tmp_path: Path, nobody: int) -> None:
+    tmp_path.chmod(0o755)
+    private = tmp_path / "private"
+    (private / "there" / "bin").mkdir(parents=True)
+    private.chmod(0o700)
+    open_ = tmp_path / "open"
+    (open_ / "bin").mkdir(parents=True)
+    (open_ / "into").symlink_to(private / "there")
+    assert reaches(private / "there" / "bin", None)  # root (no uid) sees it
+    assert not reaches(private / "nothing" / "bin", None)
+    for path in (private / "there" / "bin", private / "nothing" / "bin"):
+        assert not reaches(path, nobody)
+    assert not reaches(private / "there" / "x" / ".." / "bin", nobody)
+    assert not reaches(open_ / "into" / "bin", nobody)  # the link's own directory is open
+    assert reaches(open_ / "bin", nobody)
+    assert not reaches(open_ / "into", nobody)

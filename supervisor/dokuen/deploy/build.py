@@ -93,7 +93,8 @@ class _Pack:
         """Whether the pack holds the regular file ``relative`` where the build's uid can
         reach it (root's look stops where the build's would: the pack is the build's)."""
         path = self.path / relative
-        return reaches(path.parent, uid) and reaches(path.parent, uid, real=path) and path.is_file()
+        real = Path(os.path.realpath(path))
+        return reaches(path.parent, uid) and reaches(real.parent, uid) and path.is_file()
 
     def program(self, name: str, uid: int | None) -> Path:
         program = self.path / "bin" / name

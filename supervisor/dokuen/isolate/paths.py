@@ -195,22 +195,20 @@ def _size(limit: int) -> str:
     return f"{limit} bytes"
 
 
-def reaches(directory: Path, uid: int | None, real: Path | None = None) -> bool:
+def reaches(directory: Path, uid: int | None) -> bool:
     """Whether ``directory`` is one, and uid ``uid`` (its gid the same number, no other
-    groups; None: anyone) may pass it and every directory on the way. Each is looked at
-    from the top down, so root's look stops where that uid's would: a path of the form
-    ``/…/apps/OTHER/releases/v3/x/../..`` tells nothing of ``x``. With ``real``, the
-    directory that holds what ``real`` resolves to, through every link (a link may lead
-    where the path's own directories do not)."""
-    if real is not None:
-        directory = Path(os.path.realpath(real)).parent
-    for step in [*reversed(directory.parents), directory]:
-        try:
-            info = step.stat()
-        except OSError:
-            return False
-        if not stat.S_ISDIR(info.st_mode) or (uid is not None and not passes(info, uid)):
-            return False
+    groups; None: anyone) may pass it and every directory on the way there, both as
+    written and as the kernel resolves it (a link leads where the path's own directories
+    do not). Each is looked at from the top down, so root's look stops where that uid's
+    would: ``/…/apps/OTHER/releases/v3/x/../..`` tells nothing of ``x``."""
+    for path in (directory, Path(os.path.realpath(directory))):
+        for step in [*reversed(path.parents), path]:
+            try:
+                info = step.stat()
+            except OSError:
+                return False
+            if not stat.S_ISDIR(info.st_mode) or (uid is not None and not passes(info, uid)):
+                return False
     return True
 
 
