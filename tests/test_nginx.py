@@ -218,3 +218,25 @@ def test_listen_directive(address: str | None, expected: str) -> None:
 def test_listen_refuses_a_host_name() -> None:
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         listen_directive("localhost; evil", 8080)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_takes_the_longest_names_and_many_of_them(tmp_path: Path) -> None:
+    """Every name domains:add takes fits the server-name hash: a 253-character one, and
+    20,000 names over a few apps (nginx -t refusing one app's names refuses every app)."""
+    managed = Managed(tmp_path, "127.0.0.1:8080")
+    for directory in ("apps", "logs", "temp"):
+        (tmp_path / directory).mkdir()
+    managed.config.write_text(render_main(managed))
+    longest = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])
+    for number in range(4):
+        names = tuple(f"host-{number}-{i}.example.com" for i in range(5000))
+        site = Site(f"app{number}", (longest[: 253 - number], *names), (5001,))
+        (managed.sites / f"app{number}.conf").write_text(render_site(site, managed.listen))
+    result = subprocess.run(
+        ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(managed.config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

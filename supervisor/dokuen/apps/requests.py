@@ -357,7 +357,13 @@ class AppCommands:
             return [*app.dir.read_domains(), domain]
 
         await app.set_domains(domains)
-        await self._sync_proxy()
+        try:
+            await self._sync_proxy()
+        except DokuenError as exc:  # nginx refused it: kept, it would refuse every change after
+            await app.set_domains(lambda: [d for d in app.dir.read_domains() if d != domain])
+            with contextlib.suppress(DokuenError):
+                await self._sync_proxy()
+            raise type(exc)(f"domain {domain} was not added: {exc}") from None
         return app.hosts()
 
     async def domains_remove(self, args: dict[str, Any], out: Output) -> Any:

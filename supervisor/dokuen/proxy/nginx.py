@@ -243,7 +243,10 @@ http {{
     fastcgi_temp_path {p}/temp/fastcgi;
     uwsgi_temp_path {p}/temp/uwsgi;
     scgi_temp_path {p}/temp/scgi;
-    server_names_hash_bucket_size 128;
+    # Room for any name domains:add takes (253 characters) and for many of them: a smaller
+    # hash fails nginx -t for every app at once (one app's long domain stopped them all).
+    server_names_hash_bucket_size 512;
+    server_names_hash_max_size 65536;
     server_tokens off;
     # Every app's requests go to dokuend as router lines (the app files say access_log).
 {render_log_format()}
