@@ -23,7 +23,8 @@ RESTORE = f'eval "${SCRIPT}"; exec "$@"'  # run as the app's uid, before anythin
 def carry(env: Mapping[str, str], argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """What root's steps run after they drop to the app's uid, and the environment they
     run with: ``argv`` behind ``RESTORE``, and ``env`` renamed. A name no shell can export
-    (never a config key: names.py refuses it) is left out."""
+    (never a config key: names.py refuses it; a ``.env`` may have one) is left out, as the
+    ``/bin/sh -c`` that runs every command (dash) leaves it out anyway."""
     # Shorter names first: a name that is another's carrier (DOKUEN_CARRIED_X beside X)
     # is only set once X has its value. Every name is a checked shell name, and each value
     # is only ever expanded in double quotes.
