@@ -178,6 +178,21 @@ def prepare_socket_path(path: Path) -> None:
         probe.close()
 
 
+def unix_listener(path: Path) -> socket.socket:
+    """A listening socket bound at ``path``. Made here rather than by anyio's
+    ``create_unix_listener``, whose module imports ``ssl`` (libssl and libcrypto, 4 MiB
+    resident for the daemon's life: supervise/readiness.py)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 _handed_over: list[int] = []  # the descriptor seal_inherited took, for serve
 
 
@@ -234,7 +249,7 @@ async def serve(
             )
         else:
             prepare_socket_path(path)
-            listener = await anyio.create_unix_listener(path)
+            listener = await anyio.abc.SocketListener.from_socket(unix_listener(path))
     except OSError as exc:
         raise DokuenError(
             f"cannot listen on {path}: {explain(exc)} (set DOKUEN_SOCKET to a path in a "

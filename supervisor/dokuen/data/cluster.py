@@ -16,7 +16,6 @@ import contextlib
 import os
 import pwd
 import re
-import secrets
 import shutil
 import signal
 import stat
@@ -230,6 +229,8 @@ class ManagedCluster:
     async def _initdb(self) -> None:
         """A new cluster in ``data.new``, renamed to ``data`` only once initdb succeeded (so
         a failed one is simply made again)."""
+        import secrets  # noqa: PLC0415 (hmac links libcrypto: not at start)
+
         fresh = self.paths.root / "data.new"
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(fresh, ignore_errors=True))
         fresh.mkdir(mode=0o700)

@@ -6,7 +6,6 @@ who may read config anyway; dokuenctl writes the files, as its user, where it wa
 
 import base64
 import contextlib
-import hashlib
 import tempfile
 from datetime import datetime
 from typing import Any
@@ -51,6 +50,8 @@ class ExportCommands:
     async def slug(self, args: dict[str, Any], out: Output) -> Any:
         """The release's slug as an image layer (a tar of ``app/...``, owned by the app's
         uid), streamed as base64 output lines; the reply has its sha256 and size."""
+        import hashlib  # noqa: PLC0415 (libcrypto, 3 MiB: not at start)
+
         app: App = self._find_app(args)
         release = find_release(app, optional_arg(args, "release"))
         found = app.runtime.isolation.identity(app.dir)
