@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--children", type=int, action="append", default=[])
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--stacks", action="store_true", help="group by whole tracebacks")
     args = parser.parse_args()
     snapshots = []
     with tempfile.TemporaryDirectory(prefix="dokuen-idle-") as base:
@@ -115,7 +116,7 @@ def main() -> None:
     traced = [(n, s) for n, s in snapshots if s is not None]
     if len(traced) >= 2:
         (n0, first), (n1, last) = traced[0], traced[-1]
-        stats = last.compare_to(first, "lineno")
+        stats = last.compare_to(first, "traceback" if args.stacks else "lineno")
         total = sum(stat.size_diff for stat in stats)
         per = total / max(1, n1 - n0)
         print(
@@ -124,6 +125,10 @@ def main() -> None:
         )
         for stat in stats[: args.top]:
             print(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d}  {stat.traceback[0]}")
+            if args.stacks:  # where in dokuen it came from
+                for frame in list(stat.traceback)[1:]:
+                    if "/dokuen/" in frame.filename:
+                        print(f"        {frame}")
     elif traced:
         for line in traced[0][1].statistics("filename")[: args.top]:
             print(f"  {line.size / 1024:8.1f} KiB  {line.traceback[0].filename}")

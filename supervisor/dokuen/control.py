@@ -33,13 +33,13 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from dokuen.errors import DokuenError, InvalidName, ProtocolError, explain, leaf
+from dokuen.events import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 Command = Callable[[dict[str, Any], "Output"], Awaitable[Any]]
 
 

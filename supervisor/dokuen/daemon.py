@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen import __version__
 from dokuen.apps.adoption import adopt_all, restore_all
@@ -31,6 +30,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError
+from dokuen.events import get_logger
 from dokuen.export.requests import ExportCommands
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.isolate.isolation import set_up
@@ -53,7 +53,7 @@ from dokuen.supervise.record import RUN_DIR
 from dokuen.supervise.spawn import OsSpawner
 from dokuen.tls.requests import CertCommands
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 class Daemon:

@@ -28,18 +28,18 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import psutil
-import structlog
 
 from dokuen.conninfo import ConnInfo
 from dokuen.data import account as accounts
 from dokuen.data.sockets import SOCKET_PATH_MAX, socket_name
 from dokuen.errors import DokuenError
+from dokuen.events import get_logger
 from dokuen.store import write_atomic
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.process import describe_exit
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 
-log = structlog.get_logger()
+log = get_logger()
 
 POSTGRES_APP = "postgres"  # how the cluster's lines and events appear in the unified log
 SUPERUSER = "dokuen"

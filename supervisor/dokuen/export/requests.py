@@ -6,7 +6,6 @@ who may read config anyway; dokuenctl writes the files, as its user, where it wa
 
 import base64
 import contextlib
-import tempfile
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +16,6 @@ from dokuen.apps.options import app_options
 from dokuen.control import Command, Output, optional_arg
 from dokuen.deploy import releases
 from dokuen.errors import InvalidName, NotFound
-from dokuen.export.layer import write_layer
 from dokuen.export.spec import (
     PLATFORM_KEYS,
     RELEASE_TYPE,
@@ -58,6 +56,11 @@ class ExportCommands:
         uid, gid = image_owner(found.uid, found.gid) if found else image_owner(None, None)
         reader = (found.uid, found.gid) if found and app.runtime.isolation.apps else None
         mtime = created_epoch(release)
+        # tarfile and tempfile: 1.5 MiB the daemon would hold from start for a rare request
+        import tempfile  # noqa: PLC0415
+
+        from dokuen.export.layer import write_layer  # noqa: PLC0415
+
         with tempfile.TemporaryFile(dir=app.runtime.settings.home) as layer:
 
             def write() -> None:

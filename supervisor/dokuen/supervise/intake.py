@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.supervise.lines import LineFramer, timestamp
 
 __all__ = [
@@ -40,7 +40,7 @@ __all__ = [
     "Tail",
 ]
 
-log = structlog.get_logger()
+log = get_logger()
 
 # A pipe's size. CPython allocates a read's whole size first: past glibc's mmap threshold
 # (128 KiB) that is an mmap and a munmap per read, 45 us each.

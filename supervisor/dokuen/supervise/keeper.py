@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 import psutil
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
 from dokuen.supervise.intake import Outlet
@@ -32,7 +32,7 @@ from dokuen.supervise.record import ProcessRecord, Records, ensure_private, star
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild, _OsChild
 from dokuen.supervise.streams import Stdio
 
-log = structlog.get_logger()
+log = get_logger()
 
 PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 # An adopted process that is not our child: its exit status went to its new parent (init).

@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen.errors import DokuenError
+from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Group
 from dokuen.supervise.clock import Clock
 from dokuen.supervise.ending import Child, Ending
@@ -37,7 +37,7 @@ __all__ = [
     "describe_exit",
 ]
 
-log = structlog.get_logger()
+log = get_logger()
 
 RECENT = 10  # lines a slot keeps for a failure report
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone

@@ -20,14 +20,14 @@ from typing import TypedDict
 import anyio
 import anyio.abc
 import psutil
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import readiness, reaper
 from dokuen.supervise.intake import Outlet
 from dokuen.supervise.streams import NO_INPUT, Stdio
 
-log = structlog.get_logger()
+log = get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 REAP_INTERVAL = 5.0
