@@ -57,7 +57,24 @@ def smaps(pid: int) -> dict[str, float]:
     }
 
 
-def measure(children: int, trace: bool, work: Path) -> tracemalloc.Snapshot | None:
+def largest_mappings(pid: int, count: int = 12) -> list[str]:
+    """The mappings of ``pid`` that hold the most resident memory, with their sizes."""
+    held: list[tuple[int, int, str]] = []
+    name, size = "", 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):
+            start, end = (int(part, 16) for part in fields[0].split("-"))
+            name, size = (fields[5] if len(fields) > 5 else "[anonymous]"), end - start
+        elif fields[0] == "Rss:":
+            held.append((int(fields[1]), size >> 10, name))
+    held.sort(reverse=True)
+    return [f"{rss:7d} KiB of {size:8d} KiB  {name}" for rss, size, name in held[:count]]
+
+
+def measure(
+    children: int, trace: bool, work: Path, maps: bool = False
+) -> tracemalloc.Snapshot | None:
     system = Dokuend(work)
     probe = work / "probe"
     if os.environ.get("DOKUEN_IDLE_SITE"):  # a sitecustomize of one's own, to look further
@@ -79,14 +96,19 @@ def measure(children: int, trace: bool, work: Path) -> tracemalloc.Snapshot | No
         time.sleep(2)  # let start-up work settle
         assert system.main is not None
         numbers = smaps(system.main.pid)
-        maps = Path(f"/proc/{system.main.pid}/maps").read_text()
-        libraries = [name for name in ("libssl", "libcrypto") if f"/{name}." in maps]
+        mapped = Path(f"/proc/{system.main.pid}/maps").read_text()
+        libraries = [name for name in ("libssl", "libcrypto") if f"/{name}." in mapped]
         print(
             f"{children:4d} children: RSS {numbers['rss']:.1f} MiB, PSS {numbers['pss']:.1f},"
             f" USS {numbers['uss']:.1f}, anonymous {numbers['anon']:.1f};"
             f" mapped: {', '.join(libraries) or 'neither libssl nor libcrypto'}",
             flush=True,
         )
+        if maps:
+            threads = len(list(Path(f"/proc/{system.main.pid}/task").iterdir()))
+            print(f"      {threads} threads; the mappings that hold the most:")
+            for line in largest_mappings(system.main.pid):
+                print(f"      {line}")
         if not trace:
             return None
         probe.touch()
@@ -106,13 +128,14 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--stacks", action="store_true", help="group by whole tracebacks")
+    parser.add_argument("--maps", action="store_true", help="the mappings that hold the most")
     args = parser.parse_args()
     snapshots = []
     with tempfile.TemporaryDirectory(prefix="dokuen-idle-") as base:
         for number, children in enumerate(args.children or [100]):
             work = Path(base) / f"run{number}"
             work.mkdir()
-            snapshots.append((children, measure(children, args.trace, work)))
+            snapshots.append((children, measure(children, args.trace, work, args.maps)))
     traced = [(n, s) for n, s in snapshots if s is not None]
     if len(traced) >= 2:
         (n0, first), (n1, last) = traced[0], traced[-1]
@@ -124,9 +147,10 @@ def main() -> None:
             f" ({per / 1024:.1f} KiB a child)"
         )
         for stat in stats[: args.top]:
-            print(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d}  {stat.traceback[0]}")
-            if args.stacks:  # where in dokuen it came from
-                for frame in list(stat.traceback)[1:]:
+            frames = list(stat.traceback)  # the oldest first
+            print(f"  {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d}  {frames[-1]}")
+            if args.stacks:  # where in dokuen it came from, the innermost first
+                for frame in reversed(frames[:-1]):
                     if "/dokuen/" in frame.filename:
                         print(f"        {frame}")
     elif traced:

@@ -23,6 +23,7 @@ from typing import Protocol
 import anyio
 
 from dokuen.events import get_logger
+from dokuen.supervise.latch import Latch
 from dokuen.supervise.lines import LineFramer, timestamp
 
 __all__ = [
@@ -120,7 +121,7 @@ class Pipe:
     ) -> None:
         self.fd = outlet.fd
         self.frozen = outlet.frozen
-        self.ended = anyio.Event()
+        self.ended = Latch()
         self.error: Exception | None = None  # a failure in a callback, for the pump to raise
         self.watched = False  # registered with the loop (else paused, or done)
         self.done = False

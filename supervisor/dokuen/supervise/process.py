@@ -21,6 +21,7 @@ from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.intake import PARTIAL_LINE_DELAY, READ_SIZE
 from dokuen.supervise.keeper import AdoptedChild, Keeper
+from dokuen.supervise.latch import Latch
 from dokuen.supervise.lines import last_lines
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
@@ -130,14 +131,16 @@ class ProcessSlot:
         self.restarts = 0
         self.started_at: float | None = None
         # Enough history for the policy's decisions: its limit, and the doubling that has
-        # long reached max_delay well before 64 runs.
-        self._runs: deque[Run] = deque(maxlen=max(64, (config.policy.limit or 0) + 1))
+        # long reached max_delay well before 64 runs. A list, trimmed at each run: an empty
+        # deque takes 624 bytes, for every idle process.
+        self._runs: list[Run] = []
+        self._keep_runs = max(64, (config.policy.limit or 0) + 1)
         self._scope = anyio.CancelScope()
-        self._done = anyio.Event()
+        self._done = Latch()
         # Set once the first life passed its health check (or failed it: see `failure`).
-        self.settled = anyio.Event()
+        self.settled = Latch()
         self.failure: str | None = None
-        self._recent: deque[bytes] = deque(maxlen=RECENT)  # its last lines, for failure reports
+        self._recent: deque[bytes] | None = None  # its last lines, for failure reports
         self._reported_start = False
         self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
         self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
@@ -153,7 +156,7 @@ class ProcessSlot:
     @property
     def recent(self) -> list[str]:
         """Its last lines, decoded only when a failure report asks for them."""
-        return [line.decode(errors="replace") for line in self._recent]
+        return [line.decode(errors="replace") for line in self._recent or ()]
 
     @property
     def state(self) -> ProcessState:
@@ -235,10 +238,11 @@ class ProcessSlot:
                 status = await self._live(child)
                 exited = self._clock.now()
             self._runs.append(Run(started, exited))
+            del self._runs[: -self._keep_runs]
             self.pid = None
             if self.config.health is not None and not self.settled.is_set():
                 self._fail(f"{describe_exit(status)} before it answered")
-            delay = next_delay(list(self._runs), self.config.policy)
+            delay = next_delay(self._runs, self.config.policy)
             if delay is None:
                 self.state = ProcessState.CRASHED
                 if self.port is not None:  # it may stay down for good: free its port
@@ -304,7 +308,7 @@ class ProcessSlot:
 
     async def _live(self, child: Child) -> int:
         """Run one life of the process; return its exit status. On cancellation, stop it."""
-        pumped = anyio.Event()
+        pumped = Latch()
         # Shielded so a stop does not cut off the last lines the process writes.
         pump_scope = anyio.CancelScope(shield=True)
         async with anyio.create_task_group() as tg:
@@ -366,7 +370,7 @@ class ProcessSlot:
             self._event(f"failed its health check: {reason}", "process.unhealthy")
             self.settled.set()
 
-    async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: anyio.Event) -> None:
+    async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: Latch) -> None:
         try:
             with scope:
                 await self._mux.intake.pump(child, self._lines)
@@ -374,6 +378,8 @@ class ProcessSlot:
             pumped.set()
 
     def _lines(self, block: bytes, stamp: str | None) -> None:
+        if self._recent is None:  # made at the first line: an idle process writes none
+            self._recent = deque(maxlen=RECENT)
         self._recent.extend(last_lines(block, RECENT))
         self._mux.write_block(self.spec.app, self.spec.name, block, stamp)
 
