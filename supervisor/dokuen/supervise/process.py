@@ -1,8 +1,8 @@
 """One process slot's life: spawn, pump output into the unified log, restart with backoff,
 and stop the whole process tree."""
 
+import contextlib
 import signal
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -131,8 +131,7 @@ class ProcessSlot:
         self.restarts = 0
         self.started_at: float | None = None
         # Enough history for the policy's decisions: its limit, and the doubling that has
-        # long reached max_delay well before 64 runs. A list, trimmed at each run: an empty
-        # deque takes 624 bytes, for every idle process.
+        # long reached max_delay well before 64 runs (a list: an empty deque is 624 bytes).
         self._runs: list[Run] = []
         self._keep_runs = max(64, (config.policy.limit or 0) + 1)
         self._scope = anyio.CancelScope()
@@ -140,7 +139,7 @@ class ProcessSlot:
         # Set once the first life passed its health check (or failed it: see `failure`).
         self.settled = Latch()
         self.failure: str | None = None
-        self._recent: deque[bytes] | None = None  # its last lines, for failure reports
+        self._recent: list[bytes] = []  # its last lines, for failure reports
         self._reported_start = False
         self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
         self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
@@ -156,7 +155,7 @@ class ProcessSlot:
     @property
     def recent(self) -> list[str]:
         """Its last lines, decoded only when a failure report asks for them."""
-        return [line.decode(errors="replace") for line in self._recent or ()]
+        return [line.decode(errors="replace") for line in self._recent]
 
     @property
     def state(self) -> ProcessState:
@@ -307,18 +306,27 @@ class ProcessSlot:
         return child
 
     async def _live(self, child: Child) -> int:
-        """Run one life of the process; return its exit status. On cancellation, stop it."""
-        pumped = Latch()
-        # Shielded so a stop does not cut off the last lines the process writes.
-        pump_scope = anyio.CancelScope(shield=True)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump, child, pump_scope, pumped)
-            if self.config.health is not None:
-                tg.start_soon(self._check_health, self.config.health, child)
+        """Run one life of the process; return its exit status. On cancellation, stop it.
+        The intake's callbacks read its pipe, with no task of its own."""
+        pipe = self._mux.intake.watch(child, self._lines)
+        if pipe is not None:  # the intake failed: the slot ends (run() says so), as it stops
+            pipe.failed = self._scope.cancel
+        pumped = Latch() if pipe is None else pipe.ended
+        # A pump (shielded: a stop must not cut off its last lines) for a child with no fd.
+        pump_scope = anyio.CancelScope(shield=True) if pipe is None else None
+        health = self.config.health
+        async with (
+            anyio.create_task_group() if pipe is None or health else contextlib.nullcontext()
+        ) as tg:
+            if tg is not None and pump_scope is not None:
+                tg.start_soon(self._pump, child, pump_scope, pumped)
+            if tg is not None and health is not None:
+                tg.start_soon(self._check_health, health, child)
             status: int | None = None
             try:
                 status = await child.wait()
-                tg.cancel_scope.cancel()  # exited while booting: its check fails now, not later
+                if tg is not None:  # exited while booting: its check fails now, not later
+                    tg.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):
                     stopping = status is None
@@ -332,8 +340,11 @@ class ProcessSlot:
                         await self._ending.clean_group(child, self.config.stop_timeout)
                     with anyio.move_on_after(DRAIN_AFTER_EXIT):
                         await pumped.wait()
-                    pump_scope.cancel()
-                    await pumped.wait()
+                    if pump_scope is not None:
+                        pump_scope.cancel()
+                        await pumped.wait()
+                    elif pipe is not None:  # what is in it now is read, before it is closed
+                        self._mux.intake.close(pipe)
                     if self.cgroup is not None and self.cgroup.oom_kills():
                         self._event("out of memory (DOKUEN_MEMORY_LIMIT): killed", "process.oom")
                     await child.aclose()
@@ -343,6 +354,8 @@ class ProcessSlot:
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
+        if pipe is not None and pipe.error is not None:
+            raise pipe.error
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 
@@ -378,9 +391,7 @@ class ProcessSlot:
             pumped.set()
 
     def _lines(self, block: bytes, stamp: str | None) -> None:
-        if self._recent is None:  # made at the first line: an idle process writes none
-            self._recent = deque(maxlen=RECENT)
-        self._recent.extend(last_lines(block, RECENT))
+        self._recent = (self._recent + last_lines(block, RECENT))[-RECENT:]
         self._mux.write_block(self.spec.app, self.spec.name, block, stamp)
 
     def _event(self, message: str, event: str, **fields: object) -> None:
