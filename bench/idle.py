@@ -57,7 +57,7 @@ def smaps(pid: int) -> dict[str, float]:
     }
 
 
-def largest_mappings(pid: int, count: int = 12) -> list[str]:
+def largest_mappings(pid: int, count: int = 30) -> list[str]:
     """The mappings of ``pid`` that hold the most resident memory, with their sizes."""
     held: list[tuple[int, int, str]] = []
     name, size = "", 0

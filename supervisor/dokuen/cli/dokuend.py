@@ -7,10 +7,12 @@ whole life (1 MiB of 30); dokuenctl, a short-lived command, uses click.
 
 import sys
 
-# Before anything imports asyncio: ssl (libssl and libcrypto, 4 MiB) loads on first use.
-from dokuen.cli.lazyssl import import_without_ssl
+# Before anything imports them: ssl (libssl and libcrypto, 4 MiB) loads on first use, bz2
+# and lzma (0.4 MiB) when an archive needs them (cli/lazylibs.py).
+from dokuen.cli.lazylibs import import_shutil_alone, import_without_ssl
 
 import_without_ssl()
+import_shutil_alone()
 
 import contextlib
 import importlib.util

@@ -1,4 +1,5 @@
-"""``ssl`` for dokuend, loaded on first use rather than at start.
+"""What dokuend's libraries import at their top but the daemon needs only on demand:
+``ssl`` (loaded on first use), ``bz2`` and ``lzma`` (by whatever reads such archives).
 
 ``ssl`` links libssl and libcrypto: 4 MiB resident for the daemon's whole life
 (docs/benchmarks.md, workload 3), and dokuend opens no TLS connection of its own at start
@@ -14,6 +15,11 @@ or a backup needs them). Two of the daemon's libraries import it at their top an
 
 Once these are imported, ``sys.modules`` no longer names a stand-in: whoever imports ``ssl``
 afterwards gets the real module.
+
+``shutil`` imports ``bz2`` and ``lzma`` (and their libraries) only to know whether
+``make_archive`` may offer ``bztar`` and ``xztar``, which dokuend never asks it for: 0.4
+MiB. It is imported while they are kept out; ``tarfile`` still imports them when an archive
+needs them.
 """
 
 import importlib
@@ -46,7 +52,7 @@ def import_without_ssl() -> None:
         import asyncio  # noqa: F401, PLC0415 (its modules keep ssl = None)
     finally:
         del sys.modules["ssl"]
-    stand_in = SslOnDemand("ssl", "ssl, imported on first use (dokuen.cli.lazyssl)")
+    stand_in = SslOnDemand("ssl", "ssl, imported on first use (dokuen.cli.lazylibs)")
     stand_in.__dict__["SSLContext"] = _StartingSSLContext
     sys.modules["ssl"] = stand_in
     try:
@@ -55,3 +61,17 @@ def import_without_ssl() -> None:
     finally:
         del sys.modules["ssl"]
         del stand_in.__dict__["SSLContext"]  # from now on, the real class
+
+
+def import_shutil_alone() -> None:
+    """Import ``shutil`` without ``bz2`` and ``lzma``, unless something already did."""
+    if "shutil" in sys.modules:
+        return
+    kept_out = [name for name in ("bz2", "lzma") if name not in sys.modules]
+    for name in kept_out:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import shutil  # noqa: F401, PLC0415
+    finally:
+        for name in kept_out:
+            del sys.modules[name]
