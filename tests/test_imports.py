@@ -157,3 +157,22 @@ with tarfile.open(fileobj=archive, mode="w:xz"):
     pass
 print("xz")
 """
+
+
+def test_the_export_requests_are_imported_by_the_first() -> None:
+    """The daemon's table names the export wing's requests without importing it (tarfile,
+    the spec: 0.3 MiB); the names are the wing's own."""
+    shown = subprocess.run(
+        [sys.executable, "-c", EXPORT_AFTER_START], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["False", "True"]
+
+
+EXPORT_AFTER_START = """
+import sys
+import dokuen.cli.dokuend, dokuen.daemon
+print(any(name.startswith("dokuen.export") for name in sys.modules))
+from dokuen.daemon import EXPORT_REQUESTS
+from dokuen.export.requests import ExportCommands
+print(sorted(ExportCommands(lambda args: None).handlers()) == sorted(EXPORT_REQUESTS))
+"""

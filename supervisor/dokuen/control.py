@@ -27,7 +27,7 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +176,25 @@ def prepare_socket_path(path: Path) -> None:
         raise DokuenError(f"another dokuend is already running on {path}")
     finally:
         probe.close()
+
+
+def on_first_use(
+    names: Iterable[str], make: Callable[[], Mapping[str, Command]]
+) -> dict[str, Command]:
+    """Handlers for ``names`` whose module is imported, and whose handlers are made, by
+    the first request for any of them (``make``): the daemon starts without what only a
+    rare request needs."""
+    made: list[Mapping[str, Command]] = []
+
+    def handler(name: str) -> Command:
+        async def first_use(args: dict[str, Any], out: "Output") -> Any:
+            if not made:
+                made.append(make())
+            return await made[0][name](args, out)
+
+        return first_use
+
+    return {name: handler(name) for name in names}
 
 
 def unix_listener(path: Path) -> socket.socket:
