@@ -7,7 +7,7 @@ or at idle (nginx ends TLS; the ACME client and S3 import ``ssl`` themselves, wh
 or a backup needs them). Two of the daemon's libraries import it at their top anyway:
 
 - asyncio (``try: import ssl``) gets None: its TLS transports, which dokuend does not use,
-  say "ssl module is not available"; they never run without TLS.
+  say "stdlib ssl module not available"; they never run without TLS.
 - anyio's asyncio backend imports its sockets module, whose TLS streams do ``import ssl``
   and ``from ssl import SSLContext`` (for annotations). They get :class:`SslOnDemand`:
   every attribute is the real module's, imported when first asked for, so anyio's TLS
