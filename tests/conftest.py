@@ -1,4 +1,5 @@
-"""Shared test setup: async tests run on anyio's asyncio backend with uvloop, as dokuend does."""
+"""Shared test setup: async tests run on anyio's asyncio backend with asyncio's own loop, as
+dokuend does."""
 
 from typing import Any
 
@@ -7,7 +8,7 @@ import pytest
 
 @pytest.fixture
 def anyio_backend() -> tuple[str, dict[str, Any]]:
-    return "asyncio", {"use_uvloop": True}
+    return "asyncio", {"use_uvloop": False}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

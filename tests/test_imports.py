@@ -27,10 +27,25 @@ HEAVY = (
     "urllib3",
     "dotenv",  # dokuend.env and an app's .env, when there is one (1.2 MiB)
     "click",  # dokuenctl's; dokuend reads its four options itself (1 MiB)
+    # ssl links libssl and libcrypto (4 MiB): asyncio and anyio import it at their top,
+    # cli/lazylibs.py keeps it to its first use; hashlib's _hashlib and hmac link libcrypto
+    "ssl",
+    "_ssl",
+    "_hashlib",
+    "hashlib",
+    "hmac",
+    "secrets",
+    "bz2",  # shutil's, to offer archive formats dokuend never asks for (0.4 MiB)
+    "lzma",
+    "tarfile",  # export:slug's (0.8 MiB)
+    "tempfile",  # backups' and export's (0.6 MiB)
+    "zoneinfo",  # backup schedules'
+    "uvloop",  # not the daemon's loop any more (2.2 MiB)
+    "structlog",  # the daemon's events are dokuen/events.py (1.8 MiB)
 )
 
 
-# A None entry in sys.modules is a module kept out on purpose (dokuend does that to rich).
+# A None entry in sys.modules is a module kept out on purpose.
 LOADED = "[name for name, module in sys.modules.items() if module is not None]"
 
 
@@ -103,4 +118,61 @@ info = check_pair(cert.public_bytes(serialization.Encoding.PEM), key_pem)
 from pathlib import Path
 settings = load_settings({}, Path(sys.argv[1]))
 print(" ".join(info.names), settings.keep_releases)
+"""
+
+
+def test_what_started_without_ssl_gets_the_real_one_later(tmp_path: Path) -> None:
+    """In a process that started like the daemon: ``import ssl`` gives the real module,
+    anyio's TLS module reaches it, asyncio's TLS refuses in one line rather than connect
+    without TLS, and tarfile still writes an xz archive."""
+    shown = subprocess.run(
+        [sys.executable, "-c", TLS_AFTER_START], capture_output=True, text=True, check=True
+    )
+    said = shown.stdout.strip().split("|")
+    assert said == ["real", "anyio", "stdlib ssl module not available", "xz"]
+
+
+TLS_AFTER_START = """
+import sys
+import dokuen.cli.dokuend, dokuen.daemon
+import asyncio, io, socket, tarfile
+assert "ssl" not in sys.modules and "lzma" not in sys.modules
+import ssl
+context = ssl.create_default_context()
+print("real" if isinstance(context, ssl.SSLContext) else "stand-in", end="|")
+import anyio.streams.tls, anyio._core._sockets
+assert anyio.streams.tls.ssl.SSLContext is ssl.SSLContext
+assert anyio._core._sockets.ssl.create_default_context is ssl.create_default_context
+print("anyio", end="|")
+listener = socket.create_server(("127.0.0.1", 0))
+async def connect():
+    port = listener.getsockname()[1]
+    await asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="x")
+try:
+    asyncio.run(connect())
+except RuntimeError as exc:
+    print(exc, end="|")
+archive = io.BytesIO()
+with tarfile.open(fileobj=archive, mode="w:xz"):
+    pass
+print("xz")
+"""
+
+
+def test_the_export_requests_are_imported_by_the_first() -> None:
+    """The daemon's table names the export wing's requests without importing it (tarfile,
+    the spec: 0.3 MiB); the names are the wing's own."""
+    shown = subprocess.run(
+        [sys.executable, "-c", EXPORT_AFTER_START], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["False", "True"]
+
+
+EXPORT_AFTER_START = """
+import sys
+import dokuen.cli.dokuend, dokuen.daemon
+print(any(name.startswith("dokuen.export") for name in sys.modules))
+from dokuen.daemon import EXPORT_REQUESTS
+from dokuen.export.requests import ExportCommands
+print(sorted(ExportCommands(lambda args: None).handlers()) == sorted(EXPORT_REQUESTS))
 """

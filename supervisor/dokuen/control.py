@@ -27,19 +27,19 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from dokuen.errors import DokuenError, InvalidName, ProtocolError, explain, leaf
+from dokuen.events import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 Command = Callable[[dict[str, Any], "Output"], Awaitable[Any]]
 
 
@@ -178,6 +178,40 @@ def prepare_socket_path(path: Path) -> None:
         probe.close()
 
 
+def on_first_use(
+    names: Iterable[str], make: Callable[[], Mapping[str, Command]]
+) -> dict[str, Command]:
+    """Handlers for ``names`` whose module is imported, and whose handlers are made, by
+    the first request for any of them (``make``): the daemon starts without what only a
+    rare request needs."""
+    made: list[Mapping[str, Command]] = []
+
+    def handler(name: str) -> Command:
+        async def first_use(args: dict[str, Any], out: "Output") -> Any:
+            if not made:
+                made.append(make())
+            return await made[0][name](args, out)
+
+        return first_use
+
+    return {name: handler(name) for name in names}
+
+
+def unix_listener(path: Path) -> socket.socket:
+    """A listening socket bound at ``path``. Made here rather than by anyio's
+    ``create_unix_listener``, whose module imports ``ssl`` (libssl and libcrypto, 4 MiB
+    resident for the daemon's life: supervise/readiness.py)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 _handed_over: list[int] = []  # the descriptor seal_inherited took, for serve
 
 
@@ -234,7 +268,7 @@ async def serve(
             )
         else:
             prepare_socket_path(path)
-            listener = await anyio.create_unix_listener(path)
+            listener = await anyio.abc.SocketListener.from_socket(unix_listener(path))
     except OSError as exc:
         raise DokuenError(
             f"cannot listen on {path}: {explain(exc)} (set DOKUEN_SOCKET to a path in a "

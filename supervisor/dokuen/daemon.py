@@ -12,7 +12,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen import __version__
 from dokuen.apps.adoption import adopt_all, restore_all
@@ -23,7 +22,7 @@ from dokuen.apps.runtime import Runtime
 from dokuen.backup.databases import DatabaseBackupCommands
 from dokuen.backup.dumps import clear_leftovers
 from dokuen.backup.requests import BackupCommands
-from dokuen.control import Command, Output, serve
+from dokuen.control import Command, Output, on_first_use, serve
 from dokuen.data.cluster import POSTGRES_APP
 from dokuen.data.postgres import Postgres
 from dokuen.data.requests import DatabaseCommands
@@ -31,7 +30,7 @@ from dokuen.deploy import repo
 from dokuen.deploy.build import Builder
 from dokuen.entrypoint import Entrypoint, find_dokuenctl
 from dokuen.errors import DokuenError, SettingsError
-from dokuen.export.requests import ExportCommands
+from dokuen.events import get_logger
 from dokuen.isolate.hierarchy import discover, off
 from dokuen.isolate.isolation import set_up
 from dokuen.names import not_found
@@ -53,7 +52,16 @@ from dokuen.supervise.record import RUN_DIR
 from dokuen.supervise.spawn import OsSpawner
 from dokuen.tls.requests import CertCommands
 
-log = structlog.get_logger()
+log = get_logger()
+
+EXPORT_REQUESTS = ("export:spec", "export:slug")  # tests/test_imports.py keeps them true
+
+
+def export_requests(find_app: Callable[[dict[str, Any]], App]) -> dict[str, Command]:
+    """The export wing's requests, imported by the first (tarfile and the spec: 0.3 MiB)."""
+    from dokuen.export.requests import ExportCommands  # noqa: PLC0415
+
+    return ExportCommands(find_app).handlers()
 
 
 class Daemon:
@@ -144,9 +152,9 @@ class Daemon:
         self.https = dumps.certificates = CertCommands(self, find_app)  # backups carry certs
         self._commands: dict[str, Command] = {"status": self.status, **self.https.handlers()}
         self._commands["daemon:reload"] = lambda _args, _out: self.handover.request(self._root)
-        wings = (self.app_requests, maintenance, self.databases, dumps, self.backups, keys)
-        for wing in (*wings, ExportCommands(find_app)):
+        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
             self._commands.update(wing.handlers())
+        self._commands.update(on_first_use(EXPORT_REQUESTS, lambda: export_requests(find_app)))
 
     def _sites(self) -> list[Site]:
         """Every app nginx shows, with its certificate; a broken app is left out (and said so)."""
@@ -346,12 +354,12 @@ class Daemon:
         processes = sum(s["processes"] for s in summaries)
         apps = "1 app" if len(summaries) == 1 else f"{len(summaries)} apps"
         broken = sum(bool(s["broken"]) for s in summaries)
-        return f"{apps}, {running}/{processes} processes running" + (
-            f", {broken} broken" if broken else ""
-        )
+        said = f", {broken} broken" if broken else ""
+        return f"{apps}, {running}/{processes} processes running{said}"
 
     async def status(self, args: dict[str, Any], out: Output) -> Any:
         summaries = [app.summary() for app in self.apps.values()]
+        proxy, cgroups = self.proxy, self.runtime.cgroups
         return {
             "version": __version__,
             "pid": os.getpid(),
@@ -364,16 +372,10 @@ class Daemon:
             "crashed": sum(s["crashed"] for s in summaries),
             "broken": {s["name"]: s["broken"] for s in summaries if s["broken"]},
             "isolation": self.runtime.isolation.status(),
-            "nginx": (
-                self.proxy.status()
-                if self.proxy is not None
-                else {"mode": "off", "problem": self.proxy_problem}
-            ),
+            "nginx": proxy.status() if proxy else {"mode": "off", "problem": self.proxy_problem},
             "postgres": self.postgres.status(),
             "https": self.https.certs.status(),
-            "cgroups": cgroups.status()
-            if (cgroups := self.runtime.cgroups)
-            else off(str(self._cgroups_off)),
+            "cgroups": cgroups.status() if cgroups else off(str(self._cgroups_off)),
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
             "maintenance": sorted(a.name for a in self.apps.values() if a.dir.maintenance),

@@ -13,9 +13,9 @@ import subprocess
 import sys
 from collections.abc import Mapping
 
-import structlog
+from dokuen.events import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 
 CHECK_TIMEOUT = 60.0
 

@@ -93,6 +93,13 @@ def certs(daemon: Dokuen, app: str = "blog") -> dict[str, Any]:
 
 
 @pytest.mark.slow
+def libraries(daemon: Dokuen) -> set[str]:
+    """Which of OpenSSL's libraries the daemon has mapped."""
+    assert daemon.process is not None
+    maps = Path(f"/proc/{daemon.process.pid}/maps").read_text()
+    return {name for name in ("libssl", "libcrypto") if f"/{name}." in maps}
+
+
 @pytest.mark.skipif(not HAVE_PEBBLE, reason="pebble is not installed (bin/setup installs it)")
 def test_acme_issue_redirect_new_domain_renewal_under_load_and_a_ca_that_is_down(
     open_home: Path, tmp_path: Path
@@ -107,6 +114,8 @@ def test_acme_issue_redirect_new_domain_renewal_under_load_and_a_ca_that_is_down
             DOKUEN_ACME_EMAIL="ops@example.com",
         )
         try:
+            # dokuend starts without ssl (cli/lazylibs.py): its first order loads it.
+            assert libraries(daemon) == set()
             root = tmp_path / "root.pem"
             root.write_bytes(pebble.root())
             daemon.deploy("blog", write_app(tmp_path / "src", WEB))
@@ -114,6 +123,7 @@ def test_acme_issue_redirect_new_domain_renewal_under_load_and_a_ca_that_is_down
             # Issued through a real HTTP-01 challenge that nginx served from the webroot.
             issued = daemon.ctl("certs:auto", "blog")
             assert f"names     {HOST}" in issued.stdout, issued.stdout
+            assert libraries(daemon) == {"libssl", "libcrypto"}
             info = certs(daemon)
             assert info["certificate"]["names"] == [HOST]
             assert "Pebble" in info["certificate"]["issuer"]

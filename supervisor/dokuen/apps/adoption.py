@@ -9,12 +9,12 @@ from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 
 import anyio
-import structlog
 
 from dokuen.apps.app import App
 from dokuen.apps.runtime import Runtime
 from dokuen.deploy import releases
 from dokuen.errors import explain
+from dokuen.events import get_logger
 from dokuen.proxy.driver import NGINX_APP
 from dokuen.supervise import reaper
 from dokuen.supervise.ending import Ending
@@ -24,7 +24,7 @@ from dokuen.supervise.process import STUCK
 from dokuen.supervise.record import ProcessRecord
 from dokuen.supervise.spawn import OsSpawner
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 def choose(

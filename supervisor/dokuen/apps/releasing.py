@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
 import anyio
-import structlog
 
 from dokuen.apps import resources
 from dokuen.apps.app import App
@@ -24,6 +23,7 @@ from dokuen.deploy import releases
 from dokuen.deploy.build import Builder
 from dokuen.deploy.slug import make_release
 from dokuen.errors import Conflict, DokuenError, NotFound
+from dokuen.events import get_logger
 from dokuen.names import (
     LIMIT_VARS,
     check_config_key,
@@ -35,7 +35,7 @@ from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.process import describe_exit
 from dokuen.supervise.procfile import read_procfile
 
-log = structlog.get_logger()
+log = get_logger()
 
 Say = Callable[[str], Awaitable[None]]
 

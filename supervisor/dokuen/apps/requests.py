@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from dokuen.apps import releasing, renaming, views
 from dokuen.apps.app import App
@@ -21,6 +20,7 @@ from dokuen.control import Command, Output, optional_arg, text_arg
 from dokuen.deploy import repo
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import Conflict, DokuenError, InvalidName, ProtocolError
+from dokuen.events import get_logger
 from dokuen.names import (
     check_app_name,
     check_config_key,
@@ -32,7 +32,7 @@ from dokuen.names import (
 )
 from dokuen.store import AppDir, Store
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 def _speaker(out: Output, end: str = "\n") -> Callable[[str], Awaitable[None]]:

@@ -8,7 +8,6 @@ backup listed under one name or the other, whole.
 """
 
 import json
-import tempfile
 from pathlib import Path
 
 from dokuen.backup.schedule import split_key
@@ -34,6 +33,8 @@ def move_backups(storage: Storage, old: str, new: str, scratch: Path) -> int:
         )
     ordered = sorted(keys, key=_is_manifest)  # manifests last
     scratch.mkdir(parents=True, exist_ok=True)
+    import tempfile  # noqa: PLC0415 (0.6 MiB: not at start)
+
     with tempfile.TemporaryDirectory(dir=scratch, prefix="backup-rename-") as work:
         copy = Path(work) / "object"
         for key in ordered:

@@ -8,7 +8,6 @@ every dokuenctl reply (scheduler.py).
 
 import contextlib
 import dataclasses
-import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -116,6 +115,8 @@ class BackupCommands:
         with the app's certificate, stored alone when it has none) and its repository
         bundle (when anything was pushed). Returns the dump's result when
         there is one. Raises DokuenError when either fails, NotFound when there is neither."""
+        import hashlib  # noqa: PLC0415 (libcrypto, 3 MiB: not at start)
+
         app = self._find_app({"app": name})
         stored = []
         if app.dir.database_file.exists():

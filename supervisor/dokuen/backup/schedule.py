@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dokuen.errors import InvalidName, SettingsError
 from dokuen.store import write_atomic
@@ -340,6 +339,8 @@ def local_zone(environ: dict[str, str] | None = None) -> tzinfo:
     """The machine's time zone, as cron uses it: ``TZ`` when it names a zone, else
     /etc/localtime (Linux and macOS), else UTC. A ZoneInfo, so daylight saving time moves
     the schedule with the wall clock."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415 (not at start)
+
     name = (os.environ if environ is None else environ).get("TZ", "").removeprefix(":")
     if name:
         with contextlib.suppress(ZoneInfoNotFoundError, ValueError):

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen.backup.schedule import (
     BackupResult,
@@ -36,9 +35,10 @@ from dokuen.backup.schedule import (
 )
 from dokuen.backup.storage import Storage
 from dokuen.errors import DokuenError
+from dokuen.events import get_logger
 from dokuen.store import Store
 
-log = structlog.get_logger()
+log = get_logger()
 
 # A machine that slept or a clock that was set is noticed within this many seconds.
 WAKE_SLICE = 60.0

@@ -7,31 +7,32 @@ whole life (1 MiB of 30); dokuenctl, a short-lived command, uses click.
 
 import sys
 
-# structlog renders with rich when it can import it; the daemon logs JSON or plain text and
-# does not need it, and leaving it out saves about 4 MiB of resident memory. A None entry in
-# sys.modules makes `import rich` raise ImportError, which structlog handles.
-sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
+# Before anything imports them: ssl (libssl and libcrypto, 4 MiB) loads on first use, bz2
+# and lzma (0.4 MiB) when an archive needs them (cli/lazylibs.py).
+from dokuen.cli.lazylibs import import_shutil_alone, import_without_ssl
+
+import_without_ssl()
+import_shutil_alone()
 
 import contextlib
 import importlib.util
-import logging
 import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import structlog
 
 from dokuen import __version__
 from dokuen.control import seal_inherited
 from dokuen.daemon import Daemon
 from dokuen.errors import DokuenError, explain, leaf
+from dokuen.events import configure, get_logger
 from dokuen.homelock import lock_home
 from dokuen.service.manager import ServiceManager
 from dokuen.settings import load_settings
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 class Stderr:
@@ -84,31 +85,8 @@ def fail(message: str) -> None:
 
 
 def configure_logging(verbose: bool) -> None:
-    """structlog to stderr: readable on a terminal, JSON lines otherwise."""
-    renderers: list[structlog.types.Processor] = (
-        [structlog.dev.ConsoleRenderer()]
-        if os.isatty(2)
-        else [
-            # No local variables in tracebacks: they hold secrets (an app's config, the
-            # PGPASSWORD given to pg_dump), and this log is not a place for them.
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            ),
-            structlog.processors.JSONRenderer(),
-        ]
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *renderers,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO
-        ),
-        logger_factory=structlog.WriteLoggerFactory(Stderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
-    )
+    """The daemon's events to stderr: readable on a terminal, JSON lines otherwise."""
+    configure(Stderr(), verbose=verbose, as_json=not os.isatty(2))
 
 
 USAGE = """Usage: dokuend [OPTIONS]
@@ -228,7 +206,7 @@ def run(home: Path | None, verbose: bool) -> None:
         lock = lock_home(settings.home)
         raise_open_files_limit()
         daemon = Daemon(settings, service=service)
-        anyio.run(daemon.run, backend="asyncio", backend_options={"use_uvloop": True})
+        anyio.run(daemon.run, backend="asyncio")  # asyncio's own loop: uvloop is 2.2 MiB more
         os.close(lock)
     except Exception as exc:  # an ExceptionGroup from a task group too: one line, no traceback
         message = explain(exc)

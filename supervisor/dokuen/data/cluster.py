@@ -16,7 +16,6 @@ import contextlib
 import os
 import pwd
 import re
-import secrets
 import shutil
 import signal
 import stat
@@ -29,18 +28,18 @@ from pathlib import Path
 import anyio
 import anyio.abc
 import psutil
-import structlog
 
 from dokuen.conninfo import ConnInfo
 from dokuen.data import account as accounts
 from dokuen.data.sockets import SOCKET_PATH_MAX, socket_name
 from dokuen.errors import DokuenError
+from dokuen.events import get_logger
 from dokuen.store import write_atomic
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.process import describe_exit
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 
-log = structlog.get_logger()
+log = get_logger()
 
 POSTGRES_APP = "postgres"  # how the cluster's lines and events appear in the unified log
 SUPERUSER = "dokuen"
@@ -230,6 +229,8 @@ class ManagedCluster:
     async def _initdb(self) -> None:
         """A new cluster in ``data.new``, renamed to ``data`` only once initdb succeeded (so
         a failed one is simply made again)."""
+        import secrets  # noqa: PLC0415 (hmac links libcrypto: not at start)
+
         fresh = self.paths.root / "data.new"
         await anyio.to_thread.run_sync(lambda: shutil.rmtree(fresh, ignore_errors=True))
         fresh.mkdir(mode=0o700)

@@ -9,10 +9,8 @@ the server, its logs, or a shell.
 """
 
 import contextlib
-import hashlib
 import json
 import re
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +36,8 @@ class PostgresError(DokuenError):
 def database_name(app: str) -> str:
     """The role and database of ``app``: ``app_blog``; ``app_my_blog`` for ``my-blog``.
     Names past PostgreSQL's 63 bytes end in a hash of the whole app name instead."""
+    import hashlib  # noqa: PLC0415 (libcrypto, 3 MiB: not at start)
+
     name = PREFIX + check_app_name(app).replace("-", "_")
     if len(name) > 63:
         name = f"{name[:54]}_{hashlib.sha256(app.encode()).hexdigest()[:8]}"
@@ -52,10 +52,14 @@ def check_identifier(name: str) -> str:
 
 def scratch_name() -> str:
     """A database for one verification, never an app's."""
+    import secrets  # noqa: PLC0415 (hmac links libcrypto: not at start)
+
     return f"{SCRATCH_PREFIX}{secrets.token_hex(8)}"
 
 
 def new_password() -> str:
+    import secrets  # noqa: PLC0415 (hmac links libcrypto: not at start)
+
     return secrets.token_urlsafe(24)
 
 

@@ -17,7 +17,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen.conninfo import ConnInfo, parse_url
 from dokuen.data import sockets
@@ -29,12 +28,13 @@ from dokuen.data.cluster import (
     ManagedCluster,
     PostgresUnavailable,
 )
+from dokuen.events import get_logger
 from dokuen.settings import Settings
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.process import Spawner
 from dokuen.supervise.spawn import OsSpawner
 
-log = structlog.get_logger()
+log = get_logger()
 
 SERVER_PACKAGE = "postgresql"  # Debian's: the server and its client tools
 CLIENT_PACKAGE = "postgresql-client"  # pg_dump, pg_restore and psql alone (external mode)

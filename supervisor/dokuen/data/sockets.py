@@ -16,7 +16,6 @@ every link is made again (``relink_all``) before the cluster is said to accept c
 
 import contextlib
 import os
-import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +97,7 @@ def link_socket(directory: Path, cluster_socket: Path) -> None:
     """Point ``directory``'s socket at ``cluster_socket`` (a hard link, swapped in whole
     with a rename, so a connection never finds no file at all). Blocking."""
     target = directory / cluster_socket.name
-    spare = directory / f".link-{secrets.token_hex(6)}"
+    spare = directory / f".link-{os.urandom(6).hex()}"  # not secrets: hmac links libcrypto
     try:
         os.link(cluster_socket, spare, follow_symlinks=False)
     except OSError as exc:

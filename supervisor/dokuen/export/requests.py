@@ -6,8 +6,6 @@ who may read config anyway; dokuenctl writes the files, as its user, where it wa
 
 import base64
 import contextlib
-import hashlib
-import tempfile
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +16,6 @@ from dokuen.apps.options import app_options
 from dokuen.control import Command, Output, optional_arg
 from dokuen.deploy import releases
 from dokuen.errors import InvalidName, NotFound
-from dokuen.export.layer import write_layer
 from dokuen.export.spec import (
     PLATFORM_KEYS,
     RELEASE_TYPE,
@@ -51,12 +48,19 @@ class ExportCommands:
     async def slug(self, args: dict[str, Any], out: Output) -> Any:
         """The release's slug as an image layer (a tar of ``app/...``, owned by the app's
         uid), streamed as base64 output lines; the reply has its sha256 and size."""
+        import hashlib  # noqa: PLC0415 (libcrypto, 3 MiB: not at start)
+
         app: App = self._find_app(args)
         release = find_release(app, optional_arg(args, "release"))
         found = app.runtime.isolation.identity(app.dir)
         uid, gid = image_owner(found.uid, found.gid) if found else image_owner(None, None)
         reader = (found.uid, found.gid) if found and app.runtime.isolation.apps else None
         mtime = created_epoch(release)
+        # tarfile and tempfile: 1.5 MiB the daemon would hold from start for a rare request
+        import tempfile  # noqa: PLC0415
+
+        from dokuen.export.layer import write_layer  # noqa: PLC0415
+
         with tempfile.TemporaryFile(dir=app.runtime.settings.home) as layer:
 
             def write() -> None:

@@ -11,7 +11,6 @@ the limits are. The pure parts (names, paths, counters) come first, the file I/O
 
 import contextlib
 import errno
-import hashlib
 import os
 import signal
 import time
@@ -22,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import psutil
 
 from dokuen.isolate.carried import carry
+from dokuen.isolate.identity import home_digest
 from dokuen.isolate.limits import limit_files
 
 V1_NEEDED = ("memory", "pids", "freezer")
@@ -39,7 +39,7 @@ ENTER = 'while [ "$1" != -- ]; do echo 0 > "$1" || exit 125; shift; done; shift;
 
 def home_id(home: Path) -> str:
     """A short name for a DOKUEN_HOME: two daemons with different homes never share groups."""
-    return hashlib.sha256(str(home).encode()).hexdigest()[:10]
+    return home_digest(home).hex()[:10]
 
 
 @dataclass(frozen=True)

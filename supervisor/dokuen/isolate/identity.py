@@ -16,7 +16,7 @@ file I/O that the daemon runs off its event loop.
 
 import contextlib
 import fcntl
-import hashlib
+import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -63,10 +63,25 @@ class AppIdentity:
     build_uid: int
 
 
+def home_digest(home: Path) -> bytes:
+    """The SHA-256 of a home's path. Through Python's own SHA-256 where it has one:
+    ``hashlib`` prefers OpenSSL's, and loading libcrypto for this one hash at start would
+    cost the daemon 3 MiB resident for its whole life (docs/benchmarks.md, workload 3)."""
+    data = str(home).encode("utf-8", "surrogateescape")
+    for name in ("_sha2", "_sha256"):  # its name from Python 3.12 on, and before
+        try:
+            own = importlib.import_module(name)
+        except ImportError:
+            continue
+        return bytes(own.sha256(data).digest())
+    import hashlib  # noqa: PLC0415 (a Python built without its own hashes)
+
+    return hashlib.sha256(data).digest()
+
+
 def preferred_block(home: Path, blocks: int = BLOCKS) -> int:
     """The block a home tries first: from a hash of its path, so that homes rarely probe."""
-    digest = hashlib.sha256(str(home).encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(digest[:8], "big") % blocks
+    return int.from_bytes(home_digest(home)[:8], "big") % blocks
 
 
 def probe_order(home: Path, blocks: int = BLOCKS) -> Iterator[int]:

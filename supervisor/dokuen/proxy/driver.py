@@ -17,9 +17,9 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen.errors import DokuenError, explain
+from dokuen.events import get_logger
 from dokuen.proxy.listener import RouterListener
 from dokuen.proxy.master import adopt_master, record_master, reload_master, stop_master, watch
 from dokuen.proxy.nginx import (
@@ -40,7 +40,7 @@ from dokuen.supervise.ports import port_is_free
 from dokuen.supervise.process import describe_exit
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild
 
-log = structlog.get_logger()
+log = get_logger()
 
 COALESCE = 0.02  # seconds to gather changes that arrive together into one reload
 # (unless a sync() waits for them: a deploy's switch, which waits for nothing else)

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.proxy.router import ERROR_LOG, SOURCE, parse_datagram
 from dokuen.supervise.logmux import LogMux
 
-log = structlog.get_logger()
+log = get_logger()
 
 DATAGRAM = 8192  # nginx's syslog messages are at most about 4 KiB
 RECEIVE_BUFFER = 4 << 20

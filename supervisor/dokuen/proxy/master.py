@@ -12,14 +12,14 @@ from pathlib import Path
 
 import anyio
 import psutil
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.supervise import reaper
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.record import ProcessRecord, start_time
 from dokuen.supervise.spawn import LoopChild, PidfdChild
 
-log = structlog.get_logger()
+log = get_logger()
 
 NAME = "master"
 STOP_PATIENCE = 10.0

@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping, MutableMapping
 
 import anyio
 import psutil
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.service.notify import (
     SERVICE_VARIABLES,
     NotifySocket,
@@ -18,7 +18,7 @@ from dokuen.service.notify import (
     watchdog_interval,
 )
 
-log = structlog.get_logger()
+log = get_logger()
 
 STATUS_INTERVAL = 5.0  # seconds between STATUS= updates (sent only when the text changed)
 

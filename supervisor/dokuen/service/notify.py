@@ -10,9 +10,9 @@ import re
 import socket
 from collections.abc import Mapping
 
-import structlog
+from dokuen.events import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 
 # What a service manager hands its service about itself; none of it is for the apps, and
 # children would take NOTIFY_SOCKET as theirs (sd_notify's unset_environment convention).

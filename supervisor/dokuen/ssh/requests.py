@@ -7,15 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from dokuen.control import Command, Output, text_arg
 from dokuen.entrypoint import Entrypoint
 from dokuen.errors import InvalidKey, ProtocolError
+from dokuen.events import get_logger
 from dokuen.names import check_ssh_key_name
 from dokuen.ssh import keys as sshkeys
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 class SshKeyCommands:

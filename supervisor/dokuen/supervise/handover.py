@@ -10,15 +10,15 @@ from collections.abc import Callable
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen import reexec
 from dokuen.control import INHERITED_FD
 from dokuen.errors import DokuenError, explain
+from dokuen.events import get_logger
 from dokuen.supervise.keeper import Keeper
 from dokuen.supervise.logmux import LogMux
 
-log = structlog.get_logger()
+log = get_logger()
 
 SETTLE = 0.01  # seconds for every pump to hand the log what it has read
 REPLY = 0.05  # seconds for the reply to reach the client before the socket goes

@@ -2,7 +2,9 @@
 from a listener that is the process's own (isolate/listeners.py): a port someone else
 bound first is never taken for the app's."""
 
+import asyncio
 import re
+import socket
 from dataclasses import dataclass
 
 import anyio
@@ -34,19 +36,26 @@ def check_path(text: str) -> str:
 
 
 async def probe(port: int, path: str | None) -> bool:
-    """One attempt: True when 127.0.0.1:port accepts (and answers ``path`` with 2xx/3xx)."""
-    try:
-        with anyio.fail_after(PROBE_TIMEOUT):
-            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+    """One attempt: True when 127.0.0.1:port accepts (and answers ``path`` with 2xx/3xx).
+    On the loop's own sockets: anyio's ``connect_tcp`` imports ``ssl`` (readiness.py)."""
+    loop = asyncio.get_running_loop()
+    head = b""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setblocking(False)
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT):
+                await loop.sock_connect(sock, ("127.0.0.1", port))
                 if path is None:
                     return True
                 request = f"GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: dokuen\r\n\r\n"
-                await stream.send(request.encode())
-                head = b""
+                await loop.sock_sendall(sock, request.encode())
                 while b"\r\n" not in head and len(head) < 4096:
-                    head += await stream.receive()
-    except (OSError, TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError):
-        return False
+                    chunk = await loop.sock_recv(sock, 4096)
+                    if not chunk:
+                        return False
+                    head += chunk
+        except (OSError, TimeoutError):
+            return False
     status = head.split(b"\r\n", 1)[0].split()
     return len(status) >= 2 and status[1][:1] in (b"2", b"3")
 

@@ -8,10 +8,13 @@ every such pipe reads them all again ``BURST_PAUSE`` later, one after another, s
 as supervisord's poll loop does, so a fast writer's lines come in few, big reads and cost no
 system call but the read itself. A pipe whose read comes back small goes back on the loop.
 
-A process slot's pump task owns its pipe: it registers it, waits for the end of file, and
-takes it off the loop when it ends or is cancelled, before the child's pipe is closed.
-Children that have no file descriptor to watch (the loop's own subprocesses, fakes in tests)
-are read the older way, one ``read`` at a time.
+A process slot owns its pipe with no task for it (an idle child costs the daemon a
+registered reader, not a task): it registers it (``watch``) when the child starts, waits
+for the child's exit and then for the end of file, and takes it off the loop (``close``)
+before the child's pipe is closed. A failure in a callback ends the pipe and tells the slot
+(``Pipe.failed``), which stops the process and raises it. Children that have no file
+descriptor to watch (the loop's own subprocesses, fakes in tests) are read the older way,
+by a task (``pump``), one ``read`` at a time.
 """
 
 import asyncio
@@ -21,8 +24,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-import structlog
 
+from dokuen.events import get_logger
+from dokuen.supervise.latch import Latch
 from dokuen.supervise.lines import LineFramer, timestamp
 
 __all__ = [
@@ -40,7 +44,7 @@ __all__ = [
     "Tail",
 ]
 
-log = structlog.get_logger()
+log = get_logger()
 
 # A pipe's size. CPython allocates a read's whole size first: past glibc's mmap threshold
 # (128 KiB) that is an mmap and a munmap per read, 45 us each.
@@ -73,6 +77,10 @@ class Tail(Protocol):
 
 def _never() -> bool:
     return False
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,9 @@ class Pipe:
     ) -> None:
         self.fd = outlet.fd
         self.frozen = outlet.frozen
-        self.ended = anyio.Event()
-        self.error: Exception | None = None  # a failure in a callback, for the pump to raise
+        self.ended = Latch()
+        self.error: Exception | None = None  # a failure in a callback, for the owner to raise
+        self.failed: Callable[[], None] = _nothing  # told of that failure (a slot ends)
         self.watched = False  # registered with the loop (else paused, or done)
         self.done = False
         self.last = 0.0  # the loop's time of the last read that left a partial line
@@ -195,6 +204,7 @@ class Pipe:
     def fail(self, error: Exception) -> None:
         self.error = error
         self.end(None)
+        self.failed()
 
 
 class Intake:
@@ -211,13 +221,14 @@ class Intake:
         """How many pipes wait for the next turn."""
         return len(self._paused)
 
-    async def pump(self, child: Readable, deliver: Deliver) -> None:
-        """Read the child's output to its end (or until cancelled), handing each batch of
-        whole lines to ``deliver``; the last partial line too, before this returns."""
+    def watch(self, child: Readable, deliver: Deliver) -> Pipe | None:
+        """Register the child's pipe: from now on the loop's callbacks read it, handing each
+        batch of whole lines to ``deliver``, until its end of file (``Pipe.ended``). None
+        when the child has no descriptor to watch (``pump`` reads those). End it with
+        :meth:`close`, before the child's pipe is closed."""
         outlet = child.outlet()
         if outlet is None:
-            await self._pump_reads(child, deliver)
-            return
+            return None
         # anyio has no reader that stays registered: the loop's own add_reader is used.
         loop = self._loop = asyncio.get_running_loop()
         pipe = Pipe(outlet, deliver, loop, self._partial_due)
@@ -225,18 +236,31 @@ class Intake:
             pipe.last = loop.time()
             pipe.arm(PARTIAL_LINE_DELAY)
         self._watch(pipe)
+        return pipe
+
+    def close(self, pipe: Pipe) -> None:
+        """Take the pipe off the loop and end it: when it was cut short (a slot's drain timed
+        out while the log was behind), what is in the pipe now is still written, up to a
+        turn's reads. A failure is kept in ``pipe.error``, for the owner to raise."""
+        self._unwatch(pipe)
+        if not (pipe.done or pipe.frozen()):
+            try:
+                pipe.read(timestamp(self._sink.clock()), READS_PER_TURN)
+            except Exception as exc:
+                pipe.error = exc
+        pipe.end(None)
+
+    async def pump(self, child: Readable, deliver: Deliver) -> None:
+        """Read the child's output to its end (or until cancelled), handing each batch of
+        whole lines to ``deliver``; the last partial line too, before this returns."""
+        pipe = self.watch(child, deliver)
+        if pipe is None:
+            await self._pump_reads(child, deliver)
+            return
         try:
             await pipe.ended.wait()
         finally:
-            self._unwatch(pipe)
-            if not (pipe.done or pipe.frozen()):
-                # Cut short (a slot's drain timed out while the log was behind): what is
-                # in the pipe now is still written, up to a turn's reads.
-                try:
-                    pipe.read(timestamp(self._sink.clock()), READS_PER_TURN)
-                except Exception as exc:
-                    pipe.error = exc
-            pipe.end(None)
+            self.close(pipe)
         if pipe.error is not None:
             raise pipe.error
 

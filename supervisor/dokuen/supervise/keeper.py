@@ -22,16 +22,17 @@ from typing import Any
 
 import anyio
 import psutil
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
 from dokuen.supervise.intake import Outlet
+from dokuen.supervise.readiness import wait_readable
 from dokuen.supervise.record import ProcessRecord, Records, ensure_private, start_time
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild, _OsChild
 from dokuen.supervise.streams import Stdio
 
-log = structlog.get_logger()
+log = get_logger()
 
 PIPE_SIZE = 1 << 20  # the default /proc/sys/fs/pipe-max-size
 # An adopted process that is not our child: its exit status went to its new parent (init).
@@ -139,10 +140,10 @@ class Fifo:
                 data = os.read(self._reader, max_bytes)
             except BlockingIOError:
                 if not self._tail:
-                    await anyio.wait_readable(self._reader)
+                    await wait_readable(self._reader)
                     continue
                 with anyio.move_on_after(TAIL_DELAY):
-                    await anyio.wait_readable(self._reader)
+                    await wait_readable(self._reader)
                     continue
                 if keeper.frozen:
                     continue
@@ -226,7 +227,7 @@ class AdoptedChild(_OsChild):
         return b"" if self.fifo is None else await self.fifo.read(max_bytes, self._keeper)
 
     async def wait(self) -> int:
-        await anyio.wait_readable(self._pidfd)  # it exited
+        await wait_readable(self._pidfd)  # it exited
         try:
             _, status = os.waitpid(self.pid, 0)  # noqa: ASYNC222 (a zombie: at once)
             code = os.waitstatus_to_exitcode(status)

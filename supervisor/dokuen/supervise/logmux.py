@@ -15,8 +15,8 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.supervise.intake import Intake
 from dokuen.supervise.lines import (
     CONTINUED,
@@ -48,7 +48,7 @@ __all__ = [
     "timestamp",
 ]
 
-log = structlog.get_logger()
+log = get_logger()
 
 Part = bytes | memoryview  # a piece of the rendered stream
 

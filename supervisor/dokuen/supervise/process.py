@@ -1,8 +1,8 @@
 """One process slot's life: spawn, pump output into the unified log, restart with backoff,
 and stop the whole process tree."""
 
+import contextlib
 import signal
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -11,9 +11,9 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen.errors import DokuenError
+from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Group
 from dokuen.supervise.clock import Clock
 from dokuen.supervise.ending import Child, Ending
@@ -21,6 +21,7 @@ from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
 from dokuen.supervise.intake import PARTIAL_LINE_DELAY, READ_SIZE
 from dokuen.supervise.keeper import AdoptedChild, Keeper
+from dokuen.supervise.latch import Latch
 from dokuen.supervise.lines import last_lines
 from dokuen.supervise.logmux import LogMux
 from dokuen.supervise.ports import PortPool
@@ -37,7 +38,7 @@ __all__ = [
     "describe_exit",
 ]
 
-log = structlog.get_logger()
+log = get_logger()
 
 RECENT = 10  # lines a slot keeps for a failure report
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
@@ -130,14 +131,15 @@ class ProcessSlot:
         self.restarts = 0
         self.started_at: float | None = None
         # Enough history for the policy's decisions: its limit, and the doubling that has
-        # long reached max_delay well before 64 runs.
-        self._runs: deque[Run] = deque(maxlen=max(64, (config.policy.limit or 0) + 1))
+        # long reached max_delay well before 64 runs (a list: an empty deque is 624 bytes).
+        self._runs: list[Run] = []
+        self._keep_runs = max(64, (config.policy.limit or 0) + 1)
         self._scope = anyio.CancelScope()
-        self._done = anyio.Event()
+        self._done = Latch()
         # Set once the first life passed its health check (or failed it: see `failure`).
-        self.settled = anyio.Event()
+        self.settled = Latch()
         self.failure: str | None = None
-        self._recent: deque[bytes] = deque(maxlen=RECENT)  # its last lines, for failure reports
+        self._recent: list[bytes] = []  # its last lines, for failure reports
         self._reported_start = False
         self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
         self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
@@ -235,10 +237,11 @@ class ProcessSlot:
                 status = await self._live(child)
                 exited = self._clock.now()
             self._runs.append(Run(started, exited))
+            del self._runs[: -self._keep_runs]
             self.pid = None
             if self.config.health is not None and not self.settled.is_set():
                 self._fail(f"{describe_exit(status)} before it answered")
-            delay = next_delay(list(self._runs), self.config.policy)
+            delay = next_delay(self._runs, self.config.policy)
             if delay is None:
                 self.state = ProcessState.CRASHED
                 if self.port is not None:  # it may stay down for good: free its port
@@ -303,18 +306,27 @@ class ProcessSlot:
         return child
 
     async def _live(self, child: Child) -> int:
-        """Run one life of the process; return its exit status. On cancellation, stop it."""
-        pumped = anyio.Event()
-        # Shielded so a stop does not cut off the last lines the process writes.
-        pump_scope = anyio.CancelScope(shield=True)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump, child, pump_scope, pumped)
-            if self.config.health is not None:
-                tg.start_soon(self._check_health, self.config.health, child)
+        """Run one life of the process; return its exit status. On cancellation, stop it.
+        The intake's callbacks read its pipe, with no task of its own."""
+        pipe = self._mux.intake.watch(child, self._lines)
+        if pipe is not None:  # the intake failed: the slot ends (run() says so), as it stops
+            pipe.failed = self._scope.cancel
+        pumped = Latch() if pipe is None else pipe.ended
+        # A pump (shielded: a stop must not cut off its last lines) for a child with no fd.
+        pump_scope = anyio.CancelScope(shield=True) if pipe is None else None
+        health = self.config.health
+        async with (
+            anyio.create_task_group() if pipe is None or health else contextlib.nullcontext()
+        ) as tg:
+            if tg is not None and pump_scope is not None:
+                tg.start_soon(self._pump, child, pump_scope, pumped)
+            if tg is not None and health is not None:
+                tg.start_soon(self._check_health, health, child)
             status: int | None = None
             try:
                 status = await child.wait()
-                tg.cancel_scope.cancel()  # exited while booting: its check fails now, not later
+                if tg is not None:  # exited while booting: its check fails now, not later
+                    tg.cancel_scope.cancel()
             finally:
                 with anyio.CancelScope(shield=True):
                     stopping = status is None
@@ -328,8 +340,11 @@ class ProcessSlot:
                         await self._ending.clean_group(child, self.config.stop_timeout)
                     with anyio.move_on_after(DRAIN_AFTER_EXIT):
                         await pumped.wait()
-                    pump_scope.cancel()
-                    await pumped.wait()
+                    if pump_scope is not None:
+                        pump_scope.cancel()
+                        await pumped.wait()
+                    elif pipe is not None:  # what is in it now is read, before it is closed
+                        self._mux.intake.close(pipe)
                     if self.cgroup is not None and self.cgroup.oom_kills():
                         self._event("out of memory (DOKUEN_MEMORY_LIMIT): killed", "process.oom")
                     await child.aclose()
@@ -339,6 +354,8 @@ class ProcessSlot:
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
+        if pipe is not None and pipe.error is not None:
+            raise pipe.error
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 
@@ -366,7 +383,7 @@ class ProcessSlot:
             self._event(f"failed its health check: {reason}", "process.unhealthy")
             self.settled.set()
 
-    async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: anyio.Event) -> None:
+    async def _pump(self, child: Child, scope: anyio.CancelScope, pumped: Latch) -> None:
         try:
             with scope:
                 await self._mux.intake.pump(child, self._lines)
@@ -374,7 +391,7 @@ class ProcessSlot:
             pumped.set()
 
     def _lines(self, block: bytes, stamp: str | None) -> None:
-        self._recent.extend(last_lines(block, RECENT))
+        self._recent = (self._recent + last_lines(block, RECENT))[-RECENT:]
         self._mux.write_block(self.spec.app, self.spec.name, block, stamp)
 
     def _event(self, message: str, event: str, **fields: object) -> None:

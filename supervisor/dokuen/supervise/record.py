@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
-import structlog
 
-log = structlog.get_logger()
+from dokuen.events import get_logger
+
+log = get_logger()
 
 RUN_DIR = "run"  # under DOKUEN_HOME: root-only (0700), derived data
 

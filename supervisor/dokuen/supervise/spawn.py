@@ -20,14 +20,14 @@ from typing import TypedDict
 import anyio
 import anyio.abc
 import psutil
-import structlog
 
+from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Cgroups, Group
-from dokuen.supervise import reaper
+from dokuen.supervise import readiness, reaper
 from dokuen.supervise.intake import Outlet
 from dokuen.supervise.streams import NO_INPUT, Stdio
 
-log = structlog.get_logger()
+log = get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
 REAP_INTERVAL = 5.0
@@ -175,7 +175,7 @@ class PidfdChild(_OsChild):
             try:
                 data = os.read(fd, max_bytes)
             except BlockingIOError:
-                await anyio.wait_readable(fd)
+                await readiness.wait_readable(fd)
                 continue
             if not data:
                 self._output.close()
@@ -190,7 +190,7 @@ class PidfdChild(_OsChild):
                 self._spawner.live.discard(self.pid)
                 os.close(self._pidfd)
                 break
-            await anyio.wait_readable(self._pidfd)
+            await readiness.wait_readable(self._pidfd)
         return self._process.returncode
 
     async def aclose(self) -> None:
@@ -363,8 +363,8 @@ class OsSpawner:
 
     async def reap_orphans(self) -> None:
         """Reap orphans we adopted as subreaper that died while their process lives on
-        (a `(cmd &)` in a loop). uvloop keeps SIGCHLD for itself, so this looks every few
-        seconds: one read of /proc/self/task/*/children, nothing when there is none."""
+        (a `(cmd &)` in a loop). Nothing wakes us for them (our own children have pidfds),
+        so this looks every few seconds: one read of /proc/self/task/*/children."""
         while self.subreaper:
             await anyio.sleep(REAP_INTERVAL)
             if not self.spawning:

@@ -22,9 +22,8 @@ import subprocess
 import termios
 from dataclasses import dataclass
 
-import anyio
-
 from dokuen.errors import DokuenError, ProtocolError
+from dokuen.supervise.readiness import wait_readable, wait_writable
 
 MAX_SIDE = 10_000  # rows or columns: more is a client's mistake, not a screen
 TERM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
@@ -140,7 +139,7 @@ class Streams:
             try:
                 return os.read(self._output, max_bytes)
             except BlockingIOError:
-                await anyio.wait_readable(self._output)
+                await wait_readable(self._output)
             except OSError as exc:
                 if exc.errno == errno.EIO:
                     return b""
@@ -153,7 +152,7 @@ class Streams:
             try:
                 view = view[os.write(self._input, view) :]
             except BlockingIOError:
-                await anyio.wait_writable(self._input)
+                await wait_writable(self._input)
             except (BrokenPipeError, OSError):
                 return  # the child is gone or closed its stdin: nothing left to read it
 

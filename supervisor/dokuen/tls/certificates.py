@@ -3,7 +3,6 @@ names, issuer and expiry of a certificate, whether it serves an app's hosts, and
 renew it. No I/O; the clock is an argument."""
 
 import datetime
-import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,6 +46,8 @@ class CertInfo:
 
 def describe(cert_pem: bytes) -> CertInfo:
     """The leaf (first) certificate of a PEM chain; CertificateError when it is none."""
+    import hashlib  # noqa: PLC0415 (libcrypto, 3 MiB: not at start)
+
     from cryptography import x509  # noqa: PLC0415 (see the imports)
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
     from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID  # noqa: PLC0415

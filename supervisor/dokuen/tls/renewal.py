@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-import structlog
 
 from dokuen.apps.app import App
 from dokuen.apps.runtime import Runtime
 from dokuen.backup.storage import Storage
 from dokuen.errors import DokuenError
+from dokuen.events import get_logger
 from dokuen.proxy.nginx import Site, SiteTls
 from dokuen.settings import Settings
 from dokuen.tls import backups
@@ -31,7 +31,7 @@ from dokuen.tls.keystore import Current, KeyStore, Options
 if TYPE_CHECKING:
     from dokuen.tls.acmeclient import Acme
 
-log = structlog.get_logger()
+log = get_logger()
 
 LONGEST_SLEEP = 3600.0
 APPS_POLL = 2.0

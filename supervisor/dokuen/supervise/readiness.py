@@ -1,0 +1,58 @@
+"""Waiting until a file descriptor can be read or written, on the running asyncio loop.
+
+anyio's ``wait_readable`` lives in the module that also makes TCP and TLS connections and
+imports ``ssl`` at its top, which links libssl and libcrypto: 4 MiB resident for the
+daemon's whole life, to wait on pipes and pidfds (docs/benchmarks.md, workload 3). These two
+do what anyio's asyncio backend does with ``add_reader``/``add_writer``; a cancel scope
+cancels them as it cancels any await.
+"""
+
+import asyncio
+
+# The descriptors a task waits on, and for what: asyncio keeps one callback per descriptor
+# and direction, so a second waiter would silently take the first one's place.
+_waiting: set[tuple[int, bool]] = set()
+
+
+async def wait_readable(fd: int) -> None:
+    """Return once ``fd`` has something to read (or its writers are gone).
+
+    Raises:
+        RuntimeError: another task already waits for ``fd`` to be readable.
+    """
+    await _wait(fd, writable=False)
+
+
+async def wait_writable(fd: int) -> None:
+    """Return once ``fd`` can take a write (or its reader is gone).
+
+    Raises:
+        RuntimeError: another task already waits for ``fd`` to be writable.
+    """
+    await _wait(fd, writable=True)
+
+
+async def _wait(fd: int, *, writable: bool) -> None:
+    key = (fd, writable)
+    if key in _waiting:
+        raise RuntimeError(f"another task already waits on file descriptor {fd}")
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if writable:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    _waiting.add(key)
+    try:
+        await ready
+    finally:
+        _waiting.discard(key)
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
