@@ -195,14 +195,17 @@ class RouterListener:
         turns = self.queue >= self._long_queue
         limit = max(BATCH, self.queue) if turns else BATCH
         self._check_senders()
-        buffer, view, trusted = self._buffer, self._view, self._trusted
-        read = 0
+        buffer, view, trusted, mux = self._buffer, self._view, self._trusted, self._mux
+        receive, room, behind = sock.recvmsg_into, len(buffer) - DATAGRAM - 1, mux.behind
+        end, count, read = self._end, self._count, 0
         while read < limit:
-            if self._end > len(buffer) - DATAGRAM - 1:  # full: to the log now
+            if end > room:  # full: to the log now
+                self._end, self._count = end, count
                 self._flush()
-            end = self._end
+                end = count = 0
+                behind = mux.behind
             try:
-                size, ancillary, flags, _ = sock.recvmsg_into([view[end : end + DATAGRAM]], _ANC)
+                size, ancillary, flags, _ = receive([view[end : end + DATAGRAM]], _ANC)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # not expected of a bound datagram socket; never fatal
@@ -212,7 +215,7 @@ class RouterListener:
             if not ancillary or (ancillary[0] not in trusted and not self._trusts(ancillary)):
                 self.counts["refused"] += 1
                 continue
-            if self._mux.behind or end > self._mux.high_water:
+            if behind or end > mux.high_water:  # only this turn's flushes move the writer
                 self.counts["dropped"] += 1
                 continue
             if (
@@ -225,8 +228,9 @@ class RouterListener:
                 buffer[end] = 0
                 size = 1
             buffer[end + size] = _NEWLINE
-            self._end = end + size + 1
-            self._count += 1
+            end += size + 1
+            count += 1
+        self._end, self._count = end, count
         if read:
             self.turns += 1
         if loop is None:
