@@ -103,22 +103,30 @@ async def test_proc_is_read_once_per_sender_and_again_when_the_master_changes(
     # This process sends: its parent plays the master, then a master that is not its parent.
     master: list[int | None] = [os.getppid()]
     many = [datagram(path=f"/{n}") for n in range(8)]
-    listener, lines = await one_turn(tmp_path, many, lambda: master[0])
+    listener, _ = await one_turn(tmp_path, many, lambda: master[0])
     assert listener.counts["lines"] == 9
     assert looked == [os.getpid()]  # once, for nine datagrams
     looked.clear()
     master[0] = os.getpid()  # a new master: what was known of the senders is forgotten
-    listener, lines = await one_turn(tmp_path / "again", many, lambda: master[0])
+    listener, _ = await one_turn(tmp_path / "again", many, lambda: master[0])
     assert listener.counts["refused"] == 9
     assert looked == [os.getpid()]  # and a refused sender is not looked up again either
 
 
-def test_the_pause_shortens_as_the_socket_fills() -> None:
+def test_the_pause_shortens_as_the_socket_or_a_sender_s_buffer_fills() -> None:
+    """The next turn comes before the socket's queue (512) or the busiest sender's buffer
+    (208 KiB: 166 datagrams of 250 bytes) is half full, at the rate of the turn before."""
     mux = LogMux(Path("/nonexistent/dokuen.log"), max_bytes=1 << 20, keep=1)
     listener = RouterListener(Path("/nonexistent/router.sock"), mux, lambda: None, pause=0.02)
-    listener.queue = 512
-    assert listener._next_pause(100, 1000.0) == 0.02  # the first turn
-    assert listener._next_pause(100, 1000.02) == 0.02  # 5,000 a second: 100 by the next
-    assert listener._next_pause(512, 1000.04) == pytest.approx(0.01)  # 25,600 a second
-    assert listener._next_pause(512, 1000.041) == MIN_PAUSE  # 512,000 a second
-    assert listener._next_pause(1, 1010.0) == 0.02  # quiet again
+    listener.queue, listener.send_buffer = 512, 212992
+    assert listener._next_pause(100, 50, 25000, 1000.0) == 0.02  # the first turn
+    # 5,000 a second from two workers: 50 each by the next turn, under half of 166
+    assert listener._next_pause(100, 50, 25000, 1000.02) == 0.02
+    # the same from one worker: 100 of its 166 by the next turn, too many
+    assert listener._next_pause(100, 100, 25000, 1000.04) == pytest.approx(0.02 * 83 / 100)
+    # 25,600 a second from many senders: the queue's half (256) in 10 ms
+    assert listener._next_pause(512, 20, 128000, 1000.06) == pytest.approx(0.01)
+    assert listener._next_pause(512, 20, 128000, 1000.061) == MIN_PAUSE  # 512,000 a second
+    assert listener._next_pause(1, 1, 250, 1010.0) == 0.02  # quiet again
+    listener.send_buffer = 0  # unknown: the queue alone
+    assert listener._next_pause(100, 100, 25000, 1010.02) == 0.02

@@ -24,7 +24,10 @@ from tests.e2e.test_nginx import NGINX, WEB
 from tests.e2e.test_router import router_lines
 
 pytestmark = pytest.mark.skipif(
-    NGINX is None or os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nsenter"),
+    NGINX is None
+    or os.geteuid() != 0
+    or not shutil.which("unshare")
+    or not shutil.which("nsenter"),
     reason="needs nginx, root, unshare and nsenter",
 )
 QUEUE = 512

@@ -52,6 +52,11 @@ LONG_QUEUE = 128
 PAUSE = 0.02
 MIN_PAUSE = 0.002
 QUEUE_LENGTH = Path("/proc/sys/net/unix/max_dgram_qlen")  # taken when a socket is made
+# Each nginx worker's socket holds at most net.core.wmem_default bytes of datagrams not yet
+# read (208 KiB: 167 router datagrams of up to about 700 bytes, each taking a 1 KiB buffer
+# and the kernel's 256 bytes about it): with few workers, a shorter limit than the queue.
+SEND_BUFFER = Path("/proc/sys/net/core/wmem_default")
+IN_FLIGHT = 1280  # the bytes a datagram of up to 700 takes in its sender's buffer
 UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
@@ -101,6 +106,7 @@ class RouterListener:
         self._long_queue = long_queue
         self._pause = PAUSE if pause is None else pause
         self.queue = 0  # datagrams the socket holds (net.unix.max_dgram_qlen), once bound
+        self.send_buffer = 0  # bytes a sender may have in flight (net.core.wmem_default)
         self.turns = 0  # wakeups that read something
         self._resume: asyncio.TimerHandle | None = None  # while the socket is off the loop
         self._last_turn = float("-inf")  # loop time of the last turn that read something
@@ -148,6 +154,7 @@ class RouterListener:
         self._view.release()
         self._buffer = bytearray(BUFFER)
         self._view = memoryview(self._buffer)
+        self.send_buffer = _queue_length(SEND_BUFFER)
         self.queue = _queue_length()  # before the socket: it keeps the value of its birth
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
@@ -197,7 +204,8 @@ class RouterListener:
         self._check_senders()
         buffer, view, trusted, mux = self._buffer, self._view, self._trusted, self._mux
         receive, room, behind = sock.recvmsg_into, len(buffer) - DATAGRAM - 1, mux.behind
-        end, count, read = self._end, self._count, 0
+        end, count, read, received = self._end, self._count, 0, 0
+        senders: dict[tuple[int, int, bytes], int] = {}  # datagrams of each, this turn
         while read < limit:
             if end > room:  # full: to the log now
                 self._end, self._count = end, count
@@ -212,9 +220,11 @@ class RouterListener:
                 log.warning("router.read_failed", error=str(exc))
                 break
             read += 1
+            received += size
             if not ancillary or (ancillary[0] not in trusted and not self._trusts(ancillary)):
                 self.counts["refused"] += 1
                 continue
+            senders[ancillary[0]] = senders.get(ancillary[0], 0) + 1
             if behind or end > mux.high_water:  # only this turn's flushes move the writer
                 self.counts["dropped"] += 1
                 continue
@@ -242,16 +252,24 @@ class RouterListener:
         if turns and read:  # the next datagrams gather in the socket meanwhile
             loop.remove_reader(sock.fileno())
             self._resume = loop.call_later(
-                self._next_pause(read, loop.time()), self._read_again, sock, loop
+                self._next_pause(read, max(senders.values(), default=0), received, loop.time()),
+                self._read_again,
+                sock,
+                loop,
             )
 
-    def _next_pause(self, read: int, now: float) -> float:
-        """The pause after a turn that read ``read`` datagrams: short enough that at the
-        rate since the turn before, the socket is at most half full by the next one."""
+    def _next_pause(self, read: int, busiest: int, received: int, now: float) -> float:
+        """The pause after a turn that read ``read`` datagrams (``busiest`` of them from
+        one sender; ``received`` bytes): short enough that at the rate since the turn
+        before, neither the socket's queue nor the busiest sender's buffer is more than
+        half full by the next turn."""
         elapsed, self._last_turn = now - self._last_turn, now
-        if read * 2 * self._pause <= self.queue * elapsed:  # the usual case, at once
+        each = IN_FLIGHT + max(0, received // max(read, 1) - 700)
+        room = min(self.queue, self.send_buffer // each) if self.send_buffer else self.queue
+        filled = max(read / max(self.queue, 1), busiest / max(room, 1))  # in ``elapsed``
+        if filled * 2 * self._pause <= elapsed:  # the usual case, at once
             return self._pause
-        return max(MIN_PAUSE, min(self._pause, self.queue * elapsed / (2 * read)))
+        return max(MIN_PAUSE, min(self._pause, elapsed / (2 * filled)))
 
     def _read_again(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         """After a pause: back on the loop, which calls ``_drain`` at once if anything came."""
@@ -327,10 +345,11 @@ def _bind(sock: socket.socket, path: Path) -> None:
         os.close(directory)
 
 
-def _queue_length() -> int:
-    """net.unix.max_dgram_qlen: the datagrams a Unix socket made now will hold."""
+def _queue_length(path: Path = QUEUE_LENGTH) -> int:
+    """net.unix.max_dgram_qlen: the datagrams a Unix socket made now will hold (or, given
+    SEND_BUFFER, the bytes a sender's socket may have in flight)."""
     try:
-        return int(QUEUE_LENGTH.read_text())
+        return int(path.read_text())
     except (OSError, ValueError):
         return 0
 
