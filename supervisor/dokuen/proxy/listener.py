@@ -22,31 +22,47 @@ import anyio
 import anyio.abc
 
 from dokuen.events import get_logger
-from dokuen.proxy.router import ERROR_LOG, SOURCE, parse_datagram
-from dokuen.supervise.logmux import LogMux
+from dokuen.proxy.router import ERROR_LOG, dyno_table, render_batch, render_datagram
+from dokuen.supervise.logmux import LogMux, timestamp
 
 log = get_logger()
 
 DATAGRAM = 8192  # nginx's syslog messages are at most about 4 KiB
+# The batch: datagrams read since the last flush, each followed by a newline. Flushed early
+# when the next datagram might not fit (about 250 requests' lines; at 10 ms a flush, 25,000
+# requests a second before that happens).
+BUFFER = 64 << 10
 RECEIVE_BUFFER = 4 << 20
 BATCH = 256  # datagrams read before other tasks get a turn
-# Lines wait this long (seconds) in the listener and go to the log writer together: one
-# write, and one wakeup of the writer's thread, for every request of that time rather
-# than for each (measured in bench/proxy.py: the writer's wakeups were most of dokuend's
-# CPU per request). The socket itself holds only net.unix.max_dgram_qlen datagrams (10
-# by default; nginx drops what does not fit).
+# With a short queue, lines wait this long (seconds) in the listener and go to the log
+# writer together: one write, and one wakeup of the writer's thread, for every request of
+# that time rather than for each. The socket itself holds only net.unix.max_dgram_qlen
+# datagrams (10 by default; nginx drops what does not fit).
 FLUSH_EVERY = 0.01
 # Where the socket holds this many datagrams or more (systemd sets 512 on every host it
-# boots), it is read in turns: what is queued is drained, then the socket stays off the
-# loop for PAUSE seconds, so a burst is read in one wakeup instead of one each. With the
-# kernel's default (10) it is read at every wakeup: a pause would let nginx drop lines.
+# boots), it is read in turns: what is queued is drained and handed to the log at once,
+# then the socket stays off the loop for a pause, so a burst is read in one wakeup instead
+# of one each. With the kernel's default (10) it is read at every wakeup: a pause would
+# let nginx drop lines.
 LONG_QUEUE = 128
-PAUSE = 0.01  # of 2, 5 and 10 ms the fewest wakeups, least CPU (docs/benchmarks.md)
+# The pause: PAUSE, or less where requests come so fast that the socket would be more than
+# half full by the next turn (at the rate of the last turns), never under MIN_PAUSE. Each
+# wakeup costs dokuend 0.1-0.5 ms of CPU (the loop's, and the log writer's thread): at
+# 10,000 requests a second, 20 ms is 200 lines a wakeup. A line waits at most PAUSE.
+PAUSE = 0.02
+MIN_PAUSE = 0.002
 QUEUE_LENGTH = Path("/proc/sys/net/unix/max_dgram_qlen")  # taken when a socket is made
+# Each nginx worker's socket holds at most net.core.wmem_default bytes of datagrams not yet
+# read (208 KiB: 167 router datagrams of up to about 700 bytes, each taking a 1 KiB buffer
+# and the kernel's 256 bytes about it): with few workers, a shorter limit than the queue.
+SEND_BUFFER = Path("/proc/sys/net/core/wmem_default")
+IN_FLIGHT = 1280  # the bytes a datagram of up to 700 takes in its sender's buffer
 UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
-_ANCILLARY = socket.CMSG_SPACE(_UCRED.size)
+_ANC = socket.CMSG_SPACE(_UCRED.size)
+_TRUNC = int(socket.MSG_TRUNC)  # an IntFlag's & costs more than the rest of a datagram's turn
+_LT, _NEWLINE = ord("<"), ord("\n")
 
 
 class RouterListener:
@@ -68,30 +84,42 @@ class RouterListener:
         self._mux = mux
         self._master = master
         self._clock = clock
-        self._dynos: dict[int, tuple[str, str]] = {}
+        self._current: dict[int, tuple[str, str]] = {}
         self._previous: dict[int, tuple[str, str]] = {}
-        self._senders: dict[int, bool] = {}
+        self._dynos: dict[int, tuple[str, str]] = {}  # both, the current ones first
+        self._table = dyno_table(self._dynos)
+        # The SCM_CREDENTIALS of senders found to be the master's children, and of others.
+        self._trusted: set[tuple[int, int, bytes]] = set()
+        self._refused: set[tuple[int, int, bytes]] = set()
+        self._senders_master: int | None = None
         self._senders_since = 0.0
         self.counts = {"lines": 0, "dropped": 0, "malformed": 0, "refused": 0, "unsent": 0}
         # nginx's error log (beside the socket, in nginx's prefix): what it could not send
         self.errors = path.parent / ERROR_LOG
         self._errors_read = _size(self.errors)  # what came before this dokuend is not counted
-        self._lines: list[tuple[str, bytes]] = []  # read, not yet handed to the log
-        self._size = 0  # their bytes
+        self._buffer = bytearray()  # the batch (BUFFER bytes once the socket is bound)
+        self._view = memoryview(self._buffer)
+        self._end = 0  # the batch's bytes
+        self._count = 0  # and its datagrams
+        self._odd: list[tuple[bytes, bool]] = []  # in the batch as b"\0": (datagram, cut)
         self._timer: asyncio.TimerHandle | None = None
         self._long_queue = long_queue
         self._pause = PAUSE if pause is None else pause
         self.queue = 0  # datagrams the socket holds (net.unix.max_dgram_qlen), once bound
+        self.send_buffer = 0  # bytes a sender may have in flight (net.core.wmem_default)
         self.turns = 0  # wakeups that read something
         self._resume: asyncio.TimerHandle | None = None  # while the socket is off the loop
+        self._last_turn = float("-inf")  # loop time of the last turn that read something
         self.problem: str | None = None
 
     def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
         """The running web processes, as (app, name, port), after every nginx change. The
         ports of the change before stay known a while: their last requests still arrive."""
         dynos = {port: (app, name) for app, name, port in webs}
-        if dynos != self._dynos:
-            self._previous, self._dynos = self._dynos, dynos
+        if dynos != self._current:
+            self._previous, self._current = self._current, dynos
+            self._dynos = {**self._previous, **self._current}
+            self._table = dyno_table(self._dynos)
 
     def status(self) -> dict[str, int | str | None]:
         """What ``dokuenctl status`` shows: the counts, and why there are no lines if so;
@@ -116,13 +144,17 @@ class RouterListener:
 
     @property
     def dynos(self) -> Mapping[int, tuple[str, str]]:
-        return {**self._previous, **self._dynos}
+        return self._dynos
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Bind the socket, then read it until cancelled."""
         self.path.unlink(missing_ok=True)
+        self._view.release()
+        self._buffer = bytearray(BUFFER)
+        self._view = memoryview(self._buffer)
+        self.send_buffer = _queue_length(SEND_BUFFER)
         self.queue = _queue_length()  # before the socket: it keeps the value of its birth
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
@@ -160,45 +192,84 @@ class RouterListener:
             log.info("router.closed", **self.counts)
 
     def _drain(self, sock: socket.socket, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Read what the socket holds (up to BATCH datagrams, or all of a long queue) and
-        keep their lines for the next flush, which ``loop`` runs FLUSH_EVERY seconds after
-        the first of them. A long queue is then left off ``loop`` for a pause."""
-        dynos = self.dynos
+        """Read what the socket holds (up to BATCH datagrams, or all of a long queue) into
+        the batch, which ``loop`` hands to the log FLUSH_EVERY seconds after its first
+        datagram. A long queue is then left off ``loop`` for a pause.
+
+        Per datagram, only what must be: one ``recvmsg_into`` straight into the batch, the
+        sender's credentials looked up in a set, a newline after it. Parsing and rendering
+        wait for the flush, where they are done for the whole batch at once (router.py)."""
         turns = self.queue >= self._long_queue
-        read = 0
-        while read < (max(BATCH, self.queue) if turns else BATCH):
+        limit = max(BATCH, self.queue) if turns else BATCH
+        self._check_senders()
+        buffer, view, trusted, mux = self._buffer, self._view, self._trusted, self._mux
+        receive, room, behind = sock.recvmsg_into, len(buffer) - DATAGRAM - 1, mux.behind
+        end, count, read, received = self._end, self._count, 0, 0
+        senders: dict[tuple[int, int, bytes], int] = {}  # datagrams of each, this turn
+        while read < limit:
+            if end > room:  # full: to the log now
+                self._end, self._count = end, count
+                self._flush()
+                end = count = 0
+                behind = mux.behind
             try:
-                data, ancillary, flags, _address = sock.recvmsg(DATAGRAM, _ANCILLARY)
+                size, ancillary, flags, _ = receive([view[end : end + DATAGRAM]], _ANC)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:  # not expected of a bound datagram socket; never fatal
                 log.warning("router.read_failed", error=str(exc))
                 break
             read += 1
-            if not self._from_nginx(ancillary):
+            received += size
+            if not ancillary or (ancillary[0] not in trusted and not self._trusts(ancillary)):
                 self.counts["refused"] += 1
                 continue
-            if self._mux.behind or self._size > self._mux.high_water:
+            senders[ancillary[0]] = senders.get(ancillary[0], 0) + 1
+            if behind or end > mux.high_water:  # only this turn's flushes move the writer
                 self.counts["dropped"] += 1
                 continue
-            try:
-                line = parse_datagram(data, dynos, cut=bool(flags & socket.MSG_TRUNC))
-            except ValueError as exc:
-                self.counts["malformed"] += 1
-                log.warning("router.malformed", error=str(exc), size=len(data))
-                continue
-            text = line.line.encode()
-            self._lines.append((line.app, text))
-            self._size += len(text)
+            if (
+                flags & _TRUNC
+                or not size
+                or buffer[end] != _LT
+                or buffer.find(b"\n", end, end + size) >= 0
+            ):  # not nginx's usual: kept aside, its place marked by a line of one NUL byte
+                self._odd.append((bytes(view[end : end + size]), bool(flags & _TRUNC)))
+                buffer[end] = 0
+                size = 1
+            buffer[end + size] = _NEWLINE
+            end += size + 1
+            count += 1
+        self._end, self._count = end, count
         if read:
             self.turns += 1
         if loop is None:
             return
-        if self._lines and self._timer is None:
+        if turns and self._count:  # a turn's lines waited in the socket: to the log now
+            self._flush()
+        elif self._count and self._timer is None:
             self._timer = loop.call_later(FLUSH_EVERY, self._flush)
         if turns and read:  # the next datagrams gather in the socket meanwhile
             loop.remove_reader(sock.fileno())
-            self._resume = loop.call_later(self._pause, self._read_again, sock, loop)
+            self._resume = loop.call_later(
+                self._next_pause(read, max(senders.values(), default=0), received, loop.time()),
+                self._read_again,
+                sock,
+                loop,
+            )
+
+    def _next_pause(self, read: int, busiest: int, received: int, now: float) -> float:
+        """The pause after a turn that read ``read`` datagrams (``busiest`` of them from
+        one sender; ``received`` bytes): short enough that at the rate since the turn
+        before, neither the socket's queue nor the busiest sender's buffer is more than
+        half full by the next turn."""
+        elapsed, self._last_turn = now - self._last_turn, now
+        each = IN_FLIGHT + max(0, received // max(read, 1) - 700)
+        room = min(self.queue, self.send_buffer // each) if self.send_buffer else self.queue
+        filled = max(read / max(self.queue, 1), busiest / max(room, 1))  # in ``elapsed``
+        if filled * 2 * self._pause <= elapsed:  # the usual case, at once
+            return self._pause
+        return max(MIN_PAUSE, min(self._pause, elapsed / (2 * filled)))
 
     def _read_again(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         """After a pause: back on the loop, which calls ``_drain`` at once if anything came."""
@@ -206,42 +277,59 @@ class RouterListener:
         loop.add_reader(sock.fileno(), self._drain, sock, loop)
 
     def _flush(self) -> None:
-        """Hand the lines kept so far to the log, stamped alike, one write for each run of
-        lines of the same app, in the order they came."""
+        """Hand the batch to the log: every line stamped alike, in the order it came, one
+        write. Usually one pattern and one format over the whole batch; when a datagram in
+        it is not the usual request's, each is rendered on its own."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        lines, self._lines, self._size = self._lines, [], 0
-        start = 0
-        for end in range(1, len(lines) + 1):
-            if end == len(lines) or lines[end][0] != lines[start][0]:
-                self._mux.write(lines[start][0], SOURCE, [text for _, text in lines[start:end]])
-                start = end
-        self.counts["lines"] += len(lines)
+        if not self._count:
+            return
+        batch, count, odd = self._view[: self._end], self._count, iter(self._odd)
+        self._end = self._count = 0
+        self._odd = []
+        stamp = timestamp(self._mux.clock())
+        rendered = render_batch(batch, count, stamp, self._table)
+        if rendered is None:
+            parts = []
+            for each in bytes(batch).split(b"\n")[:-1]:
+                data, cut = next(odd) if each == b"\0" else (each, False)
+                try:
+                    parts.append(render_datagram(data, stamp, self._table, self._dynos, cut))
+                except ValueError as exc:
+                    self.counts["malformed"] += 1
+                    log.warning("router.malformed", error=str(exc), size=len(data))
+            rendered = b"".join(parts)
+        batch.release()
+        self.counts["lines"] += rendered.count(b"\n")
+        self._mux.write_rendered(rendered)
 
-    def _from_nginx(self, ancillary: list[tuple[int, int, bytes]]) -> bool:
-        """Whether the sender (from SCM_CREDENTIALS) is a child of the nginx master."""
-        master = self._master()
-        if master is None:
-            return False
-        pid = next(
-            (
-                _UCRED.unpack(data[: _UCRED.size])[0]
-                for level, kind, data in ancillary
-                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
-            ),
-            None,
-        )
-        if pid is None:
-            return False
-        now = self._clock()
-        if now - self._senders_since > SENDERS_TTL:
-            self._senders, self._senders_since = {}, now
-        trusted = self._senders.get(pid)
-        if trusted is None:
-            # /proc is in memory and this runs once per worker every few seconds.
-            trusted = self._senders[pid] = _parent(pid) == master
-        return trusted
+    def _check_senders(self) -> None:
+        """Forget the senders known when the master changed or SENDERS_TTL passed (once a
+        turn: the master cannot change while a turn runs)."""
+        master, now = self._master(), self._clock()
+        if master != self._senders_master or now - self._senders_since > SENDERS_TTL:
+            self._trusted.clear()
+            self._refused.clear()
+            self._senders_master, self._senders_since = master, now
+
+    def _trusts(self, ancillary: list[tuple[int, int, bytes]]) -> bool:
+        """Whether the sender (from SCM_CREDENTIALS) is a child of the nginx master; the
+        answer is kept for its credentials (pid, uid, gid) until ``_check_senders`` forgets
+        it, so /proc is read once per worker every few seconds."""
+        master = self._senders_master
+        for cmsg in ancillary:
+            level, kind, data = cmsg
+            if level != socket.SOL_SOCKET or kind != socket.SCM_CREDENTIALS:
+                continue
+            if master is None or cmsg in self._refused or len(data) < _UCRED.size:
+                return False
+            if _parent(_UCRED.unpack_from(data)[0]) != master:
+                self._refused.add(cmsg)
+                return False
+            self._trusted.add(cmsg)
+            return True
+        return False
 
 
 def _bind(sock: socket.socket, path: Path) -> None:
@@ -257,10 +345,11 @@ def _bind(sock: socket.socket, path: Path) -> None:
         os.close(directory)
 
 
-def _queue_length() -> int:
-    """net.unix.max_dgram_qlen: the datagrams a Unix socket made now will hold."""
+def _queue_length(path: Path = QUEUE_LENGTH) -> int:
+    """net.unix.max_dgram_qlen: the datagrams a Unix socket made now will hold (or, given
+    SEND_BUFFER, the bytes a sender's socket may have in flight)."""
     try:
-        return int(QUEUE_LENGTH.read_text())
+        return int(path.read_text())
     except (OSError, ValueError):
         return 0
 

@@ -215,6 +215,12 @@ class LogMux:
         if lines:
             self._queue(render(timestamp(self.clock()), app, source, lines))
 
+    def write_rendered(self, lines: bytes) -> None:
+        """Queue lines rendered by the caller, each ending in a newline and stamped with
+        ``timestamp(self.clock())`` just before (the router lines of many apps at once)."""
+        if lines:
+            self._queue(lines)
+
     def write_block(self, app: str, source: str, block: bytes, stamp: str | None = None) -> None:
         """Stamp and queue lines that one source wrote, as ``LineFramer.feed_block`` gives
         them; with ``stamp``, a timestamp taken for every pipe read at once (the intake)."""
