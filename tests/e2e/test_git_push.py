@@ -103,6 +103,9 @@ def test_a_failing_buildpack_rejects_the_push_and_a_good_one_records_the_commit(
     (v1,) = json.loads(dokuen.ctl("releases", "blog", "--json").stdout)
     assert v1["commit"] == work.head()
     assert v1["description"] == f"Deploy {work.head()[:7]}"  # Heroku's words
+    # The table's COMMIT is the same 7 characters as the description and git's short form.
+    row = dokuen.ctl("releases", "blog").stdout.splitlines()[1].split()
+    assert (row[:3], row[4]) == (["v1", "Deploy", work.head()[:7]], work.head()[:7])
     pack = tmp_path / "failing"
     (pack / "bin").mkdir(parents=True)
     for name, body in {

@@ -25,7 +25,7 @@ def releases(client: Client, app: str, as_json: bool) -> None:
             r["version"],
             r.get("description") or "-",
             r["created"] or "-",
-            (r["commit"] or "-")[:8],
+            (r["commit"] or "-")[:7],  # git's short form, as in "Deploy 1a2b3c4"
             ", ".join(r["buildpacks"]) or "-",
             " ".join(r["process_types"]),
             "current" if r["current"] else "pending" if r.get("pending") else _failed(r),
