@@ -39,9 +39,19 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def usage_line(exc: click.UsageError) -> str:
+    """click's usage error in one line, not its usage block: a bad value already says
+    the fix; a missing argument or an unknown option points at the command's help."""
+    if isinstance(exc, click.BadParameter) and not isinstance(exc, click.MissingParameter):
+        return exc.format_message()
+    command = exc.ctx.command_path if exc.ctx else "dokuenctl"
+    return f"{exc.format_message().rstrip('.')} (see: {command} --help)"
+
+
 class Group(click.Group):
-    """Maps errors to exit codes, in one place: a wrong request (InvalidName) is a usage
-    error, exit 2; DokuenError and any other failure are ``error: ...`` in one line, exit 1."""
+    """Maps errors to exit codes, in one place: a wrong request (InvalidName, or a usage
+    error click found) is one ``error: ...`` line, exit 2; DokuenError and any other
+    failure are ``error: ...`` in one line, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -56,8 +66,10 @@ class Group(click.Group):
         except KeyboardInterrupt:  # one line, not click's "Aborted!" or a traceback
             click.echo(f"\ninterrupted: dokuenctl {ctx.invoked_subcommand} stopped", err=True)
             sys.exit(130)
+        except click.UsageError as exc:
+            fail(usage_line(exc), 2)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise  # usage errors: click says them and exits 2
+            raise  # click says them and exits
         except Exception as exc:  # a failed system call or a bug: one line, no traceback
             fail(explain(exc))
 
