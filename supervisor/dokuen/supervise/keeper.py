@@ -24,6 +24,7 @@ import anyio
 import psutil
 import structlog
 
+from dokuen import reexec
 from dokuen.isolate.cgroups import Cgroups, Group
 from dokuen.supervise import reaper
 from dokuen.supervise.intake import Outlet
@@ -75,27 +76,49 @@ class Fifo:
         return cls(path, reader), child_end
 
     @classmethod
-    def reopen(cls, path: Path) -> "Fifo | None":
-        """The reader of a FIFO a dead daemon left (with the line it carried); None when
-        it is gone."""
+    def reopen(cls, path: Path, generation: str | None = None) -> "Fifo | None":
+        """The reader of a FIFO a dead daemon left; None when it is gone. Its carry file
+        goes in front of what the pipe holds only when it is marked with ``generation``
+        (the one this image was handed, ``reexec.carried``)."""
         try:
             fifo = cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError:
             return None
-        with contextlib.suppress(OSError):
-            fifo._tail = fifo.carry_file.read_bytes()
-            fifo.carry_file.unlink()
+        fifo._tail = fifo._consume_carry(generation)
         return fifo
 
-    def save_tail(self) -> None:
-        """Before a re-exec: the line held back goes to the carry file (blocking, small)."""
+    def _consume_carry(self, generation: str | None) -> bytes:
+        """The carry file's line, read once and removed. One of another generation (an
+        attempt whose ``execve`` failed, a dokuend killed during one) is stale: what it
+        held was written by the image that went on, or lost with the one that died."""
+        try:
+            data = self.carry_file.read_bytes()
+        except OSError:
+            return b""
+        finally:
+            with contextlib.suppress(OSError):
+                self.carry_file.unlink()
+        mark, newline, tail = data.partition(b"\n")
+        if generation is not None and newline and mark == generation.encode():
+            return tail
+        log.warning("fifo.carry_stale", path=str(self.carry_file), size=len(data))
+        return b""
+
+    def save_tail(self, generation: str) -> None:
+        """Before a re-exec: the line held back goes to the carry file, marked with the
+        attempt's ``generation`` (blocking, small)."""
         if self._tail:
             try:
                 descriptor = os.open(self.carry_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(descriptor, "wb") as carry:
-                    carry.write(self._tail)
+                    carry.write(generation.encode() + b"\n" + self._tail)
             except OSError as exc:
                 log.warning("fifo.carry_failed", path=str(self.carry_file), error=str(exc))
+
+    def drop_carry(self) -> None:
+        """After a failed ``execve``: this image still holds the line, so the file goes."""
+        with contextlib.suppress(OSError):  # left behind, it is of a spent generation
+            self.carry_file.unlink()
 
     @property
     def held(self) -> bool:
@@ -214,7 +237,7 @@ class AdoptedChild(_OsChild):
         self.record = record
         self._keeper = keeper
         self._pidfd = pidfd
-        self.fifo = Fifo.reopen(Path(record.fifo)) if record.fifo else None
+        self.fifo = Fifo.reopen(Path(record.fifo), reexec.carried()) if record.fifo else None
         if self.fifo is not None:
             keeper.fifos_open.add(self.fifo)
         keeper.spawner.live.add(self.pid)  # ours again after a re-exec: the reaper keeps off
@@ -319,11 +342,19 @@ class Keeper:
             group = Group(cgroups.layout, PurePosixPath(record.cgroup))
         return AdoptedChild(record, self, pidfd, group)
 
-    def freeze(self) -> None:
-        """Stop reading (before a re-exec) and save every line held back for the next image."""
+    def freeze(self, generation: str) -> None:
+        """Stop reading (before a re-exec) and save every line held back for the next image,
+        marked with the attempt's ``generation``."""
         self.frozen = True
         for fifo in self.fifos_open:
-            fifo.save_tail()
+            fifo.save_tail(generation)
+
+    def thaw(self) -> None:
+        """The re-exec failed: remove the carry files (this image still holds their lines,
+        which it hands out itself) and read again."""
+        for fifo in self.fifos_open:
+            fifo.drop_carry()
+        self.frozen = False
 
     def forget(self, record: ProcessRecord) -> None:
         """Drop the record and the FIFO of a process that is gone or was stopped."""
