@@ -1,5 +1,8 @@
-"""reload_master against real processes standing in for an nginx master: the old workers
-are told to quit only once new ones run, and never when the master did not reload."""
+"""reload_master against real processes standing in for an nginx master (a copy of the
+shell named ``nginx``, run with ``-p PREFIX``, its pid in ``PREFIX/nginx.pid``): the old
+workers are told to quit only once new ones run, and never when the master did not reload;
+the master is signalled through a pidfd opened and checked first, so a process that got a
+dead master's pid, or that only looks like our master, is never signalled."""
 
 import os
 import shutil
@@ -24,9 +27,28 @@ RELOADS = f'trap "{WORKER}" HUP; {WORKER} while :; do wait; done'
 IGNORES = f"trap '' HUP; {WORKER} while :; do wait; done"
 
 
+def fake_nginx(directory: Path) -> Path:
+    """A copy of the shell whose executable is named nginx, as a master's is."""
+    binary = directory / "nginx"
+    shutil.copy(Path("/bin/sh").resolve(), binary)
+    return binary
+
+
+def start_fake(
+    prefix: Path, script: str, *flags: str, binary: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """``script`` run as ``nginx -c SCRIPT master [FLAGS] -p PREFIX`` (its command line)."""
+    return subprocess.Popen(
+        ["nginx", "-c", script, "master", *flags, "-p", str(prefix)],
+        executable=binary or fake_nginx(prefix),
+        cwd=prefix,
+        start_new_session=True,
+    )
+
+
 @pytest.fixture
-def master(request: pytest.FixtureRequest) -> Iterator[int]:
-    process = subprocess.Popen(["sh", "-c", request.param], start_new_session=True)
+def master(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]:
+    process = start_fake(tmp_path, f"echo $$ > nginx.pid; {request.param}")
     try:
         wait_until(lambda: len(reaper.children(process.pid)) == 1)
         yield process.pid
@@ -52,9 +74,9 @@ def running(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("master", [RELOADS], indirect=True)
-def test_the_old_workers_quit_once_new_ones_run(master: int) -> None:
+def test_the_old_workers_quit_once_new_ones_run(master: int, tmp_path: Path) -> None:
     (old,) = reaper.children(master)
-    anyio.run(reload_master, master, 5.0, 5.0)
+    assert anyio.run(reload_master, master, tmp_path, 5.0, 5.0)
     assert not running(old)  # SIGQUIT from reload_master: the stand-in has no 100 ms timer
     new = reaper.children(master) - {old}
     assert len(new) == 1
@@ -62,9 +84,9 @@ def test_the_old_workers_quit_once_new_ones_run(master: int) -> None:
 
 
 @pytest.mark.parametrize("master", [IGNORES], indirect=True)
-def test_no_new_workers_leaves_the_old_ones_serving(master: int) -> None:
+def test_no_new_workers_leaves_the_old_ones_serving(master: int, tmp_path: Path) -> None:
     (old,) = reaper.children(master)
-    anyio.run(reload_master, master, 0.3, 5.0)
+    assert anyio.run(reload_master, master, tmp_path, 0.3, 5.0)
     assert running(old)
     assert reaper.children(master) == {old}
 
@@ -87,8 +109,10 @@ trap = (
     "kill -9 $w; wait $w; echo $((w-1)) > /proc/sys/kernel/ns_last_pid; : > hup; "
     "while [ ! -e spawned ]; do :; done; " + worker
 )
-script = f"trap '{trap}' HUP; {worker}; while :; do wait; done"
-master = subprocess.Popen(["sh", "-c", script], cwd=here)
+script = f"echo $$ > nginx.pid; trap '{trap}' HUP; {worker}; while :; do wait; done"
+master = subprocess.Popen(
+    ["nginx", "-c", script, "master", "-p", str(here)], executable=here / "nginx", cwd=here
+)
 while len(reaper.children(master.pid)) != 1:
     time.sleep(0.01)
 (old,) = reaper.children(master.pid)
@@ -103,7 +127,7 @@ async def main() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(take_the_pid)
-        await reload_master(master.pid, 5.0, 0.3)
+        assert await reload_master(master.pid, here, 5.0, 0.3)
 
 anyio.run(main)
 (bystander,) = bystanders
@@ -116,6 +140,7 @@ print("bystander", bystander.poll())
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
 def test_a_pid_reused_after_the_old_worker_exited_is_never_signalled(tmp_path: Path) -> None:
     (tmp_path / "reuse.py").write_text(PID_REUSE)
+    fake_nginx(tmp_path)
     done = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "reuse.py", tmp_path],
         cwd=tmp_path,
@@ -126,3 +151,97 @@ def test_a_pid_reused_after_the_old_worker_exited_is_never_signalled(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "bystander None"  # still running: no SIGQUIT
+
+
+# The master itself dies (kill -9: its pid file stays, naming it) and its pid goes to a
+# process that is not it; the next reload must not send that process SIGHUP (which ends a
+# sleep, or makes another home's nginx reload).
+MASTER_REUSE = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+import anyio
+from dokuen.proxy.master import reload_master
+
+here = Path(sys.argv[1])
+master = subprocess.Popen(
+    ["nginx", "-c", "echo $$ > nginx.pid; while :; do sleep 1; done", "master", "-p", str(here)],
+    executable=here / "nginx", cwd=here,
+)
+while not (here / "nginx.pid").exists():
+    time.sleep(0.01)
+os.kill(master.pid, signal.SIGKILL)
+master.wait()
+Path("/proc/sys/kernel/ns_last_pid").write_text(str(master.pid - 1))
+bystander = subprocess.Popen(["sleep", "1000"])
+assert bystander.pid == master.pid, (bystander.pid, master.pid)
+assert int((here / "nginx.pid").read_text()) == bystander.pid
+print("reloaded", anyio.run(reload_master, master.pid, here, 1.0, 0.3))
+time.sleep(0.2)
+print("bystander", bystander.poll())
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_a_pid_reused_after_the_master_died_is_never_signalled(tmp_path: Path) -> None:
+    (tmp_path / "reuse.py").write_text(MASTER_REUSE)
+    fake_nginx(tmp_path)
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "reuse.py", tmp_path],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-2:] == ["reloaded False", "bystander None"]
+
+
+STANDS_STILL = "echo $$ > nginx.pid; sleep 1000; :"  # SIGHUP would end it
+
+
+@pytest.mark.parametrize(
+    "kind", ["other prefix", "config test", "not in the pid file", "not nginx", "our master"]
+)
+def test_only_the_master_of_the_prefix_named_by_its_pid_file_is_signalled(
+    tmp_path: Path, kind: str
+) -> None:
+    """Each process stands where a reused pid could land; only the true master is told."""
+    prefix, elsewhere = tmp_path / "prefix", tmp_path / "elsewhere"
+    prefix.mkdir()
+    elsewhere.mkdir()
+    binary = fake_nginx(tmp_path)
+    if kind == "other prefix":  # another home's nginx master
+        process = start_fake(elsewhere, STANDS_STILL, binary=binary)
+    elif kind == "config test":  # dokuend's own `nginx -t -p PREFIX`
+        process = start_fake(prefix, STANDS_STILL, "-t", binary=binary)
+    elif kind == "not in the pid file":
+        process = start_fake(prefix, "sleep 1000; :", binary=binary)
+        (prefix / "nginx.pid").write_text("1\n")
+    elif kind == "not nginx":  # an app's process, its command line copied
+        process = subprocess.Popen(
+            ["nginx", "-c", STANDS_STILL, "master", "-p", str(prefix)],
+            executable=Path("/bin/sh").resolve(),
+            cwd=prefix,
+            start_new_session=True,
+        )
+    else:
+        process = start_fake(prefix, STANDS_STILL, binary=binary)
+    try:
+        if kind == "other prefix":
+            wait_until((elsewhere / "nginx.pid").exists)
+            (prefix / "nginx.pid").write_text(f"{process.pid}\n")  # a stale pid file
+        elif kind != "not in the pid file":
+            wait_until((prefix / "nginx.pid").exists)
+        else:
+            wait_until(lambda: bool(reaper.children(process.pid)))
+        reloaded = anyio.run(reload_master, process.pid, prefix, 0.2, 0.2)
+        if kind == "our master":
+            assert reloaded
+            assert process.wait(10) == -signal.SIGHUP
+        else:
+            assert not reloaded
+            assert process.poll() is None
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
