@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dokuen.errors import UnsafeFile
-from dokuen.isolate.paths import chown_tree, read_file, read_optional
+from dokuen.isolate.paths import chown_tree, is_file, read_file, read_optional
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only root changes owners")
 OTHER = 2100009999  # a uid nothing on the machine uses
@@ -229,3 +229,68 @@ def test_chown_tree_never_enters_a_directory_swapped_for_a_link(app: Path, outsi
     for path in [outside, outside / "shadow", outside / "sub", outside / "sub" / "shadow"]:
         assert path.stat().st_uid == 0, path
     assert (app / "config" / "deep" / "file0").stat().st_uid in (OTHER, OTHER + 1)
+
+
+# -- is_file: a bundled bin/detect's [[ -f FILE ]], as root, on an app's tree -----------
+
+
+def test_is_file_says_what_test_f_says_inside_the_tree(app: Path) -> None:
+    (app / "index.html").symlink_to("config/deep/app.json")  # a link to a file of its own
+    (app / "up").symlink_to("config/deep")
+    (app / "config" / "back").symlink_to("../Procfile")  # climbs, and stays inside
+    (app / "chain").symlink_to("index.html")
+    (app / "dangling").symlink_to("config/none")
+    (app / "self").symlink_to(".")
+    assert is_file(app, "Procfile")
+    assert is_file(app, "config/deep/app.json")
+    assert is_file(app, "index.html")
+    assert is_file(app, "up/app.json")
+    assert is_file(app, "config/back")
+    assert is_file(app, "chain")
+    assert is_file(app, "self/Procfile")
+    assert not is_file(app, "dangling")
+    assert not is_file(app, "missing")
+    assert not is_file(app, "config")  # a directory
+    assert not is_file(app, "self")
+    assert not is_file(app, "Procfile/x")  # through a file
+    os.mkfifo(app / "fifo")
+    assert not is_file(app, "fifo")  # and never opened: a FIFO would wait for a writer
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "relative", "shown"),
+    [
+        ("requirements.txt", "{outside}/shadow", "requirements.txt", "requirements.txt"),
+        ("requirements.txt", "../etc/shadow", "requirements.txt", "requirements.txt"),
+        ("config", "{outside}", "config/shadow", "config/ in config/shadow"),
+        ("index.html", "config/../../etc/shadow", "index.html", "index.html"),
+    ],
+    ids=["absolute", "climbing out", "a directory on the way", "climbing out after a turn"],
+)
+def test_a_link_out_of_the_tree_is_refused_alike_whether_its_target_exists(
+    app: Path, outside: Path, name: str, target: str, relative: str, shown: str
+) -> None:
+    """The same line with the secret there and gone: root never looks at the target."""
+    link = app / name
+    if link.is_dir() and not link.is_symlink():
+        for path in sorted(link.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        link.rmdir()
+    text = target.format(outside=outside)
+    link.symlink_to(text)
+    with pytest.raises(UnsafeFile) as present:
+        is_file(app, relative)
+    (outside / "shadow").unlink()
+    (outside / "sub" / "shadow").unlink()
+    with pytest.raises(UnsafeFile) as missing:
+        is_file(app, relative)
+    assert str(present.value) == str(missing.value)
+    assert str(present.value) == f"{shown} is a symbolic link (to {text}); commit the file itself"
+    assert "secret" not in str(present.value)
+
+
+def test_a_loop_of_links_is_refused_in_one_line(app: Path) -> None:
+    (app / "a").symlink_to("b")
+    (app / "b").symlink_to("a")
+    with pytest.raises(UnsafeFile, match=r"^a leads through more than 40 symbolic links; "):
+        is_file(app, "a")
