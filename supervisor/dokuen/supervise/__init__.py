@@ -16,6 +16,7 @@ __all__ = [
     "intake",
     "keeper",
     "lines",
+    "logfile",
     "logmux",
     "ports",
     "process",
