@@ -184,8 +184,8 @@ async def test_a_frozen_keeper_leaves_its_fifos_unread_until_thawed(tmp_path: Pa
         os.write(child_end, b"o\nthree\n")
         await anyio.sleep(0.5)  # longer than a partial line waits: still held, still unread
         assert received.data == b"one\n"
-        keeper.freeze("gen")  # what a re-exec does next: the held line goes to the carry file
-        assert fifo.carry_file.read_bytes() == b"gen\ntw"
+        generation = keeper.freeze()  # a re-exec's next step: the held line is carried
+        assert fifo.carry_file.read_bytes() == generation.encode() + b"\ntw"
         keeper.thaw()  # the re-exec failed: the same image reads on, and keeps the line
         assert not fifo.carry_file.exists()
         await received.until(b"one\ntwo\nthree\n")

@@ -96,13 +96,17 @@ async def test_a_line_cut_by_a_re_exec_is_carried_whole_to_the_next_image(
     assert await fifo.read(100, keeper) == b"one\n"  # whole lines only
     keeper.frozen = True
     await anyio.sleep(0.3)  # longer than the hold-back: still kept, since it is frozen
-    keeper.freeze("gen1")
-    assert fifo.carry_file.read_bytes() == b"gen1\ntw"
+    generation = keeper.freeze()
+    assert fifo.carry_file.read_bytes() == generation.encode() + b"\ntw"
     os.write(child_end, b"o\nthree\n")  # the rest arrives while no daemon reads
     os.close(fifo._reader)
     fifo._reader = -1
-    thawed = Keeper(tmp_path / "run", OsSpawner())
-    again = Fifo.reopen(path, "gen1")
+    thawed = Keeper(tmp_path / "run", OsSpawner())  # the next image, on the same run dir
+    assert thawed.generation.taken() == generation
+    assert not thawed.generation.file.exists()  # read once
+    assert thawed.generation.taken() == generation
+    assert Keeper(tmp_path / "run", OsSpawner()).generation.taken() is None  # and for no one else
+    again = Fifo.reopen(path, generation)
     assert again is not None
     assert not again.carry_file.exists()
     assert await again.read(100, thawed) == b"two\nthree\n"
@@ -138,16 +142,17 @@ async def test_a_failed_re_exec_leaves_no_carry_file_and_the_old_image_keeps_the
     keeper.fifos_open.add(fifo)
     os.write(child_end, b"one\ntw")
     assert await fifo.read(100, keeper) == b"one\n"
-    keeper.freeze("failed")
+    keeper.freeze()
     assert fifo.carry_file.exists()
     keeper.thaw()
     assert not keeper.frozen
     assert not fifo.carry_file.exists()
+    assert Keeper(tmp_path / "run", OsSpawner()).generation.taken() is None
     os.write(child_end, b"o\n")
     assert await fifo.read(100, keeper) == b"two\n"  # from this image, once
     os.close(fifo._reader)
     fifo._reader = -1
-    again = Fifo.reopen(path, "next")  # the next image finds nothing to put in front
+    again = Fifo.reopen(path, "next")  # a next image finds nothing to put in front
     assert again is not None
     assert not again.held
     os.close(child_end)

@@ -6,11 +6,6 @@ Nothing is stopped and nothing is unwound: the task tree is simply replaced.
 
 The new program is tried first (``--version`` of the same command line, which imports the
 daemon): a broken upgrade is reported and the running daemon goes on.
-
-The lines a re-exec carries (keeper.py's carry files) are marked with a generation that
-only the new image is told (``CARRY``, in its environment): a carry file left by an attempt
-whose ``execve`` failed, or by a dokuend killed in the middle of one, is never taken for
-this one's.
 """
 
 import os
@@ -23,27 +18,6 @@ import structlog
 log = structlog.get_logger()
 
 CHECK_TIMEOUT = 60.0
-CARRY = "DOKUEND_CARRY"  # the generation of the carry files the new image is to read
-
-_carried: list[str] = []  # the generation take_carried found, for carried
-
-
-def take_carried() -> None:
-    """First thing at start: the generation an earlier image of this process handed over,
-    taken out of the environment so that no child (and no later image) ever sees it."""
-    if text := os.environ.pop(CARRY, ""):
-        _carried.append(text)
-
-
-def carried() -> str | None:
-    """The generation of the carry files this image was started to read; None after a
-    plain start (a crash, a restart): then no carry file is this image's."""
-    return _carried[-1] if _carried else None
-
-
-def generation() -> str:
-    """A new generation for one attempt at a re-exec."""
-    return os.urandom(8).hex()
 
 
 def command_line() -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from dokuen import __version__, reexec
+from dokuen import __version__
 from dokuen.control import seal_inherited
 from dokuen.daemon import Daemon
 from dokuen.errors import DokuenError, explain, leaf
@@ -217,7 +217,6 @@ def main(argv: list[str] | None = None) -> None:
 def run(home: Path | None, verbose: bool) -> None:
     """Run dokuend, the Dokuen daemon, in the foreground until SIGTERM or SIGINT."""
     seal_inherited()  # a re-exec's control socket: no child may inherit it
-    reexec.take_carried()  # and the generation of the lines it carried
     keep_standard_descriptors()
     configure_logging(verbose)
     try:

@@ -6,6 +6,7 @@ Every module here is public: the other wings build on them.
 """
 
 __all__ = [
+    "carry",
     "clock",
     "ending",
     "envdir",

@@ -88,14 +88,12 @@ class Handover:
         if self._keeper is not None:
             self._keeper.frozen = True
         await anyio.sleep(SETTLE)  # every pump hands the log what it has read
-        generation = reexec.generation()
         if self._keeper is not None:
-            self._keeper.freeze(generation)  # and the lines it holds back wait in carry files
+            self._keeper.freeze()  # and the lines it holds back wait in carry files
         await self._mux.drained()
-        environ = {**environ, reexec.CARRY: generation}
         if self._listener is not None:
             self._listener.set_inheritable(True)
-            environ[INHERITED_FD] = str(self._listener.fileno())
+            environ = {**environ, INHERITED_FD: str(self._listener.fileno())}
         error = reexec.execute(argv, environ)
         if self._listener is not None:
             self._listener.set_inheritable(False)

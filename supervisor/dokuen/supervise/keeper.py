@@ -24,9 +24,8 @@ import anyio
 import psutil
 import structlog
 
-from dokuen import reexec
 from dokuen.isolate.cgroups import Cgroups, Group
-from dokuen.supervise import reaper
+from dokuen.supervise import carry, reaper
 from dokuen.supervise.intake import Outlet
 from dokuen.supervise.record import ProcessRecord, Records, ensure_private, start_time
 from dokuen.supervise.spawn import LoopChild, OsSpawner, PidfdChild, _OsChild
@@ -79,46 +78,18 @@ class Fifo:
     def reopen(cls, path: Path, generation: str | None = None) -> "Fifo | None":
         """The reader of a FIFO a dead daemon left; None when it is gone. Its carry file
         goes in front of what the pipe holds only when it is marked with ``generation``
-        (the one this image was handed, ``reexec.carried``)."""
+        (of the hand-over this image follows: carry.py)."""
         try:
             fifo = cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError:
             return None
-        fifo._tail = fifo._consume_carry(generation)
+        fifo._tail = carry.take(fifo.carry_file, generation)
         return fifo
 
-    def _consume_carry(self, generation: str | None) -> bytes:
-        """The carry file's line, read once and removed. One of another generation (an
-        attempt whose ``execve`` failed, a dokuend killed during one) is stale: what it
-        held was written by the image that went on, or lost with the one that died."""
-        try:
-            data = self.carry_file.read_bytes()
-        except OSError:
-            return b""
-        finally:
-            with contextlib.suppress(OSError):
-                self.carry_file.unlink()
-        mark, newline, tail = data.partition(b"\n")
-        if generation is not None and newline and mark == generation.encode():
-            return tail
-        log.warning("fifo.carry_stale", path=str(self.carry_file), size=len(data))
-        return b""
-
     def save_tail(self, generation: str) -> None:
-        """Before a re-exec: the line held back goes to the carry file, marked with the
-        attempt's ``generation`` (blocking, small)."""
+        """Before a re-exec: the line held back goes to the carry file (carry.py)."""
         if self._tail:
-            try:
-                descriptor = os.open(self.carry_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(descriptor, "wb") as carry:
-                    carry.write(generation.encode() + b"\n" + self._tail)
-            except OSError as exc:
-                log.warning("fifo.carry_failed", path=str(self.carry_file), error=str(exc))
-
-    def drop_carry(self) -> None:
-        """After a failed ``execve``: this image still holds the line, so the file goes."""
-        with contextlib.suppress(OSError):  # left behind, it is of a spent generation
-            self.carry_file.unlink()
+            carry.save(self.carry_file, generation, self._tail)
 
     @property
     def held(self) -> bool:
@@ -237,7 +208,9 @@ class AdoptedChild(_OsChild):
         self.record = record
         self._keeper = keeper
         self._pidfd = pidfd
-        self.fifo = Fifo.reopen(Path(record.fifo), reexec.carried()) if record.fifo else None
+        self.fifo = (
+            Fifo.reopen(Path(record.fifo), keeper.generation.taken()) if record.fifo else None
+        )
         if self.fifo is not None:
             keeper.fifos_open.add(self.fifo)
         keeper.spawner.live.add(self.pid)  # ours again after a re-exec: the reaper keeps off
@@ -281,6 +254,7 @@ class Keeper:
         self.spawner = spawner
         self.frozen = False  # set just before a re-exec: no more reads
         self.fifos_open: set[Fifo] = set()  # whose held-back lines a re-exec saves
+        self.generation = carry.Generation(run)  # of the carry files left for this image
 
     async def spawn(
         self,
@@ -342,18 +316,26 @@ class Keeper:
             group = Group(cgroups.layout, PurePosixPath(record.cgroup))
         return AdoptedChild(record, self, pidfd, group)
 
-    def freeze(self, generation: str) -> None:
+    def freeze(self) -> str:
         """Stop reading (before a re-exec) and save every line held back for the next image,
-        marked with the attempt's ``generation``."""
+        marked with a new generation (returned)."""
         self.frozen = True
+        try:
+            ensure_private(self.run)
+            generation = self.generation.begin()
+        except OSError as exc:  # the lines then stay with this image, or die with it
+            log.warning("fifo.carry_failed", path=str(self.generation.file), error=str(exc))
+            return ""
         for fifo in self.fifos_open:
             fifo.save_tail(generation)
+        return generation
 
     def thaw(self) -> None:
-        """The re-exec failed: remove the carry files (this image still holds their lines,
-        which it hands out itself) and read again."""
+        """The re-exec failed: this image hands out the lines it saved itself, so their
+        generation and carry files go (in that order), and it reads again."""
+        self.generation.end()
         for fifo in self.fifos_open:
-            fifo.drop_carry()
+            carry.drop(fifo.carry_file)
         self.frozen = False
 
     def forget(self, record: ProcessRecord) -> None:
