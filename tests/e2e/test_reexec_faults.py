@@ -153,3 +153,30 @@ def test_a_failed_execve_leaves_no_carry_file_and_a_stale_one_is_never_used(
     ticks = [int(n) for n in re.findall(r"blog\[clock\.1\]: tick (\d+)$", log, re.M)]
     assert_each_once_in_order(ticks, "clock's ticks")
     assert list(fifos.glob("*.carry")) == []  # the carried lines were read once, and removed
+
+
+def test_lines_carried_to_a_new_image_that_dies_at_start_reach_the_next_dokuend(
+    breakable: tuple[Dokuen, Path, Path],
+) -> None:
+    """The new image passes the check but refuses its settings at start and exits (the
+    apps run on, as after a kill -9); the dokuend started next (systemd's restart) takes
+    the carried lines: every piece of drip's held line is in the log once, in order."""
+    daemon, _interpreter, _breaker = breakable
+    assert daemon.process is not None
+    wait_for(lambda: len(pieces(daemon.log())) > 80, "drip's first lines")
+    processes = {row["name"]: row["pid"] for row in daemon.ps("blog")}
+    settings = daemon.home / "dokuend.env"
+    settings.write_text("DOKUEN_NO_SUCH_SETTING=1\n")  # read at start, not by --version
+    daemon.ctl("daemon:reload", "--timeout", "0.5", check=False)  # no new image answers
+    assert daemon.process.wait(30) != 0
+    fifos = daemon.home / "run" / "fifo"
+    assert list(fifos.glob("blog.drip.1.*.carry"))  # the held line, waiting
+    assert (daemon.home / "run" / "carry.generation").exists()
+    settings.unlink()
+    daemon.start()
+    assert {row["name"]: row["pid"] for row in daemon.ps("blog")} == processes  # adopted
+    count = len(pieces(daemon.log()))
+    wait_for(lambda: len(pieces(daemon.log())) > count + 80, "drip's lines after the restart")
+    assert_each_once_in_order(pieces(daemon.log()), "drip's pieces")
+    assert list(fifos.glob("*.carry")) == []
+    assert not (daemon.home / "run" / "carry.generation").exists()
