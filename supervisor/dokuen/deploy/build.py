@@ -89,17 +89,6 @@ class _Pack:
     path: Path
     detected: str = ""  # the name a bundled buildpack's detect gave, decided without it
 
-    def program(self, name: str) -> Path:
-        program = self.path / "bin" / name
-        if not program.is_file():
-            raise BuildError(f"buildpack {self.source.shown}: it has no bin/{name}")
-        if not program.stat().st_mode & stat.S_IXUSR:
-            raise BuildError(
-                f"buildpack {self.source.shown}: bin/{name} is not executable "
-                f"(chmod +x bin/{name} in the buildpack)"
-            )
-        return program
-
 
 class Builder:
     def __init__(self, spawner: OsSpawner) -> None:
@@ -165,21 +154,21 @@ class Builder:
         for pack in packs:
             names.append(pack.detected or await self._detect(pack, job, explicit=True))
             await say(f"-----> {names[-1]} app detected\n")
-            compile_ = [str(pack.program("compile")), str(job.build_dir), str(cache), str(env_dir)]
+            program = await self._program(job, pack, "compile")
+            compile_ = [program, str(job.build_dir), str(cache), str(env_dir)]
             status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
             if status != 0:
                 raise BuildError(
                     f"buildpack {names[-1]} failed to compile the app (its bin/compile exited "
                     f"with {_describe(status)}){_limits_hint(job.limits, status)}"
                 )
-            if (pack.path / "export").is_file():
+            if await self._has(job, pack, "-f", "export"):
                 exports.append(pack.path / "export")
         infos = []
         for pack, name in zip(packs, names, strict=True):
-            if (pack.path / "bin" / "release").exists():
-                status, text = await self._step(
-                    job, [str(pack.program("release")), str(job.build_dir)]
-                )
+            if await self._has(job, pack, "-e", "bin/release"):
+                release = await self._program(job, pack, "release")
+                status, text = await self._step(job, [release, str(job.build_dir)])
                 if status != 0:
                     raise BuildError(f"buildpack {name}: bin/release exited with {status}")
                 infos.append(parse_release(text, f"buildpack {name}: bin/release"))
@@ -207,10 +196,10 @@ class Builder:
         if source.bundled:
             return _Pack(source, job.bundled / source.text)
         if source.local is not None:
-            if not (source.local / "bin").is_dir():
+            if not await self._has(job, _Pack(source, source.local), "-d", "bin"):
                 raise BuildError(
                     f"buildpack {source.text}: no such buildpack directory (it needs a bin/ "
-                    "with detect and compile)"
+                    "with detect and compile, which the build's user can read)"
                 )
             return _Pack(source, source.local)
         url, ref = source.git
@@ -226,7 +215,9 @@ class Builder:
 
     async def _detect(self, pack: _Pack, job: Job, *, explicit: bool) -> str:
         """The name bin/detect prints, or "" when it says no (an error when ``explicit``)."""
-        status, text = await self._step(job, [str(pack.program("detect")), str(job.build_dir)])
+        status, text = await self._step(
+            job, [await self._program(job, pack, "detect"), str(job.build_dir)]
+        )
         if status == 0:
             return text.strip().splitlines()[0][:60] if text.strip() else pack.source.shown
         if explicit:
@@ -235,6 +226,26 @@ class Builder:
                 f"exited with {status}{': ' + text.strip()[-300:] if text.strip() else ''})"
             )
         return ""
+
+    async def _has(self, job: Job, pack: _Pack, test: str, relative: str) -> bool:
+        """``test -f|-d|-e|-x PACK/RELATIVE``, for a buildpack a push names (a directory, a
+        git clone) as the build's user: root would tell the push whether a root-only path
+        exists, through a link or by name. The bundled ones are ours, looked at directly."""
+        path = pack.path / relative
+        if not pack.source.bundled:
+            return (await self._step(job, ["test", test, str(path)]))[0] == 0
+        is_x = path.is_file() and bool(path.stat().st_mode & stat.S_IXUSR)
+        return {"-f": path.is_file(), "-d": path.is_dir(), "-e": path.exists(), "-x": is_x}[test]
+
+    async def _program(self, job: Job, pack: _Pack, name: str) -> str:
+        if not await self._has(job, pack, "-f", f"bin/{name}"):
+            raise BuildError(f"buildpack {pack.source.shown}: it has no bin/{name}")
+        if not await self._has(job, pack, "-x", f"bin/{name}"):
+            raise BuildError(
+                f"buildpack {pack.source.shown}: bin/{name} is not executable "
+                f"(chmod +x bin/{name} in the buildpack)"
+            )
+        return str(pack.path / "bin" / name)
 
     async def _step(
         self,
