@@ -536,3 +536,26 @@ async def test_a_write_cut_short_leaves_no_piece_of_a_line_and_the_gap_is_said_o
         lines[2049],
     ), lines[2049]
     assert mux.lost == 15 * len(f"{stamp} blog[web.1]: 0{'y' * 60}\n")
+
+
+@pytest.mark.anyio
+async def test_a_rotation_whose_new_file_cannot_be_made_renames_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new file is made before anything is renamed: when it cannot be (here a
+    directory is in its way), every older file keeps its name and its lines, the current
+    one goes on, and the failure is said once, not at every batch."""
+    path = tmp_path / "dokuen.log"
+    (tmp_path / "dokuen.log.1").write_bytes(b"older\n")
+    (tmp_path / "dokuen.log.new").mkdir()
+    mux = LogMux(path, max_bytes=100, keep=3, clock=fixed_clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        for n in range(5):  # each batch past the size: a rotation tried each time
+            mux.write("blog", "web.1", [b"line %d" % n + b"x" * 100])
+            await mux.drained()
+        tg.cancel_scope.cancel()
+    assert (tmp_path / "dokuen.log.1").read_bytes() == b"older\n"
+    assert not (tmp_path / "dokuen.log.2").exists()
+    assert path.read_bytes().count(b"\n") == 5
+    assert capsys.readouterr().out.count("log.rotate_failed") == 1
