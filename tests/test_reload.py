@@ -1,5 +1,5 @@
-"""reload_master against real processes standing in for an nginx master (a copy of the
-shell named ``nginx``, run with ``-p PREFIX``, its pid in ``PREFIX/nginx.pid``): the old
+"""reload_master against real processes standing in for an nginx master (a copy of bash
+named ``nginx``, run with ``-p PREFIX``, its pid in ``PREFIX/nginx.pid``): the old
 workers are told to quit only once new ones run, and never when the master did not reload;
 the master is signalled through a pidfd opened and checked first, so a process that got a
 dead master's pid, or that only looks like our master, is never signalled."""
@@ -21,16 +21,23 @@ from dokuen.supervise import reaper
 
 # A worker: a shell's background command ignores SIGQUIT unless told otherwise.
 WORKER = "env --default-signal=QUIT sleep 1000 &"
-# A master that starts a new worker on SIGHUP and reaps whatever exits.
-RELOADS = f'trap "{WORKER}" HUP; {WORKER} while :; do wait; done'
+# Between traps the master waits in `read` on a FIFO nothing writes, 50 ms at a time
+# (TMOUT; no -t, which the checks would take for `nginx -t`): a trapped signal runs within
+# 50 ms even if it came just before the wait began (a shell's `wait` for a child can miss
+# it then and sleep until the child exits: seen under load).
+IDLE = "mkfifo idle; exec 3<>idle; TMOUT=0.05; while :; do read -u 3; done"
+# A master that starts a new worker on SIGHUP.
+RELOADS = f'trap "{WORKER}" HUP; {WORKER} {IDLE}'
 # A master that ignores SIGHUP: its config was never loaded.
-IGNORES = f"trap '' HUP; {WORKER} while :; do wait; done"
+IGNORES = f"trap '' HUP; {WORKER} {IDLE}"
 
 
 def fake_nginx(directory: Path) -> Path:
-    """A copy of the shell whose executable is named nginx, as a master's is."""
+    """A copy of bash whose executable is named nginx, as a master's is."""
     binary = directory / "nginx"
-    shutil.copy(Path("/bin/sh").resolve(), binary)
+    bash = shutil.which("bash")
+    assert bash is not None
+    shutil.copy(Path(bash).resolve(), binary)
     return binary
 
 
@@ -50,11 +57,20 @@ def start_fake(
 def master(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[int]:
     process = start_fake(tmp_path, f"echo $$ > nginx.pid; {request.param}")
     try:
-        wait_until(lambda: len(reaper.children(process.pid)) == 1)
+        # Until the worker is sleep itself: before env has reset SIGQUIT, the background
+        # command ignores it (a loaded machine showed that window).
+        wait_until(lambda: [name(pid) for pid in reaper.children(process.pid)] == ["sleep"])
         yield process.pid
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def name(pid: int) -> str:
+    try:
+        return str(psutil.Process(pid).name())
+    except psutil.NoSuchProcess:
+        return ""
 
 
 def wait_until(predicate: object) -> None:
@@ -167,7 +183,7 @@ master = subprocess.Popen(
     ["nginx", "-c", "echo $$ > nginx.pid; while :; do sleep 1; done", "master", "-p", str(here)],
     executable=here / "nginx", cwd=here,
 )
-while not (here / "nginx.pid").exists():
+while not (here / "nginx.pid").exists() or not (here / "nginx.pid").read_text().strip():
     time.sleep(0.01)
 os.kill(master.pid, signal.SIGKILL)
 master.wait()
@@ -195,6 +211,12 @@ def test_a_pid_reused_after_the_master_died_is_never_signalled(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-2:] == ["reloaded False", "bystander None"]
+
+
+def pid_written(prefix: Path) -> bool:
+    """The stand-in wrote its pid (the file exists a moment before it holds it)."""
+    path = prefix / "nginx.pid"
+    return path.exists() and path.read_text().strip().isdigit()
 
 
 STANDS_STILL = "echo $$ > nginx.pid; sleep 1000; :"  # SIGHUP would end it
@@ -229,10 +251,10 @@ def test_only_the_master_of_the_prefix_named_by_its_pid_file_is_signalled(
         process = start_fake(prefix, STANDS_STILL, binary=binary)
     try:
         if kind == "other prefix":
-            wait_until((elsewhere / "nginx.pid").exists)
+            wait_until(lambda: pid_written(elsewhere))
             (prefix / "nginx.pid").write_text(f"{process.pid}\n")  # a stale pid file
         elif kind != "not in the pid file":
-            wait_until((prefix / "nginx.pid").exists)
+            wait_until(lambda: pid_written(prefix))
         else:
             wait_until(lambda: bool(reaper.children(process.pid)))
         reloaded = anyio.run(reload_master, process.pid, prefix, 0.2, 0.2)
