@@ -17,15 +17,19 @@ from tests.e2e.test_faults import fill
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
 
-# Numbered lines of about 200 bytes, some 2,500 a second (its 1 MiB FIFO, about 5,000
-# lines, would fill in two seconds unread); how far it got goes to a file of the test's own.
+# Numbered lines of about 200 bytes: 20 a second while the file ``slow`` exists (so the
+# log stays far from filling its disk by itself), else some 2,500 a second (its 1 MiB FIFO,
+# about 5,000 lines, would fill in two seconds unread); how far it got goes to ``progress``.
 TALKER = """\
-import sys, time
+import os, sys, time
 n = 0
 pad = "x" * 190
 while True:
     n += 1
     sys.stdout.write(f"n {{n}} {{pad}}\\n")
+    if os.path.exists({slow!r}):
+        sys.stdout.flush()
+        time.sleep(0.05)
     if n % 50 == 0:
         sys.stdout.flush()
         with open({progress!r}, "w") as out:
@@ -63,14 +67,15 @@ def numbers(log: bytes) -> list[int]:
 def test_a_full_log_disk_drops_counted_lines_and_everything_goes_on(
     log_disk: Path, tmp_path: Path
 ) -> None:
-    counter = tmp_path / "progress"
+    counter, slow = tmp_path / "progress", tmp_path / "slow"
+    slow.touch()
     daemon = Dokuen(home=tmp_path / "home", ports=free_port_block())
     daemon.start()
     try:
         app = write_app(
             tmp_path / "src",
             "web: python3 envserver.py\ntalker: python3 talker.py\n",
-            {"talker.py": TALKER.format(progress=str(counter))},
+            {"talker.py": TALKER.format(progress=str(counter), slow=str(slow))},
         )
         daemon.deploy("blog", app)
         rows = wait_for(lambda: daemon.running("blog", 2), "blog's web and talker")
@@ -79,9 +84,11 @@ def test_a_full_log_disk_drops_counted_lines_and_everything_goes_on(
 
         filler = fill(log_disk)
         wait_for(lambda: "log.write_failed" in daemon.daemon_stderr(), "a failed log write")
-        # The talker is read all along: it gets past several FIFOs' worth of lines.
+        # The talker is read all along: fast now, it gets past more than a FIFO's worth.
         start = progress(counter)
+        slow.unlink()
         wait_for(lambda: progress(counter) > start + 8_000, "the talker going on", 30)
+        slow.touch()
         assert get_json(web["port"])["PORT"] == str(web["port"])  # still serving
         assert daemon.ctl("status").returncode == 0
         assert [(r["name"], r["pid"]) for r in daemon.ps("blog")] == [
