@@ -15,6 +15,7 @@ from dokuen.deploy.buildpack import (
     detect_bundled,
     parse_release,
 )
+from dokuen.errors import UnsafeFile
 from dokuen.resources import shipped
 
 CASES = [
@@ -51,12 +52,31 @@ def test_the_table_answers_as_each_bin_detect_does(tmp_path: Path, files: tuple[
 
 def test_a_directory_or_a_dangling_link_is_not_a_marker_file(tmp_path: Path) -> None:
     (tmp_path / "requirements.txt").mkdir()
-    (tmp_path / "package.json").symlink_to(tmp_path / "nowhere")
-    (tmp_path / "Procfile").symlink_to(tmp_path / "real-procfile")
+    (tmp_path / "package.json").symlink_to("nowhere")
+    (tmp_path / "Procfile").symlink_to("real-procfile")
     (tmp_path / "real-procfile").write_text("web: x\n")
     assert detect_bundled("python", tmp_path) == ""
     assert detect_bundled("node", tmp_path) == ""
     assert detect_bundled("procfile", tmp_path) == "Procfile"  # a link followed, as -f does
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["target there", "target missing"])
+def test_a_marker_file_linked_out_of_the_app_is_refused_whether_or_not_it_exists(
+    tmp_path: Path, exists: bool
+) -> None:
+    """dokuend decides as root: following the link would tell a push whether a root-only
+    path exists (the python buildpack detected, or not). The same line either way."""
+    app, secret = tmp_path / "app", tmp_path / "root-only" / "key"
+    app.mkdir()
+    if exists:
+        secret.parent.mkdir(mode=0o700)
+        secret.write_text("x\n")
+    (app / "requirements.txt").symlink_to(secret)
+    with pytest.raises(UnsafeFile) as refused:
+        detect_bundled("python", app)
+    assert str(refused.value) == (
+        f"requirements.txt is a symbolic link (to {secret}); commit the file itself"
+    )
 
 
 def test_every_bundled_buildpack_has_a_row() -> None:

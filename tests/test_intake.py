@@ -184,9 +184,10 @@ async def test_a_frozen_keeper_leaves_its_fifos_unread_until_thawed(tmp_path: Pa
         os.write(child_end, b"o\nthree\n")
         await anyio.sleep(0.5)  # longer than a partial line waits: still held, still unread
         assert received.data == b"one\n"
-        keeper.freeze()  # what a re-exec does next: the held line goes to the carry file
-        assert fifo.carry_file.read_bytes() == b"tw"
-        keeper.frozen = False  # the re-exec failed: the same image reads on
+        generation = keeper.freeze()  # a re-exec's next step: the held line is carried
+        assert fifo.carry_file.read_bytes() == generation.encode() + b"\ntw"
+        keeper.thaw()  # the re-exec failed: the same image reads on, and keeps the line
+        assert not fifo.carry_file.exists()
         await received.until(b"one\ntwo\nthree\n")
         os.close(child_end)
     fifo.close()
@@ -196,10 +197,10 @@ async def test_a_line_carried_across_a_re_exec_is_written_even_if_nothing_follow
     tmp_path: Path,
 ) -> None:
     fifo, child_end = Fifo.make(tmp_path / "out")
-    fifo.carry_file.write_bytes(b"prompt> ")  # what the old image held back at its re-exec
+    fifo.carry_file.write_bytes(b"gen\nprompt> ")  # what the old image held back at its re-exec
     fifo._reader, reader = -1, fifo._reader
     os.close(reader)
-    again = Fifo.reopen(tmp_path / "out")  # the new image
+    again = Fifo.reopen(tmp_path / "out", "gen")  # the new image, handed that generation
     assert again is not None
     outlet = again.outlet(Keeper(tmp_path / "run", OsSpawner()))
     assert outlet is not None

@@ -96,13 +96,17 @@ async def test_a_line_cut_by_a_re_exec_is_carried_whole_to_the_next_image(
     assert await fifo.read(100, keeper) == b"one\n"  # whole lines only
     keeper.frozen = True
     await anyio.sleep(0.3)  # longer than the hold-back: still kept, since it is frozen
-    keeper.freeze()
-    assert fifo.carry_file.read_bytes() == b"tw"
+    generation = keeper.freeze()
+    assert fifo.carry_file.read_bytes() == generation.encode() + b"\ntw"
     os.write(child_end, b"o\nthree\n")  # the rest arrives while no daemon reads
     os.close(fifo._reader)
     fifo._reader = -1
-    thawed = Keeper(tmp_path / "run", OsSpawner())
-    again = Fifo.reopen(path)
+    thawed = Keeper(tmp_path / "run", OsSpawner())  # the next image, on the same run dir
+    assert thawed.generation.taken() == generation
+    assert not thawed.generation.file.exists()  # read once
+    assert thawed.generation.taken() == generation
+    assert Keeper(tmp_path / "run", OsSpawner()).generation.taken() is None  # and for no one else
+    again = Fifo.reopen(path, generation)
     assert again is not None
     assert not again.carry_file.exists()
     assert await again.read(100, thawed) == b"two\nthree\n"
@@ -124,4 +128,66 @@ def test_take_hands_out_whole_lines_and_holds_the_rest(tmp_path: Path) -> None:
     assert not fifo.held
     assert fifo.take(b"x" * 100, 100) == b"x" * 100  # a full read with no newline goes on
     assert not fifo.held
+    fifo.close()
+
+
+async def test_a_failed_re_exec_leaves_no_carry_file_and_the_old_image_keeps_the_line(
+    tmp_path: Path,
+) -> None:
+    """The execve failed: the image that goes on still holds the line and hands it out
+    itself; its carry file is gone, so no later image puts it in front a second time."""
+    keeper = Keeper(tmp_path / "run", OsSpawner())
+    path = tmp_path / "out"
+    fifo, child_end = Fifo.make(path)
+    keeper.fifos_open.add(fifo)
+    os.write(child_end, b"one\ntw")
+    assert await fifo.read(100, keeper) == b"one\n"
+    keeper.freeze()
+    assert fifo.carry_file.exists()
+    keeper.thaw()
+    assert not keeper.frozen
+    assert not fifo.carry_file.exists()
+    assert Keeper(tmp_path / "run", OsSpawner()).generation.taken() is None
+    os.write(child_end, b"o\n")
+    assert await fifo.read(100, keeper) == b"two\n"  # from this image, once
+    os.close(fifo._reader)
+    fifo._reader = -1
+    again = Fifo.reopen(path, "next")  # a next image finds nothing to put in front
+    assert again is not None
+    assert not again.held
+    os.close(child_end)
+    again.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"old\nstale line", b"stale line without a mark", b"", b"new"],
+    ids=["other generation", "no mark", "empty", "mark without its newline"],
+)
+def test_a_carry_file_of_another_generation_is_dropped_not_put_in_front(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A carry file that is not this image's (a dokuend killed during a re-exec, an
+    attempt that failed) is removed and its line not handed out again."""
+    path = tmp_path / "out"
+    fifo, child_end = Fifo.make(path)
+    fifo.carry_file.write_bytes(content)
+    again = Fifo.reopen(path, "new")
+    assert again is not None
+    assert not again.held
+    assert not again.carry_file.exists()
+    fifo.carry_file.write_bytes(b"new\nkept")  # this image's: put in front, once
+    third = Fifo.reopen(path, "new")
+    assert third is not None
+    assert third.release() == b"kept"
+    assert not third.carry_file.exists()
+    fifo.carry_file.write_bytes(b"new\nkept")
+    plain = Fifo.reopen(path, None)  # a plain start (after a crash) takes no carry file
+    assert plain is not None
+    assert not plain.held
+    assert not fifo.carry_file.exists()
+    for reader in (fifo, again, third, plain):
+        os.close(reader._reader)
+        reader._reader = -1
+    os.close(child_end)
     fifo.close()

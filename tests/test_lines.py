@@ -18,7 +18,7 @@ from dokuen.supervise.lines import (
     render_parts,
     timestamp,
 )
-from dokuen.supervise.logmux import IOV_MAX, WRITE_SIZE, _write_all, cut_batch
+from dokuen.supervise.logfile import IOV_MAX, WRITE_SIZE, cut_batch, write_all
 
 SMALL = 16
 
@@ -127,7 +127,7 @@ def test_write_all_writes_every_part_in_order(tmp_path: Path) -> None:
     assert sum(map(len, parts)) > WRITE_SIZE
     fd = os.open(tmp_path / "log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        _write_all(fd, parts)
+        write_all(fd, parts)
     finally:
         os.close(fd)
     assert (tmp_path / "log").read_bytes() == b"".join(parts)

@@ -2,6 +2,9 @@
 (LogMux) against a real file: batching, rotation, followers."""
 
 import os
+import re
+import resource
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -488,3 +491,71 @@ async def test_a_log_that_cannot_be_written_loses_lines_not_the_daemon() -> None
         assert batch.endswith(b" blog[web.1]: still flowing\n")
         assert mux.lost == len(batch)
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_write_cut_short_leaves_no_piece_of_a_line_and_the_gap_is_said_once(
+    tmp_path: Path,
+) -> None:
+    """A write the file system takes only part of (here RLIMIT_FSIZE: the writev stops at
+    the limit, then EFBIG) is cut back to the last whole batch; the lines are counted while
+    writes fail, and said in one line once a write works again."""
+    path = tmp_path / "dokuen.log"
+    mux = LogMux(path, max_bytes=1 << 30, keep=1, clock=fixed_clock)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the limit kills us
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(mux.run)
+            # 2 MiB first: the limit must stay above whatever else this process writes
+            # meanwhile (pytest's capture of the error this logs).
+            mux.write("blog", "web.1", [b"first" + b"x" * 1000] * 2048)
+            await mux.drained()
+            first = path.read_bytes()
+            resource.setrlimit(resource.RLIMIT_FSIZE, (len(first) + 100, hard))
+            for n in range(3):  # three batches, each failing: the first one part-way
+                mux.write("blog", "web.1", [b"%d" % n + b"y" * 60 for _ in range(5)])
+                await mux.drained()
+            assert path.read_bytes() == first
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            mux.write("blog", "web.1", [b"after"])
+            await mux.drained()
+            await mux.drained()  # and the line about the gap, queued once "after" was in
+            tg.cancel_scope.cancel()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, ignored)
+    lines = path.read_bytes().decode().splitlines()
+    stamp = stamp_of(fixed_clock())
+    assert lines[:2048] == [f"{stamp} blog[web.1]: first{'x' * 1000}"] * 2048
+    assert lines[2048] == f"{stamp} blog[web.1]: after"
+    assert len(lines) == 2050
+    assert re.fullmatch(
+        rf"{re.escape(stamp)} dokuen\[dokuen\]: 15 lines \(1\.\d KiB\) could not be written "
+        rf"to this log from {re.escape(stamp)} to {re.escape(stamp)}: File too large",
+        lines[2049],
+    ), lines[2049]
+    assert mux.lost == 15 * len(f"{stamp} blog[web.1]: 0{'y' * 60}\n")
+
+
+@pytest.mark.anyio
+async def test_a_rotation_whose_new_file_cannot_be_made_renames_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new file is made before anything is renamed: when it cannot be (here a
+    directory is in its way), every older file keeps its name and its lines, the current
+    one goes on, and the failure is said once, not at every batch."""
+    path = tmp_path / "dokuen.log"
+    (tmp_path / "dokuen.log.1").write_bytes(b"older\n")
+    (tmp_path / "dokuen.log.new").mkdir()
+    mux = LogMux(path, max_bytes=100, keep=3, clock=fixed_clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        for n in range(5):  # each batch past the size: a rotation tried each time
+            mux.write("blog", "web.1", [b"line %d" % n + b"x" * 100])
+            await mux.drained()
+        tg.cancel_scope.cancel()
+    assert (tmp_path / "dokuen.log.1").read_bytes() == b"older\n"
+    assert not (tmp_path / "dokuen.log.2").exists()
+    assert path.read_bytes().count(b"\n") == 5
+    assert capsys.readouterr().out.count("log.rotate_failed") == 1

@@ -4,10 +4,8 @@ being followed, also while the tree is changed under the walk."""
 
 import contextlib
 import os
-import shutil
 import socket
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dokuen.errors import UnsafeFile
-from dokuen.isolate.paths import chown_tree, reaches, read_file, read_optional
+from dokuen.isolate.paths import chown_tree, is_file, read_file, read_optional
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only root changes owners")
 OTHER = 2100009999  # a uid nothing on the machine uses
@@ -233,31 +231,66 @@ def test_chown_tree_never_enters_a_directory_swapped_for_a_link(app: Path, outsi
     assert (app / "config" / "deep" / "file0").stat().st_uid in (OTHER, OTHER + 1)
 
 
-def test_reaches_answers_the_same_behind_a_directory_the_uid_cannot_pass() -> None:
-    """``reaches`` looks from the top down and stops where the uid would: behind a private
-    directory, what exists and what does not get the same answer, and so does a link into
-    it from a directory the uid may pass."""
-    nobody = 65534
-    top = Path(tempfile.mkdtemp(prefix="dokuen-reaches-"))  # pytest's are private
-    try:
-        _check_reaches(top, nobody)
-    finally:
-        shutil.rmtree(top)
+# -- is_file: a bundled bin/detect's [[ -f FILE ]], as root, on an app's tree -----------
 
 
-def _check_reaches(tmp_path: Path, nobody: int) -> None:
-    tmp_path.chmod(0o755)
-    private = tmp_path / "private"
-    (private / "there" / "bin").mkdir(parents=True)
-    private.chmod(0o700)
-    open_ = tmp_path / "open"
-    (open_ / "bin").mkdir(parents=True)
-    (open_ / "into").symlink_to(private / "there")
-    assert reaches(private / "there" / "bin", None)  # root (no uid) sees it
-    assert not reaches(private / "nothing" / "bin", None)
-    for path in (private / "there" / "bin", private / "nothing" / "bin"):
-        assert not reaches(path, nobody)
-    assert not reaches(private / "there" / "x" / ".." / "bin", nobody)
-    assert not reaches(open_ / "into" / "bin", nobody)  # the link's own directory is open
-    assert reaches(open_ / "bin", nobody)
-    assert not reaches(open_ / "into", nobody)
+def test_is_file_says_what_test_f_says_inside_the_tree(app: Path) -> None:
+    (app / "index.html").symlink_to("config/deep/app.json")  # a link to a file of its own
+    (app / "up").symlink_to("config/deep")
+    (app / "config" / "back").symlink_to("../Procfile")  # climbs, and stays inside
+    (app / "chain").symlink_to("index.html")
+    (app / "dangling").symlink_to("config/none")
+    (app / "self").symlink_to(".")
+    assert is_file(app, "Procfile")
+    assert is_file(app, "config/deep/app.json")
+    assert is_file(app, "index.html")
+    assert is_file(app, "up/app.json")
+    assert is_file(app, "config/back")
+    assert is_file(app, "chain")
+    assert is_file(app, "self/Procfile")
+    assert not is_file(app, "dangling")
+    assert not is_file(app, "missing")
+    assert not is_file(app, "config")  # a directory
+    assert not is_file(app, "self")
+    assert not is_file(app, "Procfile/x")  # through a file
+    os.mkfifo(app / "fifo")
+    assert not is_file(app, "fifo")  # and never opened: a FIFO would wait for a writer
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "relative", "shown"),
+    [
+        ("requirements.txt", "{outside}/shadow", "requirements.txt", "requirements.txt"),
+        ("requirements.txt", "../etc/shadow", "requirements.txt", "requirements.txt"),
+        ("config", "{outside}", "config/shadow", "config/ in config/shadow"),
+        ("index.html", "config/../../etc/shadow", "index.html", "index.html"),
+    ],
+    ids=["absolute", "climbing out", "a directory on the way", "climbing out after a turn"],
+)
+def test_a_link_out_of_the_tree_is_refused_alike_whether_its_target_exists(
+    app: Path, outside: Path, name: str, target: str, relative: str, shown: str
+) -> None:
+    """The same line with the secret there and gone: root never looks at the target."""
+    link = app / name
+    if link.is_dir() and not link.is_symlink():
+        for path in sorted(link.rglob("*"), reverse=True):
+            path.rmdir() if path.is_dir() else path.unlink()
+        link.rmdir()
+    text = target.format(outside=outside)
+    link.symlink_to(text)
+    with pytest.raises(UnsafeFile) as present:
+        is_file(app, relative)
+    (outside / "shadow").unlink()
+    (outside / "sub" / "shadow").unlink()
+    with pytest.raises(UnsafeFile) as missing:
+        is_file(app, relative)
+    assert str(present.value) == str(missing.value)
+    assert str(present.value) == f"{shown} is a symbolic link (to {text}); commit the file itself"
+    assert "secret" not in str(present.value)
+
+
+def test_a_loop_of_links_is_refused_in_one_line(app: Path) -> None:
+    (app / "a").symlink_to("b")
+    (app / "b").symlink_to("a")
+    with pytest.raises(UnsafeFile, match=r"^a leads through more than 40 symbolic links; "):
+        is_file(app, "a")

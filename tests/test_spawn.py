@@ -9,7 +9,7 @@ import anyio
 import psutil
 import pytest
 
-from dokuen.supervise.spawn import HAVE_PIDFD, OsSpawner, exec_form
+from dokuen.supervise.spawn import HAVE_PIDFD, OsSpawner, exec_form, with_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -176,3 +176,29 @@ async def test_a_spawn_cancelled_on_its_way_still_hands_back_its_child(tmp_path:
         assert await child.wait() == -signal.SIGKILL
     await child.aclose()
     assert spawner.live == set()
+
+
+def test_a_profile_linked_out_of_the_release_is_not_followed_by_dokuend(tmp_path: Path) -> None:
+    """Whether the command is wrapped must not tell the app what a root-only path holds:
+    dokuend looks at the names only; the shell, as the app's user, does the sourcing."""
+    release, hidden = tmp_path / "release", tmp_path / "root-only"
+    release.mkdir()
+    commands = []
+    for exists in (True, False):
+        if exists:
+            hidden.mkdir(mode=0o700)
+            (hidden / "x.sh").write_text("echo secret\n")
+            (hidden / "profile").write_text("echo secret\n")
+        (release / ".profile.d").symlink_to(hidden)
+        commands.append(with_profile("./web", release))
+        (release / ".profile.d").unlink()
+        (release / ".profile").symlink_to(hidden / "profile")
+        commands.append(with_profile("./web", release))
+        (release / ".profile").unlink()
+        if exists:
+            for path in hidden.iterdir():
+                path.unlink()
+            hidden.rmdir()
+    assert len(set(commands)) == 1, commands
+    assert commands[0] != with_profile("./web", release) == "exec ./web"
+    assert commands[0].endswith("exec ./web")

@@ -365,6 +365,7 @@ class Daemon:
             "pid": os.getpid(),
             "uptime": round(time.time() - self.started, 1),
             "started": self.started,
+            "reexec": self.handover.status(),
             "home": str(self.settings.home),
             "apps": len(summaries),
             "processes": sum(s["processes"] for s in summaries),

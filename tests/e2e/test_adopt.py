@@ -193,6 +193,13 @@ def test_a_killed_dokuend_is_replaced_by_one_that_adopts_everything(
         lambda: (p := pids(daemon).get("clock.1")) and p != after["clock.1"] and p,
         "clock.1 restarted after its exit",
     )
+    # The adopted master passes the checks before its SIGHUP (pidfd, command line, pid
+    # file): a new domain reaches it.
+    reloads = daemon.log().count("nginx[dokuen]: reloaded")
+    daemon.ctl("domains:add", "blog", "blog.example.test")
+    wait_for(lambda: answers(port, "blog.example.test"), "the new domain through nginx")
+    assert daemon.log().count("nginx[dokuen]: reloaded") > reloads
+    assert nginx_pid(daemon) == master
     assert daemon.terminate() == 0
     assert not psutil.pid_exists(before["web.1"]) or (
         psutil.Process(before["web.1"]).status() == psutil.STATUS_ZOMBIE

@@ -468,7 +468,7 @@ def test_a_buildpack_path_tells_nothing_of_another_apps_private_directories(
             assert result.returncode == 1
             answers.append(result.stderr.replace(name, "DIR"))
         assert answers[0] == answers[1], answers
-        assert "no such buildpack directory, or builds (uid " in answers[0], answers[0]
+        assert "no such buildpack directory (it needs a bin/" in answers[0], answers[0]
 
         # A buildpack the build clones is the build's: its files may be links anywhere.
         # Root used to look through `export` to decide whether to source it (and the build

@@ -97,6 +97,38 @@ def test_a_build_that_turns_a_file_into_a_link_is_refused(
     assert_nothing_of_shadow(everything_shown(dokuen, result))
 
 
+def test_a_marker_file_linked_out_of_the_app_tells_a_push_nothing_of_its_target(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    """Choosing a bundled buildpack (as root, as data) looks at requirements.txt,
+    package.json, index.html and the Procfile: one that links out of the app is refused in
+    one line naming it and the fix, the same line whether the target exists or not (before,
+    an existing target picked the buildpack and a missing one did not)."""
+    dokuen.deploy("blog", write_app(tmp_path / "good", WEB))
+    (serving,) = wait_for(lambda: dokuen.running("blog", 1), "v1 serving")
+    hidden = tmp_path / "root-only"
+    hidden.mkdir(mode=0o700)
+    for name in ("requirements.txt", "package.json", "index.html", "Procfile"):
+        bad = write_app(tmp_path / f"bad-{name}", WEB)
+        (bad / name).unlink(missing_ok=True)
+        (bad / name).symlink_to(hidden / name)
+        said = []
+        for exists in (True, False):
+            if exists:
+                (hidden / name).write_text("web: cat /etc/shadow\n")
+            else:
+                (hidden / name).unlink()
+            result = dokuen.ctl("deploy", "blog", str(bad), check=False)
+            assert result.returncode == 1, result.stdout + result.stderr
+            said.append(result.stderr)
+        assert said[0] == said[1], (name, said)
+        assert said[0] == (
+            f"error: {name} is a symbolic link (to {hidden / name}); commit the file itself\n"
+        )
+    assert releases(dokuen, "blog") == ["v1"]
+    assert [row["pid"] for row in dokuen.running("blog", 1) or []] == [serving["pid"]]
+
+
 # -- the port is the app's -------------------------------------------------------------
 
 SQUATTER = """

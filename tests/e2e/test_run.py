@@ -277,6 +277,26 @@ def test_a_detached_run_that_ends_leaves_ps_and_is_not_restarted(blog: Dokuen) -
     wait_for(lambda: "blog[dokuen]: run.1 exited with code 2" in blog.log(), "the run to end")
     wait_for(lambda: [r["name"] for r in blog.ps("blog")] == ["web.1"], "run.1 to leave ps")
     assert blog.log().count("run.1 started") == 1
+    # Its output is read by the intake as a Procfile process's is: a line written in two
+    # pieces is one line, one over 64 KiB is cut into pieces that say so, and what is left
+    # without a newline at the end is written too.
+    blog.ctl(
+        "run:detached",
+        "blog",
+        "printf 'one '; sleep 0.05; echo half; head -c 70000 /dev/zero | tr '\\0' y; echo;"
+        " printf 'no newline'",
+    )
+    wait_for(lambda: "blog[dokuen]: run.2 exited with code 0" in blog.log(), "run.2 to end")
+    said = [
+        line.split("blog[run.2]: ", 1)[1] for line in blog.log().splitlines() if "[run.2]: " in line
+    ]
+    assert said[0] == "one half"
+    assert said[1].startswith("yyy")
+    assert said[1].endswith(" [line continues]")
+    assert said[2].startswith("[continued] yyy")
+    assert said[1:3] == [s for s in said if "y" * 100 in s]
+    assert len(said[1]) + len(said[2]) - len(" [line continues]") - len("[continued] ") == 70000
+    assert said[3:] == ["no newline"]
     bad = blog.ctl("run:detached", "nope", "true", check=False)
     assert bad.returncode == 1
     assert "no app named 'nope'" in bad.stderr

@@ -487,3 +487,43 @@ def image_refuses_a_file_the_app_may_not_read(daemon: Dokuen, top: Path) -> None
     assert refused.stderr.startswith("error: app/stolen: the app's user may not read it"), refused
     assert "Traceback" not in refused.stderr
     assert not (top / "no.tar").exists()
+
+
+def test_a_push_learns_nothing_of_root_only_paths_through_its_buildpacks(
+    isolated: Dokuen, open_top: Path
+) -> None:
+    """A push names its buildpacks (``.buildpacks``): a directory, or a git repository whose
+    bin/compile links anywhere. Root does not look at them, the build's user does: a
+    root-only path gives the same line whether it exists or not (root answered before)."""
+    hidden = open_top / "root-only"
+    hidden.mkdir(mode=0o700)
+    source = write_app(open_top / "src", WEB)
+    linked = buildpack(open_top / "linked", "true\n")
+    (linked / "bin" / "compile").unlink()
+    (linked / "bin" / "compile").symlink_to(hidden / "compile")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(linked)]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "pack"]):
+        subprocess.run([*git, *command], check=True)
+    isolated.ctl("apps:create", "blog")
+    builder = identity(isolated, "blog")["build_uid"]  # git clones only a repo it owns
+    for path in [linked, *linked.rglob("*")]:
+        os.lchown(path, builder, builder)
+    for named, expected in (
+        (hidden / "pack", f"buildpack {hidden / 'pack'}: no such buildpack directory"),
+        (f"file://{linked}", f"buildpack file://{linked}: it has no bin/compile"),
+    ):
+        said = []
+        for exists in (True, False):
+            if exists:
+                buildpack(hidden / "pack", "true\n")
+                (hidden / "compile").write_text("#!/bin/sh\n")  # not executable
+            else:
+                shutil.rmtree(hidden / "pack")
+                (hidden / "compile").unlink()
+            (source / ".buildpacks").write_text(f"{named}\n")
+            result = isolated.ctl("deploy", "blog", str(source), check=False)
+            assert result.returncode == 1, result.stdout
+            said.append(result.stderr)
+        assert said[0] == said[1], said
+        assert expected in said[0], said[0]
+    assert not (isolated.home / "apps" / "blog" / "releases" / "v1.json").exists()

@@ -146,10 +146,14 @@ def daemon_reload(client: Client, timeout: float) -> None:
             info = client.call("status")
         except DokuenError:  # between the two images the socket is briefly gone
             continue
-        if info.get("started") != old["started"]:
-            took = time.monotonic() - began
-            client.echo(f"dokuend {info['version']} re-executed (pid {info['pid']}) in {took:.1f}s")
-            return
+        if info.get("started") == old["started"]:
+            tried = info.get("reexec") or {}
+            if tried.get("attempts") == old.get("attempt") and tried.get("error"):
+                raise DokuenError(tried["error"])  # the same image goes on: no new one comes
+            continue
+        took = time.monotonic() - began
+        client.echo(f"dokuend {info['version']} re-executed (pid {info['pid']}) in {took:.1f}s")
+        return
     raise DokuenError(
         f"dokuend did not answer within {timeout:g}s of its re-exec (see its log: "
         "journalctl -u dokuend)"

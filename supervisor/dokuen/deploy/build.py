@@ -38,7 +38,7 @@ from dokuen.deploy.buildpack import (
     parse_source,
 )
 from dokuen.isolate.cgroups import Group
-from dokuen.isolate.paths import chown_tree, passes, reaches, read_optional
+from dokuen.isolate.paths import chown_tree, read_optional
 from dokuen.supervise import reaper
 from dokuen.supervise.envdir import write_envdir
 from dokuen.supervise.spawn import OsSpawner
@@ -88,24 +88,6 @@ class _Pack:
     source: Source
     path: Path
     detected: str = ""  # the name a bundled buildpack's detect gave, decided without it
-
-    def has(self, relative: str, uid: int | None) -> bool:
-        """Whether the pack holds the regular file ``relative`` where the build's uid can
-        reach it (root's look stops where the build's would: the pack is the build's)."""
-        path = self.path / relative
-        real = Path(os.path.realpath(path))
-        return reaches(path.parent, uid) and reaches(real.parent, uid) and path.is_file()
-
-    def program(self, name: str, uid: int | None) -> Path:
-        program = self.path / "bin" / name
-        if not self.has(f"bin/{name}", uid):
-            raise BuildError(f"buildpack {self.source.shown}: it has no bin/{name}")
-        if not program.stat().st_mode & stat.S_IXUSR:
-            raise BuildError(
-                f"buildpack {self.source.shown}: bin/{name} is not executable "
-                f"(chmod +x bin/{name} in the buildpack)"
-            )
-        return program
 
 
 class Builder:
@@ -168,30 +150,25 @@ class Builder:
         packs = await self._choose(job, say)
         names = []
         exports: list[Path] = []
-        env_dir, cache, uid = job.workspace / "env", job.cache_dir, job.limits.user
+        env_dir, cache = job.workspace / "env", job.cache_dir
         for pack in packs:
             names.append(pack.detected or await self._detect(pack, job, explicit=True))
             await say(f"-----> {names[-1]} app detected\n")
-            compile_ = [
-                str(pack.program("compile", uid)),
-                str(job.build_dir),
-                str(cache),
-                str(env_dir),
-            ]
+            program = await self._program(job, pack, "compile")
+            compile_ = [program, str(job.build_dir), str(cache), str(env_dir)]
             status, _ = await self._step(job, [*_sourcing(exports), *compile_], say)
             if status != 0:
                 raise BuildError(
                     f"buildpack {names[-1]} failed to compile the app (its bin/compile exited "
                     f"with {_describe(status)}){_limits_hint(job.limits, status)}"
                 )
-            if pack.has("export", uid):
+            if await self._has(job, pack, "-f", "export"):
                 exports.append(pack.path / "export")
         infos = []
         for pack, name in zip(packs, names, strict=True):
-            if pack.has("bin/release", uid):
-                status, text = await self._step(
-                    job, [str(pack.program("release", uid)), str(job.build_dir)]
-                )
+            if await self._has(job, pack, "-e", "bin/release"):
+                release = await self._program(job, pack, "release")
+                status, text = await self._step(job, [release, str(job.build_dir)])
                 if status != 0:
                     raise BuildError(f"buildpack {name}: bin/release exited with {status}")
                 infos.append(parse_release(text, f"buildpack {name}: bin/release"))
@@ -219,11 +196,10 @@ class Builder:
         if source.bundled:
             return _Pack(source, job.bundled / source.text)
         if source.local is not None:
-            if not reaches(source.local / "bin", uid := job.limits.user):
-                who = f", or builds (uid {uid}) cannot reach it" if uid is not None else ""
+            if not await self._has(job, _Pack(source, source.local), "-d", "bin"):
                 raise BuildError(
-                    f"buildpack {source.text}: no such buildpack directory{who} (it needs a "
-                    "bin/ with detect and compile)"
+                    f"buildpack {source.text}: no such buildpack directory (it needs a bin/ "
+                    "with detect and compile, which the build's user can read)"
                 )
             return _Pack(source, source.local)
         url, ref = source.git
@@ -240,7 +216,7 @@ class Builder:
     async def _detect(self, pack: _Pack, job: Job, *, explicit: bool) -> str:
         """The name bin/detect prints, or "" when it says no (an error when ``explicit``)."""
         status, text = await self._step(
-            job, [str(pack.program("detect", job.limits.user)), str(job.build_dir)]
+            job, [await self._program(job, pack, "detect"), str(job.build_dir)]
         )
         if status == 0:
             return text.strip().splitlines()[0][:60] if text.strip() else pack.source.shown
@@ -250,6 +226,26 @@ class Builder:
                 f"exited with {status}{': ' + text.strip()[-300:] if text.strip() else ''})"
             )
         return ""
+
+    async def _has(self, job: Job, pack: _Pack, test: str, relative: str) -> bool:
+        """``test -f|-d|-e|-x PACK/RELATIVE``, for a buildpack a push names (a directory, a
+        git clone) as the build's user: root would tell the push whether a root-only path
+        exists, through a link or by name. The bundled ones are ours, looked at directly."""
+        path = pack.path / relative
+        if not pack.source.bundled:
+            return (await self._step(job, ["test", test, str(path)]))[0] == 0
+        is_x = path.is_file() and bool(path.stat().st_mode & stat.S_IXUSR)
+        return {"-f": path.is_file(), "-d": path.is_dir(), "-e": path.exists(), "-x": is_x}[test]
+
+    async def _program(self, job: Job, pack: _Pack, name: str) -> str:
+        if not await self._has(job, pack, "-f", f"bin/{name}"):
+            raise BuildError(f"buildpack {pack.source.shown}: it has no bin/{name}")
+        if not await self._has(job, pack, "-x", f"bin/{name}"):
+            raise BuildError(
+                f"buildpack {pack.source.shown}: bin/{name} is not executable "
+                f"(chmod +x bin/{name} in the buildpack)"
+            )
+        return str(pack.path / "bin" / name)
 
     async def _step(
         self,
@@ -385,7 +381,13 @@ def _check_reachable(path: Path, uid: int) -> None:
     through a parent of ``path``."""
     for parent in reversed(path.parents):
         info = parent.stat()
-        if not passes(info, uid):
+        if info.st_uid == uid:
+            allowed = info.st_mode & stat.S_IXUSR
+        elif info.st_gid == uid:
+            allowed = info.st_mode & stat.S_IXGRP
+        else:
+            allowed = info.st_mode & stat.S_IXOTH
+        if not allowed:
             raise BuildError(
                 f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
                 f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"

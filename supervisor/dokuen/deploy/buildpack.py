@@ -1,6 +1,6 @@
 """The Heroku buildpack API, as data: which buildpacks a build uses, what their ``bin/release``
-says, and the environment a build runs in. No I/O except reading the files it is given;
-build.py runs the buildpacks.
+says, and the environment a build runs in. No I/O except reading the files it is given
+(without following links out of the app: isolate/paths.py); build.py runs the buildpacks.
 """
 
 import re
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dokuen.errors import DokuenError, InvalidName
+from dokuen.isolate.paths import is_file
 from dokuen.names import check_config_key
 
 # Tried in this order when the app names no buildpack: the first whose bin/detect says yes.
@@ -168,10 +169,16 @@ def merge_release(infos: list[ReleaseInfo]) -> ReleaseInfo:
 
 def detect_bundled(name: str, build_dir: Path) -> str:
     """What bundled buildpack ``name``'s bin/detect would print for ``build_dir`` ("" for
-    no), as its ``[[ -f FILE ]]`` tests decide: regular files, links followed."""
+    no), as its ``[[ -f FILE ]]`` tests decide: regular files, links followed while they
+    stay in the app (dokuend runs this as root, the script would run as the build uid).
+
+    Raises:
+        UnsafeFile: one of those files is a link out of the app (the same line whether
+            or not its target exists: a push learns nothing of root's files).
+    """
     shown, any_of, none_of = BUNDLED_DETECT[name]
-    if any((build_dir / f).is_file() for f in any_of) and not any(
-        (build_dir / f).is_file() for f in none_of
+    if any(is_file(build_dir, f) for f in any_of) and not any(
+        is_file(build_dir, f) for f in none_of
     ):
         return shown
     return ""

@@ -33,6 +33,7 @@ _KINDS = {
     stat.S_IFBLK: "a block device",
 }
 _FIX = "commit the file itself"  # for a link
+MAX_LINKS = 40  # as the kernel's own limit on links in one path (ELOOP)
 
 
 def read_file(root: Path, relative: str, limit: int) -> bytes:
@@ -63,6 +64,67 @@ def read_optional(root: Path, relative: str, limit: int) -> bytes | None:
         return read_file(root, relative, limit)
     except FileNotFoundError:
         return None
+
+
+def is_file(root: Path, relative: str) -> bool:
+    """``[[ -f root/relative ]]`` as a bundled buildpack's ``bin/detect`` asks it, for a
+    tree an app controls: whether it is a regular file. Walked without following links
+    from ``root``: a link is followed only while it stays inside ``root`` (its target, read
+    as text, joined to its directory), so an app may link one of its files to another.
+
+    Raises:
+        UnsafeFile: a link on the way leads out of ``root`` (an absolute target, or one
+            that climbs out), or there are more than ``MAX_LINKS`` links. Its target is
+            never looked at: the line is the same whether or not it exists.
+    """
+    path = PurePosixPath(*_parts(relative))
+    for _ in range(MAX_LINKS + 1):
+        with _open_dir(root) as fd:
+            found = _look(fd, path.parts, relative)
+        if not isinstance(found, PurePosixPath):
+            return found
+        path = found
+    raise UnsafeFile(f"{relative} leads through more than {MAX_LINKS} symbolic links; {_FIX}")
+
+
+def _look(fd: int, parts: tuple[str, ...], shown: str) -> "bool | PurePosixPath":
+    """Whether ``parts`` is a regular file below ``fd``, or the path a link inside the tree
+    stands for (to look at from the top again)."""
+    opened: list[int] = []
+    try:
+        current = fd
+        for index, name in enumerate(parts):
+            try:
+                info = _lstat(current, name)
+            except FileNotFoundError:
+                return False
+            last = index == len(parts) - 1
+            if stat.S_ISLNK(info.st_mode):
+                return _inside(current, info, parts, index, shown)
+            if last:
+                return stat.S_ISREG(info.st_mode)
+            if not stat.S_ISDIR(info.st_mode):
+                return False  # test -f through a file: no
+            current = _checked_open(current, name, _DIRECTORY, info, shown)
+            opened.append(current)
+        return False  # no parts: the root itself, a directory
+    finally:
+        for each in opened:
+            os.close(each)
+
+
+def _inside(
+    fd: int, info: os.stat_result, parts: tuple[str, ...], index: int, shown: str
+) -> PurePosixPath:
+    """Where the link ``parts[index]`` (below ``fd``) leads, as a path below the root;
+    UnsafeFile when that is outside it, decided from the link's text alone."""
+    name = parts[index]
+    target = os.readlink(name, dir_fd=fd)
+    joined = os.path.normpath(os.path.join(*parts[:index], target))
+    if os.path.isabs(target) or joined == ".." or joined.startswith("../"):
+        where = shown if index == len(parts) - 1 else f"{name}/ in {shown}"
+        raise _refusal(fd, name, info, where, "a regular file")
+    return PurePosixPath(joined, *parts[index + 1 :])
 
 
 def chown_tree(top: Path, uid: int, gid: int) -> None:
@@ -193,26 +255,3 @@ def _size(limit: int) -> str:
         if limit >= scale and limit % scale == 0:
             return f"{limit // scale} {unit}"
     return f"{limit} bytes"
-
-
-def reaches(directory: Path, uid: int | None) -> bool:
-    """Whether ``directory`` is one, and uid ``uid`` (its gid the same number, no other
-    groups; None: anyone) may pass it and every directory on the way there, both as
-    written and as the kernel resolves it (a link leads where the path's own directories
-    do not). Each is looked at from the top down, so root's look stops where that uid's
-    would: ``/…/apps/OTHER/releases/v3/x/../..`` tells nothing of ``x``."""
-    for path in (directory, Path(os.path.realpath(directory))):
-        for step in [*reversed(path.parents), path]:
-            try:
-                info = step.stat()
-            except OSError:
-                return False
-            if not stat.S_ISDIR(info.st_mode) or (uid is not None and not passes(info, uid)):
-                return False
-    return True
-
-
-def passes(info: os.stat_result, uid: int) -> bool:
-    """Whether uid ``uid`` (its gid the same number, no other groups) may pass a directory."""
-    owner, group = info.st_uid == uid, info.st_gid == uid
-    return bool(info.st_mode & (stat.S_IXUSR if owner else stat.S_IXGRP if group else stat.S_IXOTH))

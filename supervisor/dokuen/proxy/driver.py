@@ -21,7 +21,14 @@ import anyio.abc
 from dokuen.errors import DokuenError, explain
 from dokuen.events import get_logger
 from dokuen.proxy.listener import RouterListener
-from dokuen.proxy.master import adopt_master, record_master, reload_master, stop_master, watch
+from dokuen.proxy.master import (
+    adopt_master,
+    record_master,
+    reload_master,
+    restore_pid_file,
+    stop_master,
+    watch,
+)
 from dokuen.proxy.nginx import (
     Https,
     Managed,
@@ -240,6 +247,8 @@ class NginxProxy:
             return
         try:
             self._write_prefix()
+            if self.master_pid is not None and not self.system:
+                restore_pid_file(self.master_pid, self.managed.prefix)
         except OSError as exc:
             log.error("nginx.prefix_failed", error=explain(exc))
             return
@@ -307,8 +316,7 @@ class NginxProxy:
         staging.rename(self.managed.sites)
         shutil.rmtree(old, ignore_errors=True)
         self._live = texts
-        if reload and self.master_pid is not None:
-            await self._reload(self.master_pid)
+        if reload and self.master_pid is not None and await self._reload(self.master_pid):
             self._mux.event(NGINX_APP, f"reloaded ({len(texts)} apps)")
 
     async def _apply_system(self, staging: Path) -> None:
@@ -333,9 +341,10 @@ class NginxProxy:
         self.problem = None
         await anyio.sleep(SYSTEM_RELOAD_SETTLE)
 
-    async def _reload(self, master: int) -> None:
-        """Reload the master; return once only workers with the new config accept."""
-        await reload_master(master, RELOAD_TIMEOUT, RELOAD_SETTLE)
+    async def _reload(self, master: int) -> bool:
+        """Reload the master; return once only workers with the new config accept. False
+        when it is no longer our master (it died: the next one reads the new config)."""
+        return await reload_master(master, self.managed.prefix, RELOAD_TIMEOUT, RELOAD_SETTLE)
 
     async def _supervise_master(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED

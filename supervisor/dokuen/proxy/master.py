@@ -130,8 +130,10 @@ async def stop_master(child: Master, grace: float) -> None:
     await child.aclose()
 
 
-async def reload_master(master: int, patience: float, settle: float) -> None:
-    """Have the master load its new config, and return once only workers with it accept.
+async def reload_master(master: int, prefix: Path, patience: float, settle: float) -> bool:
+    """Have the master load its new config, and return once only workers with it accept:
+    True; False, with nothing signalled, when ``master`` is no longer the master of
+    ``prefix`` (it died, and its pid may be anyone's now: the next master reads the config).
 
     On SIGHUP the master starts workers with the new config, then sleeps a fixed 100 ms
     before it tells the old ones to quit (SIGQUIT), its signals blocked meanwhile. Once the
@@ -142,25 +144,88 @@ async def reload_master(master: int, patience: float, settle: float) -> None:
     accepting once it exited (a zombie counts); a request still in flight is waited for,
     but at most ``settle`` seconds.
     """
+    pidfd = open_master(master, prefix)
+    if pidfd is None:
+        return False
     pinned = _pin_children(master)
     old = set(pinned)
     try:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(master, signal.SIGHUP)
+            _signal(master, pidfd, signal.SIGHUP)
         with anyio.move_on_after(patience):  # no new workers by then: the old ones stay
             while not reaper.children(master) - old:
                 await anyio.sleep(0.005)
         if not reaper.children(master) - old:
-            return
-        for pidfd in pinned.values():  # the very processes seen: never a pid reused since
+            return True
+        for pidfd_of_worker in pinned.values():  # the very processes seen, never a reuse
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                signal.pidfd_send_signal(pidfd, signal.SIGQUIT)
+                signal.pidfd_send_signal(pidfd_of_worker, signal.SIGQUIT)
     finally:
-        for pidfd in pinned.values():
-            os.close(pidfd)
+        for descriptor in (*pinned.values(), pidfd):
+            if descriptor >= 0:
+                os.close(descriptor)
     with anyio.move_on_after(settle):
         while _running(reaper.children(master) & old):
             await anyio.sleep(0.005)
+    return True
+
+
+def open_master(pid: int, prefix: Path) -> int | None:
+    """A pidfd for ``pid`` (-1 where there are none, on macOS) once it is known to be the
+    nginx master of ``prefix``; None when it is not. Opened first, so that what is checked
+    next is the process the pidfd pins and the signal reaches: a pid reused since the
+    master died (by an app's process, another home's nginx, an ``nginx -t``) fails a check
+    and is never signalled."""
+    pidfd = -1
+    if hasattr(os, "pidfd_open"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # gone (ESRCH), or not a process we may see
+            return None
+    if _is_master(pid, prefix):
+        return pidfd
+    if pidfd >= 0:
+        os.close(pidfd)
+    log.warning("nginx.master_gone", pid=pid, prefix=str(prefix))
+    return None
+
+
+def _is_master(pid: int, prefix: Path, *, pid_file: bool = True) -> bool:
+    """An nginx executable, run with ``-p PREFIX`` and neither ``-t`` nor ``-s`` (a config
+    test, a signal to a master), whose pid ``PREFIX/nginx.pid`` holds (``pid_file``)."""
+    try:
+        process = psutil.Process(pid)
+        executable, argv = process.exe(), process.cmdline()
+    except psutil.Error:
+        return False
+    if "nginx" not in Path(executable.removesuffix(" (deleted)")).name:
+        return False
+    if not (argv and "nginx" in argv[0] and str(prefix) in argv):
+        return False
+    if {"-t", "-T", "-s"} & set(" ".join(argv).split()):
+        return False
+    return not pid_file or _pid_in(prefix) == pid
+
+
+def _pid_in(prefix: Path) -> int | None:
+    try:
+        return int((prefix / "nginx.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def restore_pid_file(pid: int, prefix: Path) -> None:
+    """Write ``PREFIX/nginx.pid`` again for the running master when it went with its
+    directory (nginx writes it at start only): the reloads check it."""
+    if _pid_in(prefix) is None and _is_master(pid, prefix, pid_file=False):
+        (prefix / "nginx.pid").write_text(f"{pid}\n")
+
+
+def _signal(pid: int, pidfd: int, signum: int) -> None:
+    if pidfd >= 0:
+        signal.pidfd_send_signal(pidfd, signum)
+    else:  # no pidfds (macOS): checked just before, as close as a pid allows
+        os.kill(pid, signum)
 
 
 def _pin_children(master: int) -> dict[int, int]:

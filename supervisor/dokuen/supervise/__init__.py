@@ -6,6 +6,7 @@ Every module here is public: the other wings build on them.
 """
 
 __all__ = [
+    "carry",
     "clock",
     "ending",
     "envdir",
@@ -17,6 +18,7 @@ __all__ = [
     "keeper",
     "latch",
     "lines",
+    "logfile",
     "logmux",
     "ports",
     "process",

@@ -45,6 +45,13 @@ class Handover:
         self._ready = ready
         self._started = started  # when this image started: the client waits for a new one
         self._listener: socket.socket | None = None
+        self._attempts = 0  # re-execs started by this image
+        self._failed: str | None = None  # why the last one's execve failed
+
+    def status(self) -> dict[str, int | str | None]:
+        """For ``status``: how many re-execs this image started and why the last failed, so
+        a ``daemon:reload`` that waits for the new image learns there will be none."""
+        return {"attempts": self._attempts, "error": self._failed}
 
     def listening(self, sock: socket.socket) -> None:
         """The control socket: the next image inherits it, so no client is refused."""
@@ -62,8 +69,10 @@ class Handover:
         if problem := await anyio.to_thread.run_sync(reexec.check, argv, environ):
             log.error("daemon.reexec_refused", error=problem)
             raise DokuenError(problem)
+        self._attempts += 1
+        self._failed = None
         group.start_soon(self._replace, argv, environ)
-        return {"pid": os.getpid(), "started": self._started}
+        return {"pid": os.getpid(), "started": self._started, "attempt": self._attempts}
 
     def on_signal(self, group: anyio.abc.TaskGroup) -> None:
         """SIGUSR2 (``systemctl reload``): the same, its refusal in the log."""
@@ -89,6 +98,10 @@ class Handover:
         if self._listener is not None:
             self._listener.set_inheritable(False)
         if self._keeper is not None:  # still the old image: it goes on as it was
-            self._keeper.frozen = False
+            self._keeper.thaw()
+        self._failed = (
+            f"the re-exec failed and dokuend goes on as it was: {explain(error)}; fix the "
+            "installation and run dokuenctl daemon:reload again"
+        )
         log.error("daemon.reexec_failed", error=explain(error))
         self._ready()

@@ -25,7 +25,7 @@ import psutil
 
 from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Cgroups, Group
-from dokuen.supervise import reaper
+from dokuen.supervise import carry, reaper
 from dokuen.supervise.intake import Outlet
 from dokuen.supervise.readiness import wait_readable
 from dokuen.supervise.record import ProcessRecord, Records, ensure_private, start_time
@@ -76,27 +76,21 @@ class Fifo:
         return cls(path, reader), child_end
 
     @classmethod
-    def reopen(cls, path: Path) -> "Fifo | None":
-        """The reader of a FIFO a dead daemon left (with the line it carried); None when
-        it is gone."""
+    def reopen(cls, path: Path, generation: str | None = None) -> "Fifo | None":
+        """The reader of a FIFO a dead daemon left; None when it is gone. Its carry file
+        goes in front of what the pipe holds only when it is marked with ``generation``
+        (of the hand-over this image follows: carry.py)."""
         try:
             fifo = cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
         except OSError:
             return None
-        with contextlib.suppress(OSError):
-            fifo._tail = fifo.carry_file.read_bytes()
-            fifo.carry_file.unlink()
+        fifo._tail = carry.take(fifo.carry_file, generation)
         return fifo
 
-    def save_tail(self) -> None:
-        """Before a re-exec: the line held back goes to the carry file (blocking, small)."""
+    def save_tail(self, generation: str) -> None:
+        """Before a re-exec: the line held back goes to the carry file (carry.py)."""
         if self._tail:
-            try:
-                descriptor = os.open(self.carry_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(descriptor, "wb") as carry:
-                    carry.write(self._tail)
-            except OSError as exc:
-                log.warning("fifo.carry_failed", path=str(self.carry_file), error=str(exc))
+            carry.save(self.carry_file, generation, self._tail)
 
     @property
     def held(self) -> bool:
@@ -215,7 +209,9 @@ class AdoptedChild(_OsChild):
         self.record = record
         self._keeper = keeper
         self._pidfd = pidfd
-        self.fifo = Fifo.reopen(Path(record.fifo)) if record.fifo else None
+        self.fifo = (
+            Fifo.reopen(Path(record.fifo), keeper.generation.taken()) if record.fifo else None
+        )
         if self.fifo is not None:
             keeper.fifos_open.add(self.fifo)
         keeper.spawner.live.add(self.pid)  # ours again after a re-exec: the reaper keeps off
@@ -259,6 +255,7 @@ class Keeper:
         self.spawner = spawner
         self.frozen = False  # set just before a re-exec: no more reads
         self.fifos_open: set[Fifo] = set()  # whose held-back lines a re-exec saves
+        self.generation = carry.Generation(run)  # of the carry files left for this image
 
     async def spawn(
         self,
@@ -320,11 +317,27 @@ class Keeper:
             group = Group(cgroups.layout, PurePosixPath(record.cgroup))
         return AdoptedChild(record, self, pidfd, group)
 
-    def freeze(self) -> None:
-        """Stop reading (before a re-exec) and save every line held back for the next image."""
+    def freeze(self) -> str:
+        """Stop reading (before a re-exec) and save every line held back for the next image,
+        marked with a new generation (returned)."""
         self.frozen = True
+        try:
+            ensure_private(self.run)
+            generation = self.generation.begin()
+        except OSError as exc:  # the lines then stay with this image, or die with it
+            log.warning("fifo.carry_failed", path=str(self.generation.file), error=str(exc))
+            return ""
         for fifo in self.fifos_open:
-            fifo.save_tail()
+            fifo.save_tail(generation)
+        return generation
+
+    def thaw(self) -> None:
+        """The re-exec failed: this image hands out the lines it saved itself, so their
+        generation and carry files go (in that order), and it reads again."""
+        self.generation.end()
+        for fifo in self.fifos_open:
+            carry.drop(fifo.carry_file)
+        self.frozen = False
 
     def forget(self, record: ProcessRecord) -> None:
         """Drop the record and the FIFO of a process that is gone or was stopped."""

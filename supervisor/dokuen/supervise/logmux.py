@@ -6,10 +6,11 @@ rotates it by size, and fans the same batches out to ``logs -f`` followers witho
 waiting on them.
 """
 
+import contextlib
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from dokuen.supervise.lines import (
     render_parts,
     timestamp,
 )
+from dokuen.supervise.logfile import Gap, Part, cut_batch, has_room, write_all
 
 # The pure half lives in lines.py; its names stay importable from here.
 __all__ = [
@@ -49,8 +51,6 @@ __all__ = [
 ]
 
 log = get_logger()
-
-Part = bytes | memoryview  # a piece of the rendered stream
 
 DAEMON_SOURCE = "dokuen"
 
@@ -208,6 +208,8 @@ class LogMux:
         self._drained = anyio.Event()
         self._followers: list[Follower] = []
         self.lost = 0  # bytes that could not be written to the file
+        self._gap: Gap | None = None  # what it could not take since a write failed
+        self._rotate_failed = False
         self.intake = Intake(self)  # reads every process's output into write_block
 
     def write(self, app: str, source: str, lines: list[bytes]) -> None:
@@ -314,16 +316,22 @@ class LogMux:
             part, batch = cut_batch(batch, self.max_bytes - self._size)
             size = sum(map(len, part))
             try:
-                await anyio.to_thread.run_sync(_write_all, self._fd, part)
+                wrote = await anyio.to_thread.run_sync(self._write, part)
             except OSError as exc:
                 # A full disk must not take the apps down with the log: the lines are lost
                 # (and counted), the stream goes on, followers still get them.
-                self.lost += size
-                log.error("log.write_failed", error=str(exc), lost_bytes=self.lost)
+                await anyio.to_thread.run_sync(self._cut_back)
+                self._missed(part, exc)
+            else:
+                if wrote:
+                    self._size += size
+                    if self._gap is not None:
+                        self._resumed(self._gap)
+                else:
+                    self._missed(part, None)
             # Offset and unwritten bytes change together, on the loop, so follow() sees
             # every line exactly once: in the file before the offset, or in the backlog.
             self._inflight = batch
-            self._size += size
             position, self._written = self._written, self._written + size
             if self._followers:
                 joined = b"".join(part)
@@ -332,64 +340,65 @@ class LogMux:
                 try:
                     fd = await anyio.to_thread.run_sync(self._rotate)
                 except OSError as exc:
-                    log.error("log.rotate_failed", error=str(exc))
+                    if not self._rotate_failed:  # once, not at every batch after it
+                        log.error("log.rotate_failed", error=str(exc))
+                    self._rotate_failed = True
                     continue  # keep writing to the file we have
                 os.close(self._fd)
-                self._fd, self._size = fd, 0
+                self._fd, self._size, self._rotate_failed = fd, 0, False
+
+    def _write(self, part: list[Part]) -> bool:
+        """Write ``part`` (blocking); False, without trying, while lines are dropped and
+        the file system has not got room again."""
+        if self._gap is not None and not has_room(self._fd):
+            return False
+        write_all(self._fd, part)
+        return True
+
+    def _cut_back(self) -> None:
+        """After a failed write: what of it reached the file goes (a line is never left
+        cut, for the next write to run into)."""
+        with contextlib.suppress(OSError):  # not a file that can be cut (/dev/full)
+            os.ftruncate(self._fd, self._size)
+
+    def _missed(self, part: list[Part], exc: OSError | None) -> None:
+        self.lost += sum(map(len, part))
+        if self._gap is None:  # said once, not at every batch while the disk stays full
+            assert exc is not None  # a gap starts with a write that failed
+            self._gap = Gap(timestamp(self.clock()), exc.strerror or str(exc))
+            log.error(
+                "log.write_failed",
+                path=str(self.path),
+                error=str(exc),
+                fix="free space on its file system; lines are counted until then",
+            )
+        self._gap.add(part)
+
+    def _resumed(self, gap: Gap) -> None:
+        self._gap = None
+        log.warning("log.write_resumed", lines=gap.lines, lost_bytes=gap.size)
+        self.event(DAEMON_SOURCE, gap.message(timestamp(self.clock())))
 
     def _open(self) -> int:
         # Read-write, so the descriptor follow() duplicates can serve tail reads too.
         return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
     def _rotate(self) -> int:
-        """Shift dokuen.log.N up by one, drop the oldest, and open a fresh dokuen.log."""
-        for number in range(self.keep - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{number}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{number + 1}"))
-        if self.keep > 0:
-            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink()
-        return self._open()
-
-
-def cut_batch(batch: Sequence[Part], room: int) -> tuple[list[Part], list[Part]]:
-    """Split rendered parts at the first line end at or past ``room`` bytes (all of them
-    when they fit): what goes into the current file, and what goes into the next."""
-    total = 0
-    for index, chunk in enumerate(batch):
-        if total + len(chunk) >= room:
-            start = max(room - total - 1, 0)
-            found = (chunk if isinstance(chunk, bytes) else bytes(chunk)).find(b"\n", start)
-            if found >= 0:
-                head, rest = chunk[: found + 1], chunk[found + 1 :]
-                return [*batch[:index], head], [*([rest] if rest else []), *batch[index + 1 :]]
-            room = total + len(chunk)  # a prefix: the line ends in a part after it
-        total += len(chunk)
-    return list(batch), []
-
-
-IOV_MAX = 1024  # Linux's limit on the buffers of one writev
-# Bytes per writev: on the benchmark machine one 8 MiB write into the page cache costs 7
-# times the CPU of eight 1 MiB writes (the kernel's copy into freshly allocated folios).
-WRITE_SIZE = 1 << 20
-
-
-def _write_all(fd: int, parts: Sequence[Part]) -> None:
-    """Write every part, in order, with writev: one system call for up to IOV_MAX parts and
-    about WRITE_SIZE bytes, more only when the kernel takes less than all of it."""
-    views = [memoryview(part) for part in parts if part]
-    first = 0
-    while first < len(views):
-        last, size = first, 0
-        while last < len(views) and last - first < IOV_MAX and size < WRITE_SIZE:
-            size += len(views[last])
-            last += 1
-        written = os.writev(fd, views[first:last])
-        while written:
-            if written >= len(views[first]):
-                written -= len(views[first])
-                first += 1
-            else:
-                views[first], written = views[first][written:], 0
+        """Open a fresh file first (one that cannot be made, out of inodes or descriptors,
+        leaves every name as it was), then shift dokuen.log.N up by one, drop the oldest,
+        and put the fresh one in dokuen.log's place."""
+        fresh = self.path.with_name(f"{self.path.name}.new")
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        fd = os.open(fresh, flags, 0o640)
+        try:
+            for number in range(self.keep - 1, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{number}")
+                if older.exists():
+                    older.replace(self.path.with_name(f"{self.path.name}.{number + 1}"))
+            if self.keep > 0:
+                self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+            fresh.replace(self.path)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd

@@ -61,8 +61,8 @@ _PROFILE = (
 
 
 def with_profile(command: str, cwd: Path) -> str:
-    """The command, after the release's ``.profile.d/*.sh`` and ``.profile`` when it has them."""
-    if (cwd / ".profile").is_file() or any((cwd / ".profile.d").glob("*.sh")):
+    """The command after .profile.d/*.sh and .profile: root sees names, the app's shell reads."""
+    if os.path.lexists(cwd / ".profile") or os.path.lexists(cwd / ".profile.d"):
         return _PROFILE + exec_form(command)
     return exec_form(command)
 
