@@ -380,11 +380,7 @@ class Daemon:
             "service": self.service.info(),
             "urls": {app.name: app_url(app) for app in self.apps.values()},
             "maintenance": sorted(a.name for a in self.apps.values() if a.dir.maintenance),
-            "backups": {
-                "target": self.settings.backup_url,
-                "scheduled": sorted(self.backups.scheduler.schedules),
-                "failing": self.backups.scheduler.warnings(),
-            },
+            "backups": self.backups.status(),
         }
 
     def _entrypoint(self) -> Entrypoint:

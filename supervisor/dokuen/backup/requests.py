@@ -49,6 +49,14 @@ class BackupCommands:
         self._bundling = anyio.Lock()  # one repository bundle at a time
         self._storage: tuple[object, Storage] | None = None
 
+    def status(self) -> dict[str, Any]:
+        """``status --json``'s ``backups``: the target, the apps on a schedule, what fails."""
+        return {
+            "target": self._settings().backup_url,
+            "scheduled": sorted(self.scheduler.schedules),
+            "failing": self.scheduler.warnings(),
+        }
+
     def handlers(self) -> dict[str, Command]:
         return {
             "backups:schedule": self.backups_schedule,

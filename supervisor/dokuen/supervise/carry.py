@@ -10,9 +10,9 @@ import contextlib
 import os
 from pathlib import Path
 
-import structlog
+from dokuen.events import get_logger
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 class Generation:

@@ -5,6 +5,7 @@ counted, and said once when it starts and once when writing works again)."""
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 Part = bytes | memoryview  # a piece of the rendered stream
 # Free bytes a file system that was full must have again before lines are written to it:
@@ -92,3 +93,30 @@ def write_all(fd: int, parts: Sequence[Part]) -> None:
                 first += 1
             else:
                 views[first], written = views[first][written:], 0
+
+
+def open_log(path: Path) -> int:
+    """The log file, opened to append. Read-write, so the descriptor a follower duplicates
+    can serve tail reads too."""
+    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
+def rotate(path: Path, keep: int) -> int:
+    """Open a fresh file first (one that cannot be made, out of inodes or descriptors,
+    leaves every name as it was), then shift ``path.N`` up by one, drop the oldest, and put
+    the fresh one in ``path``'s place; its descriptor."""
+    fresh = path.with_name(f"{path.name}.new")
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fd = os.open(fresh, flags, 0o640)
+    try:
+        for number in range(keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{number}")
+            if older.exists():
+                older.replace(path.with_name(f"{path.name}.{number + 1}"))
+        if keep > 0:
+            path.replace(path.with_name(f"{path.name}.1"))
+        fresh.replace(path)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

@@ -29,7 +29,15 @@ from dokuen.supervise.lines import (
     render_parts,
     timestamp,
 )
-from dokuen.supervise.logfile import Gap, Part, cut_batch, has_room, write_all
+from dokuen.supervise.logfile import (
+    Gap,
+    Part,
+    cut_batch,
+    has_room,
+    open_log,
+    rotate,
+    write_all,
+)
 
 # The pure half lives in lines.py; its names stay importable from here.
 __all__ = [
@@ -285,7 +293,7 @@ class LogMux:
     ) -> None:
         """The writer task. On cancellation it writes whatever is still pending, then closes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = self._open()
+        self._fd = open_log(self.path)
         self._size = os.fstat(self._fd).st_size
         task_status.started()
         try:
@@ -338,7 +346,7 @@ class LogMux:
                 self._followers = [f for f in self._followers if f.offer(joined, position)]
             if self._size >= self.max_bytes:
                 try:
-                    fd = await anyio.to_thread.run_sync(self._rotate)
+                    fd = await anyio.to_thread.run_sync(rotate, self.path, self.keep)
                 except OSError as exc:
                     if not self._rotate_failed:  # once, not at every batch after it
                         log.error("log.rotate_failed", error=str(exc))
@@ -378,27 +386,3 @@ class LogMux:
         self._gap = None
         log.warning("log.write_resumed", lines=gap.lines, lost_bytes=gap.size)
         self.event(DAEMON_SOURCE, gap.message(timestamp(self.clock())))
-
-    def _open(self) -> int:
-        # Read-write, so the descriptor follow() duplicates can serve tail reads too.
-        return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-
-    def _rotate(self) -> int:
-        """Open a fresh file first (one that cannot be made, out of inodes or descriptors,
-        leaves every name as it was), then shift dokuen.log.N up by one, drop the oldest,
-        and put the fresh one in dokuen.log's place."""
-        fresh = self.path.with_name(f"{self.path.name}.new")
-        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        fd = os.open(fresh, flags, 0o640)
-        try:
-            for number in range(self.keep - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{number}")
-                if older.exists():
-                    older.replace(self.path.with_name(f"{self.path.name}.{number + 1}"))
-            if self.keep > 0:
-                self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-            fresh.replace(self.path)
-        except OSError:
-            os.close(fd)
-            raise
-        return fd
