@@ -558,4 +558,4 @@ async def test_a_rotation_whose_new_file_cannot_be_made_renames_nothing(
     assert (tmp_path / "dokuen.log.1").read_bytes() == b"older\n"
     assert not (tmp_path / "dokuen.log.2").exists()
     assert path.read_bytes().count(b"\n") == 5
-    assert capsys.readouterr().out.count("log.rotate_failed") == 1
+    assert capsys.readouterr().err.count("log.rotate_failed") == 1
