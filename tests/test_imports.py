@@ -217,3 +217,42 @@ import anyio._core._sockets as sockets
 print("real" if sockets.convert_ipv6_sockaddr is not _asyncio.convert_ipv6_sockaddr
       and hasattr(sockets, "create_tcp_listener") else "stand-in")
 """
+
+
+def test_the_time_zone_is_read_when_the_first_schedule_is_set(tmp_path: Path) -> None:
+    """A scheduler with no schedule (every daemon without backups) runs without zoneinfo;
+    the first schedule set reads the machine's zone, and its next run is in that zone."""
+    shown = subprocess.run(
+        [sys.executable, "-c", ZONE_ON_FIRST_SCHEDULE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == ["False", "True", "True"]
+
+
+ZONE_ON_FIRST_SCHEDULE = """
+import datetime, sys
+from pathlib import Path
+import anyio
+import dokuen.cli.dokuend, dokuen.daemon
+from dokuen.backup.schedule import Schedule, local_zone, zone_name
+from dokuen.backup.scheduler import BackupScheduler
+from dokuen.store import Store
+store = Store(Path(sys.argv[1]))
+store.create("alpha")
+scheduler = BackupScheduler(store, None, None, lambda app, text: None)
+async def main():
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await anyio.sleep(0.05)
+        print("zoneinfo" in sys.modules)
+        since = datetime.datetime.now(datetime.UTC)
+        await scheduler.set_schedule("alpha", Schedule("0 3 * * *", since=since))
+        await anyio.sleep(0.05)
+        print("zoneinfo" in sys.modules)
+        zone = zone_name(scheduler.clock.zone)
+        print("alpha" in scheduler.next_runs(since) and zone == zone_name(local_zone()))
+        group.cancel_scope.cancel()
+anyio.run(main)
+"""
