@@ -44,25 +44,35 @@ HEAVY = (
     "structlog",  # the daemon's events are dokuen/events.py (1.8 MiB)
 )
 
+# Modules of the daemon's own libraries that it imports only on first use (cli/lazylibs.py).
+HEAVY_PARTS = (
+    "anyio._core._sockets",  # anyio's backend imports it for one UDP helper
+    "anyio.streams.tls",
+    "anyio.streams.stapled",
+)
+
 
 # A None entry in sys.modules is a module kept out on purpose.
 LOADED = "[name for name, module in sys.modules.items() if module is not None]"
 
 
-def started_modules(code: str) -> set[str]:
+def started_modules(code: str, *, whole: bool = False) -> set[str]:
     shown = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys, json\nprint(json.dumps({LOADED}))"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return {name.split(".")[0] for name in json.loads(shown.stdout)}
+    names = json.loads(shown.stdout)
+    return set(names) if whole else {name.split(".")[0] for name in names}
 
 
 def test_the_daemon_starts_without_the_heavy_modules() -> None:
     loaded = started_modules("import dokuen.cli.dokuend, dokuen.daemon")
     assert "dokuen" in loaded  # it did import the daemon
     assert sorted(loaded & set(HEAVY)) == []
+    parts = started_modules("import dokuen.cli.dokuend, dokuen.daemon", whole=True)
+    assert sorted(parts & set(HEAVY_PARTS)) == []
 
 
 def test_the_heavy_modules_still_load_where_they_are_needed() -> None:
@@ -175,4 +185,74 @@ print(any(name.startswith("dokuen.export") for name in sys.modules))
 from dokuen.daemon import EXPORT_REQUESTS
 from dokuen.export.requests import ExportCommands
 print(sorted(ExportCommands(lambda args: None).handlers()) == sorted(EXPORT_REQUESTS))
+"""
+
+
+def test_anyio_sockets_left_out_at_start_work_when_used() -> None:
+    """In a process that started like the daemon: anyio's backend converts an IPv6 address
+    with the real helper (imported by the call), and a UDP datagram through anyio's sockets
+    module, imported afterwards, arrives with its sender's address."""
+    shown = subprocess.run(
+        [sys.executable, "-c", SOCKETS_AFTER_START], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["::1%3", "5", "ping", "127.0.0.1", "real"]
+
+
+SOCKETS_AFTER_START = """
+import sys
+import dokuen.cli.dokuend, dokuen.daemon
+assert "anyio._core._sockets" not in sys.modules
+from anyio._backends import _asyncio
+print(*_asyncio.convert_ipv6_sockaddr(("::1", 5, 0, 3)))
+import anyio
+async def udp():
+    async with await anyio.create_udp_socket(local_host="127.0.0.1") as a:
+        async with await anyio.create_udp_socket(local_host="127.0.0.1") as b:
+            await b.sendto(b"ping", "127.0.0.1", a.extra(anyio.abc.SocketAttribute.local_port))
+            data, (host, port) = await a.receive()
+            assert port == b.extra(anyio.abc.SocketAttribute.local_port)
+            print(data.decode(), host)
+anyio.run(udp)
+import anyio._core._sockets as sockets
+print("real" if sockets.convert_ipv6_sockaddr is not _asyncio.convert_ipv6_sockaddr
+      and hasattr(sockets, "create_tcp_listener") else "stand-in")
+"""
+
+
+def test_the_time_zone_is_read_when_the_first_schedule_is_set(tmp_path: Path) -> None:
+    """A scheduler with no schedule (every daemon without backups) runs without zoneinfo;
+    the first schedule set reads the machine's zone, and its next run is in that zone."""
+    shown = subprocess.run(
+        [sys.executable, "-c", ZONE_ON_FIRST_SCHEDULE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.split() == ["False", "True", "True"]
+
+
+ZONE_ON_FIRST_SCHEDULE = """
+import datetime, sys
+from pathlib import Path
+import anyio
+import dokuen.cli.dokuend, dokuen.daemon
+from dokuen.backup.schedule import Schedule, local_zone, zone_name
+from dokuen.backup.scheduler import BackupScheduler
+from dokuen.store import Store
+store = Store(Path(sys.argv[1]))
+store.create("alpha")
+scheduler = BackupScheduler(store, None, None, lambda app, text: None)
+async def main():
+    async with anyio.create_task_group() as group:
+        await group.start(scheduler.run)
+        await anyio.sleep(0.05)
+        print("zoneinfo" in sys.modules)
+        since = datetime.datetime.now(datetime.UTC)
+        await scheduler.set_schedule("alpha", Schedule("0 3 * * *", since=since))
+        await anyio.sleep(0.05)
+        print("zoneinfo" in sys.modules)
+        zone = zone_name(scheduler.clock.zone)
+        print("alpha" in scheduler.next_runs(since) and zone == zone_name(local_zone()))
+        group.cancel_scope.cancel()
+anyio.run(main)
 """

@@ -19,6 +19,7 @@ on the socket) ends such a request: the process group is killed. Older clients, 
 no ``attach``, get ``output`` lines as before and nothing is read from them.
 """
 
+import asyncio
 import contextlib
 import errno
 import grp
@@ -33,7 +34,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from dokuen.errors import DokuenError, InvalidName, ProtocolError, explain, leaf
@@ -153,10 +153,9 @@ def peer_allowed(uid: int, socket_path: Path) -> bool:
         return False
 
 
-def _peer_uid(stream: anyio.abc.SocketStream) -> int | None:
+def _peer_uid(raw: socket.socket) -> int | None:
     if not hasattr(socket, "SO_PEERCRED"):  # not Linux: the socket's file mode guards it
         return None
-    raw = stream.extra(SocketAttribute.raw_socket)
     creds = raw.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
     return int(uid)
@@ -261,14 +260,11 @@ async def serve(
     clients that connect meanwhile wait in its backlog)."""
     old_umask = os.umask(0o177)  # no window in which the socket is open to others
     try:
-        inherited = inherited_listener(path)
-        if inherited is not None:
-            listener: anyio.abc.SocketListener = await anyio.abc.SocketListener.from_socket(
-                inherited
-            )
-        else:
+        listener = inherited_listener(path)
+        if listener is None:
             prepare_socket_path(path)
-            listener = await anyio.abc.SocketListener.from_socket(unix_listener(path))
+            listener = unix_listener(path)
+        listener.setblocking(False)
     except OSError as exc:
         raise DokuenError(
             f"cannot listen on {path}: {explain(exc)} (set DOKUEN_SOCKET to a path in a "
@@ -276,45 +272,56 @@ async def serve(
         ) from None
     finally:
         os.umask(old_umask)
-    listening(listener.extra(SocketAttribute.raw_socket))
+    listening(listener)
     if group is not None:
         with contextlib.suppress(KeyError, PermissionError):
             os.chown(path, -1, grp.getgrnam(group).gr_gid)
             path.chmod(0o660)
 
-    async def session(stream: anyio.abc.SocketStream) -> None:
+    async def session(stream: anyio.abc.SocketStream, uid: int | None) -> None:
         async with stream:
-            await _session(stream, path, handler, warnings, idle_timeout)
+            await _session(stream, uid, path, handler, warnings, idle_timeout)
 
     try:
-        async with listener, anyio.create_task_group() as sessions:
-            task_status.started()
-            while True:
-                stream = await _accept(listener)
-                if stream is not None:
-                    sessions.start_soon(session, stream)
+        with listener:
+            async with anyio.create_task_group() as sessions:
+                task_status.started()
+                while True:
+                    client = await _accept(listener)
+                    if client is not None:
+                        sessions.start_soon(session, *client)
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
 
 
-async def _accept(
-    listener: anyio.abc.SocketListener,
-) -> anyio.abc.SocketStream | None:
-    """The next client, or None (after a pause) when the system is out of descriptors."""
+async def _accept(listener: socket.socket) -> tuple[anyio.abc.SocketStream, int | None] | None:
+    """The next client and its uid, or None: when the system is out of descriptors (after a
+    pause) or the client left before it was accepted. Accepted here, on the socket dokuend
+    made, rather than by anyio's listener, whose socket attributes import anyio's sockets
+    module, and with it ``ssl`` (libssl and libcrypto: cli/lazylibs.py)."""
     try:
-        return await listener.accept()
-    except (OSError, anyio.BrokenResourceError) as exc:
-        cause = exc if isinstance(exc, OSError) else exc.__cause__
-        if not isinstance(cause, OSError) or cause.errno not in _OUT_OF_RESOURCES:
+        client, _ = await asyncio.get_running_loop().sock_accept(listener)
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_RESOURCES:
             raise
-        log.error("control.accept_failed", error=explain(cause))
+        log.error("control.accept_failed", error=explain(exc))
         await anyio.sleep(_ACCEPT_RETRY)
         return None
+    try:
+        uid = _peer_uid(client)
+        return await anyio.abc.UNIXSocketStream.from_socket(client), uid
+    except (OSError, ValueError):  # gone already: from_socket asks for its peer
+        client.close()
+        return None
+    except BaseException:
+        client.close()
+        raise
 
 
 async def _session(
     stream: anyio.abc.SocketStream,
+    uid: int | None,
     path: Path,
     handler: Handler,
     warnings: Warnings,
@@ -330,7 +337,6 @@ async def _session(
         if idle.cancelled_caught:
             log.info("control.idle_dropped", after=idle_timeout)
             return
-        uid = _peer_uid(stream)
         if uid is not None and not peer_allowed(uid, path):
             log.warning("control.refused", uid=uid)
             raise DokuenError(f"user {uid} may not control this dokuend")

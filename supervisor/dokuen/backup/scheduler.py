@@ -57,7 +57,15 @@ class WallClock(Protocol):
 
 class SystemWallClock:
     def __init__(self, zone: tzinfo | None = None) -> None:
-        self.zone = zone or local_zone()
+        self._zone = zone
+
+    @property
+    def zone(self) -> tzinfo:
+        """The machine's, read at the first use: a daemon with no schedule never loads
+        zoneinfo (0.3 MiB resident: tests/test_imports.py)."""
+        if self._zone is None:
+            self._zone = local_zone()
+        return self._zone
 
     def now(self) -> datetime:
         return datetime.now(self.zone)
@@ -114,6 +122,9 @@ class BackupScheduler:
         task_status.started()
         while True:
             self._changed = anyio.Event()
+            if not self.schedules:  # nothing is due: the clock is not read until one is
+                await self._sleep(None)
+                continue
             now = self.clock.now()
             runs = self.next_runs(now)
             due = sorted((moment, app) for app, moment in runs.items() if moment <= now)

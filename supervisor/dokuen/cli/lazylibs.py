@@ -8,13 +8,16 @@ or a backup needs them). Two of the daemon's libraries import it at their top an
 
 - asyncio (``try: import ssl``) gets None: its TLS transports, which dokuend does not use,
   say "stdlib ssl module not available"; they never run without TLS.
-- anyio's asyncio backend imports its sockets module, whose TLS streams do ``import ssl``
-  and ``from ssl import SSLContext`` (for annotations). They get :class:`SslOnDemand`:
-  every attribute is the real module's, imported when first asked for, so anyio's TLS
-  works, just later.
+- anyio's asyncio backend imports its sockets module for one helper
+  (``convert_ipv6_sockaddr``, which only its UDP sockets call), and that module imports
+  anyio's TLS and stapled streams, which import ``ssl`` at their top. The backend is
+  imported with :data:`SOCKETS` standing for that module: its one helper imports the real
+  module at its first call (a UDP datagram; dokuend opens no UDP socket through anyio), and
+  whoever imports ``anyio._core._sockets`` afterwards gets the real module, ``ssl`` and all.
 
-Once these are imported, ``sys.modules`` no longer names a stand-in: whoever imports ``ssl``
-afterwards gets the real module.
+Once these are imported, ``sys.modules`` names no stand-in: whoever imports ``ssl`` or
+anyio's sockets module afterwards gets the real one (0.2-0.3 MiB kept out of a daemon that
+never does: anyio's sockets, TLS, stapled and resource modules).
 
 ``shutil`` imports ``bz2`` and ``lzma`` (and their libraries) only to know whether
 ``make_archive`` may offer ``bztar`` and ``xztar``, which dokuend never asks it for: 0.4
@@ -27,24 +30,18 @@ import sys
 import types
 from typing import Any
 
-
-class SslOnDemand(types.ModuleType):
-    """Stands for ``ssl`` in the modules that imported it while dokuend started."""
-
-    def __getattr__(self, name: str) -> Any:
-        if sys.modules.get("ssl") is self:  # still starting: the real one is not wanted yet
-            raise AttributeError(f"ssl.{name} asked for while dokuend starts")
-        return getattr(importlib.import_module("ssl"), name)
+SOCKETS = "anyio._core._sockets"
 
 
-class _StartingSSLContext:
-    """What ``from ssl import SSLContext`` gives while dokuend starts (anyio's TLS module
-    names it only in annotations); replaced by the real class right after."""
+def _convert_ipv6_sockaddr(sockaddr: Any) -> Any:
+    """anyio's own, from its sockets module, imported by the first call."""
+    sockets = importlib.import_module(SOCKETS)
+    return sockets.convert_ipv6_sockaddr(sockaddr)
 
 
 def import_without_ssl() -> None:
-    """Import asyncio and anyio's asyncio backend without loading ``ssl``, unless something
-    already did."""
+    """Import asyncio and anyio's asyncio backend without loading ``ssl`` or anyio's
+    sockets module, unless something already did."""
     if "ssl" in sys.modules:
         return
     sys.modules["ssl"] = None  # type: ignore[assignment]
@@ -52,15 +49,16 @@ def import_without_ssl() -> None:
         import asyncio  # noqa: F401, PLC0415 (its modules keep ssl = None)
     finally:
         del sys.modules["ssl"]
-    stand_in = SslOnDemand("ssl", "ssl, imported on first use (dokuen.cli.lazylibs)")
-    stand_in.__dict__["SSLContext"] = _StartingSSLContext
-    sys.modules["ssl"] = stand_in
+    if SOCKETS in sys.modules or "anyio._backends._asyncio" in sys.modules:
+        return
+    stand_in = types.ModuleType(SOCKETS, "anyio's sockets module, imported on first use")
+    stand_in.__dict__["convert_ipv6_sockaddr"] = _convert_ipv6_sockaddr
+    sys.modules[SOCKETS] = stand_in
     try:
-        # What anyio.run imports; its TLS module imports ssl at its top.
+        # What anyio.run imports; its sockets module imports its TLS streams, and ssl.
         import anyio._backends._asyncio  # noqa: F401, PLC0415
     finally:
-        del sys.modules["ssl"]
-        del stand_in.__dict__["SSLContext"]  # from now on, the real class
+        del sys.modules[SOCKETS]
 
 
 def import_shutil_alone() -> None:
