@@ -354,8 +354,10 @@ class ProcessSlot:
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
-        if pipe is not None and pipe.error is not None:
-            raise pipe.error
+                # Here, not after: the failure cancelled this slot's scope, whose end
+                # would swallow the cancellation and the failure with it (run() says it).
+                if pipe is not None and pipe.error is not None:
+                    raise pipe.error
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 

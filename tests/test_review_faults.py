@@ -1,0 +1,185 @@
+"""Faults tried against today's merges (branch review3), each a boundary an app or a
+failure might cross: one pipe's failing delivery in the same read turn as another pipe does
+not end that other pipe; one slot whose log delivery fails ends alone, its process stopped,
+while another app's slot and its lines go on; a latch set before its wait, or a wait
+cancelled while another is set, never hangs."""
+
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+
+from dokuen.settings import PortRange
+from dokuen.supervise.clock import SystemClock
+from dokuen.supervise.formation import ProcessSpec
+from dokuen.supervise.intake import BURST, Intake, Outlet
+from dokuen.supervise.latch import Latch
+from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.ports import PortPool
+from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
+from dokuen.supervise.restart import RestartPolicy
+from dokuen.supervise.spawn import OsSpawner
+from tests.test_intake import PipeChild, Received, Sink, nonblocking_pipe
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_failure_in_a_turn_does_not_end_the_next_pipe_of_that_turn() -> None:
+    """Both pipes wait for the same turn (the log was behind); the first one's delivery
+    raises in that turn: the second is still read, then and later, and its pump ends
+    normally at its end of file; only the first pump raises."""
+    sink = Sink()
+    intake = Intake(sink)
+    bad_read, bad_write = nonblocking_pipe()
+    good_read, good_write = nonblocking_pipe()
+    good = Received()
+    calls = 0
+
+    def bad(block: bytes, stamp: str | None) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("the first app's log broke")
+
+    raised: list[Exception] = []
+
+    async def pump_bad() -> None:
+        try:
+            await intake.pump(PipeChild(Outlet(bad_read)), bad)
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            sink.behind = True  # each readable pipe is paused, in the order it came
+            tg.start_soon(pump_bad)
+            await anyio.sleep(0.01)
+            os.write(bad_write, b"x" * BURST + b"\n")
+            while intake.paused < 1:
+                await anyio.sleep(0.001)
+            tg.start_soon(intake.pump, PipeChild(Outlet(good_read)), good)
+            await anyio.sleep(0.01)
+            os.write(good_write, b"g" * BURST + b"\n")
+            while intake.paused < 2:
+                await anyio.sleep(0.001)
+            sink.behind = False  # the next turn reads the bad pipe first
+            await good.until(b"g" * BURST + b"\n")
+            os.write(good_write, b"and later\n")
+            await good.until(b"g" * BURST + b"\nand later\n")
+            os.close(good_write)  # its pump ends on its own
+    assert [str(exc) for exc in raised] == ["the first app's log broke"]
+    assert calls == 1
+    assert intake.paused == 0
+    for fd in (bad_read, bad_write, good_read):
+        os.close(fd)
+
+
+class BrokenFor(LogMux):
+    """The unified log, whose delivery of one app's lines fails (a bug, a full disk)."""
+
+    broken = "bad"
+
+    def write_block(self, app: str, source: str, block: bytes, stamp: str | None = None) -> None:
+        if app == self.broken and b"go" in block:
+            raise OSError(28, "No space left on device")
+        super().write_block(app, source, block, stamp)
+
+
+TALKER = "import sys, time\nfor line in sys.stdin: print(line, end='', flush=True)\n"
+
+
+def slot_for(app: str, mux: LogMux, ports: PortPool, home: Path) -> ProcessSlot:
+    spec = ProcessSpec(app, "web", 1, f'exec {sys.executable} -c "$TALKER" < "$FEED"')
+    feed = home / f"{app}.feed"
+    os.mkfifo(feed)
+
+    def environment(port: int) -> dict[str, str]:
+        return {"PORT": str(port), "PATH": os.defpath, "TALKER": TALKER, "FEED": str(feed)}
+
+    return ProcessSlot(
+        SlotConfig(spec, home, environment, 2.0, RestartPolicy()),
+        ports=ports,
+        mux=mux,
+        spawner=OsSpawner(),
+        clock=SystemClock(),
+    )
+
+
+async def test_a_slot_whose_delivery_fails_ends_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two apps' slots on one intake; the first app's lines cannot be delivered: its slot
+    ends (its process stopped, the failure said), the other app's process runs on and its
+    lines are still written, after that failure, and the daemon's task group lives."""
+    mux = BrokenFor(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1)
+    ports = PortPool(PortRange(20000, 20009), is_free=lambda _port: True)
+    bad = slot_for("bad", mux, ports, tmp_path)
+    good = slot_for("good", mux, ports, tmp_path)
+    log = tmp_path / "dokuen.log"
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(mux.run)
+            await tg.start(bad.run)
+            await tg.start(good.run)
+            assert bad.pid is not None
+            assert good.pid is not None
+            bad_pid = bad.pid
+            with open(tmp_path / "good.feed", "w") as good_feed:
+                good_feed.write("good one\n")
+                good_feed.flush()
+                with open(tmp_path / "bad.feed", "w") as bad_feed:
+                    bad_feed.write("go wrong\n")
+                    bad_feed.flush()
+                    while bad.state is not ProcessState.STOPPED:
+                        await anyio.sleep(0.01)
+                assert not psutil.pid_exists(bad_pid) or (
+                    psutil.Process(bad_pid).status() == psutil.STATUS_ZOMBIE
+                )
+                good_feed.write("good two\n")
+                good_feed.flush()
+                while b"good two" not in log.read_bytes():
+                    await anyio.sleep(0.01)
+            assert good.state is ProcessState.RUNNING
+            await good.stop()
+            await mux.drained()
+            tg.cancel_scope.cancel()
+    text = log.read_text()
+    assert "good[web.1]: good one" in text
+    assert "good[web.1]: good two" in text
+    assert "bad[dokuen]: web.1 supervisor failed" in text
+    assert "go wrong" not in text
+    # Said, not swallowed by the slot's cancelled scope (it looked like a plain stop).
+    err = capsys.readouterr().err
+    assert "process.supervisor_failed" in err
+    assert "No space left on device" in err
+
+
+async def test_latch_waits_never_hang() -> None:
+    """Set before the wait: the wait returns. A wait cancelled at the moment the latch is
+    set (its future already done) neither hangs the others nor raises in set()."""
+    early = Latch()
+    early.set()
+    with anyio.fail_after(1):
+        await early.wait()
+    latch = Latch()
+    woke: list[int] = []
+
+    async def waiter(n: int) -> None:
+        await latch.wait()
+        woke.append(n)
+
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(waiter, n)
+            await anyio.sleep(0.01)
+            async with anyio.create_task_group() as inner:
+                inner.start_soon(waiter, 7)
+                await anyio.sleep(0.01)
+                inner.cancel_scope.cancel()  # its waiter's future is cancelled...
+                latch.set()  # ...and the latch set in the same turn
+    assert sorted(woke) == [0, 1, 2]
+    with anyio.fail_after(1):
+        await latch.wait()  # and every later wait returns at once
