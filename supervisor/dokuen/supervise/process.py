@@ -354,9 +354,7 @@ class ProcessSlot:
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
-                # Here, not after: the failure cancelled this slot's scope, whose end
-                # would swallow the cancellation and the failure with it (run() says it).
-                if pipe is not None and pipe.error is not None:
+                if pipe is not None and pipe.error is not None:  # not after: a cancel hides it
                     raise pipe.error
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
