@@ -95,9 +95,9 @@ async def test_proc_is_read_once_per_sender_and_again_when_the_master_changes(
     looked: list[int] = []
     parent = listener_module._parent
 
-    def counting(pid: int) -> int | None:
+    def counting(pid: int, uid: int, gid: int) -> int | None:
         looked.append(pid)
-        return parent(pid)
+        return parent(pid, uid, gid)
 
     monkeypatch.setattr(listener_module, "_parent", counting)
     # This process sends: its parent plays the master, then a master that is not its parent.

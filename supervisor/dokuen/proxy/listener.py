@@ -324,7 +324,7 @@ class RouterListener:
                 continue
             if master is None or cmsg in self._refused or len(data) < _UCRED.size:
                 return False
-            if _parent(_UCRED.unpack_from(data)[0]) != master:
+            if _parent(*_UCRED.unpack_from(data)) != master:
                 self._refused.add(cmsg)
                 return False
             self._trusted.add(cmsg)
@@ -361,10 +361,14 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _parent(pid: int) -> int | None:
+def _parent(pid: int, uid: int, gid: int) -> int | None:
+    """The parent of ``pid``, if ``pid`` now has the sender's real uid and gid: else a
+    sender that exited and whose pid went to a new nginx worker before its datagram was
+    read would be taken for that worker (None)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-    except OSError:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            fields = dict(line.split(b":", 1) for line in status.read().splitlines())
+        ids = (int(fields[b"PPid"]), int(fields[b"Uid"].split()[0]), int(fields[b"Gid"].split()[0]))
+    except (OSError, KeyError, ValueError, IndexError):
         return None
-    return int(fields[1])  # after the command: state, then the parent's pid
+    return ids[0] if ids[1:] == (uid, gid) else None
