@@ -183,3 +183,79 @@ async def test_latch_waits_never_hang() -> None:
     assert sorted(woke) == [0, 1, 2]
     with anyio.fail_after(1):
         await latch.wait()  # and every later wait returns at once
+
+
+TLS_HANDSHAKES = """
+import datetime, sys
+import dokuen.cli.dokuend, dokuen.daemon
+assert "ssl" not in sys.modules
+import anyio, anyio.streams.tls
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+home = sys.argv[1]
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+now = datetime.datetime.now(datetime.UTC)
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(1).not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+        .sign(key, hashes.SHA256()))
+open(home + "/cert.pem", "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(home + "/key.pem", "wb").write(key.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption()))
+import ssl
+server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+server_ctx.load_cert_chain(home + "/cert.pem", home + "/key.pem")
+client_ctx = ssl.create_default_context(cafile=home + "/cert.pem")
+
+async def main():
+    # anyio's TLS, through the stand-in its module imported while dokuend started
+    listener = anyio.streams.tls.TLSListener(
+        await anyio.create_tcp_listener(local_host="127.0.0.1"), server_ctx,
+        standard_compatible=False)  # the clients close without TLS's close_notify
+    port = listener.listener.extra(anyio.abc.SocketAttribute.local_port)
+    async def serve(stream):
+        async with stream:
+            await stream.send(b"anyio-tls")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, serve)
+        stream = await anyio.connect_tcp("127.0.0.1", port, tls=True, ssl_context=client_ctx,
+                                         tls_hostname="localhost",
+                                         tls_standard_compatible=False)
+        print((await stream.receive()).decode(), end="|")
+        await stream.aclose()
+        # a blocking client in a thread, as boto3 (S3) and the ACME client are run
+        def fetch():
+            import socket
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                with client_ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    return tls.recv(100).decode()
+        print(await anyio.to_thread.run_sync(fetch), end="|")
+        tg.cancel_scope.cancel()
+    await listener.aclose()
+
+anyio.run(main)
+import asyncio.sslproto
+print("ssl=None" if asyncio.sslproto.ssl is None else "ssl", end="")
+"""
+
+
+def test_tls_clients_in_a_process_that_started_like_the_daemon(tmp_path: Path) -> None:
+    """lazylibs.py kept ssl out while asyncio and anyio were imported: anyio's TLS (a real
+    handshake, both ways) and a blocking client in a thread (what boto3 and the ACME client
+    do) still work; only asyncio's own TLS transports are without it (nothing uses them)."""
+    import subprocess  # noqa: PLC0415
+
+    done = subprocess.run(
+        [sys.executable, "-c", TLS_HANDSHAKES, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "anyio-tls|anyio-tls|ssl=None"
