@@ -90,10 +90,14 @@ class BrokenFor(LogMux):
 TALKER = "import sys, time\nfor line in sys.stdin: print(line, end='', flush=True)\n"
 
 
-def slot_for(app: str, mux: LogMux, ports: PortPool, home: Path) -> ProcessSlot:
-    spec = ProcessSpec(app, "web", 1, f'exec {sys.executable} -c "$TALKER" < "$FEED"')
+def slot_for(
+    app: str, mux: LogMux, ports: PortPool, home: Path, command: str | None = None
+) -> ProcessSlot:
+    command = command or f'exec {sys.executable} -c "$TALKER" < "$FEED"'
+    spec = ProcessSpec(app, "web", 1, command)
     feed = home / f"{app}.feed"
-    os.mkfifo(feed)
+    if not feed.exists():
+        os.mkfifo(feed)
 
     def environment(port: int) -> dict[str, str]:
         return {"PORT": str(port), "PATH": os.defpath, "TALKER": TALKER, "FEED": str(feed)}
@@ -259,3 +263,46 @@ def test_tls_clients_in_a_process_that_started_like_the_daemon(tmp_path: Path) -
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == "anyio-tls|anyio-tls|ssl=None"
+
+
+MANY = 20_000
+SPEAKERS = {
+    # closes its output, then exits a while later: the exit is still seen
+    "early": "echo before; exec >&- 2>&-; sleep 0.3; exit 3",
+    # writes fast and exits at once: every line is in the log, in order
+    "burst": f"exec {sys.executable} -c 'for n in range({MANY}): print(\"line %05d\" % n)'",
+    # says goodbye on SIGTERM: its last line is in the log, before "stopped"
+    "polite": "trap 'echo bye; exit 0' TERM; echo up; while :; do sleep 0.05; done",
+}
+
+
+async def test_an_exit_and_the_last_lines_are_seen_whatever_the_order(tmp_path: Path) -> None:
+    """A process that closes its output long before it exits, one that exits right after
+    a burst, one stopped that says goodbye: each exit is seen, no line is lost or moved."""
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1)
+    ports = PortPool(PortRange(20000, 20009), is_free=lambda _port: True)
+    slots = {app: slot_for(app, mux, ports, tmp_path, cmd) for app, cmd in SPEAKERS.items()}
+    log = tmp_path / "dokuen.log"
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            await tg.start(mux.run)
+            for slot in slots.values():
+                await tg.start(slot.run)
+            while not (
+                b"early[dokuen]: web.1 exited with code 3" in (text := log.read_bytes())
+                and b"burst[dokuen]: web.1 exited with code 0" in text
+                and b"polite[web.1]: up" in text
+            ):
+                await anyio.sleep(0.01)
+            for slot in slots.values():
+                await slot.stop()
+            await mux.drained()
+            tg.cancel_scope.cancel()
+    lines = log.read_text().splitlines()
+    early = [line.split(": ", 1)[1] for line in lines if " early[" in line]
+    assert early[1:3] == ["before", "web.1 exited with code 3, restarting in 0.1s"]
+    burst = [line.split(": ", 1)[1] for line in lines if " burst[web.1]: " in line]
+    assert burst[:MANY] == ["line %05d" % n for n in range(MANY)]
+    polite = [line.split(": ", 1)[1] for line in lines if " polite[" in line]
+    assert polite[1] == "up"  # then the shell may say its sleep was "Terminated"
+    assert polite[-2:] == ["bye", "web.1 stopped (exited with code 0)"]
