@@ -302,7 +302,7 @@ async def test_an_exit_and_the_last_lines_are_seen_whatever_the_order(tmp_path: 
     early = [line.split(": ", 1)[1] for line in lines if " early[" in line]
     assert early[1:3] == ["before", "web.1 exited with code 3, restarting in 0.1s"]
     burst = [line.split(": ", 1)[1] for line in lines if " burst[web.1]: " in line]
-    assert burst[:MANY] == ["line %05d" % n for n in range(MANY)]
+    assert burst[:MANY] == [f"line {n:05d}" for n in range(MANY)]
     polite = [line.split(": ", 1)[1] for line in lines if " polite[" in line]
     assert polite[1] == "up"  # then the shell may say its sleep was "Terminated"
     assert polite[-2:] == ["bye", "web.1 stopped (exited with code 0)"]
