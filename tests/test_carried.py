@@ -1,10 +1,14 @@
 """An app's environment carried past root's steps (isolate/carried.py): root sees none of
 it, and the program at the end gets all of it back, byte for byte, through a real shell."""
 
+import errno
 import json
 import subprocess
 import sys
 
+import pytest
+
+from dokuen.errors import explain
 from dokuen.isolate.carried import PREFIX, RESTORE, ROOT_ENVIRONMENT, carry
 
 HOSTILE = {
@@ -76,3 +80,18 @@ def test_a_thousand_variables_and_more_still_start_the_program() -> None:
     got.pop("PWD", None)
     got.pop("LC_CTYPE", None)
     assert got == many
+
+
+def test_an_environment_no_process_can_start_with_is_one_line_naming_the_fix() -> None:
+    """Past the kernel's limit on a whole environment (ARG_MAX) nothing starts, carried or
+    not: the user is told which thing is too big and what to remove."""
+    argv, env = carry({f"BIG_{n}": "v" * 65_000 for n in range(200)}, ["/bin/true"])
+    with pytest.raises(OSError, match="Argument list too long") as info:
+        subprocess.run(argv, env=env, check=True)
+    assert info.value.errno == errno.E2BIG
+    said = explain(info.value)
+    assert "\n" not in said
+    assert said.endswith(
+        "(the app's environment is too big to start a process with: "
+        "remove config vars (dokuenctl config:unset) or shorten its .env)"
+    )
