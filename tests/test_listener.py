@@ -95,6 +95,42 @@ async def test_a_worker_s_pid_with_another_sender_s_uid_is_refused(tmp_path: Pat
     assert 'path="/3"' not in text
 
 
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_descriptors_sent_with_datagrams_never_land_in_dokuend(
+    tmp_path: Path, trusted: bool
+) -> None:
+    """The socket is writable by every user: a sender may attach file descriptors
+    (SCM_RIGHTS) to each datagram. The listener's ancillary buffer holds the credentials
+    alone, so the kernel installs none of them: dokuend's descriptors do not grow."""
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    master = os.getppid() if trusted else os.getpid()
+    listener = RouterListener(tmp_path / "router.sock", mux, lambda: master)
+    listener.update([("blog", "web.1", 5001)])
+    sent = 60
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(listener.run)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            before = len(os.listdir("/proc/self/fd"))
+            read, write = os.pipe()
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", read, write, 0))]
+            for n in range(sent):
+                sender.sendmsg([GOOD % n], rights, 0, str(tmp_path / "router.sock"))
+                if n % 8 == 7:  # within the socket's queue (10 where nothing raised it)
+                    with anyio.fail_after(5):
+                        while sum(listener.counts.values()) < n + 1:
+                            await anyio.sleep(0.005)
+            os.close(read)
+            os.close(write)
+            with anyio.fail_after(5):
+                while sum(listener.counts.values()) < sent:
+                    await anyio.sleep(0.01)
+            after = len(os.listdir("/proc/self/fd"))
+        tg.cancel_scope.cancel()
+    assert after <= before, f"{after - before} descriptors came in with the datagrams"
+    assert listener.counts["lines" if trusted else "refused"] == sent
+
+
 async def test_lines_are_dropped_and_counted_while_the_log_writer_is_behind(
     tmp_path: Path,
 ) -> None:

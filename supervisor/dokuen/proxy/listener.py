@@ -60,6 +60,8 @@ IN_FLIGHT = 1280  # the bytes a datagram of up to 700 takes in its sender's buff
 UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+# Room for the credentials alone: descriptors a sender attaches (SCM_RIGHTS) do not fit,
+# so the kernel installs none of them in dokuend (a larger buffer would leak them).
 _ANC = socket.CMSG_SPACE(_UCRED.size)
 _TRUNC = int(socket.MSG_TRUNC)  # an IntFlag's & costs more than the rest of a datagram's turn
 _LT, _NEWLINE = ord("<"), ord("\n")
