@@ -1,8 +1,11 @@
 """Faults tried against today's merges (branch review3), each a boundary an app or a
 failure might cross: one pipe's failing delivery in the same read turn as another pipe does
-not end that other pipe; one slot whose log delivery fails ends alone, its process stopped,
-while another app's slot and its lines go on; a latch set before its wait, or a wait
-cancelled while another is set, never hangs."""
+not end that other pipe; one slot whose log delivery fails ends alone and says so, its
+process stopped, while another app's slot and its lines go on; a latch set before its
+wait, or a wait cancelled while another is set, never hangs; a process started like the
+daemon (ssl kept out at start) still does TLS through anyio and in a thread; a slot sees
+its exit whether the output closed long before it or right after a burst, and a stopped
+process's last line comes before "stopped"."""
 
 import os
 import sys
