@@ -94,8 +94,15 @@ TALKER = "import sys, time\nfor line in sys.stdin: print(line, end='', flush=Tru
 
 
 def slot_for(
-    app: str, mux: LogMux, ports: PortPool, home: Path, command: str | None = None
+    app: str,
+    mux: LogMux,
+    ports: PortPool,
+    home: Path,
+    spawner: OsSpawner,
+    command: str | None = None,
 ) -> ProcessSlot:
+    """A slot on the test's one spawner for every slot (as the daemon has one: its
+    ``live`` is every child)."""
     command = command or f'exec {sys.executable} -c "$TALKER" < "$FEED"'
     spec = ProcessSpec(app, "web", 1, command)
     feed = home / f"{app}.feed"
@@ -109,7 +116,7 @@ def slot_for(
         SlotConfig(spec, home, environment, 2.0, RestartPolicy()),
         ports=ports,
         mux=mux,
-        spawner=OsSpawner(),
+        spawner=spawner,
         clock=SystemClock(),
     )
 
@@ -122,8 +129,9 @@ async def test_a_slot_whose_delivery_fails_ends_alone(
     lines are still written, after that failure, and the daemon's task group lives."""
     mux = BrokenFor(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1)
     ports = PortPool(PortRange(20000, 20009), is_free=lambda _port: True)
-    bad = slot_for("bad", mux, ports, tmp_path)
-    good = slot_for("good", mux, ports, tmp_path)
+    spawner = OsSpawner()
+    bad = slot_for("bad", mux, ports, tmp_path, spawner)
+    good = slot_for("good", mux, ports, tmp_path, spawner)
     log = tmp_path / "dokuen.log"
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
@@ -284,7 +292,10 @@ async def test_an_exit_and_the_last_lines_are_seen_whatever_the_order(tmp_path: 
     a burst, one stopped that says goodbye: each exit is seen, no line is lost or moved."""
     mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 30, keep=1)
     ports = PortPool(PortRange(20000, 20009), is_free=lambda _port: True)
-    slots = {app: slot_for(app, mux, ports, tmp_path, cmd) for app, cmd in SPEAKERS.items()}
+    spawner = OsSpawner()
+    slots = {
+        app: slot_for(app, mux, ports, tmp_path, spawner, cmd) for app, cmd in SPEAKERS.items()
+    }
     log = tmp_path / "dokuen.log"
     with anyio.fail_after(30):
         async with anyio.create_task_group() as tg:
