@@ -1,10 +1,14 @@
 """An app's environment carried past root's steps (isolate/carried.py): root sees none of
 it, and the program at the end gets all of it back, byte for byte, through a real shell."""
 
+import errno
 import json
 import subprocess
 import sys
 
+import pytest
+
+from dokuen.errors import explain
 from dokuen.isolate.carried import PREFIX, RESTORE, ROOT_ENVIRONMENT, carry
 
 HOSTILE = {
@@ -51,10 +55,43 @@ def test_the_program_gets_the_whole_environment_back_through_a_real_shell() -> N
 
 def test_a_name_no_shell_can_export_is_left_out() -> None:
     argv, env = carry({"A-B": "x", "1X": "y", "OK": "z"}, [sys.executable, "-c", DUMP])
-    assert "A-B" not in env["DOKUEN_CARRIED"]
+    assert "A-B" not in env[f"{PREFIX}0"]
+    assert "1X" not in env[f"{PREFIX}0"]
     assert env[f"{PREFIX}OK"] == "z"
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     got = json.loads(done.stdout)
     assert got.get("OK") == "z"
     assert "A-B" not in got
     assert "1X" not in got
+
+
+def test_a_thousand_variables_and_more_still_start_the_program() -> None:
+    """Linux refuses one environment string over 128 KiB (E2BIG): the renaming of 5000
+    variables is three times that, cut into parts. Each part and each carrier stays
+    under the limit, the program gets every variable back, and root sees no app name."""
+    many = {f"APP_SETTING_NUMBER_{i:05d}": f"value {i}\n$(id)" for i in range(5000)}
+    many |= {"X": "x", f"{PREFIX}X": "carrier look-alike", f"{PREFIX}0": "a part's look-alike"}
+    argv, env = carry(many, [sys.executable, "-c", DUMP])
+    assert len(env) > len(many) + 3  # the renaming is in more than one part
+    assert all(len(name) + len(value) + 1 < 128 * 1024 for name, value in env.items())
+    assert not set(many) & (set(env) - {f"{PREFIX}X", f"{PREFIX}0"})
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    got = json.loads(done.stdout)
+    got.pop("PWD", None)
+    got.pop("LC_CTYPE", None)
+    assert got == many
+
+
+def test_an_environment_no_process_can_start_with_is_one_line_naming_the_fix() -> None:
+    """Past the kernel's limit on a whole environment (ARG_MAX) nothing starts, carried or
+    not: the user is told which thing is too big and what to remove."""
+    argv, env = carry({f"BIG_{n}": "v" * 65_000 for n in range(200)}, ["/bin/true"])
+    with pytest.raises(OSError, match="Argument list too long") as info:
+        subprocess.run(argv, env=env, check=True)
+    assert info.value.errno == errno.E2BIG
+    said = explain(info.value)
+    assert "\n" not in said
+    assert said.endswith(
+        "(the app's environment is too big to start a process with: "
+        "remove config vars (dokuenctl config:unset) or shorten its .env)"
+    )

@@ -158,6 +158,14 @@ def test_read_dotenv_refuses_a_link_and_never_reads_its_target(tmp_path: Path, t
     assert str(info.value) == f".env is a symbolic link (to {target}); commit the file itself"
 
 
+def test_read_dotenv_refuses_a_nul_byte_no_process_could_start_with(tmp_path: Path) -> None:
+    """A value with a NUL byte made every start of the app a ValueError in execve (not a
+    one-line error); config:set already refused one (envdir.py)."""
+    (tmp_path / ".env").write_bytes(b"A=1\nB=x\0y\n")
+    with pytest.raises(UnsafeFile, match=r"^\.env:2: holds a NUL byte, which no environment"):
+        read_dotenv(tmp_path)
+
+
 def test_read_dotenv_not_utf8_names_the_line(tmp_path: Path) -> None:
     (tmp_path / ".env").write_bytes(b"A=1\nB=caf\xe9\n")
     with pytest.raises(UnsafeFile, match=r"^\.env:2: cannot read it as UTF-8 text"):

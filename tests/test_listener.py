@@ -2,6 +2,7 @@
 
 import os
 import socket
+import struct
 from pathlib import Path
 
 import anyio
@@ -59,6 +60,75 @@ async def test_a_sender_that_is_not_an_nginx_worker_is_refused(tmp_path: Path) -
     listener = await exchange(tmp_path, mux, None, [GOOD % 1])  # nginx is down
     assert listener.counts["refused"] == 1
     assert mux.path.read_text() == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="claiming another uid takes CAP_SETUID")
+async def test_a_worker_s_pid_with_another_sender_s_uid_is_refused(tmp_path: Path) -> None:
+    """A sender that exited, its pid given to an nginx worker before its datagram was read:
+    the kernel's credentials name that pid with the sender's uid and gid, not the
+    worker's. Played here by claiming this process's pid with another uid (as root may):
+    refused, though this pid is the master's child; and a trusted sender's pid, taken
+    within the 2 s its credentials are kept by a process of another uid, is refused too."""
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    listener = RouterListener(tmp_path / "router.sock", mux, os.getppid)
+    listener.update([("blog", "web.1", 5001)])
+    me = struct.pack("3i", os.getpid(), os.getuid(), os.getgid())
+    other = struct.pack("3i", os.getpid(), 4242, 4242)
+    sends = [(GOOD % 1, other), (GOOD % 2, me), (GOOD % 3, other)]
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(listener.run)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            for data, creds in sends:
+                cmsg = [(socket.SOL_SOCKET, socket.SCM_CREDENTIALS, creds)]
+                sender.sendmsg([data], cmsg, 0, str(tmp_path / "router.sock"))
+                with anyio.fail_after(5):
+                    while sum(listener.counts.values()) < sends.index((data, creds)) + 1:
+                        await anyio.sleep(0.01)
+        await mux.drained()
+        tg.cancel_scope.cancel()
+    assert listener.counts["refused"] == 2
+    assert listener.counts["lines"] == 1
+    text = mux.path.read_text()
+    assert 'path="/2"' in text
+    assert 'path="/1"' not in text
+    assert 'path="/3"' not in text
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_descriptors_sent_with_datagrams_never_land_in_dokuend(
+    tmp_path: Path, trusted: bool
+) -> None:
+    """The socket is writable by every user: a sender may attach file descriptors
+    (SCM_RIGHTS) to each datagram. The listener's ancillary buffer holds the credentials
+    alone, so the kernel installs none of them: dokuend's descriptors do not grow."""
+    mux = LogMux(tmp_path / "dokuen.log", max_bytes=1 << 20, keep=1)
+    master = os.getppid() if trusted else os.getpid()
+    listener = RouterListener(tmp_path / "router.sock", mux, lambda: master)
+    listener.update([("blog", "web.1", 5001)])
+    sent = 60
+    async with anyio.create_task_group() as tg:
+        await tg.start(mux.run)
+        await tg.start(listener.run)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+            before = len(os.listdir("/proc/self/fd"))
+            read, write = os.pipe()
+            rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("3i", read, write, 0))]
+            for n in range(sent):
+                sender.sendmsg([GOOD % n], rights, 0, str(tmp_path / "router.sock"))
+                if n % 8 == 7:  # within the socket's queue (10 where nothing raised it)
+                    with anyio.fail_after(5):
+                        while sum(listener.counts.values()) < n + 1:
+                            await anyio.sleep(0.005)
+            os.close(read)
+            os.close(write)
+            with anyio.fail_after(5):
+                while sum(listener.counts.values()) < sent:
+                    await anyio.sleep(0.01)
+            after = len(os.listdir("/proc/self/fd"))
+        tg.cancel_scope.cancel()
+    assert after <= before, f"{after - before} descriptors came in with the datagrams"
+    assert listener.counts["lines" if trusted else "refused"] == sent
 
 
 async def test_lines_are_dropped_and_counted_while_the_log_writer_is_behind(

@@ -95,9 +95,9 @@ async def test_proc_is_read_once_per_sender_and_again_when_the_master_changes(
     looked: list[int] = []
     parent = listener_module._parent
 
-    def counting(pid: int) -> int | None:
+    def counting(pid: int, uid: int, gid: int) -> int | None:
         looked.append(pid)
-        return parent(pid)
+        return parent(pid, uid, gid)
 
     monkeypatch.setattr(listener_module, "_parent", counting)
     # This process sends: its parent plays the master, then a master that is not its parent.
@@ -130,3 +130,22 @@ def test_the_pause_shortens_as_the_socket_or_a_sender_s_buffer_fills() -> None:
     assert listener._next_pause(1, 1, 250, 1010.0) == 0.02  # quiet again
     listener.send_buffer = 0  # unknown: the queue alone
     assert listener._next_pause(100, 100, 25000, 1010.02) == 0.02
+
+
+async def test_nul_bytes_neither_split_a_turn_nor_take_an_odd_datagram_s_place(
+    tmp_path: Path,
+) -> None:
+    """A datagram that is the batch's own mark for an odd one (a single NUL byte), one with
+    a NUL and a newline, and a request with a NUL in its path, among usual ones: each is
+    one line or one malformed count, in its place; no line is shifted or shown twice."""
+    sent = [
+        datagram(path="/1"),
+        b"\0",
+        b"\0\n\0",
+        datagram(path="/4").replace(b"\t/4", b"\t/4\0z"),
+        datagram(path="/5"),
+    ]
+    listener, lines = await one_turn(tmp_path, sent)
+    assert listener.counts == {"lines": 4, "dropped": 0, "malformed": 2, "refused": 0, "unsent": 0}
+    assert [line.split('path="')[1][:3] for line in lines] == ["/fi", '/1"', "/4\\", '/5"']
+    assert 'path="/4\\u0000z" ' in lines[2]

@@ -72,6 +72,8 @@ _OS_FIXES = {
     errno.EACCES: "permission denied: check the owner and mode of the file",
     errno.EPERM: "not permitted: check the owner and mode of the file",
     errno.ENOENT: "it is missing: was it deleted by hand?",
+    errno.E2BIG: "the app's environment is too big to start a process with: remove config "
+    "vars (dokuenctl config:unset) or shorten its .env",
 }
 
 

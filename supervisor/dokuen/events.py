@@ -64,15 +64,24 @@ class EventLog:
 
 
 def render_json(record: dict[str, Any]) -> str:
-    """One line of JSON; what JSON cannot say (a Path, an exception) as its ``repr``."""
-    return json.dumps(record, default=repr)
+    """One line of JSON; what JSON cannot say (a Path, an exception) as its ``repr``; a
+    value it cannot say even so (a dict with tuple keys, a cycle) as its ``repr`` too:
+    an event is never what fails its caller."""
+    try:
+        return json.dumps(record, default=repr)
+    except (TypeError, ValueError):
+        return json.dumps({k: v if isinstance(v, str) else repr(v) for k, v in record.items()})
 
 
 def render_text(record: dict[str, Any]) -> str:
     """``2026-12-06T16:54:38Z [info   ] process.exited  app=blog code=1``, for a terminal."""
     fields = {k: v for k, v in record.items() if k not in ("event", "level", "timestamp")}
     error = fields.pop("exception", None)
-    text = " ".join(f"{k}={v if isinstance(v, str) else repr(v)}" for k, v in fields.items())
+    # A value with a newline or another control character (an app's words) is quoted, so
+    # it cannot start a line that looks like an event of its own.
+    text = " ".join(
+        f"{k}={v if isinstance(v, str) and v.isprintable() else repr(v)}" for k, v in fields.items()
+    )
     line = f"{record['timestamp']} [{record['level']:<7}] {record['event']:<24} {text}".rstrip()
     return f"{line}\n{error}" if error else line
 

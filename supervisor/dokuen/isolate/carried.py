@@ -18,6 +18,11 @@ SCRIPT = "DOKUEN_CARRIED"  # what RESTORE evaluates: the renaming, made here
 ROOT_ENVIRONMENT = {"PATH": os.defpath}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESTORE = f'eval "${SCRIPT}"; exec "$@"'  # run as the app's uid, before anything else
+# Linux refuses an environment string longer than 32 pages (MAX_ARG_STRLEN, 128 KiB) with
+# E2BIG: a renaming of a thousand variables is longer, so it is cut into parts of at most
+# this size, each in a variable of its own (DOKUEN_CARRIED_0...: no carrier's name, as a
+# shell name never starts with a digit) that the script evaluates in turn.
+PART = 100_000
 
 
 def carry(env: Mapping[str, str], argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -29,11 +34,25 @@ def carry(env: Mapping[str, str], argv: list[str]) -> tuple[list[str], dict[str,
     # is only set once X has its value. Every name is a checked shell name, and each value
     # is only ever expanded in double quotes.
     names = sorted((name for name in env if _NAME.fullmatch(name)), key=len)
-    script = [f"unset {SCRIPT}"]
-    script += [f"unset {name}" for name in ROOT_ENVIRONMENT if name not in names]
+    script = [f"unset {name}" for name in ROOT_ENVIRONMENT if name not in names]
     script += [f'export {name}="${PREFIX}{name}"; unset {PREFIX}{name}' for name in names]
     renamed = {f"{PREFIX}{name}": env[name] for name in names}
+    parts: list[list[str]] = [[]]
+    size = 0
+    for step in script:
+        if size + len(step) > PART and parts[-1]:
+            parts.append([])
+            size = 0
+        parts[-1].append(step)
+        size += len(step) + 2
+    # Each part unsets itself first (its text is already expanded): the app's own
+    # DOKUEN_CARRIED_0, if it has one, is set by a part, after.
+    cut = {
+        f"{PREFIX}{number}": "; ".join([f"unset {PREFIX}{number}", *part])
+        for number, part in enumerate(parts)
+    }
+    steps = [f"unset {SCRIPT}"] + [f'eval "${name}"' for name in cut]
     return (
         ["/bin/sh", "-c", RESTORE, "dokuen-env", *argv],
-        {**ROOT_ENVIRONMENT, **renamed, SCRIPT: "; ".join(script)},
+        {**ROOT_ENVIRONMENT, **renamed, **cut, SCRIPT: "; ".join(steps)},
     )

@@ -60,6 +60,8 @@ IN_FLIGHT = 1280  # the bytes a datagram of up to 700 takes in its sender's buff
 UNSENT = b"send() to syslog failed"  # what nginx logs (warn) for a datagram not sent
 SENDERS_TTL = 2.0  # seconds a sender's pid stays trusted (pids are reused)
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+# Room for the credentials alone: descriptors a sender attaches (SCM_RIGHTS) do not fit,
+# so the kernel installs none of them in dokuend (a larger buffer would leak them).
 _ANC = socket.CMSG_SPACE(_UCRED.size)
 _TRUNC = int(socket.MSG_TRUNC)  # an IntFlag's & costs more than the rest of a datagram's turn
 _LT, _NEWLINE = ord("<"), ord("\n")
@@ -324,7 +326,7 @@ class RouterListener:
                 continue
             if master is None or cmsg in self._refused or len(data) < _UCRED.size:
                 return False
-            if _parent(_UCRED.unpack_from(data)[0]) != master:
+            if _parent(*_UCRED.unpack_from(data)) != master:
                 self._refused.add(cmsg)
                 return False
             self._trusted.add(cmsg)
@@ -361,10 +363,14 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _parent(pid: int) -> int | None:
+def _parent(pid: int, uid: int, gid: int) -> int | None:
+    """The parent of ``pid``, if ``pid`` now has the sender's real uid and gid: else a
+    sender that exited and whose pid went to a new nginx worker before its datagram was
+    read would be taken for that worker (None)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rpartition(b")")[2].split()
-    except OSError:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            fields = dict(line.split(b":", 1) for line in status.read().splitlines())
+        ids = (int(fields[b"PPid"]), int(fields[b"Uid"].split()[0]), int(fields[b"Gid"].split()[0]))
+    except (OSError, KeyError, ValueError, IndexError):
         return None
-    return int(fields[1])  # after the command: state, then the parent's pid
+    return ids[0] if ids[1:] == (uid, gid) else None

@@ -19,7 +19,7 @@ def read_dotenv(app_dir: Path, config: Mapping[str, str] | None = None) -> dict[
 
     Raises:
         UnsafeFile: ``.env`` is a symbolic link, not a regular file, over ``DOTENV_LIMIT``
-            bytes, or not UTF-8 text.
+            bytes, not UTF-8 text, or holds a NUL byte.
     """
     data = read_optional(app_dir, ".env", DOTENV_LIMIT)
     if data is None:
@@ -29,6 +29,9 @@ def read_dotenv(app_dir: Path, config: Mapping[str, str] | None = None) -> dict[
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise UnsafeFile(f".env:{line}: cannot read it as UTF-8 text ({exc.reason})") from None
+    if (nul := data.find(b"\0")) >= 0:  # execve would refuse it, as a ValueError
+        line = data.count(b"\n", 0, nul) + 1
+        raise UnsafeFile(f".env:{line}: holds a NUL byte, which no environment can; remove it")
     # Parsed without interpolation: python-dotenv would fill ${VAR} from the daemon's own
     # environment (its secrets, its PATH); expand_dotenv fills it from the app's alone.
     # Imported here: python-dotenv costs the daemon 1.2 MiB, and most apps have no .env.

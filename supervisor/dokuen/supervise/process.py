@@ -354,8 +354,8 @@ class ProcessSlot:
                         self._event(
                             f"stopped ({describe_exit(status)})", "process.stopped", status=status
                         )
-        if pipe is not None and pipe.error is not None:
-            raise pipe.error
+                if pipe is not None and pipe.error is not None:  # not after: a cancel hides it
+                    raise pipe.error
         assert status is not None  # set by wait() or, on a stop, by _terminate()
         return status
 
