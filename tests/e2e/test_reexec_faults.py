@@ -3,14 +3,17 @@ line held back at the first is written once, by the image that went on, and neve
 a carry file no image of this attempt wrote is never put in front of a line. Real dokuend,
 real processes, a real failed ``execve``."""
 
+import contextlib
 import json
 import re
+import subprocess
 import sys
 import sysconfig
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
@@ -86,8 +89,16 @@ def breakable(tmp_path: Path) -> Iterator[tuple[Dokuen, Path, Path]]:
         yield daemon, interpreter, breaker
     finally:
         if daemon.process is not None:
-            daemon.process.kill()
-            daemon.process.wait(30)
+            try:
+                daemon.terminate(timeout=30)  # stops blog's processes too
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                daemon.process.wait(30)
+        # Apps outlive a dokuend that died (by design): end what this test started.
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.cwd().startswith(f"{tmp_path}/"):
+                    process.kill()
 
 
 def started(daemon: Dokuen) -> float:
