@@ -153,9 +153,10 @@ print("bystander", bystander.poll())
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
-def test_a_pid_reused_after_the_old_worker_exited_is_never_signalled(tmp_path: Path) -> None:
-    (tmp_path / "reuse.py").write_text(PID_REUSE)
+def in_a_pid_namespace(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` beside a stand-in nginx in a PID namespace of its own (where it may
+    choose the next pid), as root; it must succeed."""
+    (tmp_path / "reuse.py").write_text(script)
     fake_nginx(tmp_path)
     done = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "reuse.py", tmp_path],
@@ -166,6 +167,12 @@ def test_a_pid_reused_after_the_old_worker_exited_is_never_signalled(tmp_path: P
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_a_pid_reused_after_the_old_worker_exited_is_never_signalled(tmp_path: Path) -> None:
+    done = in_a_pid_namespace(tmp_path, PID_REUSE)
     assert done.stdout.splitlines()[-1] == "bystander None"  # still running: no SIGQUIT
 
 
@@ -199,17 +206,7 @@ print("bystander", bystander.poll())
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
 def test_a_pid_reused_after_the_master_died_is_never_signalled(tmp_path: Path) -> None:
-    (tmp_path / "reuse.py").write_text(MASTER_REUSE)
-    fake_nginx(tmp_path)
-    done = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "reuse.py", tmp_path],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = in_a_pid_namespace(tmp_path, MASTER_REUSE)
     assert done.stdout.splitlines()[-2:] == ["reloaded False", "bystander None"]
 
 
