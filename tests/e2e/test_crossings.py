@@ -5,7 +5,6 @@ one attempt, against real processes: it must fail, and the other app must not no
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -514,39 +513,20 @@ def test_a_domain_nginx_refuses_is_not_kept_to_stop_the_others(tmp_path: Path) -
     """With the system's nginx (DOKUEN_NGINX=system), its own nginx.conf sets the hash, and
     the default (64) is too small for 253 characters: the add is refused and undone, so
     the next change of another app goes through."""
-    from tests.e2e.test_nginx import NGINX, env_via, nginx_dokuen  # noqa: PLC0415
+    from tests.e2e.test_nginx import env_via, nginx_dokuen, system_nginx  # noqa: PLC0415
 
-    assert NGINX is not None
-    port = free_port_block(1)[0]
-    home, system = tmp_path / "home", tmp_path / "system-nginx"
-    for directory in ("logs", "temp"):
-        (system / directory).mkdir(parents=True)
-    (system / "nginx.conf").write_text(
-        f"pid {system}/nginx.pid;\nerror_log {system}/logs/error.log;\n"
-        "events {}\nhttp {\n"
-        f"    client_body_temp_path {system}/temp; proxy_temp_path {system}/temp;\n"
-        f"    server {{ listen 127.0.0.1:{port} default_server; return 404; }}\n"
-        f"    include {home}/nginx/dokuen-http.conf;\n}}\n"
-    )
-    wrapper = tmp_path / "nginx"
-    wrapper.write_text(f'#!/bin/sh\nexec {NGINX} -p {system} -c {system}/nginx.conf "$@"\n')
-    wrapper.chmod(0o755)
-    try:
-        with nginx_dokuen(
-            home, port, DOKUEN_NGINX="system", DOKUEN_NGINX_BINARY=str(wrapper)
-        ) as daemon:
-            wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
-            subprocess.run([str(wrapper)], check=True)  # the system's nginx starts
-            daemon.deploy("blog", write_app(tmp_path / "blog", WEB))
-            daemon.deploy("shop", write_app(tmp_path / "shop", WEB))
-            refused = daemon.ctl("domains:add", "blog", LONGEST, check=False)
-            assert refused.returncode == 1
-            assert refused.stderr.startswith(f"error: domain {LONGEST} was not added: nginx -t")
-            assert LONGEST not in daemon.ctl("domains", "blog").stdout
-            daemon.ctl("domains:add", "shop", "shop.example.com")
-            env = wait_for(lambda: env_via(port, "shop.example.com"), "shop on its domain")
-            assert env["APP"] == "shop"
-    finally:
-        pid_file = system / "nginx.pid"
-        if pid_file.exists():
-            os.kill(int(pid_file.read_text()), signal.SIGQUIT)
+    with (
+        system_nginx(tmp_path) as (home, port, wrapper),
+        nginx_dokuen(home, port, DOKUEN_NGINX="system", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon,
+    ):
+        wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
+        subprocess.run([str(wrapper)], check=True)  # the system's nginx starts
+        daemon.deploy("blog", write_app(tmp_path / "blog", WEB))
+        daemon.deploy("shop", write_app(tmp_path / "shop", WEB))
+        refused = daemon.ctl("domains:add", "blog", LONGEST, check=False)
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(f"error: domain {LONGEST} was not added: nginx -t")
+        assert LONGEST not in daemon.ctl("domains", "blog").stdout
+        daemon.ctl("domains:add", "shop", "shop.example.com")
+        env = wait_for(lambda: env_via(port, "shop.example.com"), "shop on its domain")
+        assert env["APP"] == "shop"

@@ -341,9 +341,11 @@ def test_changes_that_arrive_together_cost_one_reload(proxied: Dokuen, apps_dir:
         wait_for(answers, f"{name} through nginx")
 
 
-def test_system_mode_writes_files_a_system_nginx_includes(tmp_path: Path, apps_dir: Path) -> None:
+@contextlib.contextmanager
+def system_nginx(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
     """A stand-in for the system's nginx: its own nginx.conf with the one include line the
-    README shows, and an `nginx` wrapper that points -t and -s reload at it."""
+    README shows, and an `nginx` wrapper that points -t and -s reload at it; the home that
+    include names, the port it listens on and the wrapper. Stopped afterwards."""
     assert NGINX is not None
     port = free_port_block(1)[0]
     home = tmp_path / "home"
@@ -361,21 +363,26 @@ def test_system_mode_writes_files_a_system_nginx_includes(tmp_path: Path, apps_d
     wrapper.write_text(f'#!/bin/sh\nexec {NGINX} -p {system} -c {system}/nginx.conf "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     try:
-        with nginx_dokuen(
-            home, port, DOKUEN_NGINX="system", DOKUEN_NGINX_BINARY=str(wrapper)
-        ) as daemon:
-            wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
-            subprocess.run([str(wrapper)], check=True)  # the system's nginx starts (forks)
-            daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
-            env = wait_for(lambda: env_via(port, "blog.localhost"), "blog via the system nginx")
-            assert env["APP"] == "blog"
-            status = daemon.ctl("status")
-            assert f"nginx      system, listening on 127.0.0.1:{port}" in status.stdout
-            assert "system nginx reloaded" in daemon.log()
+        yield home, port, wrapper
     finally:
         pid_file = system / "nginx.pid"
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGQUIT)
+
+
+def test_system_mode_writes_files_a_system_nginx_includes(tmp_path: Path, apps_dir: Path) -> None:
+    with (
+        system_nginx(tmp_path) as (home, port, wrapper),
+        nginx_dokuen(home, port, DOKUEN_NGINX="system", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon,
+    ):
+        wait_for((home / "nginx/dokuen-http.conf").exists, "the include file")
+        subprocess.run([str(wrapper)], check=True)  # the system's nginx starts (forks)
+        daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+        env = wait_for(lambda: env_via(port, "blog.localhost"), "blog via the system nginx")
+        assert env["APP"] == "blog"
+        status = daemon.ctl("status")
+        assert f"nginx      system, listening on 127.0.0.1:{port}" in status.stdout
+        assert "system nginx reloaded" in daemon.log()
 
 
 def test_a_web_process_that_never_answers_is_killed_and_retried(
