@@ -219,6 +219,28 @@ print("real" if sockets.convert_ipv6_sockaddr is not _asyncio.convert_ipv6_socka
 """
 
 
+def test_an_anyio_that_takes_more_from_its_sockets_module_still_starts() -> None:
+    """While anyio's backend is imported, a name the stand-in does not hold (as a newer
+    anyio's backend might take) brings the real sockets module in: more memory, never a
+    dokuend that cannot start."""
+    shown = subprocess.run(
+        [sys.executable, "-c", NEWER_ANYIO], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["anyio._core._sockets", "real", "ssl"]
+
+
+NEWER_ANYIO = """
+import sys
+from dokuen.cli import lazylibs
+stand_in = lazylibs.SocketsOnDemand(lazylibs.SOCKETS)
+sys.modules[lazylibs.SOCKETS] = stand_in
+from anyio._core._sockets import create_tcp_listener  # what the stand-in does not hold
+print(create_tcp_listener.__module__)
+print("real" if sys.modules[lazylibs.SOCKETS] is not stand_in else "stand-in")
+print("ssl" if "ssl" in sys.modules else "no ssl")
+"""
+
+
 def test_the_time_zone_is_read_when_the_first_schedule_is_set(tmp_path: Path) -> None:
     """A scheduler with no schedule (every daemon without backups) runs without zoneinfo;
     the first schedule set reads the machine's zone, and its next run is in that zone."""

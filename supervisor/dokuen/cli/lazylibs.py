@@ -11,8 +11,8 @@ or a backup needs them). Two of the daemon's libraries import it at their top an
 - anyio's asyncio backend imports its sockets module for one helper
   (``convert_ipv6_sockaddr``, which only its UDP sockets call), and that module imports
   anyio's TLS and stapled streams, which import ``ssl`` at their top. The backend is
-  imported with :data:`SOCKETS` standing for that module: its one helper imports the real
-  module at its first call (a UDP datagram; dokuend opens no UDP socket through anyio), and
+  imported with :class:`SocketsOnDemand` standing for that module: its one helper imports
+  the real module at its first call (a UDP datagram; dokuend opens no UDP socket through anyio), and
   whoever imports ``anyio._core._sockets`` afterwards gets the real module, ``ssl`` and all.
 
 Once these are imported, ``sys.modules`` names no stand-in: whoever imports ``ssl`` or
@@ -39,6 +39,21 @@ def _convert_ipv6_sockaddr(sockaddr: Any) -> Any:
     return sockets.convert_ipv6_sockaddr(sockaddr)
 
 
+class SocketsOnDemand(types.ModuleType):
+    """Stands for anyio's sockets module while its asyncio backend is imported. Any other
+    name an anyio release takes from it brings the real module in at once (and ``ssl``):
+    a newer anyio costs that memory, never a dokuend that cannot start."""
+
+    convert_ipv6_sockaddr = staticmethod(_convert_ipv6_sockaddr)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # the import system's questions (``__path__``): not a name
+            raise AttributeError(name)
+        if sys.modules.get(SOCKETS) is self:
+            del sys.modules[SOCKETS]
+        return getattr(importlib.import_module(SOCKETS), name)
+
+
 def import_without_ssl() -> None:
     """Import asyncio and anyio's asyncio backend without loading ``ssl`` or anyio's
     sockets module, unless something already did."""
@@ -51,14 +66,14 @@ def import_without_ssl() -> None:
         del sys.modules["ssl"]
     if SOCKETS in sys.modules or "anyio._backends._asyncio" in sys.modules:
         return
-    stand_in = types.ModuleType(SOCKETS, "anyio's sockets module, imported on first use")
-    stand_in.__dict__["convert_ipv6_sockaddr"] = _convert_ipv6_sockaddr
+    stand_in = SocketsOnDemand(SOCKETS, "anyio's sockets module, imported on first use")
     sys.modules[SOCKETS] = stand_in
     try:
         # What anyio.run imports; its sockets module imports its TLS streams, and ssl.
         import anyio._backends._asyncio  # noqa: F401, PLC0415
     finally:
-        del sys.modules[SOCKETS]
+        if sys.modules.get(SOCKETS) is stand_in:
+            del sys.modules[SOCKETS]
 
 
 def import_shutil_alone() -> None:
