@@ -61,6 +61,23 @@ def runs(log: str) -> dict[int, list[str]]:
     return found
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def reload_around_an_exit(daemon: Dokuen) -> int:
+    """One ``daemon:reload`` that burst's running process ends in; its pid."""
+    pid: int = wait_for(lambda: (daemon.running("blog", 1) or [{}])[0].get("pid"), "burst")
+    wait_for(lambda: len(runs(daemon.log()).get(pid, [])) > 50, "burst's lines")
+    daemon.ctl("daemon:reload", "--timeout", "60")
+    wait_for(lambda: gone(pid), f"burst {pid}'s exit")
+    wait_for(lambda: "done" in runs(daemon.log()).get(pid, []), f"burst {pid}'s last line")
+    return pid
+
+
 def test_lines_of_a_process_that_exits_during_a_reload_all_reach_the_log(
     daemon: Dokuen, tmp_path: Path
 ) -> None:
@@ -69,20 +86,7 @@ def test_lines_of_a_process_that_exits_during_a_reload_all_reach_the_log(
         daemon.deploy(
             "blog", write_app(tmp_path / "src", "burst: python3 -u burst.py\n", {"burst.py": BURST})
         )
-        ended: list[int] = []
-        for _ in range(RELOADS):
-            pid = wait_for(lambda: (daemon.running("blog", 1) or [{}])[0].get("pid"), "burst")
-            wait_for(lambda: len(runs(daemon.log()).get(pid, [])) > 50, "burst's lines")
-            daemon.ctl("daemon:reload", "--timeout", "60")
-            wait_for(
-                lambda: (
-                    not psutil.pid_exists(pid)
-                    or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-                ),
-                "burst's exit",
-            )
-            wait_for(lambda: "done" in runs(daemon.log()).get(pid, []), f"burst {pid}'s end")
-            ended.append(pid)
+        ended = [reload_around_an_exit(daemon) for _ in range(RELOADS)]
         log = daemon.log()
         for pid in ended:
             lines = runs(log)[pid]
