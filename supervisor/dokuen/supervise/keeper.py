@@ -91,11 +91,13 @@ class Fifo:
         return fifo
 
     def drain(self) -> bytes:
-        """All that is left of a FIFO whose process is gone (its carried line first)."""
+        """All that is left of a FIFO whose process is gone (its carried line first); then
+        it is closed and removed."""
         data = self.release()
         with contextlib.suppress(OSError):
             while chunk := os.read(self._reader, 1 << 16):
                 data += chunk
+        self.close()
         return data
 
     def save_tail(self, generation: str) -> None:
@@ -343,8 +345,7 @@ class Keeper:
         return generation
 
     def hand(self, inheritable: bool = True) -> str:
-        """The FIFO readers made inheritable for the next image (or not again), for its
-        ``handed.FIFO_FDS``: what a process leaves when it ends meanwhile stays readable."""
+        """The readers made inheritable for the next image (or not again): handed.py."""
         return handed.hand(
             ((f._reader, str(f.path)) for f in self.fifos_open if f._reader >= 0), inheritable
         )
@@ -352,10 +353,7 @@ class Keeper:
     def leftover(self, record: ProcessRecord) -> bytes:
         """What a process that is gone wrote and no image read, then its FIFO goes."""
         fifo = Fifo.reopen(Path(record.fifo), self.generation.taken()) if record.fifo else None
-        data = b""
-        if fifo is not None:
-            data = fifo.drain()
-            fifo.close()
+        data = fifo.drain() if fifo is not None else b""
         self.forget(record)
         return data
 
