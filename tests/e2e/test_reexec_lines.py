@@ -29,7 +29,7 @@ while True:
         since = None
     elif since is None:
         since = time.monotonic()
-    elif time.monotonic() - since > 0.015:
+    elif time.monotonic() - since > 0.04:
         break
 for _ in range(20):
     n += 1
