@@ -10,7 +10,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from dokuen.supervise import handed
 from dokuen.supervise.keeper import Fifo, Keeper
+from dokuen.supervise.record import ProcessRecord
 from dokuen.supervise.spawn import OsSpawner
 
 pytestmark = pytest.mark.anyio
@@ -191,3 +193,44 @@ def test_a_carry_file_of_another_generation_is_dropped_not_put_in_front(
         reader._reader = -1
     os.close(child_end)
     fifo.close()
+
+
+def test_a_handed_over_reader_keeps_what_a_process_that_exited_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-exec hands the readers over (handed.py): a process that exits meanwhile, its
+    FIFO held by nobody else, leaves its lines to the new image, which logs them through
+    ``leftover`` (and removes the FIFO and the record); a descriptor named for a FIFO path
+    that is now another file is closed, never read."""
+    keeper = Keeper(tmp_path / "run", OsSpawner())
+    path, other = tmp_path / "out", tmp_path / "other"
+    fifo, child_end = Fifo.make(path)
+    stale, stale_end = Fifo.make(other)
+    os.close(stale_end)
+    keeper.fifos_open |= {fifo, stale}
+    writer = subprocess.Popen([sys.executable, "-c", WRITER], stdout=child_end)
+    os.close(child_end)
+    assert writer.wait(20) == 0
+    value = keeper.hand()
+    assert os.get_inheritable(fifo._reader)
+    assert os.get_inheritable(stale._reader)
+    stale_inode = os.fstat(stale._reader).st_ino
+    other.unlink()
+    os.mkfifo(other)  # the same path, another FIFO: its old reader is not for it
+    monkeypatch.setenv(handed.FIFO_FDS, value)
+    handed.take()  # the new image (the old one's objects are simply forgotten)
+    assert handed.FIFO_FDS not in os.environ
+    assert not os.get_inheritable(fifo._reader)
+    record = ProcessRecord(1, 1, "blog", "burst.1", "v1", None, None, str(path))
+    keeper.records.write(record)
+    left = keeper.leftover(record)
+    assert left == b"".join(f"line {n}\n".encode() for n in range(1, 2001))
+    assert not path.exists()
+    assert keeper.records.load() == []
+    assert handed.claim(str(other)) is None  # closed, not handed out for the new FIFO
+    try:
+        still = os.fstat(stale._reader).st_ino == stale_inode
+    except OSError:
+        still = False
+    assert not still, "the reader of the replaced FIFO was left open"
+    handed.close_rest()

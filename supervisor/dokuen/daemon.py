@@ -42,7 +42,7 @@ from dokuen.settings import Settings, load_settings
 from dokuen.ssh import keys as sshkeys
 from dokuen.ssh.requests import SshKeyCommands
 from dokuen.store import AppDir, Store
-from dokuen.supervise import handover, reaper
+from dokuen.supervise import handed, handover, reaper
 from dokuen.supervise.clock import Clock, SystemClock
 from dokuen.supervise.keeper import Keeper
 from dokuen.supervise.logmux import LogMux
@@ -81,6 +81,7 @@ class Daemon:
         self.settings = settings
         self._dokuenctl = dokuenctl or find_dokuenctl(sys.argv[0])
         self.service = service or ServiceManager()
+        handed.take()  # the FIFO readers a re-exec handed over, out of os.environ
         self._environ = dict(os.environ if environ is None else environ)
         self.store = Store(settings.home)
         spawner = spawner or OsSpawner(subreaper=reaper.become_subreaper())

@@ -16,7 +16,7 @@ from dokuen.deploy import releases
 from dokuen.errors import explain
 from dokuen.events import get_logger
 from dokuen.proxy.driver import NGINX_APP
-from dokuen.supervise import reaper
+from dokuen.supervise import handed, reaper
 from dokuen.supervise.ending import Ending
 from dokuen.supervise.formation import expand
 from dokuen.supervise.keeper import AdoptedChild, Keeper
@@ -69,11 +69,23 @@ async def take_over(
         child = keeper.adopt(record, app.runtime.cgroups)
         if child is None:
             gone.append(record)
-            keeper.forget(record)
+            left = await anyio.to_thread.run_sync(keeper.leftover, record)
+            _report_gone(app, record, left)
         else:
             app.slots.adoptable[name] = child
     await stop(rest, keeper, grace)
     return gone
+
+
+def _report_gone(app: App, record: ProcessRecord, left: bytes) -> None:
+    """A process that ended while no dokuend watched it (a re-exec, a crash): the lines it
+    left go to the log, then its end (its exit status went to whoever reaped it)."""
+    if left:
+        app.runtime.mux.write_block(
+            app.name, record.name, left if left.endswith(b"\n") else left + b"\n"
+        )
+    app.runtime.mux.event(app.name, f"{record.name} exited while no dokuend watched it")
+    log.info("process.gone", app=app.name, proc=record.name, pid=record.pid, left=len(left))
 
 
 async def stop(records: list[ProcessRecord], keeper: Keeper, grace: float) -> None:
@@ -147,6 +159,7 @@ async def _offer(apps: Mapping[str, App], keeper: Keeper, grace: float) -> set[s
         for name, found in by_app.items():
             if name in apps:
                 group.start_soon(take_over, apps[name], found, keeper, grace)
+    handed.close_rest()  # the readers the last image handed over that no process uses
     kept = [child for app in apps.values() for child in app.slots.adoptable.values()]
     in_use = {str(child.fifo.path) for child in kept if child.fifo is not None}
     with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ __all__ = [
     "envdir",
     "environment",
     "formation",
+    "handed",
     "handover",
     "health",
     "intake",

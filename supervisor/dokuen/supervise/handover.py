@@ -15,6 +15,7 @@ from dokuen import reexec
 from dokuen.control import INHERITED_FD
 from dokuen.errors import DokuenError, explain
 from dokuen.events import get_logger
+from dokuen.supervise import handed
 from dokuen.supervise.keeper import Keeper
 from dokuen.supervise.logmux import LogMux
 
@@ -91,6 +92,8 @@ class Handover:
         if self._keeper is not None:
             self._keeper.freeze()  # and the lines it holds back wait in carry files
         await self._mux.drained()
+        if self._keeper is not None:
+            environ = {**environ, handed.FIFO_FDS: self._keeper.hand()}
         if self._listener is not None:
             self._listener.set_inheritable(True)
             environ = {**environ, INHERITED_FD: str(self._listener.fileno())}

@@ -25,7 +25,7 @@ import psutil
 
 from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Cgroups, Group
-from dokuen.supervise import carry, reaper
+from dokuen.supervise import carry, handed, reaper
 from dokuen.supervise.intake import Outlet
 from dokuen.supervise.readiness import wait_readable
 from dokuen.supervise.record import ProcessRecord, Records, ensure_private, start_time
@@ -80,12 +80,25 @@ class Fifo:
         """The reader of a FIFO a dead daemon left; None when it is gone. Its carry file
         goes in front of what the pipe holds only when it is marked with ``generation``
         (of the hand-over this image follows: carry.py)."""
+        reader = handed.claim(str(path))  # the last image's: it kept what nobody read
         try:
-            fifo = cls(path, os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            if reader is None:
+                reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fifo = cls(path, reader)
         except OSError:
             return None
         fifo._tail = carry.take(fifo.carry_file, generation)
         return fifo
+
+    def drain(self) -> bytes:
+        """All that is left of a FIFO whose process is gone (its carried line first); then
+        it is closed and removed."""
+        data = self.release()
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self._reader, 1 << 16):
+                data += chunk
+        self.close()
+        return data
 
     def save_tail(self, generation: str) -> None:
         """Before a re-exec: the line held back goes to the carry file (carry.py)."""
@@ -331,10 +344,24 @@ class Keeper:
             fifo.save_tail(generation)
         return generation
 
+    def hand(self, inheritable: bool = True) -> str:
+        """The readers made inheritable for the next image (or not again): handed.py."""
+        return handed.hand(
+            ((f._reader, str(f.path)) for f in self.fifos_open if f._reader >= 0), inheritable
+        )
+
+    def leftover(self, record: ProcessRecord) -> bytes:
+        """What a process that is gone wrote and no image read, then its FIFO goes."""
+        fifo = Fifo.reopen(Path(record.fifo), self.generation.taken()) if record.fifo else None
+        data = fifo.drain() if fifo is not None else b""
+        self.forget(record)
+        return data
+
     def thaw(self) -> None:
         """The re-exec failed: this image hands out the lines it saved itself, so their
         generation and carry files go (in that order), and it reads again."""
         self.generation.end()
+        self.hand(inheritable=False)
         for fifo in self.fifos_open:
             carry.drop(fifo.carry_file)
         self.frozen = False
