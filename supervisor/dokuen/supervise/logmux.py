@@ -237,21 +237,17 @@ class LogMux:
         if block:
             if stamp is None:
                 stamp = timestamp(self.clock())
-            prefix, body = render_parts(stamp, app, source, block)
-            self._pending += (prefix, body)
-            size = len(prefix) + len(body)
-            self._pending_bytes += size
-            self._queued += size
-            self._wake.set()
+            self._queue(*render_parts(stamp, app, source, block))
 
     def event(self, app: str, message: str) -> None:
         """Queue one of the daemon's own lifecycle lines, ``APP[dokuen]: message``."""
         self.write(app, DAEMON_SOURCE, [message.encode()])
 
-    def _queue(self, data: bytes) -> None:
-        self._pending.append(data)
-        self._pending_bytes += len(data)
-        self._queued += len(data)
+    def _queue(self, *parts: Part) -> None:
+        self._pending += parts
+        size = sum(map(len, parts))
+        self._pending_bytes += size
+        self._queued += size
         self._wake.set()
 
     @property
