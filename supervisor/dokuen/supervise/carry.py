@@ -20,7 +20,8 @@ class Generation:
 
     def __init__(self, run: Path) -> None:
         self.file = run / "carry.generation"
-        self._taken: list[str | None] = []
+        self._read = False
+        self._taken: str | None = None
 
     def begin(self) -> str:
         """A new generation, written down for the next image (raises OSError)."""
@@ -36,14 +37,14 @@ class Generation:
     def taken(self) -> str | None:
         """The generation this image is to take carry files of, read once (the file goes
         then); None when no hand-over came before this start."""
-        if not self._taken:
+        if not self._read:
             try:
-                text = self.file.read_text().strip()
+                self._taken = self.file.read_text().strip() or None
             except OSError:
-                text = ""
+                self._taken = None
             self.end()
-            self._taken.append(text or None)
-        return self._taken[0]
+            self._read = True
+        return self._taken
 
 
 def save(path: Path, generation: str, line: bytes) -> None:
