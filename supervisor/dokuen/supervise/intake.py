@@ -181,9 +181,7 @@ class Pipe:
         """Write the line held back and the framer's partial line, each as a line."""
         rest = self._tail.release() if self._tail is not None else b""
         block = self._framer.feed_block(rest) if rest else b""
-        pieces = self._framer.flush()
-        if pieces:
-            block += b"\n".join(pieces) + b"\n"
+        block += self._framer.flush_block()
         if block:
             self._deliver(block, stamp)
 
@@ -354,15 +352,13 @@ class Intake:
                 if len(chunk) >= BURST:  # a fast writer: let its next lines gather
                     await anyio.sleep(BURST_PAUSE)
         finally:
-            pieces = framer.flush()
-            if pieces:
-                deliver(b"\n".join(pieces) + b"\n", None)
+            if tail := framer.flush_block():
+                deliver(tail, None)
 
     async def _read(self, child: Readable, framer: LineFramer, deliver: Deliver) -> bytes:
         """The next chunk; a partial line that waits too long for its newline is written."""
         while framer.pending:
             with anyio.move_on_after(PARTIAL_LINE_DELAY):
                 return await child.read(READ_SIZE)
-            pieces = framer.flush()
-            deliver(b"\n".join(pieces) + b"\n", None)
+            deliver(framer.flush_block(), None)
         return await child.read(READ_SIZE)

@@ -77,6 +77,12 @@ class LineFramer:
         partial, self._partial = self._partial, b""
         return self._pieces(partial, complete=True)
 
+    def flush_block(self) -> bytes:
+        """``flush`` as ``feed_block`` gives lines: one block, each line ending in a newline
+        (b"" when nothing was partial)."""
+        pieces = self.flush()
+        return b"\n".join(pieces) + b"\n" if pieces else b""
+
     def _pieces(self, line: bytes, *, complete: bool) -> list[bytes]:
         size = self.max_line
         chunks = [line[i : i + size] for i in range(0, len(line), size)] or [b""]
