@@ -34,6 +34,7 @@ from dokuen.data import account as accounts
 from dokuen.data.sockets import SOCKET_PATH_MAX, socket_name
 from dokuen.errors import DokuenError
 from dokuen.events import get_logger
+from dokuen.isolate.modes import permits
 from dokuen.store import write_atomic
 from dokuen.supervise.logmux import LineFramer, LogMux
 from dokuen.supervise.process import describe_exit
@@ -62,14 +63,7 @@ class PostgresUnavailable(DokuenError):
 def unreachable_parent(path: Path, account: pwd.struct_passwd) -> Path | None:
     """The first parent of ``path`` that ``account`` may not pass through, if any."""
     for parent in reversed(path.parents):
-        info = parent.stat()
-        if info.st_uid == account.pw_uid:
-            allowed = info.st_mode & stat.S_IXUSR
-        elif info.st_gid == account.pw_gid:
-            allowed = info.st_mode & stat.S_IXGRP
-        else:
-            allowed = info.st_mode & stat.S_IXOTH
-        if not allowed:
+        if not permits(parent.stat(), account.pw_uid, account.pw_gid, 1):
             return parent
     return None
 

@@ -38,6 +38,7 @@ from dokuen.deploy.buildpack import (
     parse_source,
 )
 from dokuen.isolate.cgroups import Group
+from dokuen.isolate.modes import permits
 from dokuen.isolate.paths import chown_tree, read_optional
 from dokuen.supervise import reaper
 from dokuen.supervise.envdir import write_envdir
@@ -381,13 +382,7 @@ def _check_reachable(path: Path, uid: int) -> None:
     through a parent of ``path``."""
     for parent in reversed(path.parents):
         info = parent.stat()
-        if info.st_uid == uid:
-            allowed = info.st_mode & stat.S_IXUSR
-        elif info.st_gid == uid:
-            allowed = info.st_mode & stat.S_IXGRP
-        else:
-            allowed = info.st_mode & stat.S_IXOTH
-        if not allowed:
+        if not permits(info, uid, uid, 1):
             raise BuildError(
                 f"builds (uid {uid}) cannot reach {path}: {parent} is mode "
                 f"{stat.S_IMODE(info.st_mode):o} (chmod o+x {parent}, or set DOKUEN_BUILD_UIDS=off)"

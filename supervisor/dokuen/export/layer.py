@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 from dokuen.errors import UnsafeFile
+from dokuen.isolate.modes import permits
 
 
 def write_layer(
@@ -50,16 +51,6 @@ class _Walk(NamedTuple):
         return self._replace(prefix=f"{self.prefix}/{name}")
 
 
-def readable_by(status: os.stat_result, reader: tuple[int, int]) -> bool:
-    """Whether a user ``(uid, gid)`` with no other groups may read the file."""
-    uid, gid = reader
-    if status.st_uid == uid:
-        return bool(status.st_mode & stat.S_IRUSR)
-    if status.st_gid == gid:
-        return bool(status.st_mode & stat.S_IRGRP)
-    return bool(status.st_mode & stat.S_IROTH)
-
-
 def _info(name: str, status: os.stat_result, uid: int, gid: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name.rstrip("/"))
     info.mode = stat.S_IMODE(status.st_mode) & 0o7777 & ~0o6000  # no setuid, no setgid
@@ -95,7 +86,7 @@ def _add_tree(tar: tarfile.TarFile, directory: int, walk: _Walk) -> None:
                 current = os.fstat(handle.fileno())
                 if not stat.S_ISREG(current.st_mode):
                     raise UnsafeFile(f"{path}: changed while it was read (not a file now)")
-                if walk.reader and not readable_by(current, walk.reader):
+                if walk.reader and not permits(current, *walk.reader, 4):
                     raise UnsafeFile(
                         f"{path}: the app's user may not read it (owner uid {current.st_uid},"
                         f" mode {stat.S_IMODE(current.st_mode):o}); remove it from the release"

@@ -15,6 +15,15 @@ from pathlib import Path
 from dokuen.isolate.paths import chown_tree
 from dokuen.store import AppDir
 
+
+def permits(info: os.stat_result, uid: int, gid: int, want: int) -> bool:
+    """Whether a user ``uid`` whose only group is ``gid`` has the permission ``want`` (an
+    octal digit: 4 read, 2 write, 1 search or execute) on the file ``info`` describes: its
+    owner's bits, else its group's, else everyone else's, as the kernel picks them."""
+    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+    return bool(info.st_mode >> shift & want)
+
+
 KEEP = -1  # an owner or group left as it is (os.chown's own meaning of -1)
 # Files beside an app's directories: its formation, domains, records and secrets.
 APP_FILES = (
