@@ -16,6 +16,7 @@ from dokuen.store import AppDir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec, expand
 from dokuen.supervise.keeper import AdoptedChild
+from dokuen.supervise.parking import Parking
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
 
@@ -50,7 +51,8 @@ def check_room(ports: PortPool, formation: Mapping[str, int], holding: int) -> N
 
 
 class Slots:
-    """One app's process slots, all in the app's task group (``task_group``, set by App.run)."""
+    """One app's process slots, all in the app's task group (``task_group``, set by App.run),
+    or parked there while idle (``parking``: supervise/parking.py)."""
 
     def __init__(self, directory: AppDir, runtime: Runtime) -> None:
         self.dir = directory
@@ -60,6 +62,7 @@ class Slots:
         self.stuck: list[ProcessSlot] = []  # stopped, but SIGKILL did not end them
         self.adoptable: dict[str, AdoptedChild] = {}  # what a dead dokuend left (adoption.py)
         self.task_group: anyio.abc.TaskGroup | None = None
+        self.parking: Parking | None = None
 
     async def converge(
         self, target: Target | None, replace: Callable[[ProcessSpec], bool], gate: bool
@@ -169,6 +172,7 @@ class Slots:
                 port=port,
                 on_change=self.runtime.proxy_changed if web else lambda: None,
                 keeper=self.runtime.keeper,
+                parking=self.parking,
             )
 
         return make

@@ -8,6 +8,7 @@ cancels them as it cancels any await.
 """
 
 import asyncio
+from collections.abc import Callable
 
 # The descriptors a task waits on, and for what: asyncio keeps one callback per descriptor
 # and direction, so a second waiter would silently take the first one's place.
@@ -30,6 +31,25 @@ async def wait_writable(fd: int) -> None:
         RuntimeError: another task already waits for ``fd`` to be writable.
     """
     await _wait(fd, writable=True)
+
+
+def watch_readable(fd: int, callback: Callable[[], None]) -> None:
+    """Call ``callback`` (on the loop) each time ``fd`` is readable, until :func:`unwatch`:
+    what an idle process slot waits with, instead of a task (process.py, parking).
+
+    Raises:
+        RuntimeError: a task or a callback already waits for ``fd`` to be readable.
+    """
+    if (fd, False) in _waiting:
+        raise RuntimeError(f"another task already waits on file descriptor {fd}")
+    asyncio.get_running_loop().add_reader(fd, callback)
+    _waiting.add((fd, False))
+
+
+def unwatch(fd: int) -> None:
+    """No more calls for ``fd`` (see :func:`watch_readable`)."""
+    _waiting.discard((fd, False))
+    asyncio.get_running_loop().remove_reader(fd)
 
 
 async def _wait(fd: int, *, writable: bool) -> None:
