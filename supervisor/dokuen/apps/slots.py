@@ -1,6 +1,7 @@
 """An app's live process slots and how they are brought to a target (a release, a formation
 and a config): the zero-downtime swap of web processes, health-gated starts, and stopping."""
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +30,10 @@ class Target:
     release: releases.Release
     formation: dict[str, int]
     config: dict[str, str]
+
+
+def _unchanged() -> None:
+    pass  # what a slot nginx does not serve tells of its state changes
 
 
 def failure_text(slot: ProcessSlot, who: str = "", then: str = "") -> str:
@@ -146,10 +151,10 @@ class Slots:
         app_path, home = self.runtime.settings.app_path, self.dir.data
         user = self.runtime.isolation.runs_as(self.dir)
 
-        def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
-            def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, home, app_path, defaults, config)
+        def environment(spec: ProcessSpec, port: int) -> dict[str, str]:
+            return process_environment(spec, port, home, app_path, defaults, config)
 
+        def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
             cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
@@ -157,7 +162,7 @@ class Slots:
                 SlotConfig(
                     spec,
                     release.path,
-                    environment,
+                    functools.partial(environment, spec),  # not a closure a slot: smaller
                     options.stop_timeout,
                     options.policy,
                     health,
@@ -170,7 +175,7 @@ class Slots:
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=port,
-                on_change=self.runtime.proxy_changed if web else lambda: None,
+                on_change=self.runtime.proxy_changed if web else _unchanged,
                 keeper=self.runtime.keeper,
                 parking=self.parking,
             )

@@ -155,6 +155,7 @@ class PidfdChild(_OsChild):
     ) -> None:
         super().__init__(process.pid, spawner, cgroup)
         self._process, self._output = process, process.stdout  # None: output elsewhere
+        process.args = ()  # its argv (the cgroup entry's paths, the command): never read again
         if self._output is not None:
             os.set_blocking(self._output.fileno(), False)
         self._pidfd = os.pidfd_open(process.pid)
