@@ -42,6 +42,8 @@ HEAVY = (
     "zoneinfo",  # backup schedules'
     "uvloop",  # not the daemon's loop any more (2.2 MiB)
     "structlog",  # the daemon's events are dokuen/events.py (1.8 MiB)
+    "termios",  # a terminal's window size, for `dokuenctl run` with a tty (60 KiB)
+    "ctypes",  # the subreaper's prctl goes through _ctypes alone (0.16 MiB)
 )
 
 # Modules of the daemon's own libraries that it imports only on first use (cli/lazylibs.py).
@@ -278,3 +280,24 @@ async def main():
         group.cancel_scope.cancel()
 anyio.run(main)
 """
+
+
+SUBREAPER = """
+import sys
+from dokuen.supervise import reaper
+became = reaper.become_subreaper()
+kept_out = "ctypes" not in sys.modules
+import ctypes
+value = ctypes.c_int()
+ctypes.CDLL(None).prctl(37, ctypes.byref(value), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+print(became, kept_out, value.value)
+"""
+
+
+def test_the_daemon_becomes_a_subreaper_without_ctypes_module() -> None:
+    """prctl through _ctypes alone: the kernel says the process is a subreaper now, and
+    ctypes' own module (its types made at import) was never loaded for it."""
+    shown = subprocess.run(
+        [sys.executable, "-c", SUBREAPER], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["True", "True", "1"]
