@@ -301,3 +301,26 @@ def test_the_daemon_becomes_a_subreaper_without_ctypes_module() -> None:
         [sys.executable, "-c", SUBREAPER], capture_output=True, text=True, check=True
     )
     assert shown.stdout.split() == ["True", "True", "1"]
+
+
+DUMPS_AFTER_START = """
+import sys
+import dokuen.cli.dokuend, dokuen.daemon
+lazy = ("dokuen.backup.databases", "dokuen.backup.dumps", "dokuen.backup.manifest",
+        "dokuen.backup.bundle", "dokuen.backup.renaming")
+print(any(name in sys.modules for name in lazy))
+from dokuen.backup.requests import DUMP_REQUESTS
+from dokuen.backup.databases import DatabaseBackupCommands
+made = DatabaseBackupCommands.__new__(DatabaseBackupCommands)
+print(sorted(DatabaseBackupCommands.handlers(made)) == sorted(DUMP_REQUESTS))
+"""
+
+
+def test_the_database_backups_are_imported_by_the_first() -> None:
+    """An idle daemon holds none of the dumps' modules (0.2 MiB); the daemon's table names
+    their requests (DUMP_REQUESTS) without them, and the names are the requests' own. That
+    the first backup request does load and answer them: tests/e2e/test_backups.py."""
+    shown = subprocess.run(
+        [sys.executable, "-c", DUMPS_AFTER_START], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["False", "True"]
