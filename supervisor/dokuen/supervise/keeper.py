@@ -131,7 +131,7 @@ class Fifo:
         """What the intake reads: the read end, the line held back, the keeper's freeze."""
         if self._reader < 0:
             return None
-        return Outlet(self._reader, self, lambda: keeper.frozen)
+        return Outlet(self._reader, self, keeper.is_frozen)
 
     async def read(self, max_bytes: int, keeper: "Keeper") -> bytes:
         """The next whole lines (or a line held back for ``TAIL_DELAY``); b"" once no
@@ -266,6 +266,7 @@ class Keeper:
         self.fifos = run / "fifo"
         self.spawner = spawner
         self.frozen = False  # set just before a re-exec: no more reads
+        self.is_frozen = lambda: self.frozen  # one for every FIFO's outlet, not one each
         self.fifos_open: set[Fifo] = set()  # whose held-back lines a re-exec saves
         self.generation = carry.Generation(run)  # of the carry files left for this image
 

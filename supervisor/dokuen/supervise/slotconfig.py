@@ -53,7 +53,7 @@ def describe_exit(status: int) -> str:
     return f"exited with code {status}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SlotConfig:
     """What a slot needs from its app, fixed for the slot's lifetime."""
 
