@@ -93,7 +93,76 @@ def test_dokuend_makes_its_dataclasses_with_the_shared_repr() -> None:
         "from dokuen.cli.sharedrepr import dataclass_repr\n"
         "from dokuen.settings import Settings\n"
         "from dokuen.supervise.formation import ProcessSpec\n"
-        "print(Settings.__repr__ is dataclass_repr, ProcessSpec.__repr__ is dataclass_repr)\n"
+        "from dokuen.cli.sharedrepr import frozen_setattr\n"
+        "print(Settings.__repr__ is dataclass_repr, ProcessSpec.__repr__ is dataclass_repr,\n"
+        "      ProcessSpec.__setattr__ is frozen_setattr)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["True", "True"]
+    assert done.stdout.split() == ["True", "True", "True"]
+
+
+FROZEN = """
+import dataclasses, json
+from dataclasses import dataclass, field
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    y: int = 0
+
+@dataclass(frozen=True, slots=True)
+class Slotted:
+    x: int
+
+@dataclass(frozen=True)
+class Point3(Point):
+    z: int = 0
+
+class Loose(Point):  # not a dataclass: may take attributes of its own
+    pass
+
+@dataclass(frozen=True, eq=False)
+class NoEq:
+    x: int
+
+def attempt(action):
+    try:
+        action()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+p, s, p3, loose = Point(1), Slotted(2), Point3(1, 2, 3), Loose(4)
+outcomes = [
+    attempt(lambda: setattr(p, "x", 5)), attempt(lambda: setattr(p, "other", 5)),
+    attempt(lambda: delattr(p, "y")), attempt(lambda: setattr(s, "x", 5)),
+    attempt(lambda: delattr(s, "x")), attempt(lambda: setattr(p3, "z", 5)),
+    attempt(lambda: setattr(p3, "x", 5)), attempt(lambda: setattr(loose, "x", 5)),
+    attempt(lambda: setattr(loose, "other", 5)), attempt(lambda: delattr(loose, "other")),
+    attempt(lambda: delattr(loose, "y")),
+    repr(dataclasses.replace(p, x=9)), repr(p3), hash(Point(1, 2)) == hash(Point(1, 2)),
+    Point(1, 2) == Point(1, 2), hash(NoEq(1)) != hash(NoEq(1)), repr(loose),
+    {Point(1): "a"}[Point(1)],
+]
+print(json.dumps(outcomes))
+"""
+
+
+def frozen_outcomes(shared: bool) -> list[object]:
+    first = "from dokuen.cli.sharedrepr import share_dataclass_repr\nshare_dataclass_repr()\n"
+    code = (first if shared else "") + FROZEN
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    outcomes: list[object] = json.loads(done.stdout)
+    return outcomes
+
+
+def test_frozen_classes_refuse_what_they_refused_with_the_same_words() -> None:
+    """The shared guards of frozen classes: fields and (on the class itself) any name
+    refused, a plain subclass's own attributes allowed, hashing and equality untouched."""
+    compiled = frozen_outcomes(shared=False)
+    shared = frozen_outcomes(shared=True)
+    assert shared == compiled
+    assert shared[0] == "FrozenInstanceError: cannot assign to field 'x'"
+    assert shared[2] == "FrozenInstanceError: cannot delete field 'y'"
+    assert shared[8] == "ok"  # Loose's own attribute
+    assert shared[7] == "FrozenInstanceError: cannot assign to field 'x'"
