@@ -83,8 +83,8 @@ def test_real_requests_become_router_lines_with_app_path_status_and_dyno(
     assert proxied.ctl("logs", "blog", "--ps", "web", "--source", "router").stdout == ""
     status = json.loads(proxied.ctl("status", "--json").stdout)
     assert status["nginx"]["router"]["lines"] >= 2
-    assert status["nginx"]["router"]["refused"] == 0
-    assert re.search(r"^router     \d+ lines, 0 dropped", proxied.ctl("status").stdout, re.M)
+    assert status["nginx"]["router"]["unparsed"] == 0
+    assert re.search(r"^router     \d+ lines, 0 unparsed", proxied.ctl("status").stdout, re.M)
 
 
 def test_a_bad_source_is_a_usage_error(proxied: Dokuen) -> None:  # noqa: F811
