@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 import anyio
-
 from dokuen.proxy.listener import RouterListener
+
 from dokuen.supervise.logmux import LogMux
 
 SENDER = r"""

@@ -179,6 +179,12 @@ class AccessLog:
             self._fd = -1
             log.info("router.closed", **self.counts)
 
+    def hand_over(self) -> None:
+        """Before a re-exec, once the log has written every line it was handed: mark all of
+        them read (the next image starts after them; nginx's later lines wait for it)."""
+        if self._fd >= 0:
+            self._punch(self._mux.written)
+
     def _changed(self, notify: int) -> None:
         """The kernel says nginx wrote: drop its events (any number: one turn reads all)."""
         with contextlib.suppress(BlockingIOError, InterruptedError):
