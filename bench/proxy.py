@@ -572,7 +572,7 @@ def throughput(
             run["nginx_cpu_us"] = round((after[1] - before[1]) * per, 2) if nginx else None
             if name == "nginx":  # every request's router line reached the log: once nginx's
                 deadline = time.monotonic() + 3  # workers flushed (100 ms) and dokuend read
-                while (lines_after := router_counts())[0] - lines < run["requests"]:
+                while router_counts()[0] - lines < run["requests"]:
                     if time.monotonic() > deadline:
                         break
                     time.sleep(0.05)

@@ -61,7 +61,9 @@ def test_site_files(name: str, site: Site) -> None:
         ),
     ],
 )
-def test_managed_site_files_log_every_request_to_the_router_socket(name: str, site: Site) -> None:
+def test_managed_site_files_log_every_request_to_the_router_access_log(
+    name: str, site: Site
+) -> None:
     golden(name, render_site(site, "8080", router=True))
 
 

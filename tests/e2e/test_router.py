@@ -4,14 +4,17 @@ show up in `dokuenctl logs` as Heroku router lines; maintenance mode answers 503
 import concurrent.futures
 import contextlib
 import json
+import os
 import re
 import signal
 import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.e2e.conftest import Dokuen, wait_for, write_app
 from tests.e2e.test_nginx import (
@@ -28,10 +31,10 @@ from tests.e2e.test_nginx import (
 ROUTER = re.compile(r"^\S+ (?P<app>[a-z0-9-]+)\[router\]: (?P<message>.*)$")
 
 
-def router_lines(daemon: Dokuen, *args: str) -> list[str]:
-    """The router lines `dokuenctl logs --source router` prints (every line it prints must
-    be one)."""
-    out = daemon.ctl("logs", *args, "--source", "router", "-n", "1000").stdout
+def router_lines(daemon: Dokuen, *args: str, last: int = 1000) -> list[str]:
+    """The ``last`` router lines `dokuenctl logs --source router` prints (every line it
+    prints must be one)."""
+    out = daemon.ctl("logs", *args, "--source", "router", "-n", str(last)).stdout
     lines = out.splitlines()
     assert all(ROUTER.match(line) for line in lines), out
     return lines
@@ -160,7 +163,7 @@ class Client:
 def paths_shown(daemon: Dokuen, prefix: str) -> list[str]:
     return [
         line.split('path="', 1)[1].split('"', 1)[0]
-        for line in router_lines(daemon, "blog")
+        for line in router_lines(daemon, "blog", last=100_000)
         if f'path="{prefix}/' in line
     ]
 
@@ -352,3 +355,47 @@ def live_children(process: psutil.Process) -> set[int]:
             if child.status() != psutil.STATUS_ZOMBIE:
                 found.add(child.pid)
     return found
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root")
+def test_a_full_disk_under_the_router_log_never_stops_nginx(tmp_path: Path, apps_dir: Path) -> None:
+    """The router log's file system full (a 256 KiB tmpfs, dokuend frozen so nothing read is
+    given back): nginx answers every request all the same, says it could not write (counted
+    as ``unsent``), and the lines are back once dokuend has read and punched the file."""
+    router = tmp_path / "home" / "nginx" / "router"
+    router.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(router)], check=True)
+    try:
+        with nginx_dokuen(tmp_path / "home") as daemon:
+            port = http_port(daemon)
+            daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
+            wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+            assert daemon.process is not None
+            count = 3000  # about 600 KiB of lines
+            daemon.process.send_signal(signal.SIGSTOP)
+            try:
+                with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                    statuses = list(
+                        pool.map(
+                            lambda n: get(port, "blog.localhost", f"/full/{n}")[0], range(count)
+                        )
+                    )
+            finally:
+                daemon.process.send_signal(signal.SIGCONT)
+            assert statuses == [200] * count
+            wait_for(lambda: len(paths_shown(daemon, "/full")) > 500, "the lines that fitted")
+            shown = paths_shown(daemon, "/full")
+            assert len(shown) == len(set(shown))
+            router_status = json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["router"]
+            assert router_status["unsent"] >= 1  # nginx's alerts (not one a line: see docs)
+            assert re.search(
+                r", [1-9]\d* write failures reported by nginx", daemon.ctl("status").stdout
+            )
+
+            def after() -> bool:
+                get(port, "blog.localhost", "/after/1")
+                return bool(paths_shown(daemon, "/after"))
+
+            wait_for(after, "router lines again once the file was read")
+    finally:
+        subprocess.run(["umount", "-l", str(router)], check=False)
