@@ -2,7 +2,10 @@
 and the log multiplexer: whole lines only, each once across a restart, the space of what
 was read given back, nothing an app's uid can read, write or redirect."""
 
+import contextlib
+import http.client
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,7 +14,9 @@ import pytest
 
 from dokuen.proxy import accesslog
 from dokuen.proxy.accesslog import AccessLog
+from dokuen.proxy.router import render_access_log, render_log_format
 from dokuen.supervise.logmux import LogMux
+from tests.e2e.conftest import free_port_block
 from tests.test_router import datagram
 
 pytestmark = pytest.mark.anyio
@@ -208,3 +213,86 @@ async def test_a_link_in_place_of_the_file_or_its_directory_is_never_followed(
         await reading(prefix, tmp_path / "dokuen.log", steps)
     assert target.read_bytes() == b""
     assert not (tmp_path / "elsewhere" / "access.log").exists()
+
+
+FALLBACK_CONF = """daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/logs/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+{log_format}
+    server {{
+        listen 127.0.0.1:{port};
+        set $dokuen_app blog;
+        set $dokuen_state serving;
+{access_log}
+        return 200 "ok\\n";
+    }}
+}}
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("nginx"), reason="mounts a ramfs, runs nginx: root"
+)
+async def test_where_holes_cannot_be_punched_the_file_is_renamed_and_nginx_reopens_it(
+    tmp_path: Path,
+) -> None:
+    """ramfs cannot punch holes: at ``rotate_at`` bytes the file is renamed, nginx reloaded
+    (HUP), the old one read to its end; every line once."""
+    prefix = tmp_path / "nginx"
+    (prefix / "router").mkdir(parents=True)
+    (prefix / "logs").mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(prefix / "router")], check=True)
+    port = free_port_block(1)[0]
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        FALLBACK_CONF.format(
+            prefix=prefix, port=port, log_format=render_log_format(), access_log=render_access_log()
+        )
+    )
+    log_file = tmp_path / "dokuen.log"
+    mux = LogMux(log_file, 1 << 30, 2)
+    master: list[int] = []
+    reader = AccessLog(prefix, mux, lambda: master[0] if master else None, rotate_at=4096)
+    nginx = None
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(mux.run)
+            await tg.start(reader.run)
+            nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf)])
+            master.append(nginx.pid)
+            await until((prefix / "nginx.pid").exists, "nginx")
+
+            async def get(n: int) -> None:
+                def once() -> None:
+                    with contextlib.suppress(OSError):
+                        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                        connection.request("GET", f"/r/{n}", headers={"Host": "blog.localhost"})
+                        connection.getresponse().read()
+                        connection.close()
+
+                await anyio.to_thread.run_sync(once)
+
+            for n in range(80):  # about 10 KiB of lines: renamed once past 4 KiB
+                await get(n)
+            await until(lambda: len(shown(log_file)) == 80, "80 lines")
+            await until((prefix / "router" / "access.log.old").exists, "the file renamed")
+            n = 80
+            with anyio.fail_after(10):  # to the new file, once nginx's worker reopened it
+                while not os.stat(prefix / "router" / "access.log").st_size:
+                    await get(n)
+                    n += 1
+                    await anyio.sleep(0.02)
+            await until(lambda: len(shown(log_file)) == n, f"{n} lines")
+            tg.cancel_scope.cancel()
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(10)
+        subprocess.run(["umount", "-l", str(prefix / "router")], check=False)
+    # Each once; the old worker's last lines may come after the new one's first.
+    assert sorted(shown(log_file)) == sorted(f"/r/{each}" for each in range(n))
+    assert reader.counts["unparsed"] == 0

@@ -11,8 +11,10 @@ hole is also where reading resumes after a restart or a ``kill -9`` (the first d
 leading NUL bytes skipped), so nothing needs renaming, reopening or a signal to nginx. A
 hole is punched only over lines the multiplexer has written: a ``kill -9`` doubles at most
 the lines of the last PUNCH_AFTER seconds and never loses one. Where the file system cannot
-punch holes, the file is renamed and nginx told to reopen it (USR1) once it is ROTATE_AT
-long, and the old one read to its end (``_Rotation``).
+punch holes, the file is renamed once it is ROTATE_AT long and nginx reloaded (HUP: its
+master, root, opens the new file; USR1 would have the workers reopen it, and they may not
+reach the directory), and the old one read to its end while the old workers write out
+what they hold.
 
 The directory is dokuend's alone (0700): no app can read other apps' requests, write a line
 or put a link in its place. The file is opened without following links.
@@ -20,7 +22,6 @@ or put a link in its place. The file is opened without following links.
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import os
 import signal
@@ -33,6 +34,7 @@ import anyio
 import anyio.abc
 
 from dokuen.events import get_logger
+from dokuen.proxy.holes import first_line, punch, watch
 from dokuen.proxy.master import open_master
 from dokuen.proxy.router import ACCESS_LOG, ERROR_LOG, dyno_table, render_batch, render_line
 from dokuen.supervise.logmux import LogMux, timestamp
@@ -49,29 +51,21 @@ POLL = 0.2  # seconds between looks where there is no inotify (not Linux)
 ROTATE_AT = 16 << 20  # where holes cannot be punched: the size at which the file is renamed
 OLD_KEPT = 5.0  # seconds a renamed file is read after nginx was told to reopen
 UNSENT = (b'access.log" failed', b'access.log" was incomplete')  # nginx's alerts (a minute)
-_IN_MODIFY = 0x2
-_PUNCH = 0x2 | 0x1  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
-
-
-def _libc() -> ctypes.CDLL | None:
-    try:  # the running program's own symbols (see supervise/reaper.py)
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-        libc.inotify_init1.argtypes = [ctypes.c_int]
-        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-    except (OSError, AttributeError):  # not Linux
-        return None
-    return libc
 
 
 class AccessLog:
     """Reads the router access log; ``dynos`` maps web ports to (app, process name)."""
 
     def __init__(
-        self, prefix: Path, mux: LogMux, master: Callable[[], int | None] = lambda: None
+        self,
+        prefix: Path,
+        mux: LogMux,
+        master: Callable[[], int | None] = lambda: None,
+        rotate_at: int = ROTATE_AT,
     ) -> None:
         """``prefix`` is nginx's ($DOKUEN_HOME/nginx); ``master`` the managed master's pid
-        (told to reopen the file where holes cannot be punched)."""
+        (told to reopen the file where holes cannot be punched, at ``rotate_at`` bytes)."""
+        self._rotate_at = rotate_at
         self.path = prefix / ACCESS_LOG
         self._mux = mux
         self._master = master
@@ -91,6 +85,7 @@ class AccessLog:
         self._old: tuple[int, int, float] | None = None  # a renamed file: fd, offset, since
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._notify = -1
         self.problem: str | None = None
 
     def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
@@ -135,8 +130,8 @@ class AccessLog:
         if self._fd >= 0:  # the file was replaced (its directory deleted): read the old one out
             self._turn()
             os.close(self._fd)
-        self._fd, self._offset, self._marks, self._punched = fd, _first_line(fd), [], 0
-        self._punched = self._offset
+        self._fd, self._offset, self._marks = fd, first_line(fd), []
+        self._offset = self._punched = max(self._offset, self._noted(info.st_ino))
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -150,7 +145,7 @@ class AccessLog:
             task_status.started()
             return
         loop = self._loop = asyncio.get_running_loop()
-        notify = _watch(self.path)
+        notify = self._notify = watch(self.path)
         if notify >= 0:
             loop.add_reader(notify, self._changed, notify)
         task_status.started()
@@ -172,6 +167,7 @@ class AccessLog:
             # The log writer outlives this task and writes what it was handed before it
             # closes (a stop, a re-exec): all of it is the next dokuend's no more.
             self._punch(float("inf"))
+            self._note()
             if self._old is not None:
                 os.close(self._old[0])
                 self._old = None
@@ -184,6 +180,25 @@ class AccessLog:
         them read (the next image starts after them; nginx's later lines wait for it)."""
         if self._fd >= 0:
             self._punch(self._mux.written)
+            self._note()
+
+    def _note(self) -> None:
+        """Where holes cannot be punched: write down how far this file was read (for the
+        next dokuend after a stop or a re-exec; a ``kill -9`` reads it from the start)."""
+        if self._punches:
+            return
+        with contextlib.suppress(OSError):
+            text = f"{os.fstat(self._fd).st_ino} {self._punched}\n"
+            self.path.with_name("read").write_text(text)
+
+    def _noted(self, inode: int) -> int:
+        """The offset ``_note`` wrote for this file (0 if none, or for another file)."""
+        try:
+            noted, offset = self.path.with_name("read").read_text().split()
+            self.path.with_name("read").unlink()
+            return int(offset) if int(noted) == inode else 0
+        except (OSError, ValueError):
+            return 0
 
     def _changed(self, notify: int) -> None:
         """The kernel says nginx wrote: drop its events (any number: one turn reads all)."""
@@ -204,15 +219,12 @@ class AccessLog:
         if self._old is not None:
             self._read_old()
         read = self._read(self._fd, self._offset)
-        if read is None:
-            if self._marks:
-                self._later(PUNCH_AFTER)
-            return
-        self._offset = read
-        self._marks.append((self._mux.queued, read))
-        if self._loop is not None:
+        if read is not None:
+            self._offset = read
+            self._marks.append((self._mux.queued, read))
+        if self._marks:
             self._later(PUNCH_AFTER)
-        if not self._punches and read >= ROTATE_AT and self._old is None:
+        if not self._punches and self._offset >= self._rotate_at and self._old is None:
             self._rotate()
 
     def _read(self, fd: int, offset: int) -> int | None:
@@ -282,7 +294,7 @@ class AccessLog:
             return
         if self._punches:
             try:
-                _fallocate(self._fd, self._punched, upto - self._punched)
+                punch(self._fd, self._punched, upto - self._punched)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
                     log.warning("router.punch_failed", error=str(exc))
@@ -292,26 +304,27 @@ class AccessLog:
         self._punched = upto
 
     def _rotate(self) -> None:
-        """Where holes cannot be punched: rename the file, make a new one and tell nginx
-        to reopen it (its workers write what they hold to the old one first)."""
+        """Where holes cannot be punched: rename the file, make a new one and reload nginx
+        (its old workers write what they hold to the old one as they quit)."""
         master = self._master()
         if master is None:
             return
         old = self.path.with_name("access.log.old")
         os.replace(self.path, old)
-        fd = self._fd
+        fd, offset = self._fd, self._offset
         self._fd = -1
         self.prepare()
-        self._old = (fd, self._offset, time.monotonic())
-        self._offset = self._punched = 0
+        self._old = (fd, offset, time.monotonic())
+        if self._notify >= 0:  # the watch follows the old file: the new one needs its own
+            watch(self.path, self._notify)
         pidfd = open_master(master, self.path.parent.parent)  # never a pid reused since
         if pidfd is None:
             return
         try:
             if pidfd >= 0:
-                signal.pidfd_send_signal(pidfd, signal.SIGUSR1)
+                signal.pidfd_send_signal(pidfd, signal.SIGHUP)
             else:
-                os.kill(master, signal.SIGUSR1)
+                os.kill(master, signal.SIGHUP)
         except OSError:
             pass
         finally:
@@ -345,48 +358,6 @@ class AccessLog:
             return
         self._errors_read = size
         self.counts["unsent"] += sum(map(text.count, UNSENT))
-
-
-_LIBC = _libc()
-
-
-def _watch(path: Path) -> int:
-    """An inotify descriptor (non-blocking) that is readable when ``path`` is written; -1
-    where there is none."""
-    if _LIBC is None:
-        return -1
-    notify = int(_LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-    if notify < 0:
-        return -1
-    if _LIBC.inotify_add_watch(notify, bytes(path), _IN_MODIFY) < 0:
-        os.close(notify)
-        return -1
-    return notify
-
-
-def _fallocate(fd: int, offset: int, length: int) -> None:
-    if _LIBC is None:
-        raise OSError(errno.ENOSYS, "no fallocate")
-    if _LIBC.fallocate(fd, _PUNCH, offset, length) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def _first_line(fd: int) -> int:
-    """Where the first line not yet read starts: the first data after the holes, past the
-    NUL bytes that a hole's last block was zeroed with."""
-    try:
-        start = os.lseek(fd, 0, os.SEEK_DATA)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # nothing but holes
-            return os.fstat(fd).st_size
-        start = 0  # no SEEK_DATA here: the NUL bytes tell
-    while chunk := os.pread(fd, 1 << 16, start):
-        stripped = chunk.lstrip(b"\0")
-        start += len(chunk) - len(stripped)
-        if stripped:
-            break
-    return start
 
 
 def _size(path: Path) -> int:
