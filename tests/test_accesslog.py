@@ -296,3 +296,23 @@ async def test_where_holes_cannot_be_punched_the_file_is_renamed_and_nginx_reope
     # Each once; the old worker's last lines may come after the new one's first.
     assert sorted(shown(log_file)) == sorted(f"/r/{each}" for each in range(n))
     assert reader.counts["unparsed"] == 0
+
+
+async def test_a_deleted_directory_is_made_again_and_its_new_file_watched(tmp_path: Path) -> None:
+    """What the driver does when someone deleted nginx/ (it makes the prefix again and
+    reloads nginx, which opens the new file): the old file is read out, the new one read."""
+    log_file = tmp_path / "dokuen.log"
+    path = tmp_path / "router" / "access.log"
+
+    async def steps(reader: AccessLog) -> None:
+        old = os.open(path, os.O_WRONLY | os.O_APPEND)  # as a worker holds it
+        shutil.rmtree(path.parent)
+        os.write(old, request(1))  # to the deleted file, before the reload
+        os.close(old)
+        reader.prepare()
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        append(path, request(2))
+        await until(lambda: len(shown(log_file)) == 2, "both lines")
+
+    await reading(tmp_path, log_file, steps)
+    assert shown(log_file) == ["/r/1", "/r/2"]

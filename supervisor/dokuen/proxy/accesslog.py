@@ -120,7 +120,8 @@ class AccessLog:
             directory.chmod(0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         info = os.fstat(fd)
-        # Its owner may be nginx's workers' user: a master told to reopen it gives it to them.
+        # Only dokuend (or root) could have put anything in the directory: its owner is not
+        # checked, only that it is a plain file with no other name.
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             os.close(fd)
             raise OSError(errno.EPERM, "not a file of dokuend's own", str(self.path))
@@ -132,6 +133,8 @@ class AccessLog:
             os.close(self._fd)
         self._fd, self._offset, self._marks = fd, first_line(fd), []
         self._offset = self._punched = max(self._offset, self._noted(info.st_ino))
+        if self._notify >= 0:  # a watch follows its file: the new one needs its own
+            watch(self.path, self._notify)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -315,8 +318,6 @@ class AccessLog:
         self._fd = -1
         self.prepare()
         self._old = (fd, offset, time.monotonic())
-        if self._notify >= 0:  # the watch follows the old file: the new one needs its own
-            watch(self.path, self._notify)
         pidfd = open_master(master, self.path.parent.parent)  # never a pid reused since
         if pidfd is None:
             return

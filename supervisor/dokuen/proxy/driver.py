@@ -227,7 +227,10 @@ class NginxProxy:
         for directory in ("apps", "logs", "temp"):
             (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
         if self.router is not None:  # before nginx opens the file (nginx -t too)
-            self.router.prepare()
+            try:
+                self.router.prepare()
+            except OSError as exc:  # its task says so (status): the apps are served anyway
+                log.error("router.unavailable", error=explain(exc))
         if self.system:
             include = self.managed.prefix / "dokuen-http.conf"
             include.write_text(render_system_include(self.managed))
