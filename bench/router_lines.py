@@ -8,7 +8,7 @@ process, fed by a child that plays an nginx worker.
 The child appends lines as nginx's workers do with ``buffer=64k flush=100ms`` (dokuend's log
 format; a write when its 64 KiB buffer is full, or 100 ms after its first line) to the
 router access log of an ``AccessLog`` with a real ``LogMux`` writing to a file in a
-temporary directory, on the event loop dokuend runs (uvloop where it is installed). The
+temporary directory, on the event loop dokuend runs (asyncio's own). The
 figure is this process's CPU (user + system, every thread: the loop and the log writer's)
 per line that reached the log file, which is counted at the end.
 """
@@ -150,7 +150,6 @@ def main() -> int:
                 args.seconds,
                 args.profile if n == 0 else 0,
                 backend="asyncio",
-                backend_options={"use_uvloop": True},
             )
             results.append(result)
             print(
