@@ -57,11 +57,11 @@ def first_line(fd: int) -> int:
     """Where the first line not yet read starts: the first data after the holes, past the
     NUL bytes that a hole's last block was zeroed with."""
     try:
-        start = os.lseek(fd, 0, os.SEEK_DATA)
+        start = os.lseek(fd, 0, getattr(os, "SEEK_DATA", -1))
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # nothing but holes
             return os.fstat(fd).st_size
-        start = 0  # no SEEK_DATA here: the NUL bytes tell
+        start = 0  # no SEEK_DATA here (EINVAL): the NUL bytes tell
     while chunk := os.pread(fd, 1 << 16, start):
         stripped = chunk.lstrip(b"\0")
         start += len(chunk) - len(stripped)
