@@ -455,7 +455,17 @@ VARIANTS = (
     "keepalive16",
     "no_router",
     "bare",
+    # one of Heroku's headers left out (router lines kept): what each costs nginx
+    "no_request_id",
+    "no_forwarded",
+    "no_request_start",
+    "no_upgrade",
 )
+ONE_HEADER = {
+    "no_request_id": "X-Request-Id",
+    "no_forwarded": "X-Forwarded-Proto|X-Forwarded-Host",
+    "no_request_start": "X-Request-Start",
+}
 # What dokuend's config gives an app beyond the hand-written one: Heroku's request headers
 # and WebSocket upgrades (``bare`` leaves them out, with the router lines).
 FEATURE_HEADERS = r"X-Request-Id|X-Forwarded-Proto|X-Forwarded-Host|X-Request-Start|Upgrade"
@@ -485,6 +495,11 @@ def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str)
         main = re.sub(r"access_log router/\S+ dokuen_router[^;]*;", "access_log off;", main)
     if knob == "bare":  # the hand-written config's headers only
         main = re.sub(rf"\n\s*proxy_set_header ({FEATURE_HEADERS}) [^\n]*;", "", main)
+        main = main.replace("Connection $dokuen_connection;", 'Connection "";')
+    if knob in ONE_HEADER:
+        main = re.sub(rf"\n\s*proxy_set_header ({ONE_HEADER[knob]}) [^\n]*;", "", main)
+    if knob == "no_upgrade":
+        main = re.sub(r"\n\s*proxy_set_header Upgrade [^\n]*;", "", main)
         main = main.replace("Connection $dokuen_connection;", 'Connection "";')
     return main
 
