@@ -7,6 +7,7 @@ import http.client
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -165,11 +166,15 @@ def as_app(script: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="runs a script as another uid: needs root")
-async def test_an_app_uid_can_neither_read_write_nor_redirect_the_file(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)  # everything above it is searchable: only router/ keeps them out
-    (tmp_path / "logs").mkdir()
-    log_file = tmp_path / "logs" / "dokuen.log"
-    path = tmp_path / "router" / "access.log"
+async def test_an_app_uid_can_neither_read_write_nor_redirect_the_file() -> None:
+    # pytest's temporary directories are 0700: a prefix an app's uid can pass through, so
+    # that only router/ itself keeps it out.
+    top = Path(tempfile.mkdtemp(prefix="dokuen-router-"))
+    top.chmod(0o755)
+    (top / "logs").mkdir()
+    (top / "probe").write_text("readable\n")
+    log_file = top / "logs" / "dokuen.log"
+    path = top / "router" / "access.log"
 
     async def steps(reader: AccessLog) -> None:
         append(path, request(1))
@@ -181,13 +186,18 @@ async def test_an_app_uid_can_neither_read_write_nor_redirect_the_file(tmp_path:
             "link": f"import os; os.symlink('/etc/shadow', {str(path.parent / 'x')!r})",
             "swap": f"import os; os.rename({str(path)!r}, '/tmp/x')",
         }
+        # The control: the app's uid does reach the prefix (a file readable by all in it).
+        assert as_app(f"print(open({str(top / 'probe')!r}).read())").stdout == "readable\n\n"
         for what, script in tries.items():
             result = as_app(script)
             assert result.returncode == 1, what
             assert "PermissionError" in result.stderr, (what, result.stderr)
 
-    await reading(tmp_path, log_file, steps)
-    assert shown(log_file) == ["/r/1"]
+    try:
+        await reading(top, log_file, steps)
+        assert shown(log_file) == ["/r/1"]
+    finally:
+        shutil.rmtree(top)
 
 
 async def test_a_link_in_place_of_the_file_or_its_directory_is_never_followed(
