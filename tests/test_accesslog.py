@@ -326,3 +326,25 @@ async def test_a_deleted_directory_is_made_again_and_its_new_file_watched(tmp_pa
 
     await reading(tmp_path, log_file, steps)
     assert shown(log_file) == ["/r/1", "/r/2"]
+
+
+async def test_more_than_a_read_and_a_log_writer_behind_lose_nothing(tmp_path: Path) -> None:
+    """Lines wait in the file while the log writer is behind (nothing is dropped, as the
+    socket's reader had to), and more than CHUNK bytes at once are read in one turn."""
+    log_file = tmp_path / "dokuen.log"
+    path = tmp_path / "router" / "access.log"
+    mux = LogMux(log_file, 1 << 30, 2, high_water=1 << 10)
+    reader = AccessLog(tmp_path, mux)
+    reader.update([("blog", "web.1", 5001)])
+    count = accesslog.CHUNK // len(request(0)) * 3 // 2  # one and a half reads
+    async with anyio.create_task_group() as tg:
+        mux.write_rendered(b'path="/filler" ' + b"x" * (2 << 10) + b"\n")  # behind: no writer yet
+        await tg.start(reader.run)
+        append(path, b"".join(request(n) for n in range(count)))
+        await anyio.sleep(0.3)
+        assert reader.counts["lines"] == 0  # waiting in the file, not dropped
+        await tg.start(mux.run)
+        await until(lambda: len(shown(log_file)) == count + 1, f"{count} lines")
+        tg.cancel_scope.cancel()
+    assert shown(log_file)[1:] == [f"/r/{n}" for n in range(count)]
+    assert reader.turns == 2  # the whole of it in one turn: two reads
