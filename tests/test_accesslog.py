@@ -330,7 +330,8 @@ async def test_a_deleted_directory_is_made_again_and_its_new_file_watched(tmp_pa
 
 async def test_more_than_a_read_and_a_log_writer_behind_lose_nothing(tmp_path: Path) -> None:
     """Lines wait in the file while the log writer is behind (nothing is dropped, as the
-    socket's reader had to), and more than CHUNK bytes at once are read in one turn."""
+    socket's reader had to), and more than CHUNK bytes at once are read a CHUNK a turn, the
+    next turn at once (no write of nginx's needed to wake it)."""
     log_file = tmp_path / "dokuen.log"
     path = tmp_path / "router" / "access.log"
     mux = LogMux(log_file, 1 << 30, 2, high_water=1 << 10)
@@ -347,4 +348,33 @@ async def test_more_than_a_read_and_a_log_writer_behind_lose_nothing(tmp_path: P
         await until(lambda: len(shown(log_file)) == count + 1, f"{count} lines")
         tg.cancel_scope.cancel()
     assert shown(log_file)[1:] == [f"/r/{n}" for n in range(count)]
-    assert reader.turns == 2  # the whole of it in one turn: two reads
+    assert reader.turns == 2  # two reads, each a turn of its own
+
+
+async def test_a_long_backlog_is_read_a_chunk_a_turn_with_the_loop_free_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What waited in the file while dokuend was away (here 2,400 reads' worth) is read one
+    CHUNK a turn, each turn leaving the loop to the other tasks: not every read in one call
+    (which ran out of stack past about 1,000 reads, and held the loop and the log's memory
+    for the whole backlog)."""
+    monkeypatch.setattr(accesslog, "CHUNK", 4096)
+    log_file = tmp_path / "dokuen.log"
+    path = tmp_path / "router" / "access.log"
+    path.parent.mkdir(mode=0o700)
+    lines = [request(n) for n in range(2400 * 4096 // len(request(0)))]
+    path.write_bytes(b"".join(lines))
+    ticks = 0
+
+    async def steps(reader: AccessLog) -> None:
+        nonlocal ticks
+        while reader.counts["lines"] < len(lines):
+            ticks += 1  # this task gets turns of the loop while the backlog is read
+            await anyio.sleep(0)
+        assert reader.turns >= 2400
+        await until(lambda: reader._mux.written >= reader._mux.queued, "the log written")
+
+    with anyio.fail_after(60):
+        await reading(tmp_path, log_file, steps)
+    assert shown(log_file) == [f"/r/{n}" for n in range(len(lines))]
+    assert ticks > 100

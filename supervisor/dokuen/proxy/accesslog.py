@@ -92,6 +92,7 @@ class AccessLog:
         self._notify = -1
         self._last_turn = float("-inf")  # loop time
         self._due = False  # a turn is set for later (TURN_EVERY)
+        self._more = False  # the last read was a full CHUNK: the next turn comes at once
         self.problem: str | None = None
 
     def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
@@ -235,21 +236,26 @@ class AccessLog:
             self._later(BEHIND)
             return
         self._punch(self._mux.written)
+        self._more = False
         if self._old is not None:
             self._read_old()
         read = self._read(self._fd, self._offset)
         if read is not None:
             self._offset = read
             self._marks.append((self._mux.queued, read))
-        if self._marks:
+        if self._more:  # a backlog (dokuend was away): a read a turn, the loop free between
+            self._due = True
+            self._later(0)
+        elif self._marks:
             self._later(PUNCH_AFTER)
         if not self._punches and self._offset >= self._rotate_at and self._old is None:
             self._rotate()
 
     def _read(self, fd: int, offset: int) -> int | None:
-        """Hand the whole lines at ``offset`` to the log: the offset after them, or None
-        when there was no whole line."""
+        """Hand the whole lines of one read at ``offset`` to the log: the offset after them,
+        or None when there was no whole line. ``_more``: the read was full (more waits)."""
         data = os.pread(fd, CHUNK, offset)
+        self._more |= len(data) == CHUNK
         if data[:1] == b"\0":  # the end of a punched range, zeroed: read before
             stripped = data.lstrip(b"\0")
             offset += len(data) - len(stripped)
@@ -275,8 +281,6 @@ class AccessLog:
             self.counts["lines"] += lines
             self._mux.write_rendered(rendered)
         batch.release()
-        if end == len(data) == CHUNK:  # more is waiting: read on at once
-            return self._read(fd, offset + end) or offset + end
         return offset + end
 
     def _render_odd(self, lines: list[tuple[bytes, bool]], stamp: str | None = None) -> None:
