@@ -18,7 +18,7 @@ from dokuen.proxy.accesslog import AccessLog
 from dokuen.proxy.router import render_access_log, render_log_format
 from dokuen.supervise.logmux import LogMux
 from tests.e2e.conftest import free_port_block
-from tests.test_router import datagram
+from tests.test_router import record
 
 pytestmark = pytest.mark.anyio
 APP_UID = 61_917  # no user of this machine's: what an app's own uid is to the file
@@ -26,7 +26,7 @@ APP_UID = 61_917  # no user of this machine's: what an app's own uid is to the f
 
 def request(n: int, **changes: str) -> bytes:
     """nginx's line for request ``n`` (path /r/N), with its newline."""
-    return datagram(path=f"/r/{n}", **changes) + b"\n"
+    return record(path=f"/r/{n}", **changes) + b"\n"
 
 
 def append(path: Path, data: bytes) -> None:

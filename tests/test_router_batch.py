@@ -1,7 +1,7 @@
 """Router lines rendered a batch at a time (``render_batch``, one pattern and one format over
-every datagram of a turn) give, byte for byte, the line ``parse_line`` makes of each
-datagram: for the usual requests, for every odd one the router tests know, for thousands of
-random ones, and for a datagram that hides another datagram inside its Host header."""
+every record of a turn) give, byte for byte, the line ``parse_line`` makes of each
+record: for the usual requests, for every odd one the router tests know, for thousands of
+random ones, and for a record that hides another record inside its Host header."""
 
 import random
 import re
@@ -10,7 +10,7 @@ import pytest
 
 from dokuen.proxy import router
 from dokuen.proxy.router import dyno_table, parse_line, render_batch, render_line
-from tests.test_router import DYNOS, datagram
+from tests.test_router import DYNOS, record
 from tests.test_router_boundaries import BAIT, HOSTS
 
 STAMP = "2026-12-06T09:01:02.123456+00:00"
@@ -18,13 +18,13 @@ TABLE = dyno_table(DYNOS)
 
 
 def expected(data: bytes, cut: bool = False) -> bytes:
-    """The unified log's line of one datagram, as the listener wrote it one at a time."""
+    """The unified log's line of one record, as the listener wrote it one at a time."""
     line = parse_line(data, DYNOS, cut)
     return f"{STAMP} {line.app}[router]: {line.line}\n".encode()
 
 
-def batch(datagrams: list[bytes]) -> bytes:
-    return b"".join(data + b"\n" for data in datagrams)
+def batch(records: list[bytes]) -> bytes:
+    return b"".join(data + b"\n" for data in records)
 
 
 CHANGES = [
@@ -62,18 +62,18 @@ CHANGES = [
     {"method": 'GE"T'},
     *({"host": host} for host in HOSTS),
 ]
-DATAGRAMS = [datagram(**changes) for changes in CHANGES]
+RECORDS = [record(**changes) for changes in CHANGES]
 
 
-@pytest.mark.parametrize("data", DATAGRAMS)
-def test_each_datagram_alone_is_the_line_parse_line_makes(data: bytes) -> None:
+@pytest.mark.parametrize("data", RECORDS)
+def test_each_record_alone_is_the_line_parse_line_makes(data: bytes) -> None:
     assert render_line(data, STAMP, TABLE, DYNOS) == expected(data)
     one = render_batch(batch([data]), 1, STAMP, TABLE)
     assert one is None or one == expected(data)
 
 
 def test_the_usual_requests_are_rendered_by_the_batch_pattern() -> None:
-    usual = DATAGRAMS[: CHANGES.index({"status": "499"})]
+    usual = RECORDS[: CHANGES.index({"status": "499"})]
     rendered = render_batch(batch(usual), len(usual), STAMP, TABLE)
     assert rendered == b"".join(map(expected, usual))
     assert b" dyno=web.1 " in rendered
@@ -82,23 +82,23 @@ def test_the_usual_requests_are_rendered_by_the_batch_pattern() -> None:
     assert b"connect=10000ms service=123456789999ms " in rendered
 
 
-def test_a_batch_with_one_odd_datagram_is_not_rendered_at_all() -> None:
-    """Either every datagram of a batch is one of its lines or it gives None: a batch is
+def test_a_batch_with_one_odd_record_is_not_rendered_at_all() -> None:
+    """Either every record of a batch is one of its lines or it gives None: a batch is
     never rendered with a line missing or out of place."""
-    for odd in DATAGRAMS[CHANGES.index({"status": "499"}) :]:
+    for odd in RECORDS[CHANGES.index({"status": "499"}) :]:
         if render_batch(batch([odd]), 1, STAMP, TABLE) is not None:
             continue
-        datagrams = [DATAGRAMS[0], odd, DATAGRAMS[1]]
-        assert render_batch(batch(datagrams), 3, STAMP, TABLE) is None
+        records = [RECORDS[0], odd, RECORDS[1]]
+        assert render_batch(batch(records), 3, STAMP, TABLE) is None
 
 
-def test_a_datagram_hidden_in_a_host_header_forges_no_line() -> None:
-    """A Host with spaces (older nginx let them through) that holds a whole datagram of
-    another app: the pattern only matches from the start of a datagram, so the request is
+def test_a_record_hidden_in_a_host_header_forges_no_line() -> None:
+    """A Host with spaces (older nginx let them through) that holds a whole record of
+    another app: the pattern only matches from the start of a record, so the request is
     the blog's, its host quoted, and there is no line of the shop."""
-    inner = datagram(app="shop", host="shop.localhost").split(b"\t")[0].decode()
+    inner = record(app="shop", host="shop.localhost").split(b"\t")[0].decode()
     for status in ("200", "502"):
-        data = datagram(status=status, header="-", host="x " + inner)
+        data = record(status=status, header="-", host="x " + inner)
         assert render_batch(batch([data]), 1, STAMP, TABLE) is None
         line = render_line(data, STAMP, TABLE, DYNOS)
         assert line == expected(data)
@@ -118,11 +118,11 @@ def test_backtracking_bait_is_the_same_line_as_alone(data: bytes) -> None:
     assert render_line(data, STAMP, TABLE, DYNOS) == want
 
 
-def test_a_cut_or_multi_line_datagram_goes_word_by_word() -> None:
-    whole = datagram(path="/long/" + "x" * 9000)[:8192]
+def test_a_cut_or_multi_line_record_goes_word_by_word() -> None:
+    whole = record(path="/long/" + "x" * 9000)[:8192]
     assert render_line(whole, STAMP, TABLE, DYNOS, cut=True) == expected(whole, cut=True)
     assert b"[cut]" in render_line(whole, STAMP, TABLE, DYNOS, cut=True)
-    raw = datagram().replace(b"\t/", b"\t/a\nb")  # a raw newline nginx never sends
+    raw = record().replace(b"\t/", b"\t/a\nb")  # a raw newline nginx never sends
     assert render_line(raw, STAMP, TABLE, DYNOS) == expected(raw)
     assert render_line(raw, STAMP, TABLE, DYNOS).count(b"\n") == 1
     with pytest.raises(ValueError, match="no two tabs"):
@@ -163,23 +163,23 @@ PLAIN = ["/", "a", "Z", "9", "?", "=", "&", "%", "<", "~"]
 ESCAPED = ['"', "\\", "\t", "\n", "\x01", "\x7f", "\u00e9", "\u2028"]
 
 
-def random_datagram(rng: random.Random, odd: float) -> bytes:
-    """A datagram of our format, each value the usual kind or, with probability ``odd``,
+def random_record(rng: random.Random, odd: float) -> bytes:
+    """A record of our format, each value the usual kind or, with probability ``odd``,
     an odd one (something nginx writes rarely or never)."""
     changes = {k: rng.choice(ODD[k] if rng.random() < odd else v) for k, v in USUAL.items()}
     chars = PLAIN + (ESCAPED if rng.random() < odd else ['"', "\\"])
     changes["path"] = "".join(rng.choice(chars) for _ in range(rng.randrange(0, 16)))
-    return datagram(**changes)
+    return record(**changes)
 
 
-def test_random_datagrams_in_random_batches_give_the_lines_one_at_a_time() -> None:
+def test_random_records_in_random_batches_give_the_lines_one_at_a_time() -> None:
     rng = random.Random(17)
     usual = refused = 0
     for _ in range(400):
         odd = rng.choice([0.0, 0.01, 0.1, 0.5])
-        datagrams = [random_datagram(rng, odd) for _ in range(rng.randrange(1, 8))]
+        records = [random_record(rng, odd) for _ in range(rng.randrange(1, 8))]
         want, lines = b"", []
-        for data in datagrams:
+        for data in records:
             try:
                 want += expected(data)
             except ValueError as exc:  # not our format (an app name in capitals): no line
@@ -188,20 +188,20 @@ def test_random_datagrams_in_random_batches_give_the_lines_one_at_a_time() -> No
                 refused += 1
                 continue
             lines.append(render_line(data, STAMP, TABLE, DYNOS))
-        rendered = render_batch(batch(datagrams), len(datagrams), STAMP, TABLE)
+        rendered = render_batch(batch(records), len(records), STAMP, TABLE)
         if rendered is None:
             rendered = b"".join(lines)
         else:
             usual += 1
         assert rendered == want
     assert usual  # some batches went the fast way
-    assert refused  # and some held a datagram that is no line
+    assert refused  # and some held a record that is no line
 
 
 def test_the_batch_pattern_takes_only_what_the_common_case_takes() -> None:
     """What ``_BATCH`` matches, ``_COMMON`` matches too (the pattern is a subset of it)."""
     rng = random.Random(3)
     for _ in range(2000):
-        data = random_datagram(rng, 0.1)
+        data = random_record(rng, 0.1)
         if router._BATCH.fullmatch(data + b"\n"):
             assert router._COMMON.fullmatch(data.decode())
