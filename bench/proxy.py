@@ -4,7 +4,7 @@ Run it from the repository root::
 
     python bench/proxy.py            # the full run (about 1.5 minutes)
     python bench/proxy.py --quick    # short durations, 3 restarts: a smoke run
-    python bench/proxy.py --throughput-only --dgram-qlen 512   # as on a systemd host (root)
+    python bench/proxy.py --throughput-only --variants no_router,bare --seconds 3 --rounds 3
 
 It starts a fresh dokuend (DOKUEN_NGINX=managed) in a temporary directory, deploys a tiny
 asyncio HTTP app whose answers carry its pid, and measures:
@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import BIN, ROOT, BenchError, Dokuend, wait_for
+from harness import ROOT, BenchError, Dokuend, wait_for
 
 RESULTS = ROOT / "bench" / "results" / "proxy.json"
 APP = "bench"
@@ -374,7 +374,6 @@ events {{
 }}
 http {{
     {access_log}
-{router_format}
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     upstream app {{
@@ -384,7 +383,6 @@ http {{
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         server_name {host};
-{router_log}
         location / {{
             proxy_pass http://app;
             proxy_http_version 1.1;
@@ -404,23 +402,11 @@ class HandNginx:
     this one app on this machine (a worker per core, upstream keepalive, buffering,
     reuseport, and a buffered access log or none), its own master on ``port``."""
 
-    def __init__(
-        self, prefix: Path, port: int, app_port: int, router: Path | None, log: bool = True
-    ) -> None:
-        """With ``router`` (dokuend's router socket), every request also goes to dokuend as
-        a router line, as through dokuend's own nginx: that separates the cost of the
-        router lines from the cost of the rest of the config. ``log``: the access log a
-        sysadmin keeps, to a file (``combined buffer=64k flush=1s``); else none at all."""
+    def __init__(self, prefix: Path, port: int, app_port: int, log: bool = True) -> None:
+        """``log``: the access log a sysadmin keeps, to a file (``combined buffer=64k
+        flush=1s``); else none at all."""
         prefix.mkdir(parents=True, exist_ok=True)
         self.conf = prefix / "nginx.conf"
-        router_format = router_log = ""
-        if router is not None:  # dokuend's own directives, from the files it wrote
-            main = (router.parent / "nginx.conf").read_text()
-            router_format = next(ln for ln in main.splitlines() if "log_format" in ln)
-            sites = "".join(p.read_text() for p in router.parent.glob("**/*.conf"))
-            access = next(ln for ln in sites.splitlines() if "access_log syslog:" in ln)
-            router_log = f"        set $dokuen_app {APP};\n        set $dokuen_state serving;\n"
-            router_log += f"    {access}"
         access = f"access_log {prefix}/access.log combined buffer=64k flush=1s;"
         conf = HAND_CONF.format(
             access_log=access if log else "access_log off;",
@@ -428,15 +414,11 @@ class HandNginx:
             port=port,
             app_port=app_port,
             host=HOST,
-            router_format=router_format,
-            router_log=router_log,
         )
         self.conf.write_text(conf)
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
-        # Where the router socket's relative name leads, as for dokuend's own master: its
-        # workers (nobody, under root) may not search the directories above it.
-        self.cwd = router.parent if router is not None else prefix
+        self.cwd = prefix
 
     def __enter__(self) -> HandNginx:
         self.proc = subprocess.Popen(
@@ -472,9 +454,18 @@ VARIANTS = (
     "no_reuseport",
     "keepalive16",
     "no_router",
-    "file_log",
     "bare",
+    # one of Heroku's headers left out (router lines kept): what each costs nginx
+    "no_request_id",
+    "no_forwarded",
+    "no_request_start",
+    "no_upgrade",
 )
+ONE_HEADER = {
+    "no_request_id": "X-Request-Id",
+    "no_forwarded": "X-Forwarded-Proto|X-Forwarded-Host",
+    "no_request_start": "X-Request-Start",
+}
 # What dokuend's config gives an app beyond the hand-written one: Heroku's request headers
 # and WebSocket upgrades (``bare`` leaves them out, with the router lines).
 FEATURE_HEADERS = r"X-Request-Id|X-Forwarded-Proto|X-Forwarded-Host|X-Request-Start|Upgrade"
@@ -487,7 +478,7 @@ def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str)
     nginx = home / "nginx"
     main = (nginx / "nginx.conf").read_text()
     site = "".join(p.read_text() for p in sorted(nginx.glob("apps/*.conf")))
-    for d in ("logs", "temp"):
+    for d in ("logs", "temp", "router"):  # its router lines: written, not read
         (prefix / d).mkdir(parents=True, exist_ok=True)
     main = main.replace(f"{nginx}/", f"{prefix}/")
     main = re.sub(r"\n\s*include \S+;\n", "\n" + site.replace("\n", "\n    ") + "\n", main)
@@ -501,16 +492,15 @@ def variant_conf(home: Path, prefix: Path, port: int, http_port: int, knob: str)
     if knob == "before":
         main = main.replace("worker_connections 4096;", "worker_connections 1024;")
     elif knob in ("no_router", "bare"):
-        main = re.sub(r"access_log syslog:\S+ dokuen_router;", "access_log off;", main)
+        main = re.sub(r"access_log router/\S+ dokuen_router[^;]*;", "access_log off;", main)
     if knob == "bare":  # the hand-written config's headers only
         main = re.sub(rf"\n\s*proxy_set_header ({FEATURE_HEADERS}) [^\n]*;", "", main)
         main = main.replace("Connection $dokuen_connection;", 'Connection "";')
-    elif knob == "file_log":  # written, not read: dokuend does not parse these
-        main = re.sub(
-            r"access_log syslog:\S+ dokuen_router;",
-            f"access_log {prefix}/router.log dokuen_router buffer=32k flush=1s;",
-            main,
-        )
+    if knob in ONE_HEADER:
+        main = re.sub(rf"\n\s*proxy_set_header ({ONE_HEADER[knob]}) [^\n]*;", "", main)
+    if knob == "no_upgrade":
+        main = re.sub(r"\n\s*proxy_set_header Upgrade [^\n]*;", "", main)
+        main = main.replace("Connection $dokuen_connection;", 'Connection "";')
     return main
 
 
@@ -529,7 +519,7 @@ class VariantNginx(HandNginx):
         self.conf.write_text(variant_conf(home, prefix, port, http_port, knob))
         self.port = port
         self.proc = None
-        self.cwd = home / "nginx"  # the router socket's name is relative to it
+        self.cwd = prefix
 
 
 YARDSTICKS = ("hand", "hand_nolog")  # the hand-written nginx, with its access log and without
@@ -559,20 +549,17 @@ def throughput(
     """Each target right after the two hand-written yardsticks (no access log, then a
     buffered access log): the load other work puts on the machine drifts within a round and
     hits the three alike. Also dokuend's and the nginx workers' CPU per request."""
-    router = daemon.home / "nginx" / "router.sock"
     hand_port = args.hand_port
     assert daemon.proc is not None
     with contextlib.ExitStack() as stack:
-        hand = stack.enter_context(HandNginx(tmp / "hand", hand_port, app_port, None))
+        hand = stack.enter_context(HandNginx(tmp / "hand", hand_port, app_port))
         bare = stack.enter_context(
-            HandNginx(tmp / "hand_nolog", hand_port + 1, app_port, None, log=False)
+            HandNginx(tmp / "hand_nolog", hand_port + 1, app_port, log=False)
         )
-        routed = stack.enter_context(HandNginx(tmp / "routed", hand_port + 2, app_port, router))
         ours = int((daemon.home / "nginx" / "nginx.pid").read_text())
         masters = {"nginx": ours, "hand": hand.pid, "hand_nolog": bare.pid}
-        masters["hand_router"] = routed.pid
         ports = {"direct": app_port, "nginx": args.http_port, "hand": hand_port}
-        ports.update(hand_nolog=hand_port + 1, hand_router=hand_port + 2)
+        ports.update(hand_nolog=hand_port + 1)
         for i, knob in enumerate(chosen_variants(args.variants)):
             port = hand_port + 3 + i
             variant = VariantNginx(daemon.home, tmp / knob, port, args.http_port, knob)
@@ -598,8 +585,12 @@ def throughput(
             per = 1e6 / max(run["requests"], 1)
             run["dokuend_cpu_us"] = round((after[0] - before[0]) * per, 2)
             run["nginx_cpu_us"] = round((after[1] - before[1]) * per, 2) if nginx else None
-            if name == "nginx":  # requests whose router line reached the log (nginx drops
-                time.sleep(0.2)  # what the socket cannot hold), once the last are in
+            if name == "nginx":  # every request's router line reached the log: once nginx's
+                deadline = time.monotonic() + 3  # workers flushed (100 ms) and dokuend read
+                while router_counts()[0] - lines < run["requests"]:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
                 lines_after, turns_after = router_counts()
                 run["lines_per_request"] = round((lines_after - lines) / run["requests"], 4)
                 run["wakeups_per_request"] = round((turns_after - turns) / run["requests"], 4)
@@ -633,7 +624,7 @@ def throughput(
     shares = ", ".join(f"{r['lines_per_request']:.2%}" for r in runs["nginx"])
     print(f"  router lines in the log per request through dokuend's nginx: {shares}")
     wakeups = ", ".join(f"{r['wakeups_per_request']:.3f}" for r in runs["nginx"])
-    print(f"  dokuend's wakeups that read the router socket, per request: {wakeups}")
+    print(f"  dokuend's turns that read the router access log, per request: {wakeups}")
     best = {name: max(each, key=lambda r: r["rps"]) for name, each in runs.items()}
     strict = statistics.median(paired["hand_nolog"]["nginx"])
     lenient = statistics.median(paired["hand"]["nginx"])
@@ -703,45 +694,8 @@ def main() -> int:
     )
     parser.add_argument("--seconds", type=float, default=None, help="each throughput run")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds")
-    parser.add_argument(
-        "--dgram-qlen",
-        type=int,
-        default=None,
-        help="set net.unix.max_dgram_qlen for the run (root; restored after): 512 is systemd's",
-    )
-    parser.add_argument(
-        "--router-pause",
-        type=float,
-        default=None,
-        help="ms between the listener's turns on a long queue (default: dokuend's own)",
-    )
     args = parser.parse_args()
-    with dgram_qlen(args.dgram_qlen) as (before, now):
-        print(
-            f"net.unix.max_dgram_qlen: {now}"
-            + (f" (set for this run; was {before})" if before != now else "")
-        )
-        return run(args)
-
-
-QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
-
-
-@contextlib.contextmanager
-def dgram_qlen(wanted: int | None) -> Iterator[tuple[int, int]]:
-    """The length of the queue of the Unix datagram sockets made meanwhile (dokuend's router
-    socket is made when it starts): ``wanted`` if given, the old value back afterwards."""
-    before = int(QLEN.read_text())
-    if wanted is None or wanted == before:
-        yield before, before
-        return
-    if os.geteuid() != 0:
-        raise BenchError("--dgram-qlen needs root (it writes net.unix.max_dgram_qlen)")
-    QLEN.write_text(f"{wanted}\n")
-    try:
-        yield before, wanted
-    finally:
-        QLEN.write_text(f"{before}\n")
+    return run(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -767,23 +721,12 @@ def run(args: argparse.Namespace) -> int:
         "DOKUEN_HTTP_PORT": str(args.http_port),
         "DOKUEN_HTTP_ADDR": "127.0.0.1",
     }
-    command = None
-    if args.router_pause is not None:  # the listener's pause, set before dokuend starts
-        print(f"router listener's pause between turns: {args.router_pause:g} ms")
-        command = [
-            str(BIN / "python"),
-            "-c",
-            "import sys; from dokuen.cli.dokuend import main; import dokuen.proxy.listener as l;"
-            f" l.PAUSE = {args.router_pause / 1000!r}; sys.exit(main())",
-        ]
-    daemon = Dokuend(tmp / "home", settings, command=command)
+    daemon = Dokuend(tmp / "home", settings)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": machine(),
         "client": client,
-        "max_dgram_qlen": int(QLEN.read_text()),
-        "router_pause_ms": args.router_pause,
     }
     try:
         daemon.start()

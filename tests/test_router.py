@@ -1,5 +1,5 @@
-"""Router lines: nginx's datagrams (as its syslog writer sends them, in dokuend's log format)
-to Heroku router lines."""
+"""Router lines: the lines of nginx's access log (in dokuend's log format) to Heroku router
+lines."""
 
 import json
 import re
@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 
 from dokuen.proxy import router
-from dokuen.proxy.router import TRUNCATED, UPSTREAM, WORDS, RouterLine, parse_datagram
+from dokuen.proxy.router import TRUNCATED, UPSTREAM, WORDS, RouterLine, parse_line
 
-HEADER = b"<190>Dec  6 09:01:02 dokuen: "
 DYNOS = {5001: ("blog", "web.1"), 5002: ("blog", "web.2"), 5009: ("shop", "web.1")}
 NORMAL = {
     "app": "blog",
@@ -43,16 +42,16 @@ def escape_json(text: str | bytes) -> bytes:
     return b"".join(short.get(b, b"\\u%04X" % b if b < 0x20 else bytes([b])) for b in raw)
 
 
-def datagram(**changes: Any) -> bytes:
-    """A datagram as nginx writes it with dokuend's log_format."""
+def record(**changes: Any) -> bytes:
+    """A line as nginx writes it with dokuend's log_format (without its newline)."""
     fields = {**NORMAL, **changes}
     words = b" ".join(escape_json(fields[key]) for key in list(NORMAL)[:9])
     tried = b"|".join(escape_json(fields[key]) for key in list(NORMAL)[9:13])
-    return HEADER + words + b"\t" + tried + b"\t" + escape_json(fields["path"])
+    return words + b"\t" + tried + b"\t" + escape_json(fields["path"])
 
 
 def line(**changes: Any) -> str:
-    return parse_datagram(datagram(**changes), DYNOS).line
+    return parse_line(record(**changes), DYNOS).line
 
 
 def keys(text: str) -> list[str]:
@@ -62,7 +61,7 @@ def keys(text: str) -> list[str]:
     return [key for key, _ in found]
 
 
-def test_the_log_format_is_the_one_these_datagrams_are_made_by() -> None:
+def test_the_log_format_is_the_one_these_records_are_made_by() -> None:
     assert len(WORDS) == 9
     assert len(UPSTREAM) == 4
     format_line = router.render_log_format()
@@ -71,7 +70,7 @@ def test_the_log_format_is_the_one_these_datagrams_are_made_by() -> None:
 
 
 def test_a_normal_request_is_heroku_s_router_line() -> None:
-    assert parse_datagram(datagram(), DYNOS) == RouterLine(
+    assert parse_line(record(), DYNOS) == RouterLine(
         "blog",
         f'at=info method=GET path="/" host=blog.localhost {TAIL} dyno=web.1 connect=0ms '
         "service=12ms status=200 bytes=1234 protocol=http",
@@ -168,21 +167,21 @@ def test_escaped_values_are_shown_as_the_value_quoted() -> None:
 
 
 def test_a_path_cut_by_the_read_buffer_keeps_what_arrived() -> None:
-    whole = datagram(path="/long/" + "x" * 9000)
-    text = parse_datagram(whole[:8192], DYNOS, cut=True).line
+    whole = record(path="/long/" + "x" * 9000)
+    text = parse_line(whole[:8192], DYNOS, cut=True).line
     assert " status=200 " in text
     assert f'x{TRUNCATED}" host=blog.localhost ' in text
 
 
 @pytest.mark.parametrize("cut", range(1, 13))
 def test_a_cut_inside_an_escape_sequence_still_parses(cut: int) -> None:
-    whole = datagram(path="/q" + "\x01" * 10)  # each one \u0001 in the datagram
-    text = parse_datagram(whole[: len(whole) - cut], DYNOS, cut=True).line
+    whole = record(path="/q" + "\x01" * 10)  # each one \u0001 in the record
+    text = parse_line(whole[: len(whole) - cut], DYNOS, cut=True).line
     kept = 10 - (cut + 5) // 6  # whole escapes (6 characters each) left before the cut
     escapes = "\\u0001" * kept
     assert f'path="/q{escapes}{TRUNCATED}"' in text
-    half = datagram(path='/q"\\' * 4)  # \" and \\, two characters each
-    text = parse_datagram(half[: len(half) - cut], DYNOS, cut=True).line
+    half = record(path='/q"\\' * 4)  # \" and \\, two characters each
+    text = parse_line(half[: len(half) - cut], DYNOS, cut=True).line
     assert keys(text) == ORDER.split()
 
 
@@ -211,26 +210,26 @@ def test_odd_one_word_values_are_quoted() -> None:
 @pytest.mark.parametrize(
     ("data", "error"),
     [
-        (b"", "not a syslog message"),
-        (b"<190>Dec  6 09:01:02 other: blog", "not a syslog message"),
-        (b"hello: {}", "not a syslog message"),
-        (HEADER + b'{"app": "blog", "path": "/"}', "no two tabs"),
-        (HEADER + b"blog serving 200\tx|y|z|w\t/", "words missing"),
-        (datagram().replace(b"|0.011|", b"|"), "words missing"),
-        (datagram(app=""), "no app name"),
-        (datagram(app="Blog;"), "no app name"),
-        (datagram(app="blog\n"), "no app name"),
-        (datagram(app="-blog"), "no app name"),
+        (b"", "no two tabs"),
+        (b"<190>Dec  6 09:01:02 other: blog", "no two tabs"),
+        (b'{"app": "blog", "path": "/"}', "no two tabs"),
+        (b"blog serving 200\tx|y|z|w\t/", "words missing"),
+        (b"<190>Dec  6 09:01:02 dokuen: " + record(), "no app name"),
+        (record().replace(b"|0.011|", b"|"), "words missing"),
+        (record(app=""), "no app name"),
+        (record(app="Blog;"), "no app name"),
+        (record(app="blog\n"), "no app name"),
+        (record(app="-blog"), "no app name"),
     ],
 )
 def test_what_is_not_our_format_is_refused(data: bytes, error: str) -> None:
     with pytest.raises(ValueError, match=error):
-        parse_datagram(data, DYNOS)
+        parse_line(data, DYNOS)
 
 
 def test_bytes_that_are_not_utf8_are_replaced_not_fatal() -> None:
-    data = datagram(path=b"/\xff\xfe")
-    assert 'path="/\ufffd\ufffd"' in parse_datagram(data, DYNOS).line
+    data = record(path=b"/\xff\xfe")
+    assert 'path="/\ufffd\ufffd"' in parse_line(data, DYNOS).line
 
 
 def test_quote_fast_path_agrees_with_json_escaping() -> None:
@@ -260,7 +259,7 @@ def test_quote_fast_path_agrees_with_json_escaping() -> None:
 )
 def test_the_common_case_is_what_word_by_word_gives(changes: dict[str, str]) -> None:
     """The one-match shortcut for most requests and the word-by-word way agree."""
-    text = datagram(**changes).partition(b": ")[2].decode()
+    text = record(**changes).decode()
     common = router._common(text, DYNOS)
     assert common is not None
     assert common == router._word_by_word(text, DYNOS, cut=False)
@@ -278,4 +277,4 @@ def test_the_common_case_is_what_word_by_word_gives(changes: dict[str, str]) -> 
     ],
 )
 def test_the_rest_goes_word_by_word(changes: dict[str, str]) -> None:
-    assert router._common(datagram(**changes).partition(b": ")[2].decode(), DYNOS) is None
+    assert router._common(record(**changes).decode(), DYNOS) is None

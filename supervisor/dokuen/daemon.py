@@ -121,6 +121,8 @@ class Daemon:
             lambda: self.service.ready(self._status_line()),
             self.started,
         )
+        if self.proxy is not None and self.proxy.router is not None:
+            self.handover.before_exec.append(self.proxy.router.hand_over)
         mux = self.runtime.mux
         self.app_requests = AppCommands(
             self.apps,

@@ -44,9 +44,8 @@ def status(client: Client, as_json: bool) -> None:
     if nginx.get("router"):
         counts = nginx["router"]
         client.echo(
-            f"router     {counts['lines']} lines, {counts['dropped']} dropped while the log "
-            f"was behind, {counts['refused'] + counts['malformed']} refused, "
-            f"{counts.get('unsent', 0)} not sent by nginx (the router socket was full)"
+            f"router     {counts['lines']} lines, {counts['unparsed']} unparsed, "
+            f"{counts['unsent']} write failures reported by nginx (a full disk)"
         )
         if counts.get("problem"):
             client.echo(f"warning: {counts['problem']}", err=True)

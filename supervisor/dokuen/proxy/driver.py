@@ -20,7 +20,7 @@ import anyio.abc
 
 from dokuen.errors import DokuenError, explain
 from dokuen.events import get_logger
-from dokuen.proxy.listener import RouterListener
+from dokuen.proxy.accesslog import AccessLog
 from dokuen.proxy.master import (
     adopt_master,
     record_master,
@@ -39,7 +39,7 @@ from dokuen.proxy.nginx import (
     render_site,
     render_system_include,
 )
-from dokuen.proxy.router import SOCKET_NAME
+from dokuen.proxy.router import ACCESS_LOG
 from dokuen.settings import Settings
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.logmux import LogMux
@@ -134,12 +134,8 @@ class NginxProxy:
         self.keeper: Keeper | None = None  # records the master, so a new dokuend adopts it
         self._adopted: AdoptedChild | None = None
         self.problem: str | None = None  # shown by `status` while nginx is not serving
-        # Router lines come from the managed master's workers only (see listener.py).
-        self.router = (
-            None
-            if system
-            else RouterListener(managed.prefix / SOCKET_NAME, mux, lambda: self.master_pid)
-        )
+        # Router lines: the managed master's access log, in a directory of dokuend's only.
+        self.router = None if system else AccessLog(managed.prefix, mux, lambda: self.master_pid)
 
     # -- what the daemon calls -------------------------------------------------------
 
@@ -230,6 +226,11 @@ class NginxProxy:
         """The directories under nginx/ and its main file (all of it derived data)."""
         for directory in ("apps", "logs", "temp"):
             (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
+        if self.router is not None:  # before nginx opens the file (nginx -t too)
+            try:
+                self.router.prepare()
+            except OSError as exc:  # its task says so (status): the apps are served anyway
+                log.error("router.unavailable", error=explain(exc))
         if self.system:
             include = self.managed.prefix / "dokuen-http.conf"
             include.write_text(render_system_include(self.managed))
@@ -239,7 +240,8 @@ class NginxProxy:
     def _prefix_missing(self) -> bool:
         prefix = self.managed.prefix
         main = prefix / "dokuen-http.conf" if self.system else self.managed.config
-        return not all(p.exists() for p in (main, *(prefix / d for d in ("apps", "logs", "temp"))))
+        wanted = ("apps", "logs", "temp", *((ACCESS_LOG,) if self.router is not None else ()))
+        return not all(p.exists() for p in (main, *(prefix / d for d in wanted)))
 
     async def _heal_prefix(self) -> None:
         """Make nginx/ again when someone deleted it (or a part); report it, then reload."""

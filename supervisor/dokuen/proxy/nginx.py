@@ -87,7 +87,7 @@ HSTS = '    add_header Strict-Transport-Security "max-age=63072000" always;\n'
 
 def render_site(site: Site, listen: str, router: bool = False, https: Https | None = None) -> str:
     """The file for one app: its upstream of web processes and its server block; with
-    ``router``, every request is logged to dokuend's router socket (managed nginx only).
+    ``router``, every request is logged to the router access log dokuend reads (managed nginx only).
     With ``https``, the HTTP server answers the ACME challenges from its webroot, and an
     app with a certificate gets a second server on the HTTPS port.
 

@@ -1,18 +1,19 @@
 """Router lines, the pure half: what nginx logs for each request and how one of its
-datagrams becomes a Heroku router line (``at=info method=GET path="/" ... status=200``).
+lines becomes a Heroku router line (``at=info method=GET path="/" ... status=200``).
 
-nginx writes each request as a syslog datagram to dokuend's router socket, in a format
-made for it (``log_format ... escape=json``): nine space-separated words whose values
+nginx writes each request as a line of its buffered access log (``router/access.log`` in
+its prefix, which dokuend reads: accesslog.py), in a format made for it (``log_format ...
+escape=json``): nine space-separated words whose values
 cannot hold a space (the app and its state, which dokuend's config sets, then what nginx
 knows of the request, the host last), a tab, what the web processes did (``|``-separated),
-a tab, and the path as escape=json wrote it, last so that a datagram cut short loses only
+a tab, and the path as escape=json wrote it, last so that a line cut short loses only
 the path's end. escape=json turns a quote into ``\\"``, a backslash into ``\\\\`` and every
 byte below 0x20 (a tab, a newline) into an escape, so the two tabs are nginx's own and no
-value can end its quotes, start a word of the line or split it. What remains for
-dokuend (``parse_datagram``) is mostly to put the words in Heroku's order: a value that is
+value can end its quotes, start a word of the line, split it or start another line. What
+remains for dokuend (``parse_line``) is mostly to put the words in Heroku's order: a value that is
 printable ASCII is already escaped as the line shows it; anything else (UTF-8, DEL,
 ``\\u`` escapes) is unescaped and quoted again, as the line always quotes. The I/O half is
-listener.py.
+accesslog.py.
 """
 
 import codecs
@@ -26,10 +27,17 @@ from operator import itemgetter
 from dokuen.supervise.logmux import ROUTER_SOURCE
 
 LOG_FORMAT_NAME = "dokuen_router"
-# Relative to nginx's working directory, which is its prefix ($DOKUEN_HOME/nginx): the
-# workers (nobody, when the master is root) may not search the directories above it.
-SOCKET_NAME = "router.sock"
-ERROR_LOG = "logs/error.log"  # nginx's, in the same directory: it says what it did not send
+# Relative to nginx's prefix ($DOKUEN_HOME/nginx). The directory is dokuend's alone (0700):
+# nginx's master (root) opens the file, its workers (nobody) write through the descriptor
+# they inherit, and no app can read another's requests or write a line.
+ACCESS_DIR = "router"
+ACCESS_LOG = "router/access.log"
+# Each worker gathers lines in a buffer of its own and writes them when it is full or
+# FLUSH after the first: one write() for hundreds of requests (a line longer than the
+# buffer is written on its own).
+BUFFER = "64k"
+FLUSH = "100ms"
+ERROR_LOG = "logs/error.log"  # nginx's, in the same prefix: it says what it did not write
 SOURCE = ROUTER_SOURCE  # APP[router]: in the unified log
 # The words before the first tab, in order; values that hold no space (nginx refuses
 # spaces and control characters in a request line and a Host header). The host is last,
@@ -52,7 +60,7 @@ UPSTREAM = (
     "$upstream_connect_time",
     "$upstream_response_time",
 )
-PATH = "$request_uri"  # after the second tab, the rest of the datagram
+PATH = "$request_uri"  # after the second tab, the rest of the line
 TRUNCATED = "[cut]"
 _APP = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _HOST = re.compile(r"[a-z0-9.-]{1,253}(?::[0-9]{1,5})?")
@@ -75,14 +83,13 @@ _COMMON = re.compile(
 _ROUTER_ERRORS = frozenset(("499", "502", "503", "504"))  # maybe not at=info: see _outcome
 # Printable ASCII but the quote and the backslash: quoted as is (json.dumps would agree).
 _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
-# _COMMON over the raw bytes of whole datagrams, one a line of a batch (``^``...``\n``),
-# and for a subset of it: the syslog header as nginx writes it, no 499/502/503/504, a port
+# _COMMON over the raw bytes of whole lines, as nginx wrote them (``^``...``\n``), and for
+# a subset of it: no 499/502/503/504, a port
 # and times with no leading zero, so that each value is shown as it was sent (12 ms is
-# ``0.012``: 0.0 and 12). What it does not take goes through parse_datagram.
+# ``0.012``: 0.0 and 12). What it does not take goes through parse_line.
 _MS = rb"(?:0\.(?:00([0-9])|0([1-9][0-9])|([1-9][0-9]{2}))|([1-9][0-9]{0,8})\.([0-9]{3}))"
 _BATCH = re.compile(
-    rb"^<[0-9]{1,3}>[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} dokuen: "
-    rb"([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ((?!499|50[234])[0-9]{3}) ([A-Z]{1,20}) "
+    rb"^([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ((?!499|50[234])[0-9]{3}) ([A-Z]{1,20}) "
     rb"([0-9a-f]{32}) ([0-9.]{7,15}) ([0-9]{1,19}) (https?) ([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)"
     rb"\t127\.0\.0\.1:([1-9][0-9]{0,4})\|[0-9.]+\|" + _MS + rb"\|" + _MS + rb"\t"
     # the path, as _ESCAPED, unrolled (twice as fast): plain runs between escapes
@@ -101,15 +108,14 @@ DynoTable = Mapping[tuple[bytes, bytes], bytes]  # (app, port) to the web proces
 
 
 def render_log_format() -> str:
-    """The ``log_format`` directive nginx's http block needs (one datagram a request)."""
+    """The ``log_format`` directive nginx's http block needs (one line a request)."""
     body = " ".join(WORDS) + "\\t" + "|".join(UPSTREAM) + "\\t" + PATH
     return f"    log_format {LOG_FORMAT_NAME} escape=json '{body}';\n"
 
 
 def render_access_log() -> str:
-    """The ``access_log`` directive of an app's server block."""
-    target = f"syslog:server=unix:{SOCKET_NAME},nohostname,tag=dokuen"
-    return f"    access_log {target} {LOG_FORMAT_NAME};\n"
+    """The ``access_log`` directive of an app's server block: the one file of every app."""
+    return f"    access_log {ACCESS_LOG} {LOG_FORMAT_NAME} buffer={BUFFER} flush={FLUSH};\n"
 
 
 @dataclass(frozen=True)
@@ -121,18 +127,14 @@ class RouterLine:
     dyno: str | None = None
 
 
-def parse_datagram(
-    data: bytes, dynos: Mapping[int, tuple[str, str]], cut: bool = False
-) -> RouterLine:
-    """The router line for one syslog datagram from nginx.
+def parse_line(data: bytes, dynos: Mapping[int, tuple[str, str]], cut: bool = False) -> RouterLine:
+    """The router line for one line of nginx's access log (without its newline).
 
     ``dynos`` maps a web process's port to its app and name (``("blog", "web.1")``);
-    ``cut``: the datagram was longer than the buffer it was read into (its path lost its
-    end). Raises ValueError when the datagram is not one of our log format's lines.
+    ``cut``: the line was longer than dokuend reads at most (its path lost its end).
+    Raises ValueError when it is not one of our log format's lines.
     """
-    head, separator, body = data.partition(b": ")
-    if not separator or not head.startswith(b"<") or not head.endswith(b" dokuen"):
-        raise ValueError("not a syslog message tagged dokuen")
+    body = data
     if cut:  # a character cut in two is left out, not shown as U+FFFD before the [cut]
         text = codecs.getincrementaldecoder("utf-8")("replace").decode(body)
     else:
@@ -149,12 +151,11 @@ def render_batch(
     batch: bytes | memoryview, lines: int, stamp: str, table: DynoTable
 ) -> bytes | None:
     """The unified log's lines (``STAMP APP[router]: ...``, each ending in a newline) of a
-    batch of ``lines`` datagrams, each followed by a newline, when every one is a request
-    ``_BATCH`` takes; None when one is not (each then goes through ``render_datagram``).
+    batch of ``lines`` lines of nginx's, each ending in a newline, when every one is a
+    request ``_BATCH`` takes; None when one is not (each then goes through ``render_line``).
 
     One pattern over the whole batch and one format a line, all in C: no Python code runs
-    per line. A datagram that holds a newline must not be in a batch (nginx never sends
-    one: escape=json escapes it)."""
+    per line."""
     rows = _BATCH.findall(batch)
     if len(rows) != lines:  # each match is one whole line: so one of them was not taken
         return None
@@ -163,25 +164,25 @@ def render_batch(
     return b"".join(map(form.__mod__, map(_SHOWN, map(tuple.__add__, rows, names))))
 
 
-def render_datagram(
+def render_line(
     data: bytes,
     stamp: str,
     table: DynoTable,
     dynos: Mapping[int, tuple[str, str]],
     cut: bool = False,
 ) -> bytes:
-    """``render_batch`` of one datagram, whatever it holds: the line ``parse_datagram``
-    makes of it. Raises ValueError when it is not one of our log format's lines."""
+    """``render_batch`` of one line (without its newline), whatever it holds: the line
+    ``parse_line`` makes of it. Raises ValueError when it is not one of our format's."""
     if not cut and b"\n" not in data:
         one = render_batch(data + b"\n", 1, stamp, table)
         if one is not None:
             return one
-    line = parse_datagram(data, dynos, cut)
+    line = parse_line(data, dynos, cut)
     return f"{stamp} {line.app}[{SOURCE}]: {line.line}\n".encode()
 
 
 def _word_by_word(text: str, dynos: Mapping[int, tuple[str, str]], cut: bool) -> RouterLine:
-    """The line of any datagram of our format (the text after the syslog header)."""
+    """The line of any line of our format."""
     parts = text.split("\t", 2)
     if len(parts) != 3:
         raise ValueError("not the router log format (no two tabs)")
@@ -223,7 +224,7 @@ def _word_by_word(text: str, dynos: Mapping[int, tuple[str, str]], cut: bool) ->
 
 
 def _common(text: str, dynos: Mapping[int, tuple[str, str]]) -> RouterLine | None:
-    """The line of a request that ``_COMMON`` matches, as ``parse_datagram`` puts it
+    """The line of a request that ``_COMMON`` matches, as ``parse_line`` puts it
     together word by word; None for any other."""
     match = _COMMON.fullmatch(text)
     if match is None or match[2] in _ROUTER_ERRORS:

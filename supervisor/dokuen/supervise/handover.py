@@ -48,6 +48,9 @@ class Handover:
         self._listener: socket.socket | None = None
         self._attempts = 0  # re-execs started by this image
         self._failed: str | None = None  # why the last one's execve failed
+        # Called once every line is in the log's file, just before execve (the router's
+        # access log marks what it has read: the next image starts after it).
+        self.before_exec: list[Callable[[], None]] = []
 
     def status(self) -> dict[str, int | str | None]:
         """For ``status``: how many re-execs this image started and why the last failed, so
@@ -92,6 +95,8 @@ class Handover:
         if self._keeper is not None:
             self._keeper.freeze()  # and the lines it holds back wait in carry files
         await self._mux.drained()
+        for prepare in self.before_exec:
+            prepare()
         if self._keeper is not None:
             environ = {**environ, handed.FIFO_FDS: self._keeper.hand()}
         if self._listener is not None:

@@ -251,6 +251,16 @@ class LogMux:
         self._wake.set()
 
     @property
+    def written(self) -> int:
+        """Stream position: the bytes ever handed to the file (or counted lost)."""
+        return self._written
+
+    @property
+    def queued(self) -> int:
+        """Stream position: the bytes ever queued (the lines up to it land at ``written``)."""
+        return self._queued
+
+    @property
     def behind(self) -> bool:
         """Whether the writer is more than ``high_water`` bytes behind (for producers that
         drop rather than wait, such as the router lines)."""

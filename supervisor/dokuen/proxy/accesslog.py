@@ -1,0 +1,388 @@
+"""Router lines, the I/O half: nginx's workers write every request's line to one buffered
+access log (``$DOKUEN_HOME/nginx/router/access.log``); dokuend reads what was appended each
+time the kernel says the file changed (inotify), renders whole lines a turn at a time and
+hands them to the log multiplexer.
+
+nginx never waits for dokuend: a worker's ``write`` of its buffer goes to a file, so a
+dokuend stopped, frozen or re-executing leaves the lines waiting there, and the next turn
+reads them. What was read is given back to the file system by punching a hole over it
+(``fallocate(PUNCH_HOLE|KEEP_SIZE)``): the file's size grows, its blocks do not, and the
+hole is also where reading resumes after a restart or a ``kill -9`` (the first data, its
+leading NUL bytes skipped), so nothing needs renaming, reopening or a signal to nginx. A
+hole is punched only over lines the multiplexer has written: a ``kill -9`` doubles at most
+the lines of the last PUNCH_AFTER seconds and never loses one. Where the file system cannot
+punch holes, the file is renamed once it is ROTATE_AT long and nginx reloaded (HUP: its
+master, root, opens the new file; USR1 would have the workers reopen it, and they may not
+reach the directory), and the old one read to its end while the old workers write out
+what they hold.
+
+The directory is dokuend's alone (0700): no app can read other apps' requests, write a line
+or put a link in its place. The file is opened without following links.
+"""
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from dokuen.events import get_logger
+from dokuen.proxy.holes import first_line, punch, watch
+from dokuen.proxy.master import open_master
+from dokuen.proxy.router import ACCESS_LOG, ERROR_LOG, dyno_table, render_batch, render_line
+from dokuen.supervise.logmux import LogMux, timestamp
+
+log = get_logger()
+
+CHUNK = 1 << 20  # read a turn at most (about 3,000 lines); the rest at the next, at once
+# A line longer than CHUNK (nginx's are 8 KiB at most: large_client_header_buffers) is shown
+# cut, its first MAX_LINE bytes.
+MAX_LINE = 64 << 10
+PUNCH_AFTER = 0.1  # seconds after a turn, what the log has written is punched
+# Turns are at least this far apart (seconds): each costs about 0.5 ms of CPU whatever it
+# reads (the wakeup, the log writer's thread), and nginx's workers write every 100 ms or
+# 64 KiB each. A line waits at most FLUSH (nginx's) and this.
+TURN_EVERY = 0.05
+BEHIND = 0.05  # seconds to wait while the log writer is behind: the lines wait in the file
+POLL = 0.2  # seconds between looks where there is no inotify (not Linux)
+ROTATE_AT = 16 << 20  # where holes cannot be punched: the size at which the file is renamed
+OLD_KEPT = 5.0  # seconds a renamed file is read after nginx was told to reopen
+UNSENT = (b'access.log" failed', b'access.log" was incomplete')  # nginx's alerts (a minute)
+
+
+class AccessLog:
+    """Reads the router access log; ``dynos`` maps web ports to (app, process name)."""
+
+    def __init__(
+        self,
+        prefix: Path,
+        mux: LogMux,
+        master: Callable[[], int | None] = lambda: None,
+        rotate_at: int = ROTATE_AT,
+    ) -> None:
+        """``prefix`` is nginx's ($DOKUEN_HOME/nginx); ``master`` the managed master's pid
+        (told to reopen the file where holes cannot be punched, at ``rotate_at`` bytes)."""
+        self._rotate_at = rotate_at
+        self.path = prefix / ACCESS_LOG
+        self._mux = mux
+        self._master = master
+        self._current: dict[int, tuple[str, str]] = {}
+        self._previous: dict[int, tuple[str, str]] = {}
+        self._dynos: dict[int, tuple[str, str]] = {}  # both, the current ones first
+        self._table = dyno_table(self._dynos)
+        self.counts = {"lines": 0, "unparsed": 0, "unsent": 0}
+        self.turns = 0  # wakeups that read something
+        self.errors = prefix / ERROR_LOG  # nginx's: what it could not write
+        self._errors_read = _size(self.errors)  # what came before this dokuend is not counted
+        self._fd = -1
+        self._offset = 0  # where the next line starts
+        self._marks: list[tuple[int, int]] = []  # (the log's stream position, offset) to punch
+        self._punched = 0
+        self._punches = True  # until the file system says it cannot
+        self._old: tuple[int, int, float] | None = None  # a renamed file: fd, offset, since
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._notify = -1
+        self._last_turn = float("-inf")  # loop time
+        self._due = False  # a turn is set for later (TURN_EVERY)
+        self._more = False  # the last read was a full CHUNK: the next turn comes at once
+        self.problem: str | None = None
+
+    def update(self, webs: Iterable[tuple[str, str, int]]) -> None:
+        """The running web processes, as (app, name, port), after every nginx change. The
+        ports of the change before stay known a while: their last requests still arrive."""
+        dynos = {port: (app, name) for app, name, port in webs}
+        if dynos != self._current:
+            self._previous, self._current = self._current, dynos
+            self._dynos = {**self._previous, **self._current}
+            self._table = dyno_table(self._dynos)
+
+    @property
+    def dynos(self) -> Mapping[int, tuple[str, str]]:
+        return self._dynos
+
+    def status(self) -> dict[str, int | str | None]:
+        """What ``dokuenctl status`` shows: the counts, the turns, and why there are no
+        lines if so."""
+        self._count_unsent()
+        return {**self.counts, "problem": self.problem, "turns": self.turns}
+
+    def prepare(self) -> None:
+        """Make the directory (0700, dokuend's) and the file before nginx opens it, and
+        check that neither is a link or anyone else's. Raises OSError."""
+        directory = self.path.parent
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+        info = directory.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise OSError(errno.ELOOP, "not a directory of dokuend's own", str(directory))
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            directory.chmod(0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        info = os.fstat(fd)
+        # Only dokuend (or root) could have put anything in the directory: its owner is not
+        # checked, only that it is a plain file with no other name.
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise OSError(errno.EPERM, "not a file of dokuend's own", str(self.path))
+        if self._fd >= 0 and os.fstat(self._fd).st_ino == info.st_ino:
+            os.close(fd)
+            return
+        if self._fd >= 0:  # the file was replaced (its directory deleted): read the old one out
+            self._turn()
+            os.close(self._fd)
+        self._fd, self._offset, self._marks = fd, first_line(fd), []
+        self._offset = self._punched = max(self._offset, self._noted(info.st_ino))
+        if self._notify >= 0:  # a watch follows its file: the new one needs its own
+            watch(self.path, self._notify)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Watch the file and read it until cancelled; then read what it holds once more."""
+        try:
+            self.prepare()
+        except OSError as exc:  # the apps are served all the same, without router lines
+            self.problem = f"no router lines: cannot open {self.path}: {exc.strerror}"
+            log.error("router.unavailable", problem=self.problem)
+            task_status.started()
+            return
+        loop = self._loop = asyncio.get_running_loop()
+        notify = self._notify = watch(self.path)
+        if notify >= 0:
+            loop.add_reader(notify, self._changed, notify)
+        task_status.started()
+        log.info("router.reading", path=str(self.path), offset=self._offset, inotify=notify >= 0)
+        try:
+            self._turn()  # what waited in the file for this dokuend
+            while True:
+                await anyio.sleep(POLL if notify < 0 else 3600)
+                if notify < 0:
+                    self._turn()
+        finally:
+            if notify >= 0:
+                loop.remove_reader(notify)
+                os.close(notify)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._loop = None
+            self._turn()
+            # The log writer outlives this task and writes what it was handed before it
+            # closes (a stop, a re-exec): all of it is the next dokuend's no more.
+            self._punch(float("inf"))
+            self._note()
+            if self._old is not None:
+                os.close(self._old[0])
+                self._old = None
+            os.close(self._fd)
+            self._fd = -1
+            log.info("router.closed", **self.counts)
+
+    def hand_over(self) -> None:
+        """Before a re-exec, once the log has written every line it was handed: mark all of
+        them read (the next image starts after them; nginx's later lines wait for it)."""
+        if self._fd >= 0:
+            self._punch(self._mux.written)
+            self._note()
+
+    def _note(self) -> None:
+        """Where holes cannot be punched: write down how far this file was read (for the
+        next dokuend after a stop or a re-exec; a ``kill -9`` reads it from the start)."""
+        if self._punches:
+            return
+        with contextlib.suppress(OSError):
+            text = f"{os.fstat(self._fd).st_ino} {self._punched}\n"
+            self.path.with_name("read").write_text(text)
+
+    def _noted(self, inode: int) -> int:
+        """The offset ``_note`` wrote for this file (0 if none, or for another file)."""
+        try:
+            noted, offset = self.path.with_name("read").read_text().split()
+            self.path.with_name("read").unlink()
+            return int(offset) if int(noted) == inode else 0
+        except (OSError, ValueError):
+            return 0
+
+    def _changed(self, notify: int) -> None:
+        """The kernel says nginx wrote: drop its events (any number: one turn reads all)."""
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(notify, 4096):
+                pass
+        if self._due:  # a turn is set already
+            return
+        wait = self._last_turn + TURN_EVERY - self._loop.time()  # type: ignore[union-attr]
+        if wait > 0:  # the writes of the next moments are read together
+            self._due = True
+            self._later(wait)
+            return
+        self._turn()
+
+    def _turn(self) -> None:
+        """Read the whole lines appended since the last turn, render and hand them to the
+        log in one piece, stamped alike; a partial last line waits for its end."""
+        self._due = False
+        if self._fd < 0:
+            return
+        if self._loop is not None:
+            self._last_turn = self._loop.time()
+        if self._loop is not None and self._mux.behind:  # they wait in the file meanwhile
+            self._later(BEHIND)
+            return
+        self._punch(self._mux.written)
+        self._more = False
+        if self._old is not None:
+            self._read_old()
+        read = self._read(self._fd, self._offset)
+        if read is not None:
+            self._offset = read
+            self._marks.append((self._mux.queued, read))
+        if self._more:  # a backlog (dokuend was away): a read a turn, the loop free between
+            self._due = True
+            self._later(0)
+        elif self._marks:
+            self._later(PUNCH_AFTER)
+        if not self._punches and self._offset >= self._rotate_at and self._old is None:
+            self._rotate()
+
+    def _read(self, fd: int, offset: int) -> int | None:
+        """Hand the whole lines of one read at ``offset`` to the log: the offset after them,
+        or None when there was no whole line. ``_more``: the read was full (more waits)."""
+        data = os.pread(fd, CHUNK, offset)
+        self._more |= len(data) == CHUNK
+        if data[:1] == b"\0":  # the end of a punched range, zeroed: read before
+            stripped = data.lstrip(b"\0")
+            offset += len(data) - len(stripped)
+            data = stripped
+        end = data.rfind(b"\n") + 1
+        if not end:
+            if len(data) < CHUNK:  # a line nginx has not written to its end yet
+                return None
+            # a line longer than any nginx writes: shown cut, the rest skipped to its end
+            self._render_odd([(data[:MAX_LINE], True)])
+            rest = offset + len(data)
+            while (more := os.pread(fd, CHUNK, rest)) and (cut := more.find(b"\n")) < 0:
+                rest += len(more)
+            return rest + cut + 1 if more else rest
+        self.turns += 1
+        stamp = timestamp(self._mux.clock())
+        batch = memoryview(data)[:end]
+        lines = data.count(b"\n", 0, end)
+        rendered = render_batch(batch, lines, stamp, self._table)
+        if rendered is None:
+            self._render_odd([(each, False) for each in data[: end - 1].split(b"\n")], stamp)
+        else:
+            self.counts["lines"] += lines
+            self._mux.write_rendered(rendered)
+        batch.release()
+        return offset + end
+
+    def _render_odd(self, lines: list[tuple[bytes, bool]], stamp: str | None = None) -> None:
+        """Each line on its own, in order (a batch that holds one the pattern does not take)."""
+        stamp = stamp or timestamp(self._mux.clock())
+        parts = []
+        for data, cut in lines:
+            try:
+                parts.append(render_line(data, stamp, self._table, self._dynos, cut))
+            except ValueError as exc:
+                self.counts["unparsed"] += 1
+                log.warning("router.unparsed", error=str(exc), size=len(data))
+        self.counts["lines"] += len(parts)
+        self._mux.write_rendered(b"".join(parts))
+
+    def _later(self, delay: float) -> None:
+        if self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, self._again)
+
+    def _again(self) -> None:
+        self._timer = None
+        self._turn()
+
+    def _punch(self, written: float) -> None:
+        """Give back the blocks of every line the log has written (its position ``written``):
+        a hole, where the next dokuend starts."""
+        upto = self._punched
+        while self._marks and self._marks[0][0] <= written:
+            upto = self._marks.pop(0)[1]
+        if upto <= self._punched:
+            return
+        if self._punches:
+            try:
+                punch(self._fd, self._punched, upto - self._punched)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    log.warning("router.punch_failed", error=str(exc))
+                    return
+                self._punches = False
+                log.warning("router.no_holes", path=str(self.path), fix="renamed at 16 MiB")
+        self._punched = upto
+
+    def _rotate(self) -> None:
+        """Where holes cannot be punched: rename the file, make a new one and reload nginx
+        (its old workers write what they hold to the old one as they quit)."""
+        master = self._master()
+        if master is None:
+            return
+        old = self.path.with_name("access.log.old")
+        os.replace(self.path, old)
+        fd, offset = self._fd, self._offset
+        self._fd = -1
+        self.prepare()
+        self._old = (fd, offset, time.monotonic())
+        pidfd = open_master(master, self.path.parent.parent)  # never a pid reused since
+        if pidfd is None:
+            return
+        try:
+            if pidfd >= 0:
+                signal.pidfd_send_signal(pidfd, signal.SIGHUP)
+            else:
+                os.kill(master, signal.SIGHUP)
+        except OSError:
+            pass
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+
+    def _read_old(self) -> None:
+        assert self._old is not None
+        fd, offset, since = self._old
+        read = self._read(fd, offset)
+        if read is not None:
+            self._old = (fd, read, since)
+        elif time.monotonic() - since > OLD_KEPT:
+            os.close(fd)
+            self._old = None
+            with contextlib.suppress(OSError):
+                self.path.with_name("access.log.old").unlink()
+
+    def _count_unsent(self) -> None:
+        """Count nginx's alerts that it could not write to the file since the last look
+        (one a minute at most while it cannot: what it dropped is not counted by line)."""
+        size = _size(self.errors)
+        if size == self._errors_read:
+            return
+        start = self._errors_read if size > self._errors_read else 0  # rotated: all of it
+        try:
+            with self.errors.open("rb") as log_file:
+                log_file.seek(start)
+                text = log_file.read(size - start)
+        except OSError:
+            return
+        self._errors_read = size
+        self.counts["unsent"] += sum(map(text.count, UNSENT))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

@@ -1,0 +1,70 @@
+"""The kernel's side of the router access log (accesslog.py): a descriptor that is readable
+when the file is written (inotify), holes punched over what was read (the blocks go back
+to the file system, the size stays) and where the data starts after them. Through ctypes
+(libc is the running program's: nothing more is loaded); where there is none of it (not
+Linux), ``watch`` gives -1 and ``punch`` raises ENOSYS.
+"""
+
+import ctypes
+import errno
+import os
+from pathlib import Path
+
+_IN_MODIFY = 0x2
+_PUNCH = 0x2 | 0x1  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:  # the running program's own symbols (see supervise/reaper.py)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+        libc.inotify_init1.argtypes = [ctypes.c_int]
+        libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+    except (OSError, AttributeError):  # not Linux
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def watch(path: Path, notify: int = -1) -> int:
+    """An inotify descriptor (non-blocking) that is readable when the file now at ``path``
+    is written (``notify``, another file's, given: it watches both); -1 where there is none."""
+    if _LIBC is None:
+        return -1
+    if notify < 0:
+        notify = int(_LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+    if notify < 0:
+        return -1
+    if _LIBC.inotify_add_watch(notify, bytes(path), _IN_MODIFY) < 0:
+        os.close(notify)
+        return -1
+    return notify
+
+
+def punch(fd: int, offset: int, length: int) -> None:
+    """Free the blocks of ``length`` bytes at ``offset`` (a block cut in two is zeroed).
+    Raises OSError (EOPNOTSUPP where the file system cannot)."""
+    if _LIBC is None:
+        raise OSError(errno.ENOSYS, "no fallocate")
+    if _LIBC.fallocate(fd, _PUNCH, offset, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def first_line(fd: int) -> int:
+    """Where the first line not yet read starts: the first data after the holes, past the
+    NUL bytes that a hole's last block was zeroed with."""
+    try:
+        start = os.lseek(fd, 0, getattr(os, "SEEK_DATA", -1))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # nothing but holes
+            return os.fstat(fd).st_size
+        start = 0  # no SEEK_DATA here (EINVAL): the NUL bytes tell
+    while chunk := os.pread(fd, 1 << 16, start):
+        stripped = chunk.lstrip(b"\0")
+        start += len(chunk) - len(stripped)
+        if stripped:
+            break
+    return start
