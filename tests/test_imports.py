@@ -42,6 +42,8 @@ HEAVY = (
     "zoneinfo",  # backup schedules'
     "uvloop",  # not the daemon's loop any more (2.2 MiB)
     "structlog",  # the daemon's events are dokuen/events.py (1.8 MiB)
+    "termios",  # a terminal's window size, for `dokuenctl run` with a tty (60 KiB)
+    "ctypes",  # the subreaper's prctl goes through _ctypes alone (0.16 MiB)
 )
 
 # Modules of the daemon's own libraries that it imports only on first use (cli/lazylibs.py).
@@ -278,3 +280,47 @@ async def main():
         group.cancel_scope.cancel()
 anyio.run(main)
 """
+
+
+SUBREAPER = """
+import sys
+from dokuen.supervise import reaper
+became = reaper.become_subreaper()
+kept_out = "ctypes" not in sys.modules
+import ctypes
+value = ctypes.c_int()
+ctypes.CDLL(None).prctl(37, ctypes.byref(value), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER
+print(became, kept_out, value.value)
+"""
+
+
+def test_the_daemon_becomes_a_subreaper_without_ctypes_module() -> None:
+    """prctl through _ctypes alone: the kernel says the process is a subreaper now, and
+    ctypes' own module (its types made at import) was never loaded for it."""
+    shown = subprocess.run(
+        [sys.executable, "-c", SUBREAPER], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["True", "True", "1"]
+
+
+DUMPS_AFTER_START = """
+import sys
+import dokuen.cli.dokuend, dokuen.daemon
+lazy = ("dokuen.backup.databases", "dokuen.backup.dumps", "dokuen.backup.manifest",
+        "dokuen.backup.bundle", "dokuen.backup.renaming")
+print(any(name in sys.modules for name in lazy))
+from dokuen.backup.requests import DUMP_REQUESTS
+from dokuen.backup.databases import DatabaseBackupCommands
+made = DatabaseBackupCommands.__new__(DatabaseBackupCommands)
+print(sorted(DatabaseBackupCommands.handlers(made)) == sorted(DUMP_REQUESTS))
+"""
+
+
+def test_the_database_backups_are_imported_by_the_first() -> None:
+    """An idle daemon holds none of the dumps' modules (0.2 MiB); the daemon's table names
+    their requests (DUMP_REQUESTS) without them, and the names are the requests' own. That
+    the first backup request does load and answer them: tests/e2e/test_backups.py."""
+    shown = subprocess.run(
+        [sys.executable, "-c", DUMPS_AFTER_START], capture_output=True, text=True, check=True
+    )
+    assert shown.stdout.split() == ["False", "True"]

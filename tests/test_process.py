@@ -66,6 +66,9 @@ class FakeChild:
         if signum == signal.SIGKILL or not self._ignore_term:
             self.exit(-signum)
 
+    def exit_fd(self) -> None:
+        return None  # waited for by wait() only: the slot never parks
+
     def group_alive(self) -> bool:
         return not self._exited.is_set()
 

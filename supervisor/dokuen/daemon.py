@@ -19,9 +19,8 @@ from dokuen.apps.app import App
 from dokuen.apps.maintenance import MaintenanceCommands
 from dokuen.apps.requests import AppCommands, app_url
 from dokuen.apps.runtime import Runtime
-from dokuen.backup.databases import DatabaseBackupCommands
-from dokuen.backup.dumps import clear_leftovers
-from dokuen.backup.requests import BackupCommands
+from dokuen.backup.requests import DUMP_REQUESTS, BackupCommands
+from dokuen.backup.storage import clear_leftovers
 from dokuen.control import Command, Output, on_first_use, serve
 from dokuen.data.cluster import POSTGRES_APP
 from dokuen.data.postgres import Postgres
@@ -139,25 +138,20 @@ class Daemon:
         find_app = self.app_requests.find
         self.postgres = Postgres(settings, spawner, mux)
         self.databases = DatabaseCommands(self.postgres, find_app, mux)
-        dumps = DatabaseBackupCommands(
-            self.databases,
-            lambda: self.settings,
-            find_app,
-            mux,
-            spawner,
-            lambda: self.backups.storage(),  # noqa: PLW0108 (self.backups is made next)
-        )
         apps = lambda: self.apps  # noqa: E731
-        self.backups = BackupCommands(lambda: self.settings, self.store, find_app, apps, dumps, mux)
+        self.backups = BackupCommands(
+            lambda: self.settings, self.store, find_app, apps, (self.databases, spawner), mux
+        )
         self._git = git_account()  # who pushes over ssh, when not dokuend's own user
         keys = SshKeyCommands(self._authorized_keys, self._entrypoint, self._git and self._git[1])
         maintenance = MaintenanceCommands(find_app, self._sync_proxy)
-        self.https = dumps.certificates = CertCommands(self, find_app)  # backups carry certs
+        self.https = self.backups.certificates = CertCommands(self, find_app)  # dumps carry them
         self._commands: dict[str, Command] = {"status": self.status, **self.https.handlers()}
         self._commands["daemon:reload"] = lambda _args, _out: self.handover.request(self._root)
-        for wing in (self.app_requests, maintenance, self.databases, dumps, self.backups, keys):
+        for wing in (self.app_requests, maintenance, self.databases, self.backups, keys):
             self._commands.update(wing.handlers())
         self._commands.update(on_first_use(EXPORT_REQUESTS, lambda: export_requests(find_app)))
+        self._commands.update(on_first_use(DUMP_REQUESTS, self.backups.dump_handlers))
 
     def _sites(self) -> list[Site]:
         """Every app nginx shows, with its certificate; a broken app is left out (and said so)."""

@@ -22,6 +22,7 @@ from dokuen.proxy.nginx import DEFAULT_BODY_SIZE, Site, check_body_size
 from dokuen.store import AppDir
 from dokuen.supervise.envdir import protect, read_envdir
 from dokuen.supervise.formation import ProcessSpec, in_procfile_order, parse_scale
+from dokuen.supervise.parking import Parking
 from dokuen.supervise.process import STUCK, ProcessSlot, ProcessState
 from dokuen.supervise.procfile import Procfile
 
@@ -58,9 +59,13 @@ class App:
         with self._scope:
             async with anyio.create_task_group() as task_group:
                 self.slots.task_group = task_group
+                self.slots.parking = parking = Parking(task_group)
                 await task_group.start(self.detached.run)
                 task_status.started()
-                await anyio.sleep_forever()
+                try:
+                    await anyio.sleep_forever()
+                finally:  # idle slots become tasks again, which this cancellation stops
+                    parking.close()
 
     async def close(self) -> None:
         """Stop every process, then end the app's task; later operations raise NotFound."""

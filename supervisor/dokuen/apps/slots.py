@@ -1,6 +1,7 @@
 """An app's live process slots and how they are brought to a target (a release, a formation
 and a config): the zero-downtime swap of web processes, health-gated starts, and stopping."""
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from dokuen.store import AppDir
 from dokuen.supervise.environment import process_environment
 from dokuen.supervise.formation import ProcessSpec, expand
 from dokuen.supervise.keeper import AdoptedChild
+from dokuen.supervise.parking import Parking
 from dokuen.supervise.ports import PortPool
 from dokuen.supervise.process import ProcessSlot, ProcessState, SlotConfig
 
@@ -28,6 +30,10 @@ class Target:
     release: releases.Release
     formation: dict[str, int]
     config: dict[str, str]
+
+
+def _unchanged() -> None:
+    pass  # what a slot nginx does not serve tells of its state changes
 
 
 def failure_text(slot: ProcessSlot, who: str = "", then: str = "") -> str:
@@ -50,7 +56,8 @@ def check_room(ports: PortPool, formation: Mapping[str, int], holding: int) -> N
 
 
 class Slots:
-    """One app's process slots, all in the app's task group (``task_group``, set by App.run)."""
+    """One app's process slots, all in the app's task group (``task_group``, set by App.run),
+    or parked there while idle (``parking``: supervise/parking.py)."""
 
     def __init__(self, directory: AppDir, runtime: Runtime) -> None:
         self.dir = directory
@@ -60,6 +67,7 @@ class Slots:
         self.stuck: list[ProcessSlot] = []  # stopped, but SIGKILL did not end them
         self.adoptable: dict[str, AdoptedChild] = {}  # what a dead dokuend left (adoption.py)
         self.task_group: anyio.abc.TaskGroup | None = None
+        self.parking: Parking | None = None
 
     async def converge(
         self, target: Target | None, replace: Callable[[ProcessSpec], bool], gate: bool
@@ -143,10 +151,10 @@ class Slots:
         app_path, home = self.runtime.settings.app_path, self.dir.data
         user = self.runtime.isolation.runs_as(self.dir)
 
-        def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
-            def environment(port: int) -> dict[str, str]:
-                return process_environment(spec, port, home, app_path, defaults, config)
+        def environment(spec: ProcessSpec, port: int) -> dict[str, str]:
+            return process_environment(spec, port, home, app_path, defaults, config)
 
+        def make(spec: ProcessSpec, port: int | None) -> ProcessSlot:
             web = spec.type == "web"
             health = options.health if web and self.runtime.proxied else None
             cgroup = resources.placement(self.runtime.cgroups, self.name, spec.name)
@@ -154,7 +162,7 @@ class Slots:
                 SlotConfig(
                     spec,
                     release.path,
-                    environment,
+                    functools.partial(environment, spec),  # not a closure a slot: smaller
                     options.stop_timeout,
                     options.policy,
                     health,
@@ -167,8 +175,9 @@ class Slots:
                 spawner=self.runtime.spawner,
                 clock=self.runtime.clock,
                 port=port,
-                on_change=self.runtime.proxy_changed if web else lambda: None,
+                on_change=self.runtime.proxy_changed if web else _unchanged,
                 keeper=self.runtime.keeper,
+                parking=self.parking,
             )
 
         return make

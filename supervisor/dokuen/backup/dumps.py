@@ -73,13 +73,6 @@ class Tools:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def clear_leftovers(scratch: Path) -> None:
-    """Remove the dumps and bundles a killed dokuend left half made in ``scratch``."""
-    for leftover in scratch.glob("*-*"):
-        if leftover.name.startswith(("backup-", "bundle-")):
-            shutil.rmtree(leftover, ignore_errors=True)
-
-
 def _last_lines(text: str, count: int = 3) -> str:
     """What a PostgreSQL tool said went wrong: its ``error:`` and ``detail:`` lines (its
     last lines if it wrote none)."""

@@ -9,15 +9,11 @@ every dokuenctl reply (scheduler.py).
 import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from dokuen.apps.app import App
-from dokuen.backup import bundle
-from dokuen.backup.databases import DatabaseBackupCommands
-from dokuen.backup.manifest import dump_key
-from dokuen.backup.renaming import move_backups
 from dokuen.backup.schedule import BackupResult, RunRecord, make_schedule
 from dokuen.backup.scheduler import BackupScheduler
 from dokuen.backup.storage import Storage
@@ -29,6 +25,21 @@ from dokuen.settings import Settings
 from dokuen.store import Store
 from dokuen.supervise.logmux import LogMux
 
+if TYPE_CHECKING:
+    from dokuen.backup.databases import Certificates, DatabaseBackupCommands
+    from dokuen.data.requests import DatabaseCommands
+    from dokuen.supervise.process import Spawner
+
+# The database dumps' requests (databases.py), made by the first: the daemon's table names
+# them without importing them (tests/test_imports.py keeps the two lists the same).
+DUMP_REQUESTS = (
+    "backups",
+    "backups:capture",
+    "backups:restore",
+    "backups:verify",
+    "backups:download",
+)
+
 
 class BackupCommands:
     def __init__(
@@ -37,13 +48,17 @@ class BackupCommands:
         store: Store,
         find_app: Callable[[dict[str, Any]], App],
         apps: Callable[[], Mapping[str, App]],
-        databases: DatabaseBackupCommands,
+        databases: "tuple[DatabaseCommands, Spawner]",
         mux: LogMux,
     ) -> None:
+        """``databases``: what the database dumps' requests are made of, by the first
+        backup that needs them (``dumps``), not at start."""
         self._settings = settings
         self._find_app = find_app
         self._apps = apps
-        self._databases = databases
+        self._dumps_of = databases
+        self._dumps: DatabaseBackupCommands | None = None
+        self.certificates: Certificates | None = None  # set by the daemon: backups carry them
         self._mux = mux
         self.scheduler = BackupScheduler(store, self._scheduled_capture, self.storage, mux.event)
         self._bundling = anyio.Lock()  # one repository bundle at a time
@@ -57,6 +72,22 @@ class BackupCommands:
             "failing": self.scheduler.warnings(),
         }
 
+    def dumps(self) -> "DatabaseBackupCommands":
+        """The database dumps' requests, made (their modules imported: dumps, manifests,
+        bundles, 0.2 MiB for the daemon's life) by the first backup that needs them."""
+        if self._dumps is None:
+            from dokuen.backup.databases import DatabaseBackupCommands  # noqa: PLC0415
+
+            databases, spawner = self._dumps_of
+            self._dumps = DatabaseBackupCommands(
+                databases, self._settings, self._find_app, self._mux, spawner, self.storage
+            )
+            self._dumps.certificates = self.certificates
+        return self._dumps
+
+    def dump_handlers(self) -> dict[str, Command]:
+        return self.dumps().handlers()
+
     def handlers(self) -> dict[str, Command]:
         return {
             "backups:schedule": self.backups_schedule,
@@ -69,6 +100,8 @@ class BackupCommands:
         self.scheduler.rename(old, new)
         if not self._settings().backup_url:
             return []
+        from dokuen.backup.renaming import move_backups  # noqa: PLC0415 (see __init__)
+
         scratch = self._settings().home / "tmp"
         async with self.scheduler.lock, self._bundling:  # no capture writes under OLD/ now
             try:
@@ -107,6 +140,8 @@ class BackupCommands:
         scratch = self._settings().home / "tmp"
         now = self.scheduler.clock.now()
 
+        from dokuen.backup import bundle  # noqa: PLC0415 (see __init__)
+
         def capture() -> BackupResult:
             storage = self.storage()
             result = bundle.capture_bundle(storage, app.name, app.dir.repo, ref, scratch, now)
@@ -129,9 +164,7 @@ class BackupCommands:
         stored = []
         if app.dir.database_file.exists():
             stored.append(await self._capture_database(app, verify))  # with its certificate
-        elif (certificates := self._databases.certificates) and (
-            kit := await certificates.kit_of(app)
-        ):
+        elif (certificates := self.certificates) and (kit := await certificates.kit_of(app)):
             key = await certificates.back_up(app.name)  # no dump to carry it: alone
             if key is not None:
                 backup = key.rsplit("/", 1)[-1].removesuffix(".json")
@@ -148,10 +181,12 @@ class BackupCommands:
     async def _capture_database(self, app: App, verify: bool) -> BackupResult:
         """A dump of the app's database; with ``verify``, restored into a scratch database
         and checked. Raises DokuenError when it could not be stored or failed its check."""
-        manifest = await self._databases.capture_backup(app)
+        from dokuen.backup.manifest import dump_key  # noqa: PLC0415 (see __init__)
+
+        manifest = await self.dumps().capture_backup(app)
         verified = None
         if verify:
-            await self._databases.verify_backup(app, manifest)
+            await self.dumps().verify_backup(app, manifest)
             verified = True
         key = dump_key(app.name, manifest.id)
         return BackupResult(

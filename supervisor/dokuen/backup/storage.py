@@ -126,3 +126,11 @@ class DirectoryStorage:
             self._path(key).unlink(missing_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot delete {key} from {self.url}: {exc}") from None
+
+
+def clear_leftovers(scratch: Path) -> None:
+    """Remove the dumps and bundles a killed dokuend left half made in ``scratch`` (here,
+    not in dumps.py: the daemon calls it at every start, before any backup is asked for)."""
+    for leftover in scratch.glob("*-*"):
+        if leftover.name.startswith(("backup-", "bundle-")):
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -1,20 +1,26 @@
 """The kernel's side of the router access log (accesslog.py): a descriptor that is readable
 when the file is written (inotify), holes punched over what was read (the blocks go back
 to the file system, the size stays) and where the data starts after them. Through ctypes
-(libc is the running program's: nothing more is loaded); where there is none of it (not
-Linux), ``watch`` gives -1 and ``punch`` raises ENOSYS.
+(libc is the running program's: nothing more is loaded), imported by the first call: a
+daemon with no router log never holds ctypes' module (0.16 MiB: tests/test_imports.py);
+where there is none of it (not Linux), ``watch`` gives -1 and ``punch`` raises ENOSYS.
 """
 
-import ctypes
 import errno
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ctypes
 
 _IN_MODIFY = 0x2
 _PUNCH = 0x2 | 0x1  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
 
-def _libc() -> ctypes.CDLL | None:
+def _libc() -> "ctypes.CDLL | None":
+    import ctypes  # noqa: PLC0415 (see the module's docstring)
+
     try:  # the running program's own symbols (see supervise/reaper.py)
         libc = ctypes.CDLL(None, use_errno=True)
         libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
@@ -25,19 +31,28 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-_LIBC = _libc()
+_LIBC: Any = False  # not looked for yet
+
+
+def _loaded() -> "ctypes.CDLL | None":
+    global _LIBC  # noqa: PLW0603 (looked for once)
+    if _LIBC is False:
+        _LIBC = _libc()
+    libc: ctypes.CDLL | None = _LIBC
+    return libc
 
 
 def watch(path: Path, notify: int = -1) -> int:
     """An inotify descriptor (non-blocking) that is readable when the file now at ``path``
     is written (``notify``, another file's, given: it watches both); -1 where there is none."""
-    if _LIBC is None:
+    libc = _loaded()
+    if libc is None:
         return -1
     if notify < 0:
-        notify = int(_LIBC.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
+        notify = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     if notify < 0:
         return -1
-    if _LIBC.inotify_add_watch(notify, bytes(path), _IN_MODIFY) < 0:
+    if libc.inotify_add_watch(notify, bytes(path), _IN_MODIFY) < 0:
         os.close(notify)
         return -1
     return notify
@@ -46,9 +61,12 @@ def watch(path: Path, notify: int = -1) -> int:
 def punch(fd: int, offset: int, length: int) -> None:
     """Free the blocks of ``length`` bytes at ``offset`` (a block cut in two is zeroed).
     Raises OSError (EOPNOTSUPP where the file system cannot)."""
-    if _LIBC is None:
+    libc = _loaded()
+    if libc is None:
         raise OSError(errno.ENOSYS, "no fallocate")
-    if _LIBC.fallocate(fd, _PUNCH, offset, length) != 0:
+    if libc.fallocate(fd, _PUNCH, offset, length) != 0:
+        import ctypes  # noqa: PLC0415 (loaded by _loaded already)
+
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
 

@@ -21,6 +21,7 @@ __all__ = [
     "lines",
     "logfile",
     "logmux",
+    "parking",
     "ports",
     "process",
     "procfile",
@@ -28,6 +29,7 @@ __all__ = [
     "reaper",
     "record",
     "restart",
+    "slotconfig",
     "spawn",
     "streams",
 ]

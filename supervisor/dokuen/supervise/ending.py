@@ -35,6 +35,10 @@ class Child(Protocol):
     async def wait(self) -> int:
         """The exit status: the code, or minus the signal number."""
 
+    def exit_fd(self) -> int | None:
+        """A descriptor readable once it exits (its pidfd), to watch while it is idle;
+        None: only ``wait`` tells."""
+
     def signal_group(self, signum: int) -> None:
         """Send a signal to the child's whole process group; no error if it is gone."""
 

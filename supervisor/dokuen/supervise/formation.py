@@ -3,6 +3,7 @@
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from dokuen.errors import InvalidName
 from dokuen.names import check_process_type
@@ -24,8 +25,8 @@ class ProcessSpec:
     index: int
     command: str
 
-    @property
-    def name(self) -> str:
+    @cached_property
+    def name(self) -> str:  # one string for every use (slots, cgroups, records)
         return f"{self.type}.{self.index}"
 
     def row(self) -> dict[str, str | int]:

@@ -119,6 +119,23 @@ class Pipe:
     """One child's output as the intake reads it: framed into lines, a partial line written
     after ``PARTIAL_LINE_DELAY`` without a read, everything left written at the end."""
 
+    __slots__ = (
+        "_deliver",
+        "_framer",
+        "_loop",
+        "_partial_due",
+        "_tail",
+        "done",
+        "ended",
+        "error",
+        "failed",
+        "fd",
+        "frozen",
+        "last",
+        "timer",
+        "watched",
+    )
+
     def __init__(
         self,
         outlet: Outlet,

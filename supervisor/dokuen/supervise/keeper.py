@@ -49,9 +49,7 @@ class Fifo:
     line cut in two by the hand-over is never split in the log."""
 
     def __init__(self, path: Path, reader: int) -> None:
-        self.path = path
-        self._reader = reader
-        self._tail = b""
+        self.path, self._reader, self._tail = path, reader, b""
 
     @property
     def carry_file(self) -> Path:
@@ -133,7 +131,7 @@ class Fifo:
         """What the intake reads: the read end, the line held back, the keeper's freeze."""
         if self._reader < 0:
             return None
-        return Outlet(self._reader, self, lambda: keeper.frozen)
+        return Outlet(self._reader, self, keeper.is_frozen)
 
     async def read(self, max_bytes: int, keeper: "Keeper") -> bytes:
         """The next whole lines (or a line held back for ``TAIL_DELAY``); b"" once no
@@ -180,10 +178,7 @@ class KeptChild:
         record: ProcessRecord,
         keeper: "Keeper",
     ) -> None:
-        self.pid = inner.pid
-        self.inner = inner
-        self.fifo = fifo
-        self.record = record
+        self.pid, self.inner, self.fifo, self.record = inner.pid, inner, fifo, record
         self._keeper = keeper
 
     def outlet(self) -> Outlet | None:
@@ -194,6 +189,9 @@ class KeptChild:
 
     async def wait(self) -> int:
         return await self.inner.wait()
+
+    def exit_fd(self) -> int | None:
+        return self.inner.exit_fd()
 
     def signal_group(self, signum: int) -> None:
         self.inner.signal_group(signum)
@@ -219,9 +217,7 @@ class AdoptedChild(_OsChild):
         self, record: ProcessRecord, keeper: "Keeper", pidfd: int, cgroup: Group | None
     ) -> None:
         super().__init__(record.pid, keeper.spawner, cgroup)
-        self.record = record
-        self._keeper = keeper
-        self._pidfd = pidfd
+        self.record, self._keeper, self._pidfd = record, keeper, pidfd
         self.fifo = (
             Fifo.reopen(Path(record.fifo), keeper.generation.taken()) if record.fifo else None
         )
@@ -234,6 +230,9 @@ class AdoptedChild(_OsChild):
 
     async def read(self, max_bytes: int) -> bytes:
         return b"" if self.fifo is None else await self.fifo.read(max_bytes, self._keeper)
+
+    def exit_fd(self) -> int | None:
+        return self._pidfd
 
     async def wait(self) -> int:
         await wait_readable(self._pidfd)  # it exited
@@ -267,6 +266,7 @@ class Keeper:
         self.fifos = run / "fifo"
         self.spawner = spawner
         self.frozen = False  # set just before a re-exec: no more reads
+        self.is_frozen = lambda: self.frozen  # one for every FIFO's outlet, not one each
         self.fifos_open: set[Fifo] = set()  # whose held-back lines a re-exec saves
         self.generation = carry.Generation(run)  # of the carry files left for this image
 

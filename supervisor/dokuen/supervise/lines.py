@@ -27,6 +27,8 @@ class LineFramer:
     cuts longer ones into pieces marked with CONTINUES / CONTINUED, and keeps a trailing
     partial line until more bytes or ``flush`` arrive."""
 
+    __slots__ = ("_continuing", "_partial", "max_line")
+
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
         self._partial = b""

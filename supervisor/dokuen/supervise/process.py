@@ -3,11 +3,8 @@ and stop the whole process tree."""
 
 import contextlib
 import signal
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -17,19 +14,21 @@ from dokuen.events import get_logger
 from dokuen.isolate.cgroups import Group
 from dokuen.supervise.clock import Clock
 from dokuen.supervise.ending import Child, Ending
-from dokuen.supervise.formation import ProcessSpec
 from dokuen.supervise.health import HealthCheck, serving
-from dokuen.supervise.intake import PARTIAL_LINE_DELAY, READ_SIZE
+from dokuen.supervise.intake import PARTIAL_LINE_DELAY, READ_SIZE, Pipe
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.latch import Latch
 from dokuen.supervise.lines import last_lines
 from dokuen.supervise.logmux import LogMux
+from dokuen.supervise.parking import Parking
 from dokuen.supervise.ports import PortPool
-from dokuen.supervise.restart import RestartPolicy, Run, next_delay
+from dokuen.supervise.restart import Run, next_delay
+from dokuen.supervise.slotconfig import STUCK, ProcessState, SlotConfig, Spawner, describe_exit
 
 __all__ = [
     "PARTIAL_LINE_DELAY",
     "READ_SIZE",
+    "STUCK",
     "Child",
     "ProcessSlot",
     "ProcessState",
@@ -42,58 +41,6 @@ log = get_logger()
 
 RECENT = 10  # lines a slot keeps for a failure report
 DRAIN_AFTER_EXIT = 0.5  # seconds to read what is left in the pipe once the group is gone
-STUCK = (
-    "is stuck in uninterruptible sleep (state D): SIGKILL did not end it, so it is left to "
-    "the kernel (a file system or device it waits on does not answer: check dmesg)"
-)
-
-
-class ProcessState(StrEnum):
-    STARTING = "starting"
-    RUNNING = "running"
-    BACKOFF = "backoff"
-    CRASHED = "crashed"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    STUCK = "stuck"  # SIGKILL did not end it (uninterruptible sleep): left to the kernel
-
-
-class Spawner(Protocol):
-    async def __call__(
-        self,
-        command: str,
-        env: Mapping[str, str],
-        cwd: Path,
-        *,
-        user: int | None = None,
-        cgroup: Group | None = None,
-    ) -> Child: ...
-
-
-def describe_exit(status: int) -> str:
-    """``exited with code 1`` or ``killed by SIGKILL``."""
-    if status < 0:
-        try:
-            name = signal.Signals(-status).name
-        except ValueError:
-            name = f"signal {-status}"
-        return f"killed by {name}"
-    return f"exited with code {status}"
-
-
-@dataclass(frozen=True)
-class SlotConfig:
-    """What a slot needs from its app, fixed for the slot's lifetime."""
-
-    spec: ProcessSpec
-    cwd: Path
-    environment: Callable[[int], dict[str, str]]  # port -> the process's environment
-    stop_timeout: float
-    policy: RestartPolicy
-    health: HealthCheck | None = None  # web behind nginx: must pass before it is RUNNING
-    user: int | None = None  # the uid it runs as (gid the same number); None: dokuend's
-    cgroup: Callable[[], Group] | None = None  # a new cgroup for each life, where there are
-    release: str = ""  # the release it runs (vN), so a switch tells old slots from new
 
 
 class ProcessSlot:
@@ -101,6 +48,8 @@ class ProcessSlot:
 
     ``run`` is the slot's task (start it with ``task_group.start``: a failure to spawn the
     first time reaches the caller); ``stop`` ends it and waits until the whole tree is gone.
+    Given ``parking``, an idle process is watched by a callback and the task ends until
+    the process exits or the slot stops (parking.py): then the slot is a task again.
     """
 
     def __init__(
@@ -114,34 +63,32 @@ class ProcessSlot:
         port: int | None = None,
         on_change: Callable[[], None] = lambda: None,
         keeper: "Keeper | None" = None,
+        parking: Parking | None = None,
     ) -> None:
+        self._parking = parking
+        self._parked: tuple[Child, Pipe, int] | None = None  # the process, its pipe, its pidfd
+        self._halt = False  # stopped, or its pipe failed: every phase from now is cancelled
         self._keeper = keeper  # spawns with a FIFO and a record, so a new dokuend can adopt
         self._adopted: AdoptedChild | None = None
         self._on_change = on_change  # told of every state change (nginx's map follows them)
         self._state = ProcessState.STARTING
-        self.config = config
-        self.spec = config.spec
-        self._ports = ports
-        self._mux = mux
-        self._spawner = spawner
-        self._clock = clock
+        self.config, self.spec = config, config.spec
+        self._ports, self._mux, self._spawner, self._clock = ports, mux, spawner, clock
         self.port = port
         self.pid: int | None = None
         self.cgroup: Group | None = None  # the current life's
         self.restarts = 0
         self.started_at: float | None = None
-        # Enough history for the policy's decisions: its limit, and the doubling that has
-        # long reached max_delay well before 64 runs (a list: an empty deque is 624 bytes).
+        # Enough for the policy: its limit, and a doubling long at max_delay by 64 runs.
         self._runs: list[Run] = []
         self._keep_runs = max(64, (config.policy.limit or 0) + 1)
-        self._scope = anyio.CancelScope()
+        self._scope: anyio.CancelScope | None = None  # the current phase's, while a task
         self._done = Latch()
         # Set once the first life passed its health check (or failed it: see `failure`).
         self.settled = Latch()
         self.failure: str | None = None
         self._recent: list[bytes] = []  # its last lines, for failure reports
         self._reported_start = False
-        self._ending = Ending(self.spec.app, self.spec.name, clock, self._event)
         self.stuck: Child | None = None  # a process SIGKILL did not end (see ending.py)
 
     def adopt(self, child: "AdoptedChild") -> None:
@@ -183,15 +130,49 @@ class ProcessSlot:
 
     async def stop(self) -> None:
         """Stop the process (SIGTERM to its group, SIGKILL after the grace period) and wait."""
-        self._scope.cancel()
+        self._abort()
         await self._done.wait()
+
+    def _abort(self) -> None:
+        """End the slot: cancel its task, or wake it parked into a task already cancelled."""
+        self._halt = True
+        if self._scope is not None:
+            self._scope.cancel()
+        self._wake()
+
+    def _wake(self) -> None:
+        """The parked process exited (its pidfd is readable), or the slot must stop: the
+        rest of its life runs as a task in the app's group again."""
+        if self._parked is not None and self._parking is not None:
+            (child, pipe, fd), self._parked = self._parked, None
+            self._parking.unpark(fd, self._wake)
+            self._parking.tasks.start_soon(self._run, anyio.TASK_STATUS_IGNORED, (child, pipe))
+
+    def _park(self, child: Child, pipe: Pipe) -> bool:
+        """Leave ``child`` to callbacks (its pipe's already, its pidfd's now) and end the
+        task; False when it cannot (no parking, no pidfd, a stop or a shutdown under way)."""
+        parking, fd = self._parking, child.exit_fd()
+        if parking is None or fd is None or self._halt or not parking.park(fd, self._wake):
+            return False
+        self._parked = (child, pipe, fd)
+        return True
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
+        await self._run(task_status, None)
+
+    async def _run(
+        self, task_status: anyio.abc.TaskStatus[None], parked: tuple[Child, Pipe] | None
+    ) -> None:
+        """One stretch of the slot's life as a task: to its end, or until it parks."""
+        self._scope = scope = anyio.CancelScope()
+        if self._halt:
+            scope.cancel()
+        parks = False
         try:
-            with self._scope:
-                await self._supervise(task_status)
+            with scope:
+                parks = await self._supervise(task_status, parked)
         except Exception:
             if not self._reported_start:
                 raise  # the first spawn failed: the caller reports it
@@ -202,13 +183,18 @@ class ProcessSlot:
                 self.spec.app, f"{self.spec.name} supervisor failed (see dokuend's log)"
             )
         finally:
-            if self.port is not None:
-                self._ports.release(self.port)
-            self.state = ProcessState.STUCK if self.stuck else ProcessState.STOPPED
-            self.port = None
-            if self.stuck is None:
-                self.pid = None
-            self._done.set()
+            self._scope = None
+            if not parks:
+                self._end()
+
+    def _end(self) -> None:
+        if self.port is not None:
+            self._ports.release(self.port)
+        self.state = ProcessState.STUCK if self.stuck else ProcessState.STOPPED
+        self.port = None
+        if self.stuck is None:
+            self.pid = None
+        self._done.set()
 
     async def reap(self) -> None:
         """Wait until the kernel ends a stuck process at last, then say so."""
@@ -218,24 +204,33 @@ class ProcessSlot:
             self.stuck, self.pid = None, None
             self.state = ProcessState.STOPPED
 
-    async def _supervise(self, task_status: anyio.abc.TaskStatus[None]) -> None:
+    async def _supervise(
+        self, task_status: anyio.abc.TaskStatus[None], parked: tuple[Child, Pipe] | None
+    ) -> bool:
+        """Keep the process running, from a parked life's end when ``parked``; True when
+        it parks (``_park``), and only cancellation ends it otherwise."""
         while True:
-            self.state = ProcessState.STARTING
-            try:
-                child = await self._spawn()
-            except (OSError, DokuenError) as exc:  # no /bin/sh, no cwd, no free port
-                if not self._reported_start:
-                    raise
-                self._event(f"failed to start: {exc}", "process.spawn_failed", error=str(exc))
-                status = 127
-                started = exited = self._clock.now()
+            if parked is not None:
+                (child, pipe), parked = parked, None
+                assert self.started_at is not None
+                started, status = self.started_at, await self._live(child, pipe)
             else:
-                if not self._reported_start:
-                    task_status.started()
-                    self._reported_start = True
-                started = self._clock.now()
-                status = await self._live(child)
-                exited = self._clock.now()
+                self.state = ProcessState.STARTING
+                try:
+                    child = await self._spawn()
+                except (OSError, DokuenError) as exc:  # no /bin/sh, no cwd, no free port
+                    if not self._reported_start:
+                        raise
+                    self._event(f"failed to start: {exc}", "process.spawn_failed", error=str(exc))
+                    status, started = 127, self._clock.now()
+                else:
+                    if not self._reported_start:
+                        task_status.started()
+                        self._reported_start = True
+                    started, status = self._clock.now(), await self._live(child, None)
+            if status is None:
+                return True
+            exited = self._clock.now()
             self._runs.append(Run(started, exited))
             del self._runs[: -self._keep_runs]
             self.pid = None
@@ -305,12 +300,16 @@ class ProcessSlot:
         self._event(f"started, pid {child.pid}, port {self.port}", "process.started", pid=child.pid)
         return child
 
-    async def _live(self, child: Child) -> int:
-        """Run one life of the process; return its exit status. On cancellation, stop it.
-        The intake's callbacks read its pipe, with no task of its own."""
-        pipe = self._mux.intake.watch(child, self._lines)
-        if pipe is not None:  # the intake failed: the slot ends (run() says so), as it stops
-            pipe.failed = self._scope.cancel
+    async def _live(self, child: Child, pipe: Pipe | None) -> int | None:
+        """Run one life of the process (the rest of a parked one, given its ``pipe``);
+        return its exit status, or None when it parks. On cancellation, stop it. The
+        intake's callbacks read its pipe, with no task of its own."""
+        if pipe is None:
+            pipe = self._mux.intake.watch(child, self._lines)
+            if pipe is not None:  # the intake failed: the slot ends (run() says so), as stops do
+                pipe.failed = self._abort
+                if self.config.health is None and self._park(child, pipe):
+                    return None
         pumped = Latch() if pipe is None else pipe.ended
         # A pump (shielded: a stop must not cut off its last lines) for a child with no fd.
         pump_scope = anyio.CancelScope(shield=True) if pipe is None else None
@@ -330,14 +329,15 @@ class ProcessSlot:
             finally:
                 with anyio.CancelScope(shield=True):
                     stopping = status is None
+                    ending = Ending(self.spec.app, self.spec.name, self._clock, self._event)
                     if status is None:
                         self.state = ProcessState.STOPPING
-                        status = await self._ending.terminate(child, self.config.stop_timeout)
+                        status = await ending.terminate(child, self.config.stop_timeout)
                         if status is None:  # not even SIGKILL ends it: left to the kernel
                             self.stuck = child
                             status = -signal.SIGKILL
                     else:  # it exited: whatever it left in its group goes too
-                        await self._ending.clean_group(child, self.config.stop_timeout)
+                        await ending.clean_group(child, self.config.stop_timeout)
                     with anyio.move_on_after(DRAIN_AFTER_EXIT):
                         await pumped.wait()
                     if pump_scope is not None:

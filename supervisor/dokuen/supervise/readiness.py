@@ -8,10 +8,12 @@ cancels them as it cancels any await.
 """
 
 import asyncio
+from collections.abc import Callable
 
-# The descriptors a task waits on, and for what: asyncio keeps one callback per descriptor
-# and direction, so a second waiter would silently take the first one's place.
-_waiting: set[tuple[int, bool]] = set()
+# The descriptors a task waits on, by direction (False: to read, True: to write): asyncio
+# keeps one callback per descriptor and direction, so a second waiter would silently take
+# the first one's place. Sets of numbers, not of pairs: a parked slot's pidfd is in one.
+_waiting: dict[bool, set[int]] = {False: set(), True: set()}
 
 
 async def wait_readable(fd: int) -> None:
@@ -32,9 +34,27 @@ async def wait_writable(fd: int) -> None:
     await _wait(fd, writable=True)
 
 
+def watch_readable(fd: int, callback: Callable[[], None]) -> None:
+    """Call ``callback`` (on the loop) each time ``fd`` is readable, until :func:`unwatch`:
+    what an idle process slot waits with, instead of a task (process.py, parking).
+
+    Raises:
+        RuntimeError: a task or a callback already waits for ``fd`` to be readable.
+    """
+    if fd in _waiting[False]:
+        raise RuntimeError(f"another task already waits on file descriptor {fd}")
+    asyncio.get_running_loop().add_reader(fd, callback)
+    _waiting[False].add(fd)
+
+
+def unwatch(fd: int) -> None:
+    """No more calls for ``fd`` (see :func:`watch_readable`)."""
+    _waiting[False].discard(fd)
+    asyncio.get_running_loop().remove_reader(fd)
+
+
 async def _wait(fd: int, *, writable: bool) -> None:
-    key = (fd, writable)
-    if key in _waiting:
+    if fd in _waiting[writable]:
         raise RuntimeError(f"another task already waits on file descriptor {fd}")
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
@@ -47,11 +67,11 @@ async def _wait(fd: int, *, writable: bool) -> None:
         loop.add_writer(fd, wake)
     else:
         loop.add_reader(fd, wake)
-    _waiting.add(key)
+    _waiting[writable].add(fd)
     try:
         await ready
     finally:
-        _waiting.discard(key)
+        _waiting[writable].discard(fd)
         if writable:
             loop.remove_writer(fd)
         else:

@@ -72,10 +72,8 @@ class _OsChild:
     cgroups, its cgroup: every process it started, wherever it went (setsid, double forks)."""
 
     def __init__(self, pid: int, spawner: "OsSpawner", cgroup: Group | None) -> None:
-        self.pid = pid
-        self._spawner = spawner
+        self.pid, self._spawner, self.cgroup = pid, spawner, cgroup
         self._tree: list[psutil.Process] = []
-        self.cgroup = cgroup
 
     def signal_group(self, signum: int) -> None:
         if signum == signal.SIGTERM and self.cgroup is None:
@@ -156,8 +154,8 @@ class PidfdChild(_OsChild):
         self, process: "subprocess.Popen[bytes]", spawner: "OsSpawner", cgroup: Group | None
     ) -> None:
         super().__init__(process.pid, spawner, cgroup)
-        self._process = process
-        self._output = process.stdout  # None when the output went elsewhere (Stdio)
+        self._process, self._output = process, process.stdout  # None: output elsewhere
+        process.args = ()  # its argv (the cgroup entry's paths, the command): never read again
         if self._output is not None:
             os.set_blocking(self._output.fileno(), False)
         self._pidfd = os.pidfd_open(process.pid)
@@ -172,14 +170,14 @@ class PidfdChild(_OsChild):
             return b""
         fd = self._output.fileno()
         while True:
-            try:
-                data = os.read(fd, max_bytes)
-            except BlockingIOError:
-                await readiness.wait_readable(fd)
-                continue
-            if not data:
-                self._output.close()
-            return data
+            with contextlib.suppress(BlockingIOError):
+                if not (data := os.read(fd, max_bytes)):
+                    self._output.close()
+                return data
+            await readiness.wait_readable(fd)
+
+    def exit_fd(self) -> int | None:
+        return self._pidfd if self._process.returncode is None else None
 
     async def wait(self) -> int:
         while self._process.returncode is None:
@@ -210,6 +208,9 @@ class LoopChild(_OsChild):
 
     def outlet(self) -> Outlet | None:
         return None  # the loop's transport reads its pipe: read() it is
+
+    def exit_fd(self) -> int | None:
+        return None  # the loop's child watcher tells, through wait()
 
     async def read(self, max_bytes: int) -> bytes:
         if self._process.stdout is None:  # the output went elsewhere (Stdio)
@@ -362,9 +363,8 @@ class OsSpawner:
             self._overlapping -= 1
 
     async def reap_orphans(self) -> None:
-        """Reap orphans we adopted as subreaper that died while their process lives on
-        (a `(cmd &)` in a loop). Nothing wakes us for them (our own children have pidfds),
-        so this looks every few seconds: one read of /proc/self/task/*/children."""
+        """Reap orphans we adopted as subreaper that died while their process lives on (a
+        `(cmd &)` in a loop); nothing wakes us for them: one look every few seconds."""
         while self.subreaper:
             await anyio.sleep(REAP_INTERVAL)
             if not self.spawning:

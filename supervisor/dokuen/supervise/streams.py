@@ -19,7 +19,6 @@ import re
 import shutil
 import struct
 import subprocess
-import termios
 from dataclasses import dataclass
 
 from dokuen.errors import DokuenError, ProtocolError
@@ -81,6 +80,8 @@ NO_INPUT = Stdio()  # what every process of the formation gets
 
 def set_window_size(fd: int, size: WindowSize) -> None:
     """Set a terminal's size; the kernel sends SIGWINCH to its foreground process group."""
+    import termios  # noqa: PLC0415 (by the first terminal: 60 KiB a daemon without one keeps)
+
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", size.rows, size.cols, 0, 0))
 
 
