@@ -7,11 +7,6 @@ whole life (1 MiB of 30); dokuenctl, a short-lived command, uses click.
 
 import sys
 
-# Before anything makes a dataclass: one __repr__ for all of them (cli/sharedrepr.py).
-from dokuen.cli.sharedrepr import share_dataclass_repr
-
-share_dataclass_repr()
-
 # Before anything imports them: ssl (libssl and libcrypto, 4 MiB) loads on first use, bz2
 # and lzma (0.4 MiB) when an archive needs them (cli/lazylibs.py).
 from dokuen.cli.lazylibs import import_shutil_alone, import_without_ssl
