@@ -170,3 +170,32 @@ async def test_files_follow_a_rename_and_go_with_a_destroyed_app(tmp_path: Path)
     assert store.reconcile({"notes"}) == ["certificate files of notes removed (the app is gone)"]
     assert store.current("notes") is None
     assert store.app_names() == set()
+
+
+async def test_a_changed_set_of_apps_wakes_the_sleeping_task_and_nothing_else_does(
+    tmp_path: Path,
+) -> None:
+    """The task sleeps with no wakeup in between (an idle daemon's CPU): the daemon's word
+    after an app is created, renamed or destroyed wakes it, at once, only when the set of
+    apps it last looked at changed."""
+    apps: dict[str, Any] = {"blog": SimpleNamespace(hosts=lambda: ["blog.example.com"])}
+    certs, _, _ = make(tmp_path, [])
+    certs._apps = lambda: cast(dict[str, App], apps)
+    certs._known = {"blog"}
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await certs._sleep(3600)
+        woke.append(anyio.current_time())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sleeper)
+        await anyio.sleep(0.05)
+        certs.apps_changed()  # the same apps: nothing to look at again
+        await anyio.sleep(0.05)
+        assert woke == []
+        apps["notes"] = apps.pop("blog")  # apps:rename
+        certs.apps_changed()
+        with anyio.fail_after(5):
+            while not woke:
+                await anyio.sleep(0.01)

@@ -165,6 +165,7 @@ class Daemon:
 
     async def _sync_proxy(self) -> None:
         """Wait until nginx shows the current state; raise if it refused the new config."""
+        self.https.certs.apps_changed()  # an app created, renamed or destroyed: its files
         if self.proxy is not None:
             await self.proxy.sync()
 

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = get_logger()
 
 LONGEST_SLEEP = 3600.0
-APPS_POLL = 2.0
 EXPIRY_WARNING = datetime.timedelta(days=14)  # `status` warns of a certificate this close
 # acmeclient.obtain's shape: (CA, account key, names, put_challenge) -> (chain, key)
 Issuer = Callable[
@@ -262,6 +261,12 @@ class Certificates:
     def wake(self) -> None:
         self._wake.set()
 
+    def apps_changed(self) -> None:
+        """Wake the task if the set of apps is not the one it last looked at: the daemon
+        says so after every change nginx is told of (an app created, renamed, destroyed)."""
+        if set(self._apps()) != self._known:
+            self._wake.set()
+
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
@@ -283,14 +288,10 @@ class Certificates:
             await self._sleep(max(1.0, sleep))
 
     async def _sleep(self, seconds: float) -> None:
-        """Until woken, ``seconds`` pass, or the set of apps changes (an app destroyed or
-        renamed shows in no site: looked for every APPS_POLL seconds)."""
+        """Until woken (a certificate to obtain, the set of apps changed) or ``seconds``
+        pass: no wakeup in between (an idle daemon's CPU)."""
         with anyio.move_on_after(seconds):
-            while set(self._apps()) == self._known:
-                with anyio.move_on_after(APPS_POLL):
-                    await self._wake.wait()
-                if self._wake.is_set():
-                    return
+            await self._wake.wait()
 
     async def _look_at(self, name: str) -> float:
         """Obtain the app's certificate if due; return the seconds until the next look."""
