@@ -41,38 +41,37 @@ def watch_readable(fd: int, callback: Callable[[], None]) -> None:
     Raises:
         RuntimeError: a task or a callback already waits for ``fd`` to be readable.
     """
-    if fd in _waiting[False]:
-        raise RuntimeError(f"another task already waits on file descriptor {fd}")
-    asyncio.get_running_loop().add_reader(fd, callback)
-    _waiting[False].add(fd)
+    _watch(fd, callback, writable=False)
 
 
 def unwatch(fd: int) -> None:
     """No more calls for ``fd`` (see :func:`watch_readable`)."""
-    _waiting[False].discard(fd)
-    asyncio.get_running_loop().remove_reader(fd)
+    _unwatch(fd, writable=False)
 
 
-async def _wait(fd: int, *, writable: bool) -> None:
+def _watch(fd: int, callback: Callable[[], None], *, writable: bool) -> None:
     if fd in _waiting[writable]:
         raise RuntimeError(f"another task already waits on file descriptor {fd}")
     loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
+    (loop.add_writer if writable else loop.add_reader)(fd, callback)
+    _waiting[writable].add(fd)
+
+
+def _unwatch(fd: int, *, writable: bool) -> None:
+    _waiting[writable].discard(fd)
+    loop = asyncio.get_running_loop()
+    (loop.remove_writer if writable else loop.remove_reader)(fd)
+
+
+async def _wait(fd: int, *, writable: bool) -> None:
+    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def wake() -> None:
         if not ready.done():
             ready.set_result(None)
 
-    if writable:
-        loop.add_writer(fd, wake)
-    else:
-        loop.add_reader(fd, wake)
-    _waiting[writable].add(fd)
+    _watch(fd, wake, writable=writable)
     try:
         await ready
     finally:
-        _waiting[writable].discard(fd)
-        if writable:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
+        _unwatch(fd, writable=writable)
