@@ -35,7 +35,7 @@ import anyio.abc
 
 from dokuen.events import get_logger
 from dokuen.proxy.holes import first_line, punch, watch
-from dokuen.proxy.master import open_master
+from dokuen.proxy.master import signal_master
 from dokuen.proxy.router import ACCESS_LOG, ERROR_LOG, dyno_table, render_batch, render_line
 from dokuen.supervise.logmux import LogMux, timestamp
 
@@ -338,19 +338,7 @@ class AccessLog:
         self._fd = -1
         self.prepare()
         self._old = (fd, offset, time.monotonic())
-        pidfd = open_master(master, self.path.parent.parent)  # never a pid reused since
-        if pidfd is None:
-            return
-        try:
-            if pidfd >= 0:
-                signal.pidfd_send_signal(pidfd, signal.SIGHUP)
-            else:
-                os.kill(master, signal.SIGHUP)
-        except OSError:
-            pass
-        finally:
-            if pidfd >= 0:
-                os.close(pidfd)
+        signal_master(master, self.path.parent.parent, signal.SIGHUP)
 
     def _read_old(self) -> None:
         assert self._old is not None

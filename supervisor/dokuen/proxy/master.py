@@ -190,6 +190,22 @@ def open_master(pid: int, prefix: Path) -> int | None:
     return None
 
 
+def signal_master(pid: int, prefix: Path, signum: int) -> bool:
+    """Send ``signum`` to ``pid`` once it is known to be the nginx master of ``prefix``
+    (``open_master``: never a pid reused since); False when it is not, or it is gone."""
+    pidfd = open_master(pid, prefix)
+    if pidfd is None:
+        return False
+    try:
+        _signal(pid, pidfd, signum)
+    except OSError:  # gone since (ESRCH), or not ours to signal
+        return False
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    return True
+
+
 def _is_master(pid: int, prefix: Path, *, pid_file: bool = True) -> bool:
     """An nginx executable, run with ``-p PREFIX`` and neither ``-t`` nor ``-s`` (a config
     test, a signal to a master), whose pid ``PREFIX/nginx.pid`` holds (``pid_file``)."""
