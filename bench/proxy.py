@@ -546,9 +546,10 @@ def workers(master: int) -> list[int]:
 def throughput(
     daemon: Dokuend, tmp: Path, app_port: int, args: argparse.Namespace, load: Any, seconds: float
 ) -> dict[str, Any]:
-    """Each target right after the two hand-written yardsticks (no access log, then a
-    buffered access log): the load other work puts on the machine drifts within a round and
-    hits the three alike. Also dokuend's and the nginx workers' CPU per request."""
+    """Each target next to the two hand-written yardsticks (no access log, then a buffered
+    access log), after them in even rounds and before them in odd ones: the load other work
+    puts on the machine drifts within a round and hits the three alike. Also dokuend's
+    and the nginx workers' CPU per request."""
     hand_port = args.hand_port
     assert daemon.proc is not None
     with contextlib.ExitStack() as stack:
@@ -597,12 +598,15 @@ def throughput(
             runs[name].append(run)
             return run
 
-        for _round in range(args.rounds):
+        for round_ in range(args.rounds):
             for name in ports:
                 if name in YARDSTICKS:
                     continue
+                # Odd rounds measure the target first: a drift within a round favours
+                # neither side.
+                run = measure(name) if round_ % 2 else None
                 sticks = {y: measure(y) for y in YARDSTICKS}
-                run = measure(name)
+                run = run or measure(name)
                 for y, stick in sticks.items():
                     paired[y].setdefault(name, []).append(run["rps"] / stick["rps"])
     print(
@@ -659,6 +663,42 @@ def ensure_wrk() -> None:
         apt("install", "-y", "wrk")
 
 
+@contextlib.contextmanager
+def deployed(
+    http_port: int, port_range: str, results: dict[str, Any]
+) -> Iterator[tuple[Dokuend, Path, int]]:
+    """A fresh dokuend (managed nginx on ``http_port``) in a temporary directory, with the
+    app deployed and answering through nginx: (the daemon, the directory, the app's port).
+    The tail of dokuend's output goes into ``results``; everything goes at the end."""
+    tmp = Path(tempfile.mkdtemp(prefix="dokuen-proxy-bench-"))
+    app_dir = tmp / "app"
+    app_dir.mkdir()
+    (app_dir / "Procfile").write_text("web: python3 server.py\n")
+    (app_dir / "server.py").write_text(SERVER_PY)
+    settings = {
+        "DOKUEN_PORT_RANGE": port_range,
+        "DOKUEN_NGINX": "managed",
+        "DOKUEN_HTTP_PORT": str(http_port),
+        "DOKUEN_HTTP_ADDR": "127.0.0.1",
+    }
+    daemon = Dokuend(tmp / "home", settings)
+    try:
+        daemon.start()
+        daemon.ctl("apps:create", APP)
+        daemon.ctl("deploy", APP, str(app_dir))
+        wait_for(lambda: any(r.get("state") == "running" for r in web(daemon)), 30, "web")
+        app_port = int(web(daemon)[0]["port"])
+        wait_for(lambda: serving(app_port, None), 30, "the app to answer")
+        wait_for(lambda: serving(http_port, HOST), 30, "nginx to answer")
+        yield daemon, tmp, app_port
+    finally:
+        daemon.stop()
+        log = tmp / "dokuend.out"
+        if log.exists():
+            results["dokuend_log_tail"] = log.read_text(errors="replace").splitlines()[-20:]
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -710,33 +750,13 @@ def run(args: argparse.Namespace) -> int:
     client = "wrk" if use_wrk else "python"
     load = run_wrk if use_wrk else run_python_client
 
-    tmp = Path(tempfile.mkdtemp(prefix="dokuen-proxy-bench-"))
-    app_dir = tmp / "app"
-    app_dir.mkdir()
-    (app_dir / "Procfile").write_text("web: python3 server.py\n")
-    (app_dir / "server.py").write_text(SERVER_PY)
-    settings = {
-        "DOKUEN_PORT_RANGE": args.port_range,
-        "DOKUEN_NGINX": "managed",
-        "DOKUEN_HTTP_PORT": str(args.http_port),
-        "DOKUEN_HTTP_ADDR": "127.0.0.1",
-    }
-    daemon = Dokuend(tmp / "home", settings)
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "machine": machine(),
         "client": client,
     }
-    try:
-        daemon.start()
-        daemon.ctl("apps:create", APP)
-        daemon.ctl("deploy", APP, str(app_dir))
-        wait_for(lambda: any(r.get("state") == "running" for r in web(daemon)), 30, "web")
-        app_port = int(web(daemon)[0]["port"])
-        wait_for(lambda: serving(app_port, None), 30, "the app to answer")
-        wait_for(lambda: serving(args.http_port, HOST), 30, "nginx to answer")
-
+    with deployed(args.http_port, args.port_range, results) as (daemon, tmp, app_port):
         print(f"(1) throughput: {client}, {args.connections} connections, {seconds:g} s each")
         results["throughput"] = throughput(daemon, tmp, app_port, args, load, seconds)
         if args.throughput_only:
@@ -765,12 +785,6 @@ def run(args: argparse.Namespace) -> int:
             f"{r['median_first_new_answer_ms']} ms, last old answer "
             f"{r['median_last_old_answer_ms']} ms"
         )
-    finally:
-        daemon.stop()
-        log = tmp / "dokuend.out"
-        if log.exists():
-            results["dokuend_log_tail"] = log.read_text(errors="replace").splitlines()[-20:]
-        shutil.rmtree(tmp, ignore_errors=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {RESULTS.relative_to(ROOT)}")
