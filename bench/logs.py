@@ -140,7 +140,9 @@ def log_throughput(system: System, sizes: Sizes) -> Metrics:
     )
     counter = DoneCounter(system.log_files())
     supervisor = system.supervisor()
+    printers = system.workload()
     cpu_before = cpu_seconds(supervisor)
+    printers_before = cpu_seconds(printers)
     started = time.perf_counter()
     (gate / "go").touch()
     timed_out = False
@@ -152,6 +154,7 @@ def log_throughput(system: System, sizes: Sizes) -> Metrics:
     elapsed = time.perf_counter() - started
     counter.close()
     cpu = cpu_seconds(supervisor) - cpu_before
+    printers_cpu = cpu_seconds(printers) - printers_before  # they stay up once done
     (gate / "go").unlink()  # a printer that a daemon restarts while stopping stays quiet
     check = check_lines(system, sizes.printers, sizes.lines)
     if timed_out:
@@ -164,6 +167,9 @@ def log_throughput(system: System, sizes: Sizes) -> Metrics:
         "w1_out_of_order": check.out_of_order,
         "w1_duplicated": check.duplicated,
         "w1_cpu_s": cpu,
+        # What the printers' writes cost them: a pipe that wakes its reader costs more than
+        # one that does not, and no system can log faster than its printers write.
+        "w1_printers_cpu_s": printers_cpu,
     }
 
 

@@ -34,6 +34,7 @@ METRICS = [
     Metric("w1_malformed", "1 lines split/malformed", "lines", decimals=0),
     Metric("w1_out_of_order", "1 lines out of order", "lines", decimals=0),
     Metric("w1_cpu_s", "1 supervisor CPU", "s", decimals=2),
+    Metric("w1_printers_cpu_s", "1 printers' CPU", "s", decimals=2),
     Metric("w2_up_s", "2 all running", "s"),
     Metric("w2_stop_s", "2 stop command", "s"),
     Metric("w2_gone_s", "2 all gone", "s"),
