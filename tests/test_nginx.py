@@ -25,6 +25,7 @@ from tests.e2e.pebble import MiniCa
 
 GOLDEN = Path(__file__).parent / "golden"
 PREFIX = Path("/srv/dokuen/nginx")
+NONCE = "3f9a2c1e"  # drawn by the driver for each set of files (sitefiles.py)
 
 
 def golden(name: str, text: str) -> None:
@@ -44,7 +45,7 @@ def golden(name: str, text: str) -> None:
     ],
 )
 def test_site_files(name: str, site: Site) -> None:
-    golden(name, render_site(site, "8080"))
+    golden(name, render_site(site, "8080", nonce=NONCE))
 
 
 @pytest.mark.parametrize(
@@ -64,11 +65,12 @@ def test_site_files(name: str, site: Site) -> None:
 def test_managed_site_files_log_every_request_to_the_router_access_log(
     name: str, site: Site
 ) -> None:
-    golden(name, render_site(site, "8080", router=True))
+    golden(name, render_site(site, "8080", router=True, nonce=NONCE))
 
 
 def test_maintenance_without_router_lines_for_a_system_nginx() -> None:
-    text = render_site(Site("blog", ("blog.localhost",), (5001,), maintenance=True), "80")
+    site = Site("blog", ("blog.localhost",), (5001,), maintenance=True)
+    text = render_site(site, "80", nonce=NONCE)
     golden("site-maintenance-system.conf", text)
     assert "access_log" not in text
     assert "dokuen-blog" not in text  # no upstream: nothing is proxied in maintenance
@@ -96,7 +98,7 @@ TLS = SiteTls(Path("/srv/dokuen/tls/blog/ab12.crt"), Path("/srv/dokuen/tls/blog/
     ],
 )
 def test_https_site_files(name: str, site: Site, https: Https) -> None:
-    text = render_site(site, "8080", router=True, https=https)
+    text = render_site(site, "8080", router=True, https=https, nonce=NONCE)
     golden(name, text)
     # The challenges come before anything else: a redirect, a 503, the app.
     assert text.index("/.well-known/acme-challenge/") < text.index("location / {")
@@ -115,12 +117,25 @@ def test_system_include_file() -> None:
     golden("dokuen-http.conf", render_system_include(Managed(PREFIX, "80")))
 
 
+def nginx_t(prefix: Path, config: Path) -> None:
+    result = subprocess.run(
+        ["nginx", "-t", "-q", "-p", str(prefix), "-c", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_accepts_everything_rendered(tmp_path: Path) -> None:
+    """No app yet; then an app serving, one idle, one in maintenance, one with TLS and
+    HTTP/2, one without router lines: each app's own log format, all to one file."""
     managed = Managed(tmp_path, "127.0.0.1:8080")
     for directory in ("apps", "logs", "temp", "router"):  # the router's: dokuend makes it
         (tmp_path / directory).mkdir()
     managed.config.write_text(render_main(managed))
+    nginx_t(tmp_path, managed.config)
     issued = MiniCa().issue(["tls.example.com"])
     (tmp_path / "tls.crt").write_bytes(issued.cert)
     (tmp_path / "tls.key").write_bytes(issued.key)
@@ -135,15 +150,36 @@ def test_nginx_accepts_everything_rendered(tmp_path: Path) -> None:
         Site("down", ("down.localhost",), (5011,), maintenance=True),
     ]
     for site in sites:
-        text = render_site(site, managed.listen, router=site.app != "files", https=https)
+        router = site.app != "files"
+        text = render_site(site, managed.listen, router=router, https=https, nonce=NONCE)
         (managed.sites / f"{site.app}.conf").write_text(text)
-    result = subprocess.run(
-        ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(managed.config)],
-        capture_output=True,
-        text=True,
-        check=False,
+    nginx_t(tmp_path, managed.config)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_a_system_nginx_accepts_the_include_and_the_app_files(tmp_path: Path) -> None:
+    """System mode: the system's http block includes dokuen-http.conf, which includes the
+    app files (no router lines: no log format, no access log of dokuend's)."""
+    managed = Managed(tmp_path / "dokuen", "127.0.0.1:8080")
+    managed.sites.mkdir(parents=True)
+    include = managed.prefix / "dokuen-http.conf"
+    include.write_text(render_system_include(managed))
+    system = tmp_path / "system.conf"
+    system.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\n    proxy_temp_path {tmp_path}/t;\n    include {include};\n}}\n"
     )
-    assert result.returncode == 0, result.stderr
+    nginx_t(tmp_path, system)
+    for site in (
+        Site("blog", ("blog.localhost",), (5001,)),
+        Site("shop", ("shop.localhost",), ()),
+        Site("down", ("down.localhost",), (5011,), maintenance=True),
+    ):
+        text = render_site(site, managed.listen, nonce=NONCE)
+        assert "log_format" not in text
+        assert "access_log" not in text
+        (managed.sites / f"{site.app}.conf").write_text(text)
+    nginx_t(tmp_path, system)
 
 
 @pytest.mark.parametrize(
@@ -234,11 +270,6 @@ def test_nginx_takes_the_longest_names_and_many_of_them(tmp_path: Path) -> None:
     for number in range(4):
         names = tuple(f"host-{number}-{i}.example.com" for i in range(5000))
         site = Site(f"app{number}", (longest[: 253 - number], *names), (5001,))
-        (managed.sites / f"app{number}.conf").write_text(render_site(site, managed.listen))
-    result = subprocess.run(
-        ["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(managed.config)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+        text = render_site(site, managed.listen, nonce=NONCE)
+        (managed.sites / f"app{number}.conf").write_text(text)
+    nginx_t(tmp_path, managed.config)

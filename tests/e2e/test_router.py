@@ -330,10 +330,10 @@ def test_an_adopted_nginx_with_an_older_log_format_is_reloaded_with_today_s(
         daemon.process.send_signal(signal.SIGKILL)
         daemon.process.wait()
         daemon.process = None
-        config = daemon.home / "nginx" / "nginx.conf"
-        older = 'log_format dokuen_router escape=json \'{"app":"$dokuen_app"}\''
+        config = daemon.home / "nginx" / "apps" / "blog.conf"
+        older = 'log_format dokuen_router_blog escape=json \'{"app":"blog"}\''
         config.write_text(
-            re.sub(r"log_format dokuen_router escape=json '[^']*'", older, config.read_text())
+            re.sub(r"log_format dokuen_router_blog escape=json '[^']*'", older, config.read_text())
         )
         workers = {child.pid for child in master.children()}
         master.send_signal(signal.SIGHUP)  # it logs as the older dokuend had it log
