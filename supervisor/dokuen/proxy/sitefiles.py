@@ -12,7 +12,7 @@ start on files some nginx may have loaded gets them again with a new one (``unlo
 """
 
 import dataclasses
-import secrets
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,7 +41,7 @@ class SiteFiles:
         self._spawner = spawner
         self.live: dict[str, str] = {}
         self.shown: dict[str, Site] = {}
-        self.nonce = secrets.token_hex(4)
+        self.nonce = new_nonce()
         self.unloaded = False
 
     def render(self, shown: Mapping[str, Site]) -> dict[str, str]:
@@ -61,7 +61,7 @@ class SiteFiles:
 
         Raises DokuenError when ``nginx -t`` refuses them (the previous files stay, and
         so does the nonce), OSError when a file cannot be written."""
-        kept, self.nonce = self.nonce, secrets.token_hex(4)
+        kept, self.nonce = self.nonce, new_nonce()
         texts = self.render(shown)
         staging = self.managed.prefix / STAGING
         try:
@@ -107,6 +107,12 @@ class SiteFiles:
         shutil.rmtree(old, ignore_errors=True)
         self.managed.sites.rename(old)
         staging.rename(self.managed.sites)
+
+
+def new_nonce() -> str:
+    """8 hexadecimal digits from the kernel's random source (what ``secrets`` reads, without
+    importing it: it brings hashlib, and OpenSSL's libcrypto, into the daemon)."""
+    return os.urandom(4).hex()
 
 
 def refused(output: bytes) -> DokuenError:
