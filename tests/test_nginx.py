@@ -1,8 +1,12 @@
 """nginx rendering: golden files for every rendered config, each also passed by `nginx -t`,
 and the strict grammars that keep anything unchecked out of those files."""
 
+import re
 import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +25,7 @@ from dokuen.proxy.nginx import (
     render_site,
     render_system_include,
 )
+from tests.e2e.conftest import free_port_block
 from tests.e2e.pebble import MiniCa
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -273,3 +278,71 @@ def test_nginx_takes_the_longest_names_and_many_of_them(tmp_path: Path) -> None:
         text = render_site(site, managed.listen, nonce=NONCE)
         (managed.sites / f"app{number}.conf").write_text(text)
     nginx_t(tmp_path, managed.config)
+
+
+@pytest.mark.skipif(
+    shutil.which("nginx") is None or shutil.which("curl") is None, reason="needs nginx and curl"
+)
+def test_request_ids_count_http2_streams_and_are_the_router_line_s(tmp_path: Path) -> None:
+    """A TLS site on HTTP/2 as dokuend renders it, a real nginx, three requests on one
+    connection (curl reuses it), each with a forged X-Request-Id: the upstream gets
+    NONCE-PID-CONNECTION-1, -2 and -3, and the router lines say the same ids."""
+    http = free_port_block(3)[0]
+    https_port, upstream = http + 1, http + 2
+    for directory in ("apps", "logs", "temp", "router"):
+        (tmp_path / directory).mkdir()
+    https = Https(f"127.0.0.1:{https_port}", https_port, tmp_path / "acme")
+    managed = Managed(tmp_path, f"127.0.0.1:{http}", https=https)
+    managed.config.write_text(render_main(managed))
+    issued = MiniCa().issue(["tls.example.com"])
+    (tmp_path / "tls.crt").write_bytes(issued.cert)
+    (tmp_path / "tls.key").write_bytes(issued.key)
+    site = Site(
+        "tls",
+        ("tls.example.com",),
+        (upstream,),
+        tls=SiteTls(tmp_path / "tls.crt", tmp_path / "tls.key"),
+    )
+    text = render_site(site, managed.listen, router=True, https=https, nonce=NONCE)
+    (managed.sites / "tls.conf").write_text(text)
+    (managed.sites / "00-https-default.conf").write_text(render_https_default(https))
+    (managed.sites / "echo.conf").write_text(  # the app: answers with the id it was given
+        f'server {{ listen 127.0.0.1:{upstream}; return 200 "$http_x_request_id\\n"; }}\n'
+    )
+    nginx = subprocess.Popen(["nginx", "-p", str(tmp_path), "-c", str(managed.config)])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", https_port), 1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nginx did not listen"
+                time.sleep(0.05)
+        base = f"https://tls.example.com:{https_port}"
+        result = subprocess.run(
+            ["curl", "-sSk", "--http2", "--resolve", f"tls.example.com:{https_port}:127.0.0.1"]
+            + ["-H", "X-Request-Id: forged", "-w", "%{http_version}\\n"]
+            + [f"{base}/{n}" for n in (1, 2, 3)],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        )
+        words = result.stdout.split()
+        assert words[1::2] == ["2", "2", "2"], result.stdout  # HTTP/2, all three
+        ids = words[0::2]
+        parts = [re.fullmatch(r"3f9a2c1e-([0-9]+)-([0-9]+)-([0-9]+)", i) for i in ids]
+        assert all(parts), ids
+        assert len({(m[1], m[2]) for m in parts if m}) == 1  # one worker, one connection
+        assert [m[3] for m in parts if m] == ["1", "2", "3"]  # its streams, counted
+        access_log = tmp_path / "router" / "access.log"
+        while len(lines := access_log.read_text().splitlines()) < 3:  # flush=100ms
+            assert time.monotonic() < deadline + 10, lines
+            time.sleep(0.05)
+        assert [line.split(" ")[4] for line in lines] == ids
+        assert all(line.startswith("tls serving 200 GET ") for line in lines)
+        assert "forged" not in access_log.read_text()
+    finally:
+        nginx.send_signal(signal.SIGQUIT)
+        nginx.wait(20)
