@@ -1,5 +1,6 @@
-"""nginx rendering: golden files for every rendered config, each also passed by `nginx -t`,
-and the strict grammars that keep anything unchecked out of those files."""
+"""nginx rendering: golden files for every rendered config, each also passed by `nginx -t`
+(managed and system mode), the strict grammars that keep anything unchecked out of those
+files, and the request ids a real nginx makes of a rendered TLS site over HTTP/2."""
 
 import re
 import shutil
