@@ -37,7 +37,7 @@ SENDER = r"""
 import os, sys, time
 path, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 line = (
-    b"bench serving 200 GET %032x 127.0.0.1 183 http "
+    b"bench serving 200 GET 3f9a2c1e-48211-%d-1 127.0.0.1 183 http "
     b"bench.localhost\t127.0.0.1:5001|0.001|0.000|0.001\t/items/%d?page=2\n"
 )
 fd = os.open(path, os.O_WRONLY | os.O_APPEND)

@@ -235,8 +235,6 @@ http {{
 {log_format}
     server {{
         listen 127.0.0.1:{port};
-        set $dokuen_app blog;
-        set $dokuen_state serving;
 {access_log}
         return 200 "ok\\n";
     }}
@@ -260,7 +258,10 @@ async def test_where_holes_cannot_be_punched_the_file_is_renamed_and_nginx_reope
     conf = prefix / "nginx.conf"
     conf.write_text(
         FALLBACK_CONF.format(
-            prefix=prefix, port=port, log_format=render_log_format(), access_log=render_access_log()
+            prefix=prefix,
+            port=port,
+            log_format=render_log_format("blog", "serving", "3f9a2c1e"),
+            access_log=render_access_log("blog"),
         )
     )
     log_file = tmp_path / "dokuen.log"

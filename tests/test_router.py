@@ -16,7 +16,7 @@ NORMAL = {
     "state": "serving",
     "status": "200",
     "method": "GET",
-    "id": "0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    "id": "3f9a2c1e-48211-1532-7",
     "fwd": "127.0.0.1",
     "bytes": "1234",
     "scheme": "http",
@@ -27,7 +27,7 @@ NORMAL = {
     "service": "0.012",
     "path": "/",
 }
-TAIL = 'request_id=0f1e2d3c4b5a69788796a5b4c3d2e1f0 fwd="127.0.0.1"'
+TAIL = 'request_id=3f9a2c1e-48211-1532-7 fwd="127.0.0.1"'
 # A Heroku router line, word by word: key=value, the value plain or double-quoted.
 WORD = re.compile(r'([a-z_]+)=("(?:[^"\\]|\\.)*"|[^" ]*)(?: |$)')
 ORDER = "at method path host request_id fwd dyno connect service status bytes protocol"
@@ -64,9 +64,43 @@ def keys(text: str) -> list[str]:
 def test_the_log_format_is_the_one_these_records_are_made_by() -> None:
     assert len(WORDS) == 9
     assert len(UPSTREAM) == 4
-    format_line = router.render_log_format()
-    assert "escape=json" in format_line
-    assert " ".join(WORDS) + "\\t" + "|".join(UPSTREAM) + "\\t$request_uri'" in format_line
+    format_line = router.render_log_format("blog-2", "idle", "3f9a2c1e")
+    assert format_line == (
+        "log_format dokuen_router_blog-2 escape=json 'blog-2 idle $status $request_method "
+        "3f9a2c1e-$pid-$connection-$connection_requests $remote_addr $bytes_sent $scheme "
+        "$host\\t" + "|".join(UPSTREAM) + "\\t$request_uri';\n"
+    )
+    assert router.render_access_log("blog-2") == (
+        "    access_log router/access.log dokuen_router_blog-2 buffer=64k flush=100ms;\n"
+    )
+    # The header the app gets is the same expression as the line's request_id.
+    assert router.request_id("3f9a2c1e") in format_line
+
+
+@pytest.mark.parametrize(
+    ("app", "state", "nonce"),
+    [
+        ("blog;", "serving", "3f9a2c1e"),
+        ("blog x", "serving", "3f9a2c1e"),
+        ("Blog", "serving", "3f9a2c1e"),
+        ("blog", "serving'", "3f9a2c1e"),
+        ("blog", "down", "3f9a2c1e"),
+        ("blog", "serving", "3F9A2C1E"),
+        ("blog", "serving", "3f9a2c1"),
+        ("blog", "serving", "3f9a2c1e0"),
+        ("blog", "serving", "$pid"),
+        ("blog", "serving", "3f9a2c1e'"),
+    ],
+)
+def test_nothing_unchecked_reaches_a_log_format(app: str, state: str, nonce: str) -> None:
+    """The literals of an app's format are checked, never escaped: anything else is refused."""
+    with pytest.raises(ValueError, match=r"not an app|not a request id nonce"):
+        router.render_log_format(app, state, nonce)
+
+
+def test_an_access_log_names_only_a_checked_app() -> None:
+    with pytest.raises(ValueError, match="not an app name"):
+        router.render_access_log("blog buffer=1k")
 
 
 def test_a_normal_request_is_heroku_s_router_line() -> None:
@@ -278,3 +312,53 @@ def test_the_common_case_is_what_word_by_word_gives(changes: dict[str, str]) -> 
 )
 def test_the_rest_goes_word_by_word(changes: dict[str, str]) -> None:
     assert router._common(record(**changes).decode(), DYNOS) is None
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [
+        "3f9a2c1e-1-1-1",
+        "00000000-4194304-18446744073709551615-18446744073709551615",
+        "ffffffff-2147483647-1532-7",
+    ],
+)
+def test_every_id_nginx_makes_is_taken_by_the_common_case(request_id: str) -> None:
+    """NONCE-$pid-$connection-$connection_requests: 8 hex digits, then a pid and two
+    counters up to 64 bits (nginx's ngx_atomic_uint_t and ngx_uint_t)."""
+    text = record(id=request_id).decode()
+    common = router._common(text, DYNOS)
+    assert common is not None
+    assert f" request_id={request_id} " in common.line
+    assert common == router._word_by_word(text, DYNOS, cut=False)
+
+
+@pytest.mark.parametrize(
+    ("request_id", "shown"),
+    [
+        ("0f1e2d3c4b5a69788796a5b4c3d2e1f0", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"),  # $request_id
+        ("3F9A2C1E-1-1-1", "3F9A2C1E-1-1-1"),
+        ("3f9a2c1-1-1-1", "3f9a2c1-1-1-1"),
+        ("3f9a2c1e0-1-1-1", "3f9a2c1e0-1-1-1"),
+        ("3f9a2c1e-12345678901-1-1", "3f9a2c1e-12345678901-1-1"),
+        ("3f9a2c1e-1-123456789012345678901-1", "3f9a2c1e-1-123456789012345678901-1"),
+        ("3f9a2c1e-1-1", "3f9a2c1e-1-1"),
+        ("3f9a2c1e-1-1-1-1", "3f9a2c1e-1-1-1-1"),
+        ("3f9a2c1e--1-1", "3f9a2c1e--1-1"),
+        ("3f9a2c1e-1-1-x", "3f9a2c1e-1-1-x"),
+        ("-", "-"),
+        ("", ""),
+        ('3f9a2c1e-1-1-1"x', '"3f9a2c1e-1-1-1\\"x"'),  # no space: the words are split at one
+    ],
+)
+def test_an_id_of_another_shape_goes_word_by_word_and_forges_nothing(
+    request_id: str, shown: str
+) -> None:
+    """An id nginx does not make (an older dokuend's ``$request_id``, an adopted nginx's) is
+    no common line; it is shown as a token, or quoted, and the words stay the real ones."""
+    text = record(id=request_id).decode()
+    assert router._common(text, DYNOS) is None
+    assert router._BATCH.fullmatch(text.encode() + b"\n") is None
+    found = parse_line(text.encode(), DYNOS).line
+    assert f" request_id={shown} " in found
+    assert keys(found) == ORDER.split()
+    assert dict(WORD.findall(found))["status"] == "200"

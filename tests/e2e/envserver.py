@@ -1,4 +1,5 @@
-"""A tiny app for the end-to-end tests: answers every GET with its environment as JSON."""
+"""A tiny app for the end-to-end tests: answers every GET with its environment as JSON,
+and the X-Request-Id headers the request came with as ``request_ids`` (a list)."""
 
 import http.server
 import json
@@ -7,7 +8,8 @@ import os
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps(dict(os.environ)).encode()
+        ids = self.headers.get_all("X-Request-Id") or []
+        body = json.dumps({**os.environ, "request_ids": ids}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

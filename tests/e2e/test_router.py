@@ -3,6 +3,7 @@ show up in `dokuenctl logs` as Heroku router lines; maintenance mode answers 503
 
 import concurrent.futures
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -65,7 +66,7 @@ def test_real_requests_become_router_lines_with_app_path_status_and_dyno(
     assert message["app"] == "blog"
     assert message["message"].startswith('at=info method=GET path="/posts/1?q=\\"x\\"" ')
     assert " host=blog.localhost " in line
-    assert re.search(r" request_id=[0-9a-f]{32} ", line), line
+    assert re.search(r" request_id=[0-9a-f]{8}-[0-9]+-[0-9]+-1 ", line), line
     assert ' fwd="127.0.0.1" dyno=web.1 ' in line
     assert re.search(r" connect=\d+ms service=\d+ms status=200 bytes=\d+ protocol=http$", line)
     shop = line_with(proxied, "/cart")
@@ -88,6 +89,110 @@ def test_real_requests_become_router_lines_with_app_path_status_and_dyno(
     assert status["nginx"]["router"]["lines"] >= 2
     assert status["nginx"]["router"]["unparsed"] == 0
     assert re.search(r"^router     \d+ lines, 0 unparsed", proxied.ctl("status").stdout, re.M)
+
+
+# What an attacker sends as its own request id: a quote, spaces and words of a line.
+FORGED_ID = 'evil" status=500 dyno=web.9 request_id=forged'
+REQUEST_ID = re.compile(r"([0-9a-f]{8})-([0-9]+)-([0-9]+)-([0-9]+)")
+
+
+def nonce_of(daemon: Dokuen, app: str) -> str:
+    """The nonce the app's file starts request ids with (in its header and its format)."""
+    text = (daemon.home / "nginx" / "apps" / f"{app}.conf").read_text()
+    nonces: set[str] = set(
+        re.findall(r"([0-9a-f]{8})-\$pid-\$connection-\$connection_requests", text)
+    )
+    assert len(nonces) == 1, text
+    return nonces.pop()
+
+
+def burst(port: int, tag: str, connections: int = 4, each: int = 15) -> dict[str, list[str]]:
+    """``each`` requests on each of ``connections`` keepalive connections at once, every one
+    with a forged X-Request-Id; the X-Request-Id values the app got, by path."""
+
+    def one_connection(number: int) -> dict[str, list[str]]:
+        got = {}
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            for n in range(each):
+                path = f"/{tag}/{number}/{n}"
+                headers = {"Host": "blog.localhost", "X-Request-Id": FORGED_ID}
+                connection.request("GET", path, headers=headers)
+                response = connection.getresponse()
+                assert response.status == 200
+                got[path] = json.loads(response.read())["request_ids"]
+        finally:
+            connection.close()
+        return got
+
+    with concurrent.futures.ThreadPoolExecutor(connections) as pool:
+        return {
+            k: v for part in pool.map(one_connection, range(connections)) for k, v in part.items()
+        }
+
+
+def test_request_ids_are_unique_across_reloads_and_restarts_and_what_the_app_got(
+    proxied: Dokuen,  # noqa: F811
+    apps_dir: Path,
+) -> None:
+    """The id the app gets (X-Request-Id, the client's own replaced) is the router line's
+    ``request_id=``; ids never repeat over several keepalive connections, a reload that
+    rewrote the files and a master killed and started again by dokuend; the nonce changes
+    with the files and only then."""
+    port = http_port(proxied)
+    proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
+    nonces = [nonce_of(proxied, "blog")]
+    got = burst(port, "first")
+    # A change that changes no file (maintenance off, and it is off): no new nonce, no reload.
+    reloads = proxied.log().count("nginx[dokuen]: reloaded")
+    proxied.ctl("maintenance:off", "blog")
+    assert nonce_of(proxied, "blog") == nonces[0]
+    assert proxied.log().count("nginx[dokuen]: reloaded") == reloads
+    proxied.ctl("domains:add", "blog", "notes.home.example")  # new files, reloaded
+    nonces.append(nonce_of(proxied, "blog"))
+    got |= burst(port, "reloaded")
+    master = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"]
+    os.killpg(master, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"] not in (None, master)
+        ),
+        "a new nginx master",
+    )
+    nonces.append(nonce_of(proxied, "blog"))  # the files again, before it started
+    wait_for(lambda: env_via(port, "blog.localhost"), "blog again")
+    got |= burst(port, "restarted")
+    assert len(set(nonces)) == 3, nonces
+
+    def every_line() -> dict[str, str] | None:
+        found = {}
+        for line in router_lines(proxied, "blog", last=100_000):
+            path = line.split(' path="', 1)[1].split('"', 1)[0]
+            if path in got:
+                found[path] = line
+        return found if found.keys() == got.keys() else None
+
+    lines = wait_for(every_line, "every request's line")
+    ids: dict[str, re.Match[str]] = {}
+    for path, line in lines.items():
+        assert " status=200 " in line
+        assert " dyno=web.1 " in line
+        assert "evil" not in line
+        assert "forged" not in line
+        (request_id,) = re.findall(r" request_id=(\S+) ", line)
+        assert got[path] == [request_id], (path, got[path], line)  # one header: nginx's
+        match = REQUEST_ID.fullmatch(request_id)
+        assert match is not None, request_id
+        ids[path] = match
+    assert len({match[0] for match in ids.values()}) == len(got) == 3 * 4 * 15
+    for tag, nonce in zip(("first", "reloaded", "restarted"), nonces, strict=True):
+        for number in range(4):
+            one = [ids[f"/{tag}/{number}/{n}"] for n in range(15)]
+            assert {match[1] for match in one} == {nonce}
+            # One connection: one worker, one connection number, its requests counted.
+            assert len({(match[2], match[3]) for match in one}) == 1
+            assert [int(match[4]) for match in one] == list(range(1, 16))
 
 
 def test_a_bad_source_is_a_usage_error(proxied: Dokuen) -> None:  # noqa: F811
@@ -330,10 +435,10 @@ def test_an_adopted_nginx_with_an_older_log_format_is_reloaded_with_today_s(
         daemon.process.send_signal(signal.SIGKILL)
         daemon.process.wait()
         daemon.process = None
-        config = daemon.home / "nginx" / "nginx.conf"
-        older = 'log_format dokuen_router escape=json \'{"app":"$dokuen_app"}\''
+        config = daemon.home / "nginx" / "apps" / "blog.conf"
+        older = 'log_format dokuen_router_blog escape=json \'{"app":"blog"}\''
         config.write_text(
-            re.sub(r"log_format dokuen_router escape=json '[^']*'", older, config.read_text())
+            re.sub(r"log_format dokuen_router_blog escape=json '[^']*'", older, config.read_text())
         )
         workers = {child.pid for child in master.children()}
         master.send_signal(signal.SIGHUP)  # it logs as the older dokuend had it log

@@ -7,13 +7,11 @@ never replaces the live files; the error reaches the log and whoever awaits ``sy
 """
 
 import contextlib
-import dataclasses
 import os
 import shlex
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import anyio
 import anyio.abc
@@ -34,12 +32,11 @@ from dokuen.proxy.nginx import (
     Managed,
     Site,
     listen_directive,
-    render_https_default,
     render_main,
-    render_site,
     render_system_include,
 )
 from dokuen.proxy.router import ACCESS_LOG
+from dokuen.proxy.sitefiles import HTTPS_DEFAULT, SiteFiles
 from dokuen.settings import Settings
 from dokuen.supervise.keeper import AdoptedChild, Keeper
 from dokuen.supervise.logmux import LogMux
@@ -129,7 +126,8 @@ class NginxProxy:
         self._error_generation = -1
         self._done = anyio.Event()
         self._held: dict[str, int] = {}  # apps in a batch: how many batches each
-        self._live: dict[str, str] = {}
+        self.files = SiteFiles(managed, binary, spawner, router=not system, system=system)
+        self._writing = anyio.Lock()  # the files have one writer at a time
         self.master_pid: int | None = None
         self.keeper: Keeper | None = None  # records the master, so a new dokuend adopts it
         self._adopted: AdoptedChild | None = None
@@ -206,7 +204,8 @@ class NginxProxy:
                 with anyio.move_on_after(PREFIX_CHECK):
                     await self._dirty.wait()
                 if not self._dirty.is_set():
-                    await self._heal_prefix()
+                    async with self._writing:
+                        await self._heal_prefix()
                     continue
                 with anyio.move_on_after(COALESCE):
                     await self._awaited.wait()
@@ -256,85 +255,60 @@ class NginxProxy:
             return
         log.warning("nginx.prefix_recreated", prefix=str(self.managed.prefix))
         self._mux.event(NGINX_APP, f"{self.managed.prefix} was deleted; made it again")
-        self._live = {}  # the site files went with it: write them again
+        self.files.live = {}  # the site files went with it: write them again
         self.changed()
 
-    async def _apply(self, *, reload: bool) -> None:
-        """Write, check and load the config; a failed write (a full disk) is a DokuenError
-        and the config nginx has keeps serving."""
+    async def _apply(self, *, reload: bool, renonce: bool = False) -> None:
+        """Write, check and load the config (with ``renonce``, even when it is the same but
+        for a new nonce); a failed write (a full disk) is a DokuenError and the config nginx
+        has keeps serving."""
         try:
-            await self._heal_prefix()
-            await self._apply_tree(reload=reload)
+            async with self._writing:
+                await self._heal_prefix()
+                await self._apply_tree(reload=reload, renonce=renonce)
         except OSError as exc:
             raise DokuenError(
                 f"nginx config not written, the previous one keeps serving: {explain(exc)}"
             ) from exc
 
-    async def _apply_tree(self, *, reload: bool) -> None:
+    async def _apply_tree(self, *, reload: bool, renonce: bool) -> None:
         sites = self._sites()
-        router = self.router is not None
-        https = self.managed.https
-        texts = {site.app: render_site(site, self.managed.listen, router, https) for site in sites}
-        texts.update((app, self._live[app]) for app in self._held if app in self._live)
-        # A system nginx has a default server of its own on 443: only ours gets this one.
-        if https is not None and not self.system and any(site.tls for site in sites):
-            texts["00-https-default"] = render_https_default(https)  # no app is named so
+        files = self.files
+        shown = {site.app: site for site in sites}
+        shown.update((app, files.shown[app]) for app in self._held if app in files.shown)
         if self.router is not None:
             self.router.update(
                 (site.app, dyno, port)
                 for site in sites
                 for dyno, port in zip(site.dynos, site.ports, strict=False)
             )
-        if texts == self._live and self._live:
+        texts = files.render(shown)
+        if texts == files.live and files.live and not renonce:
             return
-        opens_https = "00-https-default" in texts and "00-https-default" not in self._live
+        https = self.managed.https
+        opens_https = HTTPS_DEFAULT in texts and HTTPS_DEFAULT not in files.live
         if opens_https and https is not None and not port_is_free(https.port):
             raise DokuenError(
                 f"port {https.port} is already in use, so nginx cannot serve HTTPS "
                 "(free it, or set DOKUEN_HTTPS_PORT)"
             )
-        staging = self.managed.prefix / "apps.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        for app, text in texts.items():
-            (staging / f"{app}.conf").write_text(text)
+        texts = await files.write(shown)  # with a new nonce: the ids of a new cycle
         if self.system:
-            await self._apply_system(staging)
-            self._live = texts
+            files.unloaded = False
+            try:
+                await self._reload_system()
+            except DokuenError:
+                files.live = {}  # not loaded: the next change writes and reloads again
+                raise
             self._mux.event(NGINX_APP, f"system nginx reloaded ({len(texts)} apps)")
             return
-        test_config = self.managed.prefix / "nginx.test.conf"
-        test_config.write_text(render_main(dataclasses.replace(self.managed, sites_dir=staging)))
-        status, output = await self._spawner.run(
-            [self.binary, "-t", "-q", "-p", str(self.managed.prefix), "-c", str(test_config)],
-            self.managed.prefix,
-        )
-        if status != 0:
-            message = output.decode(errors="replace").strip().splitlines()
-            raise DokuenError(f"nginx -t refused the new config: {' '.join(message[-2:])}")
-        old = self.managed.prefix / "apps.old"
-        shutil.rmtree(old, ignore_errors=True)
-        self.managed.sites.rename(old)
-        staging.rename(self.managed.sites)
-        shutil.rmtree(old, ignore_errors=True)
-        self._live = texts
-        if reload and self.master_pid is not None and await self._reload(self.master_pid):
-            self._mux.event(NGINX_APP, f"reloaded ({len(texts)} apps)")
+        if reload and self.master_pid is not None:
+            files.unloaded = False
+            if await self._reload(self.master_pid):
+                self._mux.event(NGINX_APP, f"reloaded ({len(texts)} apps)")
 
-    async def _apply_system(self, staging: Path) -> None:
-        """The system's nginx reads the live directory, so the new files go in first; if
-        ``nginx -t`` (the system's whole config) refuses them, the old ones go back."""
-        old = self.managed.prefix / "apps.old"
-        shutil.rmtree(old, ignore_errors=True)
-        self.managed.sites.rename(old)
-        staging.rename(self.managed.sites)
-        status, output = await self._spawner.run([self.binary, "-t", "-q"], self.managed.prefix)
-        if status != 0:
-            shutil.rmtree(self.managed.sites)
-            old.rename(self.managed.sites)
-            message = output.decode(errors="replace").strip().splitlines()
-            raise DokuenError(f"nginx -t refused the new config: {' '.join(message[-2:])}")
-        shutil.rmtree(old, ignore_errors=True)
+    async def _reload_system(self) -> None:
+        """``nginx -s reload`` for the system's nginx, which reads the files just written."""
         status, output = await self._spawner.run([self.binary, "-s", "reload"], self.managed.prefix)
         if status != 0:
             message = output.decode(errors="replace").strip().splitlines()
@@ -365,9 +339,12 @@ class NginxProxy:
                 )
             else:
                 if child is None:
+                    if not self.files.unloaded:  # its ids would start again as another's
+                        await self._renonce()
                     child = await self._spawner(
                         f"exec {shlex.join(argv)}", {"PATH": os.defpath}, self.managed.prefix
                     )
+                    self.files.unloaded = False
                     started = "master started"
                 else:
                     started = "master adopted"
@@ -397,3 +374,11 @@ class NginxProxy:
             task_status = anyio.TASK_STATUS_IGNORED
             await anyio.sleep(delay)
             delay = min(MAX_RESTART_DELAY, delay * 2)
+
+    async def _renonce(self) -> None:
+        """The files again with a new nonce, for a master of ours about to start on files
+        that one may have loaded (after a crash, or an adopted master's end)."""
+        try:
+            await self._apply(reload=False, renonce=True)
+        except DokuenError as exc:  # it starts all the same: its ids then rest on its pids
+            log.error("nginx.renonce_failed", error=str(exc))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dokuen.errors import SettingsError
-from dokuen.proxy.router import ERROR_LOG, render_access_log, render_log_format
+from dokuen.proxy.router import ERROR_LOG, render_access_log, render_log_format, request_id
 
 _SIZE = re.compile(r"[0-9]{1,6}[kKmMgG]?")
 DEFAULT_BODY_SIZE = "10m"
@@ -85,22 +85,28 @@ CHALLENGE_PATH = "/.well-known/acme-challenge/"
 HSTS = '    add_header Strict-Transport-Security "max-age=63072000" always;\n'
 
 
-def render_site(site: Site, listen: str, router: bool = False, https: Https | None = None) -> str:
+def render_site(
+    site: Site, listen: str, router: bool = False, https: Https | None = None, *, nonce: str
+) -> str:
     """The file for one app: its upstream of web processes and its server block; with
-    ``router``, every request is logged to the router access log dokuend reads (managed nginx only).
-    With ``https``, the HTTP server answers the ACME challenges from its webroot, and an
-    app with a certificate gets a second server on the HTTPS port.
+    ``router``, every request is logged to the router access log dokuend reads (managed
+    nginx only), in a format of the app's own. With ``https``, the HTTP server answers the
+    ACME challenges from its webroot, and an app with a certificate gets a second server on
+    the HTTPS port. ``nonce`` (8 hexadecimal digits) starts every request id (router.py).
 
     An app with no running web process answers 503 rather than borrowing another's, and one
     in maintenance mode answers 503 with a page saying so."""
     upstream = f"dokuen-{site.app}"
     lines = [GENERATED, f"# app {site.app}\n"]
     serving = bool(site.ports) and not site.maintenance
+    if router:  # the app and its state as literals: no variable to set for each request
+        state = "maintenance" if site.maintenance else "serving" if serving else "idle"
+        lines.append(render_log_format(site.app, state, nonce))
     if serving:
         lines.append(f"upstream {upstream} {{\n")
         lines += [f"    server 127.0.0.1:{port} max_fails=0;\n" for port in site.ports]
         lines.append("    keepalive 64;\n}\n\n")  # idle connections kept per worker
-    lines += _server_head(site, listen, router, serving)
+    lines += _server_head(site, listen, router)
     tls = site.tls if https is not None else None
     if https is not None:
         lines += [
@@ -114,10 +120,10 @@ def render_site(site: Site, listen: str, router: bool = False, https: Https | No
         lines += ["    location / {\n", f"        return 301 https://$host{port}$request_uri;\n"]
         lines += ["    }\n", "}\n"]
     else:
-        lines += _locations(site, upstream)
+        lines += _locations(site, upstream, nonce)
     if https is None or tls is None:
         return "".join(lines)
-    lines += ["\n", *_server_head(site, f"{https.listen} ssl http2", router, serving)]
+    lines += ["\n", *_server_head(site, f"{https.listen} ssl http2", router)]
     lines += [f"    ssl_certificate {tls.cert};\n", f"    ssl_certificate_key {tls.key};\n"]
     lines.append(MOZILLA_INTERMEDIATE)
     if tls.stapling:
@@ -125,28 +131,23 @@ def render_site(site: Site, listen: str, router: bool = False, https: Https | No
         lines.append(f"    ssl_trusted_certificate {tls.cert};\n")
     if tls.hsts:
         lines.append(HSTS)
-    lines += _locations(site, upstream)
+    lines += _locations(site, upstream, nonce)
     return "".join(lines)
 
 
-def _server_head(site: Site, listen: str, router: bool, serving: bool) -> list[str]:
+def _server_head(site: Site, listen: str, router: bool) -> list[str]:
     lines = [
         "server {\n",
         f"    listen {listen};\n",
         f"    server_name {' '.join(site.hosts)};\n",
         f"    client_max_body_size {site.body_size};\n",
     ]
-    if router:  # every server sets both: an unset variable costs a warning a request
-        state = "maintenance" if site.maintenance else "serving" if serving else "idle"
-        lines += [
-            f"    set $dokuen_app {site.app};\n",
-            f"    set $dokuen_state {state};\n",
-            render_access_log(),
-        ]
+    if router:
+        lines.append(render_access_log(site.app))
     return lines
 
 
-def _locations(site: Site, upstream: str) -> list[str]:
+def _locations(site: Site, upstream: str, nonce: str) -> list[str]:
     """What the app answers: a 503 page in maintenance, a 503 with no web process, else
     its web processes. In a location, so that the ACME challenges still get through."""
     if site.maintenance:
@@ -165,7 +166,8 @@ def _locations(site: Site, upstream: str) -> list[str]:
         f"        proxy_pass http://{upstream};\n",
         "        proxy_http_version 1.1;\n",
         "        proxy_set_header Host $host;\n",
-        "        proxy_set_header X-Request-Id $request_id;\n",
+        # A client's own X-Request-Id is replaced, never passed through.
+        f"        proxy_set_header X-Request-Id {request_id(nonce)};\n",
         "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n",
         "        proxy_set_header X-Forwarded-Proto $scheme;\n",
         "        proxy_set_header X-Forwarded-Host $host;\n",
@@ -248,15 +250,12 @@ http {{
     server_names_hash_bucket_size 512;
     server_names_hash_max_size 65536;
     server_tokens off;
-    # Every app's requests go to dokuend as router lines (the app files say access_log).
-{render_log_format()}
+    # Every app's requests go to dokuend as router lines: each app's file has the
+    # log_format and access_log of them.
 {render_connection_map()}
     server {{
         listen {managed.listen} default_server reuseport backlog=4096;
         server_name _;
-        # Declares the variables the router log format reads, even with no app yet.
-        set $dokuen_app "";
-        set $dokuen_state "";
         return 404 "no app answers on this host\\n";
     }}
 

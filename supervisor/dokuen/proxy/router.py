@@ -2,9 +2,9 @@
 lines becomes a Heroku router line (``at=info method=GET path="/" ... status=200``).
 
 nginx writes each request as a line of its buffered access log (``router/access.log`` in
-its prefix, which dokuend reads: accesslog.py), in a format made for it (``log_format ...
-escape=json``): nine space-separated words whose values
-cannot hold a space (the app and its state, which dokuend's config sets, then what nginx
+its prefix, which dokuend reads: accesslog.py), in a format each app's file declares for
+it (``log_format dokuen_router_APP escape=json``): nine space-separated words whose values
+cannot hold a space (the app and its state, literals of the app's format, then what nginx
 knows of the request, the host last), a tab, what the web processes did (``|``-separated),
 a tab, and the path as escape=json wrote it, last so that a line cut short loses only
 the path's end. escape=json turns a quote into ``\\"``, a backslash into ``\\\\`` and every
@@ -14,6 +14,14 @@ remains for dokuend (``parse_line``) is mostly to put the words in Heroku's orde
 printable ASCII is already escaped as the line shows it; anything else (UTF-8, DEL,
 ``\\u`` escapes) is unescaped and quoted again, as the line always quotes. The I/O half is
 accesslog.py.
+
+The request id (``X-Request-Id``, and ``request_id=`` in the line) is
+``NONCE-$pid-$connection-$connection_requests``: a worker's pid, nginx's connection counter
+(one for every worker of a master's cycle, started again by each reload), the request's
+number on its connection (HTTP/2 streams too), and a nonce the driver draws for each set of
+files it writes, which tells apart two cycles whose workers got the same pids. Unlike
+``$request_id`` (16 random bytes: OpenSSL's RAND_bytes and a ``getpid()`` a request) it
+costs nginx next to nothing.
 """
 
 import codecs
@@ -26,7 +34,9 @@ from operator import itemgetter
 
 from dokuen.supervise.logmux import ROUTER_SOURCE
 
-LOG_FORMAT_NAME = "dokuen_router"
+LOG_FORMAT_PREFIX = "dokuen_router_"  # and the app's name: each app's file has its own
+STATES = ("serving", "idle", "maintenance")  # of an app, as its format writes it
+NONCE = re.compile(r"[0-9a-f]{8}")
 # Relative to nginx's prefix ($DOKUEN_HOME/nginx). The directory is dokuend's alone (0700):
 # nginx's master (root) opens the file, its workers (nobody) write through the descriptor
 # they inherit, and no app can read another's requests or write a line.
@@ -41,13 +51,14 @@ ERROR_LOG = "logs/error.log"  # nginx's, in the same prefix: it says what it did
 SOURCE = ROUTER_SOURCE  # APP[router]: in the unified log
 # The words before the first tab, in order; values that hold no space (nginx refuses
 # spaces and control characters in a request line and a Host header). The host is last,
-# so that even a host with a space would stay one word.
+# so that even a host with a space would stay one word. The app, its state and the request
+# id's nonce are literals of the app's own format (two ``set``s a request cost nginx more).
 WORDS = (
-    "$dokuen_app",
-    "$dokuen_state",
+    "{app}",
+    "{state}",
     "$status",
     "$request_method",
-    "$request_id",
+    "{request_id}",
     "$remote_addr",
     "$bytes_sent",
     "$scheme",
@@ -72,10 +83,12 @@ _TOKEN = re.compile(r"[A-Za-z0-9._-]{0,64}")
 _ESCAPED = re.compile(r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt])*')
 # A value cut inside an escape: the whole escapes and characters before the cut.
 _WHOLE = re.compile(r"(?:[^\\]|\\u[0-9a-fA-F]{4}|\\[^u])*")
+# A request id as request_id() has nginx make it: NONCE-$pid-$connection-$connection_requests
+_ID = r"[0-9a-f]{8}-[0-9]{1,10}-[0-9]{1,20}-[0-9]{1,20}"
 # Most requests, whole: answered by the app's one web process it was sent to at the first
 # try, the address, host, path and times plain. Such a line is put together at once.
 _COMMON = re.compile(
-    r"([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ([0-9]{3}) ([A-Z]{1,20}) ([0-9a-f]{32}) "
+    r"([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ([0-9]{3}) ([A-Z]{1,20}) (" + _ID + ") "
     r"([0-9.]{7,15}) ([0-9]{1,19}) (https?) ([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)\t"
     r"127\.0\.0\.1:([0-9]{1,5})\|[0-9.]+\|([0-9]{1,9})\.([0-9]{3})\|([0-9]{1,9})\.([0-9]{3})\t"
     r'((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\bfnrt])*)'
@@ -90,7 +103,8 @@ _PLAIN = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 _MS = rb"(?:0\.(?:00([0-9])|0([1-9][0-9])|([1-9][0-9]{2}))|([1-9][0-9]{0,8})\.([0-9]{3}))"
 _BATCH = re.compile(
     rb"^([a-z](?:[a-z0-9-]{0,61}[a-z0-9])?) serving ((?!499|50[234])[0-9]{3}) ([A-Z]{1,20}) "
-    rb"([0-9a-f]{32}) ([0-9.]{7,15}) ([0-9]{1,19}) (https?) ([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)"
+    rb"(" + _ID.encode() + rb") ([0-9.]{7,15}) ([0-9]{1,19}) (https?) "
+    rb"([a-z0-9.-]{1,253}(?::[0-9]{1,5})?)"
     rb"\t127\.0\.0\.1:([1-9][0-9]{0,4})\|[0-9.]+\|" + _MS + rb"\|" + _MS + rb"\t"
     # the path, as _ESCAPED, unrolled (twice as fast): plain runs between escapes
     rb'([\x20\x21\x23-\x5b\x5d-\x7e]*(?:\\["\\bfnrt][\x20\x21\x23-\x5b\x5d-\x7e]*)*)\n',
@@ -107,15 +121,33 @@ _LINE = (
 DynoTable = Mapping[tuple[bytes, bytes], bytes]  # (app, port) to the web process's name
 
 
-def render_log_format() -> str:
-    """The ``log_format`` directive nginx's http block needs (one line a request)."""
-    body = " ".join(WORDS) + "\\t" + "|".join(UPSTREAM) + "\\t" + PATH
-    return f"    log_format {LOG_FORMAT_NAME} escape=json '{body}';\n"
+def request_id(nonce: str) -> str:
+    """What nginx makes the request id of, in the header the app gets and in the line.
+    Raises ValueError for a nonce that is not 8 hexadecimal digits."""
+    if not NONCE.fullmatch(nonce):
+        raise ValueError(f"not a request id nonce: {nonce!r}")
+    return f"{nonce}-$pid-$connection-$connection_requests"
 
 
-def render_access_log() -> str:
-    """The ``access_log`` directive of an app's server block: the one file of every app."""
-    return f"    access_log {ACCESS_LOG} {LOG_FORMAT_NAME} buffer={BUFFER} flush={FLUSH};\n"
+def render_log_format(app: str, state: str, nonce: str) -> str:
+    """The ``log_format`` directive of one app's file (at the http level, which includes
+    it), with the app, its state and the request id's nonce as literals: one line a request.
+    Raises ValueError when one of them is not of its grammar (nothing is escaped)."""
+    if not _APP.fullmatch(app) or state not in STATES:
+        raise ValueError(f"not an app and its state: {app!r} {state!r}")
+    words = " ".join(WORDS).format(app=app, state=state, request_id=request_id(nonce))
+    body = words + "\\t" + "|".join(UPSTREAM) + "\\t" + PATH
+    return f"log_format {LOG_FORMAT_PREFIX}{app} escape=json '{body}';\n"
+
+
+def render_access_log(app: str) -> str:
+    """The ``access_log`` directive of an app's server blocks: the one file of every app,
+    each with its own format. The buffer and flush are the same in every one (nginx keeps
+    one buffer for a file, with the first directive's size)."""
+    if not _APP.fullmatch(app):
+        raise ValueError(f"not an app name: {app!r}")
+    name = LOG_FORMAT_PREFIX + app
+    return f"    access_log {ACCESS_LOG} {name} buffer={BUFFER} flush={FLUSH};\n"
 
 
 @dataclass(frozen=True)
