@@ -18,9 +18,8 @@ what they hold.
 
 The directory is dokuend's alone (0700): no app can read other apps' requests, write a line
 or put a link in its place. The file is opened without following links; what root puts at
-its name (a link, a FIFO, a logrotate's new file) is cleared or taken, never followed, and
-nginx told (logplace.py); a truncation (copytruncate) is seen at the next turn when the file
-is shorter than what was read: from then its first line is read.
+its name (a link, a FIFO, a logrotate's new file) is cleared or taken, never followed, nginx
+told (logplace.py); a file shorter than what was read (copytruncate) is read from its start.
 """
 
 import asyncio
