@@ -46,25 +46,24 @@ def test_a_truncated_or_replaced_router_log_is_taken_back_and_never_followed(
     target = tmp_path / "target"
     target.write_text("precious\n")
     planted = path.with_name("planted")
-    for reloads, (kind, plant) in enumerate(
-        (
-            ("a symbolic link", lambda: planted.symlink_to(target)),
-            ("a FIFO", lambda: os.mkfifo(planted)),
-            ("a directory", planted.mkdir),
-        ),
-        start=1,
-    ):
-        plant()
-        if kind == "a directory":
+    kinds = ("a symbolic link", "a FIFO", "a directory")
+    for reloads, kind in enumerate(kinds, start=1):
+        if kind == "a symbolic link":
+            planted.symlink_to(target)
+        elif kind == "a FIFO":
+            os.mkfifo(planted)
+        else:
+            planted.mkdir()
             path.unlink()
         os.rename(planted, path)
         said = f"access.log was replaced by {kind}: reading a new file in its place"
-        wait_for(lambda said=said: said in proxied.log() or None, f"{kind} noticed")
+        wait_for(lambda: said in proxied.log() or None, f"{kind} noticed")  # noqa: B023
         assert path.is_file()
         assert not path.is_symlink()
         # nginx reloaded by a change of the apps' too: it opens the name again
         proxied.ctl("domains:add", "blog", f"blog{reloads}.example.test")
-        wait_for(lambda n=reloads: env_via(port, f"blog{n}.example.test"), "the new domain")
+        host = f"blog{reloads}.example.test"
+        wait_for(lambda: env_via(port, host), "the new domain")  # noqa: B023
         requests(proxied, f"/after-{kind.split()[-1]}")
     assert target.read_text() == "precious\n"
     assert [p.name for p in path.parent.iterdir() if p.name.startswith("access.log.moved")] == []
