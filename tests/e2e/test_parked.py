@@ -1,0 +1,128 @@
+"""Many parked slots (supervise/parking.py) through a real dokuend's lifecycle: a re-exec
+(``daemon:reload``) and a ``kill -9`` hand sixteen idle workers over to the next image or
+dokuend, which supervises every one (same pids, an exit restarted) and reads every line
+(none doubled; a ``kill -9`` loses at most what the dead one had read and not written);
+then a scale-down and a restart racing the wake-up of processes that just exited, and an
+app destroyed with its slots parked: nothing is left running, the daemon answers."""
+
+import os
+import re
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from tests.e2e.conftest import Dokuen, wait_for, write_app
+
+COUNTER = """\
+import time
+n = 0
+while True:
+    n += 1
+    print(f"tick {n}", flush=True)
+    time.sleep(0.05)
+"""
+WORKERS = 16
+
+
+def ticks(log: str, dyno: str) -> list[int]:
+    return [int(n) for n in re.findall(rf"herd\[{re.escape(dyno)}\]: tick (\d+)$", log, re.M)]
+
+
+def pids(daemon: Dokuen) -> dict[str, int]:
+    return {row["name"]: row["pid"] for row in daemon.ps("herd") if row["pid"]}
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def more_lines(daemon: Dokuen, than: dict[str, int]) -> None:
+    """Every worker wrote lines after ``than`` (its last number then)."""
+
+    def each() -> bool:
+        log = daemon.log()
+        return all(max(ticks(log, dyno), default=0) > last + 5 for dyno, last in than.items())
+
+    wait_for(each, "lines from every worker", timeout=30)
+
+
+def last_ticks(daemon: Dokuen) -> dict[str, int]:
+    log = daemon.log()
+    return {f"clock.{n}": max(ticks(log, f"clock.{n}"), default=0) for n in range(1, 1 + WORKERS)}
+
+
+def test_parked_workers_survive_reexec_kill_9_scale_restart_and_destroy(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    source = write_app(tmp_path / "src", "clock: python3 -u counter.py\n", {"counter.py": COUNTER})
+    dokuen.deploy("herd", source)
+    dokuen.ctl("ps:scale", "herd", f"clock={WORKERS}")
+    wait_for(lambda: dokuen.running("herd", WORKERS), "sixteen workers", timeout=30)
+    before = pids(dokuen)
+    more_lines(dokuen, dict.fromkeys(before, 0))
+
+    dokuen.ctl("daemon:reload", "--timeout", "60")  # the same process, a new image
+    assert pids(dokuen) == before
+    more_lines(dokuen, last_ticks(dokuen))
+    log = dokuen.log()
+    for dyno in before:  # a re-exec: every line once, none lost
+        seen = ticks(log, dyno)
+        assert sorted(seen) == list(range(1, max(seen) + 1)), dyno
+
+    assert dokuen.process is not None
+    at_kill = last_ticks(dokuen)
+    dokuen.process.send_signal(signal.SIGKILL)
+    dokuen.process.wait()
+    dokuen.process = None
+    time.sleep(0.5)  # the workers write with no daemon: their FIFOs hold the lines
+    dokuen.start()
+    wait_for(lambda: pids(dokuen) == before or None, "every worker adopted, same pids")
+    more_lines(dokuen, last_ticks(dokuen))
+    log = dokuen.log()
+    for dyno in before:
+        seen = ticks(log, dyno)
+        assert len(seen) == len(set(seen)), f"{dyno}: a line twice"
+        missing = set(range(1, max(seen) + 1)) - set(seen)
+        # what the killed dokuend had read and not yet written died with it: a few lines
+        assert all(at_kill[dyno] < n <= at_kill[dyno] + 20 for n in missing), (dyno, missing)
+
+    # Still supervised: an exit of an adopted, parked worker is seen and restarted.
+    os.kill(before["clock.1"], signal.SIGKILL)
+    wait_for(
+        lambda: pids(dokuen).get("clock.1") not in (None, before["clock.1"]), "clock.1 restarted"
+    )
+
+    # A scale-down racing the wake-up of workers that exited a moment ago.
+    now = pids(dokuen)
+    for n in range(5, WORKERS + 1):
+        os.kill(now[f"clock.{n}"], signal.SIGKILL)
+    dokuen.ctl("ps:scale", "herd", "clock=4")
+    wait_for(lambda: len(dokuen.ps("herd")) == 4 or None, "four workers")
+    time.sleep(0.5)  # longer than the first backoff: no restart of a removed one comes
+    assert sorted(pids(dokuen)) == [f"clock.{n}" for n in range(1, 5)]
+    removed = [now[f"clock.{n}"] for n in range(5, WORKERS + 1)]
+    wait_for(lambda: not [pid for pid in removed if alive(pid)] or None, "the removed gone")
+
+    # A restart racing the wake-up of one that exited a moment ago.
+    four = pids(dokuen)
+    os.kill(four["clock.2"], signal.SIGKILL)
+    dokuen.ctl("restart", "herd")
+    wait_for(lambda: dokuen.running("herd", 4), "four workers again")
+    again = pids(dokuen)
+    assert not set(again.values()) & set(four.values())
+    assert not [pid for pid in four.values() if alive(pid)]
+    counts = Counter(row["name"] for row in dokuen.ps("herd"))
+    assert set(counts.values()) == {1}
+
+    # Destroyed with its slots parked: every process ends, the daemon goes on.
+    dokuen.ctl("apps:destroy", "herd", "--confirm", "herd")
+    wait_for(lambda: not [pid for pid in again.values() if alive(pid)] or None, "all ended")
+    assert dokuen.ctl("status").returncode == 0
+    assert dokuen.ps() == []
+    assert "Traceback" not in dokuen.daemon_stderr()
