@@ -116,6 +116,36 @@ async def test_what_is_put_at_the_file_s_name_is_cleared_never_followed(
         assert (moved / "inside").read_text() == "kept"
 
 
+async def test_a_link_put_in_place_of_the_directory_while_read_is_cleared(
+    tmp_path: Path,
+) -> None:
+    """router/ renamed away and a link to elsewhere put at its name: nginx (root) would
+    write through it at its next reload; dokuend clears it, makes its directory again and
+    reads the new file there."""
+    log_file = tmp_path / "dokuen.log"
+    router = tmp_path / "router"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    async def steps(reader: AccessLog) -> None:
+        append(router / "access.log", request(1))
+        await until(lambda: len(shown(log_file)) == 1, "the first line")
+        router.rename(tmp_path / "router.away")
+        router.symlink_to(elsewhere)
+
+        def mended() -> bool:
+            return router.is_dir() and not router.is_symlink() and (router / "access.log").exists()
+
+        await until(mended, "the directory made again")
+        append(router / "access.log", request(2))
+        await until(lambda: len(shown(log_file)) == 2, "the line in the new file")
+        assert reader.problem is None
+
+    await reading(tmp_path, log_file, steps)
+    assert shown(log_file) == ["/r/1", "/r/2"]
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize("note", ["fifo", "symlink", "garbage", "past the end", "another"])
 async def test_a_bad_offset_note_is_never_followed_and_loses_no_line(
     tmp_path: Path, note: str

@@ -27,7 +27,6 @@ import contextlib
 import errno
 import os
 import signal
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -36,8 +35,8 @@ import anyio
 import anyio.abc
 
 from dokuen.events import get_logger
+from dokuen.proxy import logplace
 from dokuen.proxy.holes import DIRECTORY_CHANGES, first_line, punch, watch
-from dokuen.proxy.logplace import OTHER_FILE, clear, read_note, standing, write_note
 from dokuen.proxy.master import signal_master
 from dokuen.proxy.router import ACCESS_LOG, ERROR_LOG, dyno_table, render_batch, render_line
 from dokuen.proxy.unsent import Unsent
@@ -118,21 +117,13 @@ class AccessLog:
         return {**self.counts, "problem": self.problem, "turns": self.turns}
 
     def prepare(self) -> None:
-        """Make the directory (0700, dokuend's) and the file before nginx opens it, and
-        check that neither is a link or anyone else's. Raises OSError."""
+        """Make the directory (0700, dokuend's) and the file before nginx (root) opens it:
+        a link or anything else root put at either name is cleared, never followed (nginx
+        would), and said. Raises OSError."""
         directory = self.path.parent
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o700)
-        info = directory.lstat()
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            raise OSError(errno.ELOOP, "not a directory of dokuend's own", str(directory))
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            directory.chmod(0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        info = os.fstat(fd)  # (only dokuend or root can put a file there: whose is not checked)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            os.close(fd)
-            raise OSError(errno.EPERM, "not a file of dokuend's own", str(self.path))
+        self._cleared(directory, logplace.own_directory(directory))
+        fd, info, what = logplace.own_file(self.path)
+        self._cleared(self.path, what)
         if self._fd >= 0 and os.fstat(self._fd).st_ino == info.st_ino:
             os.close(fd)
             return
@@ -141,13 +132,18 @@ class AccessLog:
             os.close(self._fd)
         self._fd, self._offset, self._marks = fd, first_line(fd), []
         self._inode = info.st_ino
-        noted, why = read_note(self.path.with_name("read"), info.st_ino, info.st_size)
+        noted, why = logplace.read_note(self.path.with_name("read"), info.st_ino, info.st_size)
         if why is not None:  # read from the first line kept: some may be shown twice
             log.warning("router.note_ignored", path=str(self.path.with_name("read")), why=why)
         self._offset = self._punched = max(self._offset, noted)
         if self._notify >= 0:  # a watch follows its file: the new one needs its own
             watch(self.path, self._notify)
             watch(directory, self._notify, DIRECTORY_CHANGES)
+
+    def _cleared(self, name: Path, what: str | None) -> None:
+        if what is not None:
+            log.warning("router.displaced", path=str(name), what=what)
+            self._mux.event("nginx", f"{name} was {what}: cleared, never followed")
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -206,7 +202,7 @@ class AccessLog:
         if self._punches:
             return
         try:
-            write_note(self.path.with_name("read"), self._inode, self._punched)
+            logplace.write_note(self.path.with_name("read"), self._inode, self._punched)
         except OSError as exc:  # the next dokuend reads the file from its start
             log.warning("router.note_failed", error=str(exc))
 
@@ -347,13 +343,13 @@ class AccessLog:
         """Something was put at the file's name (root: a logrotate, a link, a FIFO) or it
         was deleted: read the file out, clear the name (nothing at it is followed), make
         the file again and have nginx reopen it (HUP), as a rename does (``_rotate``)."""
-        if self._fd < 0 or (what := standing(self.path, self._inode)) is None:
+        if self._fd < 0 or (what := logplace.standing(self.path, self._inode)) is None:
             return
         log.warning("router.displaced", path=str(self.path), what=what)
         self._mux.event("nginx", f"{self.path} was {what}: reading a new file in its place")
         try:
-            if what not in (OTHER_FILE, "deleted"):
-                clear(self.path)
+            if what not in (logplace.OTHER_FILE, "deleted"):
+                logplace.clear(self.path)
             self._reopen()
         except OSError as exc:
             self.problem = f"router lines may be lost: {self.path} was {what} ({exc.strerror})"

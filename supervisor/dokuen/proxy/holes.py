@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 _IN_MODIFY = 0x2
 # A name made, removed or renamed in a watched directory (IN_CREATE, IN_DELETE,
-# IN_MOVED_FROM, IN_MOVED_TO): something put in the place of the file.
-DIRECTORY_CHANGES = 0x100 | 0x200 | 0x40 | 0x80
+# IN_MOVED_FROM, IN_MOVED_TO: something put in the place of the file), or the directory
+# itself deleted or renamed (IN_DELETE_SELF, IN_MOVE_SELF: a link put in its place).
+DIRECTORY_CHANGES = 0x100 | 0x200 | 0x40 | 0x80 | 0x400 | 0x800
 _PUNCH = 0x2 | 0x1  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
 

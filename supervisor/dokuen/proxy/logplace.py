@@ -27,6 +27,53 @@ _KINDS = {
 _OPEN = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+def own_directory(directory: Path) -> str | None:
+    """Make ``directory`` dokuend's (0700) if it is not: what stood at its name instead (a
+    link, a file, another user's directory) is cleared first, and said (the return).
+    Raises OSError."""
+    cleared = None
+    try:
+        info = os.lstat(directory)
+    except FileNotFoundError:
+        pass
+    else:
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid():
+            if stat.S_IMODE(info.st_mode) != 0o700:
+                os.chmod(directory, 0o700)
+            return None
+        cleared = _KINDS.get(stat.S_IFMT(info.st_mode), "replaced by a file")
+        if stat.S_ISDIR(info.st_mode):
+            cleared = f"replaced by a directory of uid {info.st_uid}"
+        clear(directory)
+    os.mkdir(directory, 0o700)
+    return cleared
+
+
+def own_file(path: Path) -> tuple[int, os.stat_result, str | None]:
+    """Open (make) the plain file at ``path`` to read and punch, never following a link:
+    its descriptor, its status, and what stood at its name instead, cleared first (a link,
+    a FIFO, a directory, a file with another name). Raises OSError."""
+    cleared = None
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            cleared = (
+                standing(path, -1)
+                if stat.S_ISREG(info.st_mode)
+                else _KINDS.get(stat.S_IFMT(info.st_mode), "replaced")
+            )
+            clear(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    info = os.fstat(fd)  # (only dokuend or root can put a file there: whose is not checked)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:  # root, racing this
+        os.close(fd)
+        raise OSError(errno.EPERM, "not a file of dokuend's own", str(path))
+    return fd, info, cleared
+
+
 def standing(path: Path, inode: int) -> str | None:
     """None when ``path`` is still the file ``inode``; else what happened to the name:
     NOTHING, OTHER_FILE (a plain file with no other name: a logrotate's ``create``), or
