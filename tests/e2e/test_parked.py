@@ -8,15 +8,17 @@ app destroyed with its slots parked: nothing is left running, the daemon answers
 import os
 import re
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 
-from tests.e2e.conftest import Dokuen, wait_for, write_app
+from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
 
 COUNTER = """\
+import subprocess
 import time
 n = 0
 while True:
@@ -125,4 +127,48 @@ def test_parked_workers_survive_reexec_kill_9_scale_restart_and_destroy(
     wait_for(lambda: not [pid for pid in again.values() if alive(pid)] or None, "all ended")
     assert dokuen.ctl("status").returncode == 0
     assert dokuen.ps() == []
+    assert "Traceback" not in dokuen.daemon_stderr()
+
+
+def test_exits_during_a_reexec_are_seen_and_a_crash_loop_goes_on(
+    dokuen: Dokuen, tmp_path: Path
+) -> None:
+    """A parked worker killed while ``daemon:reload`` runs (the old image frozen, the new
+    one not yet adopting), and a worker in a crash loop (parked between its exits): the
+    new image restarts the first and carries on the second's backoff."""
+    procfile = 'clock: python3 -u counter.py\ncrash: sh -c "echo boom; sleep 0.2; exit 1"\n'
+    dokuen.deploy("herd", write_app(tmp_path / "src", procfile, {"counter.py": COUNTER}))
+    dokuen.ctl("ps:scale", "herd", "clock=4", "crash=1")
+    wait_for(lambda: len(pids(dokuen)) == 5 or None, "five processes")
+    wait_for(lambda: "crash.1 exited with code 1, restarting" in dokuen.log(), "a crash")
+    before = pids(dokuen)
+    reload = subprocess.Popen(
+        [str(BIN / "dokuenctl"), "daemon:reload", "--timeout", "60"],
+        env=dokuen.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.05)
+    os.kill(before["clock.2"], signal.SIGKILL)  # while the new program is checked
+    wait_for(lambda: '"daemon.reexec"' in dokuen.daemon_stderr(), "the exec", timeout=60)
+    os.kill(before["clock.3"], signal.SIGKILL)  # while the new image starts
+    _out, err = reload.communicate(timeout=90)
+    assert reload.returncode == 0, err
+    for name in ("clock.2", "clock.3"):
+
+        def again(name: str = name) -> bool:
+            return pids(dokuen).get(name) not in (None, before[name])
+
+        wait_for(again, f"{name} again")
+        assert not alive(before[name])
+    for name in ("clock.2", "clock.3"):  # each exit seen with its status, by one image
+        assert dokuen.log().count(f"{name} killed by SIGKILL, restarting") == 1
+    for name in ("clock.1", "clock.4"):
+        assert pids(dokuen)[name] == before[name]
+    crashes = dokuen.log().count("crash.1 exited with code 1, restarting")
+    wait_for(
+        lambda: dokuen.log().count("crash.1 exited with code 1, restarting") > crashes + 1,
+        "the crash loop after the re-exec",
+    )
     assert "Traceback" not in dokuen.daemon_stderr()
