@@ -135,7 +135,8 @@ def test_exits_during_a_reexec_are_seen_and_a_crash_loop_goes_on(
 ) -> None:
     """A parked worker killed while ``daemon:reload`` runs (the old image frozen, the new
     one not yet adopting), and a worker in a crash loop (parked between its exits): the
-    new image restarts the first and carries on the second's backoff."""
+    new image restarts the first and carries on the second's backoff; a shutdown then
+    stops every parked worker."""
     procfile = 'clock: python3 -u counter.py\ncrash: sh -c "echo boom; sleep 0.2; exit 1"\n'
     dokuen.deploy("herd", write_app(tmp_path / "src", procfile, {"counter.py": COUNTER}))
     dokuen.ctl("ps:scale", "herd", "clock=4", "crash=1")
@@ -172,3 +173,7 @@ def test_exits_during_a_reexec_are_seen_and_a_crash_loop_goes_on(
         "the crash loop after the re-exec",
     )
     assert "Traceback" not in dokuen.daemon_stderr()
+    # A shutdown with the workers parked: each becomes a task again and is stopped.
+    last = pids(dokuen)
+    assert dokuen.terminate() == 0
+    assert not [pid for pid in last.values() if alive(pid)]
