@@ -267,3 +267,25 @@ async def test_a_line_longer_than_a_read_still_being_written_holds_the_reader_up
 
     await reading(tmp_path, log_file, steps)
     assert [p[:4] for p in shown(log_file)] == ["/r/1", "/r/2"]
+
+
+async def test_a_line_without_its_newline_waits_across_a_restart(tmp_path: Path) -> None:
+    """nginx's last write cut short (its worker killed mid-line, or a slow disk): the
+    part waits, unread and unpunched, through a stop; the next reader shows it once whole."""
+    log_file = tmp_path / "dokuen.log"
+    path = tmp_path / "router" / "access.log"
+    last = request(2)
+
+    async def first(reader: AccessLog) -> None:
+        append(path, request(1) + last[:30])
+        await until(lambda: len(shown(log_file)) == 1, "the whole line")
+        await anyio.sleep(accesslog.PUNCH_AFTER * 3)  # punched up to the part, not past it
+        assert len(shown(log_file)) == 1
+
+    async def second(reader: AccessLog) -> None:
+        append(path, last[30:])
+        await until(lambda: len(shown(log_file)) == 2, "the line, whole")
+
+    await reading(tmp_path, log_file, first)
+    await reading(tmp_path, log_file, second)
+    assert shown(log_file) == ["/r/1", "/r/2"]

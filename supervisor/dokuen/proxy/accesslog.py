@@ -348,12 +348,15 @@ class AccessLog:
         log.warning("router.displaced", path=str(self.path), what=what)
         self._mux.event("nginx", f"{self.path} was {what}: reading a new file in its place")
         try:
-            if what not in (logplace.OTHER_FILE, "deleted"):
+            if what not in (logplace.OTHER_FILE, logplace.NOTHING):
                 logplace.clear(self.path)
             self._reopen()
-        except OSError as exc:
+        except OSError as exc:  # tried again at the next change in the directory
             self.problem = f"router lines may be lost: {self.path} was {what} ({exc.strerror})"
             log.error("router.unavailable", problem=self.problem)
+        else:
+            if self.problem is not None and self.problem.startswith("router lines may be"):
+                self.problem = None
 
     def _reopen(self) -> None:
         """Read the file at its name from now on (made if need be), the one before it to
