@@ -215,3 +215,30 @@ async def test_a_parked_process_that_fills_its_pipe_loses_and_breaks_no_line(
     )
     assert joined == "huge " + "y" * 200000
     assert lines[-1] == "done"
+
+
+async def test_two_stops_and_an_exit_at_once_end_a_parked_slot_once(tmp_path: Path) -> None:
+    """A scale-down and a destroy racing each other on a parked slot whose process exits at
+    the same moment: one wake-up, one end, both stops return, nothing restarted."""
+    log = tmp_path / "dokuen.log"
+    mux = LogMux(log, max_bytes=1 << 30, keep=1)
+    spawner = OsSpawner()
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(mux.run)
+            parking = Parking(tg)
+            before = tasks()
+            twice = slot("twice", mux, pool(), tmp_path, spawner, parking)
+            await tg.start(twice.run)
+            await until(lambda: tasks() == before, "parked")
+            os.kill(twice.pid or 0, signal.SIGKILL)
+            async with anyio.create_task_group() as stops:
+                stops.start_soon(twice.stop)
+                stops.start_soon(twice.stop)
+            await anyio.sleep(0.2)
+            assert twice.state is ProcessState.STOPPED
+            assert not spawner.live
+            assert tasks() == before
+            await mux.drained()
+            tg.cancel_scope.cancel()
+    assert log.read_text().count("worker.1 started") == 1
