@@ -11,11 +11,13 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
-from tests.e2e.conftest import BIN, Dokuen, wait_for, write_app
+from tests.e2e.conftest import BIN, Dokuen, free_port_block, wait_for, write_app
 
 COUNTER = """\
 import subprocess
@@ -177,3 +179,43 @@ def test_exits_during_a_reexec_are_seen_and_a_crash_loop_goes_on(
     last = pids(dokuen)
     assert dokuen.terminate() == 0
     assert not [pid for pid in last.values() if alive(pid)]
+
+
+@pytest.fixture
+def roomy(tmp_path: Path) -> Iterator[Dokuen]:
+    """A dokuend with ports for eighty processes."""
+    daemon = Dokuen(home=tmp_path / "home", ports=free_port_block(80))
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        if daemon.process is not None:
+            daemon.terminate()
+
+
+def test_sixty_parked_workers_killed_at_once_are_all_restarted_and_nothing_leaks(
+    roomy: Dokuen, tmp_path: Path
+) -> None:
+    """Sixty idle workers of a real dokuend, killed in the same instant: each restarted
+    once (a new pid, running), and the daemon holds as many descriptors after as before."""
+    dokuen, count = roomy, 60
+    dokuen.deploy("herd", write_app(tmp_path / "src", "idle: exec sleep 100000\n"))
+    dokuen.ctl("ps:scale", "herd", f"idle={count}")
+    wait_for(lambda: dokuen.running("herd", count), "sixty workers", timeout=60)
+    assert dokuen.process is not None
+    daemon = psutil.Process(dokuen.process.pid)
+    fds, threads = daemon.num_fds(), daemon.num_threads()
+    before = pids(dokuen)
+    for pid in before.values():
+        os.kill(pid, signal.SIGKILL)
+
+    def all_again() -> bool:
+        now = pids(dokuen)
+        fresh = len(now) == count and not set(now.values()) & set(before.values())
+        return fresh and dokuen.running("herd", count) is not None
+
+    wait_for(all_again, "sixty new workers", timeout=60)
+    assert not [pid for pid in before.values() if alive(pid)]
+    assert dokuen.log().count("killed by SIGKILL, restarting") == count
+    wait_for(lambda: daemon.num_fds() == fds or None, "the descriptors of before")
+    assert daemon.num_threads() <= threads + 1  # at most the log writer's, started lazily
