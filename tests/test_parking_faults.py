@@ -242,3 +242,63 @@ async def test_two_stops_and_an_exit_at_once_end_a_parked_slot_once(tmp_path: Pa
             await mux.drained()
             tg.cancel_scope.cancel()
     assert log.read_text().count("worker.1 started") == 1
+
+
+def in_write(pid: int) -> bool:
+    """Whether ``pid`` waits in write(2) (its pipe full: nobody reads it)."""
+    try:
+        return Path(f"/proc/{pid}/syscall").read_text().split()[0] == "1"
+    except (OSError, IndexError):
+        return False
+
+
+async def test_a_parked_writer_waits_while_the_log_is_stuck_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """The unified log's writer stuck (its file a FIFO nobody drains: a disk that does not
+    answer): the log falls behind, the intake stops reading the parked process's pipe, the
+    process waits in its write, its slot stays parked; once the log moves, every line
+    arrives whole, once, in order."""
+    log = tmp_path / "dokuen.log"
+    os.mkfifo(log)
+    drain = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
+    mux = LogMux(log, max_bytes=1 << 40, keep=1, high_water=256 << 10)
+    spawner = OsSpawner()
+    (tmp_path / "writer.py").write_text(WRITER)
+    received = bytearray()
+    try:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                await tg.start(mux.run)
+                parking = Parking(tg)
+                before = tasks()
+                writer = slot("w", mux, pool(), tmp_path, spawner, parking, '"$PYTHON" writer.py')
+                await tg.start(writer.run)
+                await until(lambda: in_write(writer.pid or 0), "the writer blocked")
+                assert mux.behind
+                assert tasks() == before  # parked all the while
+                assert len(parking.parked) == 1
+
+                async def drained() -> bool:
+                    while True:
+                        try:
+                            chunk = os.read(drain, 1 << 20)
+                        except BlockingIOError:
+                            return b"w[worker.1]: done\n" in received[-200:]
+                        if not chunk:
+                            return False
+                        received.extend(chunk)
+
+                while not await drained():
+                    await anyio.sleep(0.005)
+                assert writer.state is ProcessState.RUNNING
+                assert writer.restarts == 0
+                await writer.stop()
+                tg.cancel_scope.cancel()
+    finally:
+        os.close(drain)
+    text = received.decode().splitlines()
+    lines = [line.split(": ", 1)[1] for line in text if "w[worker.1]" in line]
+    assert [line for line in lines if line[:1].isdigit()] == [
+        f"{n:07d} " + "x" * 300 for n in range(40000)
+    ]
