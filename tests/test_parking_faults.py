@@ -4,9 +4,12 @@ lives, a stop racing the wake-up at every step of it, sixty parked processes kil
 the same moment, and a parked process whose pipe fills: every exit restarted per the
 policy, every stop final, no task, descriptor or process left, every line whole and once."""
 
+import contextlib
 import os
+import select
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import anyio
@@ -252,6 +255,31 @@ def in_write(pid: int) -> bool:
         return False
 
 
+class Drain(threading.Thread):
+    """Reads the log's FIFO once ``release``d, until ``halt``: the disk that answers again
+    (and keeps answering through the test's teardown, whose last lines go there too)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self.received = bytearray()
+        self.release, self.halt = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        self.release.wait()
+        while not self.halt.is_set():
+            if select.select([self.fd], [], [], 0.05)[0]:
+                with contextlib.suppress(BlockingIOError):
+                    self.received.extend(os.read(self.fd, 1 << 20))
+
+    def stop(self) -> bytes:
+        self.release.set()
+        self.halt.set()
+        self.join(10)
+        os.close(self.fd)
+        return bytes(self.received)
+
+
 async def test_a_parked_writer_waits_while_the_log_is_stuck_and_loses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -261,11 +289,11 @@ async def test_a_parked_writer_waits_while_the_log_is_stuck_and_loses_nothing(
     arrives whole, once, in order."""
     log = tmp_path / "dokuen.log"
     os.mkfifo(log)
-    drain = os.open(log, os.O_RDONLY | os.O_NONBLOCK)
+    drain = Drain(log)
+    drain.start()
     mux = LogMux(log, max_bytes=1 << 40, keep=1, high_water=256 << 10)
     spawner = OsSpawner()
     (tmp_path / "writer.py").write_text(WRITER)
-    received = bytearray()
     try:
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
@@ -274,29 +302,21 @@ async def test_a_parked_writer_waits_while_the_log_is_stuck_and_loses_nothing(
                 before = tasks()
                 writer = slot("w", mux, pool(), tmp_path, spawner, parking, '"$PYTHON" writer.py')
                 await tg.start(writer.run)
-                await until(lambda: in_write(writer.pid or 0), "the writer blocked")
-                assert mux.behind
-                assert tasks() == before  # parked all the while
-                assert len(parking.parked) == 1
-
-                async def drained() -> bool:
-                    while True:
-                        try:
-                            chunk = os.read(drain, 1 << 20)
-                        except BlockingIOError:
-                            return b"w[worker.1]: done\n" in received[-200:]
-                        if not chunk:
-                            return False
-                        received.extend(chunk)
-
-                while not await drained():
-                    await anyio.sleep(0.005)
+                try:
+                    blocked = lambda: mux.behind and in_write(writer.pid or 0)  # noqa: E731
+                    await until(blocked, "the log behind, the writer blocked")
+                    assert tasks() == before  # parked all the while
+                    assert len(parking.parked) == 1
+                finally:  # a failure too: the teardown's lines must get through
+                    drain.release.set()
+                await until(lambda: b"w[worker.1]: done\n" in drain.received, "every line")
                 assert writer.state is ProcessState.RUNNING
                 assert writer.restarts == 0
                 await writer.stop()
+                await mux.drained()
                 tg.cancel_scope.cancel()
     finally:
-        os.close(drain)
+        received = drain.stop()
     text = received.decode().splitlines()
     lines = [line.split(": ", 1)[1] for line in text if "w[worker.1]" in line]
     assert [line for line in lines if line[:1].isdigit()] == [
