@@ -17,7 +17,9 @@ reach the directory), and the old one read to its end while the old workers writ
 what they hold.
 
 The directory is dokuend's alone (0700): no app can read other apps' requests, write a line
-or put a link in its place. The file is opened without following links.
+or put a link in its place. The file is opened without following links; what root puts at
+its name (a link, a FIFO, a logrotate's new file) is cleared or taken, never followed, nginx
+told (logplace.py); a file shorter than what was read (copytruncate) is read from its start.
 """
 
 import asyncio
@@ -25,7 +27,6 @@ import contextlib
 import errno
 import os
 import signal
-import stat
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -34,9 +35,11 @@ import anyio
 import anyio.abc
 
 from dokuen.events import get_logger
-from dokuen.proxy.holes import first_line, punch, watch
+from dokuen.proxy import logplace
+from dokuen.proxy.holes import DIRECTORY_CHANGES, first_line, punch, watch
 from dokuen.proxy.master import signal_master
 from dokuen.proxy.router import ACCESS_LOG, ERROR_LOG, dyno_table, render_batch, render_line
+from dokuen.proxy.unsent import Unsent
 from dokuen.supervise.logmux import LogMux, timestamp
 
 log = get_logger()
@@ -54,7 +57,6 @@ BEHIND = 0.05  # seconds to wait while the log writer is behind: the lines wait 
 POLL = 0.2  # seconds between looks where there is no inotify (not Linux)
 ROTATE_AT = 16 << 20  # where holes cannot be punched: the size at which the file is renamed
 OLD_KEPT = 5.0  # seconds a renamed file is read after nginx was told to reopen
-UNSENT = (b'access.log" failed', b'access.log" was incomplete')  # nginx's alerts (a minute)
 
 
 class AccessLog:
@@ -79,9 +81,9 @@ class AccessLog:
         self._table = dyno_table(self._dynos)
         self.counts = {"lines": 0, "unparsed": 0, "unsent": 0}
         self.turns = 0  # wakeups that read something
-        self.errors = prefix / ERROR_LOG  # nginx's: what it could not write
-        self._errors_read = _size(self.errors)  # what came before this dokuend is not counted
+        self.unsent = Unsent(prefix / ERROR_LOG)  # nginx's error log: what it could not write
         self._fd = -1
+        self._inode = 0  # the file's, to tell it from what may be put at its name
         self._offset = 0  # where the next line starts
         self._marks: list[tuple[int, int]] = []  # (the log's stream position, offset) to punch
         self._punched = 0
@@ -111,27 +113,17 @@ class AccessLog:
     def status(self) -> dict[str, int | str | None]:
         """What ``dokuenctl status`` shows: the counts, the turns, and why there are no
         lines if so."""
-        self._count_unsent()
+        self.counts["unsent"] += self.unsent.count()
         return {**self.counts, "problem": self.problem, "turns": self.turns}
 
     def prepare(self) -> None:
-        """Make the directory (0700, dokuend's) and the file before nginx opens it, and
-        check that neither is a link or anyone else's. Raises OSError."""
+        """Make the directory (0700, dokuend's) and the file before nginx (root) opens it:
+        a link or anything else root put at either name is cleared, never followed (nginx
+        would), and said. Raises OSError."""
         directory = self.path.parent
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o700)
-        info = directory.lstat()
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            raise OSError(errno.ELOOP, "not a directory of dokuend's own", str(directory))
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            directory.chmod(0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        info = os.fstat(fd)
-        # Only dokuend (or root) could have put anything in the directory: its owner is not
-        # checked, only that it is a plain file with no other name.
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            os.close(fd)
-            raise OSError(errno.EPERM, "not a file of dokuend's own", str(self.path))
+        self._cleared(directory, logplace.own_directory(directory))
+        fd, info, what = logplace.own_file(self.path)
+        self._cleared(self.path, what)
         if self._fd >= 0 and os.fstat(self._fd).st_ino == info.st_ino:
             os.close(fd)
             return
@@ -139,9 +131,19 @@ class AccessLog:
             self._turn()
             os.close(self._fd)
         self._fd, self._offset, self._marks = fd, first_line(fd), []
-        self._offset = self._punched = max(self._offset, self._noted(info.st_ino))
+        self._inode = info.st_ino
+        noted, why = logplace.read_note(self.path.with_name("read"), info.st_ino, info.st_size)
+        if why is not None:  # read from the first line kept: some may be shown twice
+            log.warning("router.note_ignored", path=str(self.path.with_name("read")), why=why)
+        self._offset = self._punched = max(self._offset, noted)
         if self._notify >= 0:  # a watch follows its file: the new one needs its own
             watch(self.path, self._notify)
+            watch(directory, self._notify, DIRECTORY_CHANGES)
+
+    def _cleared(self, name: Path, what: str | None) -> None:
+        if what is not None:
+            log.warning("router.displaced", path=str(name), what=what)
+            self._mux.event("nginx", f"{name} was {what}: cleared, never followed")
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -156,7 +158,8 @@ class AccessLog:
             return
         loop = self._loop = asyncio.get_running_loop()
         notify = self._notify = watch(self.path)
-        if notify >= 0:
+        if notify >= 0:  # and what is put at its name
+            watch(self.path.parent, notify, DIRECTORY_CHANGES)
             loop.add_reader(notify, self._changed, notify)
         task_status.started()
         log.info("router.reading", path=str(self.path), offset=self._offset, inotify=notify >= 0)
@@ -165,6 +168,7 @@ class AccessLog:
             while True:
                 await anyio.sleep(POLL if notify < 0 else 3600)
                 if notify < 0:
+                    self._check_place()
                     self._turn()
         finally:
             if notify >= 0:
@@ -197,24 +201,17 @@ class AccessLog:
         next dokuend after a stop or a re-exec; a ``kill -9`` reads it from the start)."""
         if self._punches:
             return
-        with contextlib.suppress(OSError):
-            text = f"{os.fstat(self._fd).st_ino} {self._punched}\n"
-            self.path.with_name("read").write_text(text)
-
-    def _noted(self, inode: int) -> int:
-        """The offset ``_note`` wrote for this file (0 if none, or for another file)."""
         try:
-            noted, offset = self.path.with_name("read").read_text().split()
-            self.path.with_name("read").unlink()
-            return int(offset) if int(noted) == inode else 0
-        except (OSError, ValueError):
-            return 0
+            logplace.write_note(self.path.with_name("read"), self._inode, self._punched)
+        except OSError as exc:  # the next dokuend reads the file from its start
+            log.warning("router.note_failed", error=str(exc))
 
     def _changed(self, notify: int) -> None:
         """The kernel says nginx wrote: drop its events (any number: one turn reads all)."""
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while os.read(notify, 4096):
                 pass
+        self._check_place()
         if self._due:  # a turn is set already
             return
         wait = self._last_turn + TURN_EVERY - self._loop.time()  # type: ignore[union-attr]
@@ -235,6 +232,11 @@ class AccessLog:
         if self._loop is not None and self._mux.behind:  # they wait in the file meanwhile
             self._later(BEHIND)
             return
+        size = os.fstat(self._fd).st_size
+        if size < self._offset:  # truncated behind dokuend's back (logrotate's copytruncate)
+            log.warning("router.truncated", path=str(self.path), size=size, read=self._offset)
+            self._offset = self._punched = first_line(self._fd)
+            self._marks = []  # not to be punched: the new lines are where they were
         self._punch(self._mux.written)
         self._more = False
         if self._old is not None:
@@ -310,21 +312,70 @@ class AccessLog:
     def _punch(self, written: float) -> None:
         """Give back the blocks of every line the log has written (its position ``written``):
         a hole, where the next dokuend starts."""
-        upto = self._punched
-        while self._marks and self._marks[0][0] <= written:
-            upto = self._marks.pop(0)[1]
+        done = 0
+        while done < len(self._marks) and self._marks[done][0] <= written:
+            done += 1
+        upto = self._marks[done - 1][1] if done else self._punched
         if upto <= self._punched:
+            del self._marks[:done]
             return
         if self._punches:
             try:
                 punch(self._fd, self._punched, upto - self._punched)
             except OSError as exc:
                 if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                    log.warning("router.punch_failed", error=str(exc))
+                    # (ENOSPC: ext4 may need a block to split an extent.) The marks stay:
+                    # the next turn punches from the same place, and a restart before it
+                    # shows these lines again rather than losing any.
+                    if self.problem is None:
+                        log.warning("router.punch_failed", error=str(exc))
+                    self.problem = f"read lines not freed ({exc.strerror}): they take space"
                     return
                 self._punches = False
                 log.warning("router.no_holes", path=str(self.path), fix="renamed at 16 MiB")
+            else:
+                if self.problem is not None and self.problem.startswith("read lines not"):
+                    self.problem = None  # freed again: the space is back
+        del self._marks[:done]
         self._punched = upto
+
+    def _check_place(self) -> None:
+        """Something was put at the file's name (root: a logrotate, a link, a FIFO) or it
+        was deleted: read the file out, clear the name (nothing at it is followed), make
+        the file again and have nginx reopen it (HUP), as a rename does (``_rotate``)."""
+        if self._fd < 0 or (what := logplace.standing(self.path, self._inode)) is None:
+            return
+        log.warning("router.displaced", path=str(self.path), what=what)
+        self._mux.event("nginx", f"{self.path} was {what}: reading a new file in its place")
+        try:
+            if what not in (logplace.OTHER_FILE, logplace.NOTHING):
+                logplace.clear(self.path)
+            self._reopen()
+        except OSError as exc:  # tried again at the next change in the directory
+            self.problem = f"router lines may be lost: {self.path} was {what} ({exc.strerror})"
+            log.error("router.unavailable", problem=self.problem)
+        else:
+            if self.problem is not None and self.problem.startswith("router lines may be"):
+                self.problem = None
+
+    def _reopen(self) -> None:
+        """Read the file at its name from now on (made if need be), the one before it to
+        its end while nginx's old workers write to it, and tell nginx (HUP)."""
+        if self._old is not None:  # read out the one before, no longer written
+            self._read_old()
+        if self._old is not None:
+            os.close(self._old[0])
+            self._old = None
+        fd, offset = self._fd, self._offset
+        self._fd = -1
+        try:
+            self.prepare()
+        except OSError:
+            self._fd = fd
+            raise
+        self._old = (fd, offset, time.monotonic())
+        if (master := self._master()) is not None:
+            signal_master(master, self.path.parent.parent, signal.SIGHUP)
 
     def _rotate(self) -> None:
         """Where holes cannot be punched: rename the file, make a new one and reload nginx
@@ -332,13 +383,8 @@ class AccessLog:
         master = self._master()
         if master is None:
             return
-        old = self.path.with_name("access.log.old")
-        os.replace(self.path, old)
-        fd, offset = self._fd, self._offset
-        self._fd = -1
-        self.prepare()
-        self._old = (fd, offset, time.monotonic())
-        signal_master(master, self.path.parent.parent, signal.SIGHUP)
+        os.replace(self.path, self.path.with_name("access.log.old"))
+        self._reopen()
 
     def _read_old(self) -> None:
         assert self._old is not None
@@ -351,26 +397,3 @@ class AccessLog:
             self._old = None
             with contextlib.suppress(OSError):
                 self.path.with_name("access.log.old").unlink()
-
-    def _count_unsent(self) -> None:
-        """Count nginx's alerts that it could not write to the file since the last look
-        (one a minute at most while it cannot: what it dropped is not counted by line)."""
-        size = _size(self.errors)
-        if size == self._errors_read:
-            return
-        start = self._errors_read if size > self._errors_read else 0  # rotated: all of it
-        try:
-            with self.errors.open("rb") as log_file:
-                log_file.seek(start)
-                text = log_file.read(size - start)
-        except OSError:
-            return
-        self._errors_read = size
-        self.counts["unsent"] += sum(map(text.count, UNSENT))
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

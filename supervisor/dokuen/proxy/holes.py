@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     import ctypes
 
 _IN_MODIFY = 0x2
+# A name made, removed or renamed in a watched directory (IN_CREATE, IN_DELETE,
+# IN_MOVED_FROM, IN_MOVED_TO: something put in the place of the file), or the directory
+# itself deleted or renamed (IN_DELETE_SELF, IN_MOVE_SELF: a link put in its place).
+DIRECTORY_CHANGES = 0x100 | 0x200 | 0x40 | 0x80 | 0x400 | 0x800
 _PUNCH = 0x2 | 0x1  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
 
 
@@ -42,18 +46,22 @@ def _loaded() -> "ctypes.CDLL | None":
     return libc
 
 
-def watch(path: Path, notify: int = -1) -> int:
+def watch(path: Path, notify: int = -1, mask: int = _IN_MODIFY) -> int:
     """An inotify descriptor (non-blocking) that is readable when the file now at ``path``
-    is written (``notify``, another file's, given: it watches both); -1 where there is none."""
+    is written (``notify``, another file's, given: it watches both; ``mask``
+    DIRECTORY_CHANGES and a directory: when a name in it changes); -1 where there is none
+    (a given ``notify`` stays open: its other watches go on)."""
     libc = _loaded()
     if libc is None:
         return -1
-    if notify < 0:
+    made = notify < 0
+    if made:
         notify = int(libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
     if notify < 0:
         return -1
-    if libc.inotify_add_watch(notify, bytes(path), _IN_MODIFY) < 0:
-        os.close(notify)
+    if libc.inotify_add_watch(notify, bytes(path), mask) < 0:
+        if made:
+            os.close(notify)
         return -1
     return notify
 
