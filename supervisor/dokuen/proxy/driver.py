@@ -225,16 +225,21 @@ class NginxProxy:
         """The directories under nginx/ and its main file (all of it derived data)."""
         for directory in ("apps", "logs", "temp"):
             (self.managed.prefix / directory).mkdir(parents=True, exist_ok=True)
-        if self.router is not None:  # before nginx opens the file (nginx -t too)
-            try:
-                self.router.prepare()
-            except OSError as exc:  # its task says so (status): the apps are served anyway
-                log.error("router.unavailable", error=explain(exc))
+        self._prepare_router()
         if self.system:
             include = self.managed.prefix / "dokuen-http.conf"
             include.write_text(render_system_include(self.managed))
         else:
             self.managed.config.write_text(render_main(self.managed))
+
+    def _prepare_router(self) -> None:
+        """Before nginx (root) opens the router log's name: at start, at every reload and
+        every master start, so a link put there in between is cleared, never followed."""
+        if self.router is not None:
+            try:
+                self.router.prepare()
+            except OSError as exc:  # its task says so (status): the apps are served anyway
+                log.error("router.unavailable", error=explain(exc))
 
     def _prefix_missing(self) -> bool:
         prefix = self.managed.prefix
@@ -320,6 +325,7 @@ class NginxProxy:
     async def _reload(self, master: int) -> bool:
         """Reload the master; return once only workers with the new config accept. False
         when it is no longer our master (it died: the next one reads the new config)."""
+        self._prepare_router()
         return await reload_master(master, self.managed.prefix, RELOAD_TIMEOUT, RELOAD_SETTLE)
 
     async def _supervise_master(
@@ -341,6 +347,7 @@ class NginxProxy:
                 if child is None:
                     if not self.files.unloaded:  # its ids would start again as another's
                         await self._renonce()
+                    self._prepare_router()
                     child = await self._spawner(
                         f"exec {shlex.join(argv)}", {"PATH": os.defpath}, self.managed.prefix
                     )
