@@ -127,9 +127,8 @@ class AccessLog:
         if self._fd >= 0 and os.fstat(self._fd).st_ino == info.st_ino:
             os.close(fd)
             return
-        if self._fd >= 0:  # the file was replaced (its directory deleted): read the old one out
-            self._turn()
-            os.close(self._fd)
+        if self._fd >= 0:  # replaced: the old one read out while nginx's old workers write it
+            self._retire()
         self._fd, self._offset, self._marks = fd, first_line(fd), []
         self._inode = info.st_ino
         noted, why = logplace.read_note(self.path.with_name("read"), info.st_ino, info.st_size)
@@ -345,6 +344,10 @@ class AccessLog:
         the file again and have nginx reopen it (HUP), as a rename does (``_rotate``)."""
         if self._fd < 0 or (what := logplace.standing(self.path, self._inode)) is None:
             return
+        if what == logplace.NOTHING and not self.path.parent.is_symlink():
+            # Deleted (a rm -rf of nginx/, say, which a new file would make fail): nginx and
+            # dokuend still share the file; the driver makes it again with the rest.
+            return
         log.warning("router.displaced", path=str(self.path), what=what)
         self._mux.event("nginx", f"{self.path} was {what}: reading a new file in its place")
         try:
@@ -361,19 +364,7 @@ class AccessLog:
     def _reopen(self) -> None:
         """Read the file at its name from now on (made if need be), the one before it to
         its end while nginx's old workers write to it, and tell nginx (HUP)."""
-        if self._old is not None:  # read out the one before, no longer written
-            self._read_old()
-        if self._old is not None:
-            os.close(self._old[0])
-            self._old = None
-        fd, offset = self._fd, self._offset
-        self._fd = -1
-        try:
-            self.prepare()
-        except OSError:
-            self._fd = fd
-            raise
-        self._old = (fd, offset, time.monotonic())
+        self.prepare()
         if (master := self._master()) is not None:
             signal_master(master, self.path.parent.parent, signal.SIGHUP)
 
@@ -385,6 +376,16 @@ class AccessLog:
             return
         os.replace(self.path, self.path.with_name("access.log.old"))
         self._reopen()
+
+    def _retire(self) -> None:
+        """The file read so far becomes the old one, read to its end for ``OLD_KEPT``
+        seconds; the one before it, no longer written, is read out and closed."""
+        if self._old is not None:
+            self._read_old()
+        if self._old is not None:
+            os.close(self._old[0])
+        self._old = (self._fd, self._offset, time.monotonic())
+        self._fd = -1
 
     def _read_old(self) -> None:
         assert self._old is not None
