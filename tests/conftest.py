@@ -1,9 +1,16 @@
 """Shared test setup: async tests run on anyio's asyncio backend with asyncio's own loop, as
 dokuend does."""
 
+import signal
 from typing import Any
 
 import pytest
+
+# A suite started in the background of a non-interactive shell (`.ci/run &`) inherits
+# SIGINT ignored, and so would every dokuenctl a test interrupts with it (a Ctrl-C's
+# "interrupted" line, tests/e2e/test_build.py and test_lifecycle.py): Python's own handler
+# here, which a child's exec turns back into the default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
