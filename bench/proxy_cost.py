@@ -80,15 +80,16 @@ def one_process(conf: str) -> str:
 
 @contextlib.contextmanager
 def nginx_under(tool: list[str], conf: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """nginx with ``conf`` under ``tool`` (valgrind, strace), answering on ``port``."""
+    """nginx with ``conf`` under ``tool`` (valgrind; none: nginx itself), answering on
+    ``port``."""
     command = [*tool, "nginx", "-p", str(conf.parent), "-c", str(conf)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: serving(port, HOST), 60, f"nginx under {tool[0]} on port {port}")
+        wait_for(lambda: serving(port, HOST), 60, f"{' '.join(command[:2])} on port {port}")
         yield process
     finally:
         if process.poll() is None:
-            process.terminate()  # valgrind and strace pass it on to nginx, which stops
+            process.terminate()  # nginx stops (under valgrind, which passes it on)
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:
@@ -118,13 +119,7 @@ def instructions(conf: Path, port: int, count: int) -> int:
 def system_calls(conf: Path, port: int, count: int) -> dict[str, int]:
     """How many of each system call nginx makes for ``count`` requests (``strace -c``)."""
     summary = conf.with_name("strace.txt")
-    server = subprocess.Popen(
-        ["nginx", "-p", str(conf.parent), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: serving(port, HOST), 30, f"nginx on port {port}")
+    with nginx_under([], conf, port) as server:
         requests(port, WARM_UP)
         tracer = subprocess.Popen(
             ["strace", "-c", "-f", "-o", str(summary), "-p", str(server.pid)],
@@ -134,9 +129,6 @@ def system_calls(conf: Path, port: int, count: int) -> dict[str, int]:
         requests(port, count)
         tracer.send_signal(2)  # SIGINT: detach and write the summary
         tracer.wait(30)
-    finally:
-        server.terminate()
-        server.wait(30)
     calls: dict[str, int] = {}
     for line in summary.read_text().splitlines():
         words = line.split()
