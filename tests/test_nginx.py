@@ -162,10 +162,9 @@ def test_nginx_accepts_everything_rendered(tmp_path: Path) -> None:
     nginx_t(tmp_path, managed.config)
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
-def test_a_system_nginx_accepts_the_include_and_the_app_files(tmp_path: Path) -> None:
-    """System mode: the system's http block includes dokuen-http.conf, which includes the
-    app files (no router lines: no log format, no access log of dokuend's)."""
+def system_nginx(tmp_path: Path) -> tuple[Managed, Path]:
+    """dokuen's files for a system nginx, and a system nginx.conf whose http block
+    includes dokuen-http.conf."""
     managed = Managed(tmp_path / "dokuen", "127.0.0.1:8080")
     managed.sites.mkdir(parents=True)
     include = managed.prefix / "dokuen-http.conf"
@@ -175,6 +174,14 @@ def test_a_system_nginx_accepts_the_include_and_the_app_files(tmp_path: Path) ->
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
         f"http {{\n    proxy_temp_path {tmp_path}/t;\n    include {include};\n}}\n"
     )
+    return managed, system
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_a_system_nginx_accepts_the_include_and_the_app_files(tmp_path: Path) -> None:
+    """System mode: the system's http block includes dokuen-http.conf, which includes the
+    app files (no router lines: no log format, no access log of dokuend's)."""
+    managed, system = system_nginx(tmp_path)
     nginx_t(tmp_path, system)
     for site in (
         Site("blog", ("blog.localhost",), (5001,)),

@@ -12,6 +12,7 @@ from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import Managed, Site, render_main, render_system_include
 from dokuen.proxy.sitefiles import SiteFiles
 from dokuen.supervise.spawn import OsSpawner
+from tests.test_nginx import system_nginx
 
 NGINX = shutil.which("nginx")
 pytestmark = [
@@ -79,15 +80,7 @@ async def test_every_write_has_a_new_nonce_and_a_refused_one_changes_nothing(
 async def test_system_mode_puts_the_old_files_back_when_the_system_refuses(
     tmp_path: Path,
 ) -> None:
-    managed = Managed(tmp_path / "dokuen", "127.0.0.1:8080")
-    managed.sites.mkdir(parents=True)
-    include = managed.prefix / "dokuen-http.conf"
-    include.write_text(render_system_include(managed))
-    system = tmp_path / "system.conf"
-    system.write_text(
-        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-        f"http {{\n    proxy_temp_path {tmp_path}/t;\n    include {include};\n}}\n"
-    )
+    managed, system = system_nginx(tmp_path)
     wrapper = tmp_path / "system-nginx"
     wrapper.write_text(f'#!/bin/sh\nexec {NGINX} -p {tmp_path} -c {system} "$@"\n')
     wrapper.chmod(0o755)
@@ -100,6 +93,7 @@ async def test_system_mode_puts_the_old_files_back_when_the_system_refuses(
     # of the name blog's file declares.
     clash = managed.prefix / "clash.conf"
     clash.write_text("upstream dokuen-blog { server 127.0.0.1:1; }\n")
+    include = managed.prefix / "dokuen-http.conf"
     include.write_text(render_system_include(managed) + f"include {clash};\n")
     kept = files.nonce
     with pytest.raises(DokuenError, match="nginx -t refused the new config"):
