@@ -1,11 +1,13 @@
 """The daemon itself: its socket, its settings, its log file and its slow readers."""
 
+import contextlib
 import json
 import os
 import signal
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -185,3 +187,30 @@ def test_a_follower_that_leaves_is_forgotten_at_once(dokuen: Dokuen) -> None:
         follower.kill()
         follower.wait()
     wait_for(lambda: len(daemon.net_connections(kind="unix")) <= before, "their sockets to close")
+
+
+def test_an_orphan_that_exits_while_its_process_runs_is_reaped(
+    dokuen: Dokuen, apps_dir: Path
+) -> None:
+    """A worker leaves a background child behind (``(cmd &)``): orphaned, it becomes the
+    daemon's (a subreaper's) child, and when it exits while the worker runs on, nothing
+    of the worker's waits for it. The daemon reaps it at the SIGCHLD, after the first look
+    that follows its start, so no zombie is left under it."""
+    assert dokuen.process is not None
+    daemon = psutil.Process(dokuen.process.pid)
+    wait_for(lambda: time.time() - daemon.create_time() > 6, "the start's first look", 20)
+    dokuen.deploy(
+        "loop", write_app(apps_dir / "loop", "worker: (exec sleep 0.7 &); exec sleep 1000\n")
+    )
+
+    def orphans() -> list[psutil.Process]:
+        found = []
+        for child in daemon.children():
+            with contextlib.suppress(psutil.Error):
+                if child.cmdline() == ["sleep", "0.7"]:
+                    found.append(child)
+        return found
+
+    [orphan] = wait_for(orphans, "the orphan adopted by the daemon")
+    wait_for(lambda: not psutil.pid_exists(orphan.pid), "the orphan reaped", timeout=10)
+    assert dokuen.running("loop", 1)

@@ -4,6 +4,7 @@ a closed stderr, deleted directories. The daemon goes on and what served keeps s
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -348,6 +349,13 @@ def test_a_deleted_nginx_directory_is_made_again(tmp_path: Path, apps_dir: Path)
             "both web processes through nginx",
         )
         assert seen == {str(row["port"]) for row in rows}
+        # nginx/ renamed away (the kernel says so of nginx/ itself), then a part of it
+        # deleted (of a name in it): each is made again.
+        (daemon.home / "nginx").rename(daemon.home / "nginx.moved")
+        wait_for(site.exists, "nginx/ made again after a rename", timeout=10)
+        temp = daemon.home / "nginx" / "temp"
+        shutil.rmtree(temp)
+        wait_for(temp.exists, "nginx/temp made again", timeout=10)
         assert daemon.process is not None
         assert daemon.process.poll() is None
 

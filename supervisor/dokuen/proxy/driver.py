@@ -35,6 +35,7 @@ from dokuen.proxy.nginx import (
     render_main,
     render_system_include,
 )
+from dokuen.proxy.prefixwatch import keep_whole
 from dokuen.proxy.router import ACCESS_LOG
 from dokuen.proxy.sitefiles import HTTPS_DEFAULT, SiteFiles
 from dokuen.settings import Settings
@@ -57,7 +58,6 @@ RELOAD_TIMEOUT = 5.0
 RELOAD_SETTLE = 1.0  # at most this long for old workers to go before sync() returns
 # The system's master is not ours to watch: give its reload a moment before sync() returns.
 SYSTEM_RELOAD_SETTLE = 0.2
-PREFIX_CHECK = 2.0  # seconds between looks for a deleted nginx/ (derived data: made again)
 
 
 def find_nginx() -> str | None:
@@ -199,14 +199,10 @@ class NginxProxy:
                 await tg.start(self.router.run)
             if not self.system:
                 await tg.start(self._supervise_master)
+            tg.start_soon(keep_whole, self.managed.prefix, self._heal_prefix_now)
             task_status.started()
             while True:
-                with anyio.move_on_after(PREFIX_CHECK):
-                    await self._dirty.wait()
-                if not self._dirty.is_set():
-                    async with self._writing:
-                        await self._heal_prefix()
-                    continue
+                await self._dirty.wait()
                 with anyio.move_on_after(COALESCE):
                     await self._awaited.wait()
                 self._dirty, self._awaited = anyio.Event(), anyio.Event()
@@ -247,21 +243,27 @@ class NginxProxy:
         wanted = ("apps", "logs", "temp", *((ACCESS_LOG,) if self.router is not None else ()))
         return not all(p.exists() for p in (main, *(prefix / d for d in wanted)))
 
-    async def _heal_prefix(self) -> None:
-        """Make nginx/ again when someone deleted it (or a part); report it, then reload."""
+    async def _heal_prefix_now(self) -> bool:
+        async with self._writing:
+            return await self._heal_prefix()
+
+    async def _heal_prefix(self) -> bool:
+        """Make nginx/ again when someone deleted it (or a part); report it, then reload.
+        False when it could not be made (the error is logged)."""
         if not self._prefix_missing():
-            return
+            return True
         try:
             self._write_prefix()
             if self.master_pid is not None and not self.system:
                 restore_pid_file(self.master_pid, self.managed.prefix)
         except OSError as exc:
             log.error("nginx.prefix_failed", error=explain(exc))
-            return
+            return False
         log.warning("nginx.prefix_recreated", prefix=str(self.managed.prefix))
         self._mux.event(NGINX_APP, f"{self.managed.prefix} was deleted; made it again")
         self.files.live = {}  # the site files went with it: write them again
         self.changed()
+        return True
 
     async def _apply(self, *, reload: bool, renonce: bool = False) -> None:
         """Write, check and load the config (with ``renonce``, even when it is the same but

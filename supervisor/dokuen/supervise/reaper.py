@@ -12,10 +12,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
+import anyio
 import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
+REAP_AFTER_START = 5.0  # seconds: by then a re-exec's processes are ours again (`spawned`)
+SPAWNING_WAIT = 0.05  # seconds between looks at whether the spawns under way are done
 
 
 def become_subreaper() -> bool:
@@ -133,6 +137,20 @@ def reap_strays(spawned: set[int]) -> None:
     for pid in adopted(spawned):
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
+
+
+async def reap_orphans(spawned: set[int], spawning: Callable[[], bool]) -> None:
+    """Reap adopted children that exit while their process lives on (a `(cmd &)` in a
+    loop): a look REAP_AFTER_START seconds after start, then at each SIGCHLD (the kernel's
+    word that a child of ours exited), so an idle daemon never wakes for it. Waits while
+    ``spawning``: a child spawned in a thread is not in ``spawned`` yet."""
+    await anyio.sleep(REAP_AFTER_START)
+    with anyio.open_signal_receiver(signal.SIGCHLD) as exits:
+        while True:
+            while spawning():
+                await anyio.sleep(SPAWNING_WAIT)
+            reap_strays(spawned)
+            await anext(exits)
 
 
 def kill_uid(uid: int, patience: float = 10.0) -> bool:

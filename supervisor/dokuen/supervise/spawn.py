@@ -30,7 +30,6 @@ from dokuen.supervise.streams import NO_INPUT, Stdio
 log = get_logger()
 
 HAVE_PIDFD = hasattr(os, "pidfd_open")
-REAP_INTERVAL = 5.0
 SPAWN_THREADS = 4  # spawns at once while `OsSpawner.overlapping`: more gain nothing on 2 cores
 DISCARD_WAIT = 5.0  # seconds to empty and remove a dead child's cgroup before giving up
 # What keeps a command from being run with `exec`: shell syntax that needs the shell to
@@ -363,12 +362,9 @@ class OsSpawner:
             self._overlapping -= 1
 
     async def reap_orphans(self) -> None:
-        """Reap orphans we adopted as subreaper that died while their process lives on (a
-        `(cmd &)` in a loop); nothing wakes us for them: one look every few seconds."""
-        while self.subreaper:
-            await anyio.sleep(REAP_INTERVAL)
-            if not self.spawning:
-                reaper.reap_strays(self.live)
+        """Reap, as subreaper, what our processes orphaned and then exited (reaper.py)."""
+        if self.subreaper:
+            await reaper.reap_orphans(self.live, lambda: self.spawning > 0)
 
     async def run(
         self,
