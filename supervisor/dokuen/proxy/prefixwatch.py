@@ -14,8 +14,9 @@ from dokuen.proxy.holes import watch
 from dokuen.supervise.readiness import wait_readable
 
 SETTLE = 2.0  # seconds from the first sign to the look: an `rm -rf nginx` under way ends first
-# IN_DELETE, IN_MOVED_FROM (a name in nginx/ gone), IN_DELETE_SELF, IN_MOVE_SELF (nginx/ gone)
-GONE = 0x200 | 0x40 | 0x400 | 0x800
+# IN_DELETE, IN_MOVED_FROM (a name in nginx/ gone), IN_DELETE_SELF, IN_MOVE_SELF (nginx/
+# gone); IN_ONLYDIR, IN_DONT_FOLLOW: a link put at nginx/ is not watched through (then looks)
+GONE = 0x200 | 0x40 | 0x400 | 0x800 | 0x01000000 | 0x02000000
 
 
 async def keep_whole(prefix: Path, heal: Callable[[], Awaitable[bool]]) -> None:
