@@ -133,10 +133,15 @@ def kill_all(processes: list[psutil.Process]) -> int:
 def reap_strays(spawned: set[int]) -> None:
     """Reap adopted children that already exited. Our own spawned children are left to the
     event loop: reaping one here would steal its exit status. So every process dokuend
-    starts must be in ``spawned`` while it runs."""
+    starts must be in ``spawned`` while it runs. Nor a child in our own session: a helper
+    a thread runs (``subprocess.run``: git, ssh-keygen, ``dokuend --version``), whose
+    status is that thread's (stolen, it would read 0: a failure taken for a success);
+    what we adopt comes from our processes, each started in a session of its own."""
+    ours = os.getsid(0)
     for pid in adopted(spawned):
         with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
+            if os.getsid(pid) != ours:
+                os.waitpid(pid, os.WNOHANG)
 
 
 async def reap_orphans(spawned: set[int], spawning: Callable[[], bool]) -> None:
