@@ -43,12 +43,12 @@ def _signs(prefix: Path, stack: contextlib.ExitStack) -> int:
     if notify < 0:
         return -1
     stack.callback(os.close, notify)
-    try:
+    try:  # no descriptor left (EMFILE), no /proc: the loss alone
         mounts = os.open(MOUNTS, os.O_RDONLY | os.O_CLOEXEC)
+        stack.callback(os.close, mounts)
+        either = stack.enter_context(select.epoll())
+        either.register(notify, select.EPOLLIN)
+        either.register(mounts, select.EPOLLPRI)
     except OSError:
         return notify
-    stack.callback(os.close, mounts)
-    either = stack.enter_context(select.epoll())
-    either.register(notify, select.EPOLLIN)
-    either.register(mounts, select.EPOLLPRI)
     return either.fileno()
