@@ -15,7 +15,6 @@ from dokuen.supervise import reaper
 from dokuen.supervise.spawn import OsSpawner
 
 async def main():
-    reaper.REAP_AFTER_START = 0.0
     spawner = OsSpawner(subreaper=reaper.become_subreaper())
     assert spawner.subreaper
     env = {"PATH": os.defpath}

@@ -220,8 +220,6 @@ class Daemon:
                 listening=self.handover.listening,
             )
             await root.start(listen, self.settings.socket, self.handle)
-            if isinstance(spawner := self.runtime.spawner, OsSpawner):
-                root.start_soon(spawner.reap_orphans)
             self._root = root
             async with anyio.create_task_group() as apps:
                 self._apps_group = apps
@@ -230,6 +228,9 @@ class Daemon:
                     await root.start(self.proxy.run)
                 await self.postgres.settle()  # apps that connect at boot find it up
                 await self._restore()
+                if isinstance(spawner := self.runtime.spawner, OsSpawner):
+                    # Every process left to adopt is in `live` now: the reaper keeps off.
+                    root.start_soon(spawner.reap_orphans)
                 await root.start(self.backups.scheduler.run)
                 await root.start(self.https.certs.run)
                 log.info(

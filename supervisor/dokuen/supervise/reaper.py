@@ -18,7 +18,6 @@ import anyio
 import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
-REAP_AFTER_START = 5.0  # seconds: by then a re-exec's processes are ours again (`spawned`)
 SPAWNING_WAIT = 0.05  # seconds between looks at whether the spawns under way are done
 
 
@@ -146,10 +145,10 @@ def reap_strays(spawned: set[int]) -> None:
 
 async def reap_orphans(spawned: set[int], spawning: Callable[[], bool]) -> None:
     """Reap adopted children that exit while their process lives on (a `(cmd &)` in a
-    loop): a look REAP_AFTER_START seconds after start, then at each SIGCHLD (the kernel's
-    word that a child of ours exited), so an idle daemon never wakes for it. Waits while
-    ``spawning``: a child spawned in a thread is not in ``spawned`` yet."""
-    await anyio.sleep(REAP_AFTER_START)
+    loop): a look now, then at each SIGCHLD (the kernel's word that a child of ours
+    exited), so an idle daemon never wakes for it. Started once every process a dead or
+    re-exec'd dokuend left is in ``spawned`` again; waits while ``spawning``: a child
+    spawned in a thread is not in ``spawned`` yet."""
     with anyio.open_signal_receiver(signal.SIGCHLD) as exits:
         while True:
             while spawning():
