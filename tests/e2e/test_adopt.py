@@ -140,8 +140,10 @@ def served(tmp_path: Path, entry: Path) -> Iterator[tuple[Dokuen, int]]:
     finally:
         if daemon.process is not None:
             daemon.terminate()
-        for process in psutil.process_iter(["cmdline"]):  # a failed test's leftovers
-            if str(daemon.home) in " ".join(process.info["cmdline"] or []):
+        for process in psutil.process_iter(["cmdline", "cwd"]):  # a failed test's leftovers
+            if str(daemon.home) in " ".join(
+                [*(process.info["cmdline"] or []), process.info["cwd"] or ""]
+            ):
                 process.kill()
 
 
