@@ -12,6 +12,7 @@ from dokuen.errors import DokuenError
 from dokuen.proxy.nginx import Managed, Site, render_main, render_system_include
 from dokuen.proxy.sitefiles import SiteFiles
 from dokuen.supervise.spawn import OsSpawner
+from tests.e2e.test_nginx import refusing_nginx
 from tests.test_nginx import system_nginx
 
 NGINX = shutil.which("nginx")
@@ -26,19 +27,6 @@ ID = re.compile(r"([0-9a-f]{8})-\$pid-\$connection-\$connection_requests")
 
 def nonces(sites: Path) -> set[str]:
     return {n for path in sites.glob("*.conf") for n in ID.findall(path.read_text())}
-
-
-def refusing_nginx(tmp_path: Path) -> tuple[str, Path]:
-    """An nginx whose ``-t`` refuses while the file ``refuse`` exists."""
-    refuse = tmp_path / "refuse"
-    wrapper = tmp_path / "nginx-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = -t ] && [ -e {refuse} ]; then echo "nginx: [emerg] refused" >&2; exit 1; fi\n'
-        f'exec {NGINX} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    return str(wrapper), refuse
 
 
 def managed_prefix(tmp_path: Path) -> Managed:

@@ -149,19 +149,14 @@ def test_nginx_killed_under_the_daemon_comes_back_with_the_map(
     port = http_port(proxied)
     proxied.deploy("blog", write_app(apps_dir / "blog", WEB))
     wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
-    master = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"]
-    os.killpg(master, signal.SIGKILL)
-    wait_for(
-        lambda: (
-            json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"] not in (None, master)
-        ),
-        "a new nginx master",
-    )
+    kill_master(proxied)
     assert wait_for(lambda: env_via(port, "blog.localhost"), "blog again")["APP"] == "blog"
     assert "nginx[dokuen]: nginx killed by SIGKILL" in proxied.log()
 
 
-def test_a_config_that_fails_nginx_t_leaves_the_live_config(tmp_path: Path, apps_dir: Path) -> None:
+def refusing_nginx(tmp_path: Path) -> tuple[str, Path]:
+    """An nginx whose ``-t`` refuses while the file ``refuse`` exists: the wrapper's path
+    and that file's."""
     assert NGINX is not None
     refuse = tmp_path / "refuse"
     wrapper = tmp_path / "nginx-wrapper"
@@ -170,8 +165,25 @@ def test_a_config_that_fails_nginx_t_leaves_the_live_config(tmp_path: Path, apps
         f'if [ "$1" = -t ] && [ -e {refuse} ]; then echo "nginx: [emerg] refused" >&2; exit 1; fi\n'
         f'exec {NGINX} "$@"\n'
     )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon:
+    wrapper.chmod(0o755)
+    return str(wrapper), refuse
+
+
+def kill_master(daemon: Dokuen) -> None:
+    """SIGKILL the nginx master's process group; return once dokuend runs a new master."""
+    master = json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["pid"]
+    os.killpg(master, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            json.loads(daemon.ctl("status", "--json").stdout)["nginx"]["pid"] not in (None, master)
+        ),
+        "a new nginx master",
+    )
+
+
+def test_a_config_that_fails_nginx_t_leaves_the_live_config(tmp_path: Path, apps_dir: Path) -> None:
+    wrapper, refuse = refusing_nginx(tmp_path)
+    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=wrapper) as daemon:
         port = http_port(daemon)
         daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
         wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")

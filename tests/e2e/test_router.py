@@ -19,14 +19,15 @@ import pytest
 
 from tests.e2e.conftest import Dokuen, wait_for, write_app
 from tests.e2e.test_nginx import (
-    NGINX,
     WEB,
     env_via,
     get,
     http_port,
+    kill_master,
     nginx_dokuen,
     proxied,  # noqa: F401 (a fixture)
     pytestmark,  # noqa: F401 (skipped without nginx)
+    refusing_nginx,
 )
 
 ROUTER = re.compile(r"^\S+ (?P<app>[a-z0-9-]+)\[router\]: (?P<message>.*)$")
@@ -152,14 +153,7 @@ def test_request_ids_are_unique_across_reloads_and_restarts_and_what_the_app_got
     proxied.ctl("domains:add", "blog", "notes.home.example")  # new files, reloaded
     nonces.append(nonce_of(proxied, "blog"))
     got |= burst(port, "reloaded")
-    master = json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"]
-    os.killpg(master, signal.SIGKILL)
-    wait_for(
-        lambda: (
-            json.loads(proxied.ctl("status", "--json").stdout)["nginx"]["pid"] not in (None, master)
-        ),
-        "a new nginx master",
-    )
+    kill_master(proxied)
     nonces.append(nonce_of(proxied, "blog"))  # the files again, before it started
     wait_for(lambda: env_via(port, "blog.localhost"), "blog again")
     got |= burst(port, "restarted")
@@ -382,16 +376,8 @@ def test_maintenance_answers_503_keeps_the_processes_and_outlives_a_restart(
 
 
 def test_maintenance_that_nginx_t_refuses_is_not_kept(tmp_path: Path, apps_dir: Path) -> None:
-    assert NGINX is not None
-    refuse = tmp_path / "refuse"
-    wrapper = tmp_path / "nginx-wrapper"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = -t ] && [ -e {refuse} ]; then echo "nginx: [emerg] refused" >&2; exit 1; fi\n'
-        f'exec {NGINX} "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=str(wrapper)) as daemon:
+    wrapper, refuse = refusing_nginx(tmp_path)
+    with nginx_dokuen(tmp_path / "home", DOKUEN_NGINX_BINARY=wrapper) as daemon:
         port = http_port(daemon)
         daemon.deploy("blog", write_app(apps_dir / "blog", WEB))
         wait_for(lambda: env_via(port, "blog.localhost"), "blog through nginx")
